@@ -1,0 +1,47 @@
+//! Errors of the model: each is the caller's fault and changes nothing.
+
+use thiserror::Error;
+
+/// Why the model refused a request. Every variant means the twin was left unchanged; the HTTP and
+/// MQTT adapters map each variant to exactly one status or reason code.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ModelError {
+    #[error("invalid {kind} id {value:?}: ids are 1 to 128 characters of A-Z a-z 0-9 : _ . -")]
+    InvalidId { kind: &'static str, value: String },
+
+    #[error("{what} must be a JSON object, got {found}")]
+    NotAnObject { what: &'static str, found: &'static str },
+
+    #[error("{what} nests {depth} levels deep; the limit is {limit}")]
+    TooDeep { what: &'static str, depth: usize, limit: usize },
+
+    #[error("{what} would be {size} bytes; the limit is {limit}")]
+    TooLarge { what: &'static str, size: usize, limit: usize },
+
+    #[error("the twin is at version {current} but the request expected version {expected}")]
+    VersionMismatch { expected: u64, current: u64 },
+
+    #[error("the request expected an existing twin, but there is none")]
+    Missing,
+
+    #[error("invalid timestamp {value:?}: {reason}")]
+    InvalidTimestamp { value: String, reason: String },
+
+    #[error("invalid field {field}: {reason}")]
+    InvalidField { field: &'static str, reason: String },
+
+    #[error("a stored record is corrupt: {0}")]
+    CorruptRecord(String),
+}
+
+/// The JSON type name of a value, for error messages.
+pub fn json_type_name(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}

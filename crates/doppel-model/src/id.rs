@@ -1,0 +1,143 @@
+//! Tenant and device identifiers.
+
+use crate::error::ModelError;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Longest identifier accepted, in bytes. Matches AWS IoT's thing-name limit so that existing
+/// fleets keep their names when they move to Doppel.
+pub const MAX_ID_LEN: usize = 128;
+
+fn is_id_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'.' | b'-')
+}
+
+fn validate(kind: &'static str, value: &str) -> Result<(), ModelError> {
+    if value.is_empty() || value.len() > MAX_ID_LEN || !value.bytes().all(is_id_byte) {
+        return Err(ModelError::InvalidId {
+            kind,
+            value: value.chars().take(MAX_ID_LEN + 1).collect(),
+        });
+    }
+    Ok(())
+}
+
+macro_rules! identifier {
+    ($name:ident, $kind:literal) => {
+        #[doc = concat!("A validated ", $kind, " id: `[A-Za-z0-9:_.-]{1,128}`.")]
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Validates and wraps an id.
+            pub fn new(value: impl Into<String>) -> Result<Self, ModelError> {
+                let value = value.into();
+                validate($kind, &value)?;
+                Ok(Self(value))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = ModelError;
+            fn try_from(value: String) -> Result<Self, ModelError> {
+                Self::new(value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+identifier!(TenantId, "tenant");
+identifier!(DeviceId, "device");
+
+/// The identity of one twin: a device within a tenant.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TwinKey {
+    pub tenant: TenantId,
+    pub device: DeviceId,
+}
+
+/// Separates tenant from device in encoded keys. It cannot occur in an id, so keys of one tenant
+/// sort together and a tenant's key range is exactly its prefix.
+pub const KEY_SEPARATOR: u8 = 0;
+
+impl TwinKey {
+    pub fn new(tenant: TenantId, device: DeviceId) -> Self {
+        Self { tenant, device }
+    }
+
+    /// The byte form used as a storage key: `tenant 0x00 device`, ordered by tenant then device.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut key = Self::tenant_prefix(&self.tenant);
+        key.extend_from_slice(self.device.as_str().as_bytes());
+        key
+    }
+
+    /// The prefix shared by every key of `tenant`.
+    pub fn tenant_prefix(tenant: &TenantId) -> Vec<u8> {
+        let mut prefix = Vec::with_capacity(tenant.as_str().len() + 1 + MAX_ID_LEN);
+        prefix.extend_from_slice(tenant.as_str().as_bytes());
+        prefix.push(KEY_SEPARATOR);
+        prefix
+    }
+
+    /// Parses the byte form written by [`TwinKey::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ModelError> {
+        let corrupt = || ModelError::CorruptRecord("twin key without a tenant separator".into());
+        let split = bytes.iter().position(|b| *b == KEY_SEPARATOR).ok_or_else(corrupt)?;
+        let text = |part: &[u8]| String::from_utf8(part.to_vec()).map_err(|_| corrupt());
+        Ok(Self {
+            tenant: TenantId::new(text(&bytes[..split])?)?,
+            device: DeviceId::new(text(&bytes[split + 1..])?)?,
+        })
+    }
+}
+
+impl fmt::Display for TwinKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.tenant, self.device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_documented_alphabet() {
+        assert!(DeviceId::new("pump-7:a_b.C").is_ok());
+        assert!(DeviceId::new("x".repeat(128)).is_ok());
+    }
+
+    #[test]
+    fn rejects_empty_long_and_foreign_characters() {
+        for bad in ["", "a/b", "a b", "ü", "a\0b", &"x".repeat(129)] {
+            assert!(DeviceId::new(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn key_bytes_round_trip_and_sort_by_tenant_first() {
+        let key = |t: &str, d: &str| TwinKey::new(TenantId::new(t).unwrap(), DeviceId::new(d).unwrap());
+        let k = key("acme", "pump-7");
+        assert_eq!(TwinKey::from_bytes(&k.to_bytes()).unwrap(), k);
+        // "a" < "a-" as tenants; the separator keeps all of tenant "a" before tenant "a-".
+        assert!(key("a", "zzz").to_bytes() < key("a-", "a").to_bytes());
+    }
+}

@@ -1,0 +1,24 @@
+//! The pure twin model of Doppel.
+//!
+//! Everything here takes values and returns values: no clocks (time is passed in), no I/O, no
+//! concurrency. The engine owns those. Keeping the rules here makes them testable by property
+//! tests and reusable by the hub and, later, the edge agent, which must reach the same results.
+
+pub mod codec;
+pub mod delta;
+pub mod error;
+pub mod history;
+pub mod id;
+pub mod limits;
+pub mod patch;
+pub mod time;
+pub mod twin;
+pub mod update;
+
+pub use error::ModelError;
+pub use history::{HistoryEntry, HistoryKind};
+pub use id::{DeviceId, TenantId, TwinKey};
+pub use limits::Limits;
+pub use time::Millis;
+pub use twin::{Connection, ConnectionStatus, Meta, Section, Twin};
+pub use update::{Applied, Change, MetaPatch, UpdateRequest, apply};

@@ -1,0 +1,81 @@
+//! The twin document.
+
+use crate::time::Millis;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One side of the twin (reported or desired): the state, when each leaf last changed, and the
+/// side's own version.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Section {
+    /// The JSON object itself.
+    pub state: Map<String, Value>,
+    /// The same shape as `state`, with `{"timestamp": <Unix ms>}` at each leaf: when that leaf was
+    /// last written. Lets a device or application tell which parts of a state are fresh.
+    pub metadata: Map<String, Value>,
+    /// Reported: the device's own monotonic sequence, so a late report cannot overwrite a newer
+    /// one. Desired: incremented by the hub on each change.
+    pub version: u64,
+    /// When the section last changed; `None` until it is first written.
+    pub updated_at: Option<Millis>,
+}
+
+/// What the hub knows of the device's link.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ConnectionStatus {
+    Connected,
+    Disconnected,
+    /// Never seen by a device interface, or silent for longer than expected.
+    #[default]
+    Unknown,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connection {
+    pub status: ConnectionStatus,
+    pub last_connected_at: Option<Millis>,
+    /// Any sign of life from the device, such as a report.
+    pub last_activity_at: Option<Millis>,
+}
+
+/// Descriptive fields written by applications, not by the device's state reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Meta {
+    pub device_type: Option<String>,
+    pub firmware_version: Option<String>,
+    pub capabilities: BTreeSet<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The twin of one device.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Twin {
+    /// The document version: +1 on every accepted change of any part. Never goes backwards, not
+    /// even across a delete, so a version names exactly one state of the twin.
+    pub version: u64,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub reported: Section,
+    pub desired: Section,
+    pub connection: Connection,
+    pub meta: Meta,
+    /// A deleted twin is kept as a tombstone so that its version keeps counting up if it is
+    /// created again; it is invisible to readers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+}
+
+impl Twin {
+    /// The desired leaves that differ from reported; see [`crate::delta::delta`].
+    pub fn delta(&self) -> Map<String, Value> {
+        crate::delta::delta(&self.desired.state, &self.reported.state)
+    }
+
+    /// A live twin, or `None` for a tombstone.
+    pub fn live(&self) -> Option<&Self> {
+        (!self.deleted).then_some(self)
+    }
+}

@@ -1,0 +1,418 @@
+//! Applying one change to a twin: validation, versions, metadata and the history entry.
+
+use crate::error::{ModelError, json_type_name};
+use crate::history::{HistoryEntry, HistoryKind};
+use crate::limits::Limits;
+use crate::patch::{self, as_object};
+use crate::time::Millis;
+use crate::twin::{Meta, Section, Twin};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Most tags one twin may carry; tags are for grouping and search, not for state.
+pub const MAX_TAGS: usize = 64;
+/// Longest tag key; tag keys are query paths (`tags.site`), so they are short names.
+pub const MAX_TAG_KEY_LEN: usize = 128;
+/// Longest tag value, device type, firmware version or capability.
+pub const MAX_LABEL_LEN: usize = 256;
+/// Most capabilities one twin may list.
+pub const MAX_CAPABILITIES: usize = 64;
+
+/// A change to the descriptive fields. For each field, `None` leaves it alone; for the optional
+/// ones `Some(None)` clears it. Tags merge like a JSON merge patch: a `null` value removes a tag.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetaPatch {
+    pub device_type: Option<Option<String>>,
+    pub firmware_version: Option<Option<String>>,
+    pub capabilities: Option<BTreeSet<String>>,
+    pub tags: BTreeMap<String, Option<String>>,
+}
+
+impl MetaPatch {
+    /// Parses a request body such as `{"tags": {"site": "berlin", "old": null}, "device_type": "pump"}`.
+    pub fn from_json(body: &Value) -> Result<Self, ModelError> {
+        let body = as_object("the request body", body)?;
+        let mut patch = Self::default();
+        for (field, value) in body {
+            match field.as_str() {
+                "device_type" => patch.device_type = Some(optional_label("device_type", value)?),
+                "firmware_version" => patch.firmware_version = Some(optional_label("firmware_version", value)?),
+                "capabilities" => patch.capabilities = Some(capabilities(value)?),
+                "tags" => patch.tags = tags(value)?,
+                _ => {
+                    return Err(ModelError::InvalidField {
+                        field: "body",
+                        reason: format!(
+                            "unknown field {field:?}; expected tags, device_type, firmware_version or capabilities"
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(patch)
+    }
+
+    fn apply_to(&self, meta: &mut Meta) -> Result<(), ModelError> {
+        if let Some(device_type) = &self.device_type {
+            meta.device_type.clone_from(device_type);
+        }
+        if let Some(firmware) = &self.firmware_version {
+            meta.firmware_version.clone_from(firmware);
+        }
+        if let Some(capabilities) = &self.capabilities {
+            meta.capabilities.clone_from(capabilities);
+        }
+        for (key, value) in &self.tags {
+            match value {
+                Some(value) => meta.tags.insert(key.clone(), value.clone()),
+                None => meta.tags.remove(key),
+            };
+        }
+        if meta.tags.len() > MAX_TAGS {
+            return Err(ModelError::InvalidField {
+                field: "tags",
+                reason: format!("a twin may have at most {MAX_TAGS} tags, this change would leave {}", meta.tags.len()),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn label(field: &'static str, value: &Value) -> Result<String, ModelError> {
+    match value {
+        Value::String(text) if !text.is_empty() && text.len() <= MAX_LABEL_LEN => Ok(text.clone()),
+        Value::String(_) => Err(ModelError::InvalidField {
+            field,
+            reason: format!("must be 1 to {MAX_LABEL_LEN} bytes long"),
+        }),
+        other => Err(ModelError::InvalidField {
+            field,
+            reason: format!("must be a string, got {}", json_type_name(other)),
+        }),
+    }
+}
+
+fn optional_label(field: &'static str, value: &Value) -> Result<Option<String>, ModelError> {
+    match value {
+        Value::Null => Ok(None),
+        other => label(field, other).map(Some),
+    }
+}
+
+fn capabilities(value: &Value) -> Result<BTreeSet<String>, ModelError> {
+    let items = match value {
+        Value::Null => return Ok(BTreeSet::new()),
+        Value::Array(items) => items,
+        other => {
+            return Err(ModelError::InvalidField {
+                field: "capabilities",
+                reason: format!("must be an array of strings, got {}", json_type_name(other)),
+            });
+        }
+    };
+    if items.len() > MAX_CAPABILITIES {
+        return Err(ModelError::InvalidField {
+            field: "capabilities",
+            reason: format!("at most {MAX_CAPABILITIES} capabilities, got {}", items.len()),
+        });
+    }
+    items.iter().map(|item| label("capabilities", item)).collect()
+}
+
+fn tags(value: &Value) -> Result<BTreeMap<String, Option<String>>, ModelError> {
+    let map = value.as_object().ok_or_else(|| ModelError::InvalidField {
+        field: "tags",
+        reason: format!("must be an object of strings, got {}", json_type_name(value)),
+    })?;
+    map.iter()
+        .map(|(key, value)| {
+            let key_ok = !key.is_empty()
+                && key.len() <= MAX_TAG_KEY_LEN
+                && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':'));
+            if !key_ok {
+                return Err(ModelError::InvalidField {
+                    field: "tags",
+                    reason: format!("tag key {key:?} must be 1 to {MAX_TAG_KEY_LEN} characters of A-Z a-z 0-9 _ - :"),
+                });
+            }
+            Ok((key.clone(), optional_label("tags", value)?))
+        })
+        .collect()
+}
+
+/// What a request asks to change.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// A device report: a merge patch of reported state, with the device's own sequence number
+    /// when it sends one (a report not newer than the stored sequence is stale and ignored).
+    Reported { patch: Value, device_version: Option<u64> },
+    /// A merge patch of desired state.
+    DesiredPatch(Value),
+    /// A whole new desired state.
+    DesiredReplace(Value),
+    Meta(MetaPatch),
+    Delete,
+}
+
+/// A change with its preconditions and provenance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpdateRequest {
+    pub change: Change,
+    /// Apply only if the twin is at this document version (HTTP `If-Match`, AWS `version`).
+    pub expected_version: Option<u64>,
+    /// The device id or API principal making the change, recorded in history.
+    pub changed_by: String,
+    /// Why, recorded in history; defaults to a description of the operation.
+    pub change_reason: Option<String>,
+}
+
+/// The outcome of a request that passed validation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Applied {
+    /// The twin changed: its new state and the history entry that records the change.
+    Changed { twin: Twin, entry: HistoryEntry },
+    /// A report older than what the twin holds; nothing changed.
+    Stale,
+}
+
+/// Applies `request` to the twin `current` (a tombstone or `None` when it does not exist) at
+/// instant `now`. Returns an error, and changes nothing, when the request is invalid or its
+/// precondition fails.
+pub fn apply(current: Option<&Twin>, request: &UpdateRequest, now: Millis, limits: &Limits) -> Result<Applied, ModelError> {
+    let live = current.and_then(Twin::live);
+    if let Some(expected) = request.expected_version {
+        let current_version = live.map_or(0, |twin| twin.version);
+        if live.is_none() || current_version != expected {
+            return Err(ModelError::VersionMismatch { expected, current: current_version });
+        }
+    }
+    let mut twin = match (live, current) {
+        (Some(live), _) => live.clone(),
+        (None, tombstone) => {
+            if request.change == Change::Delete {
+                return Err(ModelError::Missing);
+            }
+            Twin {
+                version: tombstone.map_or(0, |t| t.version),
+                created_at: now,
+                ..Twin::default()
+            }
+        }
+    };
+    // Time never runs backwards within one twin, whatever the wall clock does.
+    let now = now.max(twin.updated_at);
+
+    let (kind, default_reason) = match &request.change {
+        Change::Reported { patch, device_version } => {
+            let patch = checked_state("reported state", patch, limits)?;
+            if let Some(sequence) = device_version {
+                if twin.reported.updated_at.is_some() && *sequence <= twin.reported.version {
+                    return Ok(Applied::Stale);
+                }
+            }
+            let next = device_version.unwrap_or(twin.reported.version + 1);
+            merge_into(&mut twin.reported, "reported state", patch, next, now, limits)?;
+            twin.connection.last_activity_at = Some(now);
+            (HistoryKind::Reported, "reported update")
+        }
+        Change::DesiredPatch(patch) => {
+            let patch = checked_state("desired state", patch, limits)?;
+            let next = twin.desired.version + 1;
+            merge_into(&mut twin.desired, "desired state", patch, next, now, limits)?;
+            (HistoryKind::Desired, "desired update")
+        }
+        Change::DesiredReplace(state) => {
+            let state = checked_state("desired state", state, limits)?;
+            let next = twin.desired.version + 1;
+            twin.desired.state.clear();
+            twin.desired.metadata.clear();
+            merge_into(&mut twin.desired, "desired state", state, next, now, limits)?;
+            (HistoryKind::Desired, "desired replace")
+        }
+        Change::Meta(meta_patch) => {
+            meta_patch.apply_to(&mut twin.meta)?;
+            (HistoryKind::Meta, "meta update")
+        }
+        Change::Delete => {
+            twin = Twin {
+                version: twin.version,
+                created_at: twin.created_at,
+                deleted: true,
+                ..Twin::default()
+            };
+            (HistoryKind::Deleted, "delete")
+        }
+    };
+
+    twin.version += 1;
+    twin.updated_at = now;
+    let (state, section_version) = match kind {
+        HistoryKind::Reported => (Value::Object(twin.reported.state.clone()), Some(twin.reported.version)),
+        HistoryKind::Desired => (Value::Object(twin.desired.state.clone()), Some(twin.desired.version)),
+        HistoryKind::Meta => (serde_json::to_value(&twin.meta).unwrap_or(Value::Null), None),
+        HistoryKind::Deleted => (Value::Null, None),
+    };
+    let entry = HistoryEntry {
+        kind,
+        version: twin.version,
+        recorded_at: now,
+        state,
+        section_version,
+        changed_by: request.changed_by.clone(),
+        change_reason: request.change_reason.clone().unwrap_or_else(|| default_reason.to_owned()),
+    };
+    Ok(Applied::Changed { twin, entry })
+}
+
+fn checked_state<'a>(what: &'static str, value: &'a Value, limits: &Limits) -> Result<&'a Map<String, Value>, ModelError> {
+    let object = as_object(what, value)?;
+    patch::check_depth(what, value, limits.max_depth)?;
+    Ok(object)
+}
+
+fn merge_into(
+    section: &mut Section,
+    what: &'static str,
+    patch: &Map<String, Value>,
+    next_version: u64,
+    now: Millis,
+    limits: &Limits,
+) -> Result<(), ModelError> {
+    patch::merge(&mut section.state, &mut section.metadata, patch, now);
+    let size = patch::serialized_len(&section.state);
+    if size > limits.max_document_bytes {
+        return Err(ModelError::TooLarge {
+            what,
+            size,
+            limit: limits.max_document_bytes,
+        });
+    }
+    section.version = next_version;
+    section.updated_at = Some(now);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn request(change: Change) -> UpdateRequest {
+        UpdateRequest {
+            change,
+            expected_version: None,
+            changed_by: "tester".into(),
+            change_reason: None,
+        }
+    }
+
+    fn changed(result: Result<Applied, ModelError>) -> (Twin, HistoryEntry) {
+        match result.unwrap() {
+            Applied::Changed { twin, entry } => (twin, entry),
+            Applied::Stale => panic!("unexpectedly stale"),
+        }
+    }
+
+    fn report(state: Value, device_version: Option<u64>) -> UpdateRequest {
+        request(Change::Reported { patch: state, device_version })
+    }
+
+    #[test]
+    fn first_write_creates_the_twin_at_version_one() {
+        let (twin, entry) = changed(apply(None, &request(Change::DesiredPatch(json!({"on": true}))), Millis(10), &Limits::default()));
+        assert_eq!((twin.version, twin.desired.version, twin.created_at), (1, 1, Millis(10)));
+        assert_eq!(Value::Object(twin.delta()), json!({"on": true}));
+        assert_eq!((entry.kind, entry.version, entry.changed_by.as_str()), (HistoryKind::Desired, 1, "tester"));
+    }
+
+    #[test]
+    fn stale_reports_change_nothing() {
+        let limits = Limits::default();
+        let (twin, _) = changed(apply(None, &report(json!({"t": 1}), Some(5)), Millis(1), &limits));
+        assert_eq!(apply(Some(&twin), &report(json!({"t": 2}), Some(5)), Millis(2), &limits), Ok(Applied::Stale));
+        assert_eq!(apply(Some(&twin), &report(json!({"t": 2}), Some(4)), Millis(2), &limits), Ok(Applied::Stale));
+        let (newer, _) = changed(apply(Some(&twin), &report(json!({"t": 3}), Some(6)), Millis(3), &limits));
+        assert_eq!((newer.version, newer.reported.version), (2, 6));
+        assert_eq!(newer.connection.last_activity_at, Some(Millis(3)));
+    }
+
+    #[test]
+    fn reports_without_a_sequence_count_up() {
+        let limits = Limits::default();
+        let (twin, _) = changed(apply(None, &report(json!({"t": 1}), None), Millis(1), &limits));
+        let (twin, _) = changed(apply(Some(&twin), &report(json!({"t": 2}), None), Millis(2), &limits));
+        assert_eq!(twin.reported.version, 2);
+    }
+
+    #[test]
+    fn if_match_must_name_the_current_version() {
+        let limits = Limits::default();
+        let (twin, _) = changed(apply(None, &request(Change::DesiredPatch(json!({"a": 1}))), Millis(1), &limits));
+        let mut conditional = request(Change::DesiredPatch(json!({"a": 2})));
+        conditional.expected_version = Some(7);
+        assert_eq!(
+            apply(Some(&twin), &conditional, Millis(2), &limits),
+            Err(ModelError::VersionMismatch { expected: 7, current: 1 })
+        );
+        conditional.expected_version = Some(1);
+        assert_eq!(changed(apply(Some(&twin), &conditional, Millis(2), &limits)).0.version, 2);
+        assert!(matches!(apply(None, &conditional, Millis(2), &limits), Err(ModelError::VersionMismatch { .. })));
+    }
+
+    #[test]
+    fn limits_reject_deep_large_and_non_object_states() {
+        let limits = Limits { max_document_bytes: 32, max_depth: 2 };
+        let deep = request(Change::DesiredPatch(json!({"a": {"b": {"c": 1}}})));
+        assert!(matches!(apply(None, &deep, Millis(1), &limits), Err(ModelError::TooDeep { depth: 3, limit: 2, .. })));
+        let large = request(Change::DesiredPatch(json!({"a": "x".repeat(40)})));
+        assert!(matches!(apply(None, &large, Millis(1), &limits), Err(ModelError::TooLarge { .. })));
+        let scalar = request(Change::DesiredPatch(json!([1])));
+        assert!(matches!(apply(None, &scalar, Millis(1), &limits), Err(ModelError::NotAnObject { found: "an array", .. })));
+    }
+
+    #[test]
+    fn replace_drops_keys_the_new_state_lacks() {
+        let limits = Limits::default();
+        let (twin, _) = changed(apply(None, &request(Change::DesiredPatch(json!({"a": 1, "b": 2}))), Millis(1), &limits));
+        let (twin, entry) = changed(apply(Some(&twin), &request(Change::DesiredReplace(json!({"c": 3}))), Millis(2), &limits));
+        assert_eq!(Value::Object(twin.desired.state), json!({"c": 3}));
+        assert_eq!(Value::Object(twin.desired.metadata), json!({"c": {"timestamp": 2}}));
+        assert_eq!(entry.change_reason, "desired replace");
+    }
+
+    #[test]
+    fn delete_leaves_a_tombstone_whose_version_keeps_counting() {
+        let limits = Limits::default();
+        let (twin, _) = changed(apply(None, &request(Change::DesiredPatch(json!({"a": 1}))), Millis(1), &limits));
+        let (tombstone, entry) = changed(apply(Some(&twin), &request(Change::Delete), Millis(2), &limits));
+        assert!(tombstone.deleted && tombstone.live().is_none());
+        assert_eq!((tombstone.version, entry.kind), (2, HistoryKind::Deleted));
+        assert_eq!(apply(Some(&tombstone), &request(Change::Delete), Millis(3), &limits), Err(ModelError::Missing));
+        let (reborn, _) = changed(apply(Some(&tombstone), &request(Change::DesiredPatch(json!({"b": 1}))), Millis(3), &limits));
+        assert_eq!((reborn.version, reborn.deleted, reborn.created_at), (3, false, Millis(3)));
+        assert_eq!(Value::Object(reborn.desired.state), json!({"b": 1}));
+    }
+
+    #[test]
+    fn time_within_a_twin_never_runs_backwards() {
+        let limits = Limits::default();
+        let (twin, _) = changed(apply(None, &request(Change::DesiredPatch(json!({"a": 1}))), Millis(100), &limits));
+        let (twin, entry) = changed(apply(Some(&twin), &request(Change::DesiredPatch(json!({"a": 2}))), Millis(50), &limits));
+        assert_eq!((twin.updated_at, entry.recorded_at), (Millis(100), Millis(100)));
+    }
+
+    #[test]
+    fn meta_patches_merge_tags_and_validate_fields() {
+        let limits = Limits::default();
+        let patch = MetaPatch::from_json(&json!({"tags": {"site": "berlin", "row": "3"}, "device_type": "pump", "capabilities": ["ota"]})).unwrap();
+        let (twin, entry) = changed(apply(None, &request(Change::Meta(patch)), Millis(1), &limits));
+        let patch = MetaPatch::from_json(&json!({"tags": {"row": null}, "device_type": null})).unwrap();
+        let (twin, _) = changed(apply(Some(&twin), &request(Change::Meta(patch)), Millis(2), &limits));
+        assert_eq!(twin.meta.tags.len(), 1);
+        assert_eq!(twin.meta.device_type, None);
+        assert_eq!(entry.kind, HistoryKind::Meta);
+        for bad in [json!({"colour": "red"}), json!({"tags": {"a.b": "x"}}), json!({"tags": {"a": 1}}), json!({"capabilities": "ota"})] {
+            assert!(MetaPatch::from_json(&bad).is_err(), "{bad} was accepted");
+        }
+    }
+}
