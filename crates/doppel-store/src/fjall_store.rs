@@ -1,0 +1,245 @@
+//! The embedded default backend: fjall, a pure-Rust LSM tree.
+//!
+//! Layout: keyspace `twins` maps a twin key to its encoded record; history lives in one keyspace
+//! per time bucket, named `history.<start ms>.<width ms>`, so retention deletes whole keyspaces.
+//! One `commit` is one fjall write batch followed by one `persist(SyncAll)`.
+
+use crate::layout::{HistoryBuckets, history_key, history_prefix};
+use crate::{HistoryQuery, StoreError, TwinStore, TwinWrite, history_filter};
+use doppel_model::codec::{EncodedHistory, EncodedTwin};
+use doppel_model::{DeviceId, HistoryEntry, Millis, TenantId, Twin, TwinKey};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use std::collections::BTreeMap;
+use std::ops::{Bound, ControlFlow};
+use std::path::Path;
+use std::sync::{PoisonError, RwLock};
+
+const TWINS_KEYSPACE: &str = "twins";
+const HISTORY_KEYSPACE_PREFIX: &str = "history.";
+
+/// One history bucket: its keyspace and where its span ends (exclusive).
+#[derive(Clone)]
+struct Bucket {
+    end: i64,
+    keyspace: Keyspace,
+}
+
+pub struct FjallStore {
+    db: Database,
+    twins: Keyspace,
+    /// Width of buckets created from now on; buckets made with another width keep their own.
+    buckets: HistoryBuckets,
+    /// History buckets by start instant. Commits and reads hold the read lock, so retention
+    /// (which takes the write lock) never deletes a bucket under a running commit.
+    history: RwLock<BTreeMap<i64, Bucket>>,
+}
+
+impl FjallStore {
+    /// Opens (or creates) the store in `path`, recovering the journal after a crash.
+    pub fn open(path: &Path, buckets: HistoryBuckets) -> Result<Self, StoreError> {
+        let db = Database::builder(path).open()?;
+        let twins = db.keyspace(TWINS_KEYSPACE, KeyspaceCreateOptions::default)?;
+        let mut history = BTreeMap::new();
+        for name in db.list_keyspace_names() {
+            let name: &str = name.as_ref();
+            let Some((start, width)) = parse_bucket_name(name) else { continue };
+            let keyspace = db.keyspace(name, KeyspaceCreateOptions::default)?;
+            history.insert(start, Bucket { end: start.saturating_add(width), keyspace });
+        }
+        tracing::debug!(path = %path.display(), buckets = history.len(), "opened fjall store");
+        Ok(Self { db, twins, buckets, history: RwLock::new(history) })
+    }
+
+    /// Creates the buckets that `writes` need and do not have yet.
+    fn ensure_buckets(&self, writes: &[TwinWrite]) -> Result<(), StoreError> {
+        let missing: Vec<i64> = {
+            let history = self.history.read().unwrap_or_else(PoisonError::into_inner);
+            let mut starts: Vec<i64> = writes
+                .iter()
+                .map(|w| self.buckets.start_of(w.recorded_at))
+                .filter(|start| !covered(&history, *start))
+                .collect();
+            starts.dedup();
+            starts
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut history = self.history.write().unwrap_or_else(PoisonError::into_inner);
+        for start in missing {
+            if covered(&history, start) {
+                continue;
+            }
+            let name = format!("{HISTORY_KEYSPACE_PREFIX}{start}.{}", self.buckets.width_ms);
+            let keyspace = self.db.keyspace(&name, KeyspaceCreateOptions::default)?;
+            history.insert(start, Bucket { end: start + self.buckets.width_ms, keyspace });
+        }
+        Ok(())
+    }
+}
+
+/// Whether a bucket holds the instant `at`.
+fn covered(history: &BTreeMap<i64, Bucket>, at: i64) -> bool {
+    bucket_at(history, at).is_some()
+}
+
+fn bucket_at(history: &BTreeMap<i64, Bucket>, at: i64) -> Option<&Bucket> {
+    history.range(..=at).next_back().map(|(_, bucket)| bucket).filter(|bucket| at < bucket.end)
+}
+
+fn parse_bucket_name(name: &str) -> Option<(i64, i64)> {
+    let (start, width) = name.strip_prefix(HISTORY_KEYSPACE_PREFIX)?.split_once('.')?;
+    Some((start.parse().ok()?, width.parse().ok()?))
+}
+
+impl TwinStore for FjallStore {
+    fn commit(&self, writes: &[TwinWrite]) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        self.ensure_buckets(writes)?;
+        let history = self.history.read().unwrap_or_else(PoisonError::into_inner);
+        let mut batch = self.db.batch();
+        for write in writes {
+            batch.insert(&self.twins, write.key.to_bytes(), &*write.twin.0);
+            let bucket = bucket_at(&history, write.recorded_at.0)
+                .ok_or_else(|| doppel_model::ModelError::CorruptRecord(format!("no history bucket for {}", write.recorded_at)))?;
+            batch.insert(&bucket.keyspace, history_key(&write.key, write.version), &*write.history.0);
+        }
+        batch.commit()?;
+        // The acknowledgement the engine sends after this returns is a promise of durability.
+        self.db.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    fn load(&self, visit: &mut dyn FnMut(TwinKey, Twin)) -> Result<u64, StoreError> {
+        let mut count = 0;
+        for guard in self.twins.iter() {
+            let (key, value) = guard.into_inner()?;
+            visit(TwinKey::from_bytes(&key)?, EncodedTwin::decode(&value)?);
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    fn list(&self, tenant: &TenantId, after: Option<&DeviceId>, limit: usize) -> Result<Vec<(DeviceId, Twin)>, StoreError> {
+        let prefix = TwinKey::tenant_prefix(tenant);
+        let start = match after {
+            Some(device) => Bound::Excluded(TwinKey::new(tenant.clone(), device.clone()).to_bytes()),
+            None => Bound::Included(prefix.clone()),
+        };
+        let mut page = Vec::new();
+        for guard in self.twins.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
+            if page.len() >= limit {
+                break;
+            }
+            let (key, value) = guard.into_inner()?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            if EncodedTwin::is_live(&value) {
+                page.push((TwinKey::from_bytes(&key)?.device, EncodedTwin::decode(&value)?));
+            }
+        }
+        Ok(page)
+    }
+
+    fn history(&self, key: &TwinKey, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError> {
+        let history = self.history.read().unwrap_or_else(PoisonError::into_inner);
+        let prefix = history_prefix(key);
+        let first_key = history_key(key, query.after_version.map_or(0, |v| v.saturating_add(1)));
+        let mut filter = history_filter::Collector::new(query);
+        for (start, bucket) in history.iter() {
+            if !filter.wants_bucket(*start, bucket.end) {
+                continue;
+            }
+            for guard in bucket.keyspace.range::<Vec<u8>, _>((Bound::Included(first_key.clone()), Bound::Unbounded)) {
+                let (entry_key, value) = guard.into_inner()?;
+                if !entry_key.starts_with(&prefix) {
+                    break;
+                }
+                if filter.offer(EncodedHistory::decode(&value)?).is_break() {
+                    return Ok(filter.finish());
+                }
+            }
+        }
+        Ok(filter.finish())
+    }
+
+    fn history_until(
+        &self,
+        key: &TwinKey,
+        at: Millis,
+        visit: &mut dyn FnMut(HistoryEntry) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        let history = self.history.read().unwrap_or_else(PoisonError::into_inner);
+        let prefix = history_prefix(key);
+        for (_, bucket) in history.range(..=at.0).rev() {
+            for guard in bucket.keyspace.prefix(&prefix).rev() {
+                let (_, value) = guard.into_inner()?;
+                let entry = EncodedHistory::decode(&value)?;
+                if entry.recorded_at <= at && visit(entry).is_break() {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn expire_history(&self, before: Millis) -> Result<usize, StoreError> {
+        let mut history = self.history.write().unwrap_or_else(PoisonError::into_inner);
+        let expired: Vec<i64> = history.iter().filter(|(_, b)| b.end <= before.0).map(|(start, _)| *start).collect();
+        for start in &expired {
+            if let Some(bucket) = history.remove(start) {
+                self.db.delete_keyspace(bucket.keyspace)?;
+            }
+        }
+        Ok(expired.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::{self, Backend};
+
+    struct FjallBackend {
+        dir: tempfile::TempDir,
+    }
+
+    impl Backend for FjallBackend {
+        type Store = FjallStore;
+        fn open(&self) -> FjallStore {
+            FjallStore::open(self.dir.path(), HistoryBuckets::new(conformance::BUCKET_WIDTH_MS)).unwrap()
+        }
+    }
+
+    fn backend() -> FjallBackend {
+        FjallBackend { dir: tempfile::tempdir().unwrap() }
+    }
+
+    crate::conformance_tests!(backend());
+
+    #[test]
+    fn bucket_names_parse_back() {
+        assert_eq!(parse_bucket_name("history.-1000.500"), Some((-1000, 500)));
+        assert_eq!(parse_bucket_name("twins"), None);
+        assert_eq!(parse_bucket_name("history.x.1"), None);
+    }
+
+    #[test]
+    fn buckets_of_an_older_width_are_still_read_and_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = conformance::key("t", "d");
+        {
+            let store = FjallStore::open(dir.path(), HistoryBuckets::new(10_000)).unwrap();
+            store.commit(&[conformance::desired_write(&key, 1, 5_000, 1)]).unwrap();
+        }
+        let store = FjallStore::open(dir.path(), HistoryBuckets::new(1_000)).unwrap();
+        store.commit(&[conformance::desired_write(&key, 2, 12_500, 2)]).unwrap();
+        let all = store.history(&key, &conformance::all_history()).unwrap();
+        assert_eq!(all.iter().map(|e| e.version).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(store.expire_history(Millis(10_000)).unwrap(), 1);
+        assert_eq!(store.history(&key, &conformance::all_history()).unwrap().len(), 1);
+    }
+}

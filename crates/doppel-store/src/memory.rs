@@ -1,0 +1,150 @@
+//! An in-memory backend for unit tests of the layers above. It keeps the same layout and
+//! contract as the durable backends but survives only as long as the process.
+
+use crate::layout::{HistoryBuckets, history_key, history_prefix};
+use crate::{HistoryQuery, StoreError, TwinStore, TwinWrite, history_filter};
+use bytes::Bytes;
+use doppel_model::codec::{EncodedHistory, EncodedTwin};
+use doppel_model::{DeviceId, HistoryEntry, Millis, TenantId, Twin, TwinKey};
+use std::collections::BTreeMap;
+use std::ops::{Bound, ControlFlow};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+#[derive(Default)]
+struct Inner {
+    twins: BTreeMap<Vec<u8>, Bytes>,
+    /// Bucket start to that bucket's entries by history key.
+    history: BTreeMap<i64, BTreeMap<Vec<u8>, Bytes>>,
+    commits: u64,
+}
+
+/// Cloning shares the data, which is how tests "reopen" it.
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+    buckets: HistoryBuckets,
+}
+
+impl MemoryStore {
+    pub fn new(buckets: HistoryBuckets) -> Self {
+        Self { inner: Arc::default(), buckets }
+    }
+
+    /// How many non-empty commits have been made: lets tests see group commit at work.
+    pub fn commit_count(&self) -> u64 {
+        self.lock().commits
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl TwinStore for MemoryStore {
+    fn commit(&self, writes: &[TwinWrite]) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let mut inner = self.lock();
+        for write in writes {
+            inner.twins.insert(write.key.to_bytes(), write.twin.0.clone());
+            let bucket = inner.history.entry(self.buckets.start_of(write.recorded_at)).or_default();
+            bucket.insert(history_key(&write.key, write.version), write.history.0.clone());
+        }
+        inner.commits += 1;
+        Ok(())
+    }
+
+    fn load(&self, visit: &mut dyn FnMut(TwinKey, Twin)) -> Result<u64, StoreError> {
+        let inner = self.lock();
+        for (key, value) in &inner.twins {
+            visit(TwinKey::from_bytes(key)?, EncodedTwin::decode(value)?);
+        }
+        Ok(inner.twins.len() as u64)
+    }
+
+    fn list(&self, tenant: &TenantId, after: Option<&DeviceId>, limit: usize) -> Result<Vec<(DeviceId, Twin)>, StoreError> {
+        let prefix = TwinKey::tenant_prefix(tenant);
+        let start = match after {
+            Some(device) => Bound::Excluded(TwinKey::new(tenant.clone(), device.clone()).to_bytes()),
+            None => Bound::Included(prefix.clone()),
+        };
+        let inner = self.lock();
+        inner
+            .twins
+            .range((start, Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(&prefix))
+            .filter(|(_, value)| EncodedTwin::is_live(value))
+            .take(limit)
+            .map(|(key, value)| Ok((TwinKey::from_bytes(key)?.device, EncodedTwin::decode(value)?)))
+            .collect()
+    }
+
+    fn history(&self, key: &TwinKey, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError> {
+        let inner = self.lock();
+        let prefix = history_prefix(key);
+        let mut filter = history_filter::Collector::new(query);
+        for (start, bucket) in &inner.history {
+            if !filter.wants_bucket(*start, start + self.buckets.width_ms) {
+                continue;
+            }
+            for (entry_key, value) in bucket.range(prefix.clone()..) {
+                if !entry_key.starts_with(&prefix) {
+                    break;
+                }
+                if filter.offer(EncodedHistory::decode(value)?).is_break() {
+                    return Ok(filter.finish());
+                }
+            }
+        }
+        Ok(filter.finish())
+    }
+
+    fn history_until(
+        &self,
+        key: &TwinKey,
+        at: Millis,
+        visit: &mut dyn FnMut(HistoryEntry) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        let inner = self.lock();
+        let prefix = history_prefix(key);
+        for (_, bucket) in inner.history.range(..=at.0).rev() {
+            for (_, value) in bucket.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).collect::<Vec<_>>().into_iter().rev() {
+                let entry = EncodedHistory::decode(value)?;
+                if entry.recorded_at <= at && visit(entry).is_break() {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn expire_history(&self, before: Millis) -> Result<usize, StoreError> {
+        let mut inner = self.lock();
+        let width = self.buckets.width_ms;
+        let before_count = inner.history.len();
+        inner.history.retain(|start, _| start + width > before.0);
+        Ok(before_count - inner.history.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::{self, Backend};
+
+    struct MemoryBackend(MemoryStore);
+
+    impl Backend for MemoryBackend {
+        type Store = MemoryStore;
+        fn open(&self) -> MemoryStore {
+            self.0.clone()
+        }
+    }
+
+    fn backend() -> MemoryBackend {
+        MemoryBackend(MemoryStore::new(HistoryBuckets::new(conformance::BUCKET_WIDTH_MS)))
+    }
+
+    crate::conformance_tests!(backend());
+}
