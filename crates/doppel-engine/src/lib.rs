@@ -1,1 +1,18 @@
+//! The engine: owns concurrency and time; knows nothing of HTTP or MQTT.
+//!
+//! A twin belongs to one shard (by hash of its key). A shard applies its queued requests in
+//! order with the pure model, hands the resulting records to the single committer, and only when
+//! the committer reports them durable does it publish the new states to readers and answer the
+//! callers. The committer gathers whatever all shards have handed it into one store commit: one
+//! fsync for many writes (group commit).
 
+mod clock;
+pub mod config;
+mod engine;
+mod error;
+mod shard;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::EngineConfig;
+pub use engine::{Engine, EngineStats, EngineTasks, Outcome};
+pub use error::EngineError;

@@ -1,0 +1,226 @@
+use crate::clock::Clock;
+use crate::config::EngineConfig;
+use crate::error::EngineError;
+use crate::shard::{Job, ShardWorker, TwinMap, run_committer};
+use doppel_model::history::twin_from_history;
+use doppel_model::{DeviceId, HistoryEntry, HistoryKind, Millis, TenantId, Twin, TwinKey, UpdateRequest};
+use doppel_store::{HistoryQuery, TwinStore};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// What an accepted request did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// The change is durable; this is the twin after it.
+    Applied(Arc<Twin>),
+    /// A stale report was ignored; this is the twin as it stands (if it exists).
+    Stale(Option<Arc<Twin>>),
+}
+
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub commits: AtomicU64,
+    pub writes: AtomicU64,
+    pub failed_commits: AtomicU64,
+}
+
+/// Counters of the engine's work since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Durable store commits; each covers one or more writes.
+    pub commits: u64,
+    /// Twin changes made durable.
+    pub writes: u64,
+    /// Store commits that failed (their writes were not acknowledged).
+    pub failed_commits: u64,
+    /// Twins in memory, tombstones included.
+    pub twins: u64,
+}
+
+struct Shard {
+    jobs: mpsc::Sender<Job>,
+    twins: TwinMap,
+}
+
+/// A handle to the running engine; cheap to clone. The engine stops once every handle is
+/// dropped and the queued requests are finished; [`EngineTasks::join`] waits for that.
+#[derive(Clone)]
+pub struct Engine {
+    shards: Arc<[Shard]>,
+    router: RandomState,
+    store: Arc<dyn TwinStore>,
+    stats: Arc<Stats>,
+}
+
+/// The engine's background tasks.
+pub struct EngineTasks {
+    workers: Vec<JoinHandle<()>>,
+    retention: JoinHandle<()>,
+}
+
+impl EngineTasks {
+    /// Waits until the engine has finished every queued request and committed it. Call after
+    /// dropping every [`Engine`] handle.
+    pub async fn join(self) {
+        for worker in self.workers {
+            let _ = worker.await;
+        }
+        self.retention.abort();
+    }
+}
+
+impl Engine {
+    /// Loads every twin from `store` into memory and starts the shards, the committer and the
+    /// retention timer. Must run inside a Tokio runtime.
+    pub async fn start(store: Arc<dyn TwinStore>, clock: Arc<dyn Clock>, config: EngineConfig) -> Result<(Engine, EngineTasks), EngineError> {
+        let shard_count = config.shards.max(1);
+        let router = RandomState::new();
+        let loader = store.clone();
+        let route = router.clone();
+        let maps = tokio::task::spawn_blocking(move || {
+            let mut maps: Vec<HashMap<TwinKey, Arc<Twin>>> = (0..shard_count).map(|_| HashMap::new()).collect();
+            loader.load(&mut |key, twin| {
+                let shard = shard_index(&route, &key, shard_count);
+                maps[shard].insert(key, Arc::new(twin));
+            })?;
+            Ok::<_, EngineError>(maps)
+        })
+        .await
+        .map_err(|_| EngineError::ShuttingDown)??;
+
+        let stats = Arc::new(Stats::default());
+        let (commit_tx, commit_rx) = mpsc::channel(shard_count * 2);
+        let mut workers = Vec::with_capacity(shard_count + 1);
+        let mut shards = Vec::with_capacity(shard_count);
+        for map in maps {
+            let (jobs_tx, jobs_rx) = mpsc::channel(config.queue_depth.max(1));
+            let twins: TwinMap = Arc::new(RwLock::new(map));
+            let worker = ShardWorker {
+                jobs: jobs_rx,
+                twins: twins.clone(),
+                commits: commit_tx.clone(),
+                clock: clock.clone(),
+                limits: config.limits,
+                max_batch: config.max_batch.max(1),
+            };
+            workers.push(tokio::spawn(worker.run()));
+            shards.push(Shard { jobs: jobs_tx, twins });
+        }
+        drop(commit_tx);
+        workers.push(tokio::spawn(run_committer(commit_rx, store.clone(), stats.clone())));
+        let retention = tokio::spawn(enforce_retention(store.clone(), clock, config.clone()));
+        let engine = Engine { shards: shards.into(), router, store, stats };
+        Ok((engine, EngineTasks { workers, retention }))
+    }
+
+    fn shard(&self, key: &TwinKey) -> &Shard {
+        &self.shards[shard_index(&self.router, key, self.shards.len())]
+    }
+
+    /// Applies one change; returns once it is durable (or rejected).
+    pub async fn update(&self, key: TwinKey, request: UpdateRequest) -> Result<Outcome, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        let shard = self.shard(&key);
+        shard.jobs.send(Job { key, request, reply }).await.map_err(|_| EngineError::ShuttingDown)?;
+        answer.await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
+    /// The current twin, if it exists. Served from memory; never waits for a commit.
+    pub fn get(&self, key: &TwinKey) -> Option<Arc<Twin>> {
+        self.known(key).filter(|twin| !twin.deleted)
+    }
+
+    /// The twin or its tombstone: whether the twin ever existed (within memory's knowledge).
+    fn known(&self, key: &TwinKey) -> Option<Arc<Twin>> {
+        let twins = self.shard(key).twins.read().unwrap_or_else(PoisonError::into_inner);
+        twins.get(key).cloned()
+    }
+
+    /// The twin as it was at instant `at`, rebuilt from history; `None` if it did not exist then
+    /// or its history from then has expired.
+    pub async fn get_at(&self, key: &TwinKey, at: Millis) -> Result<Option<Twin>, EngineError> {
+        let store = self.store.clone();
+        let key = key.clone();
+        self.blocking(move || {
+            let mut newest_first = Vec::new();
+            let mut seen = Vec::with_capacity(3);
+            store.history_until(&key, at, &mut |entry| {
+                let kind = entry.kind;
+                newest_first.push(entry);
+                if !seen.contains(&kind) {
+                    seen.push(kind);
+                }
+                let done = kind == HistoryKind::Deleted || seen.len() >= 3;
+                if done { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            })?;
+            Ok(twin_from_history(&newest_first))
+        })
+        .await
+    }
+
+    /// A page of one twin's history; `None` if the twin is unknown (never written, or deleted
+    /// before this process started and never written since).
+    pub async fn history(&self, key: &TwinKey, query: HistoryQuery) -> Result<Option<Vec<HistoryEntry>>, EngineError> {
+        if self.known(key).is_none() {
+            return Ok(None);
+        }
+        let store = self.store.clone();
+        let key = key.clone();
+        self.blocking(move || Ok(Some(store.history(&key, &query)?))).await
+    }
+
+    /// A page of a tenant's live twins in device-id order, after `after`.
+    pub async fn list(&self, tenant: &TenantId, after: Option<DeviceId>, limit: usize) -> Result<Vec<(DeviceId, Twin)>, EngineError> {
+        let store = self.store.clone();
+        let tenant = tenant.clone();
+        self.blocking(move || Ok(store.list(&tenant, after.as_ref(), limit)?)).await
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        let twins = self
+            .shards
+            .iter()
+            .map(|shard| shard.twins.read().unwrap_or_else(PoisonError::into_inner).len() as u64)
+            .sum();
+        EngineStats {
+            commits: self.stats.commits.load(Ordering::Relaxed),
+            writes: self.stats.writes.load(Ordering::Relaxed),
+            failed_commits: self.stats.failed_commits.load(Ordering::Relaxed),
+            twins,
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(&self, work: impl FnOnce() -> Result<T, EngineError> + Send + 'static) -> Result<T, EngineError> {
+        tokio::task::spawn_blocking(work).await.map_err(|_| EngineError::ShuttingDown)?
+    }
+}
+
+fn shard_index(router: &RandomState, key: &TwinKey, shards: usize) -> usize {
+    (router.hash_one(key) % shards as u64) as usize
+}
+
+/// Drops expired history buckets now and then. Runs until aborted.
+async fn enforce_retention(store: Arc<dyn TwinStore>, clock: Arc<dyn Clock>, config: EngineConfig) {
+    let retention_ms = i64::try_from(config.history_retention.as_millis()).unwrap_or(i64::MAX);
+    let mut ticks = tokio::time::interval(config.retention_check_interval.max(std::time::Duration::from_millis(10)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let cutoff = clock.now().saturating_sub_ms(retention_ms);
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.expire_history(cutoff)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(dropped)) => tracing::info!(dropped, before = %cutoff, "expired history buckets"),
+            Ok(Err(err)) => tracing::warn!(error = %err, "could not expire history; will retry"),
+            Err(err) => tracing::warn!(error = %err, "history expiry task failed; will retry"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,130 @@
+//! A shard: the only writer of its twins, and the committer that makes shards' work durable.
+
+use crate::clock::Clock;
+use crate::engine::{Outcome, Stats};
+use crate::error::EngineError;
+use doppel_model::codec::{EncodedHistory, EncodedTwin};
+use doppel_model::{Applied, Limits, Twin, TwinKey, UpdateRequest, apply};
+use doppel_store::{TwinStore, TwinWrite};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError, RwLock};
+use tokio::sync::{mpsc, oneshot};
+
+/// Committed twins of one shard. Readers clone an `Arc` under the read lock; the shard takes the
+/// write lock only to publish a committed group, so readers never wait on a commit.
+pub(crate) type TwinMap = Arc<RwLock<HashMap<TwinKey, Arc<Twin>>>>;
+
+pub(crate) struct Job {
+    pub key: TwinKey,
+    pub request: UpdateRequest,
+    pub reply: oneshot::Sender<Result<Outcome, EngineError>>,
+}
+
+/// A shard's group of writes on its way to the store.
+pub(crate) struct CommitRequest {
+    writes: Vec<TwinWrite>,
+    done: oneshot::Sender<Result<(), EngineError>>,
+}
+
+pub(crate) struct ShardWorker {
+    pub jobs: mpsc::Receiver<Job>,
+    pub twins: TwinMap,
+    pub commits: mpsc::Sender<CommitRequest>,
+    pub clock: Arc<dyn Clock>,
+    pub limits: Limits,
+    pub max_batch: usize,
+}
+
+impl ShardWorker {
+    /// Runs until every sender of jobs is gone, finishing the jobs already queued.
+    pub(crate) async fn run(mut self) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        while self.jobs.recv_many(&mut batch, self.max_batch).await > 0 {
+            self.process(&mut batch).await;
+        }
+    }
+
+    async fn process(&mut self, batch: &mut Vec<Job>) {
+        let now = self.clock.now();
+        // Twins changed by earlier requests of this group, not yet durable nor visible to readers.
+        let mut pending: HashMap<TwinKey, Arc<Twin>> = HashMap::new();
+        let mut writes = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        {
+            let committed = self.twins.read().unwrap_or_else(PoisonError::into_inner);
+            for job in batch.drain(..) {
+                let current = pending.get(&job.key).or_else(|| committed.get(&job.key)).cloned();
+                match apply(current.as_deref(), &job.request, now, &self.limits) {
+                    Ok(Applied::Changed { twin, entry }) => {
+                        writes.push(TwinWrite {
+                            key: job.key.clone(),
+                            twin: EncodedTwin::encode(&twin),
+                            version: entry.version,
+                            recorded_at: entry.recorded_at,
+                            history: EncodedHistory::encode(&entry),
+                        });
+                        let twin = Arc::new(twin);
+                        pending.insert(job.key, twin.clone());
+                        replies.push((job.reply, Ok(Outcome::Applied(twin))));
+                    }
+                    Ok(Applied::Stale) => {
+                        let live = current.filter(|twin| !twin.deleted);
+                        replies.push((job.reply, Ok(Outcome::Stale(live))));
+                    }
+                    Err(err) => {
+                        let _ = job.reply.send(Err(err.into()));
+                    }
+                }
+            }
+        }
+        if !writes.is_empty() {
+            if let Err(err) = self.commit(writes).await {
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(err.clone()));
+                }
+                return;
+            }
+            self.twins.write().unwrap_or_else(PoisonError::into_inner).extend(pending);
+        }
+        for (reply, result) in replies {
+            let _ = reply.send(result);
+        }
+    }
+
+    async fn commit(&self, writes: Vec<TwinWrite>) -> Result<(), EngineError> {
+        let (done, durable) = oneshot::channel();
+        self.commits.send(CommitRequest { writes, done }).await.map_err(|_| EngineError::ShuttingDown)?;
+        durable.await.map_err(|_| EngineError::ShuttingDown)?
+    }
+}
+
+/// Gathers the groups of all shards that are waiting and commits them as one.
+pub(crate) async fn run_committer(mut requests: mpsc::Receiver<CommitRequest>, store: Arc<dyn TwinStore>, stats: Arc<Stats>) {
+    let mut group = Vec::new();
+    while requests.recv_many(&mut group, usize::MAX).await > 0 {
+        let writes: Vec<TwinWrite> = group.iter_mut().flat_map(|request| std::mem::take(&mut request.writes)).collect();
+        let count = writes.len() as u64;
+        let store = store.clone();
+        let result = match tokio::task::spawn_blocking(move || store.commit(&writes)).await {
+            Ok(Ok(())) => {
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+                stats.writes.fetch_add(count, Ordering::Relaxed);
+                Ok(())
+            }
+            Ok(Err(err)) => {
+                tracing::error!(error = %err, writes = count, "store commit failed; the writes were not acknowledged");
+                stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+                Err(EngineError::from(err))
+            }
+            Err(join) => {
+                tracing::error!(error = %join, "store commit panicked");
+                stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+                Err(EngineError::ShuttingDown)
+            }
+        };
+        for request in group.drain(..) {
+            let _ = request.done.send(result.clone());
+        }
+    }
+}
