@@ -1,1 +1,71 @@
+//! The HTTP API: JSON over axum, errors as RFC 9457 problem documents with stable codes.
+//!
+//! Routes are thin: they parse and validate a request into an engine call and render the result.
+//! Every error maps to one status and one code in [`problem`].
 
+mod body;
+pub mod problem;
+mod render;
+mod twins;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use doppel_engine::Engine;
+use doppel_model::Limits;
+use problem::ApiError;
+use serde_json::json;
+use std::sync::{Arc, OnceLock};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// Set once the engine has loaded the store; until then twin routes answer 503 `not_ready`
+    /// while health checks already answer, so an orchestrator can tell "starting" from "dead".
+    engine: Arc<OnceLock<Engine>>,
+    limits: Limits,
+}
+
+impl AppState {
+    pub fn new(limits: Limits) -> Self {
+        Self { engine: Arc::new(OnceLock::new()), limits }
+    }
+
+    /// Makes the API ready. A second call is ignored.
+    pub fn set_engine(&self, engine: Engine) {
+        let _ = self.engine.set(engine);
+    }
+
+    fn engine(&self) -> Result<&Engine, ApiError> {
+        self.engine.get().ok_or(ApiError::NotReady)
+    }
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(twins::routes())
+        .fallback(problem::route_not_found)
+        .method_not_allowed_fallback(problem::method_not_allowed)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Liveness: the process answers.
+async fn healthz() -> Response {
+    axum::Json(json!({ "status": "ok" })).into_response()
+}
+
+/// Readiness: the store is loaded and commits are succeeding.
+async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let engine = state.engine()?;
+    let stats = engine.stats();
+    if stats.failed_commits > 0 {
+        return Err(ApiError::StorageFailed(format!("{} store commits have failed since start", stats.failed_commits)));
+    }
+    Ok((StatusCode::OK, axum::Json(json!({ "status": "ready", "twins": stats.twins }))).into_response())
+}

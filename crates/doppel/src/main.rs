@@ -1,1 +1,40 @@
-fn main() {}
+//! `doppel`: the hub (`serve`) and the command line that talks to it. Wiring only: the logic
+//! lives in the library crates.
+
+mod cli;
+mod config;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "doppel", version, about = "A self-hostable digital-twin hub")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub: the embedded store, the engine and the HTTP API.
+    Serve(config::ServeArgs),
+    /// Read and change twins on a running hub.
+    Twin(cli::twin::TwinArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(&args),
+        Command::Twin(args) => cli::twin::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line a person can act on; the chain of causes joined with ": ".
+            eprintln!("doppel: {}", format!("{err:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}

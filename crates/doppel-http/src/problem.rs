@@ -1,0 +1,132 @@
+//! Errors as RFC 9457 problem documents. This is the one place where an error becomes a status
+//! and a stable `code`; clients branch on `code`, people read `detail`.
+
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use doppel_engine::EngineError;
+use doppel_model::ModelError;
+use serde_json::{Map, Value, json};
+
+/// Why a request failed.
+#[derive(Debug)]
+pub enum ApiError {
+    InvalidJson { line: usize, column: usize, message: String },
+    Model(ModelError),
+    /// A request body over the configured size.
+    BodyTooLarge { limit: usize },
+    InvalidQuery(String),
+    InvalidHeader(String),
+    TwinNotFound,
+    RouteNotFound(String),
+    MethodNotAllowed,
+    NotReady,
+    ShuttingDown,
+    StorageFailed(String),
+}
+
+impl ApiError {
+    /// The status and stable code of each error.
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::InvalidJson { .. } => (StatusCode::BAD_REQUEST, "invalid_json"),
+            Self::Model(err) => match err {
+                ModelError::InvalidId { .. } => (StatusCode::BAD_REQUEST, "invalid_id"),
+                ModelError::NotAnObject { .. } => (StatusCode::BAD_REQUEST, "not_an_object"),
+                ModelError::TooDeep { .. } => (StatusCode::BAD_REQUEST, "too_deep"),
+                ModelError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "document_too_large"),
+                ModelError::VersionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "version_mismatch"),
+                ModelError::Missing => (StatusCode::NOT_FOUND, "twin_not_found"),
+                ModelError::InvalidTimestamp { .. } => (StatusCode::BAD_REQUEST, "invalid_timestamp"),
+                ModelError::InvalidField { .. } => (StatusCode::BAD_REQUEST, "invalid_field"),
+                ModelError::CorruptRecord(_) => (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_record"),
+            },
+            Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "document_too_large"),
+            Self::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
+            Self::InvalidHeader(_) => (StatusCode::BAD_REQUEST, "invalid_header"),
+            Self::TwinNotFound => (StatusCode::NOT_FOUND, "twin_not_found"),
+            Self::RouteNotFound(_) => (StatusCode::NOT_FOUND, "route_not_found"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            Self::StorageFailed(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_failed"),
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Self::InvalidJson { line, column, message } => format!("the body is not valid JSON: {message} (line {line}, column {column})"),
+            Self::Model(err) => err.to_string(),
+            Self::BodyTooLarge { limit } => format!("the request body is larger than the limit of {limit} bytes"),
+            Self::InvalidQuery(reason) | Self::InvalidHeader(reason) => reason.clone(),
+            Self::TwinNotFound => "no twin with this id exists in this tenant".into(),
+            Self::RouteNotFound(path) => format!("no route matches {path}; see docs/API.md"),
+            Self::MethodNotAllowed => "this route does not support this method".into(),
+            Self::NotReady => "the server is still loading its store; retry shortly".into(),
+            Self::ShuttingDown => "the server is shutting down".into(),
+            Self::StorageFailed(reason) => format!("storage failed, the request was not acknowledged: {reason}"),
+        }
+    }
+
+    /// Fields beyond the standard ones that help a client act.
+    fn extensions(&self, body: &mut Map<String, Value>) {
+        match self {
+            Self::InvalidJson { line, column, .. } => {
+                body.insert("line".into(), json!(line));
+                body.insert("column".into(), json!(column));
+            }
+            Self::Model(ModelError::VersionMismatch { expected, current }) => {
+                body.insert("expected_version".into(), json!(expected));
+                body.insert("current_version".into(), json!(current));
+            }
+            Self::Model(ModelError::TooLarge { limit, .. }) | Self::BodyTooLarge { limit } => {
+                body.insert("limit".into(), json!(limit));
+            }
+            Self::Model(ModelError::TooDeep { limit, .. }) => {
+                body.insert("limit".into(), json!(limit));
+            }
+            _ => {}
+        }
+    }
+}
+
+impl From<ModelError> for ApiError {
+    fn from(err: ModelError) -> Self {
+        Self::Model(err)
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(err: EngineError) -> Self {
+        match err {
+            EngineError::Model(err) => Self::Model(err),
+            EngineError::Store(err) => Self::StorageFailed(err.to_string()),
+            EngineError::ShuttingDown => Self::ShuttingDown,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            tracing::warn!(code, detail = %self.detail(), "request failed on the server side");
+        }
+        let mut body = Map::new();
+        body.insert("type".into(), json!(format!("urn:doppel:problem:{code}")));
+        body.insert("title".into(), json!(status.canonical_reason().unwrap_or("Error")));
+        body.insert("status".into(), json!(status.as_u16()));
+        body.insert("code".into(), json!(code));
+        body.insert("detail".into(), json!(self.detail()));
+        self.extensions(&mut body);
+        let text = Value::Object(body).to_string();
+        (status, [(header::CONTENT_TYPE, "application/problem+json")], text).into_response()
+    }
+}
+
+pub(crate) async fn route_not_found(uri: Uri) -> ApiError {
+    ApiError::RouteNotFound(uri.path().chars().take(200).collect())
+}
+
+pub(crate) async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

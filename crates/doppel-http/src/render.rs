@@ -1,0 +1,52 @@
+//! The JSON shapes the API returns. Instants are RFC 3339 strings; per-leaf metadata keeps its
+//! stored `{"timestamp": <Unix ms>}` form.
+
+use doppel_model::{HistoryEntry, Millis, Section, Twin, TwinKey};
+use serde_json::{Value, json};
+
+fn instant(at: Option<Millis>) -> Value {
+    at.map_or(Value::Null, |at| json!(at.to_rfc3339()))
+}
+
+fn section(section: &Section) -> Value {
+    json!({
+        "state": section.state,
+        "metadata": section.metadata,
+        "version": section.version,
+        "updated_at": instant(section.updated_at),
+    })
+}
+
+pub(crate) fn twin(key: &TwinKey, twin: &Twin) -> Value {
+    json!({
+        "tenant": key.tenant.as_str(),
+        "device_id": key.device.as_str(),
+        "version": twin.version,
+        "created_at": twin.created_at.to_rfc3339(),
+        "updated_at": twin.updated_at.to_rfc3339(),
+        "reported": section(&twin.reported),
+        "desired": section(&twin.desired),
+        "delta": twin.delta(),
+        "connection": {
+            "status": twin.connection.status,
+            "last_connected_at": instant(twin.connection.last_connected_at),
+            "last_activity_at": instant(twin.connection.last_activity_at),
+        },
+        "device_type": twin.meta.device_type,
+        "firmware_version": twin.meta.firmware_version,
+        "capabilities": twin.meta.capabilities,
+        "tags": twin.meta.tags,
+    })
+}
+
+pub(crate) fn history_entry(entry: &HistoryEntry) -> Value {
+    json!({
+        "kind": entry.kind,
+        "version": entry.version,
+        "recorded_at": entry.recorded_at.to_rfc3339(),
+        "state": entry.state,
+        "section_version": entry.section_version,
+        "changed_by": entry.changed_by,
+        "change_reason": entry.change_reason,
+    })
+}

@@ -1,0 +1,311 @@
+//! Configuration: defaults, then a TOML file (`--config`), then environment variables, then
+//! flags. Every key has an environment variable and a flag named after its path: `http.addr` is
+//! `DOPPEL_HTTP_ADDR` and `--http-addr`.
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use doppel_engine::config as engine_defaults;
+use doppel_model::Limits;
+use doppel_model::limits::MAX_CONFIGURABLE_DEPTH;
+use serde::{Deserialize, Deserializer};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Largest document limit anyone may configure: a twin is held in memory and rewritten whole on
+/// every change, so multi-megabyte documents belong in a blob store, not in a twin.
+pub const MAX_CONFIGURABLE_DOCUMENT_BYTES: usize = 4 * 1024 * 1024;
+
+/// Most shards anyone may configure; far beyond any core count this runs on.
+pub const MAX_SHARDS: usize = 256;
+
+/// Default log filter: our own events at info; the storage engine's routine messages (flushes,
+/// compactions) only when something is wrong.
+pub const DEFAULT_LOG_LEVEL: &str = "info,fjall=warn,lsm_tree=warn";
+
+/// Shortest history bucket: every bucket is a keyspace with its own files.
+pub const MIN_HISTORY_BUCKET: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Folder of the embedded store. Created if missing; one server per folder.
+    pub data_dir: PathBuf,
+    pub http: HttpConfig,
+    pub limits: Limits,
+    pub history: HistoryConfig,
+    pub engine: EngineSection,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address the HTTP API listens on. Loopback by default: nothing is exposed until you ask.
+    pub addr: SocketAddr,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// How long history is kept, e.g. "30d".
+    #[serde(deserialize_with = "duration")]
+    pub retention: Duration,
+    /// Width of one history bucket, the unit retention drops, e.g. "1d".
+    #[serde(deserialize_with = "duration")]
+    pub bucket: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSection {
+    /// Shards applying writes in parallel; 0 means one per CPU core.
+    pub shards: usize,
+    /// Largest group of requests one shard applies per commit.
+    pub max_batch: usize,
+    /// Requests queued per shard before callers wait.
+    pub queue_depth: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter such as "info" or "doppel_engine=debug,info".
+    pub level: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./doppel-data"),
+            http: HttpConfig::default(),
+            limits: Limits::default(),
+            history: HistoryConfig::default(),
+            engine: EngineSection::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { addr: SocketAddr::from(([127, 0, 0, 1], 8080)) }
+    }
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            retention: engine_defaults::DEFAULT_HISTORY_RETENTION,
+            bucket: engine_defaults::DEFAULT_HISTORY_BUCKET,
+        }
+    }
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        Self {
+            shards: 0,
+            max_batch: engine_defaults::DEFAULT_MAX_BATCH,
+            queue_depth: engine_defaults::DEFAULT_QUEUE_DEPTH,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: DEFAULT_LOG_LEVEL.into() }
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+/// The flags of `doppel serve`; each also reads its environment variable.
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// TOML configuration file; environment variables and flags override it.
+    #[arg(long, short = 'c', env = "DOPPEL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// data_dir: folder of the embedded store [default: ./doppel-data]
+    #[arg(long, env = "DOPPEL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// http.addr: HTTP listen address [default: 127.0.0.1:8080]
+    #[arg(long, env = "DOPPEL_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// limits.max_document_bytes: largest request body and state section [default: 65536]
+    #[arg(long, env = "DOPPEL_LIMITS_MAX_DOCUMENT_BYTES")]
+    pub limits_max_document_bytes: Option<usize>,
+    /// limits.max_depth: deepest nesting of a state [default: 8]
+    #[arg(long, env = "DOPPEL_LIMITS_MAX_DEPTH")]
+    pub limits_max_depth: Option<usize>,
+    /// history.retention: how long history is kept [default: 30d]
+    #[arg(long, env = "DOPPEL_HISTORY_RETENTION", value_parser = humantime::parse_duration)]
+    pub history_retention: Option<Duration>,
+    /// history.bucket: width of a history bucket, the unit retention drops [default: 1d]
+    #[arg(long, env = "DOPPEL_HISTORY_BUCKET", value_parser = humantime::parse_duration)]
+    pub history_bucket: Option<Duration>,
+    /// engine.shards: write shards, 0 for one per core [default: 0]
+    #[arg(long, env = "DOPPEL_ENGINE_SHARDS")]
+    pub engine_shards: Option<usize>,
+    /// engine.max_batch: largest group a shard commits at once [default: 1024]
+    #[arg(long, env = "DOPPEL_ENGINE_MAX_BATCH")]
+    pub engine_max_batch: Option<usize>,
+    /// engine.queue_depth: requests queued per shard before callers wait [default: 4096]
+    #[arg(long, env = "DOPPEL_ENGINE_QUEUE_DEPTH")]
+    pub engine_queue_depth: Option<usize>,
+    /// log.format: text or json [default: text]
+    #[arg(long, env = "DOPPEL_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// log.level: a tracing filter such as info or doppel_engine=debug [default: info,fjall=warn,lsm_tree=warn]
+    #[arg(long, env = "DOPPEL_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+impl ServeArgs {
+    /// The effective configuration, validated.
+    pub fn resolve(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => read_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = &self.data_dir {
+            config.data_dir.clone_from(v);
+        }
+        if let Some(v) = self.http_addr {
+            config.http.addr = v;
+        }
+        if let Some(v) = self.limits_max_document_bytes {
+            config.limits.max_document_bytes = v;
+        }
+        if let Some(v) = self.limits_max_depth {
+            config.limits.max_depth = v;
+        }
+        if let Some(v) = self.history_retention {
+            config.history.retention = v;
+        }
+        if let Some(v) = self.history_bucket {
+            config.history.bucket = v;
+        }
+        if let Some(v) = self.engine_shards {
+            config.engine.shards = v;
+        }
+        if let Some(v) = self.engine_max_batch {
+            config.engine.max_batch = v;
+        }
+        if let Some(v) = self.engine_queue_depth {
+            config.engine.queue_depth = v;
+        }
+        if let Some(v) = self.log_format {
+            config.log.format = v;
+        }
+        if let Some(v) = &self.log_level {
+            config.log.level.clone_from(v);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read configuration file {}", path.display()))?;
+    toml::from_str(&text).map_err(|err| anyhow::anyhow!("configuration file {}: {}", path.display(), err.message()))
+}
+
+impl Config {
+    /// Checks every value before anything starts, so a bad setting fails at once with its name.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let limits = &self.limits;
+        if !(1..=MAX_CONFIGURABLE_DEPTH).contains(&limits.max_depth) {
+            bail!("limits.max_depth must be 1 to {MAX_CONFIGURABLE_DEPTH}, got {}", limits.max_depth);
+        }
+        if !(2..=MAX_CONFIGURABLE_DOCUMENT_BYTES).contains(&limits.max_document_bytes) {
+            bail!("limits.max_document_bytes must be 2 to {MAX_CONFIGURABLE_DOCUMENT_BYTES}, got {}", limits.max_document_bytes);
+        }
+        if self.history.bucket < MIN_HISTORY_BUCKET {
+            bail!("history.bucket must be at least 1s, got {}", humantime::format_duration(self.history.bucket));
+        }
+        if self.history.retention < self.history.bucket {
+            bail!(
+                "history.retention ({}) must be at least history.bucket ({})",
+                humantime::format_duration(self.history.retention),
+                humantime::format_duration(self.history.bucket)
+            );
+        }
+        if self.engine.shards > MAX_SHARDS {
+            bail!("engine.shards must be 0 (one per core) to {MAX_SHARDS}, got {}", self.engine.shards);
+        }
+        if self.engine.max_batch == 0 || self.engine.queue_depth == 0 {
+            bail!("engine.max_batch and engine.queue_depth must be at least 1");
+        }
+        if self.log.level.trim().is_empty() {
+            bail!("log.level must not be empty");
+        }
+        Ok(())
+    }
+
+    pub fn engine_config(&self) -> doppel_engine::EngineConfig {
+        let defaults = doppel_engine::EngineConfig::default();
+        doppel_engine::EngineConfig {
+            shards: if self.engine.shards == 0 { defaults.shards } else { self.engine.shards },
+            max_batch: self.engine.max_batch,
+            queue_depth: self.engine.queue_depth,
+            limits: self.limits,
+            history_retention: self.history.retention,
+            // Look for expired buckets often enough that history is dropped within a tenth of a
+            // bucket of expiring, and at least once a minute.
+            retention_check_interval: (self.history.bucket / 10).clamp(Duration::from_millis(100), Duration::from_secs(60)),
+        }
+    }
+
+    pub fn history_buckets(&self) -> doppel_store::HistoryBuckets {
+        doppel_store::HistoryBuckets::new(i64::try_from(self.history.bucket.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_are_overridden_by_flags_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("doppel.toml");
+        std::fs::write(&path, "data_dir = \"/tmp/x\"\n[http]\naddr = \"127.0.0.1:9000\"\n[history]\nretention = \"7d\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            http_addr: Some("127.0.0.1:9001".parse().unwrap()),
+            ..ServeArgs::default()
+        };
+        let config = args.resolve().unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(config.http.addr.port(), 9001);
+        assert_eq!(config.history.retention, Duration::from_secs(7 * 86400));
+
+        std::fs::write(&path, "[http]\nadress = \"x\"\n").unwrap();
+        let err = ServeArgs { config: Some(path), ..ServeArgs::default() }.resolve().unwrap_err();
+        assert!(err.to_string().contains("unknown field `adress`"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let args = ServeArgs {
+            history_retention: Some(Duration::from_secs(60)),
+            ..ServeArgs::default()
+        };
+        assert!(args.resolve().unwrap_err().to_string().starts_with("history.retention"));
+        let args = ServeArgs { limits_max_depth: Some(0), ..ServeArgs::default() };
+        assert!(args.resolve().unwrap_err().to_string().starts_with("limits.max_depth"));
+    }
+}

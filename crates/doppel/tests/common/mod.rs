@@ -1,0 +1,121 @@
+//! Starts the real `doppel` binary for end-to-end tests: port 0, its own data folder, and no
+//! DOPPEL_* variables from the caller's environment.
+#![allow(dead_code)] // Each test file uses a different part of the harness.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a server may take to print `doppel ready`: generous, because CI machines are shared.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn doppel_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_doppel")
+}
+
+/// A `doppel` command with a clean environment as far as Doppel is concerned.
+pub fn doppel_command() -> Command {
+    let mut command = Command::new(doppel_bin());
+    for (name, _) in std::env::vars() {
+        if name.starts_with("DOPPEL_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+pub struct Server {
+    child: Child,
+    /// e.g. `http://127.0.0.1:41234`
+    pub base: String,
+    pub data_dir: PathBuf,
+    /// Keeps the data folder alive for the test when the harness created it.
+    _owned_dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// A server on a fresh temporary data folder.
+    pub fn start() -> Server {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra_args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temporary data folder");
+        let mut server = Self::start_in(dir.path(), extra_args);
+        server._owned_dir = Some(dir);
+        server
+    }
+
+    /// A server on `data_dir`, which the caller keeps (for restarts).
+    pub fn start_in(data_dir: &Path, extra_args: &[&str]) -> Server {
+        let mut child = doppel_command()
+            .arg("serve")
+            .arg("--http-addr")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra_args)
+            .env("DOPPEL_LOG_LEVEL", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn doppel serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (lines_tx, lines_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut base = None;
+        loop {
+            let line = match lines_rx.recv_timeout(START_TIMEOUT) {
+                Ok(line) => line,
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("doppel did not become ready within {START_TIMEOUT:?} (or exited)");
+                }
+            };
+            if let Some(addr) = line.strip_prefix("doppel listening on ") {
+                base = Some(addr.trim().to_owned());
+            }
+            if line.trim() == "doppel ready" {
+                break;
+            }
+        }
+        Server {
+            child,
+            base: base.expect("the listening line comes before the ready line"),
+            data_dir: data_dir.to_owned(),
+            _owned_dir: None,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Kills the process without warning, as a power cut would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Asks the server to stop (SIGTERM) and waits for it; returns whether it exited cleanly.
+    pub fn stop(&mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").arg("-TERM").arg(&pid).status();
+        self.child.wait().map(|status| status.success()).unwrap_or(false)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
