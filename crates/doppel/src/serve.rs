@@ -35,7 +35,16 @@ fn announce(line: &str) {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    // Opening is quick and fails on a folder another process holds: do it before announcing
+    // anything. Loading the twins into memory is the slow part and happens after.
+    let data_dir = config.data_dir.clone();
+    let buckets = config.history_buckets();
+    let store = tokio::task::spawn_blocking(move || FjallStore::open(&data_dir, buckets))
+        .await
+        .context("the store opener panicked")?
+        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(config.http.addr)
         .await
         .with_context(|| format!("cannot listen on http.addr {}", config.http.addr))?;
@@ -48,13 +57,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "HTTP API listening; loading the store");
     announce(&format!("doppel listening on http://{addr}"));
 
-    let started = std::time::Instant::now();
-    let data_dir = config.data_dir.clone();
-    let buckets = config.history_buckets();
-    let store = tokio::task::spawn_blocking(move || FjallStore::open(&data_dir, buckets))
-        .await
-        .context("the store opener panicked")?
-        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     let (engine, tasks) = Engine::start(Arc::new(store), Arc::new(SystemClock), config.engine_config())
         .await
         .context("cannot load the twins from the store")?;

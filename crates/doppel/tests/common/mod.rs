@@ -50,7 +50,13 @@ impl Server {
 
     /// A server on `data_dir`, which the caller keeps (for restarts).
     pub fn start_in(data_dir: &Path, extra_args: &[&str]) -> Server {
+        Self::start_in_with_env(data_dir, &[], extra_args)
+    }
+
+    /// A server on `data_dir` with extra environment variables (such as DOPPEL_* settings).
+    pub fn start_in_with_env(data_dir: &Path, env: &[(&str, &str)], extra_args: &[&str]) -> Server {
         let mut child = doppel_command()
+            .envs(env.iter().copied())
             .arg("serve")
             .arg("--http-addr")
             .arg("127.0.0.1:0")
