@@ -22,6 +22,8 @@ pub enum ApiError {
     NotReady,
     ShuttingDown,
     StorageFailed(String),
+    /// A bug: the server reached a state it should not. Logged with its reason.
+    Internal(&'static str),
 }
 
 impl ApiError {
@@ -49,6 +51,7 @@ impl ApiError {
             Self::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             Self::StorageFailed(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_failed"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
 
@@ -64,6 +67,7 @@ impl ApiError {
             Self::NotReady => "the server is still loading its store; retry shortly".into(),
             Self::ShuttingDown => "the server is shutting down".into(),
             Self::StorageFailed(reason) => format!("storage failed, the request was not acknowledged: {reason}"),
+            Self::Internal(reason) => format!("internal error: {reason}"),
         }
     }
 

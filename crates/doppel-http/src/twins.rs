@@ -127,7 +127,7 @@ async fn app_write(state: &AppState, key: TwinKey, headers: &HeaderMap, change: 
     match state.engine()?.update(key.clone(), request).await? {
         Outcome::Applied(twin) => Ok(twin_response(StatusCode::OK, &key, &twin)),
         // Only reports can be stale, and this is not a report.
-        Outcome::Stale(_) => Err(ApiError::StorageFailed("an application write was treated as a stale report".into())),
+        Outcome::Stale(_) => Err(ApiError::Internal("an application write was treated as a stale report")),
     }
 }
 
