@@ -3,7 +3,9 @@ use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::shard::{Job, ShardWorker, TwinMap, run_committer};
 use doppel_model::history::twin_from_history;
-use doppel_model::{DeviceId, HistoryEntry, HistoryKind, Millis, TenantId, Twin, TwinKey, UpdateRequest};
+use doppel_model::{
+    DeviceId, HistoryEntry, HistoryKind, Millis, TenantId, Twin, TwinKey, UpdateRequest,
+};
 use doppel_store::{HistoryQuery, TwinStore};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -77,13 +79,18 @@ impl EngineTasks {
 impl Engine {
     /// Loads every twin from `store` into memory and starts the shards, the committer and the
     /// retention timer. Must run inside a Tokio runtime.
-    pub async fn start(store: Arc<dyn TwinStore>, clock: Arc<dyn Clock>, config: EngineConfig) -> Result<(Engine, EngineTasks), EngineError> {
+    pub async fn start(
+        store: Arc<dyn TwinStore>,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+    ) -> Result<(Engine, EngineTasks), EngineError> {
         let shard_count = config.shards.max(1);
         let router = RandomState::new();
         let loader = store.clone();
         let route = router.clone();
         let maps = tokio::task::spawn_blocking(move || {
-            let mut maps: Vec<HashMap<TwinKey, Arc<Twin>>> = (0..shard_count).map(|_| HashMap::new()).collect();
+            let mut maps: Vec<HashMap<TwinKey, Arc<Twin>>> =
+                (0..shard_count).map(|_| HashMap::new()).collect();
             loader.load(&mut |key, twin| {
                 let shard = shard_index(&route, &key, shard_count);
                 maps[shard].insert(key, Arc::new(twin));
@@ -109,12 +116,24 @@ impl Engine {
                 max_batch: config.max_batch.max(1),
             };
             workers.push(tokio::spawn(worker.run()));
-            shards.push(Shard { jobs: jobs_tx, twins });
+            shards.push(Shard {
+                jobs: jobs_tx,
+                twins,
+            });
         }
         drop(commit_tx);
-        workers.push(tokio::spawn(run_committer(commit_rx, store.clone(), stats.clone())));
+        workers.push(tokio::spawn(run_committer(
+            commit_rx,
+            store.clone(),
+            stats.clone(),
+        )));
         let retention = tokio::spawn(enforce_retention(store.clone(), clock, config.clone()));
-        let engine = Engine { shards: shards.into(), router, store, stats };
+        let engine = Engine {
+            shards: shards.into(),
+            router,
+            store,
+            stats,
+        };
         Ok((engine, EngineTasks { workers, retention }))
     }
 
@@ -123,10 +142,22 @@ impl Engine {
     }
 
     /// Applies one change; returns once it is durable (or rejected).
-    pub async fn update(&self, key: TwinKey, request: UpdateRequest) -> Result<Outcome, EngineError> {
+    pub async fn update(
+        &self,
+        key: TwinKey,
+        request: UpdateRequest,
+    ) -> Result<Outcome, EngineError> {
         let (reply, answer) = oneshot::channel();
         let shard = self.shard(&key);
-        shard.jobs.send(Job { key, request, reply }).await.map_err(|_| EngineError::ShuttingDown)?;
+        shard
+            .jobs
+            .send(Job {
+                key,
+                request,
+                reply,
+            })
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
         answer.await.map_err(|_| EngineError::ShuttingDown)?
     }
 
@@ -137,7 +168,11 @@ impl Engine {
 
     /// The twin or its tombstone: whether the twin ever existed (within memory's knowledge).
     fn known(&self, key: &TwinKey) -> Option<Arc<Twin>> {
-        let twins = self.shard(key).twins.read().unwrap_or_else(PoisonError::into_inner);
+        let twins = self
+            .shard(key)
+            .twins
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         twins.get(key).cloned()
     }
 
@@ -156,7 +191,11 @@ impl Engine {
                     seen.push(kind);
                 }
                 let done = kind == HistoryKind::Deleted || seen.len() >= 3;
-                if done { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+                if done {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
             })?;
             Ok(twin_from_history(&newest_first))
         })
@@ -165,27 +204,44 @@ impl Engine {
 
     /// A page of one twin's history; `None` if the twin is unknown (never written, or deleted
     /// before this process started and never written since).
-    pub async fn history(&self, key: &TwinKey, query: HistoryQuery) -> Result<Option<Vec<HistoryEntry>>, EngineError> {
+    pub async fn history(
+        &self,
+        key: &TwinKey,
+        query: HistoryQuery,
+    ) -> Result<Option<Vec<HistoryEntry>>, EngineError> {
         if self.known(key).is_none() {
             return Ok(None);
         }
         let store = self.store.clone();
         let key = key.clone();
-        self.blocking(move || Ok(Some(store.history(&key, &query)?))).await
+        self.blocking(move || Ok(Some(store.history(&key, &query)?)))
+            .await
     }
 
     /// A page of a tenant's live twins in device-id order, after `after`.
-    pub async fn list(&self, tenant: &TenantId, after: Option<DeviceId>, limit: usize) -> Result<Vec<(DeviceId, Twin)>, EngineError> {
+    pub async fn list(
+        &self,
+        tenant: &TenantId,
+        after: Option<DeviceId>,
+        limit: usize,
+    ) -> Result<Vec<(DeviceId, Twin)>, EngineError> {
         let store = self.store.clone();
         let tenant = tenant.clone();
-        self.blocking(move || Ok(store.list(&tenant, after.as_ref(), limit)?)).await
+        self.blocking(move || Ok(store.list(&tenant, after.as_ref(), limit)?))
+            .await
     }
 
     pub fn stats(&self) -> EngineStats {
         let twins = self
             .shards
             .iter()
-            .map(|shard| shard.twins.read().unwrap_or_else(PoisonError::into_inner).len() as u64)
+            .map(|shard| {
+                shard
+                    .twins
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .len() as u64
+            })
             .sum();
         EngineStats {
             commits: self.stats.commits.load(Ordering::Relaxed),
@@ -195,8 +251,13 @@ impl Engine {
         }
     }
 
-    async fn blocking<T: Send + 'static>(&self, work: impl FnOnce() -> Result<T, EngineError> + Send + 'static) -> Result<T, EngineError> {
-        tokio::task::spawn_blocking(work).await.map_err(|_| EngineError::ShuttingDown)?
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, EngineError> + Send + 'static,
+    ) -> Result<T, EngineError> {
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?
     }
 }
 
@@ -207,7 +268,11 @@ fn shard_index(router: &RandomState, key: &TwinKey, shards: usize) -> usize {
 /// Drops expired history buckets now and then. Runs until aborted.
 async fn enforce_retention(store: Arc<dyn TwinStore>, clock: Arc<dyn Clock>, config: EngineConfig) {
     let retention_ms = i64::try_from(config.history_retention.as_millis()).unwrap_or(i64::MAX);
-    let mut ticks = tokio::time::interval(config.retention_check_interval.max(std::time::Duration::from_millis(10)));
+    let mut ticks = tokio::time::interval(
+        config
+            .retention_check_interval
+            .max(std::time::Duration::from_millis(10)),
+    );
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;

@@ -54,7 +54,10 @@ impl ShardWorker {
         {
             let committed = self.twins.read().unwrap_or_else(PoisonError::into_inner);
             for job in batch.drain(..) {
-                let current = pending.get(&job.key).or_else(|| committed.get(&job.key)).cloned();
+                let current = pending
+                    .get(&job.key)
+                    .or_else(|| committed.get(&job.key))
+                    .cloned();
                 match apply(current.as_deref(), &job.request, now, &self.limits) {
                     Ok(Applied::Changed { twin, entry }) => {
                         writes.push(TwinWrite {
@@ -85,7 +88,10 @@ impl ShardWorker {
                 }
                 return;
             }
-            self.twins.write().unwrap_or_else(PoisonError::into_inner).extend(pending);
+            self.twins
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(pending);
         }
         for (reply, result) in replies {
             let _ = reply.send(result);
@@ -94,16 +100,26 @@ impl ShardWorker {
 
     async fn commit(&self, writes: Vec<TwinWrite>) -> Result<(), EngineError> {
         let (done, durable) = oneshot::channel();
-        self.commits.send(CommitRequest { writes, done }).await.map_err(|_| EngineError::ShuttingDown)?;
+        self.commits
+            .send(CommitRequest { writes, done })
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
         durable.await.map_err(|_| EngineError::ShuttingDown)?
     }
 }
 
 /// Gathers the groups of all shards that are waiting and commits them as one.
-pub(crate) async fn run_committer(mut requests: mpsc::Receiver<CommitRequest>, store: Arc<dyn TwinStore>, stats: Arc<Stats>) {
+pub(crate) async fn run_committer(
+    mut requests: mpsc::Receiver<CommitRequest>,
+    store: Arc<dyn TwinStore>,
+    stats: Arc<Stats>,
+) {
     let mut group = Vec::new();
     while requests.recv_many(&mut group, usize::MAX).await > 0 {
-        let writes: Vec<TwinWrite> = group.iter_mut().flat_map(|request| std::mem::take(&mut request.writes)).collect();
+        let writes: Vec<TwinWrite> = group
+            .iter_mut()
+            .flat_map(|request| std::mem::take(&mut request.writes))
+            .collect();
         let count = writes.len() as u64;
         let store = store.clone();
         let result = match tokio::task::spawn_blocking(move || store.commit(&writes)).await {

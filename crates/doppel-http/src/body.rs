@@ -33,8 +33,16 @@ fn parse(bytes: &[u8], max_depth: usize) -> Result<Value, ApiError> {
             });
         }
         let message = err.to_string();
-        let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
-        ApiError::InvalidJson { line: err.line(), column: err.column(), message }
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_owned();
+        ApiError::InvalidJson {
+            line: err.line(),
+            column: err.column(),
+            message,
+        }
     })
 }
 
@@ -53,6 +61,9 @@ mod tests {
     #[test]
     fn pathological_nesting_is_too_deep_not_a_syntax_error() {
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
-        assert!(matches!(parse(deep.as_bytes(), 8), Err(ApiError::Model(ModelError::TooDeep { .. }))));
+        assert!(matches!(
+            parse(deep.as_bytes(), 8),
+            Err(ApiError::Model(ModelError::TooDeep { .. }))
+        ));
     }
 }

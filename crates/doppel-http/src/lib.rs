@@ -30,7 +30,10 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(limits: Limits) -> Self {
-        Self { engine: Arc::new(OnceLock::new()), limits }
+        Self {
+            engine: Arc::new(OnceLock::new()),
+            limits,
+        }
     }
 
     /// Makes the API ready. A second call is ignored.
@@ -65,7 +68,14 @@ async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     let stats = engine.stats();
     if stats.failed_commits > 0 {
-        return Err(ApiError::StorageFailed(format!("{} store commits have failed since start", stats.failed_commits)));
+        return Err(ApiError::StorageFailed(format!(
+            "{} store commits have failed since start",
+            stats.failed_commits
+        )));
     }
-    Ok((StatusCode::OK, axum::Json(json!({ "status": "ready", "twins": stats.twins }))).into_response())
+    Ok((
+        StatusCode::OK,
+        axum::Json(json!({ "status": "ready", "twins": stats.twins })),
+    )
+        .into_response())
 }

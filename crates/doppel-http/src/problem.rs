@@ -10,10 +10,16 @@ use serde_json::{Map, Value, json};
 /// Why a request failed.
 #[derive(Debug)]
 pub enum ApiError {
-    InvalidJson { line: usize, column: usize, message: String },
+    InvalidJson {
+        line: usize,
+        column: usize,
+        message: String,
+    },
     Model(ModelError),
     /// A request body over the configured size.
-    BodyTooLarge { limit: usize },
+    BodyTooLarge {
+        limit: usize,
+    },
     InvalidQuery(String),
     InvalidHeader(String),
     TwinNotFound,
@@ -35,12 +41,20 @@ impl ApiError {
                 ModelError::InvalidId { .. } => (StatusCode::BAD_REQUEST, "invalid_id"),
                 ModelError::NotAnObject { .. } => (StatusCode::BAD_REQUEST, "not_an_object"),
                 ModelError::TooDeep { .. } => (StatusCode::BAD_REQUEST, "too_deep"),
-                ModelError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "document_too_large"),
-                ModelError::VersionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "version_mismatch"),
+                ModelError::TooLarge { .. } => {
+                    (StatusCode::PAYLOAD_TOO_LARGE, "document_too_large")
+                }
+                ModelError::VersionMismatch { .. } => {
+                    (StatusCode::PRECONDITION_FAILED, "version_mismatch")
+                }
                 ModelError::Missing => (StatusCode::NOT_FOUND, "twin_not_found"),
-                ModelError::InvalidTimestamp { .. } => (StatusCode::BAD_REQUEST, "invalid_timestamp"),
+                ModelError::InvalidTimestamp { .. } => {
+                    (StatusCode::BAD_REQUEST, "invalid_timestamp")
+                }
                 ModelError::InvalidField { .. } => (StatusCode::BAD_REQUEST, "invalid_field"),
-                ModelError::CorruptRecord(_) => (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_record"),
+                ModelError::CorruptRecord(_) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_record")
+                }
             },
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "document_too_large"),
             Self::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
@@ -57,16 +71,24 @@ impl ApiError {
 
     fn detail(&self) -> String {
         match self {
-            Self::InvalidJson { line, column, message } => format!("the body is not valid JSON: {message} (line {line}, column {column})"),
+            Self::InvalidJson {
+                line,
+                column,
+                message,
+            } => format!("the body is not valid JSON: {message} (line {line}, column {column})"),
             Self::Model(err) => err.to_string(),
-            Self::BodyTooLarge { limit } => format!("the request body is larger than the limit of {limit} bytes"),
+            Self::BodyTooLarge { limit } => {
+                format!("the request body is larger than the limit of {limit} bytes")
+            }
             Self::InvalidQuery(reason) | Self::InvalidHeader(reason) => reason.clone(),
             Self::TwinNotFound => "no twin with this id exists in this tenant".into(),
             Self::RouteNotFound(path) => format!("no route matches {path}; see docs/API.md"),
             Self::MethodNotAllowed => "this route does not support this method".into(),
             Self::NotReady => "the server is still loading its store; retry shortly".into(),
             Self::ShuttingDown => "the server is shutting down".into(),
-            Self::StorageFailed(reason) => format!("storage failed, the request was not acknowledged: {reason}"),
+            Self::StorageFailed(reason) => {
+                format!("storage failed, the request was not acknowledged: {reason}")
+            }
             Self::Internal(reason) => format!("internal error: {reason}"),
         }
     }
@@ -117,13 +139,21 @@ impl IntoResponse for ApiError {
         }
         let mut body = Map::new();
         body.insert("type".into(), json!(format!("urn:doppel:problem:{code}")));
-        body.insert("title".into(), json!(status.canonical_reason().unwrap_or("Error")));
+        body.insert(
+            "title".into(),
+            json!(status.canonical_reason().unwrap_or("Error")),
+        );
         body.insert("status".into(), json!(status.as_u16()));
         body.insert("code".into(), json!(code));
         body.insert("detail".into(), json!(self.detail()));
         self.extensions(&mut body);
         let text = Value::Object(body).to_string();
-        (status, [(header::CONTENT_TYPE, "application/problem+json")], text).into_response()
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            text,
+        )
+            .into_response()
     }
 }
 

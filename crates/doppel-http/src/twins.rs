@@ -11,7 +11,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use doppel_engine::Outcome;
-use doppel_model::{Change, DeviceId, HistoryKind, MetaPatch, Millis, TenantId, Twin, TwinKey, UpdateRequest};
+use doppel_model::{
+    Change, DeviceId, HistoryKind, MetaPatch, Millis, TenantId, Twin, TwinKey, UpdateRequest,
+};
 use doppel_store::HistoryQuery;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -28,9 +30,18 @@ const API_PRINCIPAL: &str = "api";
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/tenants/{tenant}/twins", get(list))
-        .route("/v1/tenants/{tenant}/twins/{device}", get(get_twin).patch(patch_meta).delete(delete))
-        .route("/v1/tenants/{tenant}/twins/{device}/desired", axum::routing::patch(patch_desired).put(put_desired))
-        .route("/v1/tenants/{tenant}/twins/{device}/reported", axum::routing::patch(patch_reported))
+        .route(
+            "/v1/tenants/{tenant}/twins/{device}",
+            get(get_twin).patch(patch_meta).delete(delete),
+        )
+        .route(
+            "/v1/tenants/{tenant}/twins/{device}/desired",
+            axum::routing::patch(patch_desired).put(put_desired),
+        )
+        .route(
+            "/v1/tenants/{tenant}/twins/{device}/reported",
+            axum::routing::patch(patch_reported),
+        )
         .route("/v1/tenants/{tenant}/twins/{device}/delta", get(get_delta))
         .route("/v1/tenants/{tenant}/twins/{device}/history", get(history))
 }
@@ -43,47 +54,70 @@ fn twin_key(path: TwinPath) -> Result<TwinKey, ApiError> {
 }
 
 fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    query.map(|Query(q)| q).map_err(|err| ApiError::InvalidQuery(err.body_text()))
+    query
+        .map(|Query(q)| q)
+        .map_err(|err| ApiError::InvalidQuery(err.body_text()))
 }
 
 fn etag(version: u64) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+    HeaderValue::from_str(&format!("\"{version}\""))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
 }
 
 fn twin_response(status: StatusCode, key: &TwinKey, twin: &Twin) -> Response {
-    (status, [(header::ETAG, etag(twin.version))], axum::Json(render::twin(key, twin))).into_response()
+    (
+        status,
+        [(header::ETAG, etag(twin.version))],
+        axum::Json(render::twin(key, twin)),
+    )
+        .into_response()
 }
 
 /// Parses `If-Match: "7"`. Only a single strong version tag is meaningful for a twin.
 fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
-    let Some(value) = headers.get(header::IF_MATCH) else { return Ok(None) };
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
     let text = value.to_str().unwrap_or_default().trim();
     text.strip_prefix('"')
         .and_then(|rest| rest.strip_suffix('"'))
         .and_then(|version| version.parse().ok())
         .map(Some)
-        .ok_or_else(|| ApiError::InvalidHeader(format!("If-Match must be one quoted twin version such as \"7\", got {text:?}")))
+        .ok_or_else(|| {
+            ApiError::InvalidHeader(format!(
+                "If-Match must be one quoted twin version such as \"7\", got {text:?}"
+            ))
+        })
 }
 
 fn change_reason(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get("doppel-change-reason") else { return Ok(None) };
+    let Some(value) = headers.get("doppel-change-reason") else {
+        return Ok(None);
+    };
     match value.to_str() {
         Ok(text) if !text.is_empty() && text.len() <= MAX_REASON_LEN => Ok(Some(text.to_owned())),
-        _ => Err(ApiError::InvalidHeader(format!("Doppel-Change-Reason must be 1 to {MAX_REASON_LEN} visible ASCII characters"))),
+        _ => Err(ApiError::InvalidHeader(format!(
+            "Doppel-Change-Reason must be 1 to {MAX_REASON_LEN} visible ASCII characters"
+        ))),
     }
 }
 
 fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     match limit.unwrap_or(DEFAULT_PAGE) {
         0 => Err(ApiError::InvalidQuery("limit must be at least 1".into())),
-        n if n > MAX_PAGE => Err(ApiError::InvalidQuery(format!("limit must be at most {MAX_PAGE}"))),
+        n if n > MAX_PAGE => Err(ApiError::InvalidQuery(format!(
+            "limit must be at most {MAX_PAGE}"
+        ))),
         n => Ok(n),
     }
 }
 
 fn instant_param(name: &str, value: Option<&str>) -> Result<Option<Millis>, ApiError> {
     value
-        .map(|text| Millis::parse_rfc3339(text).map_err(|err| ApiError::InvalidQuery(format!("{name}: {err}"))))
+        .map(|text| {
+            Millis::parse_rfc3339(text)
+                .map_err(|err| ApiError::InvalidQuery(format!("{name}: {err}")))
+        })
         .transpose()
 }
 
@@ -93,7 +127,11 @@ struct AtQuery {
     at: Option<String>,
 }
 
-async fn get_twin(State(state): State<AppState>, path: TwinPath, params: Result<Query<AtQuery>, QueryRejection>) -> Result<Response, ApiError> {
+async fn get_twin(
+    State(state): State<AppState>,
+    path: TwinPath,
+    params: Result<Query<AtQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
     let key = twin_key(path)?;
     let params = query(params)?;
     let engine = state.engine()?;
@@ -103,7 +141,10 @@ async fn get_twin(State(state): State<AppState>, path: TwinPath, params: Result<
             Ok(twin_response(StatusCode::OK, &key, &twin))
         }
         Some(at) => {
-            let twin = engine.get_at(&key, at).await?.ok_or(ApiError::TwinNotFound)?;
+            let twin = engine
+                .get_at(&key, at)
+                .await?
+                .ok_or(ApiError::TwinNotFound)?;
             Ok(twin_response(StatusCode::OK, &key, &twin))
         }
     }
@@ -117,7 +158,12 @@ async fn get_delta(State(state): State<AppState>, path: TwinPath) -> Result<Resp
 }
 
 /// Sends an application's change to the engine and answers with the twin after it.
-async fn app_write(state: &AppState, key: TwinKey, headers: &HeaderMap, change: Change) -> Result<Response, ApiError> {
+async fn app_write(
+    state: &AppState,
+    key: TwinKey,
+    headers: &HeaderMap,
+    change: Change,
+) -> Result<Response, ApiError> {
     let request = UpdateRequest {
         change,
         expected_version: if_match(headers)?,
@@ -127,25 +173,58 @@ async fn app_write(state: &AppState, key: TwinKey, headers: &HeaderMap, change: 
     match state.engine()?.update(key.clone(), request).await? {
         Outcome::Applied(twin) => Ok(twin_response(StatusCode::OK, &key, &twin)),
         // Only reports can be stale, and this is not a report.
-        Outcome::Stale(_) => Err(ApiError::Internal("an application write was treated as a stale report")),
+        Outcome::Stale(_) => Err(ApiError::Internal(
+            "an application write was treated as a stale report",
+        )),
     }
 }
 
-async fn patch_desired(State(state): State<AppState>, path: TwinPath, headers: HeaderMap, JsonBody(patch): JsonBody) -> Result<Response, ApiError> {
-    app_write(&state, twin_key(path)?, &headers, Change::DesiredPatch(patch)).await
+async fn patch_desired(
+    State(state): State<AppState>,
+    path: TwinPath,
+    headers: HeaderMap,
+    JsonBody(patch): JsonBody,
+) -> Result<Response, ApiError> {
+    app_write(
+        &state,
+        twin_key(path)?,
+        &headers,
+        Change::DesiredPatch(patch),
+    )
+    .await
 }
 
-async fn put_desired(State(state): State<AppState>, path: TwinPath, headers: HeaderMap, JsonBody(desired): JsonBody) -> Result<Response, ApiError> {
-    app_write(&state, twin_key(path)?, &headers, Change::DesiredReplace(desired)).await
+async fn put_desired(
+    State(state): State<AppState>,
+    path: TwinPath,
+    headers: HeaderMap,
+    JsonBody(desired): JsonBody,
+) -> Result<Response, ApiError> {
+    app_write(
+        &state,
+        twin_key(path)?,
+        &headers,
+        Change::DesiredReplace(desired),
+    )
+    .await
 }
 
-async fn patch_meta(State(state): State<AppState>, path: TwinPath, headers: HeaderMap, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+async fn patch_meta(
+    State(state): State<AppState>,
+    path: TwinPath,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
     let key = twin_key(path)?;
     let patch = MetaPatch::from_json(&body)?;
     app_write(&state, key, &headers, Change::Meta(patch)).await
 }
 
-async fn delete(State(state): State<AppState>, path: TwinPath, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn delete(
+    State(state): State<AppState>,
+    path: TwinPath,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let key = twin_key(path)?;
     let request = UpdateRequest {
         change: Change::Delete,
@@ -160,31 +239,54 @@ async fn delete(State(state): State<AppState>, path: TwinPath, headers: HeaderMa
 /// `{"state": {...}, "version": N}`: a device's report.
 fn parse_report(body: &Value) -> Result<(Value, Option<u64>), ApiError> {
     let object = doppel_model::patch::as_object("the request body", body)?;
-    if let Some(unknown) = object.keys().find(|k| !matches!(k.as_str(), "state" | "version")) {
+    if let Some(unknown) = object
+        .keys()
+        .find(|k| !matches!(k.as_str(), "state" | "version"))
+    {
         return Err(ApiError::Model(doppel_model::ModelError::InvalidField {
             field: "body",
-            reason: format!("unknown field {unknown:?}; a report is {{\"state\": {{...}}, \"version\": N}}"),
+            reason: format!(
+                "unknown field {unknown:?}; a report is {{\"state\": {{...}}, \"version\": N}}"
+            ),
         }));
     }
-    let state = object.get("state").cloned().ok_or_else(|| doppel_model::ModelError::InvalidField {
-        field: "state",
-        reason: "a report needs a \"state\" object".into(),
-    })?;
+    let state =
+        object
+            .get("state")
+            .cloned()
+            .ok_or_else(|| doppel_model::ModelError::InvalidField {
+                field: "state",
+                reason: "a report needs a \"state\" object".into(),
+            })?;
     let version = match object.get("version") {
         None | Some(Value::Null) => None,
-        Some(value) => Some(value.as_u64().ok_or_else(|| doppel_model::ModelError::InvalidField {
-            field: "version",
-            reason: "must be a non-negative integer".into(),
-        })?),
+        Some(value) => {
+            Some(
+                value
+                    .as_u64()
+                    .ok_or_else(|| doppel_model::ModelError::InvalidField {
+                        field: "version",
+                        reason: "must be a non-negative integer".into(),
+                    })?,
+            )
+        }
     };
     Ok((state, version))
 }
 
-async fn patch_reported(State(state): State<AppState>, path: TwinPath, headers: HeaderMap, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+async fn patch_reported(
+    State(state): State<AppState>,
+    path: TwinPath,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
     let key = twin_key(path)?;
     let (patch, device_version) = parse_report(&body)?;
     let request = UpdateRequest {
-        change: Change::Reported { patch, device_version },
+        change: Change::Reported {
+            patch,
+            device_version,
+        },
         expected_version: None,
         changed_by: key.device.to_string(),
         change_reason: change_reason(&headers)?,
@@ -202,7 +304,9 @@ async fn patch_reported(State(state): State<AppState>, path: TwinPath, headers: 
     }
     let mut response = axum::Json(body).into_response();
     if let Some(twin) = twin {
-        response.headers_mut().insert(header::ETAG, etag(twin.version));
+        response
+            .headers_mut()
+            .insert(header::ETAG, etag(twin.version));
     }
     Ok(response)
 }
@@ -214,14 +318,24 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
-async fn list(State(state): State<AppState>, tenant: Result<Path<String>, PathRejection>, params: Result<Query<ListQuery>, QueryRejection>) -> Result<Response, ApiError> {
+async fn list(
+    State(state): State<AppState>,
+    tenant: Result<Path<String>, PathRejection>,
+    params: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
     let Path(tenant) = tenant.map_err(|err| ApiError::InvalidQuery(err.body_text()))?;
     let tenant = TenantId::new(tenant)?;
     let params = query(params)?;
     let limit = page_limit(params.limit)?;
-    let after = params.cursor.map(DeviceId::new).transpose().map_err(|err| ApiError::InvalidQuery(format!("cursor: {err}")))?;
+    let after = params
+        .cursor
+        .map(DeviceId::new)
+        .transpose()
+        .map_err(|err| ApiError::InvalidQuery(format!("cursor: {err}")))?;
     let page = state.engine()?.list(&tenant, after, limit).await?;
-    let next_cursor = (page.len() == limit).then(|| page.last().map(|(device, _)| device.to_string())).flatten();
+    let next_cursor = (page.len() == limit)
+        .then(|| page.last().map(|(device, _)| device.to_string()))
+        .flatten();
     let items: Vec<Value> = page
         .iter()
         .map(|(device, twin)| render::twin(&TwinKey::new(tenant.clone(), device.clone()), twin))
@@ -239,18 +353,30 @@ struct HistoryParams {
     cursor: Option<String>,
 }
 
-async fn history(State(state): State<AppState>, path: TwinPath, params: Result<Query<HistoryParams>, QueryRejection>) -> Result<Response, ApiError> {
+async fn history(
+    State(state): State<AppState>,
+    path: TwinPath,
+    params: Result<Query<HistoryParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
     let key = twin_key(path)?;
     let params = query(params)?;
     let kind = params
         .kind
         .map(|text| {
-            HistoryKind::parse(&text).ok_or_else(|| ApiError::InvalidQuery(format!("kind must be REPORTED, DESIRED, META or DELETED, got {text:?}")))
+            HistoryKind::parse(&text).ok_or_else(|| {
+                ApiError::InvalidQuery(format!(
+                    "kind must be REPORTED, DESIRED, META or DELETED, got {text:?}"
+                ))
+            })
         })
         .transpose()?;
     let after_version = params
         .cursor
-        .map(|text| text.parse::<u64>().map_err(|_| ApiError::InvalidQuery(format!("cursor {text:?} is not one this API returned"))))
+        .map(|text| {
+            text.parse::<u64>().map_err(|_| {
+                ApiError::InvalidQuery(format!("cursor {text:?} is not one this API returned"))
+            })
+        })
         .transpose()?;
     let limit = page_limit(params.limit)?;
     let history_query = HistoryQuery {
@@ -260,8 +386,14 @@ async fn history(State(state): State<AppState>, path: TwinPath, params: Result<Q
         after_version,
         limit,
     };
-    let entries = state.engine()?.history(&key, history_query).await?.ok_or(ApiError::TwinNotFound)?;
-    let next_cursor = (entries.len() == limit).then(|| entries.last().map(|entry| entry.version.to_string())).flatten();
+    let entries = state
+        .engine()?
+        .history(&key, history_query)
+        .await?
+        .ok_or(ApiError::TwinNotFound)?;
+    let next_cursor = (entries.len() == limit)
+        .then(|| entries.last().map(|entry| entry.version.to_string()))
+        .flatten();
     let items: Vec<Value> = entries.iter().map(render::history_entry).collect();
     Ok(axum::Json(json!({ "items": items, "next_cursor": next_cursor })).into_response())
 }

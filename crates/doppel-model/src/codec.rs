@@ -18,7 +18,11 @@ pub struct EncodedTwin(pub Bytes);
 
 impl EncodedTwin {
     pub fn encode(twin: &Twin) -> Self {
-        let tag = if twin.deleted { TAG_TOMBSTONE_V1 } else { TAG_LIVE_V1 };
+        let tag = if twin.deleted {
+            TAG_TOMBSTONE_V1
+        } else {
+            TAG_LIVE_V1
+        };
         Self(tagged_json(tag, twin))
     }
 
@@ -65,7 +69,10 @@ fn parse_json<T: serde::de::DeserializeOwned>(what: &str, json: &[u8]) -> Result
 }
 
 fn unknown_tag(what: &str, bytes: &[u8]) -> ModelError {
-    ModelError::CorruptRecord(format!("{what} with unknown format tag {:?}", bytes.first()))
+    ModelError::CorruptRecord(format!(
+        "{what} with unknown format tag {:?}",
+        bytes.first()
+    ))
 }
 
 #[cfg(test)]
@@ -76,7 +83,11 @@ mod tests {
 
     #[test]
     fn twins_round_trip_and_tombstones_are_marked() {
-        let mut twin = Twin { version: 3, updated_at: Millis(5), ..Twin::default() };
+        let mut twin = Twin {
+            version: 3,
+            updated_at: Millis(5),
+            ..Twin::default()
+        };
         twin.meta.tags.insert("site".into(), "berlin".into());
         twin.desired.state = json!({"a": [1, {"b": null}]}).as_object().unwrap().clone();
         let encoded = EncodedTwin::encode(&twin);
@@ -91,7 +102,13 @@ mod tests {
 
     #[test]
     fn unknown_formats_are_reported_not_guessed() {
-        assert!(matches!(EncodedTwin::decode(b"\x09{}"), Err(ModelError::CorruptRecord(_))));
-        assert!(matches!(EncodedHistory::decode(b""), Err(ModelError::CorruptRecord(_))));
+        assert!(matches!(
+            EncodedTwin::decode(b"\x09{}"),
+            Err(ModelError::CorruptRecord(_))
+        ));
+        assert!(matches!(
+            EncodedHistory::decode(b""),
+            Err(ModelError::CorruptRecord(_))
+        ));
     }
 }

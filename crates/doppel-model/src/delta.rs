@@ -34,32 +34,51 @@ mod tests {
     use serde_json::json;
 
     fn d(desired: Value, reported: Value) -> Value {
-        Value::Object(delta(desired.as_object().unwrap(), reported.as_object().unwrap()))
+        Value::Object(delta(
+            desired.as_object().unwrap(),
+            reported.as_object().unwrap(),
+        ))
     }
 
     #[test]
     fn nested_paths_are_kept_and_equal_leaves_dropped() {
         assert_eq!(
-            d(json!({"light": {"on": true, "level": 5}, "mode": "eco"}), json!({"light": {"on": true, "level": 3}, "mode": "eco"})),
+            d(
+                json!({"light": {"on": true, "level": 5}, "mode": "eco"}),
+                json!({"light": {"on": true, "level": 3}, "mode": "eco"})
+            ),
             json!({"light": {"level": 5}})
         );
     }
 
     #[test]
     fn arrays_are_compared_whole_and_reported_only_keys_ignored() {
-        assert_eq!(d(json!({"l": [1, 2]}), json!({"l": [1, 2], "extra": 1})), json!({}));
-        assert_eq!(d(json!({"l": [1, 2]}), json!({"l": [1]})), json!({"l": [1, 2]}));
+        assert_eq!(
+            d(json!({"l": [1, 2]}), json!({"l": [1, 2], "extra": 1})),
+            json!({})
+        );
+        assert_eq!(
+            d(json!({"l": [1, 2]}), json!({"l": [1]})),
+            json!({"l": [1, 2]})
+        );
     }
 
     #[test]
     fn a_desired_object_over_a_reported_scalar_is_included_whole() {
-        assert_eq!(d(json!({"a": {"b": 1}}), json!({"a": 7})), json!({"a": {"b": 1}}));
+        assert_eq!(
+            d(json!({"a": {"b": 1}}), json!({"a": 7})),
+            json!({"a": {"b": 1}})
+        );
     }
 
     fn arb_object() -> impl Strategy<Value = Map<String, Value>> {
-        let leaf = prop_oneof![any::<bool>().prop_map(Value::from), (0i64..3).prop_map(Value::from)];
+        let leaf = prop_oneof![
+            any::<bool>().prop_map(Value::from),
+            (0i64..3).prop_map(Value::from)
+        ];
         let value = leaf.prop_recursive(3, 16, 3, |inner| {
-            prop::collection::btree_map("[a-c]", inner, 0..3).prop_map(|m| Value::Object(m.into_iter().collect()))
+            prop::collection::btree_map("[a-c]", inner, 0..3)
+                .prop_map(|m| Value::Object(m.into_iter().collect()))
         });
         prop::collection::btree_map("[a-c]", value, 0..4).prop_map(|m| m.into_iter().collect())
     }

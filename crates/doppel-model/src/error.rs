@@ -10,13 +10,24 @@ pub enum ModelError {
     InvalidId { kind: &'static str, value: String },
 
     #[error("{what} must be a JSON object, got {found}")]
-    NotAnObject { what: &'static str, found: &'static str },
+    NotAnObject {
+        what: &'static str,
+        found: &'static str,
+    },
 
     #[error("{what} nests {depth} levels deep; the limit is {limit}")]
-    TooDeep { what: &'static str, depth: usize, limit: usize },
+    TooDeep {
+        what: &'static str,
+        depth: usize,
+        limit: usize,
+    },
 
     #[error("{what} would be {size} bytes; the limit is {limit}")]
-    TooLarge { what: &'static str, size: usize, limit: usize },
+    TooLarge {
+        what: &'static str,
+        size: usize,
+        limit: usize,
+    },
 
     #[error("the twin is at version {current} but the request expected version {expected}")]
     VersionMismatch { expected: u64, current: u64 },

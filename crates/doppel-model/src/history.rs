@@ -53,7 +53,9 @@ pub struct HistoryEntry {
 ///
 /// Per-leaf metadata and connection state are not kept in history, so the rebuilt twin has empty
 /// metadata and an unknown connection.
-pub fn twin_from_history<'a>(newest_first: impl IntoIterator<Item = &'a HistoryEntry>) -> Option<Twin> {
+pub fn twin_from_history<'a>(
+    newest_first: impl IntoIterator<Item = &'a HistoryEntry>,
+) -> Option<Twin> {
     let mut twin: Option<Twin> = None;
     let (mut seen_reported, mut seen_desired, mut seen_meta) = (false, false, false);
     for entry in newest_first {
@@ -114,7 +116,12 @@ mod tests {
             entry(HistoryKind::Desired, 4, 40, json!({"d": 2})),
             entry(HistoryKind::Reported, 3, 30, json!({"r": 2})),
             entry(HistoryKind::Desired, 2, 20, json!({"d": 1})),
-            entry(HistoryKind::Meta, 1, 10, json!({"tags": {"site": "x"}, "capabilities": []})),
+            entry(
+                HistoryKind::Meta,
+                1,
+                10,
+                json!({"tags": {"site": "x"}, "capabilities": []}),
+            ),
         ];
         let twin = twin_from_history(&entries).unwrap();
         assert_eq!(twin.version, 4);
@@ -126,9 +133,16 @@ mod tests {
 
     #[test]
     fn nothing_before_a_delete_survives_it() {
-        let entries = [entry(HistoryKind::Deleted, 2, 20, Value::Null), entry(HistoryKind::Reported, 1, 10, json!({}))];
+        let entries = [
+            entry(HistoryKind::Deleted, 2, 20, Value::Null),
+            entry(HistoryKind::Reported, 1, 10, json!({})),
+        ];
         assert!(twin_from_history(&entries).is_none());
-        let after = [entry(HistoryKind::Reported, 3, 30, json!({"x": 1})), entries[0].clone(), entries[1].clone()];
+        let after = [
+            entry(HistoryKind::Reported, 3, 30, json!({"x": 1})),
+            entries[0].clone(),
+            entries[1].clone(),
+        ];
         let twin = twin_from_history(&after).unwrap();
         assert_eq!(twin.version, 3);
         assert_eq!(twin.created_at, Millis(30));

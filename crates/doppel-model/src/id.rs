@@ -100,7 +100,10 @@ impl TwinKey {
     /// Parses the byte form written by [`TwinKey::to_bytes`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ModelError> {
         let corrupt = || ModelError::CorruptRecord("twin key without a tenant separator".into());
-        let split = bytes.iter().position(|b| *b == KEY_SEPARATOR).ok_or_else(corrupt)?;
+        let split = bytes
+            .iter()
+            .position(|b| *b == KEY_SEPARATOR)
+            .ok_or_else(corrupt)?;
         let text = |part: &[u8]| String::from_utf8(part.to_vec()).map_err(|_| corrupt());
         Ok(Self {
             tenant: TenantId::new(text(&bytes[..split])?)?,
@@ -134,7 +137,8 @@ mod tests {
 
     #[test]
     fn key_bytes_round_trip_and_sort_by_tenant_first() {
-        let key = |t: &str, d: &str| TwinKey::new(TenantId::new(t).unwrap(), DeviceId::new(d).unwrap());
+        let key =
+            |t: &str, d: &str| TwinKey::new(TenantId::new(t).unwrap(), DeviceId::new(d).unwrap());
         let k = key("acme", "pump-7");
         assert_eq!(TwinKey::from_bytes(&k.to_bytes()).unwrap(), k);
         // "a" < "a-" as tenants; the separator keeps all of tenant "a" before tenant "a-".

@@ -7,7 +7,12 @@ use serde_json::{Map, Value, json};
 /// Applies `patch` to `state` as RFC 7396 describes (objects merge, `null` deletes, anything else
 /// replaces), and keeps `metadata` the same shape as `state` with `{"timestamp": now}` at every
 /// leaf the patch wrote.
-pub fn merge(state: &mut Map<String, Value>, metadata: &mut Map<String, Value>, patch: &Map<String, Value>, now: Millis) {
+pub fn merge(
+    state: &mut Map<String, Value>,
+    metadata: &mut Map<String, Value>,
+    patch: &Map<String, Value>,
+    now: Millis,
+) {
     for (key, value) in patch {
         match value {
             Value::Null => {
@@ -50,7 +55,10 @@ fn take_object(map: &mut Map<String, Value>, key: &str) -> Map<String, Value> {
 }
 
 /// Checks that `value` is an object and returns it.
-pub fn as_object<'a>(what: &'static str, value: &'a Value) -> Result<&'a Map<String, Value>, ModelError> {
+pub fn as_object<'a>(
+    what: &'static str,
+    value: &'a Value,
+) -> Result<&'a Map<String, Value>, ModelError> {
     value.as_object().ok_or(ModelError::NotAnObject {
         what,
         found: json_type_name(value),
@@ -106,7 +114,12 @@ mod tests {
     fn null_deletes_and_objects_merge() {
         let mut state = obj(json!({"a": 1, "b": {"c": 2, "d": 3}}));
         let mut meta = Map::new();
-        merge(&mut state, &mut meta, &obj(json!({"a": null, "b": {"c": 5}})), Millis(7));
+        merge(
+            &mut state,
+            &mut meta,
+            &obj(json!({"a": null, "b": {"c": 5}})),
+            Millis(7),
+        );
         assert_eq!(Value::Object(state), json!({"b": {"c": 5, "d": 3}}));
         assert_eq!(Value::Object(meta), json!({"b": {"c": {"timestamp": 7}}}));
     }
@@ -115,9 +128,17 @@ mod tests {
     fn metadata_leaves_follow_state_leaves() {
         let mut state = Map::new();
         let mut meta = Map::new();
-        merge(&mut state, &mut meta, &obj(json!({"a": {"b": 1}, "list": [1, 2]})), Millis(1));
+        merge(
+            &mut state,
+            &mut meta,
+            &obj(json!({"a": {"b": 1}, "list": [1, 2]})),
+            Millis(1),
+        );
         merge(&mut state, &mut meta, &obj(json!({"a": 3})), Millis(2));
-        assert_eq!(Value::Object(meta), json!({"a": {"timestamp": 2}, "list": {"timestamp": 1}}));
+        assert_eq!(
+            Value::Object(meta),
+            json!({"a": {"timestamp": 2}, "list": {"timestamp": 1}})
+        );
     }
 
     #[test]
@@ -150,11 +171,15 @@ mod tests {
     /// Every metadata object mirrors the state: same keys, leaves where the state has leaves.
     fn mirrors(state: &Map<String, Value>, meta: &Map<String, Value>) -> bool {
         state.len() == meta.len()
-            && state.iter().all(|(key, value)| match (value, meta.get(key)) {
-                (Value::Object(inner), Some(Value::Object(inner_meta))) => mirrors(inner, inner_meta),
-                (_, Some(leaf)) => leaf.get("timestamp").is_some(),
-                _ => false,
-            })
+            && state
+                .iter()
+                .all(|(key, value)| match (value, meta.get(key)) {
+                    (Value::Object(inner), Some(Value::Object(inner_meta))) => {
+                        mirrors(inner, inner_meta)
+                    }
+                    (_, Some(leaf)) => leaf.get("timestamp").is_some(),
+                    _ => false,
+                })
     }
 
     proptest! {

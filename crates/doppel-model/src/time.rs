@@ -7,7 +7,9 @@ use std::fmt;
 
 /// An instant in Unix milliseconds (UTC). Stored and compared as a plain integer so that time
 /// ordering is cheap and exact; rendered as RFC 3339 at the API edge.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Millis(pub i64);
 

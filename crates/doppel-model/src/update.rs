@@ -36,7 +36,9 @@ impl MetaPatch {
         for (field, value) in body {
             match field.as_str() {
                 "device_type" => patch.device_type = Some(optional_label("device_type", value)?),
-                "firmware_version" => patch.firmware_version = Some(optional_label("firmware_version", value)?),
+                "firmware_version" => {
+                    patch.firmware_version = Some(optional_label("firmware_version", value)?)
+                }
                 "capabilities" => patch.capabilities = Some(capabilities(value)?),
                 "tags" => patch.tags = tags(value)?,
                 _ => {
@@ -71,7 +73,10 @@ impl MetaPatch {
         if meta.tags.len() > MAX_TAGS {
             return Err(ModelError::InvalidField {
                 field: "tags",
-                reason: format!("a twin may have at most {MAX_TAGS} tags, this change would leave {}", meta.tags.len()),
+                reason: format!(
+                    "a twin may have at most {MAX_TAGS} tags, this change would leave {}",
+                    meta.tags.len()
+                ),
             });
         }
         Ok(())
@@ -113,16 +118,25 @@ fn capabilities(value: &Value) -> Result<BTreeSet<String>, ModelError> {
     if items.len() > MAX_CAPABILITIES {
         return Err(ModelError::InvalidField {
             field: "capabilities",
-            reason: format!("at most {MAX_CAPABILITIES} capabilities, got {}", items.len()),
+            reason: format!(
+                "at most {MAX_CAPABILITIES} capabilities, got {}",
+                items.len()
+            ),
         });
     }
-    items.iter().map(|item| label("capabilities", item)).collect()
+    items
+        .iter()
+        .map(|item| label("capabilities", item))
+        .collect()
 }
 
 fn tags(value: &Value) -> Result<BTreeMap<String, Option<String>>, ModelError> {
     let map = value.as_object().ok_or_else(|| ModelError::InvalidField {
         field: "tags",
-        reason: format!("must be an object of strings, got {}", json_type_name(value)),
+        reason: format!(
+            "must be an object of strings, got {}",
+            json_type_name(value)
+        ),
     })?;
     map.iter()
         .map(|(key, value)| {
@@ -145,7 +159,10 @@ fn tags(value: &Value) -> Result<BTreeMap<String, Option<String>>, ModelError> {
 pub enum Change {
     /// A device report: a merge patch of reported state, with the device's own sequence number
     /// when it sends one (a report not newer than the stored sequence is stale and ignored).
-    Reported { patch: Value, device_version: Option<u64> },
+    Reported {
+        patch: Value,
+        device_version: Option<u64>,
+    },
     /// A merge patch of desired state.
     DesiredPatch(Value),
     /// A whole new desired state.
@@ -168,6 +185,10 @@ pub struct UpdateRequest {
 
 /// The outcome of a request that passed validation.
 #[derive(Clone, Debug, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "the twin moves once into an Arc; boxing would add an allocation to every write for the rare stale case"
+)]
 pub enum Applied {
     /// The twin changed: its new state and the history entry that records the change.
     Changed { twin: Twin, entry: HistoryEntry },
@@ -178,12 +199,20 @@ pub enum Applied {
 /// Applies `request` to the twin `current` (a tombstone or `None` when it does not exist) at
 /// instant `now`. Returns an error, and changes nothing, when the request is invalid or its
 /// precondition fails.
-pub fn apply(current: Option<&Twin>, request: &UpdateRequest, now: Millis, limits: &Limits) -> Result<Applied, ModelError> {
+pub fn apply(
+    current: Option<&Twin>,
+    request: &UpdateRequest,
+    now: Millis,
+    limits: &Limits,
+) -> Result<Applied, ModelError> {
     let live = current.and_then(Twin::live);
     if let Some(expected) = request.expected_version {
         let current_version = live.map_or(0, |twin| twin.version);
         if live.is_none() || current_version != expected {
-            return Err(ModelError::VersionMismatch { expected, current: current_version });
+            return Err(ModelError::VersionMismatch {
+                expected,
+                current: current_version,
+            });
         }
     }
     let mut twin = match (live, current) {
@@ -203,15 +232,26 @@ pub fn apply(current: Option<&Twin>, request: &UpdateRequest, now: Millis, limit
     let now = now.max(twin.updated_at);
 
     let (kind, default_reason) = match &request.change {
-        Change::Reported { patch, device_version } => {
+        Change::Reported {
+            patch,
+            device_version,
+        } => {
             let patch = checked_state("reported state", patch, limits)?;
-            if let Some(sequence) = device_version {
-                if twin.reported.updated_at.is_some() && *sequence <= twin.reported.version {
-                    return Ok(Applied::Stale);
-                }
+            if let Some(sequence) = device_version
+                && twin.reported.updated_at.is_some()
+                && *sequence <= twin.reported.version
+            {
+                return Ok(Applied::Stale);
             }
             let next = device_version.unwrap_or(twin.reported.version + 1);
-            merge_into(&mut twin.reported, "reported state", patch, next, now, limits)?;
+            merge_into(
+                &mut twin.reported,
+                "reported state",
+                patch,
+                next,
+                now,
+                limits,
+            )?;
             twin.connection.last_activity_at = Some(now);
             (HistoryKind::Reported, "reported update")
         }
@@ -247,9 +287,18 @@ pub fn apply(current: Option<&Twin>, request: &UpdateRequest, now: Millis, limit
     twin.version += 1;
     twin.updated_at = now;
     let (state, section_version) = match kind {
-        HistoryKind::Reported => (Value::Object(twin.reported.state.clone()), Some(twin.reported.version)),
-        HistoryKind::Desired => (Value::Object(twin.desired.state.clone()), Some(twin.desired.version)),
-        HistoryKind::Meta => (serde_json::to_value(&twin.meta).unwrap_or(Value::Null), None),
+        HistoryKind::Reported => (
+            Value::Object(twin.reported.state.clone()),
+            Some(twin.reported.version),
+        ),
+        HistoryKind::Desired => (
+            Value::Object(twin.desired.state.clone()),
+            Some(twin.desired.version),
+        ),
+        HistoryKind::Meta => (
+            serde_json::to_value(&twin.meta).unwrap_or(Value::Null),
+            None,
+        ),
         HistoryKind::Deleted => (Value::Null, None),
     };
     let entry = HistoryEntry {
@@ -259,12 +308,19 @@ pub fn apply(current: Option<&Twin>, request: &UpdateRequest, now: Millis, limit
         state,
         section_version,
         changed_by: request.changed_by.clone(),
-        change_reason: request.change_reason.clone().unwrap_or_else(|| default_reason.to_owned()),
+        change_reason: request
+            .change_reason
+            .clone()
+            .unwrap_or_else(|| default_reason.to_owned()),
     };
     Ok(Applied::Changed { twin, entry })
 }
 
-fn checked_state<'a>(what: &'static str, value: &'a Value, limits: &Limits) -> Result<&'a Map<String, Value>, ModelError> {
+fn checked_state<'a>(
+    what: &'static str,
+    value: &'a Value,
+    limits: &Limits,
+) -> Result<&'a Map<String, Value>, ModelError> {
     let object = as_object(what, value)?;
     patch::check_depth(what, value, limits.max_depth)?;
     Ok(object)
@@ -314,24 +370,64 @@ mod tests {
     }
 
     fn report(state: Value, device_version: Option<u64>) -> UpdateRequest {
-        request(Change::Reported { patch: state, device_version })
+        request(Change::Reported {
+            patch: state,
+            device_version,
+        })
     }
 
     #[test]
     fn first_write_creates_the_twin_at_version_one() {
-        let (twin, entry) = changed(apply(None, &request(Change::DesiredPatch(json!({"on": true}))), Millis(10), &Limits::default()));
-        assert_eq!((twin.version, twin.desired.version, twin.created_at), (1, 1, Millis(10)));
+        let (twin, entry) = changed(apply(
+            None,
+            &request(Change::DesiredPatch(json!({"on": true}))),
+            Millis(10),
+            &Limits::default(),
+        ));
+        assert_eq!(
+            (twin.version, twin.desired.version, twin.created_at),
+            (1, 1, Millis(10))
+        );
         assert_eq!(Value::Object(twin.delta()), json!({"on": true}));
-        assert_eq!((entry.kind, entry.version, entry.changed_by.as_str()), (HistoryKind::Desired, 1, "tester"));
+        assert_eq!(
+            (entry.kind, entry.version, entry.changed_by.as_str()),
+            (HistoryKind::Desired, 1, "tester")
+        );
     }
 
     #[test]
     fn stale_reports_change_nothing() {
         let limits = Limits::default();
-        let (twin, _) = changed(apply(None, &report(json!({"t": 1}), Some(5)), Millis(1), &limits));
-        assert_eq!(apply(Some(&twin), &report(json!({"t": 2}), Some(5)), Millis(2), &limits), Ok(Applied::Stale));
-        assert_eq!(apply(Some(&twin), &report(json!({"t": 2}), Some(4)), Millis(2), &limits), Ok(Applied::Stale));
-        let (newer, _) = changed(apply(Some(&twin), &report(json!({"t": 3}), Some(6)), Millis(3), &limits));
+        let (twin, _) = changed(apply(
+            None,
+            &report(json!({"t": 1}), Some(5)),
+            Millis(1),
+            &limits,
+        ));
+        assert_eq!(
+            apply(
+                Some(&twin),
+                &report(json!({"t": 2}), Some(5)),
+                Millis(2),
+                &limits
+            ),
+            Ok(Applied::Stale)
+        );
+        assert_eq!(
+            apply(
+                Some(&twin),
+                &report(json!({"t": 2}), Some(4)),
+                Millis(2),
+                &limits
+            ),
+            Ok(Applied::Stale)
+        );
+        let (newer, _) = changed(apply(
+            Some(&twin),
+            &report(json!({"t": 3}), Some(6)),
+            Millis(3),
+            &limits,
+        ));
         assert_eq!((newer.version, newer.reported.version), (2, 6));
         assert_eq!(newer.connection.last_activity_at, Some(Millis(3)));
     }
@@ -339,79 +435,192 @@ mod tests {
     #[test]
     fn reports_without_a_sequence_count_up() {
         let limits = Limits::default();
-        let (twin, _) = changed(apply(None, &report(json!({"t": 1}), None), Millis(1), &limits));
-        let (twin, _) = changed(apply(Some(&twin), &report(json!({"t": 2}), None), Millis(2), &limits));
+        let (twin, _) = changed(apply(
+            None,
+            &report(json!({"t": 1}), None),
+            Millis(1),
+            &limits,
+        ));
+        let (twin, _) = changed(apply(
+            Some(&twin),
+            &report(json!({"t": 2}), None),
+            Millis(2),
+            &limits,
+        ));
         assert_eq!(twin.reported.version, 2);
     }
 
     #[test]
     fn if_match_must_name_the_current_version() {
         let limits = Limits::default();
-        let (twin, _) = changed(apply(None, &request(Change::DesiredPatch(json!({"a": 1}))), Millis(1), &limits));
+        let (twin, _) = changed(apply(
+            None,
+            &request(Change::DesiredPatch(json!({"a": 1}))),
+            Millis(1),
+            &limits,
+        ));
         let mut conditional = request(Change::DesiredPatch(json!({"a": 2})));
         conditional.expected_version = Some(7);
         assert_eq!(
             apply(Some(&twin), &conditional, Millis(2), &limits),
-            Err(ModelError::VersionMismatch { expected: 7, current: 1 })
+            Err(ModelError::VersionMismatch {
+                expected: 7,
+                current: 1
+            })
         );
         conditional.expected_version = Some(1);
-        assert_eq!(changed(apply(Some(&twin), &conditional, Millis(2), &limits)).0.version, 2);
-        assert!(matches!(apply(None, &conditional, Millis(2), &limits), Err(ModelError::VersionMismatch { .. })));
+        assert_eq!(
+            changed(apply(Some(&twin), &conditional, Millis(2), &limits))
+                .0
+                .version,
+            2
+        );
+        assert!(matches!(
+            apply(None, &conditional, Millis(2), &limits),
+            Err(ModelError::VersionMismatch { .. })
+        ));
     }
 
     #[test]
     fn limits_reject_deep_large_and_non_object_states() {
-        let limits = Limits { max_document_bytes: 32, max_depth: 2 };
+        let limits = Limits {
+            max_document_bytes: 32,
+            max_depth: 2,
+        };
         let deep = request(Change::DesiredPatch(json!({"a": {"b": {"c": 1}}})));
-        assert!(matches!(apply(None, &deep, Millis(1), &limits), Err(ModelError::TooDeep { depth: 3, limit: 2, .. })));
+        assert!(matches!(
+            apply(None, &deep, Millis(1), &limits),
+            Err(ModelError::TooDeep {
+                depth: 3,
+                limit: 2,
+                ..
+            })
+        ));
         let large = request(Change::DesiredPatch(json!({"a": "x".repeat(40)})));
-        assert!(matches!(apply(None, &large, Millis(1), &limits), Err(ModelError::TooLarge { .. })));
+        assert!(matches!(
+            apply(None, &large, Millis(1), &limits),
+            Err(ModelError::TooLarge { .. })
+        ));
         let scalar = request(Change::DesiredPatch(json!([1])));
-        assert!(matches!(apply(None, &scalar, Millis(1), &limits), Err(ModelError::NotAnObject { found: "an array", .. })));
+        assert!(matches!(
+            apply(None, &scalar, Millis(1), &limits),
+            Err(ModelError::NotAnObject {
+                found: "an array",
+                ..
+            })
+        ));
     }
 
     #[test]
     fn replace_drops_keys_the_new_state_lacks() {
         let limits = Limits::default();
-        let (twin, _) = changed(apply(None, &request(Change::DesiredPatch(json!({"a": 1, "b": 2}))), Millis(1), &limits));
-        let (twin, entry) = changed(apply(Some(&twin), &request(Change::DesiredReplace(json!({"c": 3}))), Millis(2), &limits));
+        let (twin, _) = changed(apply(
+            None,
+            &request(Change::DesiredPatch(json!({"a": 1, "b": 2}))),
+            Millis(1),
+            &limits,
+        ));
+        let (twin, entry) = changed(apply(
+            Some(&twin),
+            &request(Change::DesiredReplace(json!({"c": 3}))),
+            Millis(2),
+            &limits,
+        ));
         assert_eq!(Value::Object(twin.desired.state), json!({"c": 3}));
-        assert_eq!(Value::Object(twin.desired.metadata), json!({"c": {"timestamp": 2}}));
+        assert_eq!(
+            Value::Object(twin.desired.metadata),
+            json!({"c": {"timestamp": 2}})
+        );
         assert_eq!(entry.change_reason, "desired replace");
     }
 
     #[test]
     fn delete_leaves_a_tombstone_whose_version_keeps_counting() {
         let limits = Limits::default();
-        let (twin, _) = changed(apply(None, &request(Change::DesiredPatch(json!({"a": 1}))), Millis(1), &limits));
-        let (tombstone, entry) = changed(apply(Some(&twin), &request(Change::Delete), Millis(2), &limits));
+        let (twin, _) = changed(apply(
+            None,
+            &request(Change::DesiredPatch(json!({"a": 1}))),
+            Millis(1),
+            &limits,
+        ));
+        let (tombstone, entry) = changed(apply(
+            Some(&twin),
+            &request(Change::Delete),
+            Millis(2),
+            &limits,
+        ));
         assert!(tombstone.deleted && tombstone.live().is_none());
         assert_eq!((tombstone.version, entry.kind), (2, HistoryKind::Deleted));
-        assert_eq!(apply(Some(&tombstone), &request(Change::Delete), Millis(3), &limits), Err(ModelError::Missing));
-        let (reborn, _) = changed(apply(Some(&tombstone), &request(Change::DesiredPatch(json!({"b": 1}))), Millis(3), &limits));
-        assert_eq!((reborn.version, reborn.deleted, reborn.created_at), (3, false, Millis(3)));
+        assert_eq!(
+            apply(
+                Some(&tombstone),
+                &request(Change::Delete),
+                Millis(3),
+                &limits
+            ),
+            Err(ModelError::Missing)
+        );
+        let (reborn, _) = changed(apply(
+            Some(&tombstone),
+            &request(Change::DesiredPatch(json!({"b": 1}))),
+            Millis(3),
+            &limits,
+        ));
+        assert_eq!(
+            (reborn.version, reborn.deleted, reborn.created_at),
+            (3, false, Millis(3))
+        );
         assert_eq!(Value::Object(reborn.desired.state), json!({"b": 1}));
     }
 
     #[test]
     fn time_within_a_twin_never_runs_backwards() {
         let limits = Limits::default();
-        let (twin, _) = changed(apply(None, &request(Change::DesiredPatch(json!({"a": 1}))), Millis(100), &limits));
-        let (twin, entry) = changed(apply(Some(&twin), &request(Change::DesiredPatch(json!({"a": 2}))), Millis(50), &limits));
-        assert_eq!((twin.updated_at, entry.recorded_at), (Millis(100), Millis(100)));
+        let (twin, _) = changed(apply(
+            None,
+            &request(Change::DesiredPatch(json!({"a": 1}))),
+            Millis(100),
+            &limits,
+        ));
+        let (twin, entry) = changed(apply(
+            Some(&twin),
+            &request(Change::DesiredPatch(json!({"a": 2}))),
+            Millis(50),
+            &limits,
+        ));
+        assert_eq!(
+            (twin.updated_at, entry.recorded_at),
+            (Millis(100), Millis(100))
+        );
     }
 
     #[test]
     fn meta_patches_merge_tags_and_validate_fields() {
         let limits = Limits::default();
         let patch = MetaPatch::from_json(&json!({"tags": {"site": "berlin", "row": "3"}, "device_type": "pump", "capabilities": ["ota"]})).unwrap();
-        let (twin, entry) = changed(apply(None, &request(Change::Meta(patch)), Millis(1), &limits));
-        let patch = MetaPatch::from_json(&json!({"tags": {"row": null}, "device_type": null})).unwrap();
-        let (twin, _) = changed(apply(Some(&twin), &request(Change::Meta(patch)), Millis(2), &limits));
+        let (twin, entry) = changed(apply(
+            None,
+            &request(Change::Meta(patch)),
+            Millis(1),
+            &limits,
+        ));
+        let patch =
+            MetaPatch::from_json(&json!({"tags": {"row": null}, "device_type": null})).unwrap();
+        let (twin, _) = changed(apply(
+            Some(&twin),
+            &request(Change::Meta(patch)),
+            Millis(2),
+            &limits,
+        ));
         assert_eq!(twin.meta.tags.len(), 1);
         assert_eq!(twin.meta.device_type, None);
         assert_eq!(entry.kind, HistoryKind::Meta);
-        for bad in [json!({"colour": "red"}), json!({"tags": {"a.b": "x"}}), json!({"tags": {"a": 1}}), json!({"capabilities": "ota"})] {
+        for bad in [
+            json!({"colour": "red"}),
+            json!({"tags": {"a.b": "x"}}),
+            json!({"tags": {"a": 1}}),
+            json!({"capabilities": "ota"}),
+        ] {
             assert!(MetaPatch::from_json(&bad).is_err(), "{bad} was accepted");
         }
     }

@@ -20,15 +20,26 @@ pub trait Backend {
 }
 
 pub fn key(tenant: &str, device: &str) -> TwinKey {
-    TwinKey::new(TenantId::new(tenant).expect("valid tenant"), DeviceId::new(device).expect("valid device"))
+    TwinKey::new(
+        TenantId::new(tenant).expect("valid tenant"),
+        DeviceId::new(device).expect("valid device"),
+    )
 }
 
 /// A write that sets desired `{"v": value}` at document `version`, recorded at `at_ms`.
 pub fn desired_write(key: &TwinKey, version: u64, at_ms: i64, value: i64) -> TwinWrite {
-    let mut twin = Twin { version, updated_at: Millis(at_ms), ..Twin::default() };
+    let mut twin = Twin {
+        version,
+        updated_at: Millis(at_ms),
+        ..Twin::default()
+    };
     twin.desired.state.insert("v".into(), json!(value));
     let entry = HistoryEntry {
-        kind: if version % 2 == 0 { HistoryKind::Desired } else { HistoryKind::Reported },
+        kind: if version.is_multiple_of(2) {
+            HistoryKind::Desired
+        } else {
+            HistoryKind::Reported
+        },
         version,
         recorded_at: Millis(at_ms),
         state: json!({ "v": value }),
@@ -50,12 +61,20 @@ fn write(key: &TwinKey, twin: &Twin, entry: &HistoryEntry) -> TwinWrite {
 }
 
 pub fn all_history() -> HistoryQuery {
-    HistoryQuery { kind: None, from: None, to: None, after_version: None, limit: usize::MAX }
+    HistoryQuery {
+        kind: None,
+        from: None,
+        to: None,
+        after_version: None,
+        limit: usize::MAX,
+    }
 }
 
 fn loaded(store: &impl TwinStore) -> Vec<(TwinKey, Twin)> {
     let mut twins = Vec::new();
-    let count = store.load(&mut |key, twin| twins.push((key, twin))).expect("load");
+    let count = store
+        .load(&mut |key, twin| twins.push((key, twin)))
+        .expect("load");
     assert_eq!(count, twins.len() as u64, "load must count what it visits");
     twins
 }
@@ -68,7 +87,9 @@ pub fn committed_writes_survive_reopening(backend: &impl Backend) {
     let (a, b) = (key("t", "a"), key("t", "b"));
     {
         let store = backend.open();
-        store.commit(&[desired_write(&a, 1, 10, 1), desired_write(&b, 1, 10, 2)]).expect("commit");
+        store
+            .commit(&[desired_write(&a, 1, 10, 1), desired_write(&b, 1, 10, 2)])
+            .expect("commit");
         store.commit(&[]).expect("an empty commit is fine");
     }
     let store = backend.open();
@@ -76,23 +97,37 @@ pub fn committed_writes_survive_reopening(backend: &impl Backend) {
     assert_eq!(twins.len(), 2);
     assert_eq!(twins[1].0, b);
     assert_eq!(twins[1].1.desired.state["v"], json!(2));
-    assert_eq!(versions(&store.history(&a, &all_history()).expect("history")), [1]);
+    assert_eq!(
+        versions(&store.history(&a, &all_history()).expect("history")),
+        [1]
+    );
 }
 
 pub fn a_later_commit_of_a_key_wins(backend: &impl Backend) {
     let store = backend.open();
     let a = key("t", "a");
-    store.commit(&[desired_write(&a, 1, 10, 1)]).expect("commit");
-    store.commit(&[desired_write(&a, 2, 20, 2)]).expect("commit");
+    store
+        .commit(&[desired_write(&a, 1, 10, 1)])
+        .expect("commit");
+    store
+        .commit(&[desired_write(&a, 2, 20, 2)])
+        .expect("commit");
     let twins = loaded(&store);
     assert_eq!(twins.len(), 1);
-    assert_eq!((twins[0].1.version, &twins[0].1.desired.state["v"]), (2, &json!(2)));
+    assert_eq!(
+        (twins[0].1.version, &twins[0].1.desired.state["v"]),
+        (2, &json!(2))
+    );
 }
 
 pub fn tombstones_load_but_never_list(backend: &impl Backend) {
     let store = backend.open();
     let (a, b) = (key("t", "a"), key("t", "b"));
-    let tombstone = Twin { version: 2, deleted: true, ..Twin::default() };
+    let tombstone = Twin {
+        version: 2,
+        deleted: true,
+        ..Twin::default()
+    };
     let deleted = HistoryEntry {
         kind: HistoryKind::Deleted,
         version: 2,
@@ -102,37 +137,72 @@ pub fn tombstones_load_but_never_list(backend: &impl Backend) {
         changed_by: "conformance".into(),
         change_reason: "delete".into(),
     };
-    store.commit(&[desired_write(&a, 1, 10, 1), desired_write(&b, 1, 10, 1)]).expect("commit");
-    store.commit(&[write(&a, &tombstone, &deleted)]).expect("commit");
+    store
+        .commit(&[desired_write(&a, 1, 10, 1), desired_write(&b, 1, 10, 1)])
+        .expect("commit");
+    store
+        .commit(&[write(&a, &tombstone, &deleted)])
+        .expect("commit");
     let twins = loaded(&store);
-    assert!(twins.iter().any(|(k, t)| *k == a && t.deleted && t.version == 2));
+    assert!(
+        twins
+            .iter()
+            .any(|(k, t)| *k == a && t.deleted && t.version == 2)
+    );
     let listed = store.list(&a.tenant, None, 10).expect("list");
-    assert_eq!(listed.iter().map(|(d, _)| d.as_str()).collect::<Vec<_>>(), ["b"]);
+    assert_eq!(
+        listed.iter().map(|(d, _)| d.as_str()).collect::<Vec<_>>(),
+        ["b"]
+    );
 }
 
 pub fn listing_pages_one_tenant_in_device_order(backend: &impl Backend) {
     let store = backend.open();
-    let mut writes: Vec<TwinWrite> = ["d3", "d1", "d5", "d2", "d4"].iter().map(|d| desired_write(&key("a", d), 1, 1, 0)).collect();
+    let mut writes: Vec<TwinWrite> = ["d3", "d1", "d5", "d2", "d4"]
+        .iter()
+        .map(|d| desired_write(&key("a", d), 1, 1, 0))
+        .collect();
     writes.push(desired_write(&key("a-", "d0"), 1, 1, 0));
     writes.push(desired_write(&key("b", "d0"), 1, 1, 0));
     store.commit(&writes).expect("commit");
     let tenant = TenantId::new("a").expect("tenant");
-    let names = |page: Vec<(DeviceId, Twin)>| page.into_iter().map(|(d, _)| d.to_string()).collect::<Vec<_>>();
-    assert_eq!(names(store.list(&tenant, None, 2).expect("list")), ["d1", "d2"]);
+    let names = |page: Vec<(DeviceId, Twin)>| {
+        page.into_iter()
+            .map(|(d, _)| d.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(store.list(&tenant, None, 2).expect("list")),
+        ["d1", "d2"]
+    );
     let cursor = DeviceId::new("d2").expect("device");
-    assert_eq!(names(store.list(&tenant, Some(&cursor), 10).expect("list")), ["d3", "d4", "d5"]);
+    assert_eq!(
+        names(store.list(&tenant, Some(&cursor), 10).expect("list")),
+        ["d3", "d4", "d5"]
+    );
     let last = DeviceId::new("d5").expect("device");
-    assert!(store.list(&tenant, Some(&last), 10).expect("list").is_empty());
+    assert!(
+        store
+            .list(&tenant, Some(&last), 10)
+            .expect("list")
+            .is_empty()
+    );
 }
 
 pub fn history_reads_in_version_order_with_filters(backend: &impl Backend) {
     let store = backend.open();
     let (a, a2) = (key("t", "a"), key("t", "a2"));
     // Six changes spread over three buckets, committed one by one and in a group.
-    store.commit(&[desired_write(&a, 1, 100, 1)]).expect("commit");
-    store.commit(&[desired_write(&a, 2, 900, 2), desired_write(&a2, 1, 950, 9)]).expect("commit");
+    store
+        .commit(&[desired_write(&a, 1, 100, 1)])
+        .expect("commit");
+    store
+        .commit(&[desired_write(&a, 2, 900, 2), desired_write(&a2, 1, 950, 9)])
+        .expect("commit");
     for (version, at) in [(3, 1_100), (4, 1_500), (5, 2_000), (6, 2_999)] {
-        store.commit(&[desired_write(&a, version, at, version as i64)]).expect("commit");
+        store
+            .commit(&[desired_write(&a, version, at, version as i64)])
+            .expect("commit");
     }
     let query = |f: fn(&mut HistoryQuery)| {
         let mut q = all_history();
@@ -145,20 +215,33 @@ pub fn history_reads_in_version_order_with_filters(backend: &impl Backend) {
     assert_eq!(query(|q| q.to = Some(Millis(1_500))), [1, 2, 3, 4]);
     assert_eq!(query(|q| q.after_version = Some(4)), [5, 6]);
     assert_eq!(query(|q| q.limit = 2), [1, 2]);
-    assert_eq!(query(|q| {
-        q.after_version = Some(2);
-        q.limit = 2;
-        q.kind = Some(HistoryKind::Reported);
-    }), [3, 5]);
-    assert_eq!(versions(&store.history(&a2, &all_history()).expect("history")), [1]);
-    assert!(store.history(&key("t", "none"), &all_history()).expect("history").is_empty());
+    assert_eq!(
+        query(|q| {
+            q.after_version = Some(2);
+            q.limit = 2;
+            q.kind = Some(HistoryKind::Reported);
+        }),
+        [3, 5]
+    );
+    assert_eq!(
+        versions(&store.history(&a2, &all_history()).expect("history")),
+        [1]
+    );
+    assert!(
+        store
+            .history(&key("t", "none"), &all_history())
+            .expect("history")
+            .is_empty()
+    );
 }
 
 pub fn history_until_reads_newest_first_up_to_the_instant(backend: &impl Backend) {
     let store = backend.open();
     let a = key("t", "a");
     for (version, at) in [(1, 100), (2, 1_200), (3, 1_800), (4, 2_500)] {
-        store.commit(&[desired_write(&a, version, at, 0)]).expect("commit");
+        store
+            .commit(&[desired_write(&a, version, at, 0)])
+            .expect("commit");
     }
     let mut seen = Vec::new();
     store
@@ -172,7 +255,11 @@ pub fn history_until_reads_newest_first_up_to_the_instant(backend: &impl Backend
     store
         .history_until(&a, Millis(2_600), &mut |entry| {
             seen.push(entry.version);
-            if seen.len() == 2 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            if seen.len() == 2 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         })
         .expect("history_until");
     assert_eq!(seen, [4, 3]);
@@ -183,20 +270,43 @@ pub fn expiry_drops_whole_old_buckets_only(backend: &impl Backend) {
     {
         let store = backend.open();
         for (version, at) in [(1, 100), (2, 1_100), (3, 1_900), (4, 2_100)] {
-            store.commit(&[desired_write(&a, version, at, 0)]).expect("commit");
+            store
+                .commit(&[desired_write(&a, version, at, 0)])
+                .expect("commit");
         }
         // 1_500 lies inside the second bucket, which must survive because it holds newer entries.
         assert_eq!(store.expire_history(Millis(1_500)).expect("expire"), 1);
-        assert_eq!(versions(&store.history(&a, &all_history()).expect("history")), [2, 3, 4]);
+        assert_eq!(
+            versions(&store.history(&a, &all_history()).expect("history")),
+            [2, 3, 4]
+        );
         assert_eq!(store.expire_history(Millis(1_500)).expect("expire"), 0);
     }
     let store = backend.open();
-    assert_eq!(versions(&store.history(&a, &all_history()).expect("history")), [2, 3, 4], "expiry is durable");
+    assert_eq!(
+        versions(&store.history(&a, &all_history()).expect("history")),
+        [2, 3, 4],
+        "expiry is durable"
+    );
     assert_eq!(store.expire_history(Millis(3_000)).expect("expire"), 2);
-    assert!(store.history(&a, &all_history()).expect("history").is_empty());
-    assert_eq!(loaded(&store).len(), 1, "expiring history never touches twins");
-    store.commit(&[desired_write(&a, 5, 3_100, 0)]).expect("a commit after expiry recreates its bucket");
-    assert_eq!(versions(&store.history(&a, &all_history()).expect("history")), [5]);
+    assert!(
+        store
+            .history(&a, &all_history())
+            .expect("history")
+            .is_empty()
+    );
+    assert_eq!(
+        loaded(&store).len(),
+        1,
+        "expiring history never touches twins"
+    );
+    store
+        .commit(&[desired_write(&a, 5, 3_100, 0)])
+        .expect("a commit after expiry recreates its bucket");
+    assert_eq!(
+        versions(&store.history(&a, &all_history()).expect("history")),
+        [5]
+    );
 }
 
 /// Expands to one `#[test]` per conformance case, each against a fresh `$backend`.

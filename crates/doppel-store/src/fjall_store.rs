@@ -42,12 +42,25 @@ impl FjallStore {
         let mut history = BTreeMap::new();
         for name in db.list_keyspace_names() {
             let name: &str = name.as_ref();
-            let Some((start, width)) = parse_bucket_name(name) else { continue };
+            let Some((start, width)) = parse_bucket_name(name) else {
+                continue;
+            };
             let keyspace = db.keyspace(name, KeyspaceCreateOptions::default)?;
-            history.insert(start, Bucket { end: start.saturating_add(width), keyspace });
+            history.insert(
+                start,
+                Bucket {
+                    end: start.saturating_add(width),
+                    keyspace,
+                },
+            );
         }
         tracing::debug!(path = %path.display(), buckets = history.len(), "opened fjall store");
-        Ok(Self { db, twins, buckets, history: RwLock::new(history) })
+        Ok(Self {
+            db,
+            twins,
+            buckets,
+            history: RwLock::new(history),
+        })
     }
 
     /// Creates the buckets that `writes` need and do not have yet.
@@ -72,7 +85,13 @@ impl FjallStore {
             }
             let name = format!("{HISTORY_KEYSPACE_PREFIX}{start}.{}", self.buckets.width_ms);
             let keyspace = self.db.keyspace(&name, KeyspaceCreateOptions::default)?;
-            history.insert(start, Bucket { end: start + self.buckets.width_ms, keyspace });
+            history.insert(
+                start,
+                Bucket {
+                    end: start + self.buckets.width_ms,
+                    keyspace,
+                },
+            );
         }
         Ok(())
     }
@@ -84,11 +103,17 @@ fn covered(history: &BTreeMap<i64, Bucket>, at: i64) -> bool {
 }
 
 fn bucket_at(history: &BTreeMap<i64, Bucket>, at: i64) -> Option<&Bucket> {
-    history.range(..=at).next_back().map(|(_, bucket)| bucket).filter(|bucket| at < bucket.end)
+    history
+        .range(..=at)
+        .next_back()
+        .map(|(_, bucket)| bucket)
+        .filter(|bucket| at < bucket.end)
 }
 
 fn parse_bucket_name(name: &str) -> Option<(i64, i64)> {
-    let (start, width) = name.strip_prefix(HISTORY_KEYSPACE_PREFIX)?.split_once('.')?;
+    let (start, width) = name
+        .strip_prefix(HISTORY_KEYSPACE_PREFIX)?
+        .split_once('.')?;
     Some((start.parse().ok()?, width.parse().ok()?))
 }
 
@@ -102,9 +127,17 @@ impl TwinStore for FjallStore {
         let mut batch = self.db.batch();
         for write in writes {
             batch.insert(&self.twins, write.key.to_bytes(), &*write.twin.0);
-            let bucket = bucket_at(&history, write.recorded_at.0)
-                .ok_or_else(|| doppel_model::ModelError::CorruptRecord(format!("no history bucket for {}", write.recorded_at)))?;
-            batch.insert(&bucket.keyspace, history_key(&write.key, write.version), &*write.history.0);
+            let bucket = bucket_at(&history, write.recorded_at.0).ok_or_else(|| {
+                doppel_model::ModelError::CorruptRecord(format!(
+                    "no history bucket for {}",
+                    write.recorded_at
+                ))
+            })?;
+            batch.insert(
+                &bucket.keyspace,
+                history_key(&write.key, write.version),
+                &*write.history.0,
+            );
         }
         batch.commit()?;
         // The acknowledgement the engine sends after this returns is a promise of durability.
@@ -122,10 +155,17 @@ impl TwinStore for FjallStore {
         Ok(count)
     }
 
-    fn list(&self, tenant: &TenantId, after: Option<&DeviceId>, limit: usize) -> Result<Vec<(DeviceId, Twin)>, StoreError> {
+    fn list(
+        &self,
+        tenant: &TenantId,
+        after: Option<&DeviceId>,
+        limit: usize,
+    ) -> Result<Vec<(DeviceId, Twin)>, StoreError> {
         let prefix = TwinKey::tenant_prefix(tenant);
         let start = match after {
-            Some(device) => Bound::Excluded(TwinKey::new(tenant.clone(), device.clone()).to_bytes()),
+            Some(device) => {
+                Bound::Excluded(TwinKey::new(tenant.clone(), device.clone()).to_bytes())
+            }
             None => Bound::Included(prefix.clone()),
         };
         let mut page = Vec::new();
@@ -138,13 +178,20 @@ impl TwinStore for FjallStore {
                 break;
             }
             if EncodedTwin::is_live(&value) {
-                page.push((TwinKey::from_bytes(&key)?.device, EncodedTwin::decode(&value)?));
+                page.push((
+                    TwinKey::from_bytes(&key)?.device,
+                    EncodedTwin::decode(&value)?,
+                ));
             }
         }
         Ok(page)
     }
 
-    fn history(&self, key: &TwinKey, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError> {
+    fn history(
+        &self,
+        key: &TwinKey,
+        query: &HistoryQuery,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
         let history = self.history.read().unwrap_or_else(PoisonError::into_inner);
         let prefix = history_prefix(key);
         let first_key = history_key(key, query.after_version.map_or(0, |v| v.saturating_add(1)));
@@ -153,7 +200,10 @@ impl TwinStore for FjallStore {
             if !filter.wants_bucket(*start, bucket.end) {
                 continue;
             }
-            for guard in bucket.keyspace.range::<Vec<u8>, _>((Bound::Included(first_key.clone()), Bound::Unbounded)) {
+            for guard in bucket
+                .keyspace
+                .range::<Vec<u8>, _>((Bound::Included(first_key.clone()), Bound::Unbounded))
+            {
                 let (entry_key, value) = guard.into_inner()?;
                 if !entry_key.starts_with(&prefix) {
                     break;
@@ -188,7 +238,11 @@ impl TwinStore for FjallStore {
 
     fn expire_history(&self, before: Millis) -> Result<usize, StoreError> {
         let mut history = self.history.write().unwrap_or_else(PoisonError::into_inner);
-        let expired: Vec<i64> = history.iter().filter(|(_, b)| b.end <= before.0).map(|(start, _)| *start).collect();
+        let expired: Vec<i64> = history
+            .iter()
+            .filter(|(_, b)| b.end <= before.0)
+            .map(|(start, _)| *start)
+            .collect();
         for start in &expired {
             if let Some(bucket) = history.remove(start) {
                 self.db.delete_keyspace(bucket.keyspace)?;
@@ -210,12 +264,18 @@ mod tests {
     impl Backend for FjallBackend {
         type Store = FjallStore;
         fn open(&self) -> FjallStore {
-            FjallStore::open(self.dir.path(), HistoryBuckets::new(conformance::BUCKET_WIDTH_MS)).unwrap()
+            FjallStore::open(
+                self.dir.path(),
+                HistoryBuckets::new(conformance::BUCKET_WIDTH_MS),
+            )
+            .unwrap()
         }
     }
 
     fn backend() -> FjallBackend {
-        FjallBackend { dir: tempfile::tempdir().unwrap() }
+        FjallBackend {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     crate::conformance_tests!(backend());
@@ -233,13 +293,23 @@ mod tests {
         let key = conformance::key("t", "d");
         {
             let store = FjallStore::open(dir.path(), HistoryBuckets::new(10_000)).unwrap();
-            store.commit(&[conformance::desired_write(&key, 1, 5_000, 1)]).unwrap();
+            store
+                .commit(&[conformance::desired_write(&key, 1, 5_000, 1)])
+                .unwrap();
         }
         let store = FjallStore::open(dir.path(), HistoryBuckets::new(1_000)).unwrap();
-        store.commit(&[conformance::desired_write(&key, 2, 12_500, 2)]).unwrap();
+        store
+            .commit(&[conformance::desired_write(&key, 2, 12_500, 2)])
+            .unwrap();
         let all = store.history(&key, &conformance::all_history()).unwrap();
         assert_eq!(all.iter().map(|e| e.version).collect::<Vec<_>>(), [1, 2]);
         assert_eq!(store.expire_history(Millis(10_000)).unwrap(), 1);
-        assert_eq!(store.history(&key, &conformance::all_history()).unwrap().len(), 1);
+        assert_eq!(
+            store
+                .history(&key, &conformance::all_history())
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

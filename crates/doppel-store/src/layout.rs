@@ -13,7 +13,9 @@ pub struct HistoryBuckets {
 impl HistoryBuckets {
     /// Buckets `width_ms` wide; widths below one millisecond are raised to one.
     pub fn new(width_ms: i64) -> Self {
-        Self { width_ms: width_ms.max(1) }
+        Self {
+            width_ms: width_ms.max(1),
+        }
     }
 
     /// The start of the bucket holding `at`.

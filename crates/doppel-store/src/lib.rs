@@ -72,10 +72,16 @@ pub trait TwinStore: Send + Sync + 'static {
     fn load(&self, visit: &mut dyn FnMut(TwinKey, Twin)) -> Result<u64, StoreError>;
 
     /// Live twins of `tenant` in device-id order, starting after `after`, at most `limit`.
-    fn list(&self, tenant: &TenantId, after: Option<&DeviceId>, limit: usize) -> Result<Vec<(DeviceId, Twin)>, StoreError>;
+    fn list(
+        &self,
+        tenant: &TenantId,
+        after: Option<&DeviceId>,
+        limit: usize,
+    ) -> Result<Vec<(DeviceId, Twin)>, StoreError>;
 
     /// History entries of one twin, oldest first, filtered by `query`.
-    fn history(&self, key: &TwinKey, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError>;
+    fn history(&self, key: &TwinKey, query: &HistoryQuery)
+    -> Result<Vec<HistoryEntry>, StoreError>;
 
     /// Visits the history of one twin recorded at or before `at`, newest first, until `visit`
     /// breaks.

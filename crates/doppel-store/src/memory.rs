@@ -27,7 +27,10 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     pub fn new(buckets: HistoryBuckets) -> Self {
-        Self { inner: Arc::default(), buckets }
+        Self {
+            inner: Arc::default(),
+            buckets,
+        }
     }
 
     /// How many non-empty commits have been made: lets tests see group commit at work.
@@ -47,9 +50,17 @@ impl TwinStore for MemoryStore {
         }
         let mut inner = self.lock();
         for write in writes {
-            inner.twins.insert(write.key.to_bytes(), write.twin.0.clone());
-            let bucket = inner.history.entry(self.buckets.start_of(write.recorded_at)).or_default();
-            bucket.insert(history_key(&write.key, write.version), write.history.0.clone());
+            inner
+                .twins
+                .insert(write.key.to_bytes(), write.twin.0.clone());
+            let bucket = inner
+                .history
+                .entry(self.buckets.start_of(write.recorded_at))
+                .or_default();
+            bucket.insert(
+                history_key(&write.key, write.version),
+                write.history.0.clone(),
+            );
         }
         inner.commits += 1;
         Ok(())
@@ -63,10 +74,17 @@ impl TwinStore for MemoryStore {
         Ok(inner.twins.len() as u64)
     }
 
-    fn list(&self, tenant: &TenantId, after: Option<&DeviceId>, limit: usize) -> Result<Vec<(DeviceId, Twin)>, StoreError> {
+    fn list(
+        &self,
+        tenant: &TenantId,
+        after: Option<&DeviceId>,
+        limit: usize,
+    ) -> Result<Vec<(DeviceId, Twin)>, StoreError> {
         let prefix = TwinKey::tenant_prefix(tenant);
         let start = match after {
-            Some(device) => Bound::Excluded(TwinKey::new(tenant.clone(), device.clone()).to_bytes()),
+            Some(device) => {
+                Bound::Excluded(TwinKey::new(tenant.clone(), device.clone()).to_bytes())
+            }
             None => Bound::Included(prefix.clone()),
         };
         let inner = self.lock();
@@ -76,11 +94,20 @@ impl TwinStore for MemoryStore {
             .take_while(|(key, _)| key.starts_with(&prefix))
             .filter(|(_, value)| EncodedTwin::is_live(value))
             .take(limit)
-            .map(|(key, value)| Ok((TwinKey::from_bytes(key)?.device, EncodedTwin::decode(value)?)))
+            .map(|(key, value)| {
+                Ok((
+                    TwinKey::from_bytes(key)?.device,
+                    EncodedTwin::decode(value)?,
+                ))
+            })
             .collect()
     }
 
-    fn history(&self, key: &TwinKey, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError> {
+    fn history(
+        &self,
+        key: &TwinKey,
+        query: &HistoryQuery,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
         let inner = self.lock();
         let prefix = history_prefix(key);
         let mut filter = history_filter::Collector::new(query);
@@ -109,7 +136,13 @@ impl TwinStore for MemoryStore {
         let inner = self.lock();
         let prefix = history_prefix(key);
         for (_, bucket) in inner.history.range(..=at.0).rev() {
-            for (_, value) in bucket.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).collect::<Vec<_>>().into_iter().rev() {
+            for (_, value) in bucket
+                .range(prefix.clone()..)
+                .take_while(|(k, _)| k.starts_with(&prefix))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
                 let entry = EncodedHistory::decode(value)?;
                 if entry.recorded_at <= at && visit(entry).is_break() {
                     return Ok(());
@@ -143,7 +176,9 @@ mod tests {
     }
 
     fn backend() -> MemoryBackend {
-        MemoryBackend(MemoryStore::new(HistoryBuckets::new(conformance::BUCKET_WIDTH_MS)))
+        MemoryBackend(MemoryStore::new(HistoryBuckets::new(
+            conformance::BUCKET_WIDTH_MS,
+        )))
     }
 
     crate::conformance_tests!(backend());

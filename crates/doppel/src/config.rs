@@ -98,7 +98,9 @@ impl Default for Config {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { addr: SocketAddr::from(([127, 0, 0, 1], 8080)) }
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
     }
 }
 
@@ -123,7 +125,10 @@ impl Default for EngineSection {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Text, level: DEFAULT_LOG_LEVEL.into() }
+        Self {
+            format: LogFormat::Text,
+            level: DEFAULT_LOG_LEVEL.into(),
+        }
     }
 }
 
@@ -219,8 +224,10 @@ impl ServeArgs {
 }
 
 fn read_file(path: &Path) -> anyhow::Result<Config> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read configuration file {}", path.display()))?;
-    toml::from_str(&text).map_err(|err| anyhow::anyhow!("configuration file {}: {}", path.display(), err.message()))
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read configuration file {}", path.display()))?;
+    toml::from_str(&text)
+        .map_err(|err| anyhow::anyhow!("configuration file {}: {}", path.display(), err.message()))
 }
 
 impl Config {
@@ -228,13 +235,22 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         let limits = &self.limits;
         if !(1..=MAX_CONFIGURABLE_DEPTH).contains(&limits.max_depth) {
-            bail!("limits.max_depth must be 1 to {MAX_CONFIGURABLE_DEPTH}, got {}", limits.max_depth);
+            bail!(
+                "limits.max_depth must be 1 to {MAX_CONFIGURABLE_DEPTH}, got {}",
+                limits.max_depth
+            );
         }
         if !(2..=MAX_CONFIGURABLE_DOCUMENT_BYTES).contains(&limits.max_document_bytes) {
-            bail!("limits.max_document_bytes must be 2 to {MAX_CONFIGURABLE_DOCUMENT_BYTES}, got {}", limits.max_document_bytes);
+            bail!(
+                "limits.max_document_bytes must be 2 to {MAX_CONFIGURABLE_DOCUMENT_BYTES}, got {}",
+                limits.max_document_bytes
+            );
         }
         if self.history.bucket < MIN_HISTORY_BUCKET {
-            bail!("history.bucket must be at least 1s, got {}", humantime::format_duration(self.history.bucket));
+            bail!(
+                "history.bucket must be at least 1s, got {}",
+                humantime::format_duration(self.history.bucket)
+            );
         }
         if self.history.retention < self.history.bucket {
             bail!(
@@ -244,7 +260,10 @@ impl Config {
             );
         }
         if self.engine.shards > MAX_SHARDS {
-            bail!("engine.shards must be 0 (one per core) to {MAX_SHARDS}, got {}", self.engine.shards);
+            bail!(
+                "engine.shards must be 0 (one per core) to {MAX_SHARDS}, got {}",
+                self.engine.shards
+            );
         }
         if self.engine.max_batch == 0 || self.engine.queue_depth == 0 {
             bail!("engine.max_batch and engine.queue_depth must be at least 1");
@@ -258,19 +277,26 @@ impl Config {
     pub fn engine_config(&self) -> doppel_engine::EngineConfig {
         let defaults = doppel_engine::EngineConfig::default();
         doppel_engine::EngineConfig {
-            shards: if self.engine.shards == 0 { defaults.shards } else { self.engine.shards },
+            shards: if self.engine.shards == 0 {
+                defaults.shards
+            } else {
+                self.engine.shards
+            },
             max_batch: self.engine.max_batch,
             queue_depth: self.engine.queue_depth,
             limits: self.limits,
             history_retention: self.history.retention,
             // Look for expired buckets often enough that history is dropped within a tenth of a
             // bucket of expiring, and at least once a minute.
-            retention_check_interval: (self.history.bucket / 10).clamp(Duration::from_millis(100), Duration::from_secs(60)),
+            retention_check_interval: (self.history.bucket / 10)
+                .clamp(Duration::from_millis(100), Duration::from_secs(60)),
         }
     }
 
     pub fn history_buckets(&self) -> doppel_store::HistoryBuckets {
-        doppel_store::HistoryBuckets::new(i64::try_from(self.history.bucket.as_millis()).unwrap_or(i64::MAX))
+        doppel_store::HistoryBuckets::new(
+            i64::try_from(self.history.bucket.as_millis()).unwrap_or(i64::MAX),
+        )
     }
 }
 
@@ -294,7 +320,12 @@ mod tests {
         assert_eq!(config.history.retention, Duration::from_secs(7 * 86400));
 
         std::fs::write(&path, "[http]\nadress = \"x\"\n").unwrap();
-        let err = ServeArgs { config: Some(path), ..ServeArgs::default() }.resolve().unwrap_err();
+        let err = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap_err();
         assert!(err.to_string().contains("unknown field `adress`"), "{err}");
     }
 
@@ -304,8 +335,21 @@ mod tests {
             history_retention: Some(Duration::from_secs(60)),
             ..ServeArgs::default()
         };
-        assert!(args.resolve().unwrap_err().to_string().starts_with("history.retention"));
-        let args = ServeArgs { limits_max_depth: Some(0), ..ServeArgs::default() };
-        assert!(args.resolve().unwrap_err().to_string().starts_with("limits.max_depth"));
+        assert!(
+            args.resolve()
+                .unwrap_err()
+                .to_string()
+                .starts_with("history.retention")
+        );
+        let args = ServeArgs {
+            limits_max_depth: Some(0),
+            ..ServeArgs::default()
+        };
+        assert!(
+            args.resolve()
+                .unwrap_err()
+                .to_string()
+                .starts_with("limits.max_depth")
+        );
     }
 }

@@ -12,13 +12,19 @@ use tracing_subscriber::EnvFilter;
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let config = args.resolve().context("invalid configuration")?;
     init_logging(&config)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     runtime.block_on(serve(config))
 }
 
 fn init_logging(config: &Config) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(&config.log.level).with_context(|| format!("log.level {:?} is not a valid filter", config.log.level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_new(&config.log.level)
+        .with_context(|| format!("log.level {:?} is not a valid filter", config.log.level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -36,7 +42,8 @@ fn announce(line: &str) {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     // Opening is quick and fails on a folder another process holds: do it before announcing
     // anything. Loading the twins into memory is the slow part and happens after.
     let data_dir = config.data_dir.clone();
@@ -48,22 +55,36 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.http.addr)
         .await
         .with_context(|| format!("cannot listen on http.addr {}", config.http.addr))?;
-    let addr = listener.local_addr().context("cannot read the bound address")?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
     let state = AppState::new(config.limits);
     let server = tokio::spawn({
         let router = doppel_http::router(state.clone());
-        async move { axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await }
+        async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+        }
     });
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "HTTP API listening; loading the store");
     announce(&format!("doppel listening on http://{addr}"));
 
-    let (engine, tasks) = Engine::start(Arc::new(store), Arc::new(SystemClock), config.engine_config())
-        .await
-        .context("cannot load the twins from the store")?;
+    let (engine, tasks) = Engine::start(
+        Arc::new(store),
+        Arc::new(SystemClock),
+        config.engine_config(),
+    )
+    .await
+    .context("cannot load the twins from the store")?;
     let twins = engine.stats().twins;
     state.set_engine(engine);
     drop(state);
-    tracing::info!(twins, elapsed_ms = started.elapsed().as_millis() as u64, "ready");
+    tracing::info!(
+        twins,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "ready"
+    );
     announce("doppel ready");
 
     let served = server.await.context("the HTTP server task failed")?;

@@ -6,10 +6,22 @@ use common::{Server, doppel_command};
 use serde_json::json;
 
 fn serve_fails(env: &[(&str, &str)], args: &[&str]) -> String {
-    let output = doppel_command().envs(env.iter().copied()).arg("serve").args(args).output().unwrap();
-    assert!(!output.status.success(), "serve {args:?} should have failed");
+    let output = doppel_command()
+        .envs(env.iter().copied())
+        .arg("serve")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "serve {args:?} should have failed"
+    );
     let stderr = String::from_utf8(output.stderr).unwrap();
-    assert_eq!(stderr.trim_end().lines().count(), 1, "one line, got: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "one line, got: {stderr}"
+    );
     stderr
 }
 
@@ -18,18 +30,46 @@ fn invalid_settings_fail_at_start_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
     let err = serve_fails(&[("DOPPEL_LIMITS_MAX_DEPTH", "0")], &["--data-dir", data]);
-    assert!(err.contains("limits.max_depth must be 1 to 100, got 0"), "{err}");
-    let err = serve_fails(&[], &["--data-dir", data, "--history-retention", "1h", "--history-bucket", "1d"]);
-    assert!(err.contains("history.retention (1h) must be at least history.bucket (1day)"), "{err}");
+    assert!(
+        err.contains("limits.max_depth must be 1 to 100, got 0"),
+        "{err}"
+    );
+    let err = serve_fails(
+        &[],
+        &[
+            "--data-dir",
+            data,
+            "--history-retention",
+            "1h",
+            "--history-bucket",
+            "1d",
+        ],
+    );
+    assert!(
+        err.contains("history.retention (1h) must be at least history.bucket (1day)"),
+        "{err}"
+    );
     let config = dir.path().join("doppel.toml");
     std::fs::write(&config, "[http]\nport = 80\n").unwrap();
     let err = serve_fails(&[], &["--config", config.to_str().unwrap()]);
     assert!(err.contains("unknown field `port`"), "{err}");
     // A value that does not parse is clap's usage error: its first line names the flag.
-    let output = doppel_command().env("DOPPEL_HTTP_ADDR", "not-an-address").args(["serve", "--data-dir", data]).output().unwrap();
+    let output = doppel_command()
+        .env("DOPPEL_HTTP_ADDR", "not-an-address")
+        .args(["serve", "--data-dir", data])
+        .output()
+        .unwrap();
     assert!(!output.status.success());
-    let first_line = String::from_utf8(output.stderr).unwrap().lines().next().unwrap_or_default().to_owned();
-    assert!(first_line.contains("invalid value 'not-an-address' for '--http-addr"), "{first_line}");
+    let first_line = String::from_utf8(output.stderr)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        first_line.contains("invalid value 'not-an-address' for '--http-addr"),
+        "{first_line}"
+    );
 }
 
 #[test]
@@ -50,7 +90,10 @@ fn serve_help_lists_every_environment_variable() {
         "DOPPEL_LOG_FORMAT",
         "DOPPEL_LOG_LEVEL",
     ] {
-        assert!(help.contains(variable), "{variable} missing from serve --help");
+        assert!(
+            help.contains(variable),
+            "{variable} missing from serve --help"
+        );
     }
 }
 
@@ -58,21 +101,48 @@ fn serve_help_lists_every_environment_variable() {
 async fn file_then_environment_then_flags() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("doppel.toml");
-    std::fs::write(&config, "[limits]\nmax_depth = 2\nmax_document_bytes = 100\n").unwrap();
+    std::fs::write(
+        &config,
+        "[limits]\nmax_depth = 2\nmax_document_bytes = 100\n",
+    )
+    .unwrap();
     // The file says depth 2, the environment 3, the flag 4: the flag wins. The file's document
     // limit stands because nothing overrides it.
     let data = tempfile::tempdir().unwrap();
     let server = Server::start_in_with_env(
         data.path(),
         &[("DOPPEL_LIMITS_MAX_DEPTH", "3")],
-        &["--config", config.to_str().unwrap(), "--limits-max-depth", "4"],
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--limits-max-depth",
+            "4",
+        ],
     );
     let http = reqwest::Client::new();
-    let patch = |body: serde_json::Value| http.patch(server.url("/v1/tenants/default/twins/d/desired")).body(body.to_string()).send();
+    let patch = |body: serde_json::Value| {
+        http.patch(server.url("/v1/tenants/default/twins/d/desired"))
+            .body(body.to_string())
+            .send()
+    };
     // The state object counts as level 1, so this is 4 levels deep: accepted only under the flag.
-    assert_eq!(patch(json!({"a": {"b": {"c": {"d": 1}}}})).await.unwrap().status(), 200);
-    let too_deep: serde_json::Value = patch(json!({"a": {"b": {"c": {"d": {"e": 1}}}}})).await.unwrap().json().await.unwrap();
-    assert_eq!((too_deep["code"].clone(), too_deep["limit"].clone()), (json!("too_deep"), json!(4)));
+    assert_eq!(
+        patch(json!({"a": {"b": {"c": {"d": 1}}}}))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let too_deep: serde_json::Value = patch(json!({"a": {"b": {"c": {"d": {"e": 1}}}}}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (too_deep["code"].clone(), too_deep["limit"].clone()),
+        (json!("too_deep"), json!(4))
+    );
     let too_large = patch(json!({"x": "y".repeat(200)})).await.unwrap();
     assert_eq!(too_large.status(), 413);
 }
@@ -80,6 +150,14 @@ async fn file_then_environment_then_flags() {
 #[test]
 fn a_second_server_on_the_same_data_dir_is_refused() {
     let first = Server::start();
-    let err = serve_fails(&[], &["--http-addr", "127.0.0.1:0", "--data-dir", first.data_dir.to_str().unwrap()]);
+    let err = serve_fails(
+        &[],
+        &[
+            "--http-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            first.data_dir.to_str().unwrap(),
+        ],
+    );
     assert!(err.contains("cannot open the store"), "{err}");
 }

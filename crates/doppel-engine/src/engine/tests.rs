@@ -10,7 +10,12 @@ fn key(device: &str) -> TwinKey {
 }
 
 fn request(change: Change) -> UpdateRequest {
-    UpdateRequest { change, expected_version: None, changed_by: "test".into(), change_reason: None }
+    UpdateRequest {
+        change,
+        expected_version: None,
+        changed_by: "test".into(),
+        change_reason: None,
+    }
 }
 
 fn desired(value: serde_json::Value) -> UpdateRequest {
@@ -18,11 +23,20 @@ fn desired(value: serde_json::Value) -> UpdateRequest {
 }
 
 fn config(shards: usize) -> EngineConfig {
-    EngineConfig { shards, ..EngineConfig::default() }
+    EngineConfig {
+        shards,
+        ..EngineConfig::default()
+    }
 }
 
-async fn start(store: &MemoryStore, clock: Arc<ManualClock>, config: EngineConfig) -> (Engine, EngineTasks) {
-    Engine::start(Arc::new(store.clone()), clock, config).await.unwrap()
+async fn start(
+    store: &MemoryStore,
+    clock: Arc<ManualClock>,
+    config: EngineConfig,
+) -> (Engine, EngineTasks) {
+    Engine::start(Arc::new(store.clone()), clock, config)
+        .await
+        .unwrap()
 }
 
 fn applied(outcome: Outcome) -> Arc<Twin> {
@@ -39,14 +53,22 @@ async fn concurrent_writes_share_one_commit() {
     let mut writers = tokio::task::JoinSet::new();
     for i in 0..200 {
         let engine = engine.clone();
-        writers.spawn(async move { engine.update(key(&format!("d{i}")), desired(json!({"i": i}))).await });
+        writers.spawn(async move {
+            engine
+                .update(key(&format!("d{i}")), desired(json!({"i": i})))
+                .await
+        });
     }
     while let Some(result) = writers.join_next().await {
         applied(result.unwrap().unwrap());
     }
     let stats = engine.stats();
     assert_eq!((stats.writes, stats.twins), (200, 200));
-    assert!(stats.commits <= 3, "200 concurrent writes took {} commits", stats.commits);
+    assert!(
+        stats.commits <= 3,
+        "200 concurrent writes took {} commits",
+        stats.commits
+    );
     assert_eq!(store.commit_count(), stats.commits);
     drop(engine);
     tasks.join().await;
@@ -59,14 +81,22 @@ async fn concurrent_updates_to_one_twin_are_serialised() {
     let mut writers = tokio::task::JoinSet::new();
     for i in 0..100 {
         let engine = engine.clone();
-        writers.spawn(async move { engine.update(key("one"), desired(json!({ format!("k{i}"): i }))).await });
+        writers.spawn(async move {
+            engine
+                .update(key("one"), desired(json!({ format!("k{i}"): i })))
+                .await
+        });
     }
     let mut versions = Vec::new();
     while let Some(result) = writers.join_next().await {
         versions.push(applied(result.unwrap().unwrap()).version);
     }
     versions.sort_unstable();
-    assert_eq!(versions, (1..=100).collect::<Vec<u64>>(), "every write got its own version");
+    assert_eq!(
+        versions,
+        (1..=100).collect::<Vec<u64>>(),
+        "every write got its own version"
+    );
     let twin = engine.get(&key("one")).unwrap();
     assert_eq!((twin.version, twin.desired.state.len()), (100, 100));
     drop(engine);
@@ -78,17 +108,37 @@ async fn a_restart_rebuilds_memory_from_the_store() {
     let store = MemoryStore::new(HistoryBuckets::new(1000));
     let clock = Arc::new(ManualClock::new(Millis(1)));
     let (engine, tasks) = start(&store, clock.clone(), config(2)).await;
-    engine.update(key("a"), desired(json!({"x": 1}))).await.unwrap();
-    engine.update(key("b"), desired(json!({"x": 2}))).await.unwrap();
-    engine.update(key("b"), request(Change::Delete)).await.unwrap();
+    engine
+        .update(key("a"), desired(json!({"x": 1})))
+        .await
+        .unwrap();
+    engine
+        .update(key("b"), desired(json!({"x": 2})))
+        .await
+        .unwrap();
+    engine
+        .update(key("b"), request(Change::Delete))
+        .await
+        .unwrap();
     drop(engine);
     tasks.join().await;
 
     let (engine, tasks) = start(&store, clock, config(3)).await;
     assert_eq!(engine.get(&key("a")).unwrap().desired.state["x"], json!(1));
-    assert!(engine.get(&key("b")).is_none(), "deleted twins stay deleted");
-    let reborn = applied(engine.update(key("b"), desired(json!({"y": 1}))).await.unwrap());
-    assert_eq!(reborn.version, 3, "versions continue across delete and restart");
+    assert!(
+        engine.get(&key("b")).is_none(),
+        "deleted twins stay deleted"
+    );
+    let reborn = applied(
+        engine
+            .update(key("b"), desired(json!({"y": 1})))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        reborn.version, 3,
+        "versions continue across delete and restart"
+    );
     drop(engine);
     tasks.join().await;
 }
@@ -97,17 +147,31 @@ async fn a_restart_rebuilds_memory_from_the_store() {
 async fn rejected_requests_change_nothing_and_stale_reports_return_the_twin() {
     let store = MemoryStore::new(HistoryBuckets::new(1000));
     let (engine, tasks) = start(&store, Arc::new(ManualClock::new(Millis(1))), config(1)).await;
-    let report = |seq| request(Change::Reported { patch: json!({"t": seq}), device_version: Some(seq) });
+    let report = |seq| {
+        request(Change::Reported {
+            patch: json!({"t": seq}),
+            device_version: Some(seq),
+        })
+    };
     engine.update(key("a"), report(5)).await.unwrap();
     match engine.update(key("a"), report(4)).await.unwrap() {
         Outcome::Stale(Some(twin)) => assert_eq!(twin.reported.state["t"], json!(5)),
         other => panic!("expected stale, got {other:?}"),
     }
-    let err = engine.update(key("a"), desired(json!("not an object"))).await.unwrap_err();
-    assert!(matches!(err, EngineError::Model(ModelError::NotAnObject { .. })));
+    let err = engine
+        .update(key("a"), desired(json!("not an object")))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        EngineError::Model(ModelError::NotAnObject { .. })
+    ));
     let mut conditional = desired(json!({"a": 1}));
     conditional.expected_version = Some(9);
-    assert!(matches!(engine.update(key("a"), conditional).await, Err(EngineError::Model(ModelError::VersionMismatch { .. }))));
+    assert!(matches!(
+        engine.update(key("a"), conditional).await,
+        Err(EngineError::Model(ModelError::VersionMismatch { .. }))
+    ));
     assert_eq!(engine.get(&key("a")).unwrap().version, 1);
     assert_eq!(engine.stats().writes, 1);
     drop(engine);
@@ -119,25 +183,75 @@ async fn history_and_time_travel() {
     let store = MemoryStore::new(HistoryBuckets::new(1000));
     let clock = Arc::new(ManualClock::new(Millis(1_000)));
     let (engine, tasks) = start(&store, clock.clone(), config(1)).await;
-    engine.update(key("a"), desired(json!({"mode": "eco"}))).await.unwrap();
+    engine
+        .update(key("a"), desired(json!({"mode": "eco"})))
+        .await
+        .unwrap();
     clock.set(Millis(2_000));
-    engine.update(key("a"), request(Change::Reported { patch: json!({"mode": "eco"}), device_version: None })).await.unwrap();
+    engine
+        .update(
+            key("a"),
+            request(Change::Reported {
+                patch: json!({"mode": "eco"}),
+                device_version: None,
+            }),
+        )
+        .await
+        .unwrap();
     clock.set(Millis(3_000));
-    engine.update(key("a"), desired(json!({"mode": "boost"}))).await.unwrap();
+    engine
+        .update(key("a"), desired(json!({"mode": "boost"})))
+        .await
+        .unwrap();
 
-    let query = HistoryQuery { kind: None, from: None, to: None, after_version: None, limit: 10 };
-    let entries = engine.history(&key("a"), query.clone()).await.unwrap().unwrap();
-    assert_eq!(entries.iter().map(|e| (e.kind, e.version)).collect::<Vec<_>>(), [
-        (HistoryKind::Desired, 1),
-        (HistoryKind::Reported, 2),
-        (HistoryKind::Desired, 3)
-    ]);
-    assert!(engine.history(&key("never"), query).await.unwrap().is_none());
+    let query = HistoryQuery {
+        kind: None,
+        from: None,
+        to: None,
+        after_version: None,
+        limit: 10,
+    };
+    let entries = engine
+        .history(&key("a"), query.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        entries
+            .iter()
+            .map(|e| (e.kind, e.version))
+            .collect::<Vec<_>>(),
+        [
+            (HistoryKind::Desired, 1),
+            (HistoryKind::Reported, 2),
+            (HistoryKind::Desired, 3)
+        ]
+    );
+    assert!(
+        engine
+            .history(&key("never"), query)
+            .await
+            .unwrap()
+            .is_none()
+    );
 
-    let then = engine.get_at(&key("a"), Millis(2_500)).await.unwrap().unwrap();
-    assert_eq!((then.version, &then.desired.state["mode"]), (2, &json!("eco")));
+    let then = engine
+        .get_at(&key("a"), Millis(2_500))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (then.version, &then.desired.state["mode"]),
+        (2, &json!("eco"))
+    );
     assert!(then.delta().is_empty());
-    assert!(engine.get_at(&key("a"), Millis(999)).await.unwrap().is_none());
+    assert!(
+        engine
+            .get_at(&key("a"), Millis(999))
+            .await
+            .unwrap()
+            .is_none()
+    );
     drop(engine);
     tasks.join().await;
 }
@@ -152,19 +266,39 @@ async fn retention_drops_old_history_on_its_timer() {
         ..config(1)
     };
     let (engine, tasks) = start(&store, clock.clone(), config).await;
-    engine.update(key("a"), desired(json!({"v": 1}))).await.unwrap();
+    engine
+        .update(key("a"), desired(json!({"v": 1})))
+        .await
+        .unwrap();
     clock.set(Millis(10_000));
-    engine.update(key("a"), desired(json!({"v": 2}))).await.unwrap();
-    let query = HistoryQuery { kind: None, from: None, to: None, after_version: None, limit: 10 };
+    engine
+        .update(key("a"), desired(json!({"v": 2})))
+        .await
+        .unwrap();
+    let query = HistoryQuery {
+        kind: None,
+        from: None,
+        to: None,
+        after_version: None,
+        limit: 10,
+    };
     let mut remaining = 2;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        remaining = engine.history(&key("a"), query.clone()).await.unwrap().unwrap().len();
+        remaining = engine
+            .history(&key("a"), query.clone())
+            .await
+            .unwrap()
+            .unwrap()
+            .len();
         if remaining == 1 {
             break;
         }
     }
-    assert_eq!(remaining, 1, "the entry older than the retention was not dropped");
+    assert_eq!(
+        remaining, 1,
+        "the entry older than the retention was not dropped"
+    );
     drop(engine);
     tasks.join().await;
 }

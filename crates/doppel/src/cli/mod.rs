@@ -1,1 +1,4 @@
+mod client;
+mod table;
 pub mod twin;
+mod view;

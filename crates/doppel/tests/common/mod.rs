@@ -116,7 +116,10 @@ impl Server {
     pub fn stop(&mut self) -> bool {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").arg("-TERM").arg(&pid).status();
-        self.child.wait().map(|status| status.success()).unwrap_or(false)
+        self.child
+            .wait()
+            .map(|status| status.success())
+            .unwrap_or(false)
     }
 }
 

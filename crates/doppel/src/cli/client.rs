@@ -1,0 +1,227 @@
+//! The HTTP side of the command line: sends one request to a running hub and turns every way it
+//! can fail into one line a person can act on.
+
+use super::table::truncate;
+use reqwest::{Method, RequestBuilder, StatusCode, Url};
+use serde_json::Value;
+use std::fmt;
+use std::time::Duration;
+
+/// Longest a command waits for the hub's answer. A twin request is one in-memory lookup or one
+/// group commit, so anything near this means the hub is stuck or unreachable, not busy.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most characters of a non-problem error body quoted in a message: enough to recognise a proxy's
+/// error page, short enough to stay on one line.
+const MAX_QUOTED_BODY: usize = 200;
+
+/// Why a request to the hub failed. Messages are single lines; none carries a `source()`, so the
+/// `doppel: ...` line printed by `main` is exactly the message.
+#[derive(Debug)]
+pub enum ClientError {
+    /// `--server` is not an `http://` URL.
+    InvalidServer { server: String, reason: String },
+    /// No answer: refused, unknown host, timed out.
+    Unreachable { server: String, reason: String },
+    /// The hub refused the request with a problem document.
+    Problem { code: String, detail: String },
+    /// An answer that is neither success JSON nor a problem document, e.g. from a proxy.
+    Unexpected { status: StatusCode, body: String },
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidServer { server, reason } => {
+                write!(f, "--server {server:?} is not usable: {reason}")
+            }
+            Self::Unreachable { server, reason } => write!(f, "cannot reach {server}: {reason}"),
+            Self::Problem { code, detail } => write!(f, "{code}: {detail}"),
+            Self::Unexpected { status, body } if body.is_empty() => write!(
+                f,
+                "the server answered HTTP {status} without a problem document"
+            ),
+            Self::Unexpected { status, body } => {
+                write!(f, "the server answered HTTP {status}: {body}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// A hub at one base URL.
+pub struct Client {
+    http: reqwest::Client,
+    /// The base URL without a trailing slash, as the user wrote it: used in messages.
+    server: String,
+}
+
+impl Client {
+    pub fn new(server: &str) -> Result<Self, ClientError> {
+        let server = server.trim_end_matches('/').to_owned();
+        let invalid = |reason: String| ClientError::InvalidServer {
+            server: server.clone(),
+            reason,
+        };
+        let url = Url::parse(&server).map_err(|err| invalid(err.to_string()))?;
+        if url.scheme() != "http" {
+            return Err(invalid(format!(
+                "the scheme is {:?}; this build speaks plain http:// only",
+                url.scheme()
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|err| invalid(innermost_message(&err)))?;
+        Ok(Self { http, server })
+    }
+
+    /// A request to `path`, which starts with `/`.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.server))
+    }
+
+    /// Sends a request and returns the JSON body of a successful answer (`null` for `204`).
+    pub async fn send(&self, request: RequestBuilder) -> Result<Value, ClientError> {
+        let response = request.send().await.map_err(|err| self.unreachable(&err))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|err| self.unreachable(&err))?;
+        if status.is_success() {
+            if text.is_empty() {
+                return Ok(Value::Null);
+            }
+            return serde_json::from_str(&text).map_err(|_| unexpected(status, &text));
+        }
+        Err(problem(&text).unwrap_or_else(|| unexpected(status, &text)))
+    }
+
+    fn unreachable(&self, err: &reqwest::Error) -> ClientError {
+        let reason = if err.is_timeout() {
+            format!("no answer within {}s", REQUEST_TIMEOUT.as_secs())
+        } else {
+            innermost_message(err)
+        };
+        ClientError::Unreachable {
+            server: self.server.clone(),
+            reason,
+        }
+    }
+}
+
+/// `code` and `detail` of an RFC 9457 problem document.
+fn problem(text: &str) -> Option<ClientError> {
+    let body: Value = serde_json::from_str(text).ok()?;
+    let code = body.get("code")?.as_str()?;
+    let detail = body
+        .get("detail")
+        .and_then(Value::as_str)
+        .unwrap_or("no detail given");
+    Some(ClientError::Problem {
+        code: one_line(code),
+        detail: one_line(detail),
+    })
+}
+
+fn unexpected(status: StatusCode, body: &str) -> ClientError {
+    ClientError::Unexpected {
+        status,
+        body: truncate(&one_line(body), MAX_QUOTED_BODY),
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The root cause of a transport error in plain words: `connection refused` rather than reqwest's
+/// chain of `error sending request for url (...)`, `client error (Connect)`, `tcp connect error`.
+fn innermost_message(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = err;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    if let Some(io) = current.downcast_ref::<std::io::Error>() {
+        return match io.kind() {
+            std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+            std::io::ErrorKind::ConnectionReset => "connection reset".into(),
+            std::io::ErrorKind::TimedOut => "timed out".into(),
+            _ => strip_os_error(&io.to_string()),
+        };
+    }
+    strip_os_error(&current.to_string())
+}
+
+/// `Connection refused (os error 111)` -> `connection refused`.
+fn strip_os_error(message: &str) -> String {
+    let message = message.split(" (os error").next().unwrap_or(message);
+    let mut chars = message.chars();
+    let lowered = match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    };
+    one_line(&lowered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_documents_become_code_and_detail() {
+        let body = r#"{"type":"urn:doppel:problem:twin_not_found","status":404,"code":"twin_not_found","detail":"no twin\nhere"}"#;
+        let err = problem(body).expect("a problem document");
+        assert_eq!(err.to_string(), "twin_not_found: no twin here");
+        assert!(problem("<html>bad gateway</html>").is_none());
+        assert!(problem(r#"{"detail":"no code"}"#).is_none());
+    }
+
+    #[test]
+    fn other_error_bodies_are_quoted_on_one_line_and_bounded() {
+        let err = unexpected(StatusCode::BAD_GATEWAY, "<html>\n  bad gateway\n</html>");
+        assert_eq!(
+            err.to_string(),
+            "the server answered HTTP 502 Bad Gateway: <html> bad gateway </html>"
+        );
+        let long = "x".repeat(MAX_QUOTED_BODY * 2);
+        let message = unexpected(StatusCode::BAD_GATEWAY, &long).to_string();
+        assert!(message.ends_with('…'), "{message}");
+        assert!(message.len() < MAX_QUOTED_BODY + 60, "{message}");
+        let empty = unexpected(StatusCode::BAD_GATEWAY, "").to_string();
+        assert_eq!(
+            empty,
+            "the server answered HTTP 502 Bad Gateway without a problem document"
+        );
+    }
+
+    #[test]
+    fn only_plain_http_servers_are_accepted() {
+        assert!(Client::new("http://127.0.0.1:8080/").is_ok());
+        let https = Client::new("https://hub.example")
+            .err()
+            .map(|err| err.to_string());
+        assert_eq!(
+            https.as_deref(),
+            Some(
+                "--server \"https://hub.example\" is not usable: the scheme is \"https\"; this build speaks plain http:// only"
+            )
+        );
+        assert!(Client::new("127.0.0.1:8080").is_err());
+    }
+
+    #[test]
+    fn os_error_numbers_are_dropped() {
+        assert_eq!(
+            strip_os_error("Connection refused (os error 111)"),
+            "connection refused"
+        );
+        assert_eq!(
+            strip_os_error("dns error: failed to lookup"),
+            "dns error: failed to lookup"
+        );
+    }
+}

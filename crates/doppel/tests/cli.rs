@@ -1,0 +1,391 @@
+//! `doppel twin ...` end to end: the real binary as a client of a real server on port 0.
+
+mod common;
+
+use common::{Server, doppel_command};
+use serde_json::{Value, json};
+use std::io::Write;
+use std::process::{Output, Stdio};
+
+/// A server and the client commands run against it.
+struct Cli {
+    server: Server,
+}
+
+impl Cli {
+    fn start() -> Cli {
+        Cli {
+            server: Server::start(),
+        }
+    }
+
+    /// `doppel twin --server <base> <args...>`, with `stdin` piped in when given.
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        run_twin(&self.server.base, args, stdin)
+    }
+
+    /// Runs a command that must succeed and returns its standard output.
+    fn ok(&self, args: &[&str]) -> String {
+        succeeded(self.run(args, None), args)
+    }
+
+    /// Runs a command that must fail and returns its one-line error.
+    fn fails(&self, args: &[&str]) -> String {
+        failed(self.run(args, None), args)
+    }
+
+    /// `get --json`, parsed.
+    fn twin(&self, device: &str) -> Value {
+        let text = self.ok(&["get", device, "--json"]);
+        serde_json::from_str(&text)
+            .unwrap_or_else(|err| panic!("get --json is not JSON ({err}): {text}"))
+    }
+}
+
+fn run_twin(server: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = doppel_command()
+        .arg("twin")
+        .arg("--server")
+        .arg(server)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn doppel twin");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("piped stdin");
+        pipe.write_all(input.as_bytes()).expect("write stdin");
+    }
+    child
+        .wait_with_output()
+        .expect("doppel twin runs to the end")
+}
+
+fn succeeded(output: Output, args: &[&str]) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "doppel twin {args:?} failed: {stderr}"
+    );
+    String::from_utf8(output.stdout).expect("UTF-8 output")
+}
+
+/// Checks the failure contract: exit code 1, nothing on stdout, exactly one `doppel: ` line on
+/// stderr. Returns that line without the prefix.
+fn failed(output: Output, args: &[&str]) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "doppel twin {args:?} should fail with 1; stderr: {stderr}"
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "nothing on stdout when failing: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line of error: {stderr:?}");
+    stderr
+        .strip_prefix("doppel: ")
+        .unwrap_or_else(|| panic!("error starts with `doppel: `: {stderr:?}"))
+        .trim_end()
+        .to_owned()
+}
+
+/// Data lines of a table: every line but the header and the `next cursor` line.
+fn rows(table: &str) -> Vec<&str> {
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| !line.starts_with("next cursor:"))
+        .collect()
+}
+
+#[test]
+fn desired_then_get_as_a_table_and_as_json() {
+    let cli = Cli::start();
+    let out = cli.ok(&[
+        "desired",
+        "pump-1",
+        r#"{"led": "on", "fan": {"speed": 3}}"#,
+        "--reason",
+        "night mode",
+    ]);
+    assert!(
+        out.starts_with("desired state of pump-1 updated: twin version 1, desired version 1\n"),
+        "{out}"
+    );
+
+    let table = cli.ok(&["get", "pump-1"]);
+    assert!(
+        table.starts_with(
+            "device_id          pump-1\ntenant             default\nversion            1\n"
+        ),
+        "{table}"
+    );
+    assert!(
+        table.contains("\ndesired (version 1, updated 20"),
+        "{table}"
+    );
+    assert!(
+        table.contains("\n  \"led\": \"on\"\n"),
+        "desired is shown as indented JSON: {table}"
+    );
+    assert!(
+        table.contains("\nreported (version 0, updated -):\n{}\n"),
+        "{table}"
+    );
+    assert!(
+        table.contains("\ndelta (desired values the device has not reported yet):\n"),
+        "{table}"
+    );
+
+    let twin = cli.twin("pump-1");
+    assert_eq!(twin["device_id"], "pump-1");
+    assert_eq!(twin["version"], 1);
+    assert_eq!(
+        twin["desired"]["state"],
+        json!({"led": "on", "fan": {"speed": 3}})
+    );
+    assert_eq!(twin["delta"], json!({"led": "on", "fan": {"speed": 3}}));
+
+    // A merge patch keeps what it does not name; --replace does not; `-` reads standard input.
+    cli.ok(&["desired", "pump-1", r#"{"fan": {"speed": 1}}"#]);
+    assert_eq!(
+        cli.twin("pump-1")["desired"]["state"],
+        json!({"led": "on", "fan": {"speed": 1}})
+    );
+    succeeded(
+        cli.run(
+            &["desired", "pump-1", "-", "--replace"],
+            Some(r#"{"fan": {"speed": 2}}"#),
+        ),
+        &["desired -"],
+    );
+    let twin = cli.twin("pump-1");
+    assert_eq!(twin["desired"]["state"], json!({"fan": {"speed": 2}}));
+    assert_eq!(twin["version"], 3);
+}
+
+#[test]
+fn reports_are_applied_or_ignored_as_stale() {
+    let cli = Cli::start();
+    cli.ok(&["desired", "valve-9", r#"{"open": true}"#]);
+    let applied = cli.ok(&[
+        "report",
+        "valve-9",
+        r#"{"open": true, "temp": 20}"#,
+        "--version",
+        "5",
+    ]);
+    assert_eq!(
+        applied,
+        "applied: valve-9 is at twin version 2, reported version 5\n"
+    );
+    let stale = cli.ok(&["report", "valve-9", r#"{"open": false}"#, "--version", "4"]);
+    assert_eq!(
+        stale,
+        "ignored as stale: the report (version 4) is not newer than valve-9's reported version 5\n"
+    );
+
+    let twin = cli.twin("valve-9");
+    assert_eq!(
+        twin["reported"]["state"],
+        json!({"open": true, "temp": 20}),
+        "the stale report changed nothing"
+    );
+    assert_eq!(twin["version"], 2);
+    assert_eq!(twin["delta"], json!({}));
+
+    let answer: Value = serde_json::from_str(&cli.ok(&[
+        "report",
+        "valve-9",
+        r#"{"open": false}"#,
+        "--version",
+        "3",
+        "--json",
+    ]))
+    .expect("JSON");
+    assert_eq!(answer["applied"], false);
+    assert_eq!(answer["reason"], "stale");
+}
+
+#[test]
+fn history_lists_one_row_per_change_and_filters_by_kind() {
+    let cli = Cli::start();
+    cli.ok(&["desired", "fan-2", r#"{"speed": 1}"#, "--reason", "first"]);
+    cli.ok(&["report", "fan-2", r#"{"speed": 1}"#, "--version", "1"]);
+    cli.ok(&["desired", "fan-2", r#"{"speed": 2}"#, "--reason", "faster"]);
+
+    let all = cli.ok(&["history", "fan-2"]);
+    let lines: Vec<&str> = all.lines().collect();
+    assert!(
+        lines[0].starts_with("VERSION  KIND      RECORDED_AT"),
+        "{all}"
+    );
+    assert_eq!(rows(&all).len(), 3, "{all}");
+    let columns: Vec<Vec<&str>> = rows(&all)
+        .iter()
+        .map(|row| row.split_whitespace().collect())
+        .collect();
+    assert_eq!(columns[0][..2], ["1", "DESIRED"], "{all}");
+    assert_eq!(columns[1][..2], ["2", "REPORTED"], "{all}");
+    assert_eq!(columns[2][..2], ["3", "DESIRED"], "{all}");
+    assert_eq!(
+        columns[2][3..],
+        ["api", "faster", r#"{"speed":2}"#],
+        "{all}"
+    );
+    assert!(!all.contains("next cursor"), "{all}");
+
+    let reported = cli.ok(&["history", "fan-2", "--kind", "reported"]);
+    assert_eq!(rows(&reported).len(), 1, "{reported}");
+    assert!(
+        rows(&reported)[0].starts_with("2        REPORTED  "),
+        "{reported}"
+    );
+
+    let first = cli.ok(&["history", "fan-2", "--limit", "1"]);
+    assert!(rows(&first)[0].starts_with("1 "), "{first}");
+    assert!(first.ends_with("next cursor: 1\n"), "{first}");
+    let second = cli.ok(&["history", "fan-2", "--limit", "1", "--cursor", "1"]);
+    assert!(rows(&second)[0].starts_with("2 "), "{second}");
+}
+
+#[test]
+fn list_pages_follow_the_cursor() {
+    let cli = Cli::start();
+    cli.ok(&["desired", "dev-a", r#"{"x": 1}"#]);
+    cli.ok(&["report", "dev-b", r#"{"x": 1}"#]);
+
+    let all = cli.ok(&["list"]);
+    assert_eq!(
+        all.lines().next(),
+        Some("DEVICE_ID  VERSION  CONNECTION  DELTA    UPDATED_AT"),
+        "{all}"
+    );
+    let cells: Vec<Vec<&str>> = rows(&all)
+        .iter()
+        .map(|row| row.split_whitespace().take(4).collect())
+        .collect();
+    assert_eq!(
+        cells,
+        [
+            vec!["dev-a", "1", "UNKNOWN", "1"],
+            vec!["dev-b", "1", "UNKNOWN", "in"]
+        ],
+        "{all}"
+    );
+
+    let first = cli.ok(&["list", "--limit", "1"]);
+    assert_eq!(rows(&first).len(), 1, "{first}");
+    assert!(rows(&first)[0].starts_with("dev-a "), "{first}");
+    assert!(first.ends_with("next cursor: dev-a\n"), "{first}");
+    let second = cli.ok(&["list", "--limit", "1", "--cursor", "dev-a"]);
+    assert!(rows(&second)[0].starts_with("dev-b "), "{second}");
+
+    // Tenants are separate, and the options also work from the environment.
+    let other = doppel_command()
+        .args(["twin", "list"])
+        .env("DOPPEL_SERVER", &cli.server.base)
+        .env("DOPPEL_TENANT", "acme")
+        .output()
+        .expect("run doppel");
+    assert_eq!(succeeded(other, &["list"]), "no twins in tenant acme\n");
+}
+
+#[test]
+fn a_deleted_twin_is_gone_and_if_match_guards_writes() {
+    let cli = Cli::start();
+    cli.ok(&["desired", "door-3", r#"{"locked": true}"#]);
+
+    let mismatch = cli.fails(&[
+        "desired",
+        "door-3",
+        r#"{"locked": false}"#,
+        "--if-match",
+        "9",
+    ]);
+    assert_eq!(
+        mismatch,
+        "version_mismatch: the twin is at version 1 but the request expected version 9"
+    );
+    let mismatch = cli.fails(&["delete", "door-3", "--if-match", "9"]);
+    assert!(mismatch.starts_with("version_mismatch: "), "{mismatch}");
+    assert_eq!(
+        cli.twin("door-3")["desired"]["state"],
+        json!({"locked": true})
+    );
+
+    cli.ok(&[
+        "desired",
+        "door-3",
+        r#"{"locked": false}"#,
+        "--if-match",
+        "1",
+    ]);
+    assert_eq!(
+        cli.ok(&["delete", "door-3", "--if-match", "2"]),
+        "deleted twin door-3 in tenant default\n"
+    );
+    let gone = cli.fails(&["get", "door-3"]);
+    assert!(gone.starts_with("twin_not_found: "), "{gone}");
+}
+
+#[test]
+fn invalid_json_arguments_fail_before_any_request() {
+    let cli = Cli::start();
+    cli.ok(&["desired", "lamp-4", r#"{"on": true}"#]);
+
+    let err = cli.fails(&["desired", "lamp-4", r#"{"on": }"#]);
+    assert_eq!(
+        err,
+        "invalid JSON in <json>: expected value at line 1 column 8"
+    );
+    let err = failed(
+        cli.run(&["desired", "lamp-4", "-"], Some("{\n  \"on\": yes\n}")),
+        &["desired -"],
+    );
+    assert!(
+        err.starts_with("invalid JSON in <json> (read from standard input): "),
+        "{err}"
+    );
+    assert!(
+        err.ends_with(": expected value at line 2 column 9"),
+        "{err}"
+    );
+    let err = cli.fails(&["report", "lamp-4", "{on}"]);
+    assert_eq!(
+        err,
+        "invalid JSON in <json-state>: key must be a string at line 1 column 2"
+    );
+
+    let twin = cli.twin("lamp-4");
+    assert_eq!(twin["version"], 1, "nothing changed");
+    assert_eq!(twin["desired"]["state"], json!({"on": true}));
+    assert_eq!(twin["reported"]["version"], 0);
+}
+
+#[test]
+fn an_unreachable_server_or_a_bad_id_is_one_line() {
+    // Port 1 (tcpmux) needs privileges to listen on and nothing uses it, so nothing answers;
+    // unlike a port freed by this test, no concurrently started test server can take it.
+    let server = "http://127.0.0.1:1";
+
+    let err = failed(run_twin(server, &["get", "pump-1"], None), &["get"]);
+    assert_eq!(err, format!("cannot reach {server}: connection refused"));
+    let err = failed(run_twin(server, &["list", "--json"], None), &["list"]);
+    assert_eq!(err, format!("cannot reach {server}: connection refused"));
+
+    // Checked locally, so the unreachable server is never asked.
+    let err = failed(run_twin(server, &["get", "bad id"], None), &["get"]);
+    assert_eq!(
+        err,
+        r#"invalid device id "bad id": ids are 1 to 128 characters of A-Z a-z 0-9 : _ . -"#
+    );
+}
