@@ -2,6 +2,7 @@ use crate::clock::Clock;
 use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::shard::{Job, ShardWorker, TwinMap, run_committer};
+use doppel_model::codec::EncodedTwin;
 use doppel_model::history::twin_from_history;
 use doppel_model::{
     DeviceId, HistoryEntry, HistoryKind, Millis, TenantId, Twin, TwinKey, UpdateRequest,
@@ -89,11 +90,11 @@ impl Engine {
         let loader = store.clone();
         let route = router.clone();
         let maps = tokio::task::spawn_blocking(move || {
-            let mut maps: Vec<HashMap<TwinKey, Arc<Twin>>> =
+            let mut maps: Vec<HashMap<TwinKey, EncodedTwin>> =
                 (0..shard_count).map(|_| HashMap::new()).collect();
-            loader.load(&mut |key, twin| {
+            loader.load(&mut |key, record| {
                 let shard = shard_index(&route, &key, shard_count);
-                maps[shard].insert(key, Arc::new(twin));
+                maps[shard].insert(key, record);
             })?;
             Ok::<_, EngineError>(maps)
         })
@@ -162,18 +163,31 @@ impl Engine {
     }
 
     /// The current twin, if it exists. Served from memory; never waits for a commit.
-    pub fn get(&self, key: &TwinKey) -> Option<Arc<Twin>> {
-        self.known(key).filter(|twin| !twin.deleted)
+    pub fn get(&self, key: &TwinKey) -> Result<Option<Twin>, EngineError> {
+        let record = {
+            let twins = self
+                .shard(key)
+                .twins
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            twins.get(key).cloned()
+        };
+        match record {
+            Some(record) if EncodedTwin::is_live(&record.0) => {
+                Ok(Some(EncodedTwin::decode(&record.0)?))
+            }
+            _ => Ok(None),
+        }
     }
 
-    /// The twin or its tombstone: whether the twin ever existed (within memory's knowledge).
-    fn known(&self, key: &TwinKey) -> Option<Arc<Twin>> {
-        let twins = self
-            .shard(key)
+    /// Whether the twin or its tombstone is in memory: whether it ever existed, as far as
+    /// this process knows.
+    fn known(&self, key: &TwinKey) -> bool {
+        self.shard(key)
             .twins
             .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        twins.get(key).cloned()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(key)
     }
 
     /// The twin as it was at instant `at`, rebuilt from history; `None` if it did not exist then
@@ -209,7 +223,7 @@ impl Engine {
         key: &TwinKey,
         query: HistoryQuery,
     ) -> Result<Option<Vec<HistoryEntry>>, EngineError> {
-        if self.known(key).is_none() {
+        if !self.known(key) {
             return Ok(None);
         }
         let store = self.store.clone();

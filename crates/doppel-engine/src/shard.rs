@@ -11,9 +11,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
 use tokio::sync::{mpsc, oneshot};
 
-/// Committed twins of one shard. Readers clone an `Arc` under the read lock; the shard takes the
-/// write lock only to publish a committed group, so readers never wait on a commit.
-pub(crate) type TwinMap = Arc<RwLock<HashMap<TwinKey, Arc<Twin>>>>;
+/// Committed twins of one shard, in their stored byte form: a decoded twin costs several times
+/// its JSON size in small allocations, and every twin of the fleet lives here. Readers clone the
+/// `Bytes` handle under the read lock and decode outside it; the shard takes the write lock only
+/// to publish a committed group, so readers never wait on a commit.
+pub(crate) type TwinMap = Arc<RwLock<HashMap<TwinKey, EncodedTwin>>>;
 
 pub(crate) struct Job {
     pub key: TwinKey,
@@ -48,27 +50,38 @@ impl ShardWorker {
     async fn process(&mut self, batch: &mut Vec<Job>) {
         let now = self.clock.now();
         // Twins changed by earlier requests of this group, not yet durable nor visible to readers.
-        let mut pending: HashMap<TwinKey, Arc<Twin>> = HashMap::new();
+        let mut pending: HashMap<TwinKey, (Arc<Twin>, EncodedTwin)> = HashMap::new();
         let mut writes = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         {
             let committed = self.twins.read().unwrap_or_else(PoisonError::into_inner);
             for job in batch.drain(..) {
-                let current = pending
-                    .get(&job.key)
-                    .or_else(|| committed.get(&job.key))
-                    .cloned();
+                let current = match pending.get(&job.key) {
+                    Some((twin, _)) => Some(twin.clone()),
+                    None => match committed
+                        .get(&job.key)
+                        .map(|record| EncodedTwin::decode(&record.0))
+                    {
+                        None => None,
+                        Some(Ok(twin)) => Some(Arc::new(twin)),
+                        Some(Err(err)) => {
+                            let _ = job.reply.send(Err(err.into()));
+                            continue;
+                        }
+                    },
+                };
                 match apply(current.as_deref(), &job.request, now, &self.limits) {
                     Ok(Applied::Changed { twin, entry }) => {
+                        let record = EncodedTwin::encode(&twin);
                         writes.push(TwinWrite {
                             key: job.key.clone(),
-                            twin: EncodedTwin::encode(&twin),
+                            twin: record.clone(),
                             version: entry.version,
                             recorded_at: entry.recorded_at,
                             history: EncodedHistory::encode(&entry),
                         });
                         let twin = Arc::new(twin);
-                        pending.insert(job.key, twin.clone());
+                        pending.insert(job.key, (twin.clone(), record));
                         replies.push((job.reply, Ok(Outcome::Applied(twin))));
                     }
                     Ok(Applied::Stale) => {
@@ -91,7 +104,7 @@ impl ShardWorker {
             self.twins
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)
-                .extend(pending);
+                .extend(pending.into_iter().map(|(key, (_, record))| (key, record)));
         }
         for (reply, result) in replies {
             let _ = reply.send(result);

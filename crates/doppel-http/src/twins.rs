@@ -137,7 +137,7 @@ async fn get_twin(
     let engine = state.engine()?;
     match instant_param("at", params.at.as_deref())? {
         None => {
-            let twin = engine.get(&key).ok_or(ApiError::TwinNotFound)?;
+            let twin = engine.get(&key)?.ok_or(ApiError::TwinNotFound)?;
             Ok(twin_response(StatusCode::OK, &key, &twin))
         }
         Some(at) => {
@@ -152,7 +152,7 @@ async fn get_twin(
 
 async fn get_delta(State(state): State<AppState>, path: TwinPath) -> Result<Response, ApiError> {
     let key = twin_key(path)?;
-    let twin = state.engine()?.get(&key).ok_or(ApiError::TwinNotFound)?;
+    let twin = state.engine()?.get(&key)?.ok_or(ApiError::TwinNotFound)?;
     let body = json!({ "version": twin.version, "delta": twin.delta() });
     Ok(([(header::ETAG, etag(twin.version))], axum::Json(body)).into_response())
 }

@@ -73,7 +73,10 @@ pub fn all_history() -> HistoryQuery {
 fn loaded(store: &impl TwinStore) -> Vec<(TwinKey, Twin)> {
     let mut twins = Vec::new();
     let count = store
-        .load(&mut |key, twin| twins.push((key, twin)))
+        .load(&mut |key, record| {
+            let twin = EncodedTwin::decode(&record.0).expect("loaded records decode");
+            twins.push((key, twin));
+        })
         .expect("load");
     assert_eq!(count, twins.len() as u64, "load must count what it visits");
     twins

@@ -6,6 +6,7 @@
 
 use crate::layout::{HistoryBuckets, history_key, history_prefix};
 use crate::{HistoryQuery, StoreError, TwinStore, TwinWrite, history_filter};
+use bytes::Bytes;
 use doppel_model::codec::{EncodedHistory, EncodedTwin};
 use doppel_model::{DeviceId, HistoryEntry, Millis, TenantId, Twin, TwinKey};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -145,11 +146,14 @@ impl TwinStore for FjallStore {
         Ok(())
     }
 
-    fn load(&self, visit: &mut dyn FnMut(TwinKey, Twin)) -> Result<u64, StoreError> {
+    fn load(&self, visit: &mut dyn FnMut(TwinKey, EncodedTwin)) -> Result<u64, StoreError> {
         let mut count = 0;
         for guard in self.twins.iter() {
             let (key, value) = guard.into_inner()?;
-            visit(TwinKey::from_bytes(&key)?, EncodedTwin::decode(&value)?);
+            visit(
+                TwinKey::from_bytes(&key)?,
+                EncodedTwin(Bytes::copy_from_slice(&value)),
+            );
             count += 1;
         }
         Ok(count)

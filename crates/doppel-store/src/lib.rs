@@ -67,9 +67,10 @@ pub trait TwinStore: Send + Sync + 'static {
     /// Writes the twin records and history entries of `writes` atomically and durably.
     fn commit(&self, writes: &[TwinWrite]) -> Result<(), StoreError>;
 
-    /// Visits every stored twin, tombstones included, to rebuild memory at start. Returns how many
-    /// were visited.
-    fn load(&self, visit: &mut dyn FnMut(TwinKey, Twin)) -> Result<u64, StoreError>;
+    /// Visits every stored twin record, tombstones included, to rebuild memory at start. Records
+    /// are handed over encoded, so that start-up does not pay for decoding every twin. Returns
+    /// how many were visited.
+    fn load(&self, visit: &mut dyn FnMut(TwinKey, EncodedTwin)) -> Result<u64, StoreError>;
 
     /// Live twins of `tenant` in device-id order, starting after `after`, at most `limit`.
     fn list(

@@ -66,10 +66,10 @@ impl TwinStore for MemoryStore {
         Ok(())
     }
 
-    fn load(&self, visit: &mut dyn FnMut(TwinKey, Twin)) -> Result<u64, StoreError> {
+    fn load(&self, visit: &mut dyn FnMut(TwinKey, EncodedTwin)) -> Result<u64, StoreError> {
         let inner = self.lock();
         for (key, value) in &inner.twins {
-            visit(TwinKey::from_bytes(key)?, EncodedTwin::decode(value)?);
+            visit(TwinKey::from_bytes(key)?, EncodedTwin(value.clone()));
         }
         Ok(inner.twins.len() as u64)
     }

@@ -97,7 +97,7 @@ async fn concurrent_updates_to_one_twin_are_serialised() {
         (1..=100).collect::<Vec<u64>>(),
         "every write got its own version"
     );
-    let twin = engine.get(&key("one")).unwrap();
+    let twin = engine.get(&key("one")).unwrap().unwrap();
     assert_eq!((twin.version, twin.desired.state.len()), (100, 100));
     drop(engine);
     tasks.join().await;
@@ -124,9 +124,12 @@ async fn a_restart_rebuilds_memory_from_the_store() {
     tasks.join().await;
 
     let (engine, tasks) = start(&store, clock, config(3)).await;
-    assert_eq!(engine.get(&key("a")).unwrap().desired.state["x"], json!(1));
+    assert_eq!(
+        engine.get(&key("a")).unwrap().unwrap().desired.state["x"],
+        json!(1)
+    );
     assert!(
-        engine.get(&key("b")).is_none(),
+        engine.get(&key("b")).unwrap().is_none(),
         "deleted twins stay deleted"
     );
     let reborn = applied(
@@ -172,7 +175,7 @@ async fn rejected_requests_change_nothing_and_stale_reports_return_the_twin() {
         engine.update(key("a"), conditional).await,
         Err(EngineError::Model(ModelError::VersionMismatch { .. }))
     ));
-    assert_eq!(engine.get(&key("a")).unwrap().version, 1);
+    assert_eq!(engine.get(&key("a")).unwrap().unwrap().version, 1);
     assert_eq!(engine.stats().writes, 1);
     drop(engine);
     tasks.join().await;
