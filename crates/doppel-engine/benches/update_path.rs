@@ -132,7 +132,7 @@ fn changed(
 ) -> (Twin, doppel_model::HistoryEntry) {
     match result.expect("setup change is valid") {
         Applied::Changed { twin, entry } => (twin, entry),
-        Applied::Stale => panic!("setup change was stale"),
+        Applied::Stale { .. } => panic!("setup change was stale"),
     }
 }
 
@@ -153,7 +153,7 @@ fn initial_write(key: &TwinKey, now: Millis, rng: &mut SplitMix) -> TwinWrite {
         changed_by: "bench-app".into(),
         change_reason: None,
     };
-    let (twin, entry) = changed(apply(Some(&twin), &desire, now, &limits));
+    let (twin, entry) = changed(apply(Some(twin), &desire, now, &limits));
     TwinWrite {
         key: key.clone(),
         twin: EncodedTwin::encode(&twin),

@@ -21,8 +21,8 @@ use tokio::task::JoinHandle;
 pub enum Outcome {
     /// The change is durable; this is the twin after it.
     Applied(Arc<Twin>),
-    /// A stale report was ignored; this is the twin as it stands (if it exists).
-    Stale(Option<Arc<Twin>>),
+    /// A stale report was ignored; this is the twin as it stands.
+    Stale(Arc<Twin>),
 }
 
 #[derive(Default)]

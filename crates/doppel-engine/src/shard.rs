@@ -56,21 +56,23 @@ impl ShardWorker {
         {
             let committed = self.twins.read().unwrap_or_else(PoisonError::into_inner);
             for job in batch.drain(..) {
+                // A twin already changed in this group is shared with its caller's answer and
+                // must be copied; a committed one is decoded into a twin apply may own.
                 let current = match pending.get(&job.key) {
-                    Some((twin, _)) => Some(twin.clone()),
+                    Some((twin, _)) => Some(Twin::clone(twin)),
                     None => match committed
                         .get(&job.key)
                         .map(|record| EncodedTwin::decode(&record.0))
                     {
                         None => None,
-                        Some(Ok(twin)) => Some(Arc::new(twin)),
+                        Some(Ok(twin)) => Some(twin),
                         Some(Err(err)) => {
                             let _ = job.reply.send(Err(err.into()));
                             continue;
                         }
                     },
                 };
-                match apply(current.as_deref(), &job.request, now, &self.limits) {
+                match apply(current, &job.request, now, &self.limits) {
                     Ok(Applied::Changed { twin, entry }) => {
                         let record = EncodedTwin::encode(&twin);
                         writes.push(TwinWrite {
@@ -84,9 +86,8 @@ impl ShardWorker {
                         pending.insert(job.key, (twin.clone(), record));
                         replies.push((job.reply, Ok(Outcome::Applied(twin))));
                     }
-                    Ok(Applied::Stale) => {
-                        let live = current.filter(|twin| !twin.deleted);
-                        replies.push((job.reply, Ok(Outcome::Stale(live))));
+                    Ok(Applied::Stale { twin }) => {
+                        replies.push((job.reply, Ok(Outcome::Stale(Arc::new(twin)))));
                     }
                     Err(err) => {
                         let _ = job.reply.send(Err(err.into()));

@@ -292,23 +292,17 @@ async fn patch_reported(
         change_reason: change_reason(&headers)?,
     };
     let (applied, twin) = match state.engine()?.update(key.clone(), request).await? {
-        Outcome::Applied(twin) => (true, Some(twin)),
+        Outcome::Applied(twin) => (true, twin),
         Outcome::Stale(twin) => (false, twin),
     };
     let mut body = json!({
         "applied": applied,
-        "twin": twin.as_ref().map(|twin| render::twin(&key, twin)),
+        "twin": render::twin(&key, &twin),
     });
     if !applied {
         body["reason"] = json!("stale");
     }
-    let mut response = axum::Json(body).into_response();
-    if let Some(twin) = twin {
-        response
-            .headers_mut()
-            .insert(header::ETAG, etag(twin.version));
-    }
-    Ok(response)
+    Ok(([(header::ETAG, etag(twin.version))], axum::Json(body)).into_response())
 }
 
 #[derive(Deserialize)]

@@ -185,39 +185,40 @@ pub struct UpdateRequest {
 
 /// The outcome of a request that passed validation.
 #[derive(Clone, Debug, PartialEq)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "the twin moves once into an Arc; boxing would add an allocation to every write for the rare stale case"
-)]
 pub enum Applied {
     /// The twin changed: its new state and the history entry that records the change.
     Changed { twin: Twin, entry: HistoryEntry },
-    /// A report older than what the twin holds; nothing changed.
-    Stale,
+    /// A report older than what the twin holds; nothing changed. Hands the twin back.
+    Stale { twin: Twin },
 }
 
-/// Applies `request` to the twin `current` (a tombstone or `None` when it does not exist) at
+/// Applies `request` to the twin `current` (a tombstone, or `None` when it does not exist) at
 /// instant `now`. Returns an error, and changes nothing, when the request is invalid or its
 /// precondition fails.
 pub fn apply(
-    current: Option<&Twin>,
+    current: Option<Twin>,
     request: &UpdateRequest,
     now: Millis,
     limits: &Limits,
 ) -> Result<Applied, ModelError> {
-    let live = current.and_then(Twin::live);
+    let live = current.as_ref().is_some_and(|twin| !twin.deleted);
     if let Some(expected) = request.expected_version {
-        let current_version = live.map_or(0, |twin| twin.version);
-        if live.is_none() || current_version != expected {
+        let current_version = current
+            .as_ref()
+            .filter(|_| live)
+            .map_or(0, |twin| twin.version);
+        if !live || current_version != expected {
             return Err(ModelError::VersionMismatch {
                 expected,
                 current: current_version,
             });
         }
     }
-    let mut twin = match (live, current) {
-        (Some(live), _) => live.clone(),
-        (None, tombstone) => {
+    // The twin is taken by value and changed in place: copying it would cost as much as the
+    // rest of the update.
+    let mut twin = match current {
+        Some(twin) if live => twin,
+        tombstone => {
             if request.change == Change::Delete {
                 return Err(ModelError::Missing);
             }
@@ -241,7 +242,7 @@ pub fn apply(
                 && twin.reported.updated_at.is_some()
                 && *sequence <= twin.reported.version
             {
-                return Ok(Applied::Stale);
+                return Ok(Applied::Stale { twin });
             }
             let next = device_version.unwrap_or(twin.reported.version + 1);
             merge_into(
@@ -365,7 +366,7 @@ mod tests {
     fn changed(result: Result<Applied, ModelError>) -> (Twin, HistoryEntry) {
         match result.unwrap() {
             Applied::Changed { twin, entry } => (twin, entry),
-            Applied::Stale => panic!("unexpectedly stale"),
+            Applied::Stale { .. } => panic!("unexpectedly stale"),
         }
     }
 
@@ -406,24 +407,24 @@ mod tests {
         ));
         assert_eq!(
             apply(
-                Some(&twin),
+                Some(twin.clone()),
                 &report(json!({"t": 2}), Some(5)),
                 Millis(2),
                 &limits
             ),
-            Ok(Applied::Stale)
+            Ok(Applied::Stale { twin: twin.clone() })
         );
         assert_eq!(
             apply(
-                Some(&twin),
+                Some(twin.clone()),
                 &report(json!({"t": 2}), Some(4)),
                 Millis(2),
                 &limits
             ),
-            Ok(Applied::Stale)
+            Ok(Applied::Stale { twin: twin.clone() })
         );
         let (newer, _) = changed(apply(
-            Some(&twin),
+            Some(twin.clone()),
             &report(json!({"t": 3}), Some(6)),
             Millis(3),
             &limits,
@@ -442,7 +443,7 @@ mod tests {
             &limits,
         ));
         let (twin, _) = changed(apply(
-            Some(&twin),
+            Some(twin.clone()),
             &report(json!({"t": 2}), None),
             Millis(2),
             &limits,
@@ -462,7 +463,7 @@ mod tests {
         let mut conditional = request(Change::DesiredPatch(json!({"a": 2})));
         conditional.expected_version = Some(7);
         assert_eq!(
-            apply(Some(&twin), &conditional, Millis(2), &limits),
+            apply(Some(twin.clone()), &conditional, Millis(2), &limits),
             Err(ModelError::VersionMismatch {
                 expected: 7,
                 current: 1
@@ -470,7 +471,7 @@ mod tests {
         );
         conditional.expected_version = Some(1);
         assert_eq!(
-            changed(apply(Some(&twin), &conditional, Millis(2), &limits))
+            changed(apply(Some(twin.clone()), &conditional, Millis(2), &limits))
                 .0
                 .version,
             2
@@ -521,7 +522,7 @@ mod tests {
             &limits,
         ));
         let (twin, entry) = changed(apply(
-            Some(&twin),
+            Some(twin.clone()),
             &request(Change::DesiredReplace(json!({"c": 3}))),
             Millis(2),
             &limits,
@@ -544,7 +545,7 @@ mod tests {
             &limits,
         ));
         let (tombstone, entry) = changed(apply(
-            Some(&twin),
+            Some(twin.clone()),
             &request(Change::Delete),
             Millis(2),
             &limits,
@@ -553,7 +554,7 @@ mod tests {
         assert_eq!((tombstone.version, entry.kind), (2, HistoryKind::Deleted));
         assert_eq!(
             apply(
-                Some(&tombstone),
+                Some(tombstone.clone()),
                 &request(Change::Delete),
                 Millis(3),
                 &limits
@@ -561,7 +562,7 @@ mod tests {
             Err(ModelError::Missing)
         );
         let (reborn, _) = changed(apply(
-            Some(&tombstone),
+            Some(tombstone.clone()),
             &request(Change::DesiredPatch(json!({"b": 1}))),
             Millis(3),
             &limits,
@@ -583,7 +584,7 @@ mod tests {
             &limits,
         ));
         let (twin, entry) = changed(apply(
-            Some(&twin),
+            Some(twin.clone()),
             &request(Change::DesiredPatch(json!({"a": 2}))),
             Millis(50),
             &limits,
@@ -607,7 +608,7 @@ mod tests {
         let patch =
             MetaPatch::from_json(&json!({"tags": {"row": null}, "device_type": null})).unwrap();
         let (twin, _) = changed(apply(
-            Some(&twin),
+            Some(twin.clone()),
             &request(Change::Meta(patch)),
             Millis(2),
             &limits,

@@ -158,7 +158,7 @@ async fn rejected_requests_change_nothing_and_stale_reports_return_the_twin() {
     };
     engine.update(key("a"), report(5)).await.unwrap();
     match engine.update(key("a"), report(4)).await.unwrap() {
-        Outcome::Stale(Some(twin)) => assert_eq!(twin.reported.state["t"], json!(5)),
+        Outcome::Stale(twin) => assert_eq!(twin.reported.state["t"], json!(5)),
         other => panic!("expected stale, got {other:?}"),
     }
     let err = engine
