@@ -1,8 +1,8 @@
 //! The JSON shapes the API returns. Instants are RFC 3339 strings; per-leaf metadata keeps its
-//! stored `{"timestamp": <Unix ms>}` form.
+//! `{"timestamp": <Unix ms>}` form at each leaf (stored as the bare number).
 
 use doppel_model::{HistoryEntry, Millis, Section, Twin, TwinKey};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 fn instant(at: Option<Millis>) -> Value {
     at.map_or(Value::Null, |at| json!(at.to_rfc3339()))
@@ -11,10 +11,26 @@ fn instant(at: Option<Millis>) -> Value {
 fn section(section: &Section) -> Value {
     json!({
         "state": section.state,
-        "metadata": section.metadata,
+        "metadata": metadata(&section.metadata),
         "version": section.version,
         "updated_at": instant(section.updated_at),
     })
+}
+
+/// Per-leaf metadata as clients see it: each stored number becomes `{"timestamp": n}`.
+fn metadata(stored: &Map<String, Value>) -> Value {
+    Value::Object(
+        stored
+            .iter()
+            .map(|(key, value)| {
+                let rendered = match value {
+                    Value::Object(inner) => metadata(inner),
+                    leaf => json!({ "timestamp": leaf }),
+                };
+                (key.clone(), rendered)
+            })
+            .collect(),
+    )
 }
 
 pub(crate) fn twin(key: &TwinKey, twin: &Twin) -> Value {

@@ -5,8 +5,8 @@ use crate::time::Millis;
 use serde_json::{Map, Value, json};
 
 /// Applies `patch` to `state` as RFC 7396 describes (objects merge, `null` deletes, anything else
-/// replaces), and keeps `metadata` the same shape as `state` with `{"timestamp": now}` at every
-/// leaf the patch wrote.
+/// replaces), and keeps `metadata` the same shape as `state` with `now` (Unix milliseconds) at
+/// every leaf the patch wrote.
 pub fn merge(
     state: &mut Map<String, Value>,
     metadata: &mut Map<String, Value>,
@@ -20,14 +20,8 @@ pub fn merge(
                 metadata.remove(key);
             }
             Value::Object(inner_patch) => {
-                // A leaf's metadata is itself an object, so whether the metadata may be merged
-                // into depends on what the state held, not on the metadata's own shape.
-                let was_object = matches!(state.get(key), Some(Value::Object(_)));
                 let mut inner_state = take_object(state, key);
                 let mut inner_metadata = take_object(metadata, key);
-                if !was_object {
-                    inner_metadata.clear();
-                }
                 merge(&mut inner_state, &mut inner_metadata, inner_patch, now);
                 state.insert(key.clone(), Value::Object(inner_state));
                 metadata.insert(key.clone(), Value::Object(inner_metadata));
@@ -40,9 +34,10 @@ pub fn merge(
     }
 }
 
-/// The metadata recorded for a leaf written at `now`.
+/// The metadata recorded for a leaf written at `now`: the bare number, because every twin of the
+/// fleet holds one per leaf in memory (adapters render it as `{"timestamp": ...}`).
 pub fn leaf_metadata(now: Millis) -> Value {
-    json!({ "timestamp": now.0 })
+    Value::from(now.0)
 }
 
 /// Takes the object at `key` out of `map`; a missing key or a non-object yields an empty object,
@@ -121,7 +116,7 @@ mod tests {
             Millis(7),
         );
         assert_eq!(Value::Object(state), json!({"b": {"c": 5, "d": 3}}));
-        assert_eq!(Value::Object(meta), json!({"b": {"c": {"timestamp": 7}}}));
+        assert_eq!(Value::Object(meta), json!({"b": {"c": 7}}));
     }
 
     #[test]
@@ -137,7 +132,7 @@ mod tests {
         merge(&mut state, &mut meta, &obj(json!({"a": 3})), Millis(2));
         assert_eq!(
             Value::Object(meta),
-            json!({"a": {"timestamp": 2}, "list": {"timestamp": 1}})
+            json!({"a": 2, "list": 1})
         );
     }
 
@@ -177,7 +172,7 @@ mod tests {
                     (Value::Object(inner), Some(Value::Object(inner_meta))) => {
                         mirrors(inner, inner_meta)
                     }
-                    (_, Some(leaf)) => leaf.get("timestamp").is_some(),
+                    (_, Some(leaf)) => leaf.is_i64(),
                     _ => false,
                 })
     }

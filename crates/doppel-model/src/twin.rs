@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 pub struct Section {
     /// The JSON object itself.
     pub state: Map<String, Value>,
-    /// The same shape as `state`, with `{"timestamp": <Unix ms>}` at each leaf: when that leaf was
+    /// The same shape as `state`, with a Unix-millisecond number at each leaf: when that leaf was
     /// last written. Lets a device or application tell which parts of a state are fresh.
     pub metadata: Map<String, Value>,
     /// Reported: the device's own monotonic sequence, so a late report cannot overwrite a newer

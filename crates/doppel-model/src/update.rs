@@ -530,7 +530,7 @@ mod tests {
         assert_eq!(Value::Object(twin.desired.state), json!({"c": 3}));
         assert_eq!(
             Value::Object(twin.desired.metadata),
-            json!({"c": {"timestamp": 2}})
+            json!({"c": 2})
         );
         assert_eq!(entry.change_reason, "desired replace");
     }
