@@ -2,7 +2,7 @@
 
 use crate::error::{ModelError, json_type_name};
 use crate::time::Millis;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 /// Applies `patch` to `state` as RFC 7396 describes (objects merge, `null` deletes, anything else
 /// replaces), and keeps `metadata` the same shape as `state` with `now` (Unix milliseconds) at
@@ -100,6 +100,7 @@ pub fn serialized_len(map: &Map<String, Value>) -> usize {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use serde_json::json;
 
     fn obj(value: Value) -> Map<String, Value> {
         value.as_object().cloned().unwrap()
@@ -130,10 +131,7 @@ mod tests {
             Millis(1),
         );
         merge(&mut state, &mut meta, &obj(json!({"a": 3})), Millis(2));
-        assert_eq!(
-            Value::Object(meta),
-            json!({"a": 2, "list": 1})
-        );
+        assert_eq!(Value::Object(meta), json!({"a": 2, "list": 1}));
     }
 
     #[test]

@@ -528,10 +528,7 @@ mod tests {
             &limits,
         ));
         assert_eq!(Value::Object(twin.desired.state), json!({"c": 3}));
-        assert_eq!(
-            Value::Object(twin.desired.metadata),
-            json!({"c": 2})
-        );
+        assert_eq!(Value::Object(twin.desired.metadata), json!({"c": 2}));
         assert_eq!(entry.change_reason, "desired replace");
     }
 
