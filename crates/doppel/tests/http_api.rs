@@ -715,3 +715,39 @@ impl Api {
         Self::over(Server::start_with(args))
     }
 }
+
+#[tokio::test]
+async fn history_older_than_the_retention_is_dropped() {
+    // One-second buckets kept for two seconds: the first entry's bucket expires within about
+    // three seconds, while the twin itself stays.
+    let api = Api::start_with(&["--history-bucket", "1s", "--history-retention", "2s"]);
+    api.send(Method::PATCH, &format!("{TWIN}/desired"), json!({"a": 1}))
+        .await;
+    let history_path = format!("{TWIN}/history");
+    let first = api.get(&history_path).await.body;
+    assert_eq!(first["items"].as_array().unwrap().len(), 1);
+    let mut remaining = 1;
+    // Real time has to pass here; poll at most 10 seconds.
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        remaining = api.get(&history_path).await.body["items"]
+            .as_array()
+            .unwrap()
+            .len();
+        if remaining == 0 {
+            break;
+        }
+    }
+    assert_eq!(remaining, 0, "the expired entry is still there");
+    let twin = api.get(TWIN).await;
+    assert_eq!(
+        (twin.status, twin.body["desired"]["state"].clone()),
+        (StatusCode::OK, json!({"a": 1}))
+    );
+    let later = api
+        .send(Method::PATCH, &format!("{TWIN}/desired"), json!({"a": 2}))
+        .await;
+    assert_eq!(later.body["version"], json!(2));
+    let history = api.get(&history_path).await.body;
+    assert_eq!(history["items"][0]["version"], json!(2));
+}
