@@ -124,6 +124,7 @@ fn reported_update(patch: Value, device_version: u64) -> UpdateRequest {
         expected_version: None,
         changed_by: "bench-device".into(),
         change_reason: None,
+        client_token: None,
     }
 }
 
@@ -152,6 +153,7 @@ fn initial_write(key: &TwinKey, now: Millis, rng: &mut SplitMix) -> TwinWrite {
         expected_version: None,
         changed_by: "bench-app".into(),
         change_reason: None,
+        client_token: None,
     };
     let (twin, entry) = changed(apply(Some(twin), &desire, now, &limits));
     TwinWrite {

@@ -30,6 +30,8 @@ pub struct EngineConfig {
     pub history_retention: Duration,
     /// How often expired history is looked for.
     pub retention_check_interval: Duration,
+    /// Change events buffered for the slowest subscriber of [`crate::Engine::subscribe`].
+    pub event_capacity: usize,
 }
 
 impl Default for EngineConfig {
@@ -41,6 +43,7 @@ impl Default for EngineConfig {
             limits: Limits::default(),
             history_retention: DEFAULT_HISTORY_RETENTION,
             retention_check_interval: Duration::from_secs(60),
+            event_capacity: crate::events::DEFAULT_EVENT_CAPACITY,
         }
     }
 }

@@ -1,6 +1,7 @@
 use crate::clock::Clock;
 use crate::config::EngineConfig;
 use crate::error::EngineError;
+use crate::events::TwinChange;
 use crate::shard::{Job, ShardWorker, TwinMap, run_committer};
 use doppel_model::codec::EncodedTwin;
 use doppel_model::history::twin_from_history;
@@ -13,7 +14,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// What an accepted request did.
@@ -58,6 +59,7 @@ pub struct Engine {
     router: RandomState,
     store: Arc<dyn TwinStore>,
     stats: Arc<Stats>,
+    events: broadcast::Sender<TwinChange>,
 }
 
 /// The engine's background tasks.
@@ -102,6 +104,7 @@ impl Engine {
         .map_err(|_| EngineError::ShuttingDown)??;
 
         let stats = Arc::new(Stats::default());
+        let (events, _) = broadcast::channel(config.event_capacity.max(1));
         let (commit_tx, commit_rx) = mpsc::channel(shard_count * 2);
         let mut workers = Vec::with_capacity(shard_count + 1);
         let mut shards = Vec::with_capacity(shard_count);
@@ -115,6 +118,7 @@ impl Engine {
                 clock: clock.clone(),
                 limits: config.limits,
                 max_batch: config.max_batch.max(1),
+                events: events.clone(),
             };
             workers.push(tokio::spawn(worker.run()));
             shards.push(Shard {
@@ -134,12 +138,20 @@ impl Engine {
             router,
             store,
             stats,
+            events,
         };
         Ok((engine, EngineTasks { workers, retention }))
     }
 
     fn shard(&self, key: &TwinKey) -> &Shard {
         &self.shards[shard_index(&self.router, key, self.shards.len())]
+    }
+
+    /// Every durable change from now on, in the order each twin's changes were applied. A
+    /// subscriber that falls more than the configured capacity behind misses the oldest events
+    /// and is told how many (`RecvError::Lagged`).
+    pub fn subscribe(&self) -> broadcast::Receiver<TwinChange> {
+        self.events.subscribe()
     }
 
     /// Applies one change; returns once it is durable (or rejected).

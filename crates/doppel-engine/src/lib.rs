@@ -10,9 +10,11 @@ mod clock;
 pub mod config;
 mod engine;
 mod error;
+mod events;
 mod shard;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::EngineConfig;
 pub use engine::{Engine, EngineStats, EngineTasks, Outcome};
 pub use error::EngineError;
+pub use events::{DEFAULT_EVENT_CAPACITY, TwinChange};

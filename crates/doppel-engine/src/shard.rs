@@ -3,13 +3,14 @@
 use crate::clock::Clock;
 use crate::engine::{Outcome, Stats};
 use crate::error::EngineError;
+use crate::events::TwinChange;
 use doppel_model::codec::{EncodedHistory, EncodedTwin};
 use doppel_model::{Applied, Limits, Twin, TwinKey, UpdateRequest, apply};
 use doppel_store::{TwinStore, TwinWrite};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// Committed twins of one shard, in their stored byte form: a decoded twin costs several times
 /// its JSON size in small allocations, and every twin of the fleet lives here. Readers clone the
@@ -36,6 +37,7 @@ pub(crate) struct ShardWorker {
     pub clock: Arc<dyn Clock>,
     pub limits: Limits,
     pub max_batch: usize,
+    pub events: broadcast::Sender<TwinChange>,
 }
 
 impl ShardWorker {
@@ -53,17 +55,21 @@ impl ShardWorker {
         let mut pending: HashMap<TwinKey, (Arc<Twin>, EncodedTwin)> = HashMap::new();
         let mut writes = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
+        let mut changes = Vec::new();
+        let announce = self.events.receiver_count() > 0;
         {
             let committed = self.twins.read().unwrap_or_else(PoisonError::into_inner);
             for job in batch.drain(..) {
+                let previous = match pending.get(&job.key) {
+                    Some((_, record)) => Some(record),
+                    None => committed.get(&job.key),
+                };
+                let previous_record = previous.filter(|_| announce).cloned();
                 // A twin already changed in this group is shared with its caller's answer and
                 // must be copied; a committed one is decoded into a twin apply may own.
                 let current = match pending.get(&job.key) {
                     Some((twin, _)) => Some(Twin::clone(twin)),
-                    None => match committed
-                        .get(&job.key)
-                        .map(|record| EncodedTwin::decode(&record.0))
-                    {
+                    None => match previous.map(|record| EncodedTwin::decode(&record.0)) {
                         None => None,
                         Some(Ok(twin)) => Some(twin),
                         Some(Err(err)) => {
@@ -83,6 +89,15 @@ impl ShardWorker {
                             history: EncodedHistory::encode(&entry),
                         });
                         let twin = Arc::new(twin);
+                        if announce {
+                            changes.push(TwinChange {
+                                key: job.key.clone(),
+                                kind: entry.kind,
+                                previous: previous_record,
+                                current: twin.clone(),
+                                client_token: job.request.client_token.as_deref().map(Arc::from),
+                            });
+                        }
                         pending.insert(job.key, (twin.clone(), record));
                         replies.push((job.reply, Ok(Outcome::Applied(twin))));
                     }
@@ -106,6 +121,10 @@ impl ShardWorker {
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)
                 .extend(pending.into_iter().map(|(key, (_, record))| (key, record)));
+        }
+        for change in changes {
+            // No subscriber left is not an error: nobody is listening right now.
+            let _ = self.events.send(change);
         }
         for (reply, result) in replies {
             let _ = reply.send(result);

@@ -46,6 +46,7 @@ pub(crate) fn twin(key: &TwinKey, twin: &Twin) -> Value {
         "connection": {
             "status": twin.connection.status,
             "last_connected_at": instant(twin.connection.last_connected_at),
+            "last_disconnected_at": instant(twin.connection.last_disconnected_at),
             "last_activity_at": instant(twin.connection.last_activity_at),
         },
         "device_type": twin.meta.device_type,

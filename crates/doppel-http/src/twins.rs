@@ -1,5 +1,6 @@
 //! Twin routes under `/v1/tenants/{tenant}/twins`.
 
+use std::collections::HashMap;
 use crate::AppState;
 use crate::body::JsonBody;
 use crate::problem::ApiError;
@@ -28,29 +29,43 @@ const MAX_REASON_LEN: usize = 256;
 const API_PRINCIPAL: &str = "api";
 
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/tenants/{tenant}/twins", get(list))
-        .route(
-            "/v1/tenants/{tenant}/twins/{device}",
-            get(get_twin).patch(patch_meta).delete(delete),
-        )
-        .route(
-            "/v1/tenants/{tenant}/twins/{device}/desired",
-            axum::routing::patch(patch_desired).put(put_desired),
-        )
-        .route(
-            "/v1/tenants/{tenant}/twins/{device}/reported",
-            axum::routing::patch(patch_reported),
-        )
-        .route("/v1/tenants/{tenant}/twins/{device}/delta", get(get_delta))
-        .route("/v1/tenants/{tenant}/twins/{device}/history", get(history))
+    let mut router = Router::new().route("/v1/tenants/{tenant}/twins", get(list));
+    // A named shadow is a twin of its own, addressed under its device's path.
+    for twin in [
+        "/v1/tenants/{tenant}/twins/{device}",
+        "/v1/tenants/{tenant}/twins/{device}/shadows/{shadow}",
+    ] {
+        router = router
+            .route(twin, get(get_twin).patch(patch_meta).delete(delete))
+            .route(
+                &format!("{twin}/desired"),
+                axum::routing::patch(patch_desired).put(put_desired),
+            )
+            .route(
+                &format!("{twin}/reported"),
+                axum::routing::patch(patch_reported),
+            )
+            .route(&format!("{twin}/delta"), get(get_delta))
+            .route(&format!("{twin}/history"), get(history));
+    }
+    router
 }
 
-type TwinPath = Result<Path<(String, String)>, PathRejection>;
+/// The path parameters of a twin route: `tenant`, `device` and, for a named shadow, `shadow`.
+type TwinPath = Result<Path<HashMap<String, String>>, PathRejection>;
 
 fn twin_key(path: TwinPath) -> Result<TwinKey, ApiError> {
-    let Path((tenant, device)) = path.map_err(|err| ApiError::InvalidQuery(err.body_text()))?;
-    Ok(TwinKey::new(TenantId::new(tenant)?, DeviceId::new(device)?))
+    let Path(mut params) = path.map_err(|err| ApiError::InvalidQuery(err.body_text()))?;
+    let mut param = |name: &str| params.remove(name).unwrap_or_default();
+    let tenant = TenantId::new(param("tenant"))?;
+    let device = DeviceId::new(param("device"))?;
+    let shadow = param("shadow");
+    let device = if shadow.is_empty() {
+        device
+    } else {
+        device.named_shadow(&shadow)?
+    };
+    Ok(TwinKey::new(tenant, device))
 }
 
 fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
@@ -169,6 +184,7 @@ async fn app_write(
         expected_version: if_match(headers)?,
         changed_by: API_PRINCIPAL.to_owned(),
         change_reason: change_reason(headers)?,
+        client_token: None,
     };
     match state.engine()?.update(key.clone(), request).await? {
         Outcome::Applied(twin) => Ok(twin_response(StatusCode::OK, &key, &twin)),
@@ -231,6 +247,7 @@ async fn delete(
         expected_version: if_match(&headers)?,
         changed_by: API_PRINCIPAL.to_owned(),
         change_reason: change_reason(&headers)?,
+        client_token: None,
     };
     state.engine()?.update(key, request).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -290,6 +307,7 @@ async fn patch_reported(
         expected_version: None,
         changed_by: key.device.to_string(),
         change_reason: change_reason(&headers)?,
+        client_token: None,
     };
     let (applied, twin) = match state.engine()?.update(key.clone(), request).await? {
         Outcome::Applied(twin) => (true, twin),

@@ -1,7 +1,7 @@
 //! History: one entry per accepted change, and the twin as it was at an instant.
 
 use crate::time::Millis;
-use crate::twin::{Meta, Section, Twin};
+use crate::twin::{Connection, Meta, Section, Twin};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -15,6 +15,11 @@ pub enum HistoryKind {
     Meta,
     /// The twin was deleted; entries before it describe an earlier life of the twin.
     Deleted,
+    /// Desired and reported changed together (an AWS shadow update carrying both); the state is
+    /// `{"desired": {"state": .., "version": n}, "reported": {"state": .., "version": m}}`.
+    State,
+    /// The device connected or disconnected; the state is the twin's `connection` object.
+    Connection,
 }
 
 impl HistoryKind {
@@ -24,6 +29,8 @@ impl HistoryKind {
             "DESIRED" => Some(Self::Desired),
             "META" => Some(Self::Meta),
             "DELETED" => Some(Self::Deleted),
+            "STATE" => Some(Self::State),
+            "CONNECTION" => Some(Self::Connection),
             _ => None,
         }
     }
@@ -51,13 +58,13 @@ pub struct HistoryEntry {
 /// Rebuilds the twin as it was from its history entries, newest first, all recorded at or before
 /// the instant asked for. Returns `None` when the twin did not exist then.
 ///
-/// Per-leaf metadata and connection state are not kept in history, so the rebuilt twin has empty
-/// metadata and an unknown connection.
+/// Per-leaf metadata is not kept in history, so the rebuilt twin has empty metadata.
 pub fn twin_from_history<'a>(
     newest_first: impl IntoIterator<Item = &'a HistoryEntry>,
 ) -> Option<Twin> {
     let mut twin: Option<Twin> = None;
-    let (mut seen_reported, mut seen_desired, mut seen_meta) = (false, false, false);
+    let (mut seen_reported, mut seen_desired, mut seen_meta, mut seen_connection) =
+        (false, false, false, false);
     for entry in newest_first {
         if entry.kind == HistoryKind::Deleted {
             break;
@@ -68,20 +75,39 @@ pub fn twin_from_history<'a>(
             ..Twin::default()
         });
         twin.created_at = entry.recorded_at;
-        let section = |entry: &HistoryEntry| Section {
-            state: entry.state.as_object().cloned().unwrap_or_default(),
+        let section = |state: &Value, version: Option<u64>| Section {
+            state: state.as_object().cloned().unwrap_or_default(),
             metadata: Default::default(),
-            version: entry.section_version.unwrap_or(0),
+            version: version.unwrap_or(0),
             updated_at: Some(entry.recorded_at),
+        };
+        let part = |name: &str| {
+            let part = &entry.state[name];
+            section(&part["state"], part["version"].as_u64())
         };
         match entry.kind {
             HistoryKind::Reported if !seen_reported => {
                 seen_reported = true;
-                twin.reported = section(entry);
+                twin.reported = section(&entry.state, entry.section_version);
             }
             HistoryKind::Desired if !seen_desired => {
                 seen_desired = true;
-                twin.desired = section(entry);
+                twin.desired = section(&entry.state, entry.section_version);
+            }
+            HistoryKind::State => {
+                if !seen_reported {
+                    seen_reported = true;
+                    twin.reported = part("reported");
+                }
+                if !seen_desired {
+                    seen_desired = true;
+                    twin.desired = part("desired");
+                }
+            }
+            HistoryKind::Connection if !seen_connection => {
+                seen_connection = true;
+                twin.connection =
+                    serde_json::from_value::<Connection>(entry.state.clone()).unwrap_or_default();
             }
             HistoryKind::Meta if !seen_meta => {
                 seen_meta = true;

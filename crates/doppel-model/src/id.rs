@@ -22,8 +22,44 @@ fn validate(kind: &'static str, value: &str) -> Result<(), ModelError> {
     Ok(())
 }
 
+/// Longest named-shadow name; AWS IoT allows 64 characters.
+pub const MAX_SHADOW_NAME_LEN: usize = 64;
+
+/// What separates a device id from the name of one of its named shadows in the id of the
+/// shadow's twin (`pump-7/shadows/config`). Device ids cannot contain `/`, so a named shadow's
+/// twin never collides with a device's own twin.
+pub const NAMED_SHADOW_SEPARATOR: &str = "/shadows/";
+
+/// Shadow names follow AWS IoT: `[A-Za-z0-9:_-]{1,64}`.
+fn validate_shadow_name(name: &str) -> Result<(), ModelError> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_SHADOW_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(ModelError::InvalidId {
+            kind: "shadow name",
+            value: name.chars().take(MAX_SHADOW_NAME_LEN + 1).collect(),
+        })
+    }
+}
+
+/// A device id, or a device id and the name of one of its named shadows.
+fn validate_device(value: &str) -> Result<(), ModelError> {
+    match value.split_once(NAMED_SHADOW_SEPARATOR) {
+        Some((device, shadow)) => {
+            validate("device", device)?;
+            validate_shadow_name(shadow)
+        }
+        None => validate("device", value),
+    }
+}
+
 macro_rules! identifier {
-    ($name:ident, $kind:literal) => {
+    ($name:ident, $kind:literal, $validate:expr) => {
         #[doc = concat!("A validated ", $kind, " id: `[A-Za-z0-9:_.-]{1,128}`.")]
         #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -33,7 +69,7 @@ macro_rules! identifier {
             /// Validates and wraps an id.
             pub fn new(value: impl Into<String>) -> Result<Self, ModelError> {
                 let value = value.into();
-                validate($kind, &value)?;
+                $validate(&value)?;
                 Ok(Self(value))
             }
 
@@ -63,8 +99,34 @@ macro_rules! identifier {
     };
 }
 
-identifier!(TenantId, "tenant");
-identifier!(DeviceId, "device");
+identifier!(TenantId, "tenant", |value: &str| validate("tenant", value));
+identifier!(DeviceId, "device", validate_device);
+
+impl DeviceId {
+    /// The twin id of the named shadow `name` of this device: `{device}/shadows/{name}`.
+    pub fn named_shadow(&self, name: &str) -> Result<DeviceId, ModelError> {
+        validate_shadow_name(name)?;
+        Ok(DeviceId(format!(
+            "{}{NAMED_SHADOW_SEPARATOR}{name}",
+            self.thing()
+        )))
+    }
+
+    /// The device (AWS: the thing) this twin belongs to: the id itself, or the part before the
+    /// separator of a named shadow.
+    pub fn thing(&self) -> &str {
+        self.0
+            .split_once(NAMED_SHADOW_SEPARATOR)
+            .map_or(self.0.as_str(), |(thing, _)| thing)
+    }
+
+    /// The name of the named shadow this twin is, if it is one.
+    pub fn shadow_name(&self) -> Option<&str> {
+        self.0
+            .split_once(NAMED_SHADOW_SEPARATOR)
+            .map(|(_, shadow)| shadow)
+    }
+}
 
 /// The identity of one twin: a device within a tenant.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -121,6 +183,21 @@ impl fmt::Display for TwinKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn named_shadows_are_twins_of_their_own_under_the_device() {
+        let device = DeviceId::new("pump-7").unwrap();
+        let shadow = device.named_shadow("config").unwrap();
+        assert_eq!(shadow.as_str(), "pump-7/shadows/config");
+        assert_eq!(shadow.thing(), "pump-7");
+        assert_eq!(shadow.shadow_name(), Some("config"));
+        assert_eq!(device.shadow_name(), None);
+        assert_eq!(DeviceId::new("pump-7/shadows/config").unwrap(), shadow);
+        for bad in ["pump-7/shadows/", "pump-7/shadows/a.b", "/shadows/x", "a/b", "a/shadows/x/y"] {
+            assert!(DeviceId::new(bad).is_err(), "{bad}");
+        }
+        assert!(device.named_shadow(&"x".repeat(65)).is_err());
+    }
 
     #[test]
     fn accepts_the_documented_alphabet() {

@@ -21,4 +21,4 @@ pub use id::{DeviceId, TenantId, TwinKey};
 pub use limits::Limits;
 pub use time::Millis;
 pub use twin::{Connection, ConnectionStatus, Meta, Section, Twin};
-pub use update::{Applied, Change, MetaPatch, UpdateRequest, apply};
+pub use update::{Applied, Change, MetaPatch, SectionChange, UpdateRequest, apply};

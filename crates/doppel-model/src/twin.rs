@@ -36,8 +36,15 @@ pub enum ConnectionStatus {
 pub struct Connection {
     pub status: ConnectionStatus,
     pub last_connected_at: Option<Millis>,
+    #[serde(default)]
+    pub last_disconnected_at: Option<Millis>,
     /// Any sign of life from the device, such as a report.
     pub last_activity_at: Option<Millis>,
+    /// The stamp of the presence event that set `status`. Connects and disconnects of one device
+    /// can reach the engine out of order (a session taken over by a reconnect ends after the new
+    /// one began); an event with a lower stamp than this one is stale and ignored.
+    #[serde(default)]
+    pub sequence: u64,
 }
 
 /// Descriptive fields written by applications, not by the device's state reports.

@@ -5,7 +5,7 @@ use crate::history::{HistoryEntry, HistoryKind};
 use crate::limits::Limits;
 use crate::patch::{self, as_object};
 use crate::time::Millis;
-use crate::twin::{Meta, Section, Twin};
+use crate::twin::{ConnectionStatus, Meta, Section, Twin};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -169,6 +169,30 @@ pub enum Change {
     DesiredReplace(Value),
     Meta(MetaPatch),
     Delete,
+    /// Desired and reported changed together as one version (an AWS shadow update). At least
+    /// one of the two is present.
+    Shadow {
+        desired: Option<SectionChange>,
+        reported: Option<SectionChange>,
+    },
+    /// The device connected or disconnected.
+    Connection {
+        status: ConnectionStatus,
+        /// Orders presence events of one device; see [`crate::Connection::sequence`].
+        sequence: u64,
+        /// Create the twin if it does not exist. A client known to be a device creates its twin
+        /// by connecting; a client that only claims a name must not fill the fleet with twins.
+        create: bool,
+    },
+}
+
+/// What an AWS shadow update does to one section.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SectionChange {
+    /// A merge patch: `null` members remove keys.
+    Merge(Value),
+    /// `"desired": null` or `"reported": null`: the section becomes empty.
+    Clear,
 }
 
 /// A change with its preconditions and provenance.
@@ -181,6 +205,9 @@ pub struct UpdateRequest {
     pub changed_by: String,
     /// Why, recorded in history; defaults to a description of the operation.
     pub change_reason: Option<String>,
+    /// An opaque token of the caller, passed on to the change's events and not stored (the AWS
+    /// shadow `clientToken`, echoed in the `/update/delta` and `/update/documents` it causes).
+    pub client_token: Option<String>,
 }
 
 /// The outcome of a request that passed validation.
@@ -219,7 +246,10 @@ pub fn apply(
     let mut twin = match current {
         Some(twin) if live => twin,
         tombstone => {
-            if request.change == Change::Delete {
+            if matches!(
+                request.change,
+                Change::Delete | Change::Connection { create: false, .. }
+            ) {
                 return Err(ModelError::Missing);
             }
             Twin {
@@ -274,6 +304,52 @@ pub fn apply(
             meta_patch.apply_to(&mut twin.meta)?;
             (HistoryKind::Meta, "meta update")
         }
+        Change::Shadow { desired, reported } => {
+            if desired.is_none() && reported.is_none() {
+                return Err(ModelError::InvalidField {
+                    field: "state",
+                    reason: "must contain desired or reported".into(),
+                });
+            }
+            if let Some(change) = desired {
+                let next = twin.desired.version + 1;
+                change_section(&mut twin.desired, "desired state", change, next, now, limits)?;
+            }
+            if let Some(change) = reported {
+                let next = twin.reported.version + 1;
+                change_section(&mut twin.reported, "reported state", change, next, now, limits)?;
+                twin.connection.last_activity_at = Some(now);
+            }
+            match (desired, reported) {
+                (Some(_), Some(_)) => (HistoryKind::State, "shadow update"),
+                (Some(_), None) => (HistoryKind::Desired, "shadow desired update"),
+                _ => (HistoryKind::Reported, "shadow reported update"),
+            }
+        }
+        Change::Connection {
+            status, sequence, ..
+        } => {
+            if *sequence <= twin.connection.sequence {
+                return Ok(Applied::Stale { twin });
+            }
+            let connection = &mut twin.connection;
+            connection.status = *status;
+            connection.sequence = *sequence;
+            match status {
+                ConnectionStatus::Connected => {
+                    connection.last_connected_at = Some(now);
+                    connection.last_activity_at = Some(now);
+                }
+                ConnectionStatus::Disconnected | ConnectionStatus::Unknown => {
+                    connection.last_disconnected_at = Some(now);
+                }
+            }
+            let reason = match status {
+                ConnectionStatus::Connected => "connected",
+                _ => "disconnected",
+            };
+            (HistoryKind::Connection, reason)
+        }
         Change::Delete => {
             twin = Twin {
                 version: twin.version,
@@ -301,6 +377,19 @@ pub fn apply(
             None,
         ),
         HistoryKind::Deleted => (Value::Null, None),
+        HistoryKind::State => {
+            let part = |section: &Section| {
+                serde_json::json!({"state": section.state, "version": section.version})
+            };
+            (
+                serde_json::json!({"desired": part(&twin.desired), "reported": part(&twin.reported)}),
+                None,
+            )
+        }
+        HistoryKind::Connection => (
+            serde_json::to_value(twin.connection).unwrap_or(Value::Null),
+            None,
+        ),
     };
     let entry = HistoryEntry {
         kind,
@@ -325,6 +414,29 @@ fn checked_state<'a>(
     let object = as_object(what, value)?;
     patch::check_depth(what, value, limits.max_depth)?;
     Ok(object)
+}
+
+fn change_section(
+    section: &mut Section,
+    what: &'static str,
+    change: &SectionChange,
+    next_version: u64,
+    now: Millis,
+    limits: &Limits,
+) -> Result<(), ModelError> {
+    match change {
+        SectionChange::Merge(patch) => {
+            let patch = checked_state(what, patch, limits)?;
+            merge_into(section, what, patch, next_version, now, limits)
+        }
+        SectionChange::Clear => {
+            section.state.clear();
+            section.metadata.clear();
+            section.version = next_version;
+            section.updated_at = Some(now);
+            Ok(())
+        }
+    }
 }
 
 fn merge_into(
@@ -360,6 +472,7 @@ mod tests {
             expected_version: None,
             changed_by: "tester".into(),
             change_reason: None,
+            client_token: None,
         }
     }
 
@@ -375,6 +488,100 @@ mod tests {
             patch: state,
             device_version,
         })
+    }
+
+    fn shadow(desired: Option<SectionChange>, reported: Option<SectionChange>) -> UpdateRequest {
+        request(Change::Shadow { desired, reported })
+    }
+
+    fn connection(status: ConnectionStatus, sequence: u64, create: bool) -> UpdateRequest {
+        request(Change::Connection {
+            status,
+            sequence,
+            create,
+        })
+    }
+
+    #[test]
+    fn a_shadow_update_changes_both_sections_as_one_version_and_history_rebuilds_it() {
+        let limits = Limits::default();
+        let (twin, entry) = changed(apply(
+            None,
+            &shadow(
+                Some(SectionChange::Merge(json!({"on": true, "level": 3}))),
+                Some(SectionChange::Merge(json!({"on": false}))),
+            ),
+            Millis(5),
+            &limits,
+        ));
+        assert_eq!(twin.version, 1);
+        assert_eq!((twin.desired.version, twin.reported.version), (1, 1));
+        assert_eq!(Value::Object(twin.delta()), json!({"on": true, "level": 3}));
+        assert_eq!(entry.kind, HistoryKind::State);
+        let rebuilt = crate::history::twin_from_history([&entry]).unwrap();
+        assert_eq!(rebuilt.desired.state, twin.desired.state);
+        assert_eq!(rebuilt.reported.state, twin.reported.state);
+        assert_eq!(rebuilt.reported.version, 1);
+
+        let (twin, entry) = changed(apply(
+            Some(twin),
+            &shadow(Some(SectionChange::Clear), None),
+            Millis(6),
+            &limits,
+        ));
+        assert!(twin.desired.state.is_empty() && twin.desired.metadata.is_empty());
+        assert_eq!(Value::Object(twin.reported.state.clone()), json!({"on": false}));
+        assert_eq!((twin.version, entry.kind), (2, HistoryKind::Desired));
+
+        let (twin, entry) = changed(apply(
+            Some(twin),
+            &shadow(None, Some(SectionChange::Clear)),
+            Millis(7),
+            &limits,
+        ));
+        assert!(twin.reported.state.is_empty());
+        assert_eq!((twin.version, entry.kind), (3, HistoryKind::Reported));
+        assert!(matches!(
+            apply(Some(twin), &shadow(None, None), Millis(8), &limits),
+            Err(ModelError::InvalidField { field: "state", .. })
+        ));
+    }
+
+    #[test]
+    fn presence_is_ordered_by_sequence_and_only_creates_twins_when_asked() {
+        let limits = Limits::default();
+        assert_eq!(
+            apply(None, &connection(ConnectionStatus::Connected, 1, false), Millis(1), &limits),
+            Err(ModelError::Missing)
+        );
+        let (twin, entry) = changed(apply(
+            None,
+            &connection(ConnectionStatus::Connected, 10, true),
+            Millis(1),
+            &limits,
+        ));
+        assert_eq!(twin.connection.status, ConnectionStatus::Connected);
+        assert_eq!(twin.connection.last_connected_at, Some(Millis(1)));
+        assert_eq!(entry.kind, HistoryKind::Connection);
+        // The disconnect of an older session arrives after the newer connect: ignored.
+        let stale = apply(
+            Some(twin.clone()),
+            &connection(ConnectionStatus::Disconnected, 9, false),
+            Millis(2),
+            &limits,
+        );
+        assert!(matches!(stale, Ok(Applied::Stale { .. })));
+        let (twin, _) = changed(apply(
+            Some(twin),
+            &connection(ConnectionStatus::Disconnected, 11, false),
+            Millis(3),
+            &limits,
+        ));
+        assert_eq!(twin.connection.status, ConnectionStatus::Disconnected);
+        assert_eq!(twin.connection.last_disconnected_at, Some(Millis(3)));
+        assert_eq!(twin.version, 2);
+        let rebuilt = crate::history::twin_from_history([&entry]).unwrap();
+        assert_eq!(rebuilt.connection.status, ConnectionStatus::Connected);
     }
 
     #[test]

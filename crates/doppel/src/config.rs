@@ -290,6 +290,7 @@ impl Config {
             // bucket of expiring, and at least once a minute.
             retention_check_interval: (self.history.bucket / 10)
                 .clamp(Duration::from_millis(100), Duration::from_secs(60)),
+            ..defaults
         }
     }
 

@@ -15,6 +15,7 @@ fn request(change: Change) -> UpdateRequest {
         expected_version: None,
         changed_by: "test".into(),
         change_reason: None,
+        client_token: None,
     }
 }
 
@@ -302,6 +303,41 @@ async fn retention_drops_old_history_on_its_timer() {
         remaining, 1,
         "the entry older than the retention was not dropped"
     );
+    drop(engine);
+    tasks.join().await;
+}
+
+#[tokio::test]
+async fn subscribers_see_each_durable_change_in_order_with_the_previous_state() {
+    let store = MemoryStore::new(HistoryBuckets::new(1_000));
+    let clock = Arc::new(ManualClock::new(Millis(500)));
+    let (engine, tasks) = start(&store, clock, config(2)).await;
+    let mut events = engine.subscribe();
+    let mut tagged = desired(json!({"v": 1}));
+    tagged.client_token = Some("token-1".into());
+    engine.update(key("a"), tagged).await.unwrap();
+    engine.update(key("a"), desired(json!({"v": 2}))).await.unwrap();
+    let rejected = UpdateRequest {
+        expected_version: Some(99),
+        ..desired(json!({"v": 3}))
+    };
+    assert!(engine.update(key("a"), rejected).await.is_err());
+    engine.update(key("a"), request(Change::Delete)).await.unwrap();
+
+    let first = events.recv().await.unwrap();
+    assert_eq!(first.key, key("a"));
+    assert_eq!(first.kind, HistoryKind::Desired);
+    assert!(first.previous_twin().unwrap().is_none());
+    assert_eq!(first.client_token.as_deref(), Some("token-1"));
+    let second = events.recv().await.unwrap();
+    assert_eq!(second.current.version, 2);
+    let before = second.previous_twin().unwrap().unwrap();
+    assert_eq!(before.desired.state["v"], json!(1));
+    assert_eq!(second.client_token, None);
+    let third = events.recv().await.unwrap();
+    assert_eq!(third.kind, HistoryKind::Deleted);
+    assert!(third.current.deleted);
+    assert!(events.try_recv().is_err(), "a rejected change sends no event");
     drop(engine);
     tasks.join().await;
 }
