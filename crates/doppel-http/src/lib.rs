@@ -4,6 +4,7 @@
 //! Every error maps to one status and one code in [`problem`].
 
 mod body;
+mod credentials;
 pub mod problem;
 mod render;
 mod twins;
@@ -13,7 +14,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use doppel_engine::Engine;
+use doppel_auth::Registry;
+use doppel_engine::{Clock, Engine};
 use doppel_model::Limits;
 use problem::ApiError;
 use serde_json::json;
@@ -25,6 +27,8 @@ pub struct AppState {
     /// Set once the engine has loaded the store; until then twin routes answer 503 `not_ready`
     /// while health checks already answer, so an orchestrator can tell "starting" from "dead".
     engine: Arc<OnceLock<Engine>>,
+    /// Set once the credentials are loaded; until then credential routes answer 503 `not_ready`.
+    credentials: Arc<OnceLock<credentials::Credentials>>,
     limits: Limits,
 }
 
@@ -32,6 +36,7 @@ impl AppState {
     pub fn new(limits: Limits) -> Self {
         Self {
             engine: Arc::new(OnceLock::new()),
+            credentials: Arc::new(OnceLock::new()),
             limits,
         }
     }
@@ -44,6 +49,18 @@ impl AppState {
     fn engine(&self) -> Result<&Engine, ApiError> {
         self.engine.get().ok_or(ApiError::NotReady)
     }
+
+    /// Makes the credential routes ready; `clock` stamps new credentials. A second call is
+    /// ignored.
+    pub fn set_registry(&self, registry: Registry, clock: Arc<dyn Clock>) {
+        let _ = self
+            .credentials
+            .set(credentials::Credentials { registry, clock });
+    }
+
+    fn credentials(&self) -> Result<&credentials::Credentials, ApiError> {
+        self.credentials.get().ok_or(ApiError::NotReady)
+    }
 }
 
 /// The whole API.
@@ -52,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(twins::routes())
+        .merge(credentials::routes())
         .fallback(problem::route_not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(tower_http::trace::TraceLayer::new_for_http())

@@ -3,6 +3,7 @@
 
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use doppel_auth::AuthError;
 use doppel_engine::EngineError;
 use doppel_model::ModelError;
 use serde_json::{Map, Value, json};
@@ -23,6 +24,11 @@ pub enum ApiError {
     InvalidQuery(String),
     InvalidHeader(String),
     TwinNotFound,
+    /// No credential with this id belongs to this device or application.
+    CredentialNotFound,
+    /// A credential could not be created or removed; invalid ids and store failures arrive as
+    /// `Model` and `StorageFailed` instead.
+    Credential(AuthError),
     RouteNotFound(String),
     MethodNotAllowed,
     NotReady,
@@ -60,6 +66,18 @@ impl ApiError {
             Self::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
             Self::InvalidHeader(_) => (StatusCode::BAD_REQUEST, "invalid_header"),
             Self::TwinNotFound => (StatusCode::NOT_FOUND, "twin_not_found"),
+            Self::CredentialNotFound => (StatusCode::NOT_FOUND, "credential_not_found"),
+            Self::Credential(err) => match err {
+                AuthError::InvalidPassword { .. } => (StatusCode::BAD_REQUEST, "invalid_password"),
+                AuthError::TooManyCredentials { .. } => {
+                    (StatusCode::CONFLICT, "too_many_credentials")
+                }
+                AuthError::InvalidPrincipal(_) => (StatusCode::BAD_REQUEST, "invalid_id"),
+                AuthError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_failed"),
+                AuthError::Random { .. } | AuthError::Hash { .. } | AuthError::Task { .. } => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+                }
+            },
             Self::RouteNotFound(_) => (StatusCode::NOT_FOUND, "route_not_found"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
@@ -82,6 +100,10 @@ impl ApiError {
             }
             Self::InvalidQuery(reason) | Self::InvalidHeader(reason) => reason.clone(),
             Self::TwinNotFound => "no twin with this id exists in this tenant".into(),
+            Self::CredentialNotFound => {
+                "no credential with this id belongs to this device or application".into()
+            }
+            Self::Credential(err) => err.to_string(),
             Self::RouteNotFound(path) => format!("no route matches {path}; see docs/API.md"),
             Self::MethodNotAllowed => "this route does not support this method".into(),
             Self::NotReady => "the server is still loading its store; retry shortly".into(),
@@ -110,6 +132,13 @@ impl ApiError {
             Self::Model(ModelError::TooDeep { limit, .. }) => {
                 body.insert("limit".into(), json!(limit));
             }
+            Self::Credential(AuthError::InvalidPassword { .. }) => {
+                body.insert("min_bytes".into(), json!(doppel_auth::MIN_PASSWORD_BYTES));
+                body.insert("max_bytes".into(), json!(doppel_auth::MAX_PASSWORD_BYTES));
+            }
+            Self::Credential(AuthError::TooManyCredentials { limit, .. }) => {
+                body.insert("limit".into(), json!(limit));
+            }
             _ => {}
         }
     }
@@ -127,6 +156,16 @@ impl From<EngineError> for ApiError {
             EngineError::Model(err) => Self::Model(err),
             EngineError::Store(err) => Self::StorageFailed(err.to_string()),
             EngineError::ShuttingDown => Self::ShuttingDown,
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::InvalidPrincipal(err) => Self::Model(err),
+            AuthError::Store(err) => Self::StorageFailed(err.to_string()),
+            other => Self::Credential(other),
         }
     }
 }

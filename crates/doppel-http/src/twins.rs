@@ -1,6 +1,5 @@
 //! Twin routes under `/v1/tenants/{tenant}/twins`.
 
-use std::collections::HashMap;
 use crate::AppState;
 use crate::body::JsonBody;
 use crate::problem::ApiError;
@@ -18,6 +17,7 @@ use doppel_model::{
 use doppel_store::HistoryQuery;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 
 /// Page size when a client does not ask for one.
 const DEFAULT_PAGE: usize = 100;

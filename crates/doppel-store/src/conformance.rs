@@ -1,11 +1,15 @@
 //! The conformance suite every [`TwinStore`] backend runs.
 //!
 //! A backend's tests implement [`Backend`] and call [`conformance_tests!`](crate::conformance_tests),
-//! which expands to one `#[test]` per rule of the trait's contract.
+//! which expands to one `#[test]` per rule of the trait's contract. The [`CredentialStore`]
+//! cases are in the same list: every backend keeps twins and credentials alike.
 
-use crate::{HistoryQuery, TwinStore, TwinWrite};
+use crate::{CredentialStore, HistoryQuery, StoredCredential, TwinStore, TwinWrite};
 use doppel_model::codec::{EncodedHistory, EncodedTwin};
-use doppel_model::{DeviceId, HistoryEntry, HistoryKind, Millis, TenantId, Twin, TwinKey};
+use doppel_model::{
+    AppName, DeviceId, HistoryEntry, HistoryKind, Millis, Principal, PrincipalKind, TenantId, Twin,
+    TwinKey,
+};
 use serde_json::json;
 use std::ops::ControlFlow;
 
@@ -312,6 +316,149 @@ pub fn expiry_drops_whole_old_buckets_only(backend: &impl Backend) {
     );
 }
 
+/// A credential of `principal` named `id`, whose hash text records `hash` so that tests can
+/// tell versions apart.
+pub fn credential(principal: &Principal, id: &str, hash: &str) -> StoredCredential {
+    StoredCredential {
+        principal: principal.clone(),
+        credential_id: id.into(),
+        hash: format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ${hash}"),
+        created_at: Millis(1_700_000_000_000),
+    }
+}
+
+pub fn device(tenant: &str, device: &str) -> Principal {
+    Principal {
+        tenant: TenantId::new(tenant).expect("valid tenant"),
+        kind: PrincipalKind::Device(DeviceId::new(device).expect("valid device")),
+    }
+}
+
+pub fn app(tenant: &str, app: &str) -> Principal {
+    Principal {
+        tenant: TenantId::new(tenant).expect("valid tenant"),
+        kind: PrincipalKind::App(AppName::new(app).expect("valid app")),
+    }
+}
+
+/// Every stored credential, sorted so that cases can compare sets.
+fn loaded_credentials(store: &impl CredentialStore) -> Vec<StoredCredential> {
+    let mut credentials = Vec::new();
+    let count = store
+        .load_credentials(&mut |credential| credentials.push(credential))
+        .expect("load credentials");
+    assert_eq!(
+        count,
+        credentials.len() as u64,
+        "load_credentials must count what it visits"
+    );
+    credentials
+        .sort_by(|a, b| (&a.principal, &a.credential_id).cmp(&(&b.principal, &b.credential_id)));
+    credentials
+}
+
+pub fn credentials_survive_reopening<B: Backend>(backend: &B)
+where
+    B::Store: CredentialStore,
+{
+    // A device and an application of the same name, and the same id under both: four
+    // credentials that must all stay distinct.
+    let written = vec![
+        credential(&device("t", "x"), "1", "a"),
+        credential(&device("t", "x"), "2", "b"),
+        credential(&app("t", "x"), "1", "c"),
+        credential(&device("t2", "x"), "1", "d"),
+    ];
+    {
+        let store = backend.open();
+        for credential in &written {
+            store.put_credential(credential).expect("put");
+        }
+    }
+    let store = backend.open();
+    let mut expected = written;
+    expected
+        .sort_by(|a, b| (&a.principal, &a.credential_id).cmp(&(&b.principal, &b.credential_id)));
+    assert_eq!(loaded_credentials(&store), expected);
+    assert!(
+        loaded(&store).is_empty(),
+        "credentials are not twins and never load as twins"
+    );
+}
+
+pub fn putting_a_credential_again_replaces_it<B: Backend>(backend: &B)
+where
+    B::Store: CredentialStore,
+{
+    let store = backend.open();
+    let principal = device("t", "x");
+    store
+        .put_credential(&credential(&principal, "1", "old"))
+        .expect("put");
+    store
+        .put_credential(&credential(&principal, "1", "new"))
+        .expect("put");
+    assert_eq!(
+        loaded_credentials(&store),
+        [credential(&principal, "1", "new")]
+    );
+}
+
+pub fn deleting_a_credential_says_whether_it_existed_and_lasts<B: Backend>(backend: &B)
+where
+    B::Store: CredentialStore,
+{
+    let (x, y) = (device("t", "x"), app("t", "x"));
+    {
+        let store = backend.open();
+        for credential in [
+            credential(&x, "1", "a"),
+            credential(&x, "2", "b"),
+            credential(&y, "1", "c"),
+        ] {
+            store.put_credential(&credential).expect("put");
+        }
+        assert!(store.delete_credential(&x, "1").expect("delete"));
+        assert!(!store.delete_credential(&x, "1").expect("delete again"));
+        assert!(
+            !store
+                .delete_credential(&device("t", "none"), "1")
+                .expect("delete unknown")
+        );
+        assert!(!store.delete_credential(&x, "").expect("delete unknown id"));
+    }
+    let store = backend.open();
+    assert_eq!(
+        loaded_credentials(&store),
+        [credential(&x, "2", "b"), credential(&y, "1", "c")],
+        "the delete is durable and touched nothing else"
+    );
+}
+
+pub fn racing_deletes_of_one_credential_succeed_once<B: Backend>(backend: &B)
+where
+    B::Store: CredentialStore,
+{
+    const RACERS: usize = 8;
+    let store = backend.open();
+    let principal = device("t", "x");
+    store
+        .put_credential(&credential(&principal, "1", "a"))
+        .expect("put");
+    let existed = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..RACERS)
+            .map(|_| scope.spawn(|| store.delete_credential(&principal, "1").expect("delete")))
+            .collect();
+        racers
+            .into_iter()
+            .map(|racer| racer.join().expect("a racer panicked"))
+            .filter(|existed| *existed)
+            .count()
+    });
+    assert_eq!(existed, 1, "exactly one delete removed the credential");
+    assert!(loaded_credentials(&store).is_empty());
+}
+
 /// Expands to one `#[test]` per conformance case, each against a fresh `$backend`.
 #[macro_export]
 macro_rules! conformance_tests {
@@ -324,6 +471,10 @@ macro_rules! conformance_tests {
             history_reads_in_version_order_with_filters,
             history_until_reads_newest_first_up_to_the_instant,
             expiry_drops_whole_old_buckets_only,
+            credentials_survive_reopening,
+            putting_a_credential_again_replaces_it,
+            deleting_a_credential_says_whether_it_existed_and_lasts,
+            racing_deletes_of_one_credential_succeed_once,
         );
     };
     (@cases $backend:expr; $($case:ident),* $(,)?) => {

@@ -2,20 +2,24 @@
 //!
 //! Layout: keyspace `twins` maps a twin key to its encoded record; history lives in one keyspace
 //! per time bucket, named `history.<start ms>.<width ms>`, so retention deletes whole keyspaces.
-//! One `commit` is one fjall write batch followed by one `persist(SyncAll)`.
+//! One `commit` is one fjall write batch followed by one `persist(SyncAll)`. Keyspace
+//! `credentials` holds password hashes (see [`crate::credentials`] for its key and value); each
+//! credential change is persisted the same way before it returns.
 
+use crate::credentials::{self, CredentialStore, StoredCredential};
 use crate::layout::{HistoryBuckets, history_key, history_prefix};
 use crate::{HistoryQuery, StoreError, TwinStore, TwinWrite, history_filter};
 use bytes::Bytes;
 use doppel_model::codec::{EncodedHistory, EncodedTwin};
-use doppel_model::{DeviceId, HistoryEntry, Millis, TenantId, Twin, TwinKey};
+use doppel_model::{DeviceId, HistoryEntry, Millis, Principal, TenantId, Twin, TwinKey};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::collections::BTreeMap;
 use std::ops::{Bound, ControlFlow};
 use std::path::Path;
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Mutex, PoisonError, RwLock};
 
 const TWINS_KEYSPACE: &str = "twins";
+const CREDENTIALS_KEYSPACE: &str = "credentials";
 const HISTORY_KEYSPACE_PREFIX: &str = "history.";
 
 /// One history bucket: its keyspace and where its span ends (exclusive).
@@ -33,6 +37,11 @@ pub struct FjallStore {
     /// History buckets by start instant. Commits and reads hold the read lock, so retention
     /// (which takes the write lock) never deletes a bucket under a running commit.
     history: RwLock<BTreeMap<i64, Bucket>>,
+    credentials: Keyspace,
+    /// Held across each credential change, from reading whether it exists to its fsync, so that
+    /// `delete_credential` answers exactly even when calls on one credential race. Credential
+    /// changes are rare (an operator's), so serialising them costs nothing that matters.
+    credential_writes: Mutex<()>,
 }
 
 impl FjallStore {
@@ -40,6 +49,7 @@ impl FjallStore {
     pub fn open(path: &Path, buckets: HistoryBuckets) -> Result<Self, StoreError> {
         let db = Database::builder(path).open()?;
         let twins = db.keyspace(TWINS_KEYSPACE, KeyspaceCreateOptions::default)?;
+        let credentials = db.keyspace(CREDENTIALS_KEYSPACE, KeyspaceCreateOptions::default)?;
         let mut history = BTreeMap::new();
         for name in db.list_keyspace_names() {
             let name: &str = name.as_ref();
@@ -61,6 +71,8 @@ impl FjallStore {
             twins,
             buckets,
             history: RwLock::new(history),
+            credentials,
+            credential_writes: Mutex::new(()),
         })
     }
 
@@ -253,6 +265,49 @@ impl TwinStore for FjallStore {
             }
         }
         Ok(expired.len())
+    }
+}
+
+impl CredentialStore for FjallStore {
+    fn put_credential(&self, credential: &StoredCredential) -> Result<(), StoreError> {
+        let key = credentials::credential_key(&credential.principal, &credential.credential_id);
+        let value = credentials::encode_value(credential)?;
+        let _serialised = self
+            .credential_writes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.credentials.insert(key, value)?;
+        // The registry acknowledges the credential after this returns: a promise of durability.
+        self.db.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    fn delete_credential(
+        &self,
+        principal: &Principal,
+        credential_id: &str,
+    ) -> Result<bool, StoreError> {
+        let key = credentials::credential_key(principal, credential_id);
+        let _serialised = self
+            .credential_writes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !self.credentials.contains_key(&key)? {
+            return Ok(false);
+        }
+        self.credentials.remove(key)?;
+        self.db.persist(PersistMode::SyncAll)?;
+        Ok(true)
+    }
+
+    fn load_credentials(&self, visit: &mut dyn FnMut(StoredCredential)) -> Result<u64, StoreError> {
+        let mut count = 0;
+        for guard in self.credentials.iter() {
+            let (key, value) = guard.into_inner()?;
+            visit(credentials::decode(&key, &value)?);
+            count += 1;
+        }
+        Ok(count)
     }
 }
 

@@ -3,15 +3,19 @@
 //! [`TwinStore`] is the seam between the engine and a storage backend. Its contract is written on
 //! the trait and checked by the [`conformance`] suite, which every backend runs: the embedded
 //! [`FjallStore`] (the default) and the in-memory [`MemoryStore`] (for unit tests only).
+//! [`CredentialStore`] keeps the password hashes of devices and applications beside the twins,
+//! under the same kind of contract and suite.
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+mod credentials;
 mod error;
 mod fjall_store;
 mod history_filter;
 mod layout;
 mod memory;
 
+pub use credentials::{CredentialStore, StoredCredential};
 pub use error::StoreError;
 pub use fjall_store::FjallStore;
 pub use layout::HistoryBuckets;

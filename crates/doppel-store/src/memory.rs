@@ -1,11 +1,12 @@
 //! An in-memory backend for unit tests of the layers above. It keeps the same layout and
 //! contract as the durable backends but survives only as long as the process.
 
+use crate::credentials::{self, CredentialStore, StoredCredential};
 use crate::layout::{HistoryBuckets, history_key, history_prefix};
 use crate::{HistoryQuery, StoreError, TwinStore, TwinWrite, history_filter};
 use bytes::Bytes;
 use doppel_model::codec::{EncodedHistory, EncodedTwin};
-use doppel_model::{DeviceId, HistoryEntry, Millis, TenantId, Twin, TwinKey};
+use doppel_model::{DeviceId, HistoryEntry, Millis, Principal, TenantId, Twin, TwinKey};
 use std::collections::BTreeMap;
 use std::ops::{Bound, ControlFlow};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -16,6 +17,8 @@ struct Inner {
     /// Bucket start to that bucket's entries by history key.
     history: BTreeMap<i64, BTreeMap<Vec<u8>, Bytes>>,
     commits: u64,
+    /// Credentials by their key, in the same byte form the fjall backend writes.
+    credentials: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
 /// Cloning shares the data, which is how tests "reopen" it.
@@ -158,6 +161,32 @@ impl TwinStore for MemoryStore {
         let before_count = inner.history.len();
         inner.history.retain(|start, _| start + width > before.0);
         Ok(before_count - inner.history.len())
+    }
+}
+
+impl CredentialStore for MemoryStore {
+    fn put_credential(&self, credential: &StoredCredential) -> Result<(), StoreError> {
+        let key = credentials::credential_key(&credential.principal, &credential.credential_id);
+        let value = credentials::encode_value(credential)?;
+        self.lock().credentials.insert(key, value);
+        Ok(())
+    }
+
+    fn delete_credential(
+        &self,
+        principal: &Principal,
+        credential_id: &str,
+    ) -> Result<bool, StoreError> {
+        let key = credentials::credential_key(principal, credential_id);
+        Ok(self.lock().credentials.remove(&key).is_some())
+    }
+
+    fn load_credentials(&self, visit: &mut dyn FnMut(StoredCredential)) -> Result<u64, StoreError> {
+        let inner = self.lock();
+        for (key, value) in &inner.credentials {
+            visit(credentials::decode(key, value)?);
+        }
+        Ok(inner.credentials.len() as u64)
     }
 }
 

@@ -1,4 +1,5 @@
 mod client;
+pub mod credential;
 mod table;
 pub mod twin;
 mod view;

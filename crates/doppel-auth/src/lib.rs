@@ -1,0 +1,18 @@
+//! Who may connect: the credentials of devices and applications.
+//!
+//! A [`Principal`] (a device or an application of one tenant) authenticates to the MQTT broker
+//! with its username (`{tenant}/devices/{device}` or `{tenant}/apps/{app}`) and a password. The
+//! [`Registry`] keeps every credential in memory as an Argon2id hash, writes changes through to a
+//! [`CredentialStore`](doppel_store::CredentialStore), and answers [`Registry::verify`] for the
+//! broker's authentication hook.
+
+mod error;
+mod password;
+mod registry;
+mod verified;
+
+pub use doppel_model::{AppName, Principal, PrincipalKind};
+pub use error::AuthError;
+pub use password::{MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};
+pub use registry::{CreatedCredential, CredentialInfo, MAX_CREDENTIALS_PER_PRINCIPAL, Registry};
+pub use verified::MAX_VERIFIED_USERNAMES;

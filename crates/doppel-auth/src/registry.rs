@@ -1,0 +1,388 @@
+//! The credential registry: every credential in memory, written through to a [`CredentialStore`].
+//!
+//! Management (create, delete) writes the store first and changes memory only once the store has
+//! answered `Ok`, so memory never holds a credential that a restart would lose, and a delete
+//! revokes only what is revoked on disk too. Verification reads memory only.
+//!
+//! Known weakness: a username with no credential is refused at once, while a wrong password costs
+//! an Argon2 run, so timing tells whether a username has credentials. Usernames are made of
+//! tenant and device ids, which are not secrets.
+
+use crate::error::AuthError;
+use crate::password::{self, MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};
+use crate::verified::{Verified, VerifiedCache};
+use doppel_model::{Millis, Principal};
+use doppel_store::{CredentialStore, StoredCredential};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use tokio::sync::Semaphore;
+
+/// Most credentials one principal may hold. Two cover a rotation (the new one is added before the
+/// old one is removed); a few more cover several instances of an application. Each one counts:
+/// a wrong password is checked against every credential of its username, one Argon2 run each.
+pub const MAX_CREDENTIALS_PER_PRINCIPAL: usize = 4;
+
+/// Argon2 runs at once when the number of cores cannot be read.
+const FALLBACK_CONCURRENT_HASHES: usize = 2;
+
+/// Bytes of the key that makes the verification cache's digests unique to this process.
+const CACHE_KEY_BYTES: usize = 32;
+
+/// A credential just created: the only time its password can be read.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CreatedCredential {
+    /// Whose credential it is.
+    pub principal: Principal,
+    /// Names the credential for listing and removal.
+    pub credential_id: String,
+    /// What the client sends as its MQTT username.
+    pub username: String,
+    /// The password in clear: returned once, stored only as a hash.
+    pub password: String,
+    /// When it was created, by the caller's clock.
+    pub created_at: Millis,
+}
+
+/// Keeps the password out of logs.
+impl fmt::Debug for CreatedCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreatedCredential")
+            .field("principal", &self.principal)
+            .field("credential_id", &self.credential_id)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+/// A credential as listed: neither its password nor its hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CredentialInfo {
+    /// Names the credential for removal.
+    pub credential_id: String,
+    /// What the client sends as its MQTT username.
+    pub username: String,
+    /// When it was created.
+    pub created_at: Millis,
+}
+
+/// Devices' and applications' credentials, loaded at start and verified from memory.
+/// Cloning shares the registry.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The durable copy; written before memory changes.
+    store: Arc<dyn CredentialStore>,
+    /// Credentials and remembered verifications under one lock, so that a verification that
+    /// ends while a delete runs cannot remember a credential the delete has just removed.
+    state: Mutex<State>,
+    /// Serialises create and delete, which check the per-principal limit before their store
+    /// write and change memory after it. They are an operator's actions, so this costs nothing.
+    writes: tokio::sync::Mutex<()>,
+    /// Bounds Argon2 runs in flight to the number of cores: each holds 19 MiB and a core for tens
+    /// of milliseconds, so running more at once only costs memory (think of a thousand devices
+    /// reconnecting after a restart) and makes every one of them slower.
+    hashing: Semaphore,
+}
+
+struct State {
+    /// Credentials by username.
+    holders: HashMap<String, Holder>,
+    /// Successful verifications, so that a reconnecting client skips Argon2.
+    verified: VerifiedCache,
+}
+
+/// One principal's credentials.
+struct Holder {
+    principal: Principal,
+    credentials: Vec<Credential>,
+}
+
+#[derive(Clone)]
+struct Credential {
+    id: String,
+    hash: String,
+    created_at: Millis,
+}
+
+impl State {
+    fn credentials(&self, username: &str) -> &[Credential] {
+        self.holders
+            .get(username)
+            .map_or(&[], |holder| &holder.credentials)
+    }
+
+    fn holds(&self, username: &str, credential_id: &str) -> bool {
+        self.credentials(username)
+            .iter()
+            .any(|credential| credential.id == credential_id)
+    }
+
+    fn add(&mut self, stored: StoredCredential) {
+        let username = stored.principal.username();
+        let holder = self.holders.entry(username).or_insert_with(|| Holder {
+            principal: stored.principal,
+            credentials: Vec::new(),
+        });
+        holder.credentials.retain(|c| c.id != stored.credential_id);
+        holder.credentials.push(Credential {
+            id: stored.credential_id,
+            hash: stored.hash,
+            created_at: stored.created_at,
+        });
+    }
+
+    fn remove(&mut self, username: &str, credential_id: &str) {
+        if let Some(holder) = self.holders.get_mut(username) {
+            holder.credentials.retain(|c| c.id != credential_id);
+            if holder.credentials.is_empty() {
+                self.holders.remove(username);
+            }
+        }
+    }
+}
+
+impl Registry {
+    /// Reads every credential from `store` into memory. Blocking: call it before serving, or on
+    /// a blocking thread.
+    pub fn load(store: Arc<dyn CredentialStore>) -> Result<Registry, AuthError> {
+        let mut state = State {
+            holders: HashMap::new(),
+            verified: VerifiedCache::new(password::random_bytes::<CACHE_KEY_BYTES>()?),
+        };
+        let count = store.load_credentials(&mut |stored| state.add(stored))?;
+        tracing::debug!(
+            credentials = count,
+            principals = state.holders.len(),
+            "loaded credentials"
+        );
+        let permits = std::thread::available_parallelism()
+            .map_or(FALLBACK_CONCURRENT_HASHES, std::num::NonZero::get);
+        Ok(Registry {
+            inner: Arc::new(Inner {
+                store,
+                state: Mutex::new(state),
+                writes: tokio::sync::Mutex::new(()),
+                hashing: Semaphore::new(permits),
+            }),
+        })
+    }
+
+    /// Creates a credential for `principal`, with `password` or, if `None`, a generated one, and
+    /// returns it with its password: the only time the password is shown. Returns once the
+    /// credential is durable; it verifies from then on. The principal's twin need not exist.
+    ///
+    /// Runs to completion even if the caller stops waiting, so memory and store agree.
+    pub async fn create(
+        &self,
+        principal: Principal,
+        password: Option<String>,
+        now: Millis,
+    ) -> Result<CreatedCredential, AuthError> {
+        principal.check()?;
+        let password = match password {
+            Some(supplied) => {
+                password::check_supplied(&supplied)?;
+                supplied
+            }
+            None => password::generate()?,
+        };
+        let inner = Arc::clone(&self.inner);
+        run_to_completion(async move {
+            let hash = inner.hash(password.clone().into_bytes()).await?;
+            let username = principal.username();
+            let _writes = inner.writes.lock().await;
+            let credential_id = {
+                let state = inner.lock();
+                let existing = state.credentials(&username);
+                if existing.len() >= MAX_CREDENTIALS_PER_PRINCIPAL {
+                    return Err(AuthError::TooManyCredentials {
+                        username,
+                        limit: MAX_CREDENTIALS_PER_PRINCIPAL,
+                    });
+                }
+                // 64 random bits never collide in practice; checking keeps a put from ever
+                // replacing a credential.
+                loop {
+                    let id = password::generate_credential_id()?;
+                    if !state.holds(&username, &id) {
+                        break id;
+                    }
+                }
+            };
+            let stored = StoredCredential {
+                principal: principal.clone(),
+                credential_id: credential_id.clone(),
+                hash,
+                created_at: now,
+            };
+            let store = Arc::clone(&inner.store);
+            let stored = blocking(move || store.put_credential(&stored).map(|()| stored)).await??;
+            let mut state = inner.lock();
+            state.add(stored);
+            state.verified.forget(&username);
+            Ok(CreatedCredential {
+                principal,
+                credential_id,
+                username,
+                password,
+                created_at: now,
+            })
+        })
+        .await
+    }
+
+    /// The credentials of `principal`, oldest first, without secrets.
+    pub fn list(&self, principal: &Principal) -> Vec<CredentialInfo> {
+        let username = principal.username();
+        let state = self.inner.lock();
+        let mut items: Vec<CredentialInfo> = state
+            .credentials(&username)
+            .iter()
+            .map(|credential| CredentialInfo {
+                credential_id: credential.id.clone(),
+                username: username.clone(),
+                created_at: credential.created_at,
+            })
+            .collect();
+        items.sort_by(|a, b| {
+            (a.created_at, &a.credential_id).cmp(&(b.created_at, &b.credential_id))
+        });
+        items
+    }
+
+    /// Revokes one credential of `principal`. Returns whether it existed. Once this returns
+    /// `Ok`, the credential verifies no more, now or after a restart.
+    ///
+    /// Runs to completion even if the caller stops waiting, so memory and store agree.
+    pub async fn delete(
+        &self,
+        principal: &Principal,
+        credential_id: &str,
+    ) -> Result<bool, AuthError> {
+        let inner = Arc::clone(&self.inner);
+        let principal = principal.clone();
+        let credential_id = credential_id.to_owned();
+        run_to_completion(async move {
+            let _writes = inner.writes.lock().await;
+            let store = Arc::clone(&inner.store);
+            let existed = {
+                let (principal, credential_id) = (principal.clone(), credential_id.clone());
+                blocking(move || store.delete_credential(&principal, &credential_id)).await??
+            };
+            let username = principal.username();
+            let mut state = inner.lock();
+            state.remove(&username, &credential_id);
+            state.verified.forget(&username);
+            Ok(existed)
+        })
+        .await
+    }
+
+    /// The principal `username` names if `password` matches one of its credentials. A client
+    /// that verified before with the same password is answered from memory; otherwise each of
+    /// the principal's credentials is checked with Argon2 on a blocking thread.
+    pub async fn verify(&self, username: &str, password: &[u8]) -> Option<Principal> {
+        // No credential was ever made with such a password: spare the Argon2 runs. (Were these
+        // bounds ever narrowed, stored passwords outside them would stop verifying here.)
+        if !(MIN_PASSWORD_BYTES..=MAX_PASSWORD_BYTES).contains(&password.len()) {
+            return None;
+        }
+        let (principal, candidates, digest) = {
+            let state = self.inner.lock();
+            let holder = state.holders.get(username)?;
+            let digest = state.verified.digest(password);
+            if let Some(id) = state.verified.lookup(username, &digest)
+                && state.holds(username, id)
+            {
+                return Some(holder.principal.clone());
+            }
+            (holder.principal.clone(), holder.credentials.clone(), digest)
+        };
+        let password = password.to_vec();
+        let matched = self
+            .inner
+            .with_hashing_permit(move || {
+                candidates
+                    .into_iter()
+                    .find(|credential| password::matches(&password, &credential.hash))
+                    .map(|credential| credential.id)
+            })
+            .await;
+        let matched = match matched {
+            Ok(matched) => matched?,
+            Err(err) => {
+                tracing::warn!(username, error = %err, "cannot verify a password");
+                return None;
+            }
+        };
+        let mut state = self.inner.lock();
+        // A delete may have run while Argon2 did: accept only a credential that still exists.
+        if !state.holds(username, &matched) {
+            return None;
+        }
+        state.verified.remember(
+            username.to_owned(),
+            Verified {
+                digest,
+                credential_id: matched,
+            },
+        );
+        Some(principal)
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn hash(&self, password: Vec<u8>) -> Result<String, AuthError> {
+        self.with_hashing_permit(move || password::hash(&password))
+            .await?
+    }
+
+    /// Runs Argon2 work on a blocking thread once one of the hashing permits is free.
+    async fn with_hashing_permit<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, AuthError> {
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|err| AuthError::Task {
+                reason: err.to_string(),
+            })?;
+        blocking(work).await
+    }
+}
+
+/// Runs blocking work (Argon2, an fsync) on tokio's blocking threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AuthError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| AuthError::Task {
+            reason: err.to_string(),
+        })
+}
+
+/// Runs `work` as a task of its own, so that it finishes even if the caller is dropped
+/// (an HTTP client that hangs up) between the store write and the memory change.
+async fn run_to_completion<T: Send + 'static>(
+    work: impl Future<Output = Result<T, AuthError>> + Send + 'static,
+) -> Result<T, AuthError> {
+    tokio::spawn(work).await.map_err(|err| AuthError::Task {
+        reason: err.to_string(),
+    })?
+}
+
+#[cfg(test)]
+mod tests;
