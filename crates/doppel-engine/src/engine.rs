@@ -192,6 +192,46 @@ impl Engine {
         }
     }
 
+    /// The keys of every live twin that satisfies `keep`. Visits the whole fleet, decoding each
+    /// twin outside the shard locks a slice at a time so writers are never held up for long:
+    /// for start-up sweeps, not for requests.
+    pub fn live_twins_where(&self, keep: impl Fn(&Twin) -> bool) -> Vec<TwinKey> {
+        /// Records copied out of a shard per lock hold.
+        const SLICE: usize = 4096;
+        let mut found = Vec::new();
+        for shard in self.shards.iter() {
+            let keys: Vec<TwinKey> = shard
+                .twins
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .keys()
+                .cloned()
+                .collect();
+            for slice in keys.chunks(SLICE) {
+                let records: Vec<(TwinKey, EncodedTwin)> = {
+                    let twins = shard.twins.read().unwrap_or_else(PoisonError::into_inner);
+                    slice
+                        .iter()
+                        .filter_map(|key| {
+                            twins.get(key).map(|record| (key.clone(), record.clone()))
+                        })
+                        .collect()
+                };
+                for (key, record) in records {
+                    if !EncodedTwin::is_live(&record.0) {
+                        continue;
+                    }
+                    if let Ok(twin) = EncodedTwin::decode(&record.0)
+                        && keep(&twin)
+                    {
+                        found.push(key);
+                    }
+                }
+            }
+        }
+        found
+    }
+
     /// Whether the twin or its tombstone is in memory: whether it ever existed, as far as
     /// this process knows.
     fn known(&self, key: &TwinKey) -> bool {

@@ -193,7 +193,13 @@ mod tests {
         assert_eq!(shadow.shadow_name(), Some("config"));
         assert_eq!(device.shadow_name(), None);
         assert_eq!(DeviceId::new("pump-7/shadows/config").unwrap(), shadow);
-        for bad in ["pump-7/shadows/", "pump-7/shadows/a.b", "/shadows/x", "a/b", "a/shadows/x/y"] {
+        for bad in [
+            "pump-7/shadows/",
+            "pump-7/shadows/a.b",
+            "/shadows/x",
+            "a/b",
+            "a/shadows/x/y",
+        ] {
             assert!(DeviceId::new(bad).is_err(), "{bad}");
         }
         assert!(device.named_shadow(&"x".repeat(65)).is_err());

@@ -313,11 +313,25 @@ pub fn apply(
             }
             if let Some(change) = desired {
                 let next = twin.desired.version + 1;
-                change_section(&mut twin.desired, "desired state", change, next, now, limits)?;
+                change_section(
+                    &mut twin.desired,
+                    "desired state",
+                    change,
+                    next,
+                    now,
+                    limits,
+                )?;
             }
             if let Some(change) = reported {
                 let next = twin.reported.version + 1;
-                change_section(&mut twin.reported, "reported state", change, next, now, limits)?;
+                change_section(
+                    &mut twin.reported,
+                    "reported state",
+                    change,
+                    next,
+                    now,
+                    limits,
+                )?;
                 twin.connection.last_activity_at = Some(now);
             }
             match (desired, reported) {
@@ -378,9 +392,7 @@ pub fn apply(
         ),
         HistoryKind::Deleted => (Value::Null, None),
         HistoryKind::State => {
-            let part = |section: &Section| {
-                serde_json::json!({"state": section.state, "version": section.version})
-            };
+            let part = |section: &Section| serde_json::json!({"state": section.state, "version": section.version});
             (
                 serde_json::json!({"desired": part(&twin.desired), "reported": part(&twin.reported)}),
                 None,
@@ -530,7 +542,10 @@ mod tests {
             &limits,
         ));
         assert!(twin.desired.state.is_empty() && twin.desired.metadata.is_empty());
-        assert_eq!(Value::Object(twin.reported.state.clone()), json!({"on": false}));
+        assert_eq!(
+            Value::Object(twin.reported.state.clone()),
+            json!({"on": false})
+        );
         assert_eq!((twin.version, entry.kind), (2, HistoryKind::Desired));
 
         let (twin, entry) = changed(apply(
@@ -551,7 +566,12 @@ mod tests {
     fn presence_is_ordered_by_sequence_and_only_creates_twins_when_asked() {
         let limits = Limits::default();
         assert_eq!(
-            apply(None, &connection(ConnectionStatus::Connected, 1, false), Millis(1), &limits),
+            apply(
+                None,
+                &connection(ConnectionStatus::Connected, 1, false),
+                Millis(1),
+                &limits
+            ),
             Err(ModelError::Missing)
         );
         let (twin, entry) = changed(apply(

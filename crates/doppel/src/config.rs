@@ -23,6 +23,9 @@ pub const MAX_SHARDS: usize = 256;
 /// compactions) only when something is wrong.
 pub const DEFAULT_LOG_LEVEL: &str = "info,fjall=warn,lsm_tree=warn";
 
+/// Smallest MQTT packet limit: room for a CONNECT with long credentials and a small report.
+pub const MIN_MQTT_PACKET_BYTES: u32 = 1024;
+
 /// Shortest history bucket: every bucket is a keyspace with its own files.
 pub const MIN_HISTORY_BUCKET: Duration = Duration::from_secs(1);
 
@@ -36,6 +39,64 @@ pub struct Config {
     pub history: HistoryConfig,
     pub engine: EngineSection,
     pub log: LogConfig,
+    pub mqtt: MqttSection,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttSection {
+    /// Address of the plain MQTT listener. Loopback by default, like the HTTP API.
+    pub addr: SocketAddr,
+    /// Address of an MQTT-over-WebSocket listener (path `/mqtt`); off unless set.
+    pub ws_addr: Option<SocketAddr>,
+    /// Let clients connect without credentials (development only; announced loudly).
+    pub allow_anonymous: bool,
+    /// Largest MQTT packet; larger ones close the connection.
+    pub max_packet_bytes: u32,
+    /// Most concurrent connections per listener.
+    pub max_connections: usize,
+    /// Longest keep-alive a client may ask for, in seconds.
+    pub max_keepalive_secs: u16,
+    pub tls: Option<MqttTlsSection>,
+    /// Rules for ordinary topics within a tenant, tried in order (see docs/MQTT.md).
+    pub acl: Vec<doppel_mqtt::acl::AclRule>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTlsSection {
+    /// Address of the MQTT-over-TLS listener.
+    pub addr: SocketAddr,
+    /// PEM certificate chain of the server.
+    pub cert: PathBuf,
+    /// PEM private key of the server.
+    pub key: PathBuf,
+    /// PEM CA bundle that signs device certificates; when set, devices must present one and its
+    /// common name is their device id.
+    pub client_ca: Option<PathBuf>,
+    /// The tenant of devices that authenticate with a certificate.
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
+}
+
+fn default_tenant() -> String {
+    "default".into()
+}
+
+impl Default for MqttSection {
+    fn default() -> Self {
+        let defaults = doppel_mqtt::MqttConfig::default();
+        Self {
+            addr: defaults.listen,
+            ws_addr: None,
+            allow_anonymous: false,
+            max_packet_bytes: defaults.max_packet_bytes,
+            max_connections: defaults.max_connections,
+            max_keepalive_secs: defaults.max_keepalive_secs,
+            tls: None,
+            acl: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -92,6 +153,7 @@ impl Default for Config {
             history: HistoryConfig::default(),
             engine: EngineSection::default(),
             log: LogConfig::default(),
+            mqtt: MqttSection::default(),
         }
     }
 }
@@ -176,6 +238,30 @@ pub struct ServeArgs {
     /// log.level: a tracing filter such as info or doppel_engine=debug [default: info,fjall=warn,lsm_tree=warn]
     #[arg(long, env = "DOPPEL_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// mqtt.addr: MQTT listen address [default: 127.0.0.1:1883]
+    #[arg(long, env = "DOPPEL_MQTT_ADDR")]
+    pub mqtt_addr: Option<SocketAddr>,
+    /// mqtt.ws_addr: MQTT-over-WebSocket listen address [default: off]
+    #[arg(long, env = "DOPPEL_MQTT_WS_ADDR")]
+    pub mqtt_ws_addr: Option<SocketAddr>,
+    /// mqtt.allow_anonymous: let MQTT clients connect without credentials [default: false]
+    #[arg(long, env = "DOPPEL_MQTT_ALLOW_ANONYMOUS")]
+    pub mqtt_allow_anonymous: Option<bool>,
+    /// mqtt.max_packet_bytes: largest MQTT packet [default: 131072]
+    #[arg(long, env = "DOPPEL_MQTT_MAX_PACKET_BYTES")]
+    pub mqtt_max_packet_bytes: Option<u32>,
+    /// mqtt.tls.addr: MQTT-over-TLS listen address; needs mqtt.tls.cert and mqtt.tls.key [default: off]
+    #[arg(long, env = "DOPPEL_MQTT_TLS_ADDR")]
+    pub mqtt_tls_addr: Option<SocketAddr>,
+    /// mqtt.tls.cert: PEM certificate chain of the TLS listener
+    #[arg(long, env = "DOPPEL_MQTT_TLS_CERT")]
+    pub mqtt_tls_cert: Option<PathBuf>,
+    /// mqtt.tls.key: PEM private key of the TLS listener
+    #[arg(long, env = "DOPPEL_MQTT_TLS_KEY")]
+    pub mqtt_tls_key: Option<PathBuf>,
+    /// mqtt.tls.client_ca: PEM CA bundle of device certificates (turns on certificate login)
+    #[arg(long, env = "DOPPEL_MQTT_TLS_CLIENT_CA")]
+    pub mqtt_tls_client_ca: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -218,8 +304,56 @@ impl ServeArgs {
         if let Some(v) = &self.log_level {
             config.log.level.clone_from(v);
         }
+        self.apply_mqtt(&mut config.mqtt)?;
         config.validate()?;
         Ok(config)
+    }
+}
+
+impl ServeArgs {
+    fn apply_mqtt(&self, mqtt: &mut MqttSection) -> anyhow::Result<()> {
+        if let Some(v) = self.mqtt_addr {
+            mqtt.addr = v;
+        }
+        if let Some(v) = self.mqtt_ws_addr {
+            mqtt.ws_addr = Some(v);
+        }
+        if let Some(v) = self.mqtt_allow_anonymous {
+            mqtt.allow_anonymous = v;
+        }
+        if let Some(v) = self.mqtt_max_packet_bytes {
+            mqtt.max_packet_bytes = v;
+        }
+        let tls_flags = self.mqtt_tls_addr.is_some()
+            || self.mqtt_tls_cert.is_some()
+            || self.mqtt_tls_key.is_some()
+            || self.mqtt_tls_client_ca.is_some();
+        if tls_flags {
+            let file = mqtt.tls.take();
+            let addr = self.mqtt_tls_addr.or(file.as_ref().map(|t| t.addr));
+            let cert = self
+                .mqtt_tls_cert
+                .clone()
+                .or(file.as_ref().map(|t| t.cert.clone()));
+            let key = self
+                .mqtt_tls_key
+                .clone()
+                .or(file.as_ref().map(|t| t.key.clone()));
+            let (Some(addr), Some(cert), Some(key)) = (addr, cert, key) else {
+                bail!("mqtt.tls needs addr, cert and key together");
+            };
+            mqtt.tls = Some(MqttTlsSection {
+                addr,
+                cert,
+                key,
+                client_ca: self
+                    .mqtt_tls_client_ca
+                    .clone()
+                    .or(file.as_ref().and_then(|t| t.client_ca.clone())),
+                tenant: file.map_or_else(default_tenant, |t| t.tenant),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -271,7 +405,44 @@ impl Config {
         if self.log.level.trim().is_empty() {
             bail!("log.level must not be empty");
         }
+        if self.mqtt.max_packet_bytes < MIN_MQTT_PACKET_BYTES {
+            bail!(
+                "mqtt.max_packet_bytes must be at least {MIN_MQTT_PACKET_BYTES}, got {}",
+                self.mqtt.max_packet_bytes
+            );
+        }
+        for (index, rule) in self.mqtt.acl.iter().enumerate() {
+            rule.validate()
+                .map_err(|reason| anyhow::anyhow!("mqtt.acl[{index}]: {reason}"))?;
+        }
+        if let Some(tls) = &self.mqtt.tls {
+            doppel_model::TenantId::new(tls.tenant.as_str())
+                .map_err(|err| anyhow::anyhow!("mqtt.tls.tenant: {err}"))?;
+        }
         Ok(())
+    }
+
+    pub fn mqtt_config(&self) -> doppel_mqtt::MqttConfig {
+        let mqtt = &self.mqtt;
+        doppel_mqtt::MqttConfig {
+            listen: mqtt.addr,
+            tls: mqtt.tls.as_ref().map(|tls| doppel_mqtt::TlsConfig {
+                listen: tls.addr,
+                cert: tls.cert.clone(),
+                key: tls.key.clone(),
+                client_ca: tls.client_ca.clone(),
+            }),
+            websocket: mqtt.ws_addr,
+            allow_anonymous: mqtt.allow_anonymous,
+            certificate_tenant: mqtt
+                .tls
+                .as_ref()
+                .map_or_else(default_tenant, |tls| tls.tenant.clone()),
+            acl: mqtt.acl.clone(),
+            max_packet_bytes: mqtt.max_packet_bytes,
+            max_connections: mqtt.max_connections,
+            max_keepalive_secs: mqtt.max_keepalive_secs,
+        }
     }
 
     pub fn engine_config(&self) -> doppel_engine::EngineConfig {

@@ -17,10 +17,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the hub: the embedded store, the engine and the HTTP API.
-    Serve(config::ServeArgs),
+    /// Run the hub: the embedded store, the engine, the HTTP API and the MQTT broker.
+    Serve(Box<config::ServeArgs>),
     /// Read and change twins on a running hub.
     Twin(cli::twin::TwinArgs),
+    /// Manage devices on a running hub: their MQTT credentials.
+    Device(cli::credential::PrincipalArgs),
+    /// Manage applications on a running hub: their MQTT credentials.
+    App(cli::credential::PrincipalArgs),
 }
 
 fn main() -> ExitCode {
@@ -28,6 +32,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(&args),
         Command::Twin(args) => cli::twin::run(args),
+        Command::Device(args) => cli::credential::run(args, cli::credential::Kind::Device),
+        Command::App(args) => cli::credential::run(args, cli::credential::Kind::App),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

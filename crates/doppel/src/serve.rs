@@ -2,9 +2,11 @@
 
 use crate::config::{Config, LogFormat, ServeArgs};
 use anyhow::Context;
+use doppel_auth::Registry;
 use doppel_engine::{Engine, SystemClock};
 use doppel_http::AppState;
-use doppel_store::FjallStore;
+use doppel_mqtt::MqttServer;
+use doppel_store::{CredentialStore, FjallStore};
 use std::io::Write;
 use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
@@ -70,14 +72,33 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "HTTP API listening; loading the store");
     announce(&format!("doppel listening on http://{addr}"));
 
-    let (engine, tasks) = Engine::start(
-        Arc::new(store),
-        Arc::new(SystemClock),
-        config.engine_config(),
+    let store = Arc::new(store);
+    let credentials: Arc<dyn CredentialStore> = store.clone();
+    let registry = tokio::task::spawn_blocking(move || Registry::load(credentials))
+        .await
+        .context("the credential loader panicked")?
+        .context("cannot load the credentials from the store")?;
+    // The credential routes answer from here on; twin routes wait for the engine below.
+    state.set_registry(registry.clone(), Arc::new(SystemClock));
+    let (engine, tasks) = Engine::start(store, Arc::new(SystemClock), config.engine_config())
+        .await
+        .context("cannot load the twins from the store")?;
+    let twins = engine.stats().twins;
+    let mqtt = MqttServer::start(
+        &config.mqtt_config(),
+        engine.clone(),
+        registry,
+        config.limits,
     )
     .await
-    .context("cannot load the twins from the store")?;
-    let twins = engine.stats().twins;
+    .context("cannot start MQTT")?;
+    for listener in mqtt.listening() {
+        tracing::info!(addr = %listener.addr, scheme = listener.scheme, "MQTT listening");
+        announce(&format!(
+            "doppel mqtt listening on {}://{}",
+            listener.scheme, listener.addr
+        ));
+    }
     state.set_engine(engine);
     drop(state);
     tracing::info!(
@@ -88,7 +109,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     announce("doppel ready");
 
     let served = server.await.context("the HTTP server task failed")?;
-    // The server has stopped and dropped its engine handles: let the engine finish what was
+    // Devices are told last, so that their twins record the disconnect.
+    mqtt.shutdown().await;
+    // The servers have stopped and dropped their engine handles: let the engine finish what was
     // accepted before the signal, so every answered request is durable.
     tasks.join().await;
     tracing::info!("stopped");

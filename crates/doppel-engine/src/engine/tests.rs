@@ -316,13 +316,19 @@ async fn subscribers_see_each_durable_change_in_order_with_the_previous_state() 
     let mut tagged = desired(json!({"v": 1}));
     tagged.client_token = Some("token-1".into());
     engine.update(key("a"), tagged).await.unwrap();
-    engine.update(key("a"), desired(json!({"v": 2}))).await.unwrap();
+    engine
+        .update(key("a"), desired(json!({"v": 2})))
+        .await
+        .unwrap();
     let rejected = UpdateRequest {
         expected_version: Some(99),
         ..desired(json!({"v": 3}))
     };
     assert!(engine.update(key("a"), rejected).await.is_err());
-    engine.update(key("a"), request(Change::Delete)).await.unwrap();
+    engine
+        .update(key("a"), request(Change::Delete))
+        .await
+        .unwrap();
 
     let first = events.recv().await.unwrap();
     assert_eq!(first.key, key("a"));
@@ -337,7 +343,31 @@ async fn subscribers_see_each_durable_change_in_order_with_the_previous_state() 
     let third = events.recv().await.unwrap();
     assert_eq!(third.kind, HistoryKind::Deleted);
     assert!(third.current.deleted);
-    assert!(events.try_recv().is_err(), "a rejected change sends no event");
+    assert!(
+        events.try_recv().is_err(),
+        "a rejected change sends no event"
+    );
+    drop(engine);
+    tasks.join().await;
+}
+
+#[tokio::test]
+async fn live_twins_can_be_found_by_their_state() {
+    let store = MemoryStore::new(HistoryBuckets::new(1_000));
+    let clock = Arc::new(ManualClock::new(Millis(500)));
+    let (engine, tasks) = start(&store, clock, config(3)).await;
+    for (device, value) in [("a", 1), ("b", 2), ("c", 1)] {
+        engine
+            .update(key(device), desired(json!({"v": value})))
+            .await
+            .unwrap();
+    }
+    engine
+        .update(key("c"), request(Change::Delete))
+        .await
+        .unwrap();
+    let found = engine.live_twins_where(|twin| twin.desired.state.get("v") == Some(&json!(1)));
+    assert_eq!(found, vec![key("a")]);
     drop(engine);
     tasks.join().await;
 }

@@ -151,7 +151,8 @@ struct DeleteArgs {
 }
 
 fn parse_kind(text: &str) -> Result<HistoryKind, String> {
-    HistoryKind::parse(text).ok_or_else(|| "expected reported, desired, state, meta, connection or deleted".to_owned())
+    HistoryKind::parse(text)
+        .ok_or_else(|| "expected reported, desired, state, meta, connection or deleted".to_owned())
 }
 
 pub fn run(args: TwinArgs) -> anyhow::Result<()> {

@@ -2,6 +2,8 @@
 //! DOPPEL_* variables from the caller's environment.
 #![allow(dead_code)] // Each test file uses a different part of the harness.
 
+pub mod mqtt;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,6 +32,10 @@ pub struct Server {
     child: Child,
     /// e.g. `http://127.0.0.1:41234`
     pub base: String,
+    /// The plain MQTT listener.
+    pub mqtt: std::net::SocketAddr,
+    /// Other MQTT listeners by scheme (`mqtts`, `ws`), when configured.
+    pub mqtt_listeners: Vec<(String, std::net::SocketAddr)>,
     pub data_dir: PathBuf,
     /// Keeps the data folder alive for the test when the harness created it.
     _owned_dir: Option<tempfile::TempDir>,
@@ -60,6 +66,8 @@ impl Server {
             .arg("serve")
             .arg("--http-addr")
             .arg("127.0.0.1:0")
+            .arg("--mqtt-addr")
+            .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra_args)
@@ -79,6 +87,7 @@ impl Server {
             }
         });
         let mut base = None;
+        let mut mqtt_listeners = Vec::new();
         loop {
             let line = match lines_rx.recv_timeout(START_TIMEOUT) {
                 Ok(line) => line,
@@ -90,13 +99,24 @@ impl Server {
             if let Some(addr) = line.strip_prefix("doppel listening on ") {
                 base = Some(addr.trim().to_owned());
             }
+            if let Some(url) = line.strip_prefix("doppel mqtt listening on ") {
+                let (scheme, addr) = url.trim().split_once("://").expect("scheme://addr");
+                mqtt_listeners.push((scheme.to_owned(), addr.parse().expect("socket address")));
+            }
             if line.trim() == "doppel ready" {
                 break;
             }
         }
+        let mqtt = mqtt_listeners
+            .iter()
+            .find(|(scheme, _)| scheme == "mqtt")
+            .map(|(_, addr)| *addr)
+            .expect("the MQTT listening line comes before the ready line");
         Server {
             child,
             base: base.expect("the listening line comes before the ready line"),
+            mqtt,
+            mqtt_listeners,
             data_dir: data_dir.to_owned(),
             _owned_dir: None,
         }

@@ -1,0 +1,365 @@
+//! Who may publish and subscribe to what, inside one tenant (tenants are kept apart by
+//! [`crate::mount`] before any of this runs).
+//!
+//! Reserved topics are fixed rules: `$aws/things/{thing}/...` and `$doppel/things/{thing}/...`
+//! belong to that thing and to applications; presence events under `$aws/events/presence/` are
+//! readable by every client and written only by the hub; other `$` topics are for applications.
+//! Ordinary topics are shared within the tenant under the configured [`AclRule`]s.
+
+use serde::Deserialize;
+
+/// What a client asks to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Publish,
+    Subscribe,
+}
+
+/// The kind of client, as far as rights go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A device with credentials (or a client certificate): its thing is its device id.
+    Device { thing: String },
+    /// An application: every thing of its tenant.
+    App,
+    /// A client without credentials (only when anonymous access is on): its thing is its client
+    /// id, when that is a valid device id.
+    Anonymous { thing: Option<String> },
+}
+
+impl Role {
+    fn thing(&self) -> Option<&str> {
+        match self {
+            Role::Device { thing } => Some(thing),
+            Role::Anonymous { thing } => thing.as_deref(),
+            Role::App => None,
+        }
+    }
+}
+
+/// One configured rule for ordinary (non-`$`) topics. Rules are tried in order; the first that
+/// applies decides; when none applies, the topic is allowed (topics are shared within a tenant
+/// unless rules say otherwise).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclRule {
+    pub permission: Permission,
+    #[serde(default)]
+    pub access: AccessRule,
+    #[serde(default)]
+    pub clients: Clients,
+    /// A topic filter; `{thing}` stands for the client's own thing (a rule with `{thing}` never
+    /// applies to applications).
+    pub topic: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    Allow,
+    Deny,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessRule {
+    Publish,
+    Subscribe,
+    #[default]
+    Both,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Clients {
+    Devices,
+    Apps,
+    Anonymous,
+    #[default]
+    All,
+}
+
+impl AclRule {
+    /// Checks the rule's topic filter; the error says what is wrong with it.
+    pub fn validate(&self) -> Result<(), String> {
+        let topic = &self.topic;
+        if topic.is_empty() || topic.starts_with('$') {
+            return Err(format!(
+                "ACL rule topic {topic:?} must be a non-empty filter of ordinary topics (reserved $ topics have fixed rules)"
+            ));
+        }
+        let levels: Vec<&str> = topic.split('/').collect();
+        for (index, level) in levels.iter().enumerate() {
+            let wildcard_misused = (level.contains('#')
+                && (*level != "#" || index + 1 != levels.len()))
+                || (level.contains('+') && *level != "+");
+            if wildcard_misused {
+                return Err(format!("ACL rule topic {topic:?} misplaces a wildcard"));
+            }
+        }
+        Ok(())
+    }
+
+    fn applies_to(&self, role: &Role, access: Access) -> bool {
+        let client = matches!(
+            (self.clients, role),
+            (Clients::All, _)
+                | (Clients::Devices, Role::Device { .. })
+                | (Clients::Apps, Role::App)
+                | (Clients::Anonymous, Role::Anonymous { .. })
+        );
+        let action = matches!(
+            (self.access, access),
+            (AccessRule::Both, _)
+                | (AccessRule::Publish, Access::Publish)
+                | (AccessRule::Subscribe, Access::Subscribe)
+        );
+        client && action
+    }
+}
+
+/// May `role` do `access` on `topic` (a topic name to publish, a filter to subscribe)? `topic`
+/// is the client's own, unmounted.
+pub fn allowed(rules: &[AclRule], role: &Role, access: Access, topic: &str) -> bool {
+    if topic.starts_with('$') {
+        return reserved_allowed(role, access, topic);
+    }
+    for rule in rules {
+        if !rule.applies_to(role, access) {
+            continue;
+        }
+        let pattern = if rule.topic.contains("{thing}") {
+            match role.thing() {
+                Some(thing) => rule.topic.replace("{thing}", thing),
+                None => continue,
+            }
+        } else {
+            rule.topic.clone()
+        };
+        let applies = match (access, rule.permission) {
+            (Access::Publish, _) => crate::shadow::topic::filter_matches(&pattern, topic),
+            // An allow must cover everything the filter could bring; a deny applies as soon as
+            // the filter could bring anything it forbids.
+            (Access::Subscribe, Permission::Allow) => filter_covers(&pattern, topic),
+            (Access::Subscribe, Permission::Deny) => filters_intersect(&pattern, topic),
+        };
+        if applies {
+            return rule.permission == Permission::Allow;
+        }
+    }
+    true
+}
+
+fn reserved_allowed(role: &Role, access: Access, topic: &str) -> bool {
+    let levels: Vec<&str> = topic.split('/').collect();
+    let owned_namespace = matches!(levels.as_slice(), ["$aws" | "$doppel", "things", ..]);
+    if owned_namespace {
+        return match role {
+            Role::App => true,
+            // The thing level must be the client's own, literally: `+` would reach others.
+            other => other
+                .thing()
+                .is_some_and(|thing| levels.get(2) == Some(&thing) && levels.len() > 3),
+        };
+    }
+    if matches!(levels.as_slice(), ["$aws", "events", ..]) {
+        // Presence (and any later hub event) is published by the hub only.
+        return access == Access::Subscribe;
+    }
+    *role == Role::App
+}
+
+/// Does every topic matched by `filter` also match `pattern`?
+pub fn filter_covers(pattern: &str, filter: &str) -> bool {
+    let mut pattern = pattern.split('/');
+    let mut filter = filter.split('/');
+    loop {
+        match (pattern.next(), filter.next()) {
+            (Some("#"), _) => return true,
+            (None, None) => return true,
+            (Some("+"), Some(level)) if level != "#" => {}
+            (Some(want), Some(level)) if want == level && level != "+" && level != "#" => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Is there a topic both filters match?
+pub fn filters_intersect(a: &str, b: &str) -> bool {
+    let mut a = a.split('/');
+    let mut b = b.split('/');
+    loop {
+        match (a.next(), b.next()) {
+            (Some("#"), _) | (_, Some("#")) => return true,
+            (None, None) => return true,
+            (Some(x), Some(y)) if x == "+" || y == "+" || x == y => {}
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(thing: &str) -> Role {
+        Role::Device {
+            thing: thing.into(),
+        }
+    }
+
+    fn rule(permission: Permission, access: AccessRule, clients: Clients, topic: &str) -> AclRule {
+        AclRule {
+            permission,
+            access,
+            clients,
+            topic: topic.into(),
+        }
+    }
+
+    #[test]
+    fn reserved_topics_belong_to_their_thing_and_to_applications() {
+        let pump = device("pump-7");
+        for access in [Access::Publish, Access::Subscribe] {
+            assert!(allowed(
+                &[],
+                &pump,
+                access,
+                "$aws/things/pump-7/shadow/update"
+            ));
+            assert!(allowed(
+                &[],
+                &pump,
+                access,
+                "$doppel/things/pump-7/commands/1"
+            ));
+            assert!(!allowed(
+                &[],
+                &pump,
+                access,
+                "$aws/things/pump-8/shadow/update"
+            ));
+            assert!(!allowed(&[], &pump, access, "$aws/things/+/shadow/update"));
+            assert!(!allowed(&[], &pump, access, "$aws/things/#"));
+            assert!(!allowed(&[], &pump, access, "$aws/#"));
+            assert!(allowed(&[], &Role::App, access, "$aws/things/+/shadow/#"));
+        }
+        assert!(allowed(
+            &[],
+            &pump,
+            Access::Subscribe,
+            "$aws/things/pump-7/shadow/#"
+        ));
+        let nameless = Role::Anonymous { thing: None };
+        assert!(!allowed(
+            &[],
+            &nameless,
+            Access::Publish,
+            "$aws/things/x/shadow/get"
+        ));
+    }
+
+    #[test]
+    fn presence_is_readable_by_all_and_written_by_nobody() {
+        for role in [device("d"), Role::App, Role::Anonymous { thing: None }] {
+            assert!(allowed(
+                &[],
+                &role,
+                Access::Subscribe,
+                "$aws/events/presence/connected/+"
+            ));
+            assert!(!allowed(
+                &[],
+                &role,
+                Access::Publish,
+                "$aws/events/presence/connected/x"
+            ));
+        }
+        assert!(!allowed(&[], &device("d"), Access::Subscribe, "$SYS/#"));
+        assert!(allowed(&[], &Role::App, Access::Subscribe, "$SYS/#"));
+    }
+
+    #[test]
+    fn rules_decide_in_order_and_wildcard_subscriptions_cannot_slip_past_a_deny() {
+        let rules = [
+            rule(
+                Permission::Allow,
+                AccessRule::Both,
+                Clients::Devices,
+                "telemetry/{thing}/#",
+            ),
+            rule(
+                Permission::Deny,
+                AccessRule::Both,
+                Clients::Devices,
+                "telemetry/#",
+            ),
+            rule(
+                Permission::Deny,
+                AccessRule::Subscribe,
+                Clients::All,
+                "secret/#",
+            ),
+        ];
+        let pump = device("pump-7");
+        assert!(allowed(
+            &rules,
+            &pump,
+            Access::Publish,
+            "telemetry/pump-7/temp"
+        ));
+        assert!(!allowed(
+            &rules,
+            &pump,
+            Access::Publish,
+            "telemetry/pump-8/temp"
+        ));
+        assert!(allowed(
+            &rules,
+            &pump,
+            Access::Subscribe,
+            "telemetry/pump-7/#"
+        ));
+        assert!(!allowed(
+            &rules,
+            &pump,
+            Access::Subscribe,
+            "telemetry/+/temp"
+        ));
+        assert!(
+            !allowed(&rules, &pump, Access::Subscribe, "#"),
+            "# would bring secret/..."
+        );
+        assert!(allowed(&rules, &pump, Access::Publish, "secret/x"));
+        assert!(allowed(
+            &rules,
+            &Role::App,
+            Access::Publish,
+            "telemetry/pump-8/temp"
+        ));
+        assert!(allowed(&rules, &pump, Access::Subscribe, "other/#"));
+    }
+
+    #[test]
+    fn filter_relations() {
+        assert!(filter_covers("a/#", "a/b/+"));
+        assert!(filter_covers("a/+/c", "a/x/c"));
+        assert!(!filter_covers("a/+/c", "a/#"));
+        assert!(!filter_covers("a/b", "a/+"));
+        assert!(filters_intersect("a/+/c", "a/#"));
+        assert!(filters_intersect("+/b", "a/+"));
+        assert!(!filters_intersect("a/b", "a/c"));
+        assert!(!filters_intersect("a/b", "a/b/c"));
+    }
+
+    #[test]
+    fn rule_topics_are_validated() {
+        let bad =
+            |topic: &str| rule(Permission::Deny, AccessRule::Both, Clients::All, topic).validate();
+        assert!(bad("a/#").is_ok());
+        assert!(bad("").is_err());
+        assert!(bad("$aws/x").is_err());
+        assert!(bad("a/#/b").is_err());
+        assert!(bad("a/b+").is_err());
+    }
+}

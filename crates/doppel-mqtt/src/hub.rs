@@ -1,0 +1,454 @@
+//! The state the broker's hooks share, and the hooks themselves: authentication, tenant
+//! mounting, ACL, AWS shadow requests and presence.
+//!
+//! The broker (rmqtt) calls these hooks in this order for a client's publish: `MessagePublish`
+//! (we answer shadow requests, then mount the topic, or send a denied message to the void), then
+//! `MessagePublishCheckAcl` (rejects what went to the void, so MQTT 5 clients get "not
+//! authorized"). For a subscribe: `ClientSubscribe` (mount), then `ClientSubscribeCheckAcl`.
+//! Each delivery passes `MessageDelivered` (unmount), so clients only ever see their own topics.
+
+use crate::acl::{self, Access, AclRule};
+use crate::identity::Identity;
+use crate::mount;
+use crate::presence::{self, ClientEvent, Presence};
+use crate::shadow::service;
+use async_trait::async_trait;
+use bytes::Bytes;
+use doppel_auth::{Principal, Registry};
+use doppel_engine::Engine;
+use doppel_model::{Change, ConnectionStatus, DeviceId, Limits, TenantId, TwinKey, UpdateRequest};
+use rmqtt::codec::types::{Publish as CodecPublish, QoS};
+use rmqtt::codec::v5::SubscribeAckReason;
+use rmqtt::context::ServerContext;
+use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType};
+use rmqtt::session::{Session, SessionState};
+use rmqtt::types::{
+    AuthResult, ConnectInfo, From, Id, Publish, PublishAclResult, Reason, SubscribeAclResult,
+};
+use serde_json::Value;
+use std::sync::{Arc, PoisonError, RwLock};
+
+/// Where a session's identity is kept among its attributes once worked out.
+const IDENTITY_ATTR: &str = "doppel.identity";
+
+/// What every hook needs.
+pub(crate) struct Hub {
+    pub scx: ServerContext,
+    /// Taken away at shutdown, so that the engine can stop once the hooks are done with it.
+    engine: RwLock<Option<Engine>>,
+    registry: Registry,
+    rules: Vec<AclRule>,
+    allow_anonymous: bool,
+    anonymous_tenant: TenantId,
+    certificate_tenant: TenantId,
+    pub limits: Limits,
+    presence: Presence,
+}
+
+pub(crate) struct HubConfig {
+    pub rules: Vec<AclRule>,
+    pub allow_anonymous: bool,
+    pub anonymous_tenant: TenantId,
+    pub certificate_tenant: TenantId,
+    pub limits: Limits,
+}
+
+impl Hub {
+    pub fn new(scx: ServerContext, engine: Engine, registry: Registry, config: HubConfig) -> Hub {
+        Hub {
+            scx,
+            engine: RwLock::new(Some(engine)),
+            registry,
+            rules: config.rules,
+            allow_anonymous: config.allow_anonymous,
+            anonymous_tenant: config.anonymous_tenant,
+            certificate_tenant: config.certificate_tenant,
+            limits: config.limits,
+            presence: Presence::default(),
+        }
+    }
+
+    pub fn engine(&self) -> Option<Engine> {
+        self.engine
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether every device session has ended and its presence is recorded.
+    pub fn presence_settled(&self) -> bool {
+        self.presence.settled()
+    }
+
+    /// Lets go of the engine; hooks that run later answer shadow requests with 500.
+    pub fn release_engine(&self) {
+        self.engine
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+
+    /// Publishes `body` from the hub to `topic` as `tenant`'s clients see it, at QoS 1 (capped by
+    /// each subscription's QoS).
+    pub async fn publish(&self, tenant: &TenantId, topic: &str, body: &Value) {
+        let payload = match serde_json::to_vec(body) {
+            Ok(payload) => Bytes::from(payload),
+            Err(err) => {
+                tracing::error!(error = %err, topic, "cannot encode a hub message");
+                return;
+            }
+        };
+        let from = From::from_system(Id::from(self.scx.node.id(), "doppel".into()));
+        let publish = Publish::from(CodecPublish {
+            dup: false,
+            retain: false,
+            qos: QoS::AtLeastOnce,
+            topic: mount::mount(tenant.as_str(), topic).into(),
+            packet_id: None,
+            payload,
+            properties: None,
+        });
+        if let Err(err) = SessionState::forwards(&self.scx, from, publish, false, None).await {
+            tracing::warn!(error = %err, topic, "cannot publish a hub message");
+        }
+    }
+
+    async fn authenticate(&self, connect: &ConnectInfo) -> AuthResult {
+        if let Some(cert) = connect.cert() {
+            return match cert.common_name.as_deref().map(DeviceId::new) {
+                Some(Ok(_)) => AuthResult::Allow(false, None),
+                _ => AuthResult::NotAuthorized,
+            };
+        }
+        match (connect.username(), connect.password()) {
+            (Some(username), Some(password)) => {
+                match self.registry.verify(username, password).await {
+                    Some(_) => AuthResult::Allow(false, None),
+                    None => AuthResult::BadUsernameOrPassword,
+                }
+            }
+            (Some(_), None) => AuthResult::BadUsernameOrPassword,
+            (None, _) if self.allow_anonymous => AuthResult::Allow(false, None),
+            (None, _) => AuthResult::NotAuthorized,
+        }
+    }
+
+    /// Who `connect` authenticated as. Only called for clients the auth hook let in.
+    fn identify(&self, connect: &ConnectInfo) -> Option<Identity> {
+        if let Some(cert) = connect.cert() {
+            let device = DeviceId::new(cert.common_name.as_deref()?).ok()?;
+            return Some(Identity::device(self.certificate_tenant.clone(), device));
+        }
+        match connect.username() {
+            Some(username) => {
+                Principal::from_username(username).map(|p| Identity::from_principal(&p))
+            }
+            None => Some(Identity::anonymous(
+                self.anonymous_tenant.clone(),
+                connect.client_id(),
+            )),
+        }
+    }
+
+    async fn identity(&self, session: &Session) -> Option<Arc<Identity>> {
+        if let Some(known) = session
+            .extra_attrs
+            .read()
+            .await
+            .get::<Arc<Identity>>(IDENTITY_ATTR)
+        {
+            return Some(known.clone());
+        }
+        let connect = session.connect_info().await.ok()?;
+        let identity = Arc::new(self.identify(&connect)?);
+        session
+            .extra_attrs
+            .write()
+            .await
+            .insert(IDENTITY_ATTR.into(), identity.clone());
+        Some(identity)
+    }
+
+    async fn on_publish(&self, session: &Session, from: &From, publish: &Publish) -> Publish {
+        let mut rewritten = Publish::clone(publish);
+        let topic = publish.topic.to_string();
+        let identity = self.identity(session).await;
+        let allowed = identity
+            .as_ref()
+            .filter(|identity| acl::allowed(&self.rules, &identity.role, Access::Publish, &topic));
+        rewritten.topic = match allowed {
+            Some(identity) => {
+                if from.is_custom() {
+                    service::handle(self, identity, &topic, &publish.payload).await;
+                }
+                mount::mount(identity.tenant.as_str(), &topic).into()
+            }
+            None => mount::void(&topic).into(),
+        };
+        rewritten
+    }
+
+    async fn on_subscribe_check(&self, session: &Session, mounted: &str) -> bool {
+        let Some(identity) = self.identity(session).await else {
+            return false;
+        };
+        match mount::unmount(mounted) {
+            Some((tenant, filter)) => {
+                tenant == identity.tenant.as_str()
+                    && acl::allowed(&self.rules, &identity.role, Access::Subscribe, &filter)
+            }
+            None => false,
+        }
+    }
+
+    async fn on_connected(&self, session: &Session) {
+        let _writing = self.presence.writing();
+        let Some(identity) = self.identity(session).await else {
+            return;
+        };
+        let version = match &identity.device {
+            Some(device) => {
+                let key = TwinKey::new(identity.tenant.clone(), device.clone());
+                let stamp = self.presence.connected(&key);
+                self.record_presence(
+                    &key,
+                    ConnectionStatus::Connected,
+                    stamp,
+                    identity.creates_twin(),
+                    None,
+                )
+                .await;
+                stamp
+            }
+            None => self.presence.stamp(),
+        };
+        let client_id = session.id.client_id.to_string();
+        let event = ClientEvent {
+            client_id: &client_id,
+            principal: &identity.principal,
+            ip_address: session.id.remote_addr.map(|addr| addr.ip().to_string()),
+            timestamp: now_millis(),
+            version,
+        };
+        self.publish(
+            &identity.tenant,
+            &presence::event_topic("connected", &client_id),
+            &presence::connected_event(&event),
+        )
+        .await;
+        if let Some(device) = &identity.device {
+            // A device that reconnects with a kept session is already subscribed to its delta
+            // and would otherwise miss what changed while it was away.
+            service::resend_delta(self, &identity.tenant, device).await;
+        }
+    }
+
+    async fn on_disconnected(&self, session: &Session, reason: &Reason) {
+        let _writing = self.presence.writing();
+        let Some(identity) = self.identity(session).await else {
+            return;
+        };
+        let version = match &identity.device {
+            Some(device) => {
+                let key = TwinKey::new(identity.tenant.clone(), device.clone());
+                match self.presence.disconnected(&key) {
+                    Some(stamp) => {
+                        self.record_presence(
+                            &key,
+                            ConnectionStatus::Disconnected,
+                            stamp,
+                            false,
+                            None,
+                        )
+                        .await;
+                        stamp
+                    }
+                    None => self.presence.stamp(),
+                }
+            }
+            None => self.presence.stamp(),
+        };
+        let client_id = session.id.client_id.to_string();
+        let event = ClientEvent {
+            client_id: &client_id,
+            principal: &identity.principal,
+            ip_address: session.id.remote_addr.map(|addr| addr.ip().to_string()),
+            timestamp: now_millis(),
+            version,
+        };
+        self.publish(
+            &identity.tenant,
+            &presence::event_topic("disconnected", &client_id),
+            &presence::disconnected_event(&event, reason),
+        )
+        .await;
+    }
+
+    /// Twins still CONNECTED from before this process started lost their device with the old
+    /// process (a crash, or a stop that could not tell them): they are disconnected now.
+    pub async fn disconnect_left_over_twins(self: Arc<Self>) {
+        /// Presence writes in flight at once: enough to fill group commits, few enough not to
+        /// crowd out the requests of devices reconnecting meanwhile.
+        const CONCURRENT_WRITES: usize = 256;
+        let Some(engine) = self.engine() else {
+            return;
+        };
+        let found = tokio::task::spawn_blocking(move || {
+            engine.live_twins_where(|twin| twin.connection.status == ConnectionStatus::Connected)
+        })
+        .await
+        .unwrap_or_default();
+        if found.is_empty() {
+            return;
+        }
+        tracing::info!(
+            twins = found.len(),
+            "marking twins left connected by the previous run as disconnected"
+        );
+        for slice in found.chunks(CONCURRENT_WRITES) {
+            let mut writes = tokio::task::JoinSet::new();
+            for key in slice {
+                if let Some(stamp) = self.presence.left_over(key) {
+                    let hub = self.clone();
+                    let key = key.clone();
+                    writes.spawn(async move {
+                        let reason = Some("the hub restarted while the device was connected");
+                        hub.record_presence(
+                            &key,
+                            ConnectionStatus::Disconnected,
+                            stamp,
+                            false,
+                            reason,
+                        )
+                        .await;
+                    });
+                }
+            }
+            writes.join_all().await;
+        }
+    }
+
+    async fn record_presence(
+        &self,
+        key: &TwinKey,
+        status: ConnectionStatus,
+        sequence: u64,
+        create: bool,
+        reason: Option<&str>,
+    ) {
+        let Some(engine) = self.engine() else {
+            return;
+        };
+        let request = UpdateRequest {
+            change: Change::Connection {
+                status,
+                sequence,
+                create,
+            },
+            expected_version: None,
+            changed_by: key.device.as_str().to_owned(),
+            change_reason: reason.map(str::to_owned),
+            client_token: None,
+        };
+        match engine.update(key.clone(), request).await {
+            Ok(_) | Err(doppel_engine::EngineError::Model(doppel_model::ModelError::Missing)) => {}
+            Err(err) => tracing::warn!(error = %err, twin = %key, "cannot record presence"),
+        }
+    }
+
+    async fn on_subscribed(&self, session: &Session, mounted: &str) {
+        let (Some(identity), Some((_, filter))) =
+            (self.identity(session).await, mount::unmount(mounted))
+        else {
+            return;
+        };
+        service::delta_on_subscribe(self, &identity, &filter).await;
+    }
+}
+
+pub(crate) fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+/// The broker hook: dispatches each event to the [`Hub`].
+pub(crate) struct HubHook(pub Arc<Hub>);
+
+#[async_trait]
+impl Handler for HubHook {
+    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
+        let hub = &self.0;
+        match param {
+            Parameter::ClientAuthenticate(connect) => {
+                let result = hub.authenticate(connect).await;
+                if matches!(result, AuthResult::Allow(..)) && hub.identify(connect).is_none() {
+                    return (
+                        false,
+                        Some(HookResult::AuthResult(AuthResult::NotAuthorized)),
+                    );
+                }
+                (false, Some(HookResult::AuthResult(result)))
+            }
+            Parameter::ClientSubscribe(session, subscribe) => match hub.identity(session).await {
+                Some(identity) => {
+                    let mounted = mount::mount(identity.tenant.as_str(), &subscribe.topic_filter);
+                    (false, Some(HookResult::TopicFilter(Some(mounted.into()))))
+                }
+                None => (true, acc),
+            },
+            Parameter::ClientUnsubscribe(session, unsubscribe) => match hub.identity(session).await
+            {
+                Some(identity) => {
+                    let mounted = mount::mount(identity.tenant.as_str(), &unsubscribe.topic_filter);
+                    (false, Some(HookResult::TopicFilter(Some(mounted.into()))))
+                }
+                None => (true, acc),
+            },
+            Parameter::ClientSubscribeCheckAcl(session, subscribe) => {
+                let result = if hub
+                    .on_subscribe_check(session, &subscribe.topic_filter)
+                    .await
+                {
+                    SubscribeAclResult::new_success(subscribe.opts.qos(), None)
+                } else {
+                    SubscribeAclResult::new_failure(SubscribeAckReason::NotAuthorized)
+                };
+                (false, Some(HookResult::SubscribeAclResult(result)))
+            }
+            Parameter::MessagePublish(Some(session), from, publish) => {
+                let rewritten = hub.on_publish(session, from, publish).await;
+                (false, Some(HookResult::Publish(rewritten)))
+            }
+            Parameter::MessagePublishCheckAcl(_, publish) => {
+                let result = if publish.topic.starts_with(mount::VOID) {
+                    PublishAclResult::rejected(false, Some("not authorized".into()))
+                } else {
+                    PublishAclResult::allow()
+                };
+                (false, Some(HookResult::PublishAclResult(result)))
+            }
+            Parameter::MessageDelivered(_, _, publish) => match mount::unmount(&publish.topic) {
+                Some((_, topic)) => {
+                    let mut delivered = Publish::clone(publish);
+                    delivered.topic = topic.as_ref().into();
+                    (false, Some(HookResult::Publish(delivered)))
+                }
+                None => (true, acc),
+            },
+            Parameter::ClientConnected(session) => {
+                hub.on_connected(session).await;
+                (true, acc)
+            }
+            Parameter::ClientDisconnected(session, reason) => {
+                hub.on_disconnected(session, reason).await;
+                (true, acc)
+            }
+            Parameter::SessionSubscribed(session, subscribe) => {
+                hub.on_subscribed(session, &subscribe.topic_filter).await;
+                (true, acc)
+            }
+            _ => (true, acc),
+        }
+    }
+}

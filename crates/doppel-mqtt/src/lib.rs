@@ -1,0 +1,15 @@
+//! Devices over MQTT: the embedded broker (rmqtt), AWS IoT Device Shadow topics, presence,
+//! device authentication and topic ACLs.
+
+pub mod acl;
+mod broker;
+pub mod config;
+mod hub;
+pub mod identity;
+pub mod mount;
+pub mod presence;
+mod retain;
+pub mod shadow;
+
+pub use broker::{ANONYMOUS_TENANT, Listening, MqttError, MqttServer};
+pub use config::{MqttConfig, TlsConfig};

@@ -1,0 +1,226 @@
+//! Presence: a device's twin says whether it is connected, and `$aws/events/presence/...` tells
+//! subscribers when any client connects or disconnects (AWS IoT's lifecycle event format).
+
+use doppel_model::TwinKey;
+use rmqtt::types::Reason;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Live sessions per twin, and the stamps that order presence writes.
+///
+/// A device can have two sessions for a moment (a reconnect takes over the old session, whose
+/// end is reported after the new one began), and the two writes can reach the engine in either
+/// order. The count decides what the twin should say; the stamp, taken under the same lock,
+/// lets the engine keep the newest decision whatever order the writes arrive in.
+#[derive(Default)]
+pub struct Presence {
+    inner: Mutex<Sessions>,
+    /// Presence writes under way; shutdown waits for them.
+    writing: std::sync::atomic::AtomicUsize,
+}
+
+/// Marks a presence write under way for as long as it lives.
+pub struct Writing<'a>(&'a Presence);
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.0
+            .writing
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+#[derive(Default)]
+struct Sessions {
+    live: HashMap<TwinKey, u32>,
+    /// The last stamp handed out: microseconds since the epoch, forced to increase.
+    last_stamp: u64,
+}
+
+impl Sessions {
+    fn stamp(&mut self) -> u64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_micros() as u64);
+        self.last_stamp = now.max(self.last_stamp + 1);
+        self.last_stamp
+    }
+}
+
+impl Presence {
+    /// A session of `twin` began; returns the stamp of the CONNECTED write.
+    pub fn connected(&self, twin: &TwinKey) -> u64 {
+        let mut sessions = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        *sessions.live.entry(twin.clone()).or_default() += 1;
+        sessions.stamp()
+    }
+
+    /// A session of `twin` ended; returns the stamp of the DISCONNECTED write, or `None` while
+    /// another session of the same twin is still live.
+    pub fn disconnected(&self, twin: &TwinKey) -> Option<u64> {
+        let mut sessions = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let remaining = match sessions.live.get_mut(twin) {
+            Some(count) => {
+                *count = count.saturating_sub(1);
+                *count
+            }
+            None => 0,
+        };
+        if remaining > 0 {
+            return None;
+        }
+        sessions.live.remove(twin);
+        Some(sessions.stamp())
+    }
+
+    /// Counts a presence write as under way until the guard is dropped.
+    pub fn writing(&self) -> Writing<'_> {
+        self.writing
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Writing(self)
+    }
+
+    /// No device session is live and no presence write is under way.
+    pub fn settled(&self) -> bool {
+        let sessions = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        sessions.live.is_empty() && self.writing.load(std::sync::atomic::Ordering::Acquire) == 0
+    }
+
+    /// For a twin found CONNECTED after a restart: the stamp of a DISCONNECTED write, or `None`
+    /// if the device has already connected again to this process.
+    pub fn left_over(&self, twin: &TwinKey) -> Option<u64> {
+        let mut sessions = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if sessions.live.contains_key(twin) {
+            return None;
+        }
+        Some(sessions.stamp())
+    }
+
+    /// A stamp for an event that is not tied to a count (the `versionNumber` of events of
+    /// clients without a twin).
+    pub fn stamp(&self) -> u64 {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .stamp()
+    }
+}
+
+/// Why a session ended, in AWS IoT's `disconnectReason` words, and whether the client asked.
+pub fn disconnect_reason(reason: &Reason) -> (&'static str, bool) {
+    match reason {
+        Reason::Reasons(reasons) => reasons
+            .iter()
+            .map(disconnect_reason)
+            .find(|(word, _)| *word != "CONNECTION_LOST")
+            .unwrap_or(("CONNECTION_LOST", false)),
+        Reason::ConnectDisconnect(_) => ("CLIENT_INITIATED_DISCONNECT", true),
+        Reason::ConnectKeepaliveTimeout => ("MQTT_KEEP_ALIVE_TIMEOUT", false),
+        Reason::ConnectKicked(false) => ("DUPLICATE_CLIENTID", false),
+        Reason::ConnectKicked(true) => ("SERVER_INITIATED_DISCONNECT", false),
+        Reason::ProtocolError(_) | Reason::MqttError(_) => ("CLIENT_ERROR", false),
+        Reason::PublishResult(_) => ("AUTHORIZATION_ERROR", false),
+        _ => ("CONNECTION_LOST", false),
+    }
+}
+
+/// What an AWS lifecycle event says about a client.
+pub struct ClientEvent<'a> {
+    pub client_id: &'a str,
+    pub principal: &'a str,
+    pub ip_address: Option<String>,
+    /// Milliseconds since the epoch.
+    pub timestamp: i64,
+    pub version: u64,
+}
+
+/// `$aws/events/presence/connected/{clientId}`.
+pub fn connected_event(event: &ClientEvent) -> Value {
+    let mut body = base(event, "connected");
+    body["ipAddress"] = json!(event.ip_address);
+    body
+}
+
+/// `$aws/events/presence/disconnected/{clientId}`.
+pub fn disconnected_event(event: &ClientEvent, reason: &Reason) -> Value {
+    let (word, client_initiated) = disconnect_reason(reason);
+    let mut body = base(event, "disconnected");
+    body["clientInitiatedDisconnect"] = json!(client_initiated);
+    body["disconnectReason"] = json!(word);
+    body
+}
+
+fn base(event: &ClientEvent, kind: &str) -> Value {
+    json!({
+        "clientId": event.client_id,
+        "timestamp": event.timestamp,
+        "eventType": kind,
+        "sessionIdentifier": format!("{:x}", event.version),
+        "principalIdentifier": event.principal,
+        "versionNumber": event.version,
+    })
+}
+
+/// The topic of a lifecycle event.
+pub fn event_topic(kind: &str, client_id: &str) -> String {
+    format!("$aws/events/presence/{kind}/{client_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use doppel_model::{DeviceId, TenantId};
+
+    fn key(device: &str) -> TwinKey {
+        TwinKey::new(TenantId::new("t").unwrap(), DeviceId::new(device).unwrap())
+    }
+
+    #[test]
+    fn a_device_is_disconnected_only_when_its_last_session_ends() {
+        let presence = Presence::default();
+        let first = presence.connected(&key("a"));
+        let second = presence.connected(&key("a"));
+        assert!(second > first);
+        assert_eq!(presence.disconnected(&key("a")), None);
+        let last = presence.disconnected(&key("a")).unwrap();
+        assert!(last > second);
+        // An end without a start (a session from before a restart) still says disconnected.
+        assert!(presence.disconnected(&key("b")).is_some());
+        presence.connected(&key("c"));
+        assert_eq!(presence.left_over(&key("c")), None);
+        assert!(presence.left_over(&key("d")).unwrap() > last);
+    }
+
+    #[test]
+    fn reasons_use_aws_words() {
+        let nested = Reason::Reasons(vec![
+            Reason::ConnectKeepaliveTimeout,
+            Reason::ConnectRemoteClose,
+        ]);
+        assert_eq!(
+            disconnect_reason(&nested),
+            ("MQTT_KEEP_ALIVE_TIMEOUT", false)
+        );
+        assert_eq!(
+            disconnect_reason(&Reason::ConnectDisconnect(None)),
+            ("CLIENT_INITIATED_DISCONNECT", true)
+        );
+        assert_eq!(
+            disconnect_reason(&Reason::ConnectRemoteClose),
+            ("CONNECTION_LOST", false)
+        );
+        let event = ClientEvent {
+            client_id: "c",
+            principal: "p",
+            ip_address: Some("127.0.0.1".into()),
+            timestamp: 5,
+            version: 9,
+        };
+        let body = disconnected_event(&event, &Reason::ConnectKicked(false));
+        assert_eq!(body["disconnectReason"], "DUPLICATE_CLIENTID");
+        assert_eq!(body["eventType"], "disconnected");
+        assert_eq!(connected_event(&event)["ipAddress"], "127.0.0.1");
+    }
+}

@@ -1,0 +1,1297 @@
+//! AWS IoT Device Shadow documents: parsing requests, and building AWS's response documents from
+//! Doppel twins.
+//!
+//! Formats follow AWS's "Device Shadow service documents" and "Device Shadow error messages"
+//! pages, checked against responses the real service sends. Timestamps in every AWS document are
+//! Unix seconds, while Doppel keeps milliseconds; [`unix_seconds`] is the one conversion.
+//!
+//! One deliberate extension: the `/update/delta` document also names, as `null`, pending keys
+//! that were removed from desired, so a device can drop work nobody wants any more (see
+//! [`delta`]). AWS devices ignore such members or treat them as "nothing to do".
+
+use doppel_model::patch;
+use doppel_model::{Change, Limits, Millis, ModelError, SectionChange, Twin};
+use serde_json::{Map, Value};
+
+/// Longest `clientToken` AWS accepts, in bytes; a longer one is rejected as invalid.
+pub const MAX_CLIENT_TOKEN_BYTES: usize = 64;
+
+/// An AWS shadow error: the HTTP-style `code` and AWS's exact `message`, which device SDKs and
+/// existing fleets match on. Published on the request's `/rejected` topic by [`rejected`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code} {message}")]
+pub struct ShadowError {
+    /// 400, 404, 409, 413, 415 or 500, as AWS uses them.
+    pub code: u16,
+    /// AWS's message for the case, word for word.
+    pub message: String,
+}
+
+impl ShadowError {
+    fn new(code: u16, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400: the payload is not a JSON object.
+    pub fn invalid_json() -> Self {
+        Self::new(400, "Invalid JSON")
+    }
+
+    /// 400: an update without a `state` member.
+    pub fn missing_state() -> Self {
+        Self::new(400, "Missing required node: state")
+    }
+
+    /// 400: `state` is neither an object nor `null`.
+    pub fn state_not_object() -> Self {
+        Self::new(400, "State node must be an object")
+    }
+
+    /// 400: `state.desired` is neither an object nor `null`.
+    pub fn desired_not_object() -> Self {
+        Self::new(400, "Desired node must be an object")
+    }
+
+    /// 400: `state.reported` is neither an object nor `null`.
+    pub fn reported_not_object() -> Self {
+        Self::new(400, "Reported node must be an object")
+    }
+
+    /// 400: `version` is not a non-negative integer.
+    pub fn invalid_version() -> Self {
+        Self::new(400, "Invalid version")
+    }
+
+    /// 400: `clientToken` is not a string of at most [`MAX_CLIENT_TOKEN_BYTES`] bytes.
+    pub fn invalid_client_token() -> Self {
+        Self::new(400, "Invalid clientToken")
+    }
+
+    /// 400: a state section nests deeper than `max_depth` (AWS's own limit is 6).
+    pub fn too_deep(max_depth: usize) -> Self {
+        Self::new(
+            400,
+            format!("JSON contains too many levels of nesting; maximum is {max_depth}"),
+        )
+    }
+
+    /// 400: `state` holds something other than `desired` and `reported`, or neither of them, or
+    /// an array holds `null`.
+    pub fn invalid_state_node() -> Self {
+        Self::new(400, "State contains an invalid node")
+    }
+
+    /// 404: the shadow does not exist. AWS names the thing for a classic shadow and the shadow
+    /// name for a named one, in single quotes.
+    pub fn not_found(name: &str) -> Self {
+        Self::new(404, format!("No shadow exists with name: '{name}'"))
+    }
+
+    /// 409: the request's `version` is not the shadow's current version.
+    pub fn version_conflict() -> Self {
+        Self::new(409, "Version conflict")
+    }
+
+    /// 413: the payload, or the state it would leave, is larger than the limit.
+    pub fn payload_too_large() -> Self {
+        Self::new(413, "The payload exceeds the maximum size allowed")
+    }
+
+    /// 415: the payload is not UTF-8.
+    pub fn unsupported_encoding() -> Self {
+        Self::new(
+            415,
+            "Unsupported documented encoding; supported encoding is UTF-8",
+        )
+    }
+
+    /// 500: the hub failed (storage, a corrupt record); the request may be retried.
+    pub fn internal() -> Self {
+        Self::new(500, "Internal service failure")
+    }
+}
+
+/// The AWS error for a model error. `thing_or_shadow_name` is what a 404 names: the thing for a
+/// classic shadow, the shadow name for a named one.
+///
+/// Every variant is matched by name so that a new model error needs a decision here.
+pub fn from_model(err: &ModelError, thing_or_shadow_name: &str) -> ShadowError {
+    match err {
+        ModelError::VersionMismatch { .. } => ShadowError::version_conflict(),
+        ModelError::TooLarge { .. } => ShadowError::payload_too_large(),
+        ModelError::TooDeep { limit, .. } => ShadowError::too_deep(*limit),
+        ModelError::Missing => ShadowError::not_found(thing_or_shadow_name),
+        ModelError::NotAnObject { what, .. } if what.contains("desired") => {
+            ShadowError::desired_not_object()
+        }
+        ModelError::NotAnObject { what, .. } if what.contains("reported") => {
+            ShadowError::reported_not_object()
+        }
+        ModelError::NotAnObject { .. } => ShadowError::state_not_object(),
+        ModelError::InvalidField { .. } => ShadowError::invalid_state_node(),
+        // AWS has no message for a name outside the alphabet (its topics cannot carry one);
+        // the model's message says what is allowed.
+        ModelError::InvalidId { .. } | ModelError::InvalidTimestamp { .. } => {
+            ShadowError::new(400, err.to_string())
+        }
+        ModelError::CorruptRecord(_) => ShadowError::internal(),
+    }
+}
+
+/// A Doppel instant as the Unix seconds AWS documents carry, rounded down.
+pub fn unix_seconds(at: Millis) -> i64 {
+    at.0.div_euclid(1000)
+}
+
+/// The `/rejected` document: `{"code", "message", "timestamp", "clientToken"?}`.
+pub fn rejected(err: &ShadowError, client_token: Option<&str>, now: Millis) -> Value {
+    let mut doc = Map::new();
+    doc.insert("code".into(), err.code.into());
+    doc.insert("message".into(), err.message.clone().into());
+    finish(doc, client_token, now)
+}
+
+/// A parsed `/update` request state document.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShadowUpdate {
+    /// `state.desired`: a merge patch, or `Clear` for `null`; `None` when absent.
+    pub desired: Option<SectionChange>,
+    /// `state.reported`: a merge patch, or `Clear` for `null`; `None` when absent.
+    pub reported: Option<SectionChange>,
+    /// Apply only if the shadow is at this version (optimistic locking).
+    pub version: Option<u64>,
+    /// Echoed in every document this request causes, so the client can match them.
+    pub client_token: Option<String>,
+}
+
+impl ShadowUpdate {
+    /// The model change this update asks for.
+    pub fn to_change(&self) -> Change {
+        Change::Shadow {
+            desired: self.desired.clone(),
+            reported: self.reported.clone(),
+        }
+    }
+}
+
+/// Parses and validates an `/update` payload as AWS does.
+///
+/// Members other than `state`, `version` and `clientToken` are ignored at the top level, as AWS
+/// ignores them; inside `state` only `desired` and `reported` are allowed. `{"state": null}`
+/// clears both sections, as it does on AWS. The size of the merged state is checked later by the
+/// model, which answers [`ModelError::TooLarge`].
+///
+/// To echo the request's token in the rejection, recover it with [`parse_client_token`].
+pub fn parse_update(payload: &[u8], limits: &Limits) -> Result<ShadowUpdate, ShadowError> {
+    if payload.len() > limits.max_document_bytes {
+        return Err(ShadowError::payload_too_large());
+    }
+    let text = std::str::from_utf8(payload).map_err(|_| ShadowError::unsupported_encoding())?;
+    let document: Value = serde_json::from_str(text).map_err(|_| ShadowError::invalid_json())?;
+    let Value::Object(document) = document else {
+        return Err(ShadowError::invalid_json());
+    };
+    let client_token = client_token_of(&document)?;
+    let version = match document.get("version") {
+        None | Some(Value::Null) => None,
+        Some(version) => Some(version.as_u64().ok_or_else(ShadowError::invalid_version)?),
+    };
+    let (desired, reported) = match document.get("state") {
+        None => return Err(ShadowError::missing_state()),
+        Some(Value::Null) => (Some(SectionChange::Clear), Some(SectionChange::Clear)),
+        Some(Value::Object(state)) => parse_state(state, limits)?,
+        Some(_) => return Err(ShadowError::state_not_object()),
+    };
+    Ok(ShadowUpdate {
+        desired,
+        reported,
+        version,
+        client_token,
+    })
+}
+
+type Sections = (Option<SectionChange>, Option<SectionChange>);
+
+fn parse_state(state: &Map<String, Value>, limits: &Limits) -> Result<Sections, ShadowError> {
+    let (mut desired, mut reported) = (None, None);
+    for (key, value) in state {
+        let (slot, not_object) = match key.as_str() {
+            "desired" => (&mut desired, ShadowError::desired_not_object as fn() -> _),
+            "reported" => (&mut reported, ShadowError::reported_not_object as fn() -> _),
+            // `delta` and `metadata` are computed by the service, never written.
+            _ => return Err(ShadowError::invalid_state_node()),
+        };
+        *slot = Some(match value {
+            Value::Null => SectionChange::Clear,
+            Value::Object(_) => {
+                if patch::depth(value) > limits.max_depth {
+                    return Err(ShadowError::too_deep(limits.max_depth));
+                }
+                // AWS rejects arrays holding null: in a merge patch null means "remove", which
+                // has no meaning for an array element.
+                if has_null_in_array(value) {
+                    return Err(ShadowError::invalid_state_node());
+                }
+                SectionChange::Merge(value.clone())
+            }
+            _ => return Err(not_object()),
+        });
+    }
+    // AWS appears to accept `{"state": {}}` as an update that changes nothing; the model has no
+    // change without a section, so Doppel refuses it instead.
+    if desired.is_none() && reported.is_none() {
+        return Err(ShadowError::invalid_state_node());
+    }
+    Ok((desired, reported))
+}
+
+fn has_null_in_array(value: &Value) -> bool {
+    match value {
+        Value::Array(items) => items
+            .iter()
+            .any(|item| item.is_null() || has_null_in_array(item)),
+        Value::Object(map) => map.values().any(has_null_in_array),
+        _ => false,
+    }
+}
+
+/// The `clientToken` of a `/get` or `/delete` request, or of any request being rejected.
+///
+/// AWS documents these payloads as empty and ignores their content, so a payload that is empty
+/// or not a JSON object yields `None` rather than an error; only a `clientToken` that is present
+/// but not a string of at most [`MAX_CLIENT_TOKEN_BYTES`] bytes is rejected.
+pub fn parse_client_token(payload: &[u8]) -> Result<Option<String>, ShadowError> {
+    match serde_json::from_slice::<Value>(payload) {
+        Ok(Value::Object(document)) => client_token_of(&document),
+        _ => Ok(None),
+    }
+}
+
+fn client_token_of(document: &Map<String, Value>) -> Result<Option<String>, ShadowError> {
+    match document.get("clientToken") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(token)) if token.len() <= MAX_CLIENT_TOKEN_BYTES => {
+            Ok(Some(token.clone()))
+        }
+        Some(_) => Err(ShadowError::invalid_client_token()),
+    }
+}
+
+/// The `/update/accepted` document: the request's sections as sent (`null` for a cleared one),
+/// `{"timestamp": s}` for every leaf the request wrote or removed, the new version.
+///
+/// `twin` is the twin after the update; its `updated_at` is when the leaves were written.
+pub fn update_accepted(update: &ShadowUpdate, twin: &Twin, now: Millis) -> Value {
+    let written = twin.updated_at;
+    let mut state = Map::new();
+    let mut metadata = Map::new();
+    let sections = [("desired", &update.desired), ("reported", &update.reported)];
+    for (name, change) in sections {
+        let (requested, stamps) = match change {
+            None => continue,
+            Some(SectionChange::Clear) => (Value::Null, stamp(written)),
+            Some(SectionChange::Merge(requested)) => {
+                (requested.clone(), request_metadata(requested, written))
+            }
+        };
+        state.insert(name.into(), requested);
+        metadata.insert(name.into(), stamps);
+    }
+    let mut doc = Map::new();
+    doc.insert("state".into(), state.into());
+    doc.insert("metadata".into(), metadata.into());
+    doc.insert("version".into(), twin.version.into());
+    finish(doc, update.client_token.as_deref(), now)
+}
+
+/// The metadata of a request: the request's shape with `{"timestamp": s}` at every leaf, a
+/// `null` (a removal) included.
+fn request_metadata(requested: &Value, written: Millis) -> Value {
+    match requested {
+        Value::Object(members) => members
+            .iter()
+            .map(|(key, value)| (key.clone(), request_metadata(value, written)))
+            .collect::<Map<_, _>>()
+            .into(),
+        _ => stamp(written),
+    }
+}
+
+/// The `/get/accepted` document of a live twin: `desired`, `reported` and `delta` (each only
+/// when not empty, as AWS omits them), their metadata, the version.
+pub fn get_accepted(twin: &Twin, client_token: Option<&str>, now: Millis) -> Value {
+    let mut doc = snapshot(twin);
+    let delta = twin.delta();
+    if !delta.is_empty()
+        && let Some(Value::Object(state)) = doc.get_mut("state")
+    {
+        state.insert("delta".into(), delta.into());
+    }
+    finish(doc, client_token, now)
+}
+
+/// The `/delete/accepted` document. `version` is the version of the shadow that was deleted.
+pub fn delete_accepted(version: u64, client_token: Option<&str>, now: Millis) -> Value {
+    let mut doc = Map::new();
+    doc.insert("version".into(), version.into());
+    finish(doc, client_token, now)
+}
+
+/// The `/update/documents` document: the shadow before and after an accepted update.
+/// `previous` is `null` when the shadow did not exist (or was deleted) before, as on AWS.
+pub fn documents(
+    previous: Option<&Twin>,
+    current: &Twin,
+    client_token: Option<&str>,
+    now: Millis,
+) -> Value {
+    let previous = previous
+        .and_then(Twin::live)
+        .map_or(Value::Null, |twin| snapshot(twin).into());
+    let mut doc = Map::new();
+    doc.insert("previous".into(), previous);
+    doc.insert("current".into(), snapshot(current).into());
+    finish(doc, client_token, now)
+}
+
+/// `{"state": {"desired"?, "reported"?}, "metadata": {"desired"?, "reported"?}, "version"}`,
+/// leaving out empty sections as AWS does.
+fn snapshot(twin: &Twin) -> Map<String, Value> {
+    let mut state = Map::new();
+    let mut metadata = Map::new();
+    for (name, section) in [("desired", &twin.desired), ("reported", &twin.reported)] {
+        if !section.state.is_empty() {
+            state.insert(name.into(), section.state.clone().into());
+            metadata.insert(name.into(), render_metadata(&section.metadata).into());
+        }
+    }
+    let mut doc = Map::new();
+    doc.insert("state".into(), state.into());
+    doc.insert("metadata".into(), metadata.into());
+    doc.insert("version".into(), twin.version.into());
+    doc
+}
+
+/// The `/update/delta` document to publish after a change from `previous` to `current`, or
+/// `None` when the device has nothing new to hear.
+///
+/// A document is sent when the change added a key to the delta or changed one, or removed from
+/// desired a key the previous delta held. It carries the whole current delta (as AWS does) plus,
+/// as `null` at their paths, the pending keys that desired no longer has, so the device can drop
+/// them (Doppel's extension). A delta that only shrank because reported caught up, or did not
+/// change at all, sends nothing: the device already knows.
+pub fn delta(
+    previous: Option<&Twin>,
+    current: &Twin,
+    client_token: Option<&str>,
+    now: Millis,
+) -> Option<Value> {
+    let current = current.live()?;
+    let before = previous
+        .and_then(Twin::live)
+        .map(Twin::delta)
+        .unwrap_or_default();
+    let after = current.delta();
+    let removed = removed_from_desired(&before, &current.desired.state);
+    if removed.is_empty() && !has_new_leaves(&after, &before) {
+        return None;
+    }
+    let mut state = after;
+    add_removals(&mut state, &removed);
+    Some(delta_document(current, state, client_token, now))
+}
+
+/// The `/update/delta` document with the twin's whole current delta, or `None` when it is empty
+/// or the twin is deleted: what a device that (re)subscribes has missed.
+pub fn current_delta(twin: &Twin, now: Millis) -> Option<Value> {
+    let twin = twin.live()?;
+    let state = twin.delta();
+    (!state.is_empty()).then(|| delta_document(twin, state, None, now))
+}
+
+/// `{"version", "timestamp", "state", "metadata", "clientToken"?}`, the metadata being desired's
+/// for each leaf of `state` and the change's time for each `null`.
+fn delta_document(
+    twin: &Twin,
+    state: Map<String, Value>,
+    client_token: Option<&str>,
+    now: Millis,
+) -> Value {
+    let metadata = metadata_of(&state, &twin.desired.metadata, twin.updated_at);
+    let mut doc = Map::new();
+    doc.insert("version".into(), twin.version.into());
+    doc.insert("state".into(), state.into());
+    doc.insert("metadata".into(), metadata.into());
+    finish(doc, client_token, now)
+}
+
+/// Whether `after` holds a leaf that `before` does not hold with the same value.
+fn has_new_leaves(after: &Map<String, Value>, before: &Map<String, Value>) -> bool {
+    after
+        .iter()
+        .any(|(key, value)| match (value, before.get(key)) {
+            (Value::Object(now), Some(Value::Object(was))) => has_new_leaves(now, was),
+            (value, Some(was)) => value != was,
+            (_, None) => true,
+        })
+}
+
+/// The paths of the previous delta that `desired` no longer has, each marked `null`.
+///
+/// A pending object whose desired counterpart became a scalar is removed as a whole: its inner
+/// paths are gone, and if the scalar is itself pending the current delta carries it instead.
+fn removed_from_desired(
+    before: &Map<String, Value>,
+    desired: &Map<String, Value>,
+) -> Map<String, Value> {
+    let mut removed = Map::new();
+    for (key, was) in before {
+        match (was, desired.get(key)) {
+            (Value::Object(was), Some(Value::Object(wanted))) => {
+                let inner = removed_from_desired(was, wanted);
+                if !inner.is_empty() {
+                    removed.insert(key.clone(), inner.into());
+                }
+            }
+            (Value::Object(_), Some(_)) | (_, None) => {
+                removed.insert(key.clone(), Value::Null);
+            }
+            (_, Some(_)) => {}
+        }
+    }
+    removed
+}
+
+/// Adds the `null` marks of `removed` to `state` where it has nothing at their path; pending
+/// values always win over marks.
+fn add_removals(state: &mut Map<String, Value>, removed: &Map<String, Value>) {
+    for (key, mark) in removed {
+        match (mark, state.get_mut(key)) {
+            (Value::Object(inner), Some(Value::Object(target))) => add_removals(target, inner),
+            (_, Some(_)) => {}
+            (mark, None) => {
+                state.insert(key.clone(), mark.clone());
+            }
+        }
+    }
+}
+
+/// The rendered metadata of the leaves of `shape`, taken from `metadata` (the same shape as the
+/// section's state); a `null` in `shape` is stamped `removed_at`.
+fn metadata_of(
+    shape: &Map<String, Value>,
+    metadata: &Map<String, Value>,
+    removed_at: Millis,
+) -> Map<String, Value> {
+    let empty = Map::new();
+    let mut out = Map::new();
+    for (key, value) in shape {
+        let rendered = match (value, metadata.get(key)) {
+            (Value::Null, _) => stamp(removed_at),
+            (Value::Object(inner), found) => {
+                let inner_metadata = match found {
+                    Some(Value::Object(inner_metadata)) => inner_metadata,
+                    _ => &empty,
+                };
+                metadata_of(inner, inner_metadata, removed_at).into()
+            }
+            (_, Some(found)) => match render_leaf(found) {
+                Some(rendered) => rendered,
+                None => continue,
+            },
+            (_, None) => continue,
+        };
+        out.insert(key.clone(), rendered);
+    }
+    out
+}
+
+/// Stored metadata (Unix milliseconds at each leaf) as AWS renders it: `{"timestamp": s}` at each
+/// leaf.
+fn render_metadata(metadata: &Map<String, Value>) -> Map<String, Value> {
+    metadata
+        .iter()
+        .filter_map(|(key, value)| render_leaf(value).map(|rendered| (key.clone(), rendered)))
+        .collect()
+}
+
+fn render_leaf(stored: &Value) -> Option<Value> {
+    match stored {
+        Value::Object(inner) => Some(render_metadata(inner).into()),
+        leaf => leaf.as_i64().map(|ms| stamp(Millis(ms))),
+    }
+}
+
+fn stamp(at: Millis) -> Value {
+    let mut stamp = Map::new();
+    stamp.insert("timestamp".into(), unix_seconds(at).into());
+    stamp.into()
+}
+
+/// Adds what every response carries: `timestamp`, and `clientToken` when the request had one.
+fn finish(mut doc: Map<String, Value>, client_token: Option<&str>, now: Millis) -> Value {
+    doc.insert("timestamp".into(), unix_seconds(now).into());
+    if let Some(token) = client_token {
+        doc.insert("clientToken".into(), token.into());
+    }
+    doc.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use doppel_model::{Applied, UpdateRequest, apply};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    const LIMITS: Limits = Limits {
+        max_document_bytes: 1024,
+        max_depth: 3,
+    };
+
+    /// Applies an AWS update (`{"desired": .., "reported": ..}`, `null` clearing) at `at_ms`.
+    fn step(previous: Option<&Twin>, sections: Value, at_ms: i64) -> Twin {
+        let change = |name: &str| match sections.get(name) {
+            None => None,
+            Some(Value::Null) => Some(SectionChange::Clear),
+            Some(patch) => Some(SectionChange::Merge(patch.clone())),
+        };
+        let request = UpdateRequest {
+            change: Change::Shadow {
+                desired: change("desired"),
+                reported: change("reported"),
+            },
+            expected_version: None,
+            changed_by: "tester".into(),
+            change_reason: None,
+            client_token: None,
+        };
+        match apply(
+            previous.cloned(),
+            &request,
+            Millis(at_ms),
+            &Limits::default(),
+        ) {
+            Ok(Applied::Changed { twin, .. }) => twin,
+            other => panic!("update not applied: {other:?}"),
+        }
+    }
+
+    fn parse(payload: Value) -> Result<ShadowUpdate, ShadowError> {
+        parse_update(payload.to_string().as_bytes(), &LIMITS)
+    }
+
+    #[test]
+    fn errors_carry_aws_codes_and_messages_word_for_word() {
+        let cases = [
+            (ShadowError::invalid_json(), 400, "Invalid JSON"),
+            (
+                ShadowError::missing_state(),
+                400,
+                "Missing required node: state",
+            ),
+            (
+                ShadowError::state_not_object(),
+                400,
+                "State node must be an object",
+            ),
+            (
+                ShadowError::desired_not_object(),
+                400,
+                "Desired node must be an object",
+            ),
+            (
+                ShadowError::reported_not_object(),
+                400,
+                "Reported node must be an object",
+            ),
+            (ShadowError::invalid_version(), 400, "Invalid version"),
+            (
+                ShadowError::invalid_client_token(),
+                400,
+                "Invalid clientToken",
+            ),
+            (
+                ShadowError::too_deep(6),
+                400,
+                "JSON contains too many levels of nesting; maximum is 6",
+            ),
+            (
+                ShadowError::invalid_state_node(),
+                400,
+                "State contains an invalid node",
+            ),
+            (
+                ShadowError::not_found("pump-7"),
+                404,
+                "No shadow exists with name: 'pump-7'",
+            ),
+            (ShadowError::version_conflict(), 409, "Version conflict"),
+            (
+                ShadowError::payload_too_large(),
+                413,
+                "The payload exceeds the maximum size allowed",
+            ),
+            (
+                ShadowError::unsupported_encoding(),
+                415,
+                "Unsupported documented encoding; supported encoding is UTF-8",
+            ),
+            (ShadowError::internal(), 500, "Internal service failure"),
+        ];
+        for (err, code, message) in cases {
+            assert_eq!((err.code, err.message.as_str()), (code, message));
+        }
+    }
+
+    #[test]
+    fn model_errors_map_to_one_aws_error_each() {
+        let name = "config";
+        let cases = [
+            (
+                ModelError::VersionMismatch {
+                    expected: 1,
+                    current: 2,
+                },
+                ShadowError::version_conflict(),
+            ),
+            (
+                ModelError::TooLarge {
+                    what: "reported state",
+                    size: 9,
+                    limit: 8,
+                },
+                ShadowError::payload_too_large(),
+            ),
+            (
+                ModelError::TooDeep {
+                    what: "desired state",
+                    depth: 9,
+                    limit: 8,
+                },
+                ShadowError::too_deep(8),
+            ),
+            (ModelError::Missing, ShadowError::not_found("config")),
+            (
+                ModelError::NotAnObject {
+                    what: "desired state",
+                    found: "an array",
+                },
+                ShadowError::desired_not_object(),
+            ),
+            (
+                ModelError::NotAnObject {
+                    what: "reported state",
+                    found: "an array",
+                },
+                ShadowError::reported_not_object(),
+            ),
+            (
+                ModelError::InvalidField {
+                    field: "state",
+                    reason: "must contain desired or reported".into(),
+                },
+                ShadowError::invalid_state_node(),
+            ),
+            (
+                ModelError::CorruptRecord("bad tag".into()),
+                ShadowError::internal(),
+            ),
+        ];
+        for (model, expected) in cases {
+            assert_eq!(from_model(&model, name), expected, "{model:?}");
+        }
+        let invalid_id = ModelError::InvalidId {
+            kind: "shadow name",
+            value: "a.b".into(),
+        };
+        let mapped = from_model(&invalid_id, name);
+        assert_eq!(mapped.code, 400);
+        assert!(mapped.message.contains("a.b"), "{}", mapped.message);
+    }
+
+    #[test]
+    fn timestamps_are_whole_unix_seconds() {
+        assert_eq!(unix_seconds(Millis(1_719_855_498_999)), 1_719_855_498);
+        assert_eq!(unix_seconds(Millis(1_719_855_499_000)), 1_719_855_499);
+        assert_eq!(unix_seconds(Millis(0)), 0);
+        // Before 1970 rounds down too, so a second never covers two different instants.
+        assert_eq!(unix_seconds(Millis(-1)), -1);
+    }
+
+    #[test]
+    fn rejections_echo_the_token_only_when_given() {
+        let err = ShadowError::version_conflict();
+        assert_eq!(
+            rejected(&err, Some("t-1"), Millis(5_500)),
+            json!({"code": 409, "message": "Version conflict", "timestamp": 5, "clientToken": "t-1"})
+        );
+        assert_eq!(
+            rejected(&err, None, Millis(5_500)),
+            json!({"code": 409, "message": "Version conflict", "timestamp": 5})
+        );
+    }
+
+    #[test]
+    fn parses_a_full_update() {
+        let update = parse(json!({
+            "state": {"desired": {"on": true, "light": {"level": null}}, "reported": null},
+            "version": 7,
+            "clientToken": "t-1",
+            "timestamp": 123
+        }))
+        .unwrap();
+        assert_eq!(
+            update,
+            ShadowUpdate {
+                desired: Some(SectionChange::Merge(
+                    json!({"on": true, "light": {"level": null}})
+                )),
+                reported: Some(SectionChange::Clear),
+                version: Some(7),
+                client_token: Some("t-1".into()),
+            }
+        );
+        assert_eq!(
+            update.to_change(),
+            Change::Shadow {
+                desired: update.desired.clone(),
+                reported: Some(SectionChange::Clear)
+            }
+        );
+        // `"state": null` clears the whole shadow, as on AWS; null version and token are absent.
+        assert_eq!(
+            parse(json!({"state": null, "version": null, "clientToken": null})).unwrap(),
+            ShadowUpdate {
+                desired: Some(SectionChange::Clear),
+                reported: Some(SectionChange::Clear),
+                version: None,
+                client_token: None,
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_each_invalid_update_with_the_aws_message() {
+        let cases = [
+            (json!([1]), ShadowError::invalid_json()),
+            (json!("state"), ShadowError::invalid_json()),
+            (json!({}), ShadowError::missing_state()),
+            (json!({"desired": {"a": 1}}), ShadowError::missing_state()),
+            (json!({"state": 1}), ShadowError::state_not_object()),
+            (json!({"state": [{}]}), ShadowError::state_not_object()),
+            (
+                json!({"state": {"desired": [1]}}),
+                ShadowError::desired_not_object(),
+            ),
+            (
+                json!({"state": {"desired": {}, "reported": "x"}}),
+                ShadowError::reported_not_object(),
+            ),
+            (json!({"state": {}}), ShadowError::invalid_state_node()),
+            (
+                json!({"state": {"delta": {"a": 1}}}),
+                ShadowError::invalid_state_node(),
+            ),
+            (
+                json!({"state": {"desired": {"a": 1}, "metadata": {}}}),
+                ShadowError::invalid_state_node(),
+            ),
+            (
+                json!({"state": {"desired": {"colors": [null, "RED"]}}}),
+                ShadowError::invalid_state_node(),
+            ),
+            (
+                json!({"state": {"reported": {"a": {"b": {"c": {"d": 1}}}}}}),
+                ShadowError::too_deep(3),
+            ),
+            (
+                json!({"state": {"desired": {"a": 1}}, "version": -1}),
+                ShadowError::invalid_version(),
+            ),
+            (
+                json!({"state": {"desired": {"a": 1}}, "version": 1.5}),
+                ShadowError::invalid_version(),
+            ),
+            (
+                json!({"state": {"desired": {"a": 1}}, "version": "3"}),
+                ShadowError::invalid_version(),
+            ),
+            (
+                json!({"state": {"desired": {"a": 1}}, "clientToken": "x".repeat(65)}),
+                ShadowError::invalid_client_token(),
+            ),
+            (
+                json!({"state": {"desired": {"a": 1}}, "clientToken": 7}),
+                ShadowError::invalid_client_token(),
+            ),
+        ];
+        for (payload, expected) in cases {
+            assert_eq!(parse(payload.clone()), Err(expected), "{payload}");
+        }
+        // At the limit is fine; a 64-byte token is fine.
+        assert!(parse(json!({"state": {"reported": {"a": {"b": {}}}}})).is_ok());
+        assert!(parse(json!({"state": {"desired": {}}, "clientToken": "x".repeat(64)})).is_ok());
+    }
+
+    #[test]
+    fn rejects_payloads_that_are_not_json_text_of_acceptable_size() {
+        assert_eq!(
+            parse_update(b"{\"state\": ", &LIMITS),
+            Err(ShadowError::invalid_json())
+        );
+        assert_eq!(parse_update(b"", &LIMITS), Err(ShadowError::invalid_json()));
+        assert_eq!(
+            parse_update(b"{\"state\": {\"desired\": {\"a\": \"\xff\"}}}", &LIMITS),
+            Err(ShadowError::unsupported_encoding())
+        );
+        let big = json!({"state": {"desired": {"a": "x".repeat(1024)}}});
+        assert_eq!(parse(big), Err(ShadowError::payload_too_large()));
+    }
+
+    #[test]
+    fn get_and_delete_payloads_yield_their_token() {
+        assert_eq!(parse_client_token(b""), Ok(None));
+        assert_eq!(parse_client_token(b"  "), Ok(None));
+        assert_eq!(parse_client_token(b"whatever"), Ok(None));
+        assert_eq!(parse_client_token(b"{}"), Ok(None));
+        assert_eq!(
+            parse_client_token(br#"{"clientToken": "t-1"}"#),
+            Ok(Some("t-1".into()))
+        );
+        // Works on an update being rejected, too.
+        assert_eq!(
+            parse_client_token(br#"{"state": 1, "clientToken": "t-2"}"#),
+            Ok(Some("t-2".into()))
+        );
+        let long = json!({"clientToken": "x".repeat(65)}).to_string();
+        assert_eq!(
+            parse_client_token(long.as_bytes()),
+            Err(ShadowError::invalid_client_token())
+        );
+    }
+
+    #[test]
+    fn update_accepted_matches_aws_for_a_report() {
+        // The shape AWS answered in its SDK sample: `update-reported {"Color":"green"}`.
+        let twin = step(
+            None,
+            json!({"reported": {"Color": "green"}}),
+            1_719_853_620_400,
+        );
+        let update =
+            parse(json!({"state": {"reported": {"Color": "green"}}, "clientToken": "c"})).unwrap();
+        assert_eq!(
+            update_accepted(&update, &twin, Millis(1_719_853_620_900)),
+            json!({
+                "state": {"reported": {"Color": "green"}},
+                "metadata": {"reported": {"Color": {"timestamp": 1_719_853_620}}},
+                "version": 1,
+                "timestamp": 1_719_853_620,
+                "clientToken": "c"
+            })
+        );
+    }
+
+    #[test]
+    fn update_accepted_stamps_nested_and_removed_leaves_and_cleared_sections() {
+        let first = step(None, json!({"desired": {"a": {"b": 1, "c": 2}}}), 1_000);
+        let update =
+            parse(json!({"state": {"desired": {"a": {"b": null, "d": [1, 2]}}, "reported": null}}))
+                .unwrap();
+        let twin = step(
+            Some(&first),
+            json!({"desired": {"a": {"b": null, "d": [1, 2]}}, "reported": null}),
+            3_000,
+        );
+        assert_eq!(
+            update_accepted(&update, &twin, Millis(4_000)),
+            json!({
+                "state": {"desired": {"a": {"b": null, "d": [1, 2]}}, "reported": null},
+                "metadata": {
+                    "desired": {"a": {"b": {"timestamp": 3}, "d": {"timestamp": 3}}},
+                    "reported": {"timestamp": 3}
+                },
+                "version": 2,
+                "timestamp": 4
+            })
+        );
+    }
+
+    #[test]
+    fn get_accepted_shows_sections_delta_and_omits_empty_ones() {
+        let twin = step(
+            None,
+            json!({"desired": {"Color": "red", "l": {"on": true}}}),
+            2_000,
+        );
+        let twin = step(
+            Some(&twin),
+            json!({"reported": {"Color": "green", "l": {"on": true}}}),
+            3_000,
+        );
+        assert_eq!(
+            get_accepted(&twin, Some("g"), Millis(9_999)),
+            json!({
+                "state": {
+                    "desired": {"Color": "red", "l": {"on": true}},
+                    "reported": {"Color": "green", "l": {"on": true}},
+                    "delta": {"Color": "red"}
+                },
+                "metadata": {
+                    "desired": {"Color": {"timestamp": 2}, "l": {"on": {"timestamp": 2}}},
+                    "reported": {"Color": {"timestamp": 3}, "l": {"on": {"timestamp": 3}}}
+                },
+                "version": 2,
+                "timestamp": 9,
+                "clientToken": "g"
+            })
+        );
+        let reported_only = step(None, json!({"reported": {"t": 1}}), 1_000);
+        assert_eq!(
+            get_accepted(&reported_only, None, Millis(1_000)),
+            json!({
+                "state": {"reported": {"t": 1}},
+                "metadata": {"reported": {"t": {"timestamp": 1}}},
+                "version": 1,
+                "timestamp": 1
+            })
+        );
+        let cleared = step(Some(&reported_only), json!({"reported": null}), 2_000);
+        assert_eq!(
+            get_accepted(&cleared, None, Millis(2_000)),
+            json!({"state": {}, "metadata": {}, "version": 2, "timestamp": 2})
+        );
+    }
+
+    #[test]
+    fn delete_accepted_carries_version_time_and_token() {
+        assert_eq!(
+            delete_accepted(13, Some("d"), Millis(1_719_858_420_000)),
+            json!({"version": 13, "timestamp": 1_719_858_420, "clientToken": "d"})
+        );
+        assert_eq!(
+            delete_accepted(13, None, Millis(0)),
+            json!({"version": 13, "timestamp": 0})
+        );
+    }
+
+    #[test]
+    fn documents_show_before_and_after_with_null_for_a_new_shadow() {
+        let first = step(None, json!({"reported": {"Color": "green"}}), 1_000);
+        assert_eq!(
+            documents(None, &first, Some("c"), Millis(1_500)),
+            json!({
+                "previous": null,
+                "current": {
+                    "state": {"reported": {"Color": "green"}},
+                    "metadata": {"reported": {"Color": {"timestamp": 1}}},
+                    "version": 1
+                },
+                "timestamp": 1,
+                "clientToken": "c"
+            })
+        );
+        let second = step(Some(&first), json!({"desired": {"Color": "red"}}), 2_000);
+        assert_eq!(
+            documents(Some(&first), &second, None, Millis(2_000)),
+            json!({
+                "previous": {
+                    "state": {"reported": {"Color": "green"}},
+                    "metadata": {"reported": {"Color": {"timestamp": 1}}},
+                    "version": 1
+                },
+                "current": {
+                    "state": {"desired": {"Color": "red"}, "reported": {"Color": "green"}},
+                    "metadata": {
+                        "desired": {"Color": {"timestamp": 2}},
+                        "reported": {"Color": {"timestamp": 1}}
+                    },
+                    "version": 2
+                },
+                "timestamp": 2
+            })
+        );
+        // A shadow created again after a delete had no previous document either.
+        let tombstone = Twin {
+            version: 5,
+            deleted: true,
+            ..Twin::default()
+        };
+        let reborn = step(Some(&tombstone), json!({"reported": {"a": 1}}), 3_000);
+        assert_eq!(
+            documents(Some(&tombstone), &reborn, None, Millis(3_000))["previous"],
+            Value::Null
+        );
+    }
+
+    #[test]
+    fn delta_matches_aws_when_desired_changes() {
+        // AWS's SDK sample: desired Color red while reported is green, at version 5.
+        let synced = step(
+            None,
+            json!({"desired": {"Color": "green"}, "reported": {"Color": "green"}}),
+            1_719_855_311_000,
+        );
+        let changed = step(
+            Some(&synced),
+            json!({"desired": {"Color": "red"}}),
+            1_719_855_498_000,
+        );
+        assert_eq!(
+            delta(
+                Some(&synced),
+                &changed,
+                Some("c"),
+                Millis(1_719_855_498_300)
+            ),
+            Some(json!({
+                "version": 2,
+                "timestamp": 1_719_855_498,
+                "state": {"Color": "red"},
+                "metadata": {"Color": {"timestamp": 1_719_855_498}},
+                "clientToken": "c"
+            }))
+        );
+    }
+
+    #[test]
+    fn delta_carries_the_whole_delta_when_a_key_is_added() {
+        let first = step(None, json!({"desired": {"a": 1}}), 1_000);
+        assert_eq!(
+            delta(None, &first, None, Millis(1_000)).map(|doc| doc["state"].clone()),
+            Some(json!({"a": 1}))
+        );
+        let second = step(Some(&first), json!({"desired": {"b": {"c": 2}}}), 2_000);
+        assert_eq!(
+            delta(Some(&first), &second, None, Millis(2_000)),
+            Some(json!({
+                "version": 2,
+                "timestamp": 2,
+                "state": {"a": 1, "b": {"c": 2}},
+                "metadata": {"a": {"timestamp": 1}, "b": {"c": {"timestamp": 2}}}
+            }))
+        );
+    }
+
+    #[test]
+    fn delta_is_sent_when_a_pending_value_changes_or_reported_drifts() {
+        let first = step(
+            None,
+            json!({"desired": {"a": {"x": 1}}, "reported": {"a": {"x": 0}}}),
+            1_000,
+        );
+        let changed = step(Some(&first), json!({"desired": {"a": {"x": 2}}}), 2_000);
+        assert_eq!(
+            delta(Some(&first), &changed, None, Millis(2_000)).map(|doc| doc["state"].clone()),
+            Some(json!({"a": {"x": 2}}))
+        );
+        // The device reports a value that no longer matches desired: the delta grows again.
+        let synced = step(Some(&changed), json!({"reported": {"a": {"x": 2}}}), 3_000);
+        let drifted = step(Some(&synced), json!({"reported": {"a": {"x": 5}}}), 4_000);
+        assert_eq!(
+            delta(Some(&synced), &drifted, None, Millis(4_000)).map(|doc| doc["state"].clone()),
+            Some(json!({"a": {"x": 2}}))
+        );
+        // Reported losing a key desired still has puts it back in the delta.
+        let dropped = step(Some(&synced), json!({"reported": {"a": null}}), 5_000);
+        assert_eq!(
+            delta(Some(&synced), &dropped, None, Millis(5_000)).map(|doc| doc["state"].clone()),
+            Some(json!({"a": {"x": 2}}))
+        );
+    }
+
+    #[test]
+    fn keys_removed_from_desired_are_sent_as_null_at_their_path() {
+        let first = step(
+            None,
+            json!({"desired": {"a": 1, "b": 2, "n": {"x": 1, "y": 2}}, "reported": {"n": {}}}),
+            1_000,
+        );
+        let removed = step(
+            Some(&first),
+            json!({"desired": {"a": null, "n": {"x": null}}}),
+            2_000,
+        );
+        assert_eq!(
+            delta(Some(&first), &removed, Some("r"), Millis(2_000)),
+            Some(json!({
+                "version": 2,
+                "timestamp": 2,
+                "state": {"a": null, "b": 2, "n": {"x": null, "y": 2}},
+                "metadata": {
+                    "a": {"timestamp": 2},
+                    "b": {"timestamp": 1},
+                    "n": {"x": {"timestamp": 2}, "y": {"timestamp": 1}}
+                },
+                "clientToken": "r"
+            }))
+        );
+        // Clearing desired drops everything that was pending, and nothing else.
+        let synced_key = step(Some(&first), json!({"reported": {"b": 2}}), 3_000);
+        let cleared = step(Some(&synced_key), json!({"desired": null}), 4_000);
+        assert_eq!(
+            delta(Some(&synced_key), &cleared, None, Millis(4_000)).map(|doc| doc["state"].clone()),
+            Some(json!({"a": null, "n": null}))
+        );
+        // A pending object replaced by a scalar that reported already holds is gone as a whole.
+        let object = step(
+            None,
+            json!({"desired": {"m": {"k": 1}}, "reported": {"m": 3}}),
+            1_000,
+        );
+        let scalar = step(Some(&object), json!({"desired": {"m": 3}}), 2_000);
+        assert_eq!(
+            delta(Some(&object), &scalar, None, Millis(2_000)).map(|doc| doc["state"].clone()),
+            Some(json!({"m": null}))
+        );
+    }
+
+    #[test]
+    fn nothing_is_sent_when_the_delta_only_shrank_by_a_report_or_did_not_change() {
+        let first = step(
+            None,
+            json!({"desired": {"a": 1, "n": {"x": 1, "y": 2}}}),
+            1_000,
+        );
+        let caught_up = step(
+            Some(&first),
+            json!({"reported": {"a": 1, "n": {"x": 1}}}),
+            2_000,
+        );
+        assert_eq!(Value::Object(caught_up.delta()), json!({"n": {"y": 2}}));
+        assert_eq!(delta(Some(&first), &caught_up, None, Millis(2_000)), None);
+        // Reported changing keys desired does not mention, or desired re-stating pending values.
+        let unrelated = step(Some(&caught_up), json!({"reported": {"temp": 21}}), 3_000);
+        assert_eq!(
+            delta(Some(&caught_up), &unrelated, None, Millis(3_000)),
+            None
+        );
+        let restated = step(Some(&unrelated), json!({"desired": {"n": {"y": 2}}}), 4_000);
+        assert_eq!(
+            delta(Some(&unrelated), &restated, None, Millis(4_000)),
+            None
+        );
+        // A shadow with no delta, and a deleted one, send nothing.
+        let reported_only = step(None, json!({"reported": {"a": 1}}), 1_000);
+        assert_eq!(delta(None, &reported_only, None, Millis(1_000)), None);
+        let tombstone = Twin {
+            deleted: true,
+            ..first.clone()
+        };
+        assert_eq!(delta(Some(&first), &tombstone, None, Millis(5_000)), None);
+    }
+
+    #[test]
+    fn current_delta_is_the_pending_work_for_a_reconnecting_device() {
+        let twin = step(
+            None,
+            json!({"desired": {"a": 1, "b": 2}, "reported": {"a": 1}}),
+            7_000,
+        );
+        assert_eq!(
+            current_delta(&twin, Millis(9_000)),
+            Some(json!({
+                "version": 1,
+                "timestamp": 9,
+                "state": {"b": 2},
+                "metadata": {"b": {"timestamp": 7}}
+            }))
+        );
+        let synced = step(Some(&twin), json!({"reported": {"b": 2}}), 8_000);
+        assert_eq!(current_delta(&synced, Millis(9_000)), None);
+        let tombstone = Twin {
+            deleted: true,
+            ..twin
+        };
+        assert_eq!(current_delta(&tombstone, Millis(9_000)), None);
+    }
+
+    fn arb_state() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![Just(Value::Null), (0i64..3).prop_map(Value::from)];
+        let value = leaf.prop_recursive(2, 8, 3, |inner| {
+            prop::collection::btree_map("[a-c]", inner, 0..3)
+                .prop_map(|m| Value::Object(m.into_iter().collect()))
+        });
+        prop::collection::btree_map("[a-c]", value, 0..4)
+            .prop_map(|m| Value::Object(m.into_iter().collect()))
+    }
+
+    /// An AWS update of one or both sections, as a device or an application sends it.
+    fn arb_update() -> impl Strategy<Value = Value> {
+        let section = prop_oneof![
+            1 => Just(None),
+            1 => Just(Some(Value::Null)),
+            4 => arb_state().prop_map(Some),
+        ];
+        (section.clone(), section)
+            .prop_filter("an update changes a section", |(d, r)| {
+                d.is_some() || r.is_some()
+            })
+            .prop_map(|(desired, reported)| {
+                let mut sections = Map::new();
+                if let Some(desired) = desired {
+                    sections.insert("desired".into(), desired);
+                }
+                if let Some(reported) = reported {
+                    sections.insert("reported".into(), reported);
+                }
+                Value::Object(sections)
+            })
+    }
+
+    /// Whether every leaf of `pending` is in `known` with the same value.
+    fn contains(known: &Map<String, Value>, pending: &Map<String, Value>) -> bool {
+        pending
+            .iter()
+            .all(|(key, value)| match (value, known.get(key)) {
+                (Value::Object(inner), Some(Value::Object(have))) => contains(have, inner),
+                (value, Some(have)) => value == have,
+                (_, None) => false,
+            })
+    }
+
+    /// Whether every path of `known` leads somewhere in `desired`.
+    fn paths_exist(known: &Map<String, Value>, desired: &Map<String, Value>) -> bool {
+        known
+            .iter()
+            .all(|(key, value)| match (value, desired.get(key)) {
+                (_, None) => false,
+                (Value::Object(inner), Some(Value::Object(wanted))) => paths_exist(inner, wanted),
+                (Value::Object(inner), Some(_)) => inner.is_empty(),
+                (_, Some(_)) => true,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// A device that knew the pending work before an update, and merges the `/update/delta`
+        /// the update causes (if any) into it, knows all pending work after it, keeps no work
+        /// for a path desired no longer has, and is never sent a document that tells it nothing.
+        #[test]
+        fn a_device_following_deltas_knows_the_live_work(
+            updates in prop::collection::vec(arb_update(), 1..6)
+        ) {
+            let mut twin: Option<Twin> = None;
+            for (i, update) in updates.iter().enumerate() {
+                let next = step(twin.as_ref(), update.clone(), 1_000 * (i as i64 + 1));
+                let before = twin.as_ref().map(Twin::delta).unwrap_or_default();
+                let mut known = before.clone();
+                if let Some(doc) = delta(twin.as_ref(), &next, None, Millis(0)) {
+                    let state = doc["state"].as_object().cloned().unwrap_or_default();
+                    patch::merge(&mut known, &mut Map::new(), &state, Millis(0));
+                    prop_assert_ne!(&known, &before, "a delta that changes nothing: {}", doc);
+                }
+                prop_assert!(contains(&known, &next.delta()),
+                    "known {:?} misses pending {:?}", known, next.delta());
+                prop_assert!(paths_exist(&known, &next.desired.state),
+                    "known {:?} keeps work desired {:?} dropped", known, next.desired.state);
+                twin = Some(next);
+            }
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Answers AWS shadow requests with the engine, and pushes deltas and documents out.
+
+use crate::hub::{Hub, now_millis};
+use crate::identity::Identity;
+use crate::shadow::document::{self, ShadowError};
+use crate::shadow::topic::{self, ShadowOp, ShadowTopic};
+use doppel_engine::{EngineError, Outcome, TwinChange};
+use doppel_model::{Change, DeviceId, HistoryKind, Millis, TenantId, TwinKey, UpdateRequest};
+use serde_json::Value;
+use std::sync::Arc;
+use tokio::sync::broadcast::{self, error::RecvError};
+
+/// Answers a request published on a shadow topic; anything else is left alone. The caller has
+/// checked that the client may publish there.
+pub(crate) async fn handle(hub: &Hub, identity: &Identity, topic: &str, payload: &[u8]) {
+    let Some(request) = topic::parse_request(topic) else {
+        return;
+    };
+    let now = Millis(now_millis());
+    let (outcome, body) = match answer(hub, identity, &request, payload, now).await {
+        Ok(body) => ("accepted", body),
+        Err((error, token)) => (
+            "rejected",
+            document::rejected(&error, token.as_deref(), now),
+        ),
+    };
+    hub.publish(&identity.tenant, &request.response(outcome), &body)
+        .await;
+}
+
+type Rejection = (ShadowError, Option<String>);
+
+async fn answer(
+    hub: &Hub,
+    identity: &Identity,
+    request: &ShadowTopic<'_>,
+    payload: &[u8],
+    now: Millis,
+) -> Result<Value, Rejection> {
+    let name = request.shadow.unwrap_or(request.thing);
+    let device = topic::twin_device(request.thing, request.shadow)
+        .map_err(|err| (document::from_model(&err, name), None))?;
+    let key = TwinKey::new(identity.tenant.clone(), device);
+    let engine = hub.engine().ok_or((ShadowError::internal(), None))?;
+    match request.op {
+        ShadowOp::Get => {
+            let token = document::parse_client_token(payload).map_err(|err| (err, None))?;
+            match engine.get(&key) {
+                Ok(Some(twin)) => Ok(document::get_accepted(&twin, token.as_deref(), now)),
+                Ok(None) => Err((ShadowError::not_found(name), token)),
+                Err(err) => Err((engine_error(&err, name), token)),
+            }
+        }
+        ShadowOp::Delete => {
+            let token = document::parse_client_token(payload).map_err(|err| (err, None))?;
+            let request = update_request(identity, Change::Delete, None, token.clone());
+            match engine.update(key, request).await {
+                Ok(Outcome::Applied(twin) | Outcome::Stale(twin)) => Ok(document::delete_accepted(
+                    twin.version,
+                    token.as_deref(),
+                    now,
+                )),
+                Err(err) => Err((engine_error(&err, name), token)),
+            }
+        }
+        ShadowOp::Update => {
+            // Rejections echo the client token whenever the payload has a readable one.
+            let loose_token = document::parse_client_token(payload).ok().flatten();
+            let update =
+                document::parse_update(payload, &hub.limits).map_err(|err| (err, loose_token))?;
+            let change = Change::Shadow {
+                desired: update.desired.clone(),
+                reported: update.reported.clone(),
+            };
+            let request = update_request(
+                identity,
+                change,
+                update.version,
+                update.client_token.clone(),
+            );
+            match engine.update(key, request).await {
+                Ok(Outcome::Applied(twin) | Outcome::Stale(twin)) => {
+                    Ok(document::update_accepted(&update, &twin, now))
+                }
+                Err(err) => Err((engine_error(&err, name), update.client_token)),
+            }
+        }
+    }
+}
+
+fn update_request(
+    identity: &Identity,
+    change: Change,
+    expected_version: Option<u64>,
+    client_token: Option<String>,
+) -> UpdateRequest {
+    UpdateRequest {
+        change,
+        expected_version,
+        changed_by: identity.principal.clone(),
+        change_reason: None,
+        client_token,
+    }
+}
+
+fn engine_error(err: &EngineError, name: &str) -> ShadowError {
+    match err {
+        EngineError::Model(model) => document::from_model(model, name),
+        other => {
+            tracing::error!(error = %other, "shadow request failed in the engine");
+            ShadowError::internal()
+        }
+    }
+}
+
+/// Sends the current delta of `device`'s classic shadow again, if it has one.
+pub(crate) async fn resend_delta(hub: &Hub, tenant: &TenantId, device: &DeviceId) {
+    let Some(engine) = hub.engine() else {
+        return;
+    };
+    let key = TwinKey::new(tenant.clone(), device.clone());
+    let Ok(Some(twin)) = engine.get(&key) else {
+        return;
+    };
+    if let Some(body) = document::current_delta(&twin, Millis(now_millis())) {
+        let (thing, shadow) = topic::shadow_of(device);
+        hub.publish(tenant, &topic::delta_topic(thing, shadow), &body)
+            .await;
+    }
+}
+
+/// After a subscription: when it brings a shadow's `/update/delta`, sends that shadow's current
+/// delta (AWS devices miss deltas published while they were away).
+pub(crate) async fn delta_on_subscribe(hub: &Hub, identity: &Identity, filter: &str) {
+    // An exact delta topic names its shadow (an application may watch any thing's).
+    if let Some(request) = topic::parse_delta(filter) {
+        if let Ok(device) = topic::twin_device(request.0, request.1) {
+            resend_delta(hub, &identity.tenant, &device).await;
+        }
+        return;
+    }
+    // A wildcard filter: the client's own classic shadow, if the filter covers its delta.
+    if let Some(device) = &identity.device
+        && topic::filter_matches(filter, &topic::delta_topic(device.as_str(), None))
+    {
+        resend_delta(hub, &identity.tenant, device).await;
+    }
+}
+
+/// Publishes `/update/delta` and `/update/documents` for every durable change of a shadow,
+/// whoever made it (HTTP or MQTT), until the engine stops.
+pub(crate) async fn run_feed(hub: Arc<Hub>, mut changes: broadcast::Receiver<TwinChange>) {
+    loop {
+        match changes.recv().await {
+            Ok(change) => announce(&hub, &change).await,
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "the MQTT delta feed fell behind and skipped changes"
+                );
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+async fn announce(hub: &Hub, change: &TwinChange) {
+    let state_changed = matches!(
+        change.kind,
+        HistoryKind::Desired | HistoryKind::Reported | HistoryKind::State
+    );
+    if !state_changed {
+        return;
+    }
+    let previous = match change.previous_twin() {
+        Ok(previous) => previous,
+        Err(err) => {
+            tracing::error!(error = %err, twin = %change.key, "cannot decode a twin's previous state");
+            return;
+        }
+    };
+    let now = Millis(now_millis());
+    let token = change.client_token.as_deref();
+    let (thing, shadow) = topic::shadow_of(&change.key.device);
+    let tenant = &change.key.tenant;
+    if let Some(body) = document::delta(previous.as_ref(), &change.current, token, now) {
+        hub.publish(tenant, &topic::delta_topic(thing, shadow), &body)
+            .await;
+    }
+    let body = document::documents(previous.as_ref(), &change.current, token, now);
+    hub.publish(tenant, &topic::documents_topic(thing, shadow), &body)
+        .await;
+}

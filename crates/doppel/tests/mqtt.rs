@@ -1,0 +1,790 @@
+//! Devices over MQTT end to end: the real binary on port 0 and a real MQTT client (rumqttc).
+//! AWS IoT Device Shadow topics, presence, authentication, ACLs, tenant isolation, and the
+//! general broker features devices and applications rely on.
+
+mod common;
+
+use common::Server;
+use common::mqtt::{Mqtt, Options, connect, connect_with, login};
+use rumqttc::ConnectReturnCode;
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::time::Duration;
+
+const ANONYMOUS: &[&str] = &["--mqtt-allow-anonymous", "true"];
+
+fn shadow(thing: &str, rest: &str) -> String {
+    format!("$aws/things/{thing}/shadow/{rest}")
+}
+
+struct Http {
+    client: reqwest::Client,
+}
+
+impl Http {
+    fn new() -> Http {
+        Http {
+            client: reqwest::Client::new(),
+        }
+    }
+
+    async fn get(&self, server: &Server, path: &str) -> (u16, Value) {
+        let response = self.client.get(server.url(path)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn send(
+        &self,
+        server: &Server,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> (u16, Value) {
+        let response = self
+            .client
+            .request(method, server.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn patch_desired(&self, server: &Server, twin: &str, body: Value) {
+        let path = format!("/v1/tenants/default/twins/{twin}/desired");
+        let (status, reply) = self.send(server, reqwest::Method::PATCH, &path, body).await;
+        assert!(status == 200 || status == 201, "{status} {reply}");
+    }
+
+    /// Waits (bounded) until the twin's JSON satisfies `ready`.
+    async fn eventually(
+        &self,
+        server: &Server,
+        path: &str,
+        ready: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + common::mqtt::WAIT;
+        loop {
+            let (_, body) = self.get(server, path).await;
+            if ready(&body) {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{path} never became ready; last: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn credential(&self, server: &Server, path: &str) -> (String, String) {
+        let (status, body) = self
+            .send(server, reqwest::Method::POST, path, json!({}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        (
+            body["username"].as_str().unwrap().to_owned(),
+            body["password"].as_str().unwrap().to_owned(),
+        )
+    }
+}
+
+async fn device(server: &Server, thing: &str) -> Mqtt {
+    let mut device = connect(server.mqtt, thing).await;
+    device.subscribe(&shadow(thing, "#")).await;
+    device
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_update_is_accepted_only_once_durable_and_is_the_twin_http_sees() {
+    let server = Server::start_with(ANONYMOUS);
+    let http = Http::new();
+    let mut pump = device(&server, "pump-1").await;
+    let update = json!({"state": {"reported": {"temp": 21, "fan": {"rpm": 900}}, "desired": {"temp": 19}}, "clientToken": "tok-1"});
+    pump.publish_json(&shadow("pump-1", "update"), &update)
+        .await;
+    let accepted = pump.recv_json(&shadow("pump-1", "update/accepted")).await;
+    // The twin is readable over HTTP the moment the answer is out.
+    let (status, twin) = http.get(&server, "/v1/tenants/default/twins/pump-1").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        twin["reported"]["state"],
+        json!({"temp": 21, "fan": {"rpm": 900}})
+    );
+    assert_eq!(accepted["version"], twin["version"]);
+    assert_eq!(accepted["state"], update["state"]);
+    assert_eq!(accepted["clientToken"], "tok-1");
+    let seconds = accepted["timestamp"].as_i64().unwrap();
+    assert!(
+        (1_700_000_000..4_000_000_000).contains(&seconds),
+        "AWS timestamps are seconds: {seconds}"
+    );
+    assert_eq!(
+        accepted["metadata"]["reported"]["fan"]["rpm"]["timestamp"],
+        seconds
+    );
+    assert_eq!(
+        accepted["metadata"]["desired"]["temp"]["timestamp"],
+        seconds
+    );
+
+    let delta = pump.recv_json(&shadow("pump-1", "update/delta")).await;
+    assert_eq!(delta["state"], json!({"temp": 19}));
+    assert_eq!(delta["clientToken"], "tok-1");
+    let documents = pump.recv_json(&shadow("pump-1", "update/documents")).await;
+    assert_eq!(documents["current"]["state"]["reported"]["temp"], 21);
+    assert_eq!(documents["current"]["version"], accepted["version"]);
+
+    pump.publish(&shadow("pump-1", "get"), r#"{"clientToken":"g"}"#)
+        .await;
+    let got = pump.recv_json(&shadow("pump-1", "get/accepted")).await;
+    assert_eq!(got["state"]["delta"], json!({"temp": 19}));
+    assert_eq!(got["state"]["desired"], json!({"temp": 19}));
+    assert_eq!(got["clientToken"], "g");
+
+    // `null` deletes a property; `"desired": null` clears desired.
+    pump.publish_json(
+        &shadow("pump-1", "update"),
+        &json!({"state": {"reported": {"fan": null}, "desired": null}}),
+    )
+    .await;
+    pump.recv_json(&shadow("pump-1", "update/accepted")).await;
+    let (_, twin) = http.get(&server, "/v1/tenants/default/twins/pump-1").await;
+    assert_eq!(twin["reported"]["state"], json!({"temp": 21}));
+    assert_eq!(twin["desired"]["state"], json!({}));
+
+    pump.publish(&shadow("pump-1", "delete"), "").await;
+    let deleted = pump.recv_json(&shadow("pump-1", "delete/accepted")).await;
+    assert!(deleted["version"].as_u64().unwrap() > accepted["version"].as_u64().unwrap());
+    let (status, _) = http.get(&server, "/v1/tenants/default/twins/pump-1").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_are_rejected_with_aws_codes_and_change_nothing() {
+    let server = Server::start_with(&[
+        "--mqtt-allow-anonymous",
+        "true",
+        "--limits-max-document-bytes",
+        "1024",
+        "--limits-max-depth",
+        "3",
+    ]);
+    let http = Http::new();
+    let mut pump = device(&server, "pump-2").await;
+    let rejected = shadow("pump-2", "update/rejected");
+
+    pump.publish(&shadow("pump-2", "get"), "").await;
+    let missing = pump.recv_json(&shadow("pump-2", "get/rejected")).await;
+    assert_eq!(
+        (missing["code"].as_u64(), missing["message"].as_str()),
+        (Some(404), Some("No shadow exists with name: 'pump-2'"))
+    );
+    pump.publish(&shadow("pump-2", "delete"), "").await;
+    assert_eq!(
+        pump.recv_json(&shadow("pump-2", "delete/rejected")).await["code"],
+        404
+    );
+
+    let cases: [(&str, u64, &str); 5] = [
+        ("{not json", 400, "Invalid JSON"),
+        (
+            r#"{"clientToken":"c1"}"#,
+            400,
+            "Missing required node: state",
+        ),
+        (
+            r#"{"state": 5, "clientToken":"c1"}"#,
+            400,
+            "State node must be an object",
+        ),
+        (
+            r#"{"state": {"reported": {"a": {"b": {"c": {"d": 1}}}}}, "clientToken":"c1"}"#,
+            400,
+            "JSON contains too many levels of nesting; maximum is 3",
+        ),
+        (
+            r#"{"state": {"reported": {"a": 1}}, "version": 7, "clientToken":"c1"}"#,
+            409,
+            "Version conflict",
+        ),
+    ];
+    for (payload, code, message) in cases {
+        pump.publish(&shadow("pump-2", "update"), payload).await;
+        let error = pump.recv_json(&rejected).await;
+        assert_eq!(error["code"], code, "{payload} -> {error}");
+        assert_eq!(error["message"], message, "{payload} -> {error}");
+        if payload.contains("c1") {
+            assert_eq!(error["clientToken"], "c1", "{payload} -> {error}");
+        }
+    }
+    let big = json!({"state": {"reported": {"blob": "x".repeat(2000)}}});
+    pump.publish_json(&shadow("pump-2", "update"), &big).await;
+    assert_eq!(pump.recv_json(&rejected).await["code"], 413);
+    let (status, _) = http.get(&server, "/v1/tenants/default/twins/pump-2").await;
+    assert_eq!(status, 404, "no rejected request may create the twin");
+
+    // An update at the current version applies; the same version again conflicts.
+    pump.publish(
+        &shadow("pump-2", "update"),
+        r#"{"state":{"reported":{"a":1}}}"#,
+    )
+    .await;
+    let first = pump.recv_json(&shadow("pump-2", "update/accepted")).await;
+    let version = first["version"].as_u64().unwrap();
+    let conditional = json!({"state": {"reported": {"a": 2}}, "version": version});
+    pump.publish_json(&shadow("pump-2", "update"), &conditional)
+        .await;
+    assert_eq!(
+        pump.recv_json(&shadow("pump-2", "update/accepted")).await["version"],
+        version + 1
+    );
+    pump.publish_json(&shadow("pump-2", "update"), &conditional)
+        .await;
+    assert_eq!(pump.recv_json(&rejected).await["code"], 409);
+    let (_, twin) = http.get(&server, "/v1/tenants/default/twins/pump-2").await;
+    assert_eq!(twin["reported"]["state"]["a"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn desired_changes_over_http_reach_the_device_and_are_resent_after_a_reconnect() {
+    let server = Server::start_with(ANONYMOUS);
+    let http = Http::new();
+    let mut pump = device(&server, "pump-3").await;
+    http.patch_desired(&server, "pump-3", json!({"speed": 3, "mode": "eco"}))
+        .await;
+    let delta = pump.recv_json(&shadow("pump-3", "update/delta")).await;
+    assert_eq!(delta["state"], json!({"speed": 3, "mode": "eco"}));
+    assert!(delta["metadata"]["speed"]["timestamp"].is_i64());
+
+    // Removing a desired key that was still pending tells the device to forget it.
+    http.patch_desired(&server, "pump-3", json!({"mode": null}))
+        .await;
+    let delta = pump.recv_json(&shadow("pump-3", "update/delta")).await;
+    assert_eq!(delta["state"], json!({"speed": 3, "mode": null}));
+
+    // Away while desired changes: the delta comes again on the device's next subscription.
+    drop(pump);
+    http.patch_desired(&server, "pump-3", json!({"speed": 5}))
+        .await;
+    let mut pump = connect(server.mqtt, "pump-3").await;
+    pump.subscribe(&shadow("pump-3", "update/delta")).await;
+    let delta = pump.recv_json(&shadow("pump-3", "update/delta")).await;
+    assert_eq!(delta["state"], json!({"speed": 5}));
+
+    // Reporting the desired value ends the delta: no delta message for that.
+    pump.publish(
+        &shadow("pump-3", "update"),
+        r#"{"state":{"reported":{"speed":5}}}"#,
+    )
+    .await;
+    pump.expect_silence(
+        &shadow("pump-3", "update/delta"),
+        Duration::from_millis(500),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kept_session_gets_the_delta_on_reconnect_without_subscribing_again() {
+    let server = Server::start_with(ANONYMOUS);
+    let http = Http::new();
+    let kept = || Options {
+        clean_session: false,
+        ..Options::default()
+    };
+    let mut pump = connect_with(server.mqtt, "pump-4", kept()).await.unwrap();
+    pump.subscribe(&shadow("pump-4", "update/delta")).await;
+    pump.disconnect().await;
+    http.patch_desired(&server, "pump-4", json!({"valve": "open"}))
+        .await;
+    let mut pump = connect_with(server.mqtt, "pump-4", kept()).await.unwrap();
+    let delta = pump.recv_json(&shadow("pump-4", "update/delta")).await;
+    assert_eq!(delta["state"]["valve"], "open");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn named_shadows_are_twins_of_their_own() {
+    let server = Server::start_with(ANONYMOUS);
+    let http = Http::new();
+    let mut pump = connect(server.mqtt, "pump-5").await;
+    let named = |rest: &str| format!("$aws/things/pump-5/shadow/name/config/{rest}");
+    pump.subscribe(&named("#")).await;
+    pump.publish(&named("update"), r#"{"state":{"desired":{"interval":60}}}"#)
+        .await;
+    pump.recv_json(&named("update/accepted")).await;
+    assert_eq!(
+        pump.recv_json(&named("update/delta")).await["state"],
+        json!({"interval": 60})
+    );
+    let (status, twin) = http
+        .get(&server, "/v1/tenants/default/twins/pump-5/shadows/config")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(twin["desired"]["state"], json!({"interval": 60}));
+    let (status, _) = http
+        .get(
+            &server,
+            "/v1/tenants/default/twins/pump-5/shadows/config/history",
+        )
+        .await;
+    assert_eq!(status, 200);
+    pump.publish(&named("get"), "").await;
+    assert_eq!(
+        pump.recv_json(&named("get/accepted")).await["state"]["desired"]["interval"],
+        60
+    );
+    // The device's classic shadow is untouched: the presence write made it, with no state.
+    let (_, classic) = http.get(&server, "/v1/tenants/default/twins/pump-5").await;
+    assert!(
+        classic["desired"]["state"]
+            .as_object()
+            .is_none_or(|s| s.is_empty()),
+        "{classic}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn presence_follows_connects_clean_and_unclean_disconnects_and_keepalive_expiry() {
+    let server = Server::start_with(ANONYMOUS);
+    let http = Http::new();
+    let mut watcher = connect(server.mqtt, "watcher").await;
+    watcher.subscribe("$aws/events/presence/+/+").await;
+    // Presence makes twins only for known devices; anonymous clients need their twin to exist.
+    for thing in ["pump-6", "pump-7"] {
+        http.patch_desired(&server, thing, json!({"on": true}))
+            .await;
+    }
+    let path = "/v1/tenants/default/twins/pump-6";
+
+    let pump = connect(server.mqtt, "pump-6").await;
+    let event = watcher
+        .recv_json("$aws/events/presence/connected/pump-6")
+        .await;
+    assert_eq!(
+        (event["eventType"].as_str(), event["clientId"].as_str()),
+        (Some("connected"), Some("pump-6"))
+    );
+    assert!(
+        event["timestamp"].as_i64().unwrap() > 1_700_000_000_000,
+        "lifecycle timestamps are ms"
+    );
+    http.eventually(&server, path, |t| t["connection"]["status"] == "CONNECTED")
+        .await;
+
+    pump.disconnect().await;
+    let event = watcher
+        .recv_json("$aws/events/presence/disconnected/pump-6")
+        .await;
+    assert_eq!(event["disconnectReason"], "CLIENT_INITIATED_DISCONNECT");
+    assert_eq!(event["clientInitiatedDisconnect"], true);
+    let twin = http
+        .eventually(&server, path, |t| {
+            t["connection"]["status"] == "DISCONNECTED"
+        })
+        .await;
+    assert!(twin["connection"]["last_disconnected_at"].is_string());
+
+    // Gone without DISCONNECT: the socket just closes.
+    let pump = connect(server.mqtt, "pump-6").await;
+    watcher
+        .recv_json("$aws/events/presence/connected/pump-6")
+        .await;
+    drop(pump);
+    let event = watcher
+        .recv_json("$aws/events/presence/disconnected/pump-6")
+        .await;
+    assert_eq!(event["disconnectReason"], "CONNECTION_LOST");
+    assert_eq!(event["clientInitiatedDisconnect"], false);
+    http.eventually(&server, path, |t| {
+        t["connection"]["status"] == "DISCONNECTED"
+    })
+    .await;
+
+    // Silent past its keep-alive (1 s): a raw client that connects and then says nothing.
+    let mut silent = std::net::TcpStream::connect(server.mqtt).unwrap();
+    silent.write_all(&connect_packet("pump-7", 1)).unwrap();
+    let mut connack = [0u8; 4];
+    silent.read_exact(&mut connack).unwrap();
+    assert_eq!(connack, [0x20, 0x02, 0x00, 0x00]);
+    watcher
+        .recv_json("$aws/events/presence/connected/pump-7")
+        .await;
+    let event = watcher
+        .recv_json("$aws/events/presence/disconnected/pump-7")
+        .await;
+    assert_eq!(event["disconnectReason"], "MQTT_KEEP_ALIVE_TIMEOUT");
+    http.eventually(&server, "/v1/tenants/default/twins/pump-7", |t| {
+        t["connection"]["status"] == "DISCONNECTED"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_takeover_leaves_the_device_connected() {
+    let server = Server::start_with(ANONYMOUS);
+    let http = Http::new();
+    http.patch_desired(&server, "pump-8", json!({"on": true}))
+        .await;
+    let mut watcher = connect(server.mqtt, "watcher-8").await;
+    watcher.subscribe("$aws/events/presence/+/pump-8").await;
+    let _first = connect(server.mqtt, "pump-8").await;
+    watcher
+        .recv_json("$aws/events/presence/connected/pump-8")
+        .await;
+    let _second = connect(server.mqtt, "pump-8").await;
+    let event = watcher
+        .recv_json("$aws/events/presence/disconnected/pump-8")
+        .await;
+    assert_eq!(event["disconnectReason"], "DUPLICATE_CLIENTID");
+    watcher
+        .recv_json("$aws/events/presence/connected/pump-8")
+        .await;
+    let path = "/v1/tenants/default/twins/pump-8";
+    let (_, twin) = http.get(&server, path).await;
+    assert_eq!(twin["connection"]["status"], "CONNECTED", "{twin}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graceful_stop_disconnects_devices_and_records_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = Http::new();
+    let mut server = Server::start_in(dir.path(), ANONYMOUS);
+    http.patch_desired(&server, "pump-14", json!({"on": true}))
+        .await;
+    let mut pump = connect(server.mqtt, "pump-14").await;
+    let path = "/v1/tenants/default/twins/pump-14";
+    http.eventually(&server, path, |t| t["connection"]["status"] == "CONNECTED")
+        .await;
+    assert!(
+        server.stop(),
+        "the hub stops cleanly with a device connected"
+    );
+    pump.closed().await;
+    let server = Server::start_in(dir.path(), ANONYMOUS);
+    let (_, history) = http
+        .get(&server, &format!("{path}/history?kind=connection"))
+        .await;
+    let entries: Vec<(&str, &str)> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            let status = entry["state"]["status"].as_str().unwrap();
+            (status, entry["change_reason"].as_str().unwrap())
+        })
+        .collect();
+    // Recorded by the stopping hub itself, not by the next start's sweep.
+    assert_eq!(
+        entries,
+        [("CONNECTED", "connected"), ("DISCONNECTED", "disconnected")],
+        "{history}"
+    );
+}
+
+/// A minimal MQTT 3.1.1 CONNECT with a clean session and no credentials.
+fn connect_packet(client_id: &str, keep_alive_secs: u16) -> Vec<u8> {
+    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02];
+    body.extend_from_slice(&keep_alive_secs.to_be_bytes());
+    body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
+    body.extend_from_slice(client_id.as_bytes());
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend_from_slice(&body);
+    packet
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn devices_log_in_with_their_credentials_and_use_only_their_own_topics() {
+    let server = Server::start();
+    let http = Http::new();
+    let (user, password) = http
+        .credential(&server, "/v1/tenants/acme/devices/pump-9/credentials")
+        .await;
+    assert_eq!(user, "acme/devices/pump-9");
+
+    let refused = |credentials: Option<(&str, &str)>| Options {
+        credentials: credentials.map(|(u, p)| (u.to_owned(), p.to_owned())),
+        ..Options::default()
+    };
+    let wrong = connect_with(
+        server.mqtt,
+        "pump-9",
+        refused(Some((&user, "not-the-password"))),
+    )
+    .await;
+    assert_eq!(wrong.err(), Some(ConnectReturnCode::BadUserNamePassword));
+    let nobody = connect_with(server.mqtt, "pump-9", refused(None)).await;
+    assert_eq!(nobody.err(), Some(ConnectReturnCode::NotAuthorized));
+
+    let mut pump = login(server.mqtt, "any-client-id", &user, &password).await;
+    // The credential names the thing, whatever the client id.
+    pump.subscribe(&shadow("pump-9", "#")).await;
+    assert!(
+        !pump
+            .try_subscribe(&shadow("pump-10", "update/accepted"))
+            .await
+    );
+    assert!(
+        !pump
+            .try_subscribe("$aws/things/+/shadow/update/delta")
+            .await
+    );
+    pump.publish(
+        &shadow("pump-9", "update"),
+        r#"{"state":{"reported":{"ok":true}}}"#,
+    )
+    .await;
+    pump.recv_json(&shadow("pump-9", "update/accepted")).await;
+    let (status, twin) = http.get(&server, "/v1/tenants/acme/twins/pump-9").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        twin["connection"]["status"], "CONNECTED",
+        "a device with credentials gets its twin on connect"
+    );
+    // Publishing to another thing's shadow changes nothing.
+    pump.publish(
+        &shadow("pump-10", "update"),
+        r#"{"state":{"reported":{"x":1}}}"#,
+    )
+    .await;
+    pump.publish(&shadow("pump-9", "get"), "").await;
+    pump.recv_json(&shadow("pump-9", "get/accepted")).await;
+    let (status, _) = http.get(&server, "/v1/tenants/acme/twins/pump-10").await;
+    assert_eq!(status, 404);
+
+    // An application of the tenant may use every thing's topics and sees presence.
+    let (app_user, app_password) = http
+        .credential(&server, "/v1/tenants/acme/apps/dashboard/credentials")
+        .await;
+    let mut app = login(server.mqtt, "dashboard-1", &app_user, &app_password).await;
+    app.subscribe("$aws/things/+/shadow/update/accepted").await;
+    app.subscribe("$aws/events/presence/#").await;
+    app.publish(
+        &shadow("pump-10", "update"),
+        r#"{"state":{"desired":{"x":1}}}"#,
+    )
+    .await;
+    let accepted = app.recv_on(&shadow("pump-10", "update/accepted")).await;
+    assert_eq!(accepted.json()["state"]["desired"]["x"], 1);
+    let (_, twin) = http.get(&server, "/v1/tenants/acme/twins/pump-10").await;
+    assert_eq!(twin["desired"]["state"]["x"], 1);
+    drop(pump);
+    app.recv_json("$aws/events/presence/disconnected/any-client-id")
+        .await;
+
+    // Revoking the credential keeps the device out.
+    let (_, list) = http
+        .get(&server, "/v1/tenants/acme/devices/pump-9/credentials")
+        .await;
+    let id = list["items"][0]["credential_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let revoked = http
+        .client
+        .delete(server.url(&format!("/v1/tenants/acme/devices/pump-9/credentials/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status().as_u16(), 204);
+    let again = connect_with(server.mqtt, "pump-9", refused(Some((&user, &password)))).await;
+    assert_eq!(again.err(), Some(ConnectReturnCode::BadUserNamePassword));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenants_never_see_each_other() {
+    let server = Server::start();
+    let http = Http::new();
+    let (a_user, a_password) = http
+        .credential(&server, "/v1/tenants/tenant-a/apps/app/credentials")
+        .await;
+    let (b_user, b_password) = http
+        .credential(&server, "/v1/tenants/tenant-b/apps/app/credentials")
+        .await;
+    let (d_user, d_password) = http
+        .credential(&server, "/v1/tenants/tenant-a/devices/pump/credentials")
+        .await;
+    let mut a = login(server.mqtt, "app-a", &a_user, &a_password).await;
+    let mut b = login(server.mqtt, "app-b", &b_user, &b_password).await;
+    a.subscribe("#").await;
+    b.subscribe("#").await;
+    b.subscribe("$aws/#").await;
+    a.subscribe("$aws/things/pump/shadow/#").await;
+    let pump = login(server.mqtt, "pump", &d_user, &d_password).await;
+    pump.publish("sensors/temp", "21").await;
+    pump.publish(
+        &shadow("pump", "update"),
+        r#"{"state":{"reported":{"t":1}}}"#,
+    )
+    .await;
+    assert_eq!(a.recv_on("sensors/temp").await.payload, b"21");
+    a.recv_on(&shadow("pump", "update/accepted")).await;
+    b.expect_silence("sensors/temp", Duration::from_millis(500))
+        .await;
+    b.expect_silence(
+        &shadow("pump", "update/accepted"),
+        Duration::from_millis(100),
+    )
+    .await;
+    // Naming the broker's internal prefix reaches nothing either.
+    b.subscribe("$tenants/tenant-a/n/#").await;
+    pump.publish("sensors/temp", "22").await;
+    assert_eq!(a.recv_on("sensors/temp").await.payload, b"22");
+    b.expect_silence(
+        "$tenants/tenant-a/n/sensors/temp",
+        Duration::from_millis(300),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn configured_acl_rules_decide_ordinary_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("doppel.toml");
+    std::fs::write(
+        &config,
+        r#"
+[[mqtt.acl]]
+permission = "allow"
+clients = "anonymous"
+topic = "telemetry/{thing}/#"
+
+[[mqtt.acl]]
+permission = "deny"
+clients = "anonymous"
+topic = "telemetry/#"
+"#,
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let config = config.to_str().unwrap().to_owned();
+    let server = Server::start_in(
+        &data,
+        &["--mqtt-allow-anonymous", "true", "--config", &config],
+    );
+    let mut pump = connect(server.mqtt, "pump-11").await;
+    pump.subscribe("telemetry/pump-11/#").await;
+    assert!(
+        !pump.try_subscribe("telemetry/+/temp").await,
+        "would bring other things' telemetry"
+    );
+    let other = connect(server.mqtt, "pump-12").await;
+    other.publish("telemetry/pump-11/temp", "spoofed").await;
+    pump.publish("telemetry/pump-11/temp", "mine").await;
+    let message = pump.recv_on("telemetry/pump-11/temp").await;
+    assert_eq!(
+        message.payload, b"mine",
+        "the spoofed publish was delivered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_broker_keeps_retained_messages_wills_and_offline_messages() {
+    let server = Server::start_with(ANONYMOUS);
+    let publisher = connect(server.mqtt, "publisher").await;
+    publisher
+        .publish_retained("site/berlin/status", "online")
+        .await;
+    let mut late = connect(server.mqtt, "late").await;
+    late.subscribe("site/+/status").await;
+    let retained = late.recv_on("site/berlin/status").await;
+    assert!(retained.retain);
+    assert_eq!(retained.payload, b"online");
+
+    // A last will goes out when its client vanishes.
+    let will = Options {
+        last_will: Some(("site/berlin/will".into(), "gone".into())),
+        ..Options::default()
+    };
+    let doomed = connect_with(server.mqtt, "doomed", will).await.unwrap();
+    late.subscribe("site/berlin/will").await;
+    drop(doomed);
+    assert_eq!(late.recv_on("site/berlin/will").await.payload, b"gone");
+
+    // A kept session receives what was published while it was away (QoS 1).
+    let kept = || Options {
+        clean_session: false,
+        ..Options::default()
+    };
+    let mut sleeper = connect_with(server.mqtt, "sleeper", kept()).await.unwrap();
+    sleeper.subscribe("jobs/#").await;
+    sleeper.disconnect().await;
+    publisher.publish("jobs/1", "run").await;
+    let mut sleeper = connect_with(server.mqtt, "sleeper", kept()).await.unwrap();
+    assert_eq!(sleeper.recv_on("jobs/1").await.payload, b"run");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn protocol_violations_close_only_that_connection() {
+    let server = Server::start_with(&[
+        "--mqtt-allow-anonymous",
+        "true",
+        "--mqtt-max-packet-bytes",
+        "2048",
+    ]);
+    let mut bystander = connect(server.mqtt, "bystander").await;
+    bystander.subscribe("chat/#").await;
+
+    // A packet of a reserved type after CONNECT.
+    let mut rogue = std::net::TcpStream::connect(server.mqtt).unwrap();
+    rogue.set_read_timeout(Some(common::mqtt::WAIT)).unwrap();
+    rogue.write_all(&connect_packet("rogue", 30)).unwrap();
+    let mut connack = [0u8; 4];
+    rogue.read_exact(&mut connack).unwrap();
+    rogue.write_all(&[0xF0, 0x00]).unwrap();
+    let mut rest = Vec::new();
+    let closed = rogue.read_to_end(&mut rest);
+    assert!(
+        closed.is_ok(),
+        "the broker closes the rogue connection: {closed:?}"
+    );
+
+    // A packet larger than the limit.
+    let mut big = connect(server.mqtt, "big").await;
+    big.publish("chat/big", vec![b'x'; 4096]).await;
+    big.closed().await;
+
+    let speaker = connect(server.mqtt, "speaker").await;
+    speaker.publish("chat/hello", "still here").await;
+    assert_eq!(bystander.recv_on("chat/hello").await.payload, b"still here");
+    bystander
+        .expect_silence("chat/big", Duration::from_millis(200))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twins_left_connected_by_a_crash_are_disconnected_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = Http::new();
+    let mut server = Server::start_in(dir.path(), ANONYMOUS);
+    http.patch_desired(&server, "pump-13", json!({"on": true}))
+        .await;
+    let _pump = connect(server.mqtt, "pump-13").await;
+    let path = "/v1/tenants/default/twins/pump-13";
+    http.eventually(&server, path, |t| t["connection"]["status"] == "CONNECTED")
+        .await;
+    server.kill();
+    let server = Server::start_in(dir.path(), ANONYMOUS);
+    let twin = http
+        .eventually(&server, path, |t| {
+            t["connection"]["status"] == "DISCONNECTED"
+        })
+        .await;
+    assert!(twin["connection"]["last_disconnected_at"].is_string());
+    let (_, history) = http
+        .get(&server, &format!("{path}/history?kind=connection"))
+        .await;
+    let last = history["items"]
+        .as_array()
+        .unwrap()
+        .last()
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        last["change_reason"],
+        "the hub restarted while the device was connected"
+    );
+}
