@@ -201,26 +201,31 @@ impl Hub {
         }
     }
 
-    async fn on_connected(&self, session: &Session) {
+    /// A session began (`ended` is `None`) or ended: records it on the device's twin and
+    /// publishes the AWS lifecycle event.
+    async fn on_presence(&self, session: &Session, ended: Option<&Reason>) {
         let _writing = self.presence.writing();
         let Some(identity) = self.identity(session).await else {
             return;
         };
-        let version = match &identity.device {
-            Some(device) => {
-                let key = TwinKey::new(identity.tenant.clone(), device.clone());
-                let stamp = self.presence.connected(&key);
-                self.record_presence(
-                    &key,
-                    ConnectionStatus::Connected,
-                    stamp,
-                    identity.creates_twin(),
-                    None,
-                )
-                .await;
+        let twin = identity
+            .device
+            .as_ref()
+            .map(|device| TwinKey::new(identity.tenant.clone(), device.clone()));
+        let write = twin.as_ref().and_then(|key| match ended {
+            None => Some((ConnectionStatus::Connected, self.presence.connected(key))),
+            Some(_) => self
+                .presence
+                .disconnected(key)
+                .map(|stamp| (ConnectionStatus::Disconnected, stamp)),
+        });
+        let version = match (&twin, write) {
+            (Some(key), Some((status, stamp))) => {
+                let create = status == ConnectionStatus::Connected && identity.creates_twin();
+                self.record_presence(key, status, stamp, create, None).await;
                 stamp
             }
-            None => self.presence.stamp(),
+            _ => self.presence.stamp(),
         };
         let client_id = session.id.client_id.to_string();
         let event = ClientEvent {
@@ -230,58 +235,23 @@ impl Hub {
             timestamp: now_millis(),
             version,
         };
+        let (kind, body) = match ended {
+            None => ("connected", presence::connected_event(&event)),
+            Some(reason) => ("disconnected", presence::disconnected_event(&event, reason)),
+        };
         self.publish(
             &identity.tenant,
-            &presence::event_topic("connected", &client_id),
-            &presence::connected_event(&event),
+            &presence::event_topic(kind, &client_id),
+            &body,
         )
         .await;
-        if let Some(device) = &identity.device {
+        if ended.is_none()
+            && let Some(device) = &identity.device
+        {
             // A device that reconnects with a kept session is already subscribed to its delta
             // and would otherwise miss what changed while it was away.
             service::resend_delta(self, &identity.tenant, device).await;
         }
-    }
-
-    async fn on_disconnected(&self, session: &Session, reason: &Reason) {
-        let _writing = self.presence.writing();
-        let Some(identity) = self.identity(session).await else {
-            return;
-        };
-        let version = match &identity.device {
-            Some(device) => {
-                let key = TwinKey::new(identity.tenant.clone(), device.clone());
-                match self.presence.disconnected(&key) {
-                    Some(stamp) => {
-                        self.record_presence(
-                            &key,
-                            ConnectionStatus::Disconnected,
-                            stamp,
-                            false,
-                            None,
-                        )
-                        .await;
-                        stamp
-                    }
-                    None => self.presence.stamp(),
-                }
-            }
-            None => self.presence.stamp(),
-        };
-        let client_id = session.id.client_id.to_string();
-        let event = ClientEvent {
-            client_id: &client_id,
-            principal: &identity.principal,
-            ip_address: session.id.remote_addr.map(|addr| addr.ip().to_string()),
-            timestamp: now_millis(),
-            version,
-        };
-        self.publish(
-            &identity.tenant,
-            &presence::event_topic("disconnected", &client_id),
-            &presence::disconnected_event(&event, reason),
-        )
-        .await;
     }
 
     /// Twins still CONNECTED from before this process started lost their device with the old
@@ -437,11 +407,11 @@ impl Handler for HubHook {
                 None => (true, acc),
             },
             Parameter::ClientConnected(session) => {
-                hub.on_connected(session).await;
+                hub.on_presence(session, None).await;
                 (true, acc)
             }
             Parameter::ClientDisconnected(session, reason) => {
-                hub.on_disconnected(session, reason).await;
+                hub.on_presence(session, Some(reason)).await;
                 (true, acc)
             }
             Parameter::SessionSubscribed(session, subscribe) => {

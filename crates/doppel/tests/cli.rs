@@ -26,12 +26,12 @@ impl Cli {
 
     /// Runs a command that must succeed and returns its standard output.
     fn ok(&self, args: &[&str]) -> String {
-        succeeded(self.run(args, None), args)
+        common::cli_succeeded(self.run(args, None), args)
     }
 
     /// Runs a command that must fail and returns its one-line error.
     fn fails(&self, args: &[&str]) -> String {
-        failed(self.run(args, None), args)
+        common::cli_failed(self.run(args, None), args)
     }
 
     /// `get --json`, parsed.
@@ -64,37 +64,6 @@ fn run_twin(server: &str, args: &[&str], stdin: Option<&str>) -> Output {
     child
         .wait_with_output()
         .expect("doppel twin runs to the end")
-}
-
-fn succeeded(output: Output, args: &[&str]) -> String {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "doppel twin {args:?} failed: {stderr}"
-    );
-    String::from_utf8(output.stdout).expect("UTF-8 output")
-}
-
-/// Checks the failure contract: exit code 1, nothing on stdout, exactly one `doppel: ` line on
-/// stderr. Returns that line without the prefix.
-fn failed(output: Output, args: &[&str]) -> String {
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "doppel twin {args:?} should fail with 1; stderr: {stderr}"
-    );
-    assert!(
-        output.stdout.is_empty(),
-        "nothing on stdout when failing: {}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    assert_eq!(stderr.lines().count(), 1, "one line of error: {stderr:?}");
-    stderr
-        .strip_prefix("doppel: ")
-        .unwrap_or_else(|| panic!("error starts with `doppel: `: {stderr:?}"))
-        .trim_end()
-        .to_owned()
 }
 
 /// Data lines of a table: every line but the header and the `next cursor` line.
@@ -160,7 +129,7 @@ fn desired_then_get_as_a_table_and_as_json() {
         cli.twin("pump-1")["desired"]["state"],
         json!({"led": "on", "fan": {"speed": 1}})
     );
-    succeeded(
+    common::cli_succeeded(
         cli.run(
             &["desired", "pump-1", "-", "--replace"],
             Some(r#"{"fan": {"speed": 2}}"#),
@@ -296,7 +265,10 @@ fn list_pages_follow_the_cursor() {
         .env("DOPPEL_TENANT", "acme")
         .output()
         .expect("run doppel");
-    assert_eq!(succeeded(other, &["list"]), "no twins in tenant acme\n");
+    assert_eq!(
+        common::cli_succeeded(other, &["list"]),
+        "no twins in tenant acme\n"
+    );
 }
 
 #[test]
@@ -347,7 +319,7 @@ fn invalid_json_arguments_fail_before_any_request() {
         err,
         "invalid JSON in <json>: expected value at line 1 column 8"
     );
-    let err = failed(
+    let err = common::cli_failed(
         cli.run(&["desired", "lamp-4", "-"], Some("{\n  \"on\": yes\n}")),
         &["desired -"],
     );
@@ -377,13 +349,13 @@ fn an_unreachable_server_or_a_bad_id_is_one_line() {
     // unlike a port freed by this test, no concurrently started test server can take it.
     let server = "http://127.0.0.1:1";
 
-    let err = failed(run_twin(server, &["get", "pump-1"], None), &["get"]);
+    let err = common::cli_failed(run_twin(server, &["get", "pump-1"], None), &["get"]);
     assert_eq!(err, format!("cannot reach {server}: connection refused"));
-    let err = failed(run_twin(server, &["list", "--json"], None), &["list"]);
+    let err = common::cli_failed(run_twin(server, &["list", "--json"], None), &["list"]);
     assert_eq!(err, format!("cannot reach {server}: connection refused"));
 
     // Checked locally, so the unreachable server is never asked.
-    let err = failed(run_twin(server, &["get", "bad id"], None), &["get"]);
+    let err = common::cli_failed(run_twin(server, &["get", "bad id"], None), &["get"]);
     assert_eq!(
         err,
         r#"invalid device id "bad id": ids are 1 to 128 characters of A-Z a-z 0-9 : _ . -"#

@@ -46,7 +46,7 @@ impl Cli {
 
     /// Runs a command that must succeed and returns its standard output.
     fn ok(&self, args: &[&str]) -> String {
-        succeeded(self.run(args, None), args)
+        common::cli_succeeded(self.run(args, None), args)
     }
 
     /// Runs a command that must succeed with `--json` and returns its answer.
@@ -57,31 +57,8 @@ impl Cli {
 
     /// Runs a command that must fail and returns its one-line error.
     fn fails(&self, args: &[&str]) -> String {
-        let output = self.run(args, None);
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        assert_eq!(
-            output.status.code(),
-            Some(1),
-            "doppel {args:?} should fail with 1; stderr: {stderr}"
-        );
-        assert!(
-            output.stdout.is_empty(),
-            "nothing on stdout when failing: {}",
-            String::from_utf8_lossy(&output.stdout)
-        );
-        assert_eq!(stderr.lines().count(), 1, "one line of error: {stderr:?}");
-        stderr
-            .strip_prefix("doppel: ")
-            .unwrap_or_else(|| panic!("error starts with `doppel: `: {stderr:?}"))
-            .trim_end()
-            .to_owned()
+        common::cli_failed(self.run(args, None), args)
     }
-}
-
-fn succeeded(output: Output, args: &[&str]) -> String {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "doppel {args:?} failed: {stderr}");
-    String::from_utf8(output.stdout).expect("UTF-8 output")
 }
 
 /// The value of `name` in a key-value block such as `add` prints.
@@ -162,7 +139,7 @@ fn an_app_credential_takes_a_supplied_password_and_speaks_json() {
         Some("another password from stdin\n"),
     );
     let from_stdin: Value =
-        serde_json::from_str(&succeeded(output, &["add --password -"])).expect("JSON");
+        serde_json::from_str(&common::cli_succeeded(output, &["add --password -"])).expect("JSON");
     assert_eq!(from_stdin["password"], "another password from stdin");
 
     let listed = cli.json(&["app", "credential", "list", "dashboard", "--tenant", "acme"]);

@@ -5,17 +5,14 @@
 
 use super::client::Client;
 use super::table::Table;
-use super::twin::{DEFAULT_SERVER, DEFAULT_TENANT};
+use super::target::{Target, print_outcome};
 use super::view;
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use clap::{Args, Subcommand};
 use doppel_model::{AppName, DeviceId, Principal, TenantId};
 use reqwest::Method;
 use serde_json::{Value, json};
-use std::io::{BufRead, Write};
-
-/// Help heading of the options every subcommand shares.
-const HUB_OPTIONS: &str = "Hub options";
+use std::io::BufRead;
 
 /// Shown under a new credential: the hub cannot show the password again.
 const SHOWN_ONCE: &str = "The password is shown only now; the hub keeps only a hash of it.";
@@ -34,20 +31,6 @@ enum PrincipalCommand {
     /// Manage its MQTT credentials: the passwords it connects with, under its username.
     #[command(subcommand)]
     Credential(CredentialCommand),
-}
-
-/// Options every subcommand takes; `global` lets them stand before or after the subcommand.
-#[derive(Args, Debug)]
-struct Target {
-    /// Base URL of the hub's HTTP API (plain http only).
-    #[arg(long, global = true, help_heading = HUB_OPTIONS, env = "DOPPEL_SERVER", default_value = DEFAULT_SERVER)]
-    server: String,
-    /// Tenant that owns the devices and applications.
-    #[arg(long, global = true, help_heading = HUB_OPTIONS, env = "DOPPEL_TENANT", default_value = DEFAULT_TENANT)]
-    tenant: String,
-    /// Print the server's JSON answer, indented, instead of text for people.
-    #[arg(long, global = true, help_heading = HUB_OPTIONS)]
-    json: bool,
 }
 
 /// Whose credentials: the kind comes from the command (`device` or `app`), the name from its
@@ -109,16 +92,7 @@ impl CredentialCommand {
 pub fn run(args: PrincipalArgs, kind: Kind) -> anyhow::Result<()> {
     let PrincipalCommand::Credential(command) = args.command;
     let target = args.target;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let output = runtime.block_on(execute(target, kind, command))?;
-    match std::io::stdout().lock().write_all(output.as_bytes()) {
-        // The reader went away (`| head`): nothing left to tell anyone.
-        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        result => result.context("cannot write to standard output"),
-    }
+    print_outcome(execute(target, kind, command))
 }
 
 /// Validated here so that a mistyped id fails at once, naming the id, without a round trip.

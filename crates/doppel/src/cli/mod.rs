@@ -1,5 +1,6 @@
 mod client;
 pub mod credential;
 mod table;
+mod target;
 pub mod twin;
 mod view;

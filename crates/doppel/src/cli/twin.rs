@@ -3,24 +3,16 @@
 //! table for people, or as the server's JSON with `--json` for scripts.
 
 use super::client::Client;
+use super::target::{Target, print_outcome};
 use super::view;
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use clap::{Args, Subcommand};
 use doppel_model::{DeviceId, HistoryKind, TenantId};
 use reqwest::Method;
 use reqwest::header::IF_MATCH;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use std::io::{Read, Write};
-
-/// Where `doppel serve` listens unless told otherwise.
-pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
-
-/// The tenant of a single-tenant installation.
-pub const DEFAULT_TENANT: &str = "default";
-
-/// Help heading of the options every subcommand shares.
-const HUB_OPTIONS: &str = "Hub options";
+use std::io::Read;
 
 /// Header carrying the free-text reason recorded in history with a change.
 const CHANGE_REASON_HEADER: &str = "Doppel-Change-Reason";
@@ -31,20 +23,6 @@ pub struct TwinArgs {
     target: Target,
     #[command(subcommand)]
     command: TwinCommand,
-}
-
-/// Options every subcommand takes; `global` lets them stand before or after the subcommand.
-#[derive(Args, Debug)]
-struct Target {
-    /// Base URL of the hub's HTTP API (plain http only).
-    #[arg(long, global = true, help_heading = HUB_OPTIONS, env = "DOPPEL_SERVER", default_value = DEFAULT_SERVER)]
-    server: String,
-    /// Tenant that owns the twins.
-    #[arg(long, global = true, help_heading = HUB_OPTIONS, env = "DOPPEL_TENANT", default_value = DEFAULT_TENANT)]
-    tenant: String,
-    /// Print the server's JSON answer, indented, instead of a table.
-    #[arg(long, global = true, help_heading = HUB_OPTIONS)]
-    json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -156,16 +134,7 @@ fn parse_kind(text: &str) -> Result<HistoryKind, String> {
 }
 
 pub fn run(args: TwinArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let output = runtime.block_on(execute(args))?;
-    match std::io::stdout().lock().write_all(output.as_bytes()) {
-        // The reader went away (`| head`): nothing left to tell anyone.
-        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        result => result.context("cannot write to standard output"),
-    }
+    print_outcome(execute(args))
 }
 
 /// Sends the one request of a subcommand and returns what to print.

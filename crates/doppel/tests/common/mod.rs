@@ -148,3 +148,32 @@ impl Drop for Server {
         self.kill();
     }
 }
+
+/// Checks that a CLI command succeeded and returns its standard output.
+pub fn cli_succeeded(output: std::process::Output, args: &[&str]) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "doppel {args:?} failed: {stderr}");
+    String::from_utf8(output.stdout).expect("UTF-8 output")
+}
+
+/// Checks the CLI's failure contract: exit code 1, nothing on stdout, exactly one `doppel: `
+/// line on stderr. Returns that line without the prefix.
+pub fn cli_failed(output: std::process::Output, args: &[&str]) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "doppel {args:?} should fail with 1; stderr: {stderr}"
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "nothing on stdout when failing: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line of error: {stderr:?}");
+    stderr
+        .strip_prefix("doppel: ")
+        .unwrap_or_else(|| panic!("error starts with `doppel: `: {stderr:?}"))
+        .trim_end()
+        .to_owned()
+}

@@ -1,0 +1,45 @@
+//! What every client subcommand shares: which hub and tenant it talks to, how it prints, and
+//! running one request to completion.
+
+use anyhow::Context;
+use clap::Args;
+use std::io::Write;
+
+/// Where `doppel serve` listens unless told otherwise.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+
+/// The tenant of a single-tenant installation.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Help heading of the options every subcommand shares.
+const HUB_OPTIONS: &str = "Hub options";
+
+/// Options every subcommand takes; `global` lets them stand before or after the subcommand.
+#[derive(Args, Debug)]
+pub struct Target {
+    /// Base URL of the hub's HTTP API (plain http only).
+    #[arg(long, global = true, help_heading = HUB_OPTIONS, env = "DOPPEL_SERVER", default_value = DEFAULT_SERVER)]
+    pub server: String,
+    /// Tenant to act in.
+    #[arg(long, global = true, help_heading = HUB_OPTIONS, env = "DOPPEL_TENANT", default_value = DEFAULT_TENANT)]
+    pub tenant: String,
+    /// Print the server's JSON answer, indented, instead of text for people.
+    #[arg(long, global = true, help_heading = HUB_OPTIONS)]
+    pub json: bool,
+}
+
+/// Runs one subcommand's request on a small runtime and prints what it returns.
+pub fn print_outcome(
+    work: impl std::future::Future<Output = anyhow::Result<String>>,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let output = runtime.block_on(work)?;
+    match std::io::stdout().lock().write_all(output.as_bytes()) {
+        // The reader went away (`| head`): nothing left to tell anyone.
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => result.context("cannot write to standard output"),
+    }
+}
