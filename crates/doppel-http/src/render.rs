@@ -38,6 +38,7 @@ pub(crate) fn twin(key: &TwinKey, twin: &Twin) -> Value {
         "tenant": key.tenant.as_str(),
         "device_id": key.device.as_str(),
         "version": twin.version,
+        "shadow_version": twin.shadow_version,
         "created_at": twin.created_at.to_rfc3339(),
         "updated_at": twin.updated_at.to_rfc3339(),
         "reported": section(&twin.reported),

@@ -63,6 +63,12 @@ pub struct Twin {
     /// The document version: +1 on every accepted change of any part. Never goes backwards, not
     /// even across a delete, so a version names exactly one state of the twin.
     pub version: u64,
+    /// The AWS shadow `version`: +1 on every change of desired or reported state and on every
+    /// delete, but not on presence or descriptive (meta) changes, so that device firmware that
+    /// keeps the version of its last update can still update after reconnecting. Like `version`,
+    /// it never goes backwards.
+    #[serde(default)]
+    pub shadow_version: u64,
     pub created_at: Millis,
     pub updated_at: Millis,
     pub reported: Section,

@@ -174,6 +174,8 @@ pub enum Change {
     Shadow {
         desired: Option<SectionChange>,
         reported: Option<SectionChange>,
+        /// Apply only if the twin is at this shadow version (the AWS `version`).
+        expected_shadow_version: Option<u64>,
     },
     /// The device connected or disconnected.
     Connection {
@@ -253,7 +255,8 @@ pub fn apply(
                 return Err(ModelError::Missing);
             }
             Twin {
-                version: tombstone.map_or(0, |t| t.version),
+                version: tombstone.as_ref().map_or(0, |t| t.version),
+                shadow_version: tombstone.map_or(0, |t| t.shadow_version),
                 created_at: now,
                 ..Twin::default()
             }
@@ -304,7 +307,17 @@ pub fn apply(
             meta_patch.apply_to(&mut twin.meta)?;
             (HistoryKind::Meta, "meta update")
         }
-        Change::Shadow { desired, reported } => {
+        Change::Shadow {
+            desired,
+            reported,
+            expected_shadow_version,
+        } => {
+            if let Some(expected) = *expected_shadow_version {
+                let current = if live { twin.shadow_version } else { 0 };
+                if !live || current != expected {
+                    return Err(ModelError::VersionMismatch { expected, current });
+                }
+            }
             if desired.is_none() && reported.is_none() {
                 return Err(ModelError::InvalidField {
                     field: "state",
@@ -367,6 +380,7 @@ pub fn apply(
         Change::Delete => {
             twin = Twin {
                 version: twin.version,
+                shadow_version: twin.shadow_version,
                 created_at: twin.created_at,
                 deleted: true,
                 ..Twin::default()
@@ -376,6 +390,12 @@ pub fn apply(
     };
 
     twin.version += 1;
+    if matches!(
+        kind,
+        HistoryKind::Reported | HistoryKind::Desired | HistoryKind::State | HistoryKind::Deleted
+    ) {
+        twin.shadow_version += 1;
+    }
     twin.updated_at = now;
     let (state, section_version) = match kind {
         HistoryKind::Reported => (
@@ -503,7 +523,11 @@ mod tests {
     }
 
     fn shadow(desired: Option<SectionChange>, reported: Option<SectionChange>) -> UpdateRequest {
-        request(Change::Shadow { desired, reported })
+        request(Change::Shadow {
+            desired,
+            reported,
+            expected_shadow_version: None,
+        })
     }
 
     fn connection(status: ConnectionStatus, sequence: u64, create: bool) -> UpdateRequest {
@@ -600,8 +624,75 @@ mod tests {
         assert_eq!(twin.connection.status, ConnectionStatus::Disconnected);
         assert_eq!(twin.connection.last_disconnected_at, Some(Millis(3)));
         assert_eq!(twin.version, 2);
+        assert_eq!(twin.shadow_version, 0, "presence is not a shadow change");
         let rebuilt = crate::history::twin_from_history([&entry]).unwrap();
         assert_eq!(rebuilt.connection.status, ConnectionStatus::Connected);
+    }
+
+    #[test]
+    fn the_shadow_version_counts_state_changes_and_deletes_only() {
+        let limits = Limits::default();
+        let at = |expected: u64| {
+            request(Change::Shadow {
+                desired: None,
+                reported: Some(SectionChange::Merge(json!({"t": expected}))),
+                expected_shadow_version: Some(expected),
+            })
+        };
+        assert_eq!(
+            apply(None, &at(0), Millis(1), &limits),
+            Err(ModelError::VersionMismatch {
+                expected: 0,
+                current: 0
+            }),
+            "a version names an existing shadow"
+        );
+        let (twin, _) = changed(apply(
+            None,
+            &shadow(None, Some(SectionChange::Clear)),
+            Millis(1),
+            &limits,
+        ));
+        assert_eq!((twin.version, twin.shadow_version), (1, 1));
+        let (twin, _) = changed(apply(
+            Some(twin),
+            &connection(ConnectionStatus::Connected, 5, false),
+            Millis(2),
+            &limits,
+        ));
+        let (twin, _) = changed(apply(
+            Some(twin),
+            &request(Change::Meta(MetaPatch::default())),
+            Millis(3),
+            &limits,
+        ));
+        assert_eq!((twin.version, twin.shadow_version), (3, 1));
+        let (twin, _) = changed(apply(Some(twin), &at(1), Millis(4), &limits));
+        assert_eq!((twin.version, twin.shadow_version), (4, 2));
+        assert_eq!(
+            apply(Some(twin.clone()), &at(1), Millis(5), &limits),
+            Err(ModelError::VersionMismatch {
+                expected: 1,
+                current: 2
+            })
+        );
+        let (tombstone, _) = changed(apply(
+            Some(twin),
+            &request(Change::Delete),
+            Millis(6),
+            &limits,
+        ));
+        assert_eq!(tombstone.shadow_version, 3);
+        let (again, _) = changed(apply(
+            Some(tombstone),
+            &shadow(Some(SectionChange::Clear), None),
+            Millis(7),
+            &limits,
+        ));
+        assert_eq!(
+            again.shadow_version, 4,
+            "never backwards, not even across a delete"
+        );
     }
 
     #[test]

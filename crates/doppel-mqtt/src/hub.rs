@@ -18,12 +18,13 @@ use doppel_auth::{Principal, Registry};
 use doppel_engine::Engine;
 use doppel_model::{Change, ConnectionStatus, DeviceId, Limits, TenantId, TwinKey, UpdateRequest};
 use rmqtt::codec::types::{Publish as CodecPublish, QoS};
-use rmqtt::codec::v5::SubscribeAckReason;
+use rmqtt::codec::v5::{PublishAckReason, SubscribeAckReason};
 use rmqtt::context::ServerContext;
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType};
 use rmqtt::session::{Session, SessionState};
 use rmqtt::types::{
-    AuthResult, ConnectInfo, From, Id, Publish, PublishAclResult, Reason, SubscribeAclResult,
+    AuthResult, ConnectInfo, From, Id, Publish, PublishAclResult, PublishResult, Reason,
+    SubscribeAclResult,
 };
 use serde_json::Value;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -172,6 +173,10 @@ impl Hub {
     async fn on_publish(&self, session: &Session, from: &From, publish: &Publish) -> Publish {
         let mut rewritten = Publish::clone(publish);
         let topic = publish.topic.to_string();
+        if !mount::is_topic_name(&topic) {
+            rewritten.topic = format!("{}{topic}", mount::INVALID).into();
+            return rewritten;
+        }
         let identity = self.identity(session).await;
         let allowed = identity
             .as_ref()
@@ -202,9 +207,11 @@ impl Hub {
     }
 
     /// A session began (`ended` is `None`) or ended: records it on the device's twin and
-    /// publishes the AWS lifecycle event.
-    async fn on_presence(&self, session: &Session, ended: Option<&Reason>) {
-        let _writing = self.presence.writing();
+    /// publishes the AWS lifecycle event. The end is recorded in a task of its own: rmqtt
+    /// refuses a reconnect with the same client id while the old session's disconnect hook is
+    /// still running, so that hook must be quick (the stamps keep the writes in order anyway).
+    async fn on_presence(self: &Arc<Self>, session: &Session, ended: Option<&Reason>) {
+        let writing = self.presence.writing();
         let Some(identity) = self.identity(session).await else {
             return;
         };
@@ -219,17 +226,14 @@ impl Hub {
                 .disconnected(key)
                 .map(|stamp| (ConnectionStatus::Disconnected, stamp)),
         });
-        let version = match (&twin, write) {
-            (Some(key), Some((status, stamp))) => {
-                let create = status == ConnectionStatus::Connected && identity.creates_twin();
-                self.record_presence(key, status, stamp, create, None).await;
-                stamp
-            }
-            _ => self.presence.stamp(),
-        };
+        let version = write.map_or_else(|| self.presence.stamp(), |(_, stamp)| stamp);
         let client_id = session.id.client_id.to_string();
         let event = ClientEvent {
             client_id: &client_id,
+            session: presence::session_identifier(
+                session.id.create_time,
+                session.id.remote_addr.map_or(0, |addr| addr.port()),
+            ),
             principal: &identity.principal,
             ip_address: session.id.remote_addr.map(|addr| addr.ip().to_string()),
             timestamp: now_millis(),
@@ -239,18 +243,26 @@ impl Hub {
             None => ("connected", presence::connected_event(&event)),
             Some(reason) => ("disconnected", presence::disconnected_event(&event, reason)),
         };
-        self.publish(
-            &identity.tenant,
-            &presence::event_topic(kind, &client_id),
-            &body,
-        )
-        .await;
-        if ended.is_none()
-            && let Some(device) = &identity.device
-        {
-            // A device that reconnects with a kept session is already subscribed to its delta
-            // and would otherwise miss what changed while it was away.
-            service::resend_delta(self, &identity.tenant, device).await;
+        let topic = presence::event_topic(kind, &client_id);
+        let connecting = ended.is_none();
+        let hub = self.clone();
+        let record = async move {
+            if let (Some(key), Some((status, stamp))) = (&twin, write) {
+                let create = status == ConnectionStatus::Connected && identity.creates_twin();
+                hub.record_presence(key, status, stamp, create, None).await;
+            }
+            hub.publish(&identity.tenant, &topic, &body).await;
+            if connecting && let Some(device) = &identity.device {
+                // A device that reconnects with a kept session is already subscribed to its
+                // delta and would otherwise miss what changed while it was away.
+                service::resend_delta(&hub, &identity.tenant, device).await;
+            }
+            drop(writing);
+        };
+        if connecting {
+            record.await;
+        } else {
+            tokio::spawn(record);
         }
     }
 
@@ -393,6 +405,13 @@ impl Handler for HubHook {
             Parameter::MessagePublishCheckAcl(_, publish) => {
                 let result = if publish.topic.starts_with(mount::VOID) {
                     PublishAclResult::rejected(false, Some("not authorized".into()))
+                } else if publish.topic.starts_with(mount::INVALID) {
+                    // A protocol violation ends the connection (MQTT 5: reason 0x90).
+                    PublishAclResult(PublishResult::reason_code(
+                        PublishAckReason::TopicNameInvalid,
+                        Some("a topic name cannot hold wildcards".into()),
+                        true,
+                    ))
                 } else {
                     PublishAclResult::allow()
                 };

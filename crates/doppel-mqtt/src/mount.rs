@@ -48,9 +48,18 @@ pub fn unmount(mounted: &str) -> Option<(&str, Cow<'_, str>)> {
     Some((tenant, Cow::Owned(format!("${topic}"))))
 }
 
+/// Where publishes to invalid topic names go (wildcards in a topic name are a protocol
+/// violation, which rmqtt does not check); the ACL hook closes the connection for them.
+pub const INVALID: &str = "$invalid/";
+
 /// The topic a denied publish is sent to instead.
 pub fn void(topic: &str) -> String {
     format!("{VOID}{topic}")
+}
+
+/// Whether `topic` may be published to: not empty, no wildcards, no NUL (MQTT 4.7.3).
+pub fn is_topic_name(topic: &str) -> bool {
+    !topic.is_empty() && !topic.contains(['+', '#', '\0'])
 }
 
 #[cfg(test)]
@@ -72,6 +81,15 @@ mod tests {
         assert!(filter_matches(&mount("a", "#"), &mount("a", "x/y")));
         assert_eq!(unmount("plain/topic"), None);
         assert_eq!(unmount("$tenants/acme/z/x"), None);
+    }
+
+    #[test]
+    fn topic_names_hold_no_wildcards() {
+        assert!(is_topic_name("a/b"));
+        assert!(is_topic_name("$aws/things/x/shadow/update"));
+        for bad in ["", "a/+", "#", "a/b#", "a\0b"] {
+            assert!(!is_topic_name(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@ use doppel_model::TwinKey;
 use rmqtt::types::Reason;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Live sessions per twin, and the stamps that order presence writes.
@@ -18,17 +19,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub struct Presence {
     inner: Mutex<Sessions>,
     /// Presence writes under way; shutdown waits for them.
-    writing: std::sync::atomic::AtomicUsize,
+    writing: Arc<AtomicUsize>,
 }
 
-/// Marks a presence write under way for as long as it lives.
-pub struct Writing<'a>(&'a Presence);
+/// Marks a presence write under way for as long as it lives; it may move into a task.
+pub struct Writing(Arc<AtomicUsize>);
 
-impl Drop for Writing<'_> {
+impl Drop for Writing {
     fn drop(&mut self) {
-        self.0
-            .writing
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -76,16 +75,15 @@ impl Presence {
     }
 
     /// Counts a presence write as under way until the guard is dropped.
-    pub fn writing(&self) -> Writing<'_> {
-        self.writing
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        Writing(self)
+    pub fn writing(&self) -> Writing {
+        self.writing.fetch_add(1, Ordering::AcqRel);
+        Writing(self.writing.clone())
     }
 
     /// No device session is live and no presence write is under way.
     pub fn settled(&self) -> bool {
         let sessions = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        sessions.live.is_empty() && self.writing.load(std::sync::atomic::Ordering::Acquire) == 0
+        sessions.live.is_empty() && self.writing.load(Ordering::Acquire) == 0
     }
 
     /// For a twin found CONNECTED after a restart: the stamp of a DISCONNECTED write, or `None`
@@ -129,6 +127,8 @@ pub fn disconnect_reason(reason: &Reason) -> (&'static str, bool) {
 /// What an AWS lifecycle event says about a client.
 pub struct ClientEvent<'a> {
     pub client_id: &'a str,
+    /// The same for the connect and disconnect events of one connection.
+    pub session: String,
     pub principal: &'a str,
     pub ip_address: Option<String>,
     /// Milliseconds since the epoch.
@@ -157,10 +157,16 @@ fn base(event: &ClientEvent, kind: &str) -> Value {
         "clientId": event.client_id,
         "timestamp": event.timestamp,
         "eventType": kind,
-        "sessionIdentifier": format!("{:x}", event.version),
+        "sessionIdentifier": event.session,
         "principalIdentifier": event.principal,
         "versionNumber": event.version,
     })
+}
+
+/// Names one connection: when it began (ms) and the client's port, which no other connection
+/// of that moment shares.
+pub fn session_identifier(created_at_ms: i64, remote_port: u16) -> String {
+    format!("{created_at_ms:012x}-{remote_port:04x}")
 }
 
 /// The topic of a lifecycle event.
@@ -213,6 +219,7 @@ mod tests {
         );
         let event = ClientEvent {
             client_id: "c",
+            session: "s-1".into(),
             principal: "p",
             ip_address: Some("127.0.0.1".into()),
             timestamp: 5,
@@ -222,5 +229,6 @@ mod tests {
         assert_eq!(body["disconnectReason"], "DUPLICATE_CLIENTID");
         assert_eq!(body["eventType"], "disconnected");
         assert_eq!(connected_event(&event)["ipAddress"], "127.0.0.1");
+        assert_eq!(connected_event(&event)["sessionIdentifier"], "s-1");
     }
 }

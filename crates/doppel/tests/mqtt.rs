@@ -684,10 +684,11 @@ topic = "telemetry/#"
 #[tokio::test(flavor = "multi_thread")]
 async fn the_broker_keeps_retained_messages_wills_and_offline_messages() {
     let server = Server::start_with(ANONYMOUS);
-    let publisher = connect(server.mqtt, "publisher").await;
+    let mut publisher = connect(server.mqtt, "publisher").await;
     publisher
         .publish_retained("site/berlin/status", "online")
         .await;
+    publisher.acked().await;
     let mut late = connect(server.mqtt, "late").await;
     late.subscribe("site/+/status").await;
     let retained = late.recv_on("site/berlin/status").await;
@@ -713,6 +714,7 @@ async fn the_broker_keeps_retained_messages_wills_and_offline_messages() {
     sleeper.subscribe("jobs/#").await;
     sleeper.disconnect().await;
     publisher.publish("jobs/1", "run").await;
+    publisher.acked().await;
     let mut sleeper = connect_with(server.mqtt, "sleeper", kept()).await.unwrap();
     assert_eq!(sleeper.recv_on("jobs/1").await.payload, b"run");
 }
@@ -787,4 +789,31 @@ async fn twins_left_connected_by_a_crash_are_disconnected_at_the_next_start() {
         last["change_reason"],
         "the hub restarted while the device was connected"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconnecting_does_not_move_the_shadow_version() {
+    let server = Server::start_with(ANONYMOUS);
+    let http = Http::new();
+    let mut pump = device(&server, "pump-15").await;
+    pump.publish(
+        &shadow("pump-15", "update"),
+        r#"{"state":{"reported":{"n":1}}}"#,
+    )
+    .await;
+    let version = pump.recv_json(&shadow("pump-15", "update/accepted")).await["version"]
+        .as_u64()
+        .unwrap();
+    pump.disconnect().await;
+    // Firmware keeps the version of its last accepted update across the reconnect.
+    let mut pump = device(&server, "pump-15").await;
+    let conditional = json!({"state": {"reported": {"n": 2}}, "version": version});
+    pump.publish_json(&shadow("pump-15", "update"), &conditional)
+        .await;
+    let accepted = pump.recv_json(&shadow("pump-15", "update/accepted")).await;
+    assert_eq!(accepted["version"], version + 1);
+    // The document version counted the presence changes as well.
+    let (_, twin) = http.get(&server, "/v1/tenants/default/twins/pump-15").await;
+    assert_eq!(twin["shadow_version"], version + 1);
+    assert!(twin["version"].as_u64().unwrap() > version + 1, "{twin}");
 }

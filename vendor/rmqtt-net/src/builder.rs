@@ -54,7 +54,7 @@ use quinn::{crypto::rustls::QuicServerConfig, IdleTimeout};
 use rmqtt_codec::cert::CertInfo;
 use rmqtt_codec::types::QoS;
 #[cfg(feature = "tls")]
-use rustls::crypto::ring as provider; // spike patch: ring everywhere (upstream: aws-lc-rs on non-windows)
+use rustls::crypto::ring as provider; // Doppel patch: ring everywhere (upstream: aws-lc-rs on non-windows)
 #[cfg(feature = "tls")]
 use rustls::pki_types::CertificateDer;
 #[cfg(feature = "tls")]

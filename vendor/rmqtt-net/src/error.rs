@@ -71,7 +71,10 @@ impl ToReasonCode for MqttError {
             | MqttError::WriteTimeout
             | MqttError::FlushTimeout
             | MqttError::CloseTimeout => DisconnectReasonCode::KeepAliveTimeout,
-            MqttError::PublishAckReason(_, _) => DisconnectReasonCode::ImplementationSpecificError,
+            // Doppel patch: the publish's own reason (not authorized, topic name invalid, ...)
+            // shares its number with the DISCONNECT reason of the same name.
+            MqttError::PublishAckReason(reason, _) => DisconnectReasonCode::try_from(*reason as u8)
+                .unwrap_or(DisconnectReasonCode::ImplementationSpecificError),
             MqttError::ServiceUnavailable => DisconnectReasonCode::ServerBusy,
             MqttError::InvalidProtocol => DisconnectReasonCode::ProtocolError,
             MqttError::TooManySubscriptions => DisconnectReasonCode::QuotaExceeded,

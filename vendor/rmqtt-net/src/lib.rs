@@ -55,7 +55,7 @@ pub use rustls;
 /// AWS-LC based TLS provider (non-Windows platforms)
 #[cfg(not(target_os = "windows"))]
 #[cfg(feature = "tls")]
-pub use rustls::crypto::ring as tls_provider; // spike patch
+pub use rustls::crypto::ring as tls_provider; // Doppel patch: ring, as in builder.rs
 
 /// Ring-based TLS provider (Windows platforms)
 #[cfg(target_os = "windows")]

@@ -173,6 +173,7 @@ impl ShadowUpdate {
         Change::Shadow {
             desired: self.desired.clone(),
             reported: self.reported.clone(),
+            expected_shadow_version: self.version,
         }
     }
 }
@@ -303,7 +304,7 @@ pub fn update_accepted(update: &ShadowUpdate, twin: &Twin, now: Millis) -> Value
     let mut doc = Map::new();
     doc.insert("state".into(), state.into());
     doc.insert("metadata".into(), metadata.into());
-    doc.insert("version".into(), twin.version.into());
+    doc.insert("version".into(), twin.shadow_version.into());
     finish(doc, update.client_token.as_deref(), now)
 }
 
@@ -371,7 +372,7 @@ fn snapshot(twin: &Twin) -> Map<String, Value> {
     let mut doc = Map::new();
     doc.insert("state".into(), state.into());
     doc.insert("metadata".into(), metadata.into());
-    doc.insert("version".into(), twin.version.into());
+    doc.insert("version".into(), twin.shadow_version.into());
     doc
 }
 
@@ -422,7 +423,7 @@ fn delta_document(
 ) -> Value {
     let metadata = metadata_of(&state, &twin.desired.metadata, twin.updated_at);
     let mut doc = Map::new();
-    doc.insert("version".into(), twin.version.into());
+    doc.insert("version".into(), twin.shadow_version.into());
     doc.insert("state".into(), state.into());
     doc.insert("metadata".into(), metadata.into());
     finish(doc, client_token, now)
@@ -563,6 +564,7 @@ mod tests {
             change: Change::Shadow {
                 desired: change("desired"),
                 reported: change("reported"),
+                expected_shadow_version: None,
             },
             expected_version: None,
             changed_by: "tester".into(),
@@ -759,7 +761,8 @@ mod tests {
             update.to_change(),
             Change::Shadow {
                 desired: update.desired.clone(),
-                reported: Some(SectionChange::Clear)
+                reported: Some(SectionChange::Clear),
+                expected_shadow_version: Some(7),
             }
         );
         // `"state": null` clears the whole shadow, as on AWS; null version and token are absent.

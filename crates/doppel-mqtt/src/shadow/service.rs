@@ -53,7 +53,7 @@ async fn answer(
         }
         ShadowOp::Delete => {
             let token = document::parse_client_token(payload).map_err(|err| (err, None))?;
-            let request = update_request(identity, Change::Delete, None, token.clone());
+            let request = update_request(identity, Change::Delete, token.clone());
             match engine.update(key, request).await {
                 Ok(Outcome::Applied(twin) | Outcome::Stale(twin)) => Ok(document::delete_accepted(
                     twin.version,
@@ -68,16 +68,7 @@ async fn answer(
             let loose_token = document::parse_client_token(payload).ok().flatten();
             let update =
                 document::parse_update(payload, &hub.limits).map_err(|err| (err, loose_token))?;
-            let change = Change::Shadow {
-                desired: update.desired.clone(),
-                reported: update.reported.clone(),
-            };
-            let request = update_request(
-                identity,
-                change,
-                update.version,
-                update.client_token.clone(),
-            );
+            let request = update_request(identity, update.to_change(), update.client_token.clone());
             match engine.update(key, request).await {
                 Ok(Outcome::Applied(twin) | Outcome::Stale(twin)) => {
                     Ok(document::update_accepted(&update, &twin, now))
@@ -91,12 +82,11 @@ async fn answer(
 fn update_request(
     identity: &Identity,
     change: Change,
-    expected_version: Option<u64>,
     client_token: Option<String>,
 ) -> UpdateRequest {
     UpdateRequest {
         change,
-        expected_version,
+        expected_version: None,
         changed_by: identity.principal.clone(),
         change_reason: None,
         client_token,

@@ -34,6 +34,8 @@ pub struct Mqtt {
     unclaimed: VecDeque<Received>,
     /// Fires when DISCONNECT has been written.
     disconnect_sent: mpsc::UnboundedReceiver<()>,
+    /// One item per PUBACK received.
+    pubacks: mpsc::UnboundedReceiver<()>,
     acks: mpsc::UnboundedReceiver<Vec<SubscribeReasonCode>>,
     /// Resolves with the error that ended the connection.
     ended: mpsc::UnboundedReceiver<ConnectionError>,
@@ -108,6 +110,7 @@ pub async fn connect_with(
     let (acks_tx, acks) = mpsc::unbounded_channel();
     let (ended_tx, ended) = mpsc::unbounded_channel();
     let (disconnect_tx, disconnect_sent) = mpsc::unbounded_channel();
+    let (puback_tx, pubacks) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
         loop {
             match eventloop.poll().await {
@@ -120,6 +123,9 @@ pub async fn connect_with(
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
                     let _ = acks_tx.send(ack.return_codes);
+                }
+                Ok(Event::Incoming(Packet::PubAck(_))) => {
+                    let _ = puback_tx.send(());
                 }
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                     let _ = disconnect_tx.send(());
@@ -137,6 +143,7 @@ pub async fn connect_with(
         messages,
         unclaimed: VecDeque::new(),
         disconnect_sent,
+        pubacks,
         acks,
         ended,
         task,
@@ -176,6 +183,14 @@ impl Mqtt {
             .publish(topic, QoS::AtLeastOnce, true, payload.into())
             .await
             .expect("queue PUBLISH");
+    }
+
+    /// Waits for the broker's PUBACK of an earlier QoS 1 publish: it has taken the message.
+    pub async fn acked(&mut self) {
+        tokio::time::timeout(WAIT, self.pubacks.recv())
+            .await
+            .expect("a PUBACK")
+            .expect("connection alive");
     }
 
     pub async fn publish_json(&self, topic: &str, body: &Value) {

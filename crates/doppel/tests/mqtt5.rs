@@ -1,0 +1,234 @@
+//! MQTT 5 end to end with rumqttc's v5 client: QoS 2, reason codes for refused publishes and
+//! subscriptions, and the reason a too-large packet closes a connection with.
+
+mod common;
+
+use common::Server;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, SubscribeReasonCode};
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+const WAIT: Duration = common::mqtt::WAIT;
+
+/// A v5 client whose every incoming packet (or the error that ended it) lands in a channel.
+struct Client5 {
+    client: AsyncClient,
+    incoming: mpsc::UnboundedReceiver<Result<Packet, String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Client5 {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Client5 {
+    async fn connect(server: &Server, client_id: &str) -> Client5 {
+        let mut options = MqttOptions::new(client_id, "127.0.0.1", server.mqtt.port());
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_max_packet_size(Some(1024 * 1024));
+        let (client, mut eventloop) = AsyncClient::new(options, 64);
+        let (tx, incoming) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(packet)) => {
+                        let _ = tx.send(Ok(packet));
+                    }
+                    Ok(Event::Outgoing(_)) => {}
+                    Err(err) => {
+                        let _ = tx.send(Err(err.to_string()));
+                        return;
+                    }
+                }
+            }
+        });
+        let mut client = Client5 {
+            client,
+            incoming,
+            task,
+        };
+        let connack = client.next(|p| matches!(p, Packet::ConnAck(_))).await;
+        assert!(matches!(connack, Ok(Packet::ConnAck(_))), "{connack:?}");
+        client
+    }
+
+    /// The next incoming packet that `wanted` accepts, or the error that ended the connection.
+    async fn next(&mut self, wanted: impl Fn(&Packet) -> bool) -> Result<Packet, String> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.incoming.recv()).await {
+                Ok(Some(Ok(packet))) if wanted(&packet) => return Ok(packet),
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(err))) => return Err(err),
+                Ok(None) => return Err("event loop ended".into()),
+                Err(_) => panic!("nothing wanted arrived within {WAIT:?}"),
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, filter: &str, qos: QoS) -> SubscribeReasonCode {
+        self.client.subscribe(filter, qos).await.unwrap();
+        match self.next(|p| matches!(p, Packet::SubAck(_))).await {
+            Ok(Packet::SubAck(ack)) => ack.return_codes[0],
+            other => panic!("no SUBACK: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn qos2_and_shadow_topics_work_over_mqtt5() {
+    let server = Server::start_with(&["--mqtt-allow-anonymous", "true"]);
+    let mut pump = Client5::connect(&server, "pump-51").await;
+    let granted = pump
+        .subscribe(
+            "$aws/things/pump-51/shadow/update/accepted",
+            QoS::ExactlyOnce,
+        )
+        .await;
+    assert_eq!(granted, SubscribeReasonCode::Success(QoS::ExactlyOnce));
+    pump.client
+        .publish(
+            "$aws/things/pump-51/shadow/update",
+            QoS::ExactlyOnce,
+            false,
+            r#"{"state":{"reported":{"v":5}}}"#,
+        )
+        .await
+        .unwrap();
+    let accepted = pump
+        .next(|p| matches!(p, Packet::Publish(_)))
+        .await
+        .unwrap();
+    let Packet::Publish(accepted) = accepted else {
+        unreachable!()
+    };
+    assert_eq!(
+        &accepted.topic[..],
+        b"$aws/things/pump-51/shadow/update/accepted"
+    );
+    let body: serde_json::Value = serde_json::from_slice(&accepted.payload).unwrap();
+    assert_eq!(body["state"]["reported"]["v"], 5);
+
+    let granted = pump.subscribe("telemetry/#", QoS::ExactlyOnce).await;
+    assert_eq!(granted, SubscribeReasonCode::Success(QoS::ExactlyOnce));
+    pump.client
+        .publish("telemetry/q2", QoS::ExactlyOnce, false, "exactly once")
+        .await
+        .unwrap();
+    let Ok(Packet::Publish(message)) = pump.next(|p| matches!(p, Packet::Publish(_))).await else {
+        panic!("no QoS 2 delivery");
+    };
+    assert_eq!(message.qos, QoS::ExactlyOnce);
+    assert_eq!(&message.payload[..], b"exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_carry_mqtt5_reason_codes() {
+    let server = Server::start_with(&["--mqtt-allow-anonymous", "true"]);
+    let mut pump = Client5::connect(&server, "pump-52").await;
+    let refused = pump
+        .subscribe("$aws/things/pump-53/shadow/#", QoS::AtLeastOnce)
+        .await;
+    assert_eq!(refused, SubscribeReasonCode::NotAuthorized);
+    pump.client
+        .publish(
+            "$aws/things/pump-53/shadow/update",
+            QoS::AtLeastOnce,
+            false,
+            r#"{"state":{"reported":{"x":1}}}"#,
+        )
+        .await
+        .unwrap();
+    let Ok(Packet::PubAck(ack)) = pump.next(|p| matches!(p, Packet::PubAck(_))).await else {
+        panic!("no PUBACK");
+    };
+    assert_eq!(ack.reason, PubAckReason::NotAuthorized);
+    // The connection stays usable after a refusal.
+    pump.client
+        .publish("telemetry/ok", QoS::AtLeastOnce, false, "fine")
+        .await
+        .unwrap();
+    let Ok(Packet::PubAck(ack)) = pump.next(|p| matches!(p, Packet::PubAck(_))).await else {
+        panic!("no PUBACK");
+    };
+    assert_eq!(ack.reason, PubAckReason::Success);
+}
+
+/// MQTT's variable-length integer.
+fn remaining_length(mut length: usize) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    loop {
+        let mut byte = (length % 128) as u8;
+        length /= 128;
+        if length > 0 {
+            byte |= 0x80;
+        }
+        bytes.push(byte);
+        if length == 0 {
+            return bytes;
+        }
+    }
+}
+
+fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut packet = vec![first];
+    packet.extend(remaining_length(body.len()));
+    packet.extend_from_slice(body);
+    packet
+}
+
+/// Connects over MQTT 5 with raw bytes, sends `offence`, and returns the reason code of the
+/// DISCONNECT the broker answers with (raw, because a well-behaved client library refuses to
+/// send what the broker said it won't take).
+fn disconnect_reason_for(server: &Server, client_id: &str, offence: &[u8]) -> u8 {
+    use std::io::{Read, Write};
+    let mut socket = std::net::TcpStream::connect(server.mqtt).unwrap();
+    socket.set_read_timeout(Some(WAIT)).unwrap();
+    let mut connect = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 30, 0];
+    connect.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
+    connect.extend_from_slice(client_id.as_bytes());
+    socket.write_all(&packet(0x10, &connect)).unwrap();
+    socket.write_all(offence).unwrap();
+    let mut received = Vec::new();
+    let _ = socket.read_to_end(&mut received);
+    // CONNACK first; then a DISCONNECT (0xE0) whose first byte is the reason code.
+    assert_eq!(received.first(), Some(&0x20), "{received:x?}");
+    let connack_len = usize::from(received[1]) + 2;
+    let rest = &received[connack_len..];
+    assert_eq!(
+        rest.first(),
+        Some(&0xE0),
+        "expected DISCONNECT after CONNACK: {received:x?}"
+    );
+    rest[2]
+}
+
+#[test]
+fn protocol_violations_close_the_connection_with_their_mqtt5_reason_code() {
+    let server = Server::start_with(&[
+        "--mqtt-allow-anonymous",
+        "true",
+        "--mqtt-max-packet-bytes",
+        "2048",
+    ]);
+    // Only the fixed header of a 4 KiB PUBLISH: the broker refuses it from the announced length
+    // alone, and bytes it never read would make the kernel reset the connection and drop the
+    // DISCONNECT before we could read it.
+    let mut too_large = vec![0x30];
+    too_large.extend(remaining_length(4096));
+    assert_eq!(
+        disconnect_reason_for(&server, "big-5", &too_large),
+        0x95,
+        "packet too large"
+    );
+
+    // A PUBLISH whose topic name holds a wildcard.
+    let mut publish = vec![0, 3, b'a', b'/', b'+', 0];
+    publish.extend_from_slice(b"x");
+    let reason = disconnect_reason_for(&server, "wild-5", &packet(0x30, &publish));
+    assert_eq!(reason, 0x90, "topic name invalid");
+}
