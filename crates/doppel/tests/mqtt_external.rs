@@ -1,0 +1,938 @@
+//! MQTT end to end with the clients devices and operators really use: Python's paho-mqtt 2.x
+//! acting as AWS IoT device firmware (the scripts in `tests/external/`) and the mosquitto
+//! command-line clients, against the real binary on port 0. Each test checks what the clients
+//! received and what the twin says over HTTP.
+//!
+//! `scripts/test` installs the clients. When one is missing the tests fail, never skip: a suite
+//! that silently ran nothing would look green.
+
+mod common;
+
+use common::Server;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+/// Longest a client process may run. Each of its own waits is bounded at 10 s (the scripts'
+/// `WAIT_SECONDS`, `mosquitto_sub -W`); this backstop only catches a client that hangs anyway.
+const PROCESS_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest wait for one line from a running client.
+const LINE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// `mosquitto_sub -W`: seconds it waits for its messages before giving up.
+const SUB_WAIT_SECONDS: &str = "10";
+
+const TWINS: &str = "/v1/tenants/default/twins";
+
+/// Fails the test, with what to do about it, when a client is not installed.
+fn require_clients() {
+    static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
+    let checked = CHECKED.get_or_init(|| {
+        for tool in ["mosquitto_pub", "mosquitto_sub", "stdbuf"] {
+            if let Err(err) = std::process::Command::new(tool)
+                .arg("--help")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+            {
+                return Err(format!("{tool} cannot run ({err})"));
+            }
+        }
+        let paho = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import paho.mqtt, sys; sys.exit(int(paho.mqtt.__version__.split('.')[0]) < 2)",
+            ])
+            .output();
+        match paho {
+            Ok(output) if output.status.success() => Ok(()),
+            Ok(output) => Err(format!(
+                "python3 has no paho-mqtt 2.x: {}",
+                String::from_utf8_lossy(&output.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("its version is older")
+            )),
+            Err(err) => Err(format!("python3 cannot run ({err})")),
+        }
+    });
+    if let Err(missing) = checked {
+        panic!("{missing}: run scripts/test, which installs mosquitto-clients and paho-mqtt");
+    }
+}
+
+fn script(name: &str) -> PathBuf {
+    [env!("CARGO_MANIFEST_DIR"), "tests", "external", name]
+        .iter()
+        .collect()
+}
+
+fn unix_seconds() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs() as i64
+}
+
+/// Asserts that `value` is an AWS timestamp (Unix seconds) between `from` and `to` inclusive.
+fn assert_seconds(value: &Value, from: i64, to: i64, what: &str) {
+    let seconds = value
+        .as_i64()
+        .unwrap_or_else(|| panic!("{what} is not an integer: {value}"));
+    assert!(
+        (from..=to).contains(&seconds),
+        "{what} = {seconds} is not Unix seconds between {from} and {to}"
+    );
+}
+
+/// Every `timestamp` in an AWS metadata tree, by path.
+fn metadata_timestamps(metadata: &Value, path: &str, found: &mut Vec<(String, Value)>) {
+    if let Value::Object(members) = metadata {
+        for (name, value) in members {
+            let path = format!("{path}.{name}");
+            if name == "timestamp" {
+                found.push((path, value.clone()));
+            } else {
+                metadata_timestamps(value, &path, found);
+            }
+        }
+    }
+}
+
+/// Asserts that an AWS document's `timestamp` and every metadata timestamp are Unix seconds
+/// taken between `from` and `to`, and that the metadata has at least one.
+fn assert_aws_times(document: &Value, from: i64, to: i64) {
+    assert_seconds(&document["timestamp"], from, to, "timestamp");
+    let mut found = Vec::new();
+    metadata_timestamps(&document["metadata"], "metadata", &mut found);
+    assert!(!found.is_empty(), "no metadata timestamps in {document}");
+    for (path, value) in found {
+        assert_seconds(&value, from, to, &path);
+    }
+}
+
+/// A server with anonymous MQTT on, and an HTTP client for it.
+struct Hub {
+    server: Server,
+    http: reqwest::Client,
+}
+
+impl Hub {
+    fn start() -> Hub {
+        require_clients();
+        Hub {
+            server: Server::start_with(&["--mqtt-allow-anonymous", "true"]),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn host(&self) -> String {
+        self.server.mqtt.ip().to_string()
+    }
+
+    fn port(&self) -> String {
+        self.server.mqtt.port().to_string()
+    }
+
+    /// GETs `path`; the body is JSON (or `null` when empty).
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .get(self.server.url(path))
+            .send()
+            .await
+            .expect("request reaches the server");
+        let status = response.status();
+        let text = response.text().await.expect("a response body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("GET {path}: not JSON: {text}"))
+        };
+        (status, body)
+    }
+
+    /// The twin at `path` (under `/v1/tenants/default/twins/`), which must exist.
+    async fn twin(&self, path: &str) -> Value {
+        let (status, body) = self.get(&format!("{TWINS}/{path}")).await;
+        assert_eq!(status, StatusCode::OK, "GET twin {path}: {body}");
+        body
+    }
+
+    async fn assert_no_twin(&self, path: &str) {
+        let (status, body) = self.get(&format!("{TWINS}/{path}")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "twin {path} exists: {body}");
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.server.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("request reaches the server");
+        let status = response.status();
+        (status, response.json().await.expect("a JSON body"))
+    }
+
+    async fn patch_desired(&self, thing: &str, patch: Value) -> Value {
+        let response = self
+            .http
+            .patch(self.server.url(&format!("{TWINS}/{thing}/desired")))
+            .json(&patch)
+            .send()
+            .await
+            .expect("request reaches the server");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("the twin")
+    }
+
+    /// Creates a credential for `owner` (`devices/{id}` or `apps/{id}`): (username, password).
+    async fn credential(&self, owner: &str) -> (String, String) {
+        let (status, body) = self
+            .post(
+                &format!("/v1/tenants/default/{owner}/credentials"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "credentials for {owner}: {body}"
+        );
+        let field = |name: &str| body[name].as_str().expect(name).to_owned();
+        (field("username"), field("password"))
+    }
+
+    /// A Python script's arguments: host, port, thing, then `args`.
+    fn script_command(&self, name: &str, thing: &str, args: &[&str]) -> Command {
+        let mut command = Command::new("python3");
+        command
+            // No __pycache__ in the source tree.
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .arg(script(name))
+            .args([self.host(), self.port(), thing.to_owned()])
+            .args(args);
+        command
+    }
+
+    /// Runs `shadow_device.py` to completion: one JSON line per answered step. The device's
+    /// client id is `thing` unless `args` says otherwise.
+    async fn device(&self, thing: &str, args: &[&str]) -> Vec<Value> {
+        let output = run(self.script_command("shadow_device.py", thing, args)).await;
+        assert_success("shadow_device.py", &output);
+        json_lines(&output.stdout)
+    }
+
+    fn mosquitto(&self, tool: &str, client_id: &str) -> Command {
+        let mut command = Command::new(tool);
+        self.mosquitto_connection(&mut command, client_id);
+        command
+    }
+
+    fn mosquitto_connection(&self, command: &mut Command, client_id: &str) {
+        command.args(["-h", &self.host(), "-p", &self.port(), "-i", client_id]);
+    }
+
+    /// `mosquitto_pub` at QoS 1 (so it waits for the PUBACK) with `extra` arguments.
+    async fn mosquitto_pub(
+        &self,
+        client_id: &str,
+        topic: &str,
+        message: &str,
+        extra: &[&str],
+    ) -> Output {
+        let mut command = self.mosquitto("mosquitto_pub", client_id);
+        command
+            .args(["-t", topic, "-m", message, "-q", "1"])
+            .args(extra);
+        run(command).await
+    }
+
+    /// Starts `mosquitto_sub -v` on `filter` for `count` messages, and returns once the broker
+    /// acknowledged the subscription (its `-d` output says so).
+    async fn mosquitto_sub(
+        &self,
+        client_id: &str,
+        filter: &str,
+        count: usize,
+        extra: &[&str],
+    ) -> Running {
+        // Line-buffered: on a pipe, stdio would hold the SUBACK line back until the exit.
+        let mut command = Command::new("stdbuf");
+        command.args(["-oL", "mosquitto_sub"]);
+        self.mosquitto_connection(&mut command, client_id);
+        command
+            .args(["-t", filter, "-q", "1", "-v", "-d"])
+            .args(["-C", &count.to_string(), "-W", SUB_WAIT_SECONDS])
+            .args(extra);
+        let mut sub = Running::spawn("mosquitto_sub", command);
+        sub.line_where(|line| line.ends_with("received SUBACK"), "its SUBACK")
+            .await;
+        sub
+    }
+}
+
+/// Runs a client to completion within [`PROCESS_TIMEOUT`].
+async fn run(mut command: Command) -> Output {
+    command.kill_on_drop(true).stdin(Stdio::null());
+    let program = format!("{:?}", command.as_std().get_program());
+    tokio::time::timeout(PROCESS_TIMEOUT, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("{program} ran longer than {PROCESS_TIMEOUT:?}"))
+        .unwrap_or_else(|err| panic!("{program} cannot start: {err}"))
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "{}\n--- stdout\n{}--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn assert_success(what: &str, output: &Output) {
+    assert!(
+        output.status.success(),
+        "{what} failed: {}",
+        describe(output)
+    );
+}
+
+fn json_lines(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not a JSON line: {line}"))
+        })
+        .collect()
+}
+
+/// A client still running, whose stdout is read line by line while it runs.
+struct Running {
+    what: &'static str,
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+    /// Every stdout line read so far, for failure messages and [`Running::finish`].
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn spawn(what: &'static str, mut command: Command) -> Running {
+        let mut child = command
+            .kill_on_drop(true)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|err| panic!("{what} cannot start: {err}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        Running {
+            what,
+            child,
+            lines: BufReader::new(stdout).lines(),
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next stdout line for which `wanted` holds, within [`LINE_TIMEOUT`].
+    async fn line_where(&mut self, wanted: impl Fn(&str) -> bool, description: &str) -> String {
+        let what = self.what;
+        let found = tokio::time::timeout(LINE_TIMEOUT, async {
+            while let Some(line) = self.lines.next_line().await.expect("read stdout") {
+                self.seen.push(line.clone());
+                if wanted(&line) {
+                    return Some(line);
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(line)) => line,
+            Ok(None) => panic!(
+                "{what} ended before {description}: {}",
+                describe(&self.wait().await)
+            ),
+            Err(_) => panic!(
+                "{what} printed no {description} within {LINE_TIMEOUT:?}; so far:\n{}",
+                self.seen.join("\n")
+            ),
+        }
+    }
+
+    /// Waits for the client to exit; returns its exit status and stderr, and every stdout line.
+    async fn finish(mut self) -> (Output, Vec<String>) {
+        let output = self.wait().await;
+        (output, self.seen)
+    }
+
+    /// Reads the rest of stdout and waits for the exit, within [`PROCESS_TIMEOUT`].
+    async fn wait(&mut self) -> Output {
+        let what = self.what;
+        let rest = tokio::time::timeout(PROCESS_TIMEOUT, async {
+            while let Some(line) = self.lines.next_line().await.expect("read stdout") {
+                self.seen.push(line);
+            }
+            let mut stderr = Vec::new();
+            if let Some(mut pipe) = self.child.stderr.take() {
+                pipe.read_to_end(&mut stderr).await.expect("read stderr");
+            }
+            let status = self.child.wait().await.expect("wait for the client");
+            (status, stderr)
+        })
+        .await;
+        let (status, stderr) =
+            rest.unwrap_or_else(|_| panic!("{what} ran longer than {PROCESS_TIMEOUT:?}"));
+        Output {
+            status,
+            stdout: self.seen.join("\n").into_bytes(),
+            stderr,
+        }
+    }
+}
+
+/// The `(topic, JSON payload)` of each message `mosquitto_sub -v -d` printed, leaving out its
+/// debug lines.
+fn sub_messages(lines: &[String], topic_prefix: &str) -> Vec<(String, Value)> {
+    lines
+        .iter()
+        .filter(|line| line.starts_with(topic_prefix))
+        .map(|line| {
+            let (topic, payload) = line
+                .split_once(' ')
+                .unwrap_or_else(|| panic!("no payload on {line}"));
+            let payload = serde_json::from_str(payload)
+                .unwrap_or_else(|_| panic!("{topic} carried no JSON: {payload}"));
+            (topic.to_owned(), payload)
+        })
+        .collect()
+}
+
+/// Asserts one answer of `shadow_device.py`: its topic and outcome; returns the document.
+fn answer<'a>(line: &'a Value, topic: &str, outcome: &str) -> &'a Value {
+    assert_eq!(
+        (line["topic"].as_str(), line["outcome"].as_str()),
+        (Some(topic), Some(outcome)),
+        "unexpected answer: {line}"
+    );
+    &line["document"]
+}
+
+#[tokio::test]
+async fn a_paho_device_update_is_accepted_in_aws_format_and_visible_over_http() {
+    let hub = Hub::start();
+    let thing = "paho-update-1";
+    let update = json!({
+        "state": {
+            "reported": {"temp": 21.5, "fan": {"speed": 2}},
+            "desired": {"temp": 22},
+        },
+        "clientToken": "token-a1",
+    });
+    let before = unix_seconds();
+    let answers = hub.device(thing, &[&format!("update={update}")]).await;
+    let after = unix_seconds();
+
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    let accepted = answer(
+        &answers[0],
+        &format!("$aws/things/{thing}/shadow/update/accepted"),
+        "accepted",
+    );
+    assert_eq!(accepted["version"], json!(1), "{accepted}");
+    assert_eq!(accepted["clientToken"], json!("token-a1"));
+    assert_eq!(
+        accepted["state"], update["state"],
+        "the update's state is echoed"
+    );
+    assert_eq!(
+        accepted["metadata"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect::<Vec<_>>()),
+        Some(vec!["desired".to_owned(), "reported".to_owned()])
+    );
+    assert!(accepted["metadata"]["reported"]["fan"]["speed"]["timestamp"].is_i64());
+    assert_aws_times(accepted, before, after);
+
+    let twin = hub.twin(thing).await;
+    assert_eq!(twin["reported"]["state"], update["state"]["reported"]);
+    assert_eq!(twin["desired"]["state"], update["state"]["desired"]);
+    assert_eq!(twin["delta"], json!({"temp": 22}));
+    // HTTP keeps milliseconds; the MQTT answer said the same instant in seconds.
+    let millis = twin["reported"]["metadata"]["temp"]["timestamp"]
+        .as_i64()
+        .expect("a millisecond timestamp");
+    assert_eq!(
+        json!(millis.div_euclid(1000)),
+        accepted["metadata"]["reported"]["temp"]["timestamp"]
+    );
+}
+
+#[tokio::test]
+async fn paho_get_shows_the_delta_and_rejections_carry_aws_codes() {
+    let hub = Hub::start();
+    let thing = "paho-reject-1";
+    let prefix = format!("$aws/things/{thing}/shadow");
+    let answers = hub
+        .device(
+            thing,
+            &[
+                r#"get={"clientToken":"get-missing"}"#,
+                r#"update={"state":{"desired":{"mode":"eco"},"reported":{"mode":"off"}}}"#,
+                r#"get={"clientToken":"get-1"}"#,
+                r#"update={"state":{"reported":{"level":1}},"version":1,"clientToken":"current"}"#,
+                r#"update={"state":{"reported":{"mode":"eco"}},"version":1,"clientToken":"stale"}"#,
+                "update=this is not JSON",
+                r#"update={"clientToken":"no-state"}"#,
+                r#"delete={"clientToken":"delete-1"}"#,
+                "get",
+            ],
+        )
+        .await;
+    assert_eq!(answers.len(), 9, "{answers:#?}");
+
+    let missing = answer(&answers[0], &format!("{prefix}/get/rejected"), "rejected");
+    assert_eq!(missing["code"], json!(404));
+    assert_eq!(
+        missing["message"],
+        json!(format!("No shadow exists with name: '{thing}'"))
+    );
+    assert_eq!(missing["clientToken"], json!("get-missing"));
+
+    let created = answer(
+        &answers[1],
+        &format!("{prefix}/update/accepted"),
+        "accepted",
+    );
+    assert_eq!(created["version"], json!(1));
+
+    let got = answer(&answers[2], &format!("{prefix}/get/accepted"), "accepted");
+    assert_eq!(
+        got["state"],
+        json!({"desired": {"mode": "eco"}, "reported": {"mode": "off"}, "delta": {"mode": "eco"}})
+    );
+    assert_eq!(got["version"], json!(1));
+    assert_eq!(got["clientToken"], json!("get-1"));
+
+    let current = answer(
+        &answers[3],
+        &format!("{prefix}/update/accepted"),
+        "accepted",
+    );
+    assert_eq!(current["version"], json!(2), "the version matched: applied");
+
+    let stale = answer(
+        &answers[4],
+        &format!("{prefix}/update/rejected"),
+        "rejected",
+    );
+    assert_eq!(
+        (&stale["code"], &stale["message"], &stale["clientToken"]),
+        (&json!(409), &json!("Version conflict"), &json!("stale"))
+    );
+
+    let invalid = answer(
+        &answers[5],
+        &format!("{prefix}/update/rejected"),
+        "rejected",
+    );
+    assert_eq!(
+        (&invalid["code"], &invalid["message"]),
+        (&json!(400), &json!("Invalid JSON"))
+    );
+    assert!(invalid.get("clientToken").is_none(), "{invalid}");
+
+    let no_state = answer(
+        &answers[6],
+        &format!("{prefix}/update/rejected"),
+        "rejected",
+    );
+    assert_eq!(
+        (
+            &no_state["code"],
+            &no_state["message"],
+            &no_state["clientToken"]
+        ),
+        (
+            &json!(400),
+            &json!("Missing required node: state"),
+            &json!("no-state")
+        )
+    );
+
+    let deleted = answer(
+        &answers[7],
+        &format!("{prefix}/delete/accepted"),
+        "accepted",
+    );
+    assert_eq!(deleted["clientToken"], json!("delete-1"));
+    assert!(deleted["version"].is_u64(), "{deleted}");
+    let gone = answer(&answers[8], &format!("{prefix}/get/rejected"), "rejected");
+    assert_eq!(gone["code"], json!(404));
+
+    hub.assert_no_twin(thing).await;
+}
+
+#[tokio::test]
+async fn rejected_updates_leave_the_twin_unchanged() {
+    let hub = Hub::start();
+    let thing = "paho-reject-2";
+    let answers = hub
+        .device(
+            thing,
+            &[
+                r#"update={"state":{"reported":{"mode":"off"}}}"#,
+                r#"update={"state":{"reported":{"mode":"stale"}},"version":7}"#,
+                r#"update={"state":{"reported":{"mode":"broken"}"#,
+            ],
+        )
+        .await;
+    let outcomes: Vec<_> = answers.iter().map(|a| a["outcome"].clone()).collect();
+    assert_eq!(
+        outcomes,
+        [json!("accepted"), json!("rejected"), json!("rejected")]
+    );
+    let twin = hub.twin(thing).await;
+    assert_eq!(twin["reported"]["state"], json!({"mode": "off"}));
+}
+
+#[tokio::test]
+async fn http_desired_reaches_a_paho_device_as_a_delta_and_its_report_clears_it() {
+    let hub = Hub::start();
+    let thing = "paho-delta-1";
+    let mut device = Running::spawn(
+        "delta_device.py",
+        hub.script_command("delta_device.py", thing, &["--mqtt5", "--count", "1"]),
+    );
+    device
+        .line_where(|line| line == r#"{"event":"ready"}"#, "ready line")
+        .await;
+
+    let before = unix_seconds();
+    let desired = json!({"light": {"on": true, "level": 7}});
+    let patched = hub.patch_desired(thing, desired.clone()).await;
+    assert_eq!(patched["version"], json!(1));
+
+    let delta_line = device
+        .line_where(|line| line.contains("/update/delta"), "delta")
+        .await;
+    let (output, _) = device.finish().await;
+    let after = unix_seconds();
+    assert_success("delta_device.py", &output);
+    let delta: Value = serde_json::from_str(&delta_line).expect("a JSON line");
+    assert_eq!(
+        delta["topic"],
+        json!(format!("$aws/things/{thing}/shadow/update/delta"))
+    );
+    let delta = &delta["document"];
+    assert_eq!(delta["state"], desired, "{delta}");
+    assert_eq!(delta["version"], json!(1));
+    assert_aws_times(delta, before, after);
+
+    let report = json_lines(&output.stdout)
+        .into_iter()
+        .last()
+        .expect("the answer to the report");
+    let accepted = answer(
+        &report,
+        &format!("$aws/things/{thing}/shadow/update/accepted"),
+        "accepted",
+    );
+    assert_eq!(accepted["state"]["reported"], desired);
+    assert_eq!(accepted["version"], json!(2));
+
+    let twin = hub.twin(thing).await;
+    assert_eq!(twin["reported"]["state"], desired);
+    assert_eq!(twin["delta"], json!({}));
+}
+
+#[tokio::test]
+async fn a_paho_device_that_subscribes_later_still_gets_the_pending_delta() {
+    let hub = Hub::start();
+    let thing = "paho-delta-2";
+    hub.patch_desired(thing, json!({"mode": "eco"})).await;
+
+    let device = Running::spawn(
+        "delta_device.py",
+        hub.script_command("delta_device.py", thing, &["--count", "1"]),
+    );
+    let (output, _) = device.finish().await;
+    assert_success("delta_device.py", &output);
+    let lines = json_lines(&output.stdout);
+    assert_eq!(lines.len(), 3, "ready, delta, report answer: {lines:#?}");
+    assert_eq!(lines[1]["document"]["state"], json!({"mode": "eco"}));
+    assert_eq!(lines[2]["outcome"], json!("accepted"), "{:?}", lines[2]);
+    assert_eq!(hub.twin(thing).await["delta"], json!({}));
+}
+
+#[tokio::test]
+async fn mosquitto_sub_sees_a_paho_client_connect() {
+    let hub = Hub::start();
+    let client = "paho-presence-1";
+    let sub = hub
+        .mosquitto_sub(
+            "presence-watch-1",
+            "$aws/events/presence/connected/+",
+            1,
+            &[],
+        )
+        .await;
+    let before_millis = unix_seconds() * 1000;
+    hub.device(client, &[]).await;
+    let (output, lines) = sub.finish().await;
+    assert_success("mosquitto_sub", &output);
+    let after_millis = (unix_seconds() + 1) * 1000;
+
+    let events = sub_messages(&lines, "$aws/events/presence/");
+    assert_eq!(events.len(), 1, "{lines:#?}");
+    let (topic, event) = &events[0];
+    assert_eq!(topic, &format!("$aws/events/presence/connected/{client}"));
+    assert_eq!(event["eventType"], json!("connected"));
+    assert_eq!(event["clientId"], json!(client));
+    assert_eq!(event["principalIdentifier"], json!(client));
+    assert_eq!(event["ipAddress"], json!("127.0.0.1"));
+    // Lifecycle events, unlike shadow documents, carry milliseconds on AWS.
+    let timestamp = event["timestamp"].as_i64().expect("a timestamp");
+    assert!(
+        (before_millis..=after_millis).contains(&timestamp),
+        "timestamp {timestamp} is not milliseconds between {before_millis} and {after_millis}"
+    );
+    assert!(event["sessionIdentifier"].is_string(), "{event}");
+    assert!(event["versionNumber"].is_u64(), "{event}");
+}
+
+#[tokio::test]
+async fn presence_events_of_one_session_share_its_session_identifier() {
+    let hub = Hub::start();
+    let client = "paho-presence-2";
+    let sub = hub
+        .mosquitto_sub(
+            "presence-watch-2",
+            &format!("$aws/events/presence/+/{client}"),
+            2,
+            &[],
+        )
+        .await;
+    hub.device(client, &[]).await;
+    let (output, lines) = sub.finish().await;
+    assert_success("mosquitto_sub", &output);
+
+    let events = sub_messages(&lines, "$aws/events/presence/");
+    let kinds: Vec<_> = events.iter().map(|(_, e)| e["eventType"].clone()).collect();
+    assert_eq!(
+        kinds,
+        [json!("connected"), json!("disconnected")],
+        "{lines:#?}"
+    );
+    let (connected, disconnected) = (&events[0].1, &events[1].1);
+    assert_eq!(disconnected["clientId"], json!(client));
+    assert_eq!(
+        disconnected["disconnectReason"],
+        json!("CLIENT_INITIATED_DISCONNECT")
+    );
+    assert_eq!(disconnected["clientInitiatedDisconnect"], json!(true));
+    assert!(
+        disconnected["versionNumber"].as_u64() > connected["versionNumber"].as_u64(),
+        "versionNumber orders a client's events: {connected} then {disconnected}"
+    );
+    // AWS: "a globally unique identifier ... that exists for the life of the session".
+    assert_eq!(
+        connected["sessionIdentifier"], disconnected["sessionIdentifier"],
+        "one session, one sessionIdentifier"
+    );
+}
+
+#[tokio::test]
+async fn a_thing_cannot_touch_another_things_shadow_but_updates_its_own() {
+    let hub = Hub::start();
+    let (a, b) = ("mosq-acl-a", "mosq-acl-b");
+    let foreign = format!("$aws/things/{b}/shadow/update");
+    let payload = r#"{"state":{"reported":{"hijacked":true}}}"#;
+
+    // MQTT 3.1.1 has no way to refuse a publish: the broker acknowledges and drops it.
+    let v311 = hub.mosquitto_pub(a, &foreign, payload, &[]).await;
+    assert_success("mosquitto_pub (3.1.1) to another thing", &v311);
+    // MQTT 5 says why in the PUBACK.
+    let v5 = hub
+        .mosquitto_pub(a, &foreign, payload, &["-V", "mqttv5"])
+        .await;
+    assert!(
+        String::from_utf8_lossy(&v5.stderr).contains("Not authorized"),
+        "MQTT 5 PUBACK should say not authorized: {}",
+        describe(&v5)
+    );
+    let own = format!("$aws/things/{a}/shadow/update");
+    let mine = hub
+        .mosquitto_pub(a, &own, r#"{"state":{"reported":{"mine":true}}}"#, &[])
+        .await;
+    assert_success("mosquitto_pub to its own shadow", &mine);
+
+    // A QoS 1 PUBACK comes after the hub handled the publish, so both are settled by now.
+    assert_eq!(
+        hub.twin(a).await["reported"]["state"],
+        json!({"mine": true})
+    );
+    hub.assert_no_twin(b).await;
+
+    // The same message from a client allowed there does create the twin: the refusals above
+    // were the ACL's doing, not a message the hub would have ignored anyway.
+    let (app, secret) = hub.credential("apps/acl-control").await;
+    let control = hub
+        .mosquitto_pub(
+            "acl-control-1",
+            &foreign,
+            payload,
+            &["-u", &app, "-P", &secret],
+        )
+        .await;
+    assert_success("mosquitto_pub as an application", &control);
+    assert_eq!(
+        hub.twin(b).await["reported"]["state"],
+        json!({"hijacked": true})
+    );
+}
+
+#[tokio::test]
+async fn a_thing_cannot_subscribe_to_another_things_shadow() {
+    let hub = Hub::start();
+    let (a, b) = ("mosq-acl-c", "mosq-acl-d");
+    let mut command = hub.mosquitto("mosquitto_sub", a);
+    command
+        .args(["-t", &format!("$aws/things/{b}/shadow/update/accepted")])
+        .args(["-C", "1", "-W", SUB_WAIT_SECONDS]);
+    let output = run(command).await;
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("All subscription requests were denied"),
+        "the SUBACK should refuse: {}",
+        describe(&output)
+    );
+}
+
+#[tokio::test]
+async fn a_named_shadow_updated_over_paho_has_its_own_twin() {
+    let hub = Hub::start();
+    let thing = "paho-named-1";
+    let answers = hub
+        .device(
+            thing,
+            &[
+                "--mqtt5",
+                "--shadow",
+                "config",
+                r#"update={"state":{"reported":{"interval":30}},"clientToken":"named-1"}"#,
+                "get",
+            ],
+        )
+        .await;
+    let prefix = format!("$aws/things/{thing}/shadow/name/config");
+    let accepted = answer(
+        &answers[0],
+        &format!("{prefix}/update/accepted"),
+        "accepted",
+    );
+    assert_eq!(accepted["clientToken"], json!("named-1"));
+    assert_eq!(accepted["version"], json!(1));
+    let got = answer(&answers[1], &format!("{prefix}/get/accepted"), "accepted");
+    assert_eq!(got["state"]["reported"], json!({"interval": 30}));
+
+    let twin = hub.twin(&format!("{thing}/shadows/config")).await;
+    assert_eq!(twin["reported"]["state"], json!({"interval": 30}));
+    // The classic shadow is another twin, which nobody wrote.
+    hub.assert_no_twin(thing).await;
+}
+
+#[tokio::test]
+async fn device_credentials_let_mosquitto_in_and_a_wrong_password_is_refused() {
+    let hub = Hub::start();
+    let device = "mosq-cred-1";
+    let (username, password) = hub.credential(&format!("devices/{device}")).await;
+    assert_eq!(username, format!("default/devices/{device}"));
+    let topic = format!("$aws/things/{device}/shadow/update");
+
+    let allowed = hub
+        .mosquitto_pub(
+            device,
+            &topic,
+            r#"{"state":{"reported":{"firmware":"1.0.0"}}}"#,
+            &["-u", &username, "-P", &password],
+        )
+        .await;
+    assert_success("mosquitto_pub with the device's credential", &allowed);
+    let twin = hub.twin(device).await;
+    assert_eq!(twin["reported"]["state"], json!({"firmware": "1.0.0"}));
+
+    let refused = hub
+        .mosquitto_pub(
+            device,
+            &topic,
+            r#"{"state":{"reported":{"firmware":"6.6.6"}}}"#,
+            &["-u", &username, "-P", "not-the-password"],
+        )
+        .await;
+    assert!(!refused.status.success(), "{}", describe(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("Connection Refused: bad user name or password"),
+        "{}",
+        describe(&refused)
+    );
+    assert_eq!(
+        hub.twin(device).await["reported"]["state"],
+        json!({"firmware": "1.0.0"})
+    );
+}
+
+#[tokio::test]
+async fn an_application_watches_every_things_documents() {
+    let hub = Hub::start();
+    let (username, password) = hub.credential("apps/dashboard").await;
+    assert_eq!(username, "default/apps/dashboard");
+    let sub = hub
+        .mosquitto_sub(
+            "dashboard-1",
+            "$aws/things/+/shadow/update/documents",
+            1,
+            &["-u", &username, "-P", &password],
+        )
+        .await;
+    let thing = "paho-watched-1";
+    let before = unix_seconds();
+    hub.device(
+        thing,
+        &[r#"update={"state":{"reported":{"rpm":900}},"clientToken":"doc-1"}"#],
+    )
+    .await;
+    let (output, lines) = sub.finish().await;
+    let after = unix_seconds();
+    assert_success("mosquitto_sub as an application", &output);
+
+    let documents = sub_messages(&lines, "$aws/things/");
+    assert_eq!(documents.len(), 1, "{lines:#?}");
+    let (topic, document) = &documents[0];
+    assert_eq!(
+        topic,
+        &format!("$aws/things/{thing}/shadow/update/documents")
+    );
+    assert_eq!(document["previous"], Value::Null, "the shadow is new");
+    assert_eq!(
+        document["current"]["state"],
+        json!({"reported": {"rpm": 900}})
+    );
+    assert_eq!(document["current"]["version"], json!(1));
+    assert_eq!(document["clientToken"], json!("doc-1"));
+    assert_seconds(&document["timestamp"], before, after, "timestamp");
+    assert_aws_times(
+        &json!({"timestamp": document["timestamp"], "metadata": document["current"]["metadata"]}),
+        before,
+        after,
+    );
+}
