@@ -153,6 +153,14 @@ pub fn allowed(rules: &[AclRule], role: &Role, access: Access, topic: &str) -> b
 fn reserved_allowed(role: &Role, access: Access, topic: &str) -> bool {
     let levels: Vec<&str> = topic.split('/').collect();
     let owned_namespace = matches!(levels.as_slice(), ["$aws" | "$doppel", "things", ..]);
+    // Shadow responses (accepted, rejected, delta, documents) come from the hub alone: a client
+    // that could publish them could feed applications forged state.
+    let shadow_response = access == Access::Publish
+        && matches!(levels.as_slice(), ["$aws", "things", _, "shadow", ..])
+        && crate::shadow::topic::parse_request(topic).is_none();
+    if shadow_response {
+        return false;
+    }
     if owned_namespace {
         return match role {
             Role::App => true,
@@ -242,7 +250,11 @@ mod tests {
             assert!(!allowed(&[], &pump, access, "$aws/things/+/shadow/update"));
             assert!(!allowed(&[], &pump, access, "$aws/things/#"));
             assert!(!allowed(&[], &pump, access, "$aws/#"));
-            assert!(allowed(&[], &Role::App, access, "$aws/things/+/shadow/#"));
+            let any_thing = match access {
+                Access::Subscribe => "$aws/things/+/shadow/#",
+                Access::Publish => "$aws/things/pump-8/shadow/update",
+            };
+            assert!(allowed(&[], &Role::App, access, any_thing));
         }
         assert!(allowed(
             &[],

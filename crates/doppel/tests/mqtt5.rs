@@ -147,6 +147,20 @@ async fn refusals_carry_mqtt5_reason_codes() {
         panic!("no PUBACK");
     };
     assert_eq!(ack.reason, PubAckReason::NotAuthorized);
+    // Nobody may forge the hub's answers, not even on its own thing's topics.
+    pump.client
+        .publish(
+            "$aws/things/pump-52/shadow/update/delta",
+            QoS::AtLeastOnce,
+            false,
+            r#"{"state":{"x":1}}"#,
+        )
+        .await
+        .unwrap();
+    let Ok(Packet::PubAck(ack)) = pump.next(|p| matches!(p, Packet::PubAck(_))).await else {
+        panic!("no PUBACK");
+    };
+    assert_eq!(ack.reason, PubAckReason::NotAuthorized);
     // The connection stays usable after a refusal.
     pump.client
         .publish("telemetry/ok", QoS::AtLeastOnce, false, "fine")
