@@ -114,6 +114,20 @@ impl Hub {
         }
     }
 
+    /// Whether any session (connected, or kept for an absent client) subscribes to `topic` as
+    /// `tenant`'s clients see it. Lets the hub skip building messages nobody would receive.
+    pub async fn has_subscribers(&self, tenant: &TenantId, topic: &str) -> bool {
+        let mounted = mount::mount(tenant.as_str(), topic);
+        // When in doubt (a lookup error), build the message.
+        self.scx
+            .extends
+            .router()
+            .await
+            .get(&mounted)
+            .await
+            .map_or(true, |routes| !routes.is_empty())
+    }
+
     async fn authenticate(&self, connect: &ConnectInfo) -> AuthResult {
         if let Some(cert) = connect.cert() {
             return match cert.common_name.as_deref().map(DeviceId::new) {

@@ -162,6 +162,16 @@ async fn announce(hub: &Hub, change: &TwinChange) {
     if !state_changed {
         return;
     }
+    let (thing, shadow) = topic::shadow_of(&change.key.device);
+    let tenant = &change.key.tenant;
+    let delta_topic = topic::delta_topic(thing, shadow);
+    let documents_topic = topic::documents_topic(thing, shadow);
+    // Most changes of a large fleet have nobody listening: skip decoding and rendering then.
+    let wants_delta = hub.has_subscribers(tenant, &delta_topic).await;
+    let wants_documents = hub.has_subscribers(tenant, &documents_topic).await;
+    if !wants_delta && !wants_documents {
+        return;
+    }
     let previous = match change.previous_twin() {
         Ok(previous) => previous,
         Err(err) => {
@@ -171,13 +181,13 @@ async fn announce(hub: &Hub, change: &TwinChange) {
     };
     let now = Millis(now_millis());
     let token = change.client_token.as_deref();
-    let (thing, shadow) = topic::shadow_of(&change.key.device);
-    let tenant = &change.key.tenant;
-    if let Some(body) = document::delta(previous.as_ref(), &change.current, token, now) {
-        hub.publish(tenant, &topic::delta_topic(thing, shadow), &body)
-            .await;
+    if wants_delta
+        && let Some(body) = document::delta(previous.as_ref(), &change.current, token, now)
+    {
+        hub.publish(tenant, &delta_topic, &body).await;
     }
-    let body = document::documents(previous.as_ref(), &change.current, token, now);
-    hub.publish(tenant, &topic::documents_topic(thing, shadow), &body)
-        .await;
+    if wants_documents {
+        let body = document::documents(previous.as_ref(), &change.current, token, now);
+        hub.publish(tenant, &documents_topic, &body).await;
+    }
 }
