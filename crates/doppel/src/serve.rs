@@ -84,6 +84,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("cannot load the twins from the store")?;
     let twins = engine.stats().twins;
+    if config.mqtt.allow_anonymous {
+        // On stderr whatever the log level: an open broker must not go unnoticed.
+        eprintln!(
+            "doppel: WARNING: mqtt.allow_anonymous is on: MQTT clients connect without credentials, each acting as the thing named by its client id in tenant {:?}",
+            doppel_mqtt::ANONYMOUS_TENANT
+        );
+    }
     let mqtt = MqttServer::start(
         &config.mqtt_config(),
         engine.clone(),

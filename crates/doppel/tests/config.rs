@@ -73,6 +73,99 @@ fn invalid_settings_fail_at_start_naming_the_key() {
 }
 
 #[test]
+fn invalid_mqtt_settings_fail_at_start_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let config = dir.path().join("doppel.toml");
+    std::fs::write(
+        &config,
+        "[[mqtt.acl]]\npermission = \"deny\"\ntopic = \"a/#/b\"\n",
+    )
+    .unwrap();
+    let err = serve_fails(
+        &[],
+        &["--data-dir", data, "--config", config.to_str().unwrap()],
+    );
+    assert!(
+        err.contains("mqtt.acl[0]: ACL rule topic \"a/#/b\" misplaces a wildcard"),
+        "{err}"
+    );
+    let err = serve_fails(
+        &[("DOPPEL_MQTT_TLS_ADDR", "127.0.0.1:0")],
+        &["--data-dir", data],
+    );
+    assert!(
+        err.contains("mqtt.tls needs addr, cert and key together"),
+        "{err}"
+    );
+    let err = serve_fails(
+        &[("DOPPEL_MQTT_MAX_PACKET_BYTES", "10")],
+        &["--data-dir", data],
+    );
+    assert!(
+        err.contains("mqtt.max_packet_bytes must be at least 1024, got 10"),
+        "{err}"
+    );
+    // A port in use: one line naming the address, and nothing left running.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let err = serve_fails(
+        &[("DOPPEL_LOG_LEVEL", "warn")],
+        &[
+            "--data-dir",
+            data,
+            "--http-addr",
+            "127.0.0.1:0",
+            "--mqtt-addr",
+            &addr,
+        ],
+    );
+    assert!(
+        err.contains(&format!("cannot listen for MQTT on {addr}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn anonymous_mqtt_is_announced_on_stderr_whatever_the_log_level() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = doppel_command()
+        .args([
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--mqtt-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("DOPPEL_MQTT_ALLOW_ANONYMOUS", "true")
+        .env("DOPPEL_LOG_LEVEL", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let warning = lines_rx.recv_timeout(common::START_TIMEOUT);
+    let _ = child.kill();
+    let _ = child.wait();
+    let warning = warning.expect("a line on stderr");
+    assert!(
+        warning.contains("WARNING: mqtt.allow_anonymous is on"),
+        "{warning}"
+    );
+}
+
+#[test]
 fn serve_help_lists_every_environment_variable() {
     let output = doppel_command().args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8(output.stdout).unwrap();
@@ -89,6 +182,14 @@ fn serve_help_lists_every_environment_variable() {
         "DOPPEL_ENGINE_QUEUE_DEPTH",
         "DOPPEL_LOG_FORMAT",
         "DOPPEL_LOG_LEVEL",
+        "DOPPEL_MQTT_ADDR",
+        "DOPPEL_MQTT_WS_ADDR",
+        "DOPPEL_MQTT_ALLOW_ANONYMOUS",
+        "DOPPEL_MQTT_MAX_PACKET_BYTES",
+        "DOPPEL_MQTT_TLS_ADDR",
+        "DOPPEL_MQTT_TLS_CERT",
+        "DOPPEL_MQTT_TLS_KEY",
+        "DOPPEL_MQTT_TLS_CLIENT_CA",
     ] {
         assert!(
             help.contains(variable),
