@@ -135,7 +135,7 @@ impl Hub {
                 _ => AuthResult::NotAuthorized,
             };
         }
-        match (connect.username(), connect.password()) {
+        match (username_of(connect), connect.password()) {
             (Some(username), Some(password)) => {
                 match self.registry.verify(username, password).await {
                     Some(_) => AuthResult::Allow(false, None),
@@ -154,7 +154,7 @@ impl Hub {
             let device = DeviceId::new(cert.common_name.as_deref()?).ok()?;
             return Some(Identity::device(self.certificate_tenant.clone(), device));
         }
-        match connect.username() {
+        match username_of(connect) {
             Some(username) => {
                 Principal::from_username(username).map(|p| Identity::from_principal(&p))
             }
@@ -362,6 +362,18 @@ impl Hub {
     }
 }
 
+/// The username a client logs in with. The AWS IoT Device SDKs append metrics to it as a query
+/// (`name?SDK=IoTDeviceSDK/Python&Platform=...`), even when the firmware set no username, and
+/// AWS IoT ignores that part; so do we. An empty name is no name (an anonymous client).
+fn username_of(connect: &ConnectInfo) -> Option<&str> {
+    connect.username().and_then(|raw| login_name(raw))
+}
+
+fn login_name(raw: &str) -> Option<&str> {
+    let name = raw.split_once('?').map_or(raw, |(name, _)| name);
+    (!name.is_empty()).then_some(name)
+}
+
 pub(crate) fn now_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -453,5 +465,24 @@ impl Handler for HubHook {
             }
             _ => (true, acc),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::login_name;
+
+    #[test]
+    fn sdk_metrics_after_the_username_are_ignored() {
+        assert_eq!(
+            login_name("acme/devices/pump-1"),
+            Some("acme/devices/pump-1")
+        );
+        assert_eq!(
+            login_name("acme/devices/pump-1?SDK=IoTDeviceSDK/Python&Platform=Unix"),
+            Some("acme/devices/pump-1")
+        );
+        assert_eq!(login_name("?SDK=IoTDeviceSDK/Python&Platform=Unix"), None);
+        assert_eq!(login_name(""), None);
     }
 }
