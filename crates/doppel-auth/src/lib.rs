@@ -14,5 +14,7 @@ mod verified;
 pub use doppel_model::{AppName, Principal, PrincipalKind};
 pub use error::AuthError;
 pub use password::{MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};
-pub use registry::{CreatedCredential, CredentialInfo, MAX_CREDENTIALS_PER_PRINCIPAL, Registry};
+pub use registry::{
+    CreatedCredential, CredentialInfo, MAX_CREDENTIALS_PER_PRINCIPAL, Registry, Revocation,
+};
 pub use verified::MAX_VERIFIED_USERNAMES;

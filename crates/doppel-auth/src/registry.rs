@@ -16,7 +16,18 @@ use doppel_store::{CredentialStore, StoredCredential};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, broadcast};
+
+/// Revocations buffered for a slow listener; an operator removes credentials one at a time, so
+/// this is never reached in practice.
+const REVOCATION_BACKLOG: usize = 1024;
+
+/// A credential that was removed: sessions that logged in with it must end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    pub username: String,
+    pub credential_id: String,
+}
 
 /// Most credentials one principal may hold. Two cover a rotation (the new one is added before the
 /// old one is removed); a few more cover several instances of an application. Each one counts:
@@ -88,6 +99,9 @@ struct Inner {
     /// of milliseconds, so running more at once only costs memory (think of a thousand devices
     /// reconnecting after a restart) and makes every one of them slower.
     hashing: Semaphore,
+    /// Tells listeners (the MQTT side) which credential was removed, so that it can end the
+    /// sessions that logged in with it.
+    revocations: broadcast::Sender<Revocation>,
 }
 
 struct State {
@@ -169,6 +183,7 @@ impl Registry {
                 state: Mutex::new(state),
                 writes: tokio::sync::Mutex::new(()),
                 hashing: Semaphore::new(permits),
+                revocations: broadcast::channel(REVOCATION_BACKLOG).0,
             }),
         })
     }
@@ -276,18 +291,43 @@ impl Registry {
                 blocking(move || store.delete_credential(&principal, &credential_id)).await??
             };
             let username = principal.username();
-            let mut state = inner.lock();
-            state.remove(&username, &credential_id);
-            state.verified.forget(&username);
+            {
+                let mut state = inner.lock();
+                state.remove(&username, &credential_id);
+                state.verified.forget(&username);
+            }
+            if existed {
+                // Nobody listening (no MQTT side) is fine.
+                let _ = inner.revocations.send(Revocation {
+                    username,
+                    credential_id,
+                });
+            }
             Ok(existed)
         })
         .await
     }
 
-    /// The principal `username` names if `password` matches one of its credentials. A client
+    /// Every credential removed from now on.
+    pub fn revocations(&self) -> broadcast::Receiver<Revocation> {
+        self.inner.revocations.subscribe()
+    }
+
+    /// The principal `username` names if `password` matches one of its credentials.
+    pub async fn verify(&self, username: &str, password: &[u8]) -> Option<Principal> {
+        self.verify_credential(username, password)
+            .await
+            .map(|(principal, _)| principal)
+    }
+
+    /// The principal `username` names and the id of the credential `password` matches. A client
     /// that verified before with the same password is answered from memory; otherwise each of
     /// the principal's credentials is checked with Argon2 on a blocking thread.
-    pub async fn verify(&self, username: &str, password: &[u8]) -> Option<Principal> {
+    pub async fn verify_credential(
+        &self,
+        username: &str,
+        password: &[u8],
+    ) -> Option<(Principal, String)> {
         // No credential was ever made with such a password: spare the Argon2 runs. (Were these
         // bounds ever narrowed, stored passwords outside them would stop verifying here.)
         if !(MIN_PASSWORD_BYTES..=MAX_PASSWORD_BYTES).contains(&password.len()) {
@@ -300,7 +340,7 @@ impl Registry {
             if let Some(id) = state.verified.lookup(username, &digest)
                 && state.holds(username, id)
             {
-                return Some(holder.principal.clone());
+                return Some((holder.principal.clone(), id.to_owned()));
             }
             (holder.principal.clone(), holder.credentials.clone(), digest)
         };
@@ -330,10 +370,10 @@ impl Registry {
             username.to_owned(),
             Verified {
                 digest,
-                credential_id: matched,
+                credential_id: matched.clone(),
             },
         );
-        Some(principal)
+        Some((principal, matched))
     }
 }
 

@@ -49,6 +49,7 @@ pub struct MqttServer {
     listening: Vec<Listening>,
     server: JoinHandle<()>,
     feed: JoinHandle<()>,
+    revocations: JoinHandle<()>,
 }
 
 impl MqttServer {
@@ -138,6 +139,7 @@ impl MqttServer {
         });
         let feed = tokio::spawn(service::run_feed(hub.clone(), changes));
         tokio::spawn(hub.clone().disconnect_left_over_twins());
+        let revocations = tokio::spawn(hub.clone().end_revoked_sessions());
         if config.allow_anonymous {
             tracing::warn!(
                 "ANONYMOUS MQTT ACCESS IS ON: any client can connect without credentials and act as the thing named by its client id in tenant {ANONYMOUS_TENANT:?}; turn mqtt.allow_anonymous off outside development"
@@ -148,6 +150,7 @@ impl MqttServer {
             listening,
             server,
             feed,
+            revocations,
         })
     }
 
@@ -183,6 +186,7 @@ impl MqttServer {
         }
         self.hub.release_engine();
         self.feed.abort();
+        self.revocations.abort();
     }
 }
 

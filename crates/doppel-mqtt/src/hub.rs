@@ -27,6 +27,7 @@ use rmqtt::types::{
     SubscribeAclResult,
 };
 use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 /// Where a session's identity is kept among its attributes once worked out.
@@ -44,6 +45,9 @@ pub(crate) struct Hub {
     certificate_tenant: TenantId,
     pub limits: Limits,
     presence: Presence,
+    /// The credential each password login used, by the connection's id, from the auth hook
+    /// until the session's identity takes it over.
+    logins: std::sync::Mutex<HashMap<String, String>>,
 }
 
 pub(crate) struct HubConfig {
@@ -66,6 +70,7 @@ impl Hub {
             certificate_tenant: config.certificate_tenant,
             limits: config.limits,
             presence: Presence::default(),
+            logins: std::sync::Mutex::default(),
         }
     }
 
@@ -137,8 +142,14 @@ impl Hub {
         }
         match (username_of(connect), connect.password()) {
             (Some(username), Some(password)) => {
-                match self.registry.verify(username, password).await {
-                    Some(_) => AuthResult::Allow(false, None),
+                match self.registry.verify_credential(username, password).await {
+                    Some((_, credential)) => {
+                        self.logins
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .insert(connect.id().to_string(), credential);
+                        AuthResult::Allow(false, None)
+                    }
                     None => AuthResult::BadUsernameOrPassword,
                 }
             }
@@ -175,7 +186,13 @@ impl Hub {
             return Some(known.clone());
         }
         let connect = session.connect_info().await.ok()?;
-        let identity = Arc::new(self.identify(&connect)?);
+        let mut identity = self.identify(&connect)?;
+        identity.credential = self
+            .logins
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&session.id.to_string());
+        let identity = Arc::new(identity);
         session
             .extra_attrs
             .write()
@@ -277,6 +294,40 @@ impl Hub {
             record.await;
         } else {
             tokio::spawn(record);
+        }
+    }
+
+    /// Ends every session that logged in with a credential as soon as it is removed.
+    pub async fn end_revoked_sessions(self: Arc<Self>) {
+        let mut revocations = self.registry.revocations();
+        loop {
+            let revoked = match revocations.recv().await {
+                Ok(revoked) => revoked,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::error!(
+                        missed,
+                        "missed credential revocations; their sessions stay connected until they end"
+                    );
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            let sessions: Vec<Session> = {
+                let shared = self.scx.extends.shared().await;
+                shared.iter().filter_map(|entry| entry.session()).collect()
+            };
+            for session in sessions {
+                let used_it = self.identity(&session).await.is_some_and(|identity| {
+                    identity.credential.as_deref() == Some(revoked.credential_id.as_str())
+                });
+                if used_it {
+                    tracing::info!(client_id = %session.id.client_id, username = revoked.username, "ending a session whose credential was removed");
+                    let mut entry = self.scx.extends.shared().await.entry(session.id.clone());
+                    if let Err(err) = entry.kick(true, true, true).await {
+                        tracing::warn!(error = %err, "cannot end a session whose credential was removed");
+                    }
+                }
+            }
         }
     }
 

@@ -16,6 +16,8 @@ pub struct Identity {
     /// Who changes are recorded as made by (history's `changed_by`), and AWS presence's
     /// `principalIdentifier`.
     pub principal: String,
+    /// The credential a password login used: when it is removed, the session ends.
+    pub credential: Option<String>,
 }
 
 impl Identity {
@@ -30,6 +32,7 @@ impl Identity {
                 role: Role::App,
                 device: None,
                 principal: format!("app:{app}"),
+                credential: None,
             },
         }
     }
@@ -43,6 +46,7 @@ impl Identity {
             },
             principal: device.as_str().to_owned(),
             device: Some(device),
+            credential: None,
         }
     }
 
@@ -61,6 +65,7 @@ impl Identity {
                 .as_ref()
                 .map_or_else(|| "anonymous".to_owned(), |d| d.as_str().to_owned()),
             device,
+            credential: None,
         }
     }
 

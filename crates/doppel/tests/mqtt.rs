@@ -80,6 +80,13 @@ impl Http {
         }
     }
 
+    /// Waits (bounded) until the twin at `path` says its device is `status` (`CONNECTED` or
+    /// `DISCONNECTED`); returns the twin.
+    async fn eventually_connection(&self, server: &Server, path: &str, status: &str) -> Value {
+        self.eventually(server, path, |t| t["connection"]["status"] == status)
+            .await
+    }
+
     async fn credential(&self, server: &Server, path: &str) -> (String, String) {
         let (status, body) = self
             .send(server, reqwest::Method::POST, path, json!({}))
@@ -90,6 +97,16 @@ impl Http {
             body["password"].as_str().unwrap().to_owned(),
         )
     }
+}
+
+/// Connects `thing` as a device the hub knows (presence changes only twins that exist, so the
+/// twin gets a desired state first) and waits until its twin says it is connected.
+async fn connect_known_device(http: &Http, server: &Server, thing: &str) -> Mqtt {
+    http.patch_desired(server, thing, json!({"on": true})).await;
+    let device = connect(server.mqtt, thing).await;
+    let path = format!("/v1/tenants/default/twins/{thing}");
+    http.eventually_connection(server, &path, "CONNECTED").await;
+    device
 }
 
 async fn device(server: &Server, thing: &str) -> Mqtt {
@@ -372,8 +389,7 @@ async fn presence_follows_connects_clean_and_unclean_disconnects_and_keepalive_e
         event["timestamp"].as_i64().unwrap() > 1_700_000_000_000,
         "lifecycle timestamps are ms"
     );
-    http.eventually(&server, path, |t| t["connection"]["status"] == "CONNECTED")
-        .await;
+    http.eventually_connection(&server, path, "CONNECTED").await;
 
     pump.disconnect().await;
     let event = watcher
@@ -382,9 +398,7 @@ async fn presence_follows_connects_clean_and_unclean_disconnects_and_keepalive_e
     assert_eq!(event["disconnectReason"], "CLIENT_INITIATED_DISCONNECT");
     assert_eq!(event["clientInitiatedDisconnect"], true);
     let twin = http
-        .eventually(&server, path, |t| {
-            t["connection"]["status"] == "DISCONNECTED"
-        })
+        .eventually_connection(&server, path, "DISCONNECTED")
         .await;
     assert!(twin["connection"]["last_disconnected_at"].is_string());
 
@@ -399,10 +413,8 @@ async fn presence_follows_connects_clean_and_unclean_disconnects_and_keepalive_e
         .await;
     assert_eq!(event["disconnectReason"], "CONNECTION_LOST");
     assert_eq!(event["clientInitiatedDisconnect"], false);
-    http.eventually(&server, path, |t| {
-        t["connection"]["status"] == "DISCONNECTED"
-    })
-    .await;
+    http.eventually_connection(&server, path, "DISCONNECTED")
+        .await;
 
     // Silent past its keep-alive (1 s): a raw client that connects and then says nothing.
     let mut silent = std::net::TcpStream::connect(server.mqtt).unwrap();
@@ -417,10 +429,8 @@ async fn presence_follows_connects_clean_and_unclean_disconnects_and_keepalive_e
         .recv_json("$aws/events/presence/disconnected/pump-7")
         .await;
     assert_eq!(event["disconnectReason"], "MQTT_KEEP_ALIVE_TIMEOUT");
-    http.eventually(&server, "/v1/tenants/default/twins/pump-7", |t| {
-        t["connection"]["status"] == "DISCONNECTED"
-    })
-    .await;
+    http.eventually_connection(&server, "/v1/tenants/default/twins/pump-7", "DISCONNECTED")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -453,12 +463,8 @@ async fn a_graceful_stop_disconnects_devices_and_records_it() {
     let dir = tempfile::tempdir().unwrap();
     let http = Http::new();
     let mut server = Server::start_in(dir.path(), ANONYMOUS);
-    http.patch_desired(&server, "pump-14", json!({"on": true}))
-        .await;
-    let mut pump = connect(server.mqtt, "pump-14").await;
+    let mut pump = connect_known_device(&http, &server, "pump-14").await;
     let path = "/v1/tenants/default/twins/pump-14";
-    http.eventually(&server, path, |t| t["connection"]["status"] == "CONNECTED")
-        .await;
     assert!(
         server.stop(),
         "the hub stops cleanly with a device connected"
@@ -762,18 +768,12 @@ async fn twins_left_connected_by_a_crash_are_disconnected_at_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
     let http = Http::new();
     let mut server = Server::start_in(dir.path(), ANONYMOUS);
-    http.patch_desired(&server, "pump-13", json!({"on": true}))
-        .await;
-    let _pump = connect(server.mqtt, "pump-13").await;
+    let _pump = connect_known_device(&http, &server, "pump-13").await;
     let path = "/v1/tenants/default/twins/pump-13";
-    http.eventually(&server, path, |t| t["connection"]["status"] == "CONNECTED")
-        .await;
     server.kill();
     let server = Server::start_in(dir.path(), ANONYMOUS);
     let twin = http
-        .eventually(&server, path, |t| {
-            t["connection"]["status"] == "DISCONNECTED"
-        })
+        .eventually_connection(&server, path, "DISCONNECTED")
         .await;
     assert!(twin["connection"]["last_disconnected_at"].is_string());
     let (_, history) = http
@@ -816,4 +816,44 @@ async fn reconnecting_does_not_move_the_shadow_version() {
     let (_, twin) = http.get(&server, "/v1/tenants/default/twins/pump-15").await;
     assert_eq!(twin["shadow_version"], version + 1);
     assert!(twin["version"].as_u64().unwrap() > version + 1, "{twin}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn removing_a_credential_ends_the_sessions_that_used_it() {
+    let server = Server::start();
+    let http = Http::new();
+    let base = "/v1/tenants/acme/devices/pump-16/credentials";
+    let create = || async {
+        let (status, body) = http
+            .send(&server, reqwest::Method::POST, base, json!({}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let field = |name: &str| body[name].as_str().unwrap().to_owned();
+        (field("username"), field("password"), field("credential_id"))
+    };
+    let (user, old_password, old_id) = create().await;
+    let (_, new_password, _) = create().await;
+    let mut on_old = login(server.mqtt, "pump-16-a", &user, &old_password).await;
+    let mut on_new = login(server.mqtt, "pump-16-b", &user, &new_password).await;
+    on_new
+        .subscribe(&shadow("pump-16", "update/accepted"))
+        .await;
+    let removed = http
+        .client
+        .delete(server.url(&format!("{base}/{old_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status().as_u16(), 204);
+    on_old.closed().await;
+    // The session on the remaining credential carries on.
+    on_new
+        .publish(
+            &shadow("pump-16", "update"),
+            r#"{"state":{"reported":{"ok":1}}}"#,
+        )
+        .await;
+    on_new
+        .recv_json(&shadow("pump-16", "update/accepted"))
+        .await;
 }

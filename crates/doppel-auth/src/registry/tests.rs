@@ -276,3 +276,51 @@ async fn a_failed_store_write_changes_nothing_in_memory() {
     assert!(matches!(err, AuthError::Store(_)), "{err}");
     assert!(registry.list(&device("d")).is_empty());
 }
+
+#[tokio::test]
+async fn a_removed_credential_is_announced_with_the_id_verification_named() {
+    let registry = registry(&memory());
+    let mut revocations = registry.revocations();
+    let kept = registry.create(device("pump-9"), None, NOW).await.unwrap();
+    let removed = registry.create(device("pump-9"), None, NOW).await.unwrap();
+    let (principal, id) = registry
+        .verify_credential(&removed.username, removed.password.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(
+        (principal, id.as_str()),
+        (device("pump-9"), removed.credential_id.as_str())
+    );
+    // Answered from the cache the second time, with the same id.
+    let (_, cached) = registry
+        .verify_credential(&removed.username, removed.password.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(cached, removed.credential_id);
+    assert!(
+        registry
+            .delete(&device("pump-9"), "no-such-id")
+            .await
+            .is_ok()
+    );
+    assert!(
+        registry
+            .delete(&device("pump-9"), &removed.credential_id)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        revocations.try_recv().unwrap(),
+        Revocation {
+            username: removed.username.clone(),
+            credential_id: removed.credential_id.clone(),
+        },
+        "only a credential that existed is announced"
+    );
+    assert!(revocations.try_recv().is_err());
+    let (_, id) = registry
+        .verify_credential(&kept.username, kept.password.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(id, kept.credential_id);
+}
