@@ -2,68 +2,25 @@
 
 mod common;
 
-use common::{Server, doppel_command};
+use common::{Cli, doppel_command, run_cli};
 use serde_json::{Value, json};
-use std::io::Write;
-use std::process::{Output, Stdio};
 
-/// A server and the client commands run against it.
-struct Cli {
-    server: Server,
+/// `doppel twin --server <base> <args...>`: the hub option between `twin` and its subcommand.
+fn twin_with_server(base: &str, args: &[&str]) -> Vec<String> {
+    ["twin", "--server", base]
+        .iter()
+        .chain(args)
+        .map(|arg| arg.to_string())
+        .collect()
 }
 
 impl Cli {
-    fn start() -> Cli {
-        Cli {
-            server: Server::start(),
-        }
-    }
-
-    /// `doppel twin --server <base> <args...>`, with `stdin` piped in when given.
-    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        run_twin(&self.server.base, args, stdin)
-    }
-
-    /// Runs a command that must succeed and returns its standard output.
-    fn ok(&self, args: &[&str]) -> String {
-        common::cli_succeeded(self.run(args, None), args)
-    }
-
-    /// Runs a command that must fail and returns its one-line error.
-    fn fails(&self, args: &[&str]) -> String {
-        common::cli_failed(self.run(args, None), args)
-    }
-
     /// `get --json`, parsed.
     fn twin(&self, device: &str) -> Value {
         let text = self.ok(&["get", device, "--json"]);
         serde_json::from_str(&text)
             .unwrap_or_else(|err| panic!("get --json is not JSON ({err}): {text}"))
     }
-}
-
-fn run_twin(server: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = doppel_command()
-        .arg("twin")
-        .arg("--server")
-        .arg(server)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn doppel twin");
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().expect("piped stdin");
-        pipe.write_all(input.as_bytes()).expect("write stdin");
-    }
-    child
-        .wait_with_output()
-        .expect("doppel twin runs to the end")
 }
 
 /// Data lines of a table: every line but the header and the `next cursor` line.
@@ -77,7 +34,7 @@ fn rows(table: &str) -> Vec<&str> {
 
 #[test]
 fn desired_then_get_as_a_table_and_as_json() {
-    let cli = Cli::start();
+    let cli = Cli::start(twin_with_server);
     let out = cli.ok(&[
         "desired",
         "pump-1",
@@ -143,7 +100,7 @@ fn desired_then_get_as_a_table_and_as_json() {
 
 #[test]
 fn reports_are_applied_or_ignored_as_stale() {
-    let cli = Cli::start();
+    let cli = Cli::start(twin_with_server);
     cli.ok(&["desired", "valve-9", r#"{"open": true}"#]);
     let applied = cli.ok(&[
         "report",
@@ -186,7 +143,7 @@ fn reports_are_applied_or_ignored_as_stale() {
 
 #[test]
 fn history_lists_one_row_per_change_and_filters_by_kind() {
-    let cli = Cli::start();
+    let cli = Cli::start(twin_with_server);
     cli.ok(&["desired", "fan-2", r#"{"speed": 1}"#, "--reason", "first"]);
     cli.ok(&["report", "fan-2", r#"{"speed": 1}"#, "--version", "1"]);
     cli.ok(&["desired", "fan-2", r#"{"speed": 2}"#, "--reason", "faster"]);
@@ -228,7 +185,7 @@ fn history_lists_one_row_per_change_and_filters_by_kind() {
 
 #[test]
 fn list_pages_follow_the_cursor() {
-    let cli = Cli::start();
+    let cli = Cli::start(twin_with_server);
     cli.ok(&["desired", "dev-a", r#"{"x": 1}"#]);
     cli.ok(&["report", "dev-b", r#"{"x": 1}"#]);
 
@@ -273,7 +230,7 @@ fn list_pages_follow_the_cursor() {
 
 #[test]
 fn a_deleted_twin_is_gone_and_if_match_guards_writes() {
-    let cli = Cli::start();
+    let cli = Cli::start(twin_with_server);
     cli.ok(&["desired", "door-3", r#"{"locked": true}"#]);
 
     let mismatch = cli.fails(&[
@@ -311,7 +268,7 @@ fn a_deleted_twin_is_gone_and_if_match_guards_writes() {
 
 #[test]
 fn invalid_json_arguments_fail_before_any_request() {
-    let cli = Cli::start();
+    let cli = Cli::start(twin_with_server);
     cli.ok(&["desired", "lamp-4", r#"{"on": true}"#]);
 
     let err = cli.fails(&["desired", "lamp-4", r#"{"on": }"#]);
@@ -349,13 +306,22 @@ fn an_unreachable_server_or_a_bad_id_is_one_line() {
     // unlike a port freed by this test, no concurrently started test server can take it.
     let server = "http://127.0.0.1:1";
 
-    let err = common::cli_failed(run_twin(server, &["get", "pump-1"], None), &["get"]);
+    let err = common::cli_failed(
+        run_cli(&twin_with_server(server, &["get", "pump-1"]), None),
+        &["get"],
+    );
     assert_eq!(err, format!("cannot reach {server}: connection refused"));
-    let err = common::cli_failed(run_twin(server, &["list", "--json"], None), &["list"]);
+    let err = common::cli_failed(
+        run_cli(&twin_with_server(server, &["list", "--json"]), None),
+        &["list"],
+    );
     assert_eq!(err, format!("cannot reach {server}: connection refused"));
 
     // Checked locally, so the unreachable server is never asked.
-    let err = common::cli_failed(run_twin(server, &["get", "bad id"], None), &["get"]);
+    let err = common::cli_failed(
+        run_cli(&twin_with_server(server, &["get", "bad id"]), None),
+        &["get"],
+    );
     assert_eq!(
         err,
         r#"invalid device id "bad id": ids are 1 to 128 characters of A-Z a-z 0-9 : _ . -"#

@@ -3,61 +3,24 @@
 
 mod common;
 
-use common::{Server, doppel_command};
+use common::{Cli, doppel_command};
 use serde_json::Value;
-use std::io::Write;
-use std::process::{Output, Stdio};
 
 const SUPPLIED: &str = "a supplied password, long enough";
 
-/// A server and the client commands run against it.
-struct Cli {
-    server: Server,
+/// `doppel <args...> --server <base>`: the hub option after the subcommand.
+fn with_server_last(base: &str, args: &[&str]) -> Vec<String> {
+    args.iter()
+        .chain(&["--server", base])
+        .map(|arg| arg.to_string())
+        .collect()
 }
 
 impl Cli {
-    fn start() -> Cli {
-        Cli {
-            server: Server::start(),
-        }
-    }
-
-    /// `doppel <args...> --server <base>`, with `stdin` piped in when given.
-    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = doppel_command()
-            .args(args)
-            .arg("--server")
-            .arg(&self.server.base)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn doppel");
-        if let Some(input) = stdin {
-            let mut pipe = child.stdin.take().expect("piped stdin");
-            pipe.write_all(input.as_bytes()).expect("write stdin");
-        }
-        child.wait_with_output().expect("doppel runs to the end")
-    }
-
-    /// Runs a command that must succeed and returns its standard output.
-    fn ok(&self, args: &[&str]) -> String {
-        common::cli_succeeded(self.run(args, None), args)
-    }
-
     /// Runs a command that must succeed with `--json` and returns its answer.
     fn json(&self, args: &[&str]) -> Value {
         let text = self.ok(&[args, &["--json"]].concat());
         serde_json::from_str(&text).unwrap_or_else(|err| panic!("{args:?} --json: {err}: {text}"))
-    }
-
-    /// Runs a command that must fail and returns its one-line error.
-    fn fails(&self, args: &[&str]) -> String {
-        common::cli_failed(self.run(args, None), args)
     }
 }
 
@@ -71,7 +34,7 @@ fn block_value<'a>(text: &'a str, name: &str) -> &'a str {
 
 #[test]
 fn a_device_credential_is_added_listed_and_removed() {
-    let cli = Cli::start();
+    let cli = Cli::start(with_server_last);
     let added = cli.ok(&["device", "credential", "add", "pump-1"]);
     assert!(
         added.ends_with("The password is shown only now; the hub keeps only a hash of it.\n"),
@@ -109,7 +72,7 @@ fn a_device_credential_is_added_listed_and_removed() {
 
 #[test]
 fn an_app_credential_takes_a_supplied_password_and_speaks_json() {
-    let cli = Cli::start();
+    let cli = Cli::start(with_server_last);
     let added = cli.json(&[
         "app",
         "credential",
@@ -171,7 +134,7 @@ fn an_app_credential_takes_a_supplied_password_and_speaks_json() {
 
 #[test]
 fn mistakes_fail_with_one_line_naming_them() {
-    let cli = Cli::start();
+    let cli = Cli::start(with_server_last);
     assert_eq!(
         cli.fails(&[
             "device",
@@ -195,7 +158,7 @@ fn mistakes_fail_with_one_line_naming_them() {
         cli.fails(&["app", "credential", "remove", "dashboard", "../x"])
             .starts_with("credential id \"../x\" is not one the hub prints"),
     );
-    let unreachable = Cli::start();
+    let unreachable = Cli::start(with_server_last);
     let base = unreachable.server.base.clone();
     drop(unreachable);
     let output = doppel_command()

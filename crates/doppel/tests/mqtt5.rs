@@ -5,7 +5,7 @@ mod common;
 
 use common::Server;
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, Publish, SubscribeReasonCode};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -70,6 +70,31 @@ impl Client5 {
         }
     }
 
+    /// Publishes `payload` on `topic` at `qos`, not retained.
+    async fn publish(&self, topic: &str, qos: QoS, payload: &str) {
+        self.client
+            .publish(topic, qos, false, payload.to_owned())
+            .await
+            .unwrap();
+    }
+
+    /// Publishes at QoS 1 and returns the reason code of the PUBACK.
+    async fn publish_acked(&mut self, topic: &str, payload: &str) -> PubAckReason {
+        self.publish(topic, QoS::AtLeastOnce, payload).await;
+        match self.next(|p| matches!(p, Packet::PubAck(_))).await {
+            Ok(Packet::PubAck(ack)) => ack.reason,
+            other => panic!("no PUBACK: {other:?}"),
+        }
+    }
+
+    /// The next message delivered to this client.
+    async fn next_message(&mut self) -> Publish {
+        match self.next(|p| matches!(p, Packet::Publish(_))).await {
+            Ok(Packet::Publish(message)) => message,
+            other => panic!("no delivery: {other:?}"),
+        }
+    }
+
     async fn subscribe(&mut self, filter: &str, qos: QoS) -> SubscribeReasonCode {
         self.client.subscribe(filter, qos).await.unwrap();
         match self.next(|p| matches!(p, Packet::SubAck(_))).await {
@@ -90,22 +115,13 @@ async fn qos2_and_shadow_topics_work_over_mqtt5() {
         )
         .await;
     assert_eq!(granted, SubscribeReasonCode::Success(QoS::ExactlyOnce));
-    pump.client
-        .publish(
-            "$aws/things/pump-51/shadow/update",
-            QoS::ExactlyOnce,
-            false,
-            r#"{"state":{"reported":{"v":5}}}"#,
-        )
-        .await
-        .unwrap();
-    let accepted = pump
-        .next(|p| matches!(p, Packet::Publish(_)))
-        .await
-        .unwrap();
-    let Packet::Publish(accepted) = accepted else {
-        unreachable!()
-    };
+    pump.publish(
+        "$aws/things/pump-51/shadow/update",
+        QoS::ExactlyOnce,
+        r#"{"state":{"reported":{"v":5}}}"#,
+    )
+    .await;
+    let accepted = pump.next_message().await;
     assert_eq!(
         &accepted.topic[..],
         b"$aws/things/pump-51/shadow/update/accepted"
@@ -115,13 +131,9 @@ async fn qos2_and_shadow_topics_work_over_mqtt5() {
 
     let granted = pump.subscribe("telemetry/#", QoS::ExactlyOnce).await;
     assert_eq!(granted, SubscribeReasonCode::Success(QoS::ExactlyOnce));
-    pump.client
-        .publish("telemetry/q2", QoS::ExactlyOnce, false, "exactly once")
-        .await
-        .unwrap();
-    let Ok(Packet::Publish(message)) = pump.next(|p| matches!(p, Packet::Publish(_))).await else {
-        panic!("no QoS 2 delivery");
-    };
+    pump.publish("telemetry/q2", QoS::ExactlyOnce, "exactly once")
+        .await;
+    let message = pump.next_message().await;
     assert_eq!(message.qos, QoS::ExactlyOnce);
     assert_eq!(&message.payload[..], b"exactly once");
 }
@@ -134,42 +146,24 @@ async fn refusals_carry_mqtt5_reason_codes() {
         .subscribe("$aws/things/pump-53/shadow/#", QoS::AtLeastOnce)
         .await;
     assert_eq!(refused, SubscribeReasonCode::NotAuthorized);
-    pump.client
-        .publish(
+    let reason = pump
+        .publish_acked(
             "$aws/things/pump-53/shadow/update",
-            QoS::AtLeastOnce,
-            false,
             r#"{"state":{"reported":{"x":1}}}"#,
         )
-        .await
-        .unwrap();
-    let Ok(Packet::PubAck(ack)) = pump.next(|p| matches!(p, Packet::PubAck(_))).await else {
-        panic!("no PUBACK");
-    };
-    assert_eq!(ack.reason, PubAckReason::NotAuthorized);
+        .await;
+    assert_eq!(reason, PubAckReason::NotAuthorized);
     // Nobody may forge the hub's answers, not even on its own thing's topics.
-    pump.client
-        .publish(
+    let reason = pump
+        .publish_acked(
             "$aws/things/pump-52/shadow/update/delta",
-            QoS::AtLeastOnce,
-            false,
             r#"{"state":{"x":1}}"#,
         )
-        .await
-        .unwrap();
-    let Ok(Packet::PubAck(ack)) = pump.next(|p| matches!(p, Packet::PubAck(_))).await else {
-        panic!("no PUBACK");
-    };
-    assert_eq!(ack.reason, PubAckReason::NotAuthorized);
+        .await;
+    assert_eq!(reason, PubAckReason::NotAuthorized);
     // The connection stays usable after a refusal.
-    pump.client
-        .publish("telemetry/ok", QoS::AtLeastOnce, false, "fine")
-        .await
-        .unwrap();
-    let Ok(Packet::PubAck(ack)) = pump.next(|p| matches!(p, Packet::PubAck(_))).await else {
-        panic!("no PUBACK");
-    };
-    assert_eq!(ack.reason, PubAckReason::Success);
+    let reason = pump.publish_acked("telemetry/ok", "fine").await;
+    assert_eq!(reason, PubAckReason::Success);
 }
 
 /// MQTT's variable-length integer.

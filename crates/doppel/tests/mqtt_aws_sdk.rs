@@ -11,26 +11,17 @@
 
 mod common;
 
-use common::Server;
-use reqwest::StatusCode;
+use common::http::HttpClient;
+use common::process::{
+    Running, assert_success, describe, json_lines, python_script, python_succeeds, require_clients,
+    run,
+};
+use common::{Server, unix_seconds};
 use serde_json::{Value, json};
-use std::path::PathBuf;
-use std::process::{Output, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
-
-/// Longest a device process may run. Each of its own waits is bounded at 10 s (the script's
-/// `WAIT_SECONDS`); this backstop only catches a process that hangs anyway.
-const PROCESS_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Longest wait for one line from a running device.
-const LINE_TIMEOUT: Duration = Duration::from_secs(20);
+use tokio::process::Command;
 
 const SCRIPT: &str = "aws_sdk_device.py";
-
-const TWINS: &str = "/v1/tenants/default/twins";
 
 /// The script's exit code when the broker refused the connection.
 const EXIT_REFUSED: i32 = 3;
@@ -38,29 +29,15 @@ const EXIT_REFUSED: i32 = 3;
 /// Fails the test, with what to do about it, when the SDK is not installed.
 fn require_sdk() {
     static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
-    let checked = CHECKED.get_or_init(|| {
-        let probe = std::process::Command::new("python3")
-            .args([
-                "-c",
-                "import awscrt.mqtt5, awscrt.mqtt_request_response, awsiot.iotshadow as s; \
-                 s.IotShadowClientV2",
-            ])
-            .output();
-        match probe {
-            Ok(output) if output.status.success() => Ok(()),
-            Ok(output) => Err(format!(
-                "python3 cannot use the AWS IoT Device SDK v2: {}",
-                String::from_utf8_lossy(&output.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("no awsiot module")
-            )),
-            Err(err) => Err(format!("python3 cannot run ({err})")),
-        }
-    });
-    if let Err(missing) = checked {
-        panic!("{missing}: run scripts/test, which installs awsiotsdk");
-    }
+    let check = || {
+        python_succeeds(
+            "import awscrt.mqtt5, awscrt.mqtt_request_response, awsiot.iotshadow as s; \
+             s.IotShadowClientV2",
+            "python3 cannot use the AWS IoT Device SDK v2",
+            "no awsiot module",
+        )
+    };
+    require_clients(&CHECKED, check, "awsiotsdk");
 }
 
 /// The SDK's shadow client and MQTT client a device uses.
@@ -110,13 +87,6 @@ impl Sdk {
         }
         assert_eq!(line["parsed"]["client_token"], json!(sent), "{line}");
     }
-}
-
-fn unix_seconds() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("the clock is after 1970")
-        .as_secs() as i64
 }
 
 /// The seconds between a device's start and its end: every timestamp the SDK parsed must fall
@@ -187,7 +157,7 @@ fn parsed<'a>(line: &'a Value, outcome: &str, class: &str) -> &'a Value {
 /// A server and an HTTP client for it.
 struct Hub {
     server: Server,
-    http: reqwest::Client,
+    http: HttpClient,
 }
 
 impl Hub {
@@ -203,76 +173,16 @@ impl Hub {
 
     fn start(args: &[&str]) -> Hub {
         require_sdk();
-        Hub {
-            server: Server::start_with(args),
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .get(self.server.url(path))
-            .send()
-            .await
-            .expect("request reaches the server");
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    /// The twin at `path` (under `/v1/tenants/default/twins/`), which must exist.
-    async fn twin(&self, path: &str) -> Value {
-        let (status, body) = self.get(&format!("{TWINS}/{path}")).await;
-        assert_eq!(status, StatusCode::OK, "GET twin {path}: {body}");
-        body
-    }
-
-    async fn assert_no_twin(&self, path: &str) {
-        let (status, body) = self.get(&format!("{TWINS}/{path}")).await;
-        assert_eq!(status, StatusCode::NOT_FOUND, "twin {path} exists: {body}");
-    }
-
-    async fn patch_desired(&self, path: &str, patch: &Value) -> Value {
-        let response = self
-            .http
-            .patch(self.server.url(&format!("{TWINS}/{path}/desired")))
-            .json(patch)
-            .send()
-            .await
-            .expect("request reaches the server");
-        assert_eq!(response.status(), StatusCode::OK);
-        response.json().await.expect("the twin")
-    }
-
-    /// Creates a credential for device `device`: (username, password).
-    async fn credential(&self, device: &str) -> (String, String) {
-        let response = self
-            .http
-            .post(
-                self.server
-                    .url(&format!("/v1/tenants/default/devices/{device}/credentials")),
-            )
-            .json(&json!({}))
-            .send()
-            .await
-            .expect("request reaches the server");
-        assert_eq!(response.status(), StatusCode::CREATED);
-        let body: Value = response.json().await.expect("a JSON body");
-        let field = |name: &str| body[name].as_str().expect(name).to_owned();
-        (field("username"), field("password"))
+        let server = Server::start_with(args);
+        let http = HttpClient::new(&server);
+        Hub { server, http }
     }
 
     /// `aws_sdk_device.py HOST PORT THING SCENARIO` with the SDK's clients and `args`.
     fn device(&self, thing: &str, scenario: &str, sdk: Sdk, args: &[&str]) -> Command {
         let mqtt = self.server.mqtt;
-        let script: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "external", SCRIPT]
-            .iter()
-            .collect();
-        let mut command = Command::new("python3");
+        let mut command = python_script(SCRIPT);
         command
-            // No __pycache__ in the source tree.
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .arg(script)
             .args([
                 &mqtt.ip().to_string(),
                 &mqtt.port().to_string(),
@@ -286,12 +196,8 @@ impl Hub {
 
     /// Runs a scenario to its end and returns the device's lines after the connect line.
     async fn run(&self, thing: &str, scenario: &str, sdk: Sdk, args: &[&str]) -> Vec<Value> {
-        let output = run(self.device(thing, scenario, sdk, args)).await;
-        assert!(
-            output.status.success(),
-            "{scenario} with {sdk:?} failed: {}",
-            describe(&output)
-        );
+        let output = run(SCRIPT, self.device(thing, scenario, sdk, args)).await;
+        assert_success(&format!("{scenario} with {sdk:?}"), &output);
         let mut lines = json_lines(&output.stdout);
         assert_eq!(
             lines.first().map(|line| &line["step"]),
@@ -301,108 +207,10 @@ impl Hub {
         lines.remove(0);
         lines
     }
-}
 
-/// Runs a device to completion within [`PROCESS_TIMEOUT`].
-async fn run(mut command: Command) -> Output {
-    command.kill_on_drop(true).stdin(Stdio::null());
-    tokio::time::timeout(PROCESS_TIMEOUT, command.output())
-        .await
-        .unwrap_or_else(|_| panic!("{SCRIPT} ran longer than {PROCESS_TIMEOUT:?}"))
-        .unwrap_or_else(|err| panic!("{SCRIPT} cannot start: {err}"))
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "{}\n--- stdout\n{}\n--- stderr\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn json_lines(stdout: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .map(|line| {
-            serde_json::from_str(line).unwrap_or_else(|_| panic!("not a JSON line: {line}"))
-        })
-        .collect()
-}
-
-/// A device still running, whose stdout is read line by line while it runs.
-struct Running {
-    child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-    /// Every stdout line read so far, for failure messages and [`Running::finish`].
-    seen: Vec<String>,
-}
-
-impl Running {
-    fn spawn(mut command: Command) -> Running {
-        let mut child = command
-            .kill_on_drop(true)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|err| panic!("{SCRIPT} cannot start: {err}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        Running {
-            child,
-            lines: BufReader::new(stdout).lines(),
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits, within [`LINE_TIMEOUT`], for the line of `step`.
-    async fn wait_for_step(&mut self, step: &str) {
-        let wanted = json!(step);
-        let found = tokio::time::timeout(LINE_TIMEOUT, async {
-            while let Some(line) = self.lines.next_line().await.expect("read stdout") {
-                self.seen.push(line.clone());
-                if serde_json::from_str::<Value>(&line).is_ok_and(|line| line["step"] == wanted) {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        match found {
-            Ok(true) => {}
-            Ok(false) => panic!(
-                "{SCRIPT} ended before {step}: {}",
-                describe(&self.finish().await)
-            ),
-            Err(_) => panic!(
-                "{SCRIPT} printed no {step} within {LINE_TIMEOUT:?}; so far:\n{}",
-                self.seen.join("\n")
-            ),
-        }
-    }
-
-    /// Reads the rest of stdout and waits for the exit, within [`PROCESS_TIMEOUT`]; the output
-    /// holds every stdout line.
-    async fn finish(&mut self) -> Output {
-        let rest = tokio::time::timeout(PROCESS_TIMEOUT, async {
-            while let Some(line) = self.lines.next_line().await.expect("read stdout") {
-                self.seen.push(line);
-            }
-            let mut stderr = Vec::new();
-            if let Some(mut pipe) = self.child.stderr.take() {
-                pipe.read_to_end(&mut stderr).await.expect("read stderr");
-            }
-            let status = self.child.wait().await.expect("wait for the device");
-            (status, stderr)
-        })
-        .await;
-        let (status, stderr) =
-            rest.unwrap_or_else(|_| panic!("{SCRIPT} ran longer than {PROCESS_TIMEOUT:?}"));
-        Output {
-            status,
-            stdout: self.seen.join("\n").into_bytes(),
-            stderr,
-        }
+    /// Creates a credential for device `device`: (username, password).
+    async fn credential(&self, device: &str) -> (String, String) {
+        self.http.credential(&format!("devices/{device}")).await
     }
 }
 
@@ -466,7 +274,7 @@ async fn update_get_delete(sdk: Sdk, thing: &str) {
     );
     window.assert_contains(&error["timestamp"], "timestamp");
 
-    hub.assert_no_twin(thing).await;
+    hub.http.assert_no_twin(thing).await;
 }
 
 #[tokio::test]
@@ -510,7 +318,7 @@ async fn conflict(hub: &Hub, sdk: Sdk, thing: &str, args: &[&str]) {
         (&json!(409), &json!("Version conflict"))
     );
 
-    let twin = hub.twin(thing).await;
+    let twin = hub.http.twin(thing).await;
     assert_eq!(
         twin["reported"]["state"],
         json!({"mode": "off", "level": 1})
@@ -551,7 +359,7 @@ async fn sdk_nulls_remove_a_reported_key_and_the_desired_section() {
     let got = parsed(step(&lines, "get"), "accepted", "GetShadowResponse");
     assert_eq!(got["state"], json!({"reported": {"mode": "off"}}), "{got}");
 
-    let twin = hub.twin(thing).await;
+    let twin = hub.http.twin(thing).await;
     assert_eq!(twin["reported"]["state"], json!({"mode": "off"}));
     assert_eq!(twin["desired"]["state"], json!({}));
     assert_eq!(twin["delta"], json!({}));
@@ -565,16 +373,19 @@ async fn delta(sdk: Sdk, thing: &str, shadow: Option<&str>) {
         Some(name) => (format!("{thing}/shadows/{name}"), vec!["--shadow", name]),
         None => (thing.to_owned(), vec![]),
     };
-    let mut device = Running::spawn(hub.device(thing, "delta", sdk, &args));
-    device.wait_for_step("ready").await;
+    let mut device = Running::spawn(SCRIPT, hub.device(thing, "delta", sdk, &args));
+    let is_ready = |line: &str| {
+        serde_json::from_str::<Value>(line).is_ok_and(|line| line["step"] == json!("ready"))
+    };
+    device.line_where(is_ready, "ready step").await;
 
     let window = Window::open();
     let desired = json!({"light": {"on": true, "level": 7}});
-    let patched = hub.patch_desired(&path, &desired).await;
+    let patched = hub.http.patch_desired(&path, &desired).await;
     assert_eq!(patched["shadow_version"], json!(1), "{patched}");
-    let output = device.finish().await;
+    let (output, _) = device.finish().await;
     let window = window.close();
-    assert!(output.status.success(), "{}", describe(&output));
+    assert_success(SCRIPT, &output);
     let lines = json_lines(&output.stdout);
 
     let event = parsed(step(&lines, "delta"), "event", "ShadowDeltaUpdatedEvent");
@@ -589,7 +400,7 @@ async fn delta(sdk: Sdk, thing: &str, shadow: Option<&str>) {
     assert_eq!(accepted["state"]["reported"], desired);
     assert_eq!(accepted["version"], json!(2));
 
-    let twin = hub.twin(&path).await;
+    let twin = hub.http.twin(&path).await;
     assert_eq!(twin["reported"]["state"], desired);
     assert_eq!(twin["delta"], json!({}));
 }
@@ -627,10 +438,10 @@ async fn named(sdk: Sdk, thing: &str) {
         json!({"reported": {"interval": 30}, "desired": {"interval": 60}, "delta": {"interval": 60}})
     );
 
-    let twin = hub.twin(&format!("{thing}/shadows/config")).await;
+    let twin = hub.http.twin(&format!("{thing}/shadows/config")).await;
     assert_eq!(twin["reported"]["state"], json!({"interval": 30}));
     assert_eq!(twin["desired"]["state"], json!({"interval": 60}));
-    hub.assert_no_twin(thing).await;
+    hub.http.assert_no_twin(thing).await;
 }
 
 #[tokio::test]
@@ -666,7 +477,11 @@ async fn sdk_device_with_credentials_uses_its_shadow_and_a_wrong_password_is_ref
         (vec![], "NOT_AUTHORIZED"),
     ];
     for (args, reason) in refusals {
-        let output = run(hub.device(thing, "connect", Sdk::RequestResponse5, &args)).await;
+        let output = run(
+            SCRIPT,
+            hub.device(thing, "connect", Sdk::RequestResponse5, &args),
+        )
+        .await;
         assert_eq!(
             output.status.code(),
             Some(EXIT_REFUSED),
@@ -696,7 +511,7 @@ async fn sdk_metrics_in_the_username_do_not_stop_a_device_from_connecting() {
         for metrics in [None, Some("--disable-metrics")] {
             for (thing, credentials) in [(anonymous, &[][..]), (device, &login[..])] {
                 let args: Vec<&str> = credentials.iter().copied().chain(metrics).collect();
-                let output = run(hub.device(thing, "connect", sdk, &args)).await;
+                let output = run(SCRIPT, hub.device(thing, "connect", sdk, &args)).await;
                 if !output.status.success() {
                     failures.push(format!(
                         "{sdk:?} {thing} {:?}: {}",

@@ -8,76 +8,34 @@
 
 mod common;
 
-use common::Server;
-use reqwest::StatusCode;
+use common::http::HttpClient;
+use common::process::{
+    Running, assert_success, describe, json_lines, python_script, python_succeeds, require_clients,
+    run, tool_starts,
+};
+use common::{Server, unix_seconds};
 use serde_json::{Value, json};
-use std::path::PathBuf;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
-
-/// Longest a client process may run. Each of its own waits is bounded at 10 s (the scripts'
-/// `WAIT_SECONDS`, `mosquitto_sub -W`); this backstop only catches a client that hangs anyway.
-const PROCESS_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Longest wait for one line from a running client.
-const LINE_TIMEOUT: Duration = Duration::from_secs(20);
+use tokio::process::Command;
 
 /// `mosquitto_sub -W`: seconds it waits for its messages before giving up.
 const SUB_WAIT_SECONDS: &str = "10";
 
-const TWINS: &str = "/v1/tenants/default/twins";
-
 /// Fails the test, with what to do about it, when a client is not installed.
-fn require_clients() {
+fn require_mqtt_clients() {
     static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
-    let checked = CHECKED.get_or_init(|| {
+    let check = || {
         for tool in ["mosquitto_pub", "mosquitto_sub", "stdbuf"] {
-            if let Err(err) = std::process::Command::new(tool)
-                .arg("--help")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-            {
-                return Err(format!("{tool} cannot run ({err})"));
-            }
+            tool_starts(tool)?;
         }
-        let paho = std::process::Command::new("python3")
-            .args([
-                "-c",
-                "import paho.mqtt, sys; sys.exit(int(paho.mqtt.__version__.split('.')[0]) < 2)",
-            ])
-            .output();
-        match paho {
-            Ok(output) if output.status.success() => Ok(()),
-            Ok(output) => Err(format!(
-                "python3 has no paho-mqtt 2.x: {}",
-                String::from_utf8_lossy(&output.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("its version is older")
-            )),
-            Err(err) => Err(format!("python3 cannot run ({err})")),
-        }
-    });
-    if let Err(missing) = checked {
-        panic!("{missing}: run scripts/test, which installs mosquitto-clients and paho-mqtt");
-    }
-}
-
-fn script(name: &str) -> PathBuf {
-    [env!("CARGO_MANIFEST_DIR"), "tests", "external", name]
-        .iter()
-        .collect()
-}
-
-fn unix_seconds() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("the clock is after 1970")
-        .as_secs() as i64
+        python_succeeds(
+            "import paho.mqtt, sys; sys.exit(int(paho.mqtt.__version__.split('.')[0]) < 2)",
+            "python3 has no paho-mqtt 2.x",
+            "its version is older",
+        )
+    };
+    require_clients(&CHECKED, check, "mosquitto-clients and paho-mqtt");
 }
 
 /// Asserts that `value` is an AWS timestamp (Unix seconds) between `from` and `to` inclusive.
@@ -120,16 +78,15 @@ fn assert_aws_times(document: &Value, from: i64, to: i64) {
 /// A server with anonymous MQTT on, and an HTTP client for it.
 struct Hub {
     server: Server,
-    http: reqwest::Client,
+    http: HttpClient,
 }
 
 impl Hub {
     fn start() -> Hub {
-        require_clients();
-        Hub {
-            server: Server::start_with(&["--mqtt-allow-anonymous", "true"]),
-            http: reqwest::Client::new(),
-        }
+        require_mqtt_clients();
+        let server = Server::start_with(&["--mqtt-allow-anonymous", "true"]);
+        let http = HttpClient::new(&server);
+        Hub { server, http }
     }
 
     fn host(&self) -> String {
@@ -140,84 +97,10 @@ impl Hub {
         self.server.mqtt.port().to_string()
     }
 
-    /// GETs `path`; the body is JSON (or `null` when empty).
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .get(self.server.url(path))
-            .send()
-            .await
-            .expect("request reaches the server");
-        let status = response.status();
-        let text = response.text().await.expect("a response body");
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|_| panic!("GET {path}: not JSON: {text}"))
-        };
-        (status, body)
-    }
-
-    /// The twin at `path` (under `/v1/tenants/default/twins/`), which must exist.
-    async fn twin(&self, path: &str) -> Value {
-        let (status, body) = self.get(&format!("{TWINS}/{path}")).await;
-        assert_eq!(status, StatusCode::OK, "GET twin {path}: {body}");
-        body
-    }
-
-    async fn assert_no_twin(&self, path: &str) {
-        let (status, body) = self.get(&format!("{TWINS}/{path}")).await;
-        assert_eq!(status, StatusCode::NOT_FOUND, "twin {path} exists: {body}");
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .post(self.server.url(path))
-            .json(&body)
-            .send()
-            .await
-            .expect("request reaches the server");
-        let status = response.status();
-        (status, response.json().await.expect("a JSON body"))
-    }
-
-    async fn patch_desired(&self, thing: &str, patch: Value) -> Value {
-        let response = self
-            .http
-            .patch(self.server.url(&format!("{TWINS}/{thing}/desired")))
-            .json(&patch)
-            .send()
-            .await
-            .expect("request reaches the server");
-        assert_eq!(response.status(), StatusCode::OK);
-        response.json().await.expect("the twin")
-    }
-
-    /// Creates a credential for `owner` (`devices/{id}` or `apps/{id}`): (username, password).
-    async fn credential(&self, owner: &str) -> (String, String) {
-        let (status, body) = self
-            .post(
-                &format!("/v1/tenants/default/{owner}/credentials"),
-                json!({}),
-            )
-            .await;
-        assert_eq!(
-            status,
-            StatusCode::CREATED,
-            "credentials for {owner}: {body}"
-        );
-        let field = |name: &str| body[name].as_str().expect(name).to_owned();
-        (field("username"), field("password"))
-    }
-
     /// A Python script's arguments: host, port, thing, then `args`.
     fn script_command(&self, name: &str, thing: &str, args: &[&str]) -> Command {
-        let mut command = Command::new("python3");
+        let mut command = python_script(name);
         command
-            // No __pycache__ in the source tree.
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .arg(script(name))
             .args([self.host(), self.port(), thing.to_owned()])
             .args(args);
         command
@@ -226,7 +109,11 @@ impl Hub {
     /// Runs `shadow_device.py` to completion: one JSON line per answered step. The device's
     /// client id is `thing` unless `args` says otherwise.
     async fn device(&self, thing: &str, args: &[&str]) -> Vec<Value> {
-        let output = run(self.script_command("shadow_device.py", thing, args)).await;
+        let output = run(
+            "shadow_device.py",
+            self.script_command("shadow_device.py", thing, args),
+        )
+        .await;
         assert_success("shadow_device.py", &output);
         json_lines(&output.stdout)
     }
@@ -253,7 +140,7 @@ impl Hub {
         command
             .args(["-t", topic, "-m", message, "-q", "1"])
             .args(extra);
-        run(command).await
+        run("mosquitto_pub", command).await
     }
 
     /// Starts `mosquitto_sub -v` on `filter` for `count` messages, and returns once the broker
@@ -277,126 +164,6 @@ impl Hub {
         sub.line_where(|line| line.ends_with("received SUBACK"), "its SUBACK")
             .await;
         sub
-    }
-}
-
-/// Runs a client to completion within [`PROCESS_TIMEOUT`].
-async fn run(mut command: Command) -> Output {
-    command.kill_on_drop(true).stdin(Stdio::null());
-    let program = format!("{:?}", command.as_std().get_program());
-    tokio::time::timeout(PROCESS_TIMEOUT, command.output())
-        .await
-        .unwrap_or_else(|_| panic!("{program} ran longer than {PROCESS_TIMEOUT:?}"))
-        .unwrap_or_else(|err| panic!("{program} cannot start: {err}"))
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "{}\n--- stdout\n{}--- stderr\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn assert_success(what: &str, output: &Output) {
-    assert!(
-        output.status.success(),
-        "{what} failed: {}",
-        describe(output)
-    );
-}
-
-fn json_lines(stdout: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .map(|line| {
-            serde_json::from_str(line).unwrap_or_else(|_| panic!("not a JSON line: {line}"))
-        })
-        .collect()
-}
-
-/// A client still running, whose stdout is read line by line while it runs.
-struct Running {
-    what: &'static str,
-    child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-    /// Every stdout line read so far, for failure messages and [`Running::finish`].
-    seen: Vec<String>,
-}
-
-impl Running {
-    fn spawn(what: &'static str, mut command: Command) -> Running {
-        let mut child = command
-            .kill_on_drop(true)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|err| panic!("{what} cannot start: {err}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        Running {
-            what,
-            child,
-            lines: BufReader::new(stdout).lines(),
-            seen: Vec::new(),
-        }
-    }
-
-    /// The next stdout line for which `wanted` holds, within [`LINE_TIMEOUT`].
-    async fn line_where(&mut self, wanted: impl Fn(&str) -> bool, description: &str) -> String {
-        let what = self.what;
-        let found = tokio::time::timeout(LINE_TIMEOUT, async {
-            while let Some(line) = self.lines.next_line().await.expect("read stdout") {
-                self.seen.push(line.clone());
-                if wanted(&line) {
-                    return Some(line);
-                }
-            }
-            None
-        })
-        .await;
-        match found {
-            Ok(Some(line)) => line,
-            Ok(None) => panic!(
-                "{what} ended before {description}: {}",
-                describe(&self.wait().await)
-            ),
-            Err(_) => panic!(
-                "{what} printed no {description} within {LINE_TIMEOUT:?}; so far:\n{}",
-                self.seen.join("\n")
-            ),
-        }
-    }
-
-    /// Waits for the client to exit; returns its exit status and stderr, and every stdout line.
-    async fn finish(mut self) -> (Output, Vec<String>) {
-        let output = self.wait().await;
-        (output, self.seen)
-    }
-
-    /// Reads the rest of stdout and waits for the exit, within [`PROCESS_TIMEOUT`].
-    async fn wait(&mut self) -> Output {
-        let what = self.what;
-        let rest = tokio::time::timeout(PROCESS_TIMEOUT, async {
-            while let Some(line) = self.lines.next_line().await.expect("read stdout") {
-                self.seen.push(line);
-            }
-            let mut stderr = Vec::new();
-            if let Some(mut pipe) = self.child.stderr.take() {
-                pipe.read_to_end(&mut stderr).await.expect("read stderr");
-            }
-            let status = self.child.wait().await.expect("wait for the client");
-            (status, stderr)
-        })
-        .await;
-        let (status, stderr) =
-            rest.unwrap_or_else(|_| panic!("{what} ran longer than {PROCESS_TIMEOUT:?}"));
-        Output {
-            status,
-            stdout: self.seen.join("\n").into_bytes(),
-            stderr,
-        }
     }
 }
 
@@ -463,7 +230,7 @@ async fn a_paho_device_update_is_accepted_in_aws_format_and_visible_over_http() 
     assert!(accepted["metadata"]["reported"]["fan"]["speed"]["timestamp"].is_i64());
     assert_aws_times(accepted, before, after);
 
-    let twin = hub.twin(thing).await;
+    let twin = hub.http.twin(thing).await;
     assert_eq!(twin["reported"]["state"], update["state"]["reported"]);
     assert_eq!(twin["desired"]["state"], update["state"]["desired"]);
     assert_eq!(twin["delta"], json!({"temp": 22}));
@@ -579,7 +346,7 @@ async fn paho_get_shows_the_delta_and_rejections_carry_aws_codes() {
     let gone = answer(&answers[8], &format!("{prefix}/get/rejected"), "rejected");
     assert_eq!(gone["code"], json!(404));
 
-    hub.assert_no_twin(thing).await;
+    hub.http.assert_no_twin(thing).await;
 }
 
 #[tokio::test]
@@ -601,7 +368,7 @@ async fn rejected_updates_leave_the_twin_unchanged() {
         outcomes,
         [json!("accepted"), json!("rejected"), json!("rejected")]
     );
-    let twin = hub.twin(thing).await;
+    let twin = hub.http.twin(thing).await;
     assert_eq!(twin["reported"]["state"], json!({"mode": "off"}));
 }
 
@@ -619,7 +386,7 @@ async fn http_desired_reaches_a_paho_device_as_a_delta_and_its_report_clears_it(
 
     let before = unix_seconds();
     let desired = json!({"light": {"on": true, "level": 7}});
-    let patched = hub.patch_desired(thing, desired.clone()).await;
+    let patched = hub.http.patch_desired(thing, &desired).await;
     assert_eq!(patched["version"], json!(1));
 
     let delta_line = device
@@ -650,7 +417,7 @@ async fn http_desired_reaches_a_paho_device_as_a_delta_and_its_report_clears_it(
     assert_eq!(accepted["state"]["reported"], desired);
     assert_eq!(accepted["version"], json!(2));
 
-    let twin = hub.twin(thing).await;
+    let twin = hub.http.twin(thing).await;
     assert_eq!(twin["reported"]["state"], desired);
     assert_eq!(twin["delta"], json!({}));
 }
@@ -659,7 +426,7 @@ async fn http_desired_reaches_a_paho_device_as_a_delta_and_its_report_clears_it(
 async fn a_paho_device_that_subscribes_later_still_gets_the_pending_delta() {
     let hub = Hub::start();
     let thing = "paho-delta-2";
-    hub.patch_desired(thing, json!({"mode": "eco"})).await;
+    hub.http.patch_desired(thing, &json!({"mode": "eco"})).await;
 
     let device = Running::spawn(
         "delta_device.py",
@@ -671,7 +438,7 @@ async fn a_paho_device_that_subscribes_later_still_gets_the_pending_delta() {
     assert_eq!(lines.len(), 3, "ready, delta, report answer: {lines:#?}");
     assert_eq!(lines[1]["document"]["state"], json!({"mode": "eco"}));
     assert_eq!(lines[2]["outcome"], json!("accepted"), "{:?}", lines[2]);
-    assert_eq!(hub.twin(thing).await["delta"], json!({}));
+    assert_eq!(hub.http.twin(thing).await["delta"], json!({}));
 }
 
 #[tokio::test]
@@ -778,14 +545,14 @@ async fn a_thing_cannot_touch_another_things_shadow_but_updates_its_own() {
 
     // A QoS 1 PUBACK comes after the hub handled the publish, so both are settled by now.
     assert_eq!(
-        hub.twin(a).await["reported"]["state"],
+        hub.http.twin(a).await["reported"]["state"],
         json!({"mine": true})
     );
-    hub.assert_no_twin(b).await;
+    hub.http.assert_no_twin(b).await;
 
     // The same message from a client allowed there does create the twin: the refusals above
     // were the ACL's doing, not a message the hub would have ignored anyway.
-    let (app, secret) = hub.credential("apps/acl-control").await;
+    let (app, secret) = hub.http.credential("apps/acl-control").await;
     let control = hub
         .mosquitto_pub(
             "acl-control-1",
@@ -796,7 +563,7 @@ async fn a_thing_cannot_touch_another_things_shadow_but_updates_its_own() {
         .await;
     assert_success("mosquitto_pub as an application", &control);
     assert_eq!(
-        hub.twin(b).await["reported"]["state"],
+        hub.http.twin(b).await["reported"]["state"],
         json!({"hijacked": true})
     );
 }
@@ -809,7 +576,7 @@ async fn a_thing_cannot_subscribe_to_another_things_shadow() {
     command
         .args(["-t", &format!("$aws/things/{b}/shadow/update/accepted")])
         .args(["-C", "1", "-W", SUB_WAIT_SECONDS]);
-    let output = run(command).await;
+    let output = run("mosquitto_sub", command).await;
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("All subscription requests were denied"),
         "the SUBACK should refuse: {}",
@@ -844,17 +611,17 @@ async fn a_named_shadow_updated_over_paho_has_its_own_twin() {
     let got = answer(&answers[1], &format!("{prefix}/get/accepted"), "accepted");
     assert_eq!(got["state"]["reported"], json!({"interval": 30}));
 
-    let twin = hub.twin(&format!("{thing}/shadows/config")).await;
+    let twin = hub.http.twin(&format!("{thing}/shadows/config")).await;
     assert_eq!(twin["reported"]["state"], json!({"interval": 30}));
     // The classic shadow is another twin, which nobody wrote.
-    hub.assert_no_twin(thing).await;
+    hub.http.assert_no_twin(thing).await;
 }
 
 #[tokio::test]
 async fn device_credentials_let_mosquitto_in_and_a_wrong_password_is_refused() {
     let hub = Hub::start();
     let device = "mosq-cred-1";
-    let (username, password) = hub.credential(&format!("devices/{device}")).await;
+    let (username, password) = hub.http.credential(&format!("devices/{device}")).await;
     assert_eq!(username, format!("default/devices/{device}"));
     let topic = format!("$aws/things/{device}/shadow/update");
 
@@ -867,7 +634,7 @@ async fn device_credentials_let_mosquitto_in_and_a_wrong_password_is_refused() {
         )
         .await;
     assert_success("mosquitto_pub with the device's credential", &allowed);
-    let twin = hub.twin(device).await;
+    let twin = hub.http.twin(device).await;
     assert_eq!(twin["reported"]["state"], json!({"firmware": "1.0.0"}));
 
     let refused = hub
@@ -886,7 +653,7 @@ async fn device_credentials_let_mosquitto_in_and_a_wrong_password_is_refused() {
         describe(&refused)
     );
     assert_eq!(
-        hub.twin(device).await["reported"]["state"],
+        hub.http.twin(device).await["reported"]["state"],
         json!({"firmware": "1.0.0"})
     );
 }
@@ -894,7 +661,7 @@ async fn device_credentials_let_mosquitto_in_and_a_wrong_password_is_refused() {
 #[tokio::test]
 async fn an_application_watches_every_things_documents() {
     let hub = Hub::start();
-    let (username, password) = hub.credential("apps/dashboard").await;
+    let (username, password) = hub.http.credential("apps/dashboard").await;
     assert_eq!(username, "default/apps/dashboard");
     let sub = hub
         .mosquitto_sub(

@@ -5,27 +5,21 @@
 mod common;
 
 use common::Server;
+use common::http::HttpClient;
+use common::process::{assert_success, run};
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
+use tokio::process::Command;
 
-fn run(command: &mut Command) -> Output {
-    command.output().unwrap_or_else(|err| {
-        panic!("cannot run {command:?} ({err}); run scripts/test, which installs it")
-    })
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let output = run(Command::new("openssl").current_dir(dir).args(args));
-    assert!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+async fn openssl(dir: &Path, args: &[&str]) {
+    let mut command = Command::new("openssl");
+    command.current_dir(dir).args(args);
+    let output = run("openssl", command).await;
+    assert_success(&format!("openssl {args:?}"), &output);
 }
 
 /// A CA, a server certificate for 127.0.0.1, and device certificates signed by the CA.
-fn make_certificates(dir: &Path, devices: &[&str]) {
+async fn make_certificates(dir: &Path, devices: &[&str]) {
     openssl(
         dir,
         &[
@@ -43,7 +37,8 @@ fn make_certificates(dir: &Path, devices: &[&str]) {
             "-subj",
             "/CN=doppel-test-ca",
         ],
-    );
+    )
+    .await;
     // Extensions make the certificates X.509 v3, the only version webpki accepts.
     std::fs::write(
         dir.join("server.ext"),
@@ -64,7 +59,8 @@ fn make_certificates(dir: &Path, devices: &[&str]) {
                 "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj",
                 &subject,
             ],
-        );
+        )
+        .await;
         let extensions = if name == "server" {
             "server.ext"
         } else {
@@ -87,20 +83,14 @@ fn make_certificates(dir: &Path, devices: &[&str]) {
             "-extfile",
             extensions,
         ];
-        openssl(dir, &sign);
+        openssl(dir, &sign).await;
     }
-}
-
-async fn twin(server: &Server, path: &str) -> (u16, Value) {
-    let response = reqwest::get(server.url(path)).await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn devices_log_in_with_a_certificate_whose_common_name_names_them() {
     let certs = tempfile::tempdir().unwrap();
-    make_certificates(certs.path(), &["pump-tls", "pump-other"]);
+    make_certificates(certs.path(), &["pump-tls", "pump-other"]).await;
     let file = |name: &str| certs.path().join(name).to_str().unwrap().to_owned();
     let server = Server::start_with(&[
         "--mqtt-tls-addr",
@@ -112,25 +102,20 @@ async fn devices_log_in_with_a_certificate_whose_common_name_names_them() {
         "--mqtt-tls-client-ca",
         &file("ca.pem"),
     ]);
-    let tls = server
-        .mqtt_listeners
-        .iter()
-        .find(|(scheme, _)| scheme == "mqtts")
-        .map(|(_, addr)| *addr)
-        .expect("a TLS listener");
+    let tls = server.listener("mqtts").expect("a TLS listener");
+    let http = HttpClient::new(&server);
+    // `mosquitto_pub` to the TLS listener, trusting the test CA.
+    let mosquitto_pub = |client_id: &str| {
+        let mut command = Command::new("mosquitto_pub");
+        command
+            .args(["-h", "127.0.0.1", "-p", &tls.port().to_string()])
+            .args(["-i", client_id, "--cafile", &file("ca.pem")]);
+        command
+    };
     let publish = |device: &str, thing: &str| {
-        run(Command::new("mosquitto_pub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &tls.port().to_string(),
-                "-q",
-                "1",
-                "-i",
-                device,
-            ])
-            .args(["--cafile", &file("ca.pem")])
+        let mut command = mosquitto_pub(device);
+        command
+            .args(["-q", "1"])
             .args([
                 "--cert",
                 &file(&format!("{device}.pem")),
@@ -138,35 +123,23 @@ async fn devices_log_in_with_a_certificate_whose_common_name_names_them() {
                 &file(&format!("{device}.key")),
             ])
             .args(["-t", &format!("$aws/things/{thing}/shadow/update")])
-            .args(["-m", r#"{"state":{"reported":{"secure":true}}}"#]))
+            .args(["-m", r#"{"state":{"reported":{"secure":true}}}"#]);
+        run("mosquitto_pub", command)
     };
-    let own = publish("pump-tls", "pump-tls");
-    assert!(
-        own.status.success(),
-        "{}",
-        String::from_utf8_lossy(&own.stderr)
-    );
-    let (status, body) = twin(&server, "/v1/tenants/default/twins/pump-tls").await;
-    assert_eq!(status, 200, "{body}");
+    let own = publish("pump-tls", "pump-tls").await;
+    assert_success("mosquitto_pub with its own certificate", &own);
+    let body = http.twin("pump-tls").await;
     assert_eq!(body["reported"]["state"]["secure"], true);
 
     // The certificate names the thing: another thing's shadow stays out of reach.
-    let other = publish("pump-other", "pump-tls-2");
-    assert!(other.status.success());
-    let (status, _) = twin(&server, "/v1/tenants/default/twins/pump-tls-2").await;
-    assert_eq!(status, 404);
+    let other = publish("pump-other", "pump-tls-2").await;
+    assert_success("mosquitto_pub with another certificate", &other);
+    http.assert_no_twin("pump-tls-2").await;
 
     // No certificate, no connection.
-    let anonymous = run(Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &tls.port().to_string(),
-            "-i",
-            "nobody",
-        ])
-        .args(["--cafile", &file("ca.pem"), "-t", "x", "-m", "y"]));
+    let mut anonymous = mosquitto_pub("nobody");
+    anonymous.args(["-t", "x", "-m", "y"]);
+    let anonymous = run("mosquitto_pub", anonymous).await;
     assert!(!anonymous.status.success());
 }
 
@@ -205,25 +178,17 @@ async fn browsers_speak_mqtt_over_websocket() {
         "--mqtt-ws-addr",
         "127.0.0.1:0",
     ]);
-    let ws = server
-        .mqtt_listeners
-        .iter()
-        .find(|(scheme, _)| scheme == "ws")
-        .map(|(_, addr)| *addr)
-        .expect("a WebSocket listener");
-    let output = run(Command::new("python3").args(["-c", WS_ROUND_TRIP, &ws.port().to_string()]));
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let ws = server.listener("ws").expect("a WebSocket listener");
+    let mut round_trip = Command::new("python3");
+    round_trip.args(["-c", WS_ROUND_TRIP, &ws.port().to_string()]);
+    let output = run("the WebSocket round trip", round_trip).await;
+    assert_success("the WebSocket round trip", &output);
     let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(
         answer["topic"],
         "$aws/things/browser-1/shadow/update/accepted"
     );
     assert_eq!(answer["body"]["state"]["reported"]["via"], "ws");
-    let (status, body) = twin(&server, "/v1/tenants/default/twins/browser-1").await;
-    assert_eq!(status, 200);
+    let body = HttpClient::new(&server).twin("browser-1").await;
     assert_eq!(body["reported"]["state"]["via"], "ws");
 }

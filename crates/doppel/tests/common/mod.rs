@@ -2,13 +2,15 @@
 //! DOPPEL_* variables from the caller's environment.
 #![allow(dead_code)] // Each test file uses a different part of the harness.
 
+pub mod http;
 pub mod mqtt;
+pub mod process;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How long a server may take to print `doppel ready`: generous, because CI machines are shared.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -107,19 +109,20 @@ impl Server {
                 break;
             }
         }
-        let mqtt = mqtt_listeners
-            .iter()
-            .find(|(scheme, _)| scheme == "mqtt")
-            .map(|(_, addr)| *addr)
-            .expect("the MQTT listening line comes before the ready line");
         Server {
             child,
             base: base.expect("the listening line comes before the ready line"),
-            mqtt,
+            mqtt: find_listener(&mqtt_listeners, "mqtt")
+                .expect("the MQTT listening line comes before the ready line"),
             mqtt_listeners,
             data_dir: data_dir.to_owned(),
             _owned_dir: None,
         }
+    }
+
+    /// The MQTT listener of `scheme` (`mqtt`, `mqtts`, `ws`), when the server has one.
+    pub fn listener(&self, scheme: &str) -> Option<std::net::SocketAddr> {
+        find_listener(&self.mqtt_listeners, scheme)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -143,14 +146,88 @@ impl Server {
     }
 }
 
+/// The address of the listener of `scheme` among `(scheme, address)` pairs.
+fn find_listener(
+    listeners: &[(String, std::net::SocketAddr)],
+    scheme: &str,
+) -> Option<std::net::SocketAddr> {
+    listeners
+        .iter()
+        .find(|(listener, _)| listener == scheme)
+        .map(|(_, addr)| *addr)
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
 }
 
+/// The seconds since the Unix epoch, as AWS writes its timestamps.
+pub fn unix_seconds() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs() as i64
+}
+
+/// Where a test file's client commands put `--server <base>` among their arguments: the
+/// command line for `args` against the server at `base`.
+pub type CliArguments = fn(base: &str, args: &[&str]) -> Vec<String>;
+
+/// A server and the `doppel` client commands run against it.
+pub struct Cli {
+    pub server: Server,
+    arguments: CliArguments,
+}
+
+impl Cli {
+    /// A fresh server; `arguments` places `--server` in each command line.
+    pub fn start(arguments: CliArguments) -> Cli {
+        Cli {
+            server: Server::start(),
+            arguments,
+        }
+    }
+
+    /// Runs a command against the server, with `stdin` piped in when given.
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        run_cli(&(self.arguments)(&self.server.base, args), stdin)
+    }
+
+    /// Runs a command that must succeed and returns its standard output.
+    pub fn ok(&self, args: &[&str]) -> String {
+        cli_succeeded(self.run(args, None), args)
+    }
+
+    /// Runs a command that must fail and returns its one-line error.
+    pub fn fails(&self, args: &[&str]) -> String {
+        cli_failed(self.run(args, None), args)
+    }
+}
+
+/// Runs `doppel <args...>` to its end, with `stdin` piped in when given (no input otherwise).
+pub fn run_cli(args: &[String], stdin: Option<&str>) -> Output {
+    let mut child = doppel_command()
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn doppel");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("piped stdin");
+        pipe.write_all(input.as_bytes()).expect("write stdin");
+    }
+    child.wait_with_output().expect("doppel runs to the end")
+}
+
 /// Checks that a CLI command succeeded and returns its standard output.
-pub fn cli_succeeded(output: std::process::Output, args: &[&str]) -> String {
+pub fn cli_succeeded(output: Output, args: &[&str]) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "doppel {args:?} failed: {stderr}");
     String::from_utf8(output.stdout).expect("UTF-8 output")
@@ -158,7 +235,7 @@ pub fn cli_succeeded(output: std::process::Output, args: &[&str]) -> String {
 
 /// Checks the CLI's failure contract: exit code 1, nothing on stdout, exactly one `doppel: `
 /// line on stderr. Returns that line without the prefix.
-pub fn cli_failed(output: std::process::Output, args: &[&str]) -> String {
+pub fn cli_failed(output: Output, args: &[&str]) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(
         output.status.code(),

@@ -38,10 +38,11 @@ import argparse
 import concurrent.futures
 import datetime
 import gc
-import json
 import queue
 import sys
 import threading
+
+from jsonlines import EXIT_REFUSED, EXIT_TIMEOUT, emit, fail
 
 try:
     import awsiot
@@ -54,22 +55,11 @@ except ImportError as missing:  # pragma: no cover - the message is the point
 # rather than hang.
 WAIT_SECONDS = 10.0
 
-EXIT_TIMEOUT = 2
-EXIT_REFUSED = 3
+# Beside EXIT_TIMEOUT and EXIT_REFUSED (from jsonlines): the SDK could not parse a payload.
 EXIT_UNPARSED = 4
 
 QOS = mqtt.QoS.AT_LEAST_ONCE
 OPS = ("get", "update", "delete")
-
-
-def fail(code, message):
-    print(message, file=sys.stderr, flush=True)
-    sys.exit(code)
-
-
-def emit(line):
-    """One JSON line on stdout, flushed at once: callers read lines while the script runs."""
-    print(json.dumps(line, separators=(",", ":")), flush=True)
 
 
 def parsed(value):

@@ -12,6 +12,8 @@ import queue
 import sys
 import time
 
+from jsonlines import EXIT_REFUSED, EXIT_TIMEOUT, fail
+
 try:
     import paho.mqtt.client as mqtt
 except ImportError:  # pragma: no cover - the message is the point
@@ -20,21 +22,6 @@ except ImportError:  # pragma: no cover - the message is the point
 # Longest wait for any one thing (a CONNACK, a SUBACK, a response): AWS's own SDKs wait about
 # this long, and a test must fail rather than hang.
 WAIT_SECONDS = 10.0
-
-# Exit codes, so the caller can tell a timeout from a refusal.
-EXIT_TIMEOUT = 2
-EXIT_REFUSED = 3
-
-
-def fail(code, message):
-    print(message, file=sys.stderr, flush=True)
-    sys.exit(code)
-
-
-def emit(document):
-    """One JSON line on stdout, flushed at once: callers read lines while the script runs."""
-    print(json.dumps(document, separators=(",", ":")), flush=True)
-
 
 def common_arguments(description):
     parser = argparse.ArgumentParser(description=description)
@@ -83,16 +70,22 @@ class ShadowDevice:
         self.host = args.host
         self.port = args.port
 
-    def _event(self, kind, what):
+    def _arrivals(self, items, what):
+        """What arrives on the queue `items`, oldest first, until the timeout runs out; then the
+        script fails, saying it waited for `what`."""
         deadline = time.monotonic() + self.timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 fail(EXIT_TIMEOUT, f"timed out after {self.timeout}s waiting for {what}")
             try:
-                got, value = self.events.get(timeout=left)
+                item = items.get(timeout=left)
             except queue.Empty:
                 continue
+            yield item
+
+    def _event(self, kind, what):
+        for got, value in self._arrivals(self.events, what):
             if got == kind:
                 return value
             if got == "disconnected":
@@ -143,15 +136,7 @@ class ShadowDevice:
         for index, message in enumerate(self.pending):
             if message.topic in topics:
                 return self.pending.pop(index)
-        deadline = time.monotonic() + self.timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                fail(EXIT_TIMEOUT, f"timed out after {self.timeout}s waiting for {what} on {topics}")
-            try:
-                message = self.messages.get(timeout=left)
-            except queue.Empty:
-                continue
+        for message in self._arrivals(self.messages, f"{what} on {topics}"):
             if message.topic in topics:
                 return message
             self.pending.append(message)

@@ -17,6 +17,7 @@ import json
 import uuid
 
 import awsdevice
+from jsonlines import emit
 
 
 def main():
@@ -26,18 +27,18 @@ def main():
     device = awsdevice.ShadowDevice(args)
     device.connect()
     device.subscribe_responses()
-    awsdevice.emit({"event": "ready"})
+    emit({"event": "ready"})
     delta_topic = f"{device.prefix}/update/delta"
     for _ in range(args.count):
         message = device.next_message((delta_topic,), "a delta")
         delta = awsdevice.decode(message)
-        awsdevice.emit({"topic": message.topic, "document": delta})
+        emit({"topic": message.topic, "document": delta})
         # The firmware "applies" the change and reports what it now is.
         report = {
             "state": {"reported": delta["state"]},
             "clientToken": f"report-{uuid.uuid4().hex[:12]}",
         }
-        awsdevice.emit(device.request("update", json.dumps(report)))
+        emit(device.request("update", json.dumps(report)))
     device.disconnect()
 
 

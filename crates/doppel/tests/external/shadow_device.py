@@ -14,6 +14,7 @@ broker refused the connection or a subscription.
 """
 
 import awsdevice
+from jsonlines import emit
 
 OPS = ("get", "update", "delete")
 
@@ -35,7 +36,7 @@ def main():
     if steps:
         device.subscribe_responses()
     for op, payload in steps:
-        awsdevice.emit(device.request(op, payload))
+        emit(device.request(op, payload))
     device.disconnect()
 
 

@@ -1,0 +1,91 @@
+//! The HTTP calls that tests of other protocols check against: one server's twins and
+//! credentials in the default tenant.
+
+use super::Server;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const TWINS: &str = "/v1/tenants/default/twins";
+
+/// An HTTP client for one server's API.
+pub struct HttpClient {
+    /// e.g. `http://127.0.0.1:41234`
+    base: String,
+    client: reqwest::Client,
+}
+
+impl HttpClient {
+    pub fn new(server: &Server) -> HttpClient {
+        HttpClient {
+            base: server.base.clone(),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// GETs `path`; the body is JSON (`null` when empty).
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request reaches the server");
+        let status = response.status();
+        let text = response.text().await.expect("a response body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("GET {path}: not JSON: {text}"))
+        };
+        (status, body)
+    }
+
+    /// The twin at `path` (under `/v1/tenants/default/twins/`), which must exist.
+    pub async fn twin(&self, path: &str) -> Value {
+        let (status, body) = self.get(&format!("{TWINS}/{path}")).await;
+        assert_eq!(status, StatusCode::OK, "GET twin {path}: {body}");
+        body
+    }
+
+    /// Asserts that there is no twin at `path` (under `/v1/tenants/default/twins/`).
+    pub async fn assert_no_twin(&self, path: &str) {
+        let (status, body) = self.get(&format!("{TWINS}/{path}")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "twin {path} exists: {body}");
+    }
+
+    /// PATCHes the desired state of the twin at `path`, which must succeed; returns the twin.
+    pub async fn patch_desired(&self, path: &str, patch: &Value) -> Value {
+        let response = self
+            .client
+            .patch(format!("{}{TWINS}/{path}/desired", self.base))
+            .json(patch)
+            .send()
+            .await
+            .expect("request reaches the server");
+        assert_eq!(response.status(), StatusCode::OK, "PATCH desired of {path}");
+        response.json().await.expect("the twin")
+    }
+
+    /// Creates a credential for `owner` (`devices/{id}` or `apps/{id}`): (username, password).
+    pub async fn credential(&self, owner: &str) -> (String, String) {
+        let response = self
+            .client
+            .post(format!(
+                "{}/v1/tenants/default/{owner}/credentials",
+                self.base
+            ))
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("request reaches the server");
+        let status = response.status();
+        let body: Value = response.json().await.expect("a JSON body");
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "credentials for {owner}: {body}"
+        );
+        let field = |name: &str| body[name].as_str().expect(name).to_owned();
+        (field("username"), field("password"))
+    }
+}
