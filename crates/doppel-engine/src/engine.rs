@@ -1,7 +1,7 @@
 use crate::clock::Clock;
 use crate::config::EngineConfig;
 use crate::error::EngineError;
-use crate::events::TwinChange;
+use crate::events::{ChangeFeeds, TwinChange};
 use crate::shard::{Job, ShardWorker, TwinMap, run_committer};
 use doppel_model::codec::EncodedTwin;
 use doppel_model::history::twin_from_history;
@@ -59,7 +59,7 @@ pub struct Engine {
     router: RandomState,
     store: Arc<dyn TwinStore>,
     stats: Arc<Stats>,
-    events: broadcast::Sender<TwinChange>,
+    events: Arc<ChangeFeeds>,
 }
 
 /// The engine's background tasks.
@@ -104,7 +104,7 @@ impl Engine {
         .map_err(|_| EngineError::ShuttingDown)??;
 
         let stats = Arc::new(Stats::default());
-        let (events, _) = broadcast::channel(config.event_capacity.max(1));
+        let events = Arc::new(ChangeFeeds::new(config.event_capacity));
         let (commit_tx, commit_rx) = mpsc::channel(shard_count * 2);
         let mut workers = Vec::with_capacity(shard_count + 1);
         let mut shards = Vec::with_capacity(shard_count);
@@ -152,6 +152,14 @@ impl Engine {
     /// and is told how many (`RecvError::Lagged`).
     pub fn subscribe(&self) -> broadcast::Receiver<TwinChange> {
         self.events.subscribe()
+    }
+
+    /// Every durable change from now on, none skipped: when the receiver is `capacity` changes
+    /// behind, the shards wait for it before applying more writes. For consumers that must not
+    /// miss a change and keep up on average (the MQTT delta feed); dropping the receiver
+    /// releases the shards.
+    pub fn follow(&self, capacity: usize) -> mpsc::Receiver<TwinChange> {
+        self.events.follow(capacity)
     }
 
     /// Applies one change; returns once it is durable (or rejected).

@@ -3,7 +3,8 @@
 
 use doppel_model::codec::EncodedTwin;
 use doppel_model::{HistoryKind, ModelError, Twin, TwinKey};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
+use tokio::sync::{broadcast, mpsc};
 
 /// Default events buffered for the slowest subscriber before it starts missing some: a few
 /// seconds of a busy hub's writes.
@@ -30,6 +31,73 @@ impl TwinChange {
         match &self.previous {
             Some(record) => Ok(EncodedTwin::decode(&record.0)?.live().cloned()),
             None => Ok(None),
+        }
+    }
+}
+
+/// Everyone who follows the changes: broadcast subscribers, who may fall behind and miss some,
+/// and followers, who never miss one because writes wait for them.
+pub(crate) struct ChangeFeeds {
+    broadcast: broadcast::Sender<TwinChange>,
+    followers: RwLock<Vec<mpsc::Sender<TwinChange>>>,
+}
+
+impl ChangeFeeds {
+    pub(crate) fn new(broadcast_capacity: usize) -> ChangeFeeds {
+        ChangeFeeds {
+            broadcast: broadcast::channel(broadcast_capacity.max(1)).0,
+            followers: RwLock::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<TwinChange> {
+        self.broadcast.subscribe()
+    }
+
+    pub(crate) fn follow(&self, capacity: usize) -> mpsc::Receiver<TwinChange> {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        self.followers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(sender);
+        receiver
+    }
+
+    /// Whether anyone listens: when nobody does, changes are not even assembled.
+    pub(crate) fn has_listeners(&self) -> bool {
+        self.broadcast.receiver_count() > 0
+            || !self
+                .followers
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty()
+    }
+
+    /// Hands `changes` to every listener, in order; waits while a follower's queue is full.
+    pub(crate) async fn publish(&self, changes: Vec<TwinChange>) {
+        for change in &changes {
+            // No subscriber left is not an error: nobody is listening right now.
+            let _ = self.broadcast.send(change.clone());
+        }
+        let followers = self
+            .followers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut gone = false;
+        for follower in &followers {
+            for change in &changes {
+                if follower.send(change.clone()).await.is_err() {
+                    gone = true;
+                    break;
+                }
+            }
+        }
+        if gone {
+            self.followers
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|follower| !follower.is_closed());
         }
     }
 }

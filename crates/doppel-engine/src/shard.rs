@@ -3,14 +3,14 @@
 use crate::clock::Clock;
 use crate::engine::{Outcome, Stats};
 use crate::error::EngineError;
-use crate::events::TwinChange;
+use crate::events::{ChangeFeeds, TwinChange};
 use doppel_model::codec::{EncodedHistory, EncodedTwin};
 use doppel_model::{Applied, Limits, Twin, TwinKey, UpdateRequest, apply};
 use doppel_store::{TwinStore, TwinWrite};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 /// Committed twins of one shard, in their stored byte form: a decoded twin costs several times
 /// its JSON size in small allocations, and every twin of the fleet lives here. Readers clone the
@@ -37,7 +37,7 @@ pub(crate) struct ShardWorker {
     pub clock: Arc<dyn Clock>,
     pub limits: Limits,
     pub max_batch: usize,
-    pub events: broadcast::Sender<TwinChange>,
+    pub events: Arc<ChangeFeeds>,
 }
 
 impl ShardWorker {
@@ -56,7 +56,7 @@ impl ShardWorker {
         let mut writes = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         let mut changes = Vec::new();
-        let announce = self.events.receiver_count() > 0;
+        let announce = self.events.has_listeners();
         {
             let committed = self.twins.read().unwrap_or_else(PoisonError::into_inner);
             for job in batch.drain(..) {
@@ -122,12 +122,14 @@ impl ShardWorker {
                 .unwrap_or_else(PoisonError::into_inner)
                 .extend(pending.into_iter().map(|(key, (_, record))| (key, record)));
         }
-        for change in changes {
-            // No subscriber left is not an error: nobody is listening right now.
-            let _ = self.events.send(change);
-        }
         for (reply, result) in replies {
             let _ = reply.send(result);
+        }
+        // After the answers, so a caller's acknowledgement goes out before the change's events
+        // (an AWS device sees /update/accepted before /update/delta). A follower that is behind
+        // holds this shard's next group back: changes are never skipped for it.
+        if !changes.is_empty() {
+            self.events.publish(changes).await;
         }
     }
 

@@ -23,6 +23,10 @@ pub const ANONYMOUS_TENANT: &str = "default";
 /// writes), so that the twins say DISCONNECTED when the hub is gone.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(5);
 
+/// Changes the delta feed may be behind before writes wait for it: deltas must never be
+/// skipped (a device would miss a desired change), and a few thousand changes absorb bursts.
+const FEED_BACKLOG: usize = 4096;
+
 /// How often shutdown looks whether the disconnect hooks are done.
 const SETTLE_POLL: Duration = Duration::from_millis(10);
 
@@ -76,7 +80,7 @@ impl MqttServer {
         // The load monitor is a task that never ends; without it a stopped broker leaks nothing.
         let scx = ServerContext::new().busy_check_enable(false).build().await;
         *scx.extends.retain_mut().await = Box::new(MemoryRetainer::default());
-        let changes = engine.subscribe();
+        let changes = engine.follow(FEED_BACKLOG);
         let hub = Arc::new(Hub::new(scx.clone(), engine, registry, hub_config));
         let register = scx.extends.hook_mgr().register();
         for hook in [
@@ -196,6 +200,9 @@ fn builder(config: &MqttConfig, addr: SocketAddr) -> Builder {
         .laddr(addr)
         // Without it a restarted hub cannot rebind a port with connections in TIME_WAIT.
         .reuseaddr(Some(true))
+        // Answers are small packets written one at a time: with Nagle's algorithm each waited
+        // for the client's delayed ACK, about 40 ms per request and answer.
+        .nodelay(true)
         // Our authentication hook decides about anonymous clients (with the configured switch);
         // the broker's own switch would skip the hook for them.
         .allow_anonymous(false)

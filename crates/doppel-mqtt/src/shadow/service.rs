@@ -8,7 +8,7 @@ use doppel_engine::{EngineError, Outcome, TwinChange};
 use doppel_model::{Change, DeviceId, HistoryKind, Millis, TenantId, TwinKey, UpdateRequest};
 use serde_json::Value;
 use std::sync::Arc;
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::mpsc;
 
 /// Answers a request published on a shadow topic; anything else is left alone. The caller has
 /// checked that the client may publish there.
@@ -139,18 +139,9 @@ pub(crate) async fn delta_on_subscribe(hub: &Hub, identity: &Identity, filter: &
 
 /// Publishes `/update/delta` and `/update/documents` for every durable change of a shadow,
 /// whoever made it (HTTP or MQTT), until the engine stops.
-pub(crate) async fn run_feed(hub: Arc<Hub>, mut changes: broadcast::Receiver<TwinChange>) {
-    loop {
-        match changes.recv().await {
-            Ok(change) => announce(&hub, &change).await,
-            Err(RecvError::Lagged(missed)) => {
-                tracing::warn!(
-                    missed,
-                    "the MQTT delta feed fell behind and skipped changes"
-                );
-            }
-            Err(RecvError::Closed) => return,
-        }
+pub(crate) async fn run_feed(hub: Arc<Hub>, mut changes: mpsc::Receiver<TwinChange>) {
+    while let Some(change) = changes.recv().await {
+        announce(&hub, &change).await;
     }
 }
 
