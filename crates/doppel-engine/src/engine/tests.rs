@@ -378,16 +378,25 @@ async fn a_follower_misses_nothing_and_holds_writes_back_while_behind() {
     let clock = Arc::new(ManualClock::new(Millis(500)));
     let (engine, tasks) = start(&store, clock, config(1)).await;
     let mut follower = engine.follow(1);
-    engine.update(key("a"), desired(json!({"v": 1}))).await.unwrap();
+    engine
+        .update(key("a"), desired(json!({"v": 1})))
+        .await
+        .unwrap();
     // Answered before its event is queued, so this returns though the queue is now full...
-    engine.update(key("a"), desired(json!({"v": 2}))).await.unwrap();
+    engine
+        .update(key("a"), desired(json!({"v": 2})))
+        .await
+        .unwrap();
     // ...but the shard waits to hand over the second event, so the third write waits too.
     let third = tokio::spawn({
         let engine = engine.clone();
         async move { engine.update(key("a"), desired(json!({"v": 3}))).await }
     });
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(!third.is_finished(), "writes wait for a follower that is behind");
+    assert!(
+        !third.is_finished(),
+        "writes wait for a follower that is behind"
+    );
     let versions: Vec<u64> = [
         follower.recv().await.unwrap(),
         follower.recv().await.unwrap(),
@@ -400,8 +409,14 @@ async fn a_follower_misses_nothing_and_holds_writes_back_while_behind() {
     third.await.unwrap().unwrap();
     // A follower that leaves releases the shards.
     drop(follower);
-    engine.update(key("a"), desired(json!({"v": 4}))).await.unwrap();
-    engine.update(key("a"), desired(json!({"v": 5}))).await.unwrap();
+    engine
+        .update(key("a"), desired(json!({"v": 4})))
+        .await
+        .unwrap();
+    engine
+        .update(key("a"), desired(json!({"v": 5})))
+        .await
+        .unwrap();
     drop(engine);
     tasks.join().await;
 }
