@@ -5,6 +5,7 @@
 //! tests and reusable by the hub and, later, the edge agent, which must reach the same results.
 
 pub mod codec;
+pub mod command;
 pub mod delta;
 pub mod error;
 pub mod history;

@@ -78,8 +78,9 @@ pub fn check_depth(what: &'static str, value: &Value, limit: usize) -> Result<()
     Ok(())
 }
 
-/// Serialized size of a JSON object in bytes, without allocating the text.
-pub fn serialized_len(map: &Map<String, Value>) -> usize {
+/// Serialized size of a JSON value (an object, a whole state) in bytes, without allocating the
+/// text.
+pub fn serialized_len<T: serde::Serialize + ?Sized>(value: &T) -> usize {
     struct Counter(usize);
     impl std::io::Write for Counter {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -91,8 +92,8 @@ pub fn serialized_len(map: &Map<String, Value>) -> usize {
         }
     }
     let mut counter = Counter(0);
-    // Writing a Map of Values to an infallible writer cannot fail.
-    let _ = serde_json::to_writer(&mut counter, map);
+    // Writing JSON values to an infallible writer cannot fail.
+    let _ = serde_json::to_writer(&mut counter, value);
     counter.0
 }
 

@@ -1,0 +1,653 @@
+//! Commands: operations that do not fit the state model (reboot, run a diagnostic), queued for a
+//! device and delivered when it is reachable. This module holds the rules only: validation of a
+//! new command, the life cycle and its transitions, and the order of delivery. The engine owns
+//! ids, time, storage and timers.
+//!
+//! ```text
+//!            deliver            acknowledge
+//!  PENDING ──────────► DELIVERED ──────────► ACKNOWLEDGED (SUCCEEDED | FAILED | REJECTED)
+//!     │  ▲ (redeliver: │  │
+//!     │  └─ ack late)  │  └─ attempts run out ──► FAILED
+//!     ├─ expires_at ───┴──────────────────────────► EXPIRED
+//!     └─ cancel ───────┴──────────────────────────► CANCELED
+//! ```
+
+use crate::error::json_type_name;
+use crate::limits::Limits;
+use crate::patch;
+use crate::time::Millis;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::cmp::Ordering;
+use std::time::Duration;
+
+/// Longest command type: it names an operation (`reboot`, `diagnostics.run`).
+pub const MAX_COMMAND_TYPE_LEN: usize = 128;
+/// Longest idempotency key; long enough for a UUID or a hash, short enough to index.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
+/// Priorities range over `-MAX_PRIORITY..=MAX_PRIORITY`, higher first; a small range keeps
+/// priorities meaningful rather than an arms race.
+pub const MAX_PRIORITY: i64 = 1000;
+
+/// Where a command stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CommandStatus {
+    Pending,
+    Delivered,
+    Acknowledged,
+    Expired,
+    Canceled,
+    /// Delivered as often as allowed without an acknowledgement.
+    Failed,
+}
+
+impl CommandStatus {
+    /// A final status: nothing happens to the command any more.
+    pub fn is_final(self) -> bool {
+        !matches!(self, CommandStatus::Pending | CommandStatus::Delivered)
+    }
+
+    pub fn parse(text: &str) -> Option<CommandStatus> {
+        match text.to_ascii_uppercase().as_str() {
+            "PENDING" => Some(Self::Pending),
+            "DELIVERED" => Some(Self::Delivered),
+            "ACKNOWLEDGED" => Some(Self::Acknowledged),
+            "EXPIRED" => Some(Self::Expired),
+            "CANCELED" => Some(Self::Canceled),
+            "FAILED" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// What the device said when it acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CommandResult {
+    Succeeded,
+    Failed,
+    Rejected,
+}
+
+impl CommandResult {
+    pub fn parse(text: &str) -> Option<CommandResult> {
+        match text {
+            "SUCCEEDED" => Some(Self::Succeeded),
+            "FAILED" => Some(Self::Failed),
+            "REJECTED" => Some(Self::Rejected),
+            _ => None,
+        }
+    }
+}
+
+/// One step of a command's life, kept for as long as the command.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    pub status: CommandStatus,
+    pub at: Millis,
+    /// The delivery attempt, for DELIVERED steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+}
+
+/// How commands are bounded; every limit has its reason at its default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommandLimits {
+    /// Longest time to live a command may ask for.
+    pub max_ttl: Duration,
+    /// Time to live of a command that names none.
+    pub default_ttl: Duration,
+    /// Largest payload or response, serialized.
+    pub max_payload_bytes: usize,
+    /// How long a delivered command waits for its acknowledgement before it is delivered again.
+    pub ack_timeout: Duration,
+    /// Deliveries of one command before it is FAILED.
+    pub max_attempts: u32,
+}
+
+impl Default for CommandLimits {
+    fn default() -> Self {
+        Self {
+            // A week: a device that is away longer needs a new decision, not an old command.
+            max_ttl: Duration::from_secs(7 * 24 * 3600),
+            // An hour: long enough for a reconnect, short enough that a stale reboot is not run.
+            default_ttl: Duration::from_secs(3600),
+            // Commands carry parameters, not firmware images.
+            max_payload_bytes: 16 * 1024,
+            // Long enough for a slow device to act, short enough to notice a lost delivery.
+            ack_timeout: Duration::from_secs(30),
+            // At least once without hammering a device that cannot act on it.
+            max_attempts: 5,
+        }
+    }
+}
+
+/// Why a command request or transition was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("invalid field {field}: {reason}")]
+    InvalidField { field: &'static str, reason: String },
+    #[error("ttl_seconds {requested} is above the maximum of {max}")]
+    TtlTooLong { requested: u64, max: u64 },
+    #[error("{what} would be {size} bytes; the limit is {limit}")]
+    TooLarge {
+        what: &'static str,
+        size: usize,
+        limit: usize,
+    },
+    #[error("a {status:?} command cannot be {action}")]
+    NotAllowed {
+        status: CommandStatus,
+        action: &'static str,
+    },
+}
+
+/// A command as an application asks for it, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewCommand {
+    pub kind: String,
+    pub payload: Value,
+    pub priority: i64,
+    pub ttl: Duration,
+    pub idempotency_key: Option<String>,
+}
+
+impl NewCommand {
+    /// Parses `{"type", "payload"?, "priority"?, "ttl_seconds"?, "idempotency_key"?}`.
+    pub fn from_json(
+        body: &Value,
+        limits: &CommandLimits,
+        document: &Limits,
+    ) -> Result<Self, CommandError> {
+        let invalid =
+            |field: &'static str, reason: String| CommandError::InvalidField { field, reason };
+        let body = body.as_object().ok_or_else(|| {
+            invalid(
+                "body",
+                format!("must be an object, got {}", json_type_name(body)),
+            )
+        })?;
+        if let Some(unknown) = body.keys().find(|key| {
+            !matches!(
+                key.as_str(),
+                "type" | "payload" | "priority" | "ttl_seconds" | "idempotency_key"
+            )
+        }) {
+            return Err(invalid(
+                "body",
+                format!(
+                    "unknown field {unknown:?}; expected type, payload, priority, ttl_seconds or idempotency_key"
+                ),
+            ));
+        }
+        let kind = match body.get("type") {
+            Some(Value::String(kind)) if valid_label(kind, MAX_COMMAND_TYPE_LEN) => kind.clone(),
+            Some(_) => {
+                return Err(invalid(
+                    "type",
+                    format!(
+                        "must be 1 to {MAX_COMMAND_TYPE_LEN} characters of A-Z a-z 0-9 _ . - :"
+                    ),
+                ));
+            }
+            None => return Err(invalid("type", "is required".into())),
+        };
+        let payload = body
+            .get("payload")
+            .cloned()
+            .unwrap_or(Value::Object(Map::new()));
+        check_payload("payload", &payload, limits, document)?;
+        let priority = match body.get("priority") {
+            None => 0,
+            Some(value) => value
+                .as_i64()
+                .filter(|p| (-MAX_PRIORITY..=MAX_PRIORITY).contains(p))
+                .ok_or_else(|| {
+                    invalid(
+                        "priority",
+                        format!("must be an integer from -{MAX_PRIORITY} to {MAX_PRIORITY}"),
+                    )
+                })?,
+        };
+        let ttl = match body.get("ttl_seconds") {
+            None => limits.default_ttl,
+            Some(value) => {
+                let seconds = value
+                    .as_u64()
+                    .filter(|s| *s > 0)
+                    .ok_or_else(|| invalid("ttl_seconds", "must be a positive integer".into()))?;
+                if seconds > limits.max_ttl.as_secs() {
+                    return Err(CommandError::TtlTooLong {
+                        requested: seconds,
+                        max: limits.max_ttl.as_secs(),
+                    });
+                }
+                Duration::from_secs(seconds)
+            }
+        };
+        let idempotency_key = match body.get("idempotency_key") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(key)) if !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY_LEN => {
+                Some(key.clone())
+            }
+            Some(_) => {
+                return Err(invalid(
+                    "idempotency_key",
+                    format!("must be a string of 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes"),
+                ));
+            }
+        };
+        Ok(NewCommand {
+            kind,
+            payload,
+            priority,
+            ttl,
+            idempotency_key,
+        })
+    }
+}
+
+fn valid_label(text: &str, max: usize) -> bool {
+    !text.is_empty()
+        && text.len() <= max
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b':'))
+}
+
+fn check_payload(
+    what: &'static str,
+    value: &Value,
+    limits: &CommandLimits,
+    document: &Limits,
+) -> Result<(), CommandError> {
+    let size = patch::serialized_len(value);
+    if size > limits.max_payload_bytes {
+        return Err(CommandError::TooLarge {
+            what,
+            size,
+            limit: limits.max_payload_bytes,
+        });
+    }
+    patch::check_depth(what, value, document.max_depth).map_err(|err| CommandError::InvalidField {
+        field: what,
+        reason: err.to_string(),
+    })
+}
+
+/// A queued command and everything that happened to it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    /// Unique and time-ordered; chosen by the engine.
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub payload: Value,
+    pub priority: i64,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    pub status: CommandStatus,
+    /// Deliveries so far.
+    pub attempts: u32,
+    /// When the latest delivery went out; the acknowledgement timeout counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<CommandResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<Value>,
+    pub transitions: Vec<Transition>,
+}
+
+impl Command {
+    /// A new PENDING command.
+    pub fn new(id: String, request: NewCommand, now: Millis) -> Command {
+        let ttl_ms = i64::try_from(request.ttl.as_millis()).unwrap_or(i64::MAX);
+        Command {
+            id,
+            kind: request.kind,
+            payload: request.payload,
+            priority: request.priority,
+            created_at: now,
+            expires_at: Millis(now.0.saturating_add(ttl_ms)),
+            idempotency_key: request.idempotency_key,
+            status: CommandStatus::Pending,
+            attempts: 0,
+            delivered_at: None,
+            result: None,
+            response: None,
+            transitions: vec![Transition {
+                status: CommandStatus::Pending,
+                at: now,
+                attempt: None,
+            }],
+        }
+    }
+
+    fn step(&mut self, status: CommandStatus, at: Millis, attempt: Option<u32>) {
+        self.status = status;
+        self.transitions.push(Transition {
+            status,
+            at,
+            attempt,
+        });
+    }
+
+    pub fn is_expired(&self, now: Millis) -> bool {
+        now >= self.expires_at
+    }
+
+    /// Whether the command should go to the device now: pending, or delivered and left
+    /// unacknowledged past the timeout with attempts to spare; never once expired.
+    pub fn due(&self, now: Millis, limits: &CommandLimits) -> bool {
+        if self.is_expired(now) {
+            return false;
+        }
+        match self.status {
+            CommandStatus::Pending => true,
+            CommandStatus::Delivered => {
+                self.ack_overdue(now, limits) && self.attempts < limits.max_attempts
+            }
+            _ => false,
+        }
+    }
+
+    fn ack_overdue(&self, now: Millis, limits: &CommandLimits) -> bool {
+        let timeout = i64::try_from(limits.ack_timeout.as_millis()).unwrap_or(i64::MAX);
+        self.delivered_at
+            .is_none_or(|at| now.0 >= at.0.saturating_add(timeout))
+    }
+
+    /// Records a delivery (the first, or a repeat after an overdue acknowledgement).
+    pub fn deliver(&mut self, now: Millis, limits: &CommandLimits) -> Result<(), CommandError> {
+        if !self.due(now, limits) {
+            return Err(CommandError::NotAllowed {
+                status: self.status,
+                action: "delivered now",
+            });
+        }
+        self.attempts += 1;
+        self.delivered_at = Some(now);
+        self.step(CommandStatus::Delivered, now, Some(self.attempts));
+        Ok(())
+    }
+
+    /// Records the device's acknowledgement. A device may acknowledge a command it received
+    /// though the hub had not marked it delivered yet (an HTTP device that polled), so PENDING
+    /// accepts it too. An expired command takes a late acknowledgement only if it was delivered.
+    pub fn acknowledge(
+        &mut self,
+        result: CommandResult,
+        response: Option<Value>,
+        now: Millis,
+        limits: &CommandLimits,
+        document: &Limits,
+    ) -> Result<(), CommandError> {
+        if self.status.is_final() {
+            return Err(CommandError::NotAllowed {
+                status: self.status,
+                action: "acknowledged",
+            });
+        }
+        if let Some(response) = &response {
+            check_payload("response", response, limits, document)?;
+        }
+        self.result = Some(result);
+        self.response = response;
+        self.step(CommandStatus::Acknowledged, now, None);
+        Ok(())
+    }
+
+    /// Cancels a command that is not final yet.
+    pub fn cancel(&mut self, now: Millis) -> Result<(), CommandError> {
+        if self.status.is_final() {
+            return Err(CommandError::NotAllowed {
+                status: self.status,
+                action: "canceled",
+            });
+        }
+        self.step(CommandStatus::Canceled, now, None);
+        Ok(())
+    }
+
+    /// Applies what time alone does: EXPIRED once `expires_at` has passed, FAILED once the last
+    /// attempt's acknowledgement is overdue. Returns whether the status changed.
+    pub fn settle(&mut self, now: Millis, limits: &CommandLimits) -> bool {
+        if self.status.is_final() {
+            return false;
+        }
+        if self.is_expired(now) {
+            self.step(CommandStatus::Expired, now, None);
+            return true;
+        }
+        if self.status == CommandStatus::Delivered
+            && self.attempts >= limits.max_attempts
+            && self.ack_overdue(now, limits)
+        {
+            self.step(CommandStatus::Failed, now, None);
+            return true;
+        }
+        false
+    }
+
+    /// The next instant at which time alone changes something for this command (its expiry, or
+    /// its acknowledgement timeout), for the engine's timer; `None` once final.
+    pub fn next_deadline(&self, limits: &CommandLimits) -> Option<Millis> {
+        if self.status.is_final() {
+            return None;
+        }
+        let timeout = i64::try_from(limits.ack_timeout.as_millis()).unwrap_or(i64::MAX);
+        let ack = match (self.status, self.delivered_at) {
+            (CommandStatus::Delivered, Some(at)) => Some(Millis(at.0.saturating_add(timeout))),
+            _ => None,
+        };
+        Some(ack.map_or(self.expires_at, |ack| ack.min(self.expires_at)))
+    }
+}
+
+/// The order in which due commands go out: higher priority first, then older first (the id
+/// breaks ties between commands of the same millisecond).
+pub fn delivery_order(a: &Command, b: &Command) -> Ordering {
+    b.priority
+        .cmp(&a.priority)
+        .then(a.created_at.cmp(&b.created_at))
+        .then_with(|| a.id.cmp(&b.id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn limits() -> CommandLimits {
+        CommandLimits {
+            max_ttl: Duration::from_secs(3600),
+            default_ttl: Duration::from_secs(60),
+            max_payload_bytes: 64,
+            ack_timeout: Duration::from_secs(10),
+            max_attempts: 2,
+        }
+    }
+
+    fn parse(body: Value) -> Result<NewCommand, CommandError> {
+        NewCommand::from_json(&body, &limits(), &Limits::default())
+    }
+
+    fn command(priority: i64, ttl_seconds: u64, at: i64, id: &str) -> Command {
+        let request =
+            parse(json!({"type": "reboot", "priority": priority, "ttl_seconds": ttl_seconds}))
+                .unwrap();
+        Command::new(id.into(), request, Millis(at))
+    }
+
+    #[test]
+    fn requests_are_validated_with_errors_naming_the_field() {
+        let ok = parse(json!({"type": "diagnostics.run", "payload": {"level": 2}})).unwrap();
+        assert_eq!(
+            (ok.priority, ok.ttl, ok.idempotency_key),
+            (0, Duration::from_secs(60), None)
+        );
+        assert_eq!(
+            parse(json!({"type": "x", "ttl_seconds": 3601})),
+            Err(CommandError::TtlTooLong {
+                requested: 3601,
+                max: 3600
+            })
+        );
+        assert!(matches!(
+            parse(json!({"type": "x", "payload": {"blob": "y".repeat(80)}})),
+            Err(CommandError::TooLarge {
+                what: "payload",
+                ..
+            })
+        ));
+        for (body, field) in [
+            (json!({}), "type"),
+            (json!({"type": "has space"}), "type"),
+            (json!({"type": "x", "priority": 1001}), "priority"),
+            (json!({"type": "x", "priority": 1.5}), "priority"),
+            (json!({"type": "x", "ttl_seconds": 0}), "ttl_seconds"),
+            (
+                json!({"type": "x", "idempotency_key": ""}),
+                "idempotency_key",
+            ),
+            (json!({"type": "x", "colour": "red"}), "body"),
+            (json!([1]), "body"),
+        ] {
+            match parse(body.clone()) {
+                Err(CommandError::InvalidField { field: got, .. }) => {
+                    assert_eq!(got, field, "{body}")
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_command_is_delivered_acknowledged_and_remembers_every_step() {
+        let limits = limits();
+        let mut command = command(0, 60, 1_000, "c1");
+        assert_eq!(command.expires_at, Millis(61_000));
+        assert!(command.due(Millis(1_000), &limits));
+        command.deliver(Millis(2_000), &limits).unwrap();
+        assert!(
+            !command.due(Millis(5_000), &limits),
+            "waiting for its acknowledgement"
+        );
+        command
+            .acknowledge(
+                CommandResult::Succeeded,
+                Some(json!({"ok": true})),
+                Millis(3_000),
+                &limits,
+                &Limits::default(),
+            )
+            .unwrap();
+        let steps: Vec<_> = command
+            .transitions
+            .iter()
+            .map(|t| (t.status, t.at.0, t.attempt))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                (CommandStatus::Pending, 1_000, None),
+                (CommandStatus::Delivered, 2_000, Some(1)),
+                (CommandStatus::Acknowledged, 3_000, None)
+            ]
+        );
+        assert_eq!(
+            command.cancel(Millis(4_000)),
+            Err(CommandError::NotAllowed {
+                status: CommandStatus::Acknowledged,
+                action: "canceled"
+            })
+        );
+        assert!(
+            command
+                .acknowledge(
+                    CommandResult::Failed,
+                    None,
+                    Millis(5_000),
+                    &limits,
+                    &Limits::default()
+                )
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn an_unacknowledged_delivery_is_repeated_then_fails() {
+        let limits = limits();
+        let mut command = command(0, 3600, 0, "c1");
+        command.deliver(Millis(0), &limits).unwrap();
+        assert!(
+            command.deliver(Millis(5_000), &limits).is_err(),
+            "not overdue yet"
+        );
+        assert!(command.due(Millis(10_000), &limits));
+        command.deliver(Millis(10_000), &limits).unwrap();
+        assert_eq!(command.attempts, 2);
+        assert!(!command.due(Millis(20_000), &limits), "no attempts left");
+        assert_eq!(command.next_deadline(&limits), Some(Millis(20_000)));
+        assert!(!command.settle(Millis(19_999), &limits));
+        assert!(command.settle(Millis(20_000), &limits));
+        assert_eq!(command.status, CommandStatus::Failed);
+        assert_eq!(command.next_deadline(&limits), None);
+    }
+
+    #[test]
+    fn an_expired_command_is_never_delivered() {
+        let limits = limits();
+        let mut command = command(0, 1, 0, "c1");
+        assert_eq!(command.next_deadline(&limits), Some(Millis(1_000)));
+        assert!(!command.due(Millis(1_000), &limits));
+        assert!(command.deliver(Millis(1_000), &limits).is_err());
+        assert!(command.settle(Millis(1_000), &limits));
+        assert_eq!(command.status, CommandStatus::Expired);
+        assert!(command.cancel(Millis(2_000)).is_err());
+    }
+
+    #[test]
+    fn serialized_commands_round_trip_with_aws_style_names() {
+        let command = command(5, 60, 0, "c1");
+        let value = serde_json::to_value(&command).unwrap();
+        assert_eq!(value["type"], "reboot");
+        assert_eq!(value["status"], "PENDING");
+        assert_eq!(serde_json::from_value::<Command>(value).unwrap(), command);
+        assert_eq!(
+            CommandStatus::parse("expired"),
+            Some(CommandStatus::Expired)
+        );
+        assert_eq!(
+            CommandResult::parse("REJECTED"),
+            Some(CommandResult::Rejected)
+        );
+    }
+
+    proptest! {
+        /// Delivery order is a total order: higher priority first, then creation order.
+        #[test]
+        fn delivery_order_is_priority_then_age(
+            specs in proptest::collection::vec((-3i64..3, 0i64..5), 1..20)
+        ) {
+            let mut commands: Vec<Command> = specs
+                .iter()
+                .enumerate()
+                .map(|(i, (priority, at))| command(*priority, 60, *at, &format!("c{i:03}")))
+                .collect();
+            commands.sort_by(delivery_order);
+            for pair in commands.windows(2) {
+                let (a, b) = (&pair[0], &pair[1]);
+                prop_assert!(
+                    a.priority > b.priority
+                        || (a.priority == b.priority && (a.created_at, &a.id) < (b.created_at, &b.id))
+                );
+            }
+        }
+    }
+}
