@@ -64,10 +64,10 @@ async fn answer(
             }
         }
         ShadowOp::Update => {
-            // Rejections echo the client token whenever the payload has a readable one.
-            let loose_token = document::parse_client_token(payload).ok().flatten();
-            let update =
-                document::parse_update(payload, &hub.limits).map_err(|err| (err, loose_token))?;
+            // A rejection echoes the client token whenever the payload has a readable one; it
+            // is looked for again only then, so an accepted update is parsed once.
+            let update = document::parse_update(payload, &hub.limits)
+                .map_err(|err| (err, document::parse_client_token(payload).ok().flatten()))?;
             let request = update_request(identity, update.to_change(), update.client_token.clone());
             match engine.update(key, request).await {
                 Ok(Outcome::Applied(twin) | Outcome::Stale(twin)) => {
