@@ -49,10 +49,15 @@ pub struct Listening {
 
 /// The running MQTT side.
 pub struct MqttServer {
+    /// What the hooks share; shutdown kicks its sessions and releases its engine.
     hub: Arc<Hub>,
+    /// The bound addresses, for the start-up lines and tests (ports may have been 0).
     listening: Vec<Listening>,
+    /// rmqtt's accept loops; aborted at shutdown, since they never end by themselves.
     server: JoinHandle<()>,
+    /// Publishes deltas and documents for every change.
     feed: JoinHandle<()>,
+    /// Ends the sessions of removed credentials.
     revocations: JoinHandle<()>,
 }
 

@@ -35,21 +35,30 @@ const IDENTITY_ATTR: &str = "doppel.identity";
 
 /// What every hook needs.
 pub(crate) struct Hub {
+    /// The broker's context: sessions, the router, and publishing from server code.
     pub scx: ServerContext,
     /// Taken away at shutdown, so that the engine can stop once the hooks are done with it.
     engine: RwLock<Option<Engine>>,
+    /// Verifies passwords at connect and announces removed credentials.
     registry: Registry,
+    /// The configured rules for ordinary topics.
     rules: Vec<AclRule>,
+    /// Whether clients without credentials are let in.
     allow_anonymous: bool,
+    /// The tenant anonymous clients act in.
     anonymous_tenant: TenantId,
+    /// The tenant of devices that log in with a client certificate.
     certificate_tenant: TenantId,
+    /// Document limits, which shadow requests obey like HTTP requests.
     pub limits: Limits,
+    /// Live sessions per twin and the stamps that order presence writes.
     presence: Presence,
     /// The credential each password login used, by the connection's id, from the auth hook
     /// until the session's identity takes it over.
     logins: std::sync::Mutex<HashMap<String, String>>,
 }
 
+/// The settings of a [`Hub`], each described on the field of the same name there.
 pub(crate) struct HubConfig {
     pub rules: Vec<AclRule>,
     pub allow_anonymous: bool,
@@ -246,6 +255,13 @@ impl Hub {
         let Some(identity) = self.identity(session).await else {
             return;
         };
+        if ended.is_some() {
+            // A login whose session never asked for its identity leaves its entry here.
+            self.logins
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&session.id.to_string());
+        }
         let twin = identity
             .device
             .as_ref()
