@@ -391,6 +391,15 @@ impl Hub {
         }
     }
 
+    /// A device's update created its twin after it connected (anonymous connects create no
+    /// twin): record that it is connected now.
+    pub async fn presence_caught_up(&self, key: &TwinKey) {
+        if let Some(stamp) = self.presence.catch_up(key) {
+            self.record_presence(key, ConnectionStatus::Connected, stamp, false, None)
+                .await;
+        }
+    }
+
     async fn record_presence(
         &self,
         key: &TwinKey,

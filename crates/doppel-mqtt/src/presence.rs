@@ -96,6 +96,16 @@ impl Presence {
         Some(sessions.stamp())
     }
 
+    /// For a twin that exists only since its device connected (an anonymous client's first
+    /// update makes it): the stamp of a CONNECTED write while a session of it is live.
+    pub fn catch_up(&self, twin: &TwinKey) -> Option<u64> {
+        let mut sessions = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if !sessions.live.contains_key(twin) {
+            return None;
+        }
+        Some(sessions.stamp())
+    }
+
     /// A stamp for an event that is not tied to a count (the `versionNumber` of events of
     /// clients without a twin).
     pub fn stamp(&self) -> u64 {
@@ -194,8 +204,10 @@ mod tests {
         assert!(last > second);
         // An end without a start (a session from before a restart) still says disconnected.
         assert!(presence.disconnected(&key("b")).is_some());
+        assert_eq!(presence.catch_up(&key("c")), None);
         presence.connected(&key("c"));
         assert_eq!(presence.left_over(&key("c")), None);
+        assert!(presence.catch_up(&key("c")).is_some());
         assert!(presence.left_over(&key("d")).unwrap() > last);
     }
 

@@ -131,7 +131,7 @@ async fn an_update_is_accepted_only_once_durable_and_is_the_twin_http_sees() {
         twin["reported"]["state"],
         json!({"temp": 21, "fan": {"rpm": 900}})
     );
-    assert_eq!(accepted["version"], twin["version"]);
+    assert_eq!(accepted["version"], twin["shadow_version"]);
     assert_eq!(accepted["state"], update["state"]);
     assert_eq!(accepted["clientToken"], "tok-1");
     let seconds = accepted["timestamp"].as_i64().unwrap();
@@ -175,7 +175,12 @@ async fn an_update_is_accepted_only_once_durable_and_is_the_twin_http_sees() {
 
     pump.publish(&shadow("pump-1", "delete"), "").await;
     let deleted = pump.recv_json(&shadow("pump-1", "delete/accepted")).await;
-    assert!(deleted["version"].as_u64().unwrap() > accepted["version"].as_u64().unwrap());
+    // Shadow versions: the first update, the clearing update, then the delete; the presence
+    // write in between moved only the document version.
+    assert_eq!(
+        deleted["version"],
+        accepted["version"].as_u64().unwrap() + 2
+    );
     let (status, _) = http.get(&server, "/v1/tenants/default/twins/pump-1").await;
     assert_eq!(status, 404);
 }
@@ -855,5 +860,28 @@ async fn removing_a_credential_ends_the_sessions_that_used_it() {
         .await;
     on_new
         .recv_json(&shadow("pump-16", "update/accepted"))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_anonymous_device_whose_first_update_makes_its_twin_shows_connected() {
+    let server = Server::start_with(ANONYMOUS);
+    let http = Http::new();
+    let mut pump = device(&server, "pump-17").await;
+    pump.publish(
+        &shadow("pump-17", "update"),
+        r#"{"state":{"reported":{"on":true}}}"#,
+    )
+    .await;
+    pump.recv_json(&shadow("pump-17", "update/accepted")).await;
+    let path = "/v1/tenants/default/twins/pump-17";
+    let (_, twin) = http.get(&server, path).await;
+    assert_eq!(twin["connection"]["status"], "CONNECTED", "{twin}");
+    assert!(
+        twin["connection"]["last_connected_at"].is_string(),
+        "{twin}"
+    );
+    pump.disconnect().await;
+    http.eventually_connection(&server, path, "DISCONNECTED")
         .await;
 }

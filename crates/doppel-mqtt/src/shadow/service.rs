@@ -5,7 +5,9 @@ use crate::identity::Identity;
 use crate::shadow::document::{self, ShadowError};
 use crate::shadow::topic::{self, ShadowOp, ShadowTopic};
 use doppel_engine::{EngineError, Outcome, TwinChange};
-use doppel_model::{Change, DeviceId, HistoryKind, Millis, TenantId, TwinKey, UpdateRequest};
+use doppel_model::{
+    Change, ConnectionStatus, DeviceId, HistoryKind, Millis, TenantId, TwinKey, UpdateRequest,
+};
 use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -56,7 +58,7 @@ async fn answer(
             let request = update_request(identity, Change::Delete, token.clone());
             match engine.update(key, request).await {
                 Ok(Outcome::Applied(twin) | Outcome::Stale(twin)) => Ok(document::delete_accepted(
-                    twin.version,
+                    twin.shadow_version,
                     token.as_deref(),
                     now,
                 )),
@@ -69,8 +71,12 @@ async fn answer(
             let update = document::parse_update(payload, &hub.limits)
                 .map_err(|err| (err, document::parse_client_token(payload).ok().flatten()))?;
             let request = update_request(identity, update.to_change(), update.client_token.clone());
-            match engine.update(key, request).await {
+            match engine.update(key.clone(), request).await {
                 Ok(Outcome::Applied(twin) | Outcome::Stale(twin)) => {
+                    let own_twin = identity.device.as_ref() == Some(&key.device);
+                    if own_twin && twin.connection.status != ConnectionStatus::Connected {
+                        hub.presence_caught_up(&key).await;
+                    }
                     Ok(document::update_accepted(&update, &twin, now))
                 }
                 Err(err) => Err((engine_error(&err, name), update.client_token)),
