@@ -1,8 +1,8 @@
 //! A real MQTT client (rumqttc, MQTT 3.1.1) for end-to-end tests, with bounded waits.
 
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, LastWill, MqttOptions, Outgoing,
-    Packet, QoS, SubscribeReasonCode,
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, LastWill, MqttOptions, NetworkOptions,
+    Outgoing, Packet, QoS, SubscribeReasonCode,
 };
 use serde_json::Value;
 use std::collections::VecDeque;
@@ -101,6 +101,11 @@ pub async fn connect_with(
         mqtt.set_last_will(LastWill::new(topic, message, QoS::AtLeastOnce, false));
     }
     let (client, mut eventloop) = AsyncClient::new(mqtt, 256);
+    // rumqttc writes a PUBACK and the next PUBLISH separately: with Nagle on, the second waits
+    // ~40 ms for the broker's delayed ACK, which would make every request-answer test slow.
+    let mut network = NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
     match tokio::time::timeout(WAIT, eventloop.poll()).await {
         Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {}
         Ok(Err(ConnectionError::ConnectionRefused(code))) => return Err(code),
@@ -193,8 +198,34 @@ impl Mqtt {
             .expect("connection alive");
     }
 
+    /// Publishes at QoS 1 unless the connection has ended; returns whether it was queued.
+    pub async fn try_publish_json(&self, topic: &str, body: &Value) -> bool {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, body.to_string())
+            .await
+            .is_ok()
+    }
+
     pub async fn publish_json(&self, topic: &str, body: &Value) {
         self.publish(topic, body.to_string()).await;
+    }
+
+    /// The next message on exactly `topic` within `wait`, or `None` when none came or the
+    /// connection ended (a server that was killed).
+    pub async fn try_recv_on(&mut self, topic: &str, wait: Duration) -> Option<Received> {
+        if let Some(index) = self.unclaimed.iter().position(|m| m.topic == topic) {
+            return self.unclaimed.remove(index);
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.messages.recv())
+                .await
+                .ok()??;
+            if message.topic == topic {
+                return Some(message);
+            }
+            self.unclaimed.push_back(message);
+        }
     }
 
     /// The next message on exactly `topic`; messages on other topics stay for later calls.
