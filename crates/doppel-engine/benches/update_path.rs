@@ -20,6 +20,9 @@
 //! `cargo test --all-targets`) criterion runs each benchmark once and N defaults to
 //! [`TEST_MODE_TWINS`], so a test run stays quick.
 
+#[path = "fixtures/sensor.rs"]
+mod sensor;
+
 use criterion::measurement::WallTime;
 use criterion::{
     BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
@@ -30,7 +33,7 @@ use doppel_model::{
     Applied, Change, DeviceId, Limits, Millis, TenantId, Twin, TwinKey, UpdateRequest, apply,
 };
 use doppel_store::{FjallStore, HistoryBuckets, TwinStore, TwinWrite};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -76,34 +79,19 @@ impl SplitMix {
     }
 }
 
-/// A whole report of an environmental sensor with a light, about 300 bytes of JSON; `sequence`
-/// and the generator vary the values as a real device's would.
+/// A report whose values `sequence` and the generator vary as a real device's would.
 fn report(sequence: u64, rng: &mut SplitMix) -> Value {
-    json!({
-        "temperature": 18.0 + rng.below(100) as f64 / 10.0,
-        "humidity": 30.0 + rng.below(400) as f64 / 10.0,
-        "pressure": 990.0 + rng.below(400) as f64 / 10.0,
-        "co2_ppm": 400 + rng.below(800),
-        "battery": {"level": rng.below(101), "voltage": 3.3 + rng.below(90) as f64 / 100.0, "charging": rng.below(2) == 1},
-        "light": {"on": true, "level": rng.below(10)},
-        "mode": "eco",
-        "rssi": -40 - rng.below(50) as i64,
-        "uptime_s": sequence * 60,
-        "firmware": "2.4.1",
-        "location": {"lat": 52.5200, "lon": 13.4050, "floor": 3},
-        "errors": [],
-        "sensor_status": "ok"
-    })
-}
-
-/// What applications want of every twin: differs from any report in `light.level` (most of the
-/// time), `mode` and the keys reports lack, so the delta is never empty.
-fn desired() -> Value {
-    json!({
-        "mode": "boost",
-        "light": {"on": true, "level": 7},
-        "target_temperature": 21.0,
-        "report_interval_s": 60
+    sensor::report(&sensor::Readings {
+        temperature: 18.0 + rng.below(100) as f64 / 10.0,
+        humidity: 30.0 + rng.below(400) as f64 / 10.0,
+        pressure: 990.0 + rng.below(400) as f64 / 10.0,
+        co2_ppm: 400 + rng.below(800),
+        battery_level: rng.below(101),
+        voltage: 3.3 + rng.below(90) as f64 / 100.0,
+        charging: rng.below(2) == 1,
+        light_level: rng.below(10),
+        rssi: -40 - rng.below(50) as i64,
+        uptime_s: sequence * 60,
     })
 }
 
@@ -149,7 +137,7 @@ fn initial_write(key: &TwinKey, now: Millis, rng: &mut SplitMix) -> TwinWrite {
         &limits,
     ));
     let desire = UpdateRequest {
-        change: Change::DesiredPatch(desired()),
+        change: Change::DesiredPatch(sensor::desired()),
         expected_version: None,
         changed_by: "bench-app".into(),
         change_reason: None,

@@ -13,6 +13,10 @@
 //! Under `cargo test --all-targets` (no `--bench`) criterion runs each benchmark once.
 //! Run it with `cargo bench -p doppel-mqtt --bench shadow`; see docs/BENCHMARKS.md.
 
+// The same twin as the engine benchmark's.
+#[path = "../../doppel-engine/benches/fixtures/sensor.rs"]
+mod sensor;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use doppel_model::codec::EncodedTwin;
 use doppel_model::{Applied, Change, Limits, Millis, Twin, UpdateRequest, apply};
@@ -31,34 +35,20 @@ const TENANT: &str = "default";
 const WRITTEN_AT: Millis = Millis(1_795_000_000_000);
 const NOW: Millis = Millis(1_795_000_000_250);
 
-/// A whole report of an environmental sensor with a light, about 300 bytes of JSON (the same
-/// shape as the engine benchmark's). `light_level` decides whether the delta changes: desired
-/// wants level 7.
+/// A report of the engine benchmark's sensor; `light_level` decides whether the delta changes
+/// (desired wants level 7).
 fn report(uptime_s: u64, light_level: u64) -> Value {
-    json!({
-        "temperature": 21.4,
-        "humidity": 44.5,
-        "pressure": 1013.2,
-        "co2_ppm": 612,
-        "battery": {"level": 87, "voltage": 3.71, "charging": false},
-        "light": {"on": true, "level": light_level},
-        "mode": "eco",
-        "rssi": -61,
-        "uptime_s": uptime_s,
-        "firmware": "2.4.1",
-        "location": {"lat": 52.5200, "lon": 13.4050, "floor": 3},
-        "errors": [],
-        "sensor_status": "ok"
-    })
-}
-
-/// What applications want: differs from every report in `mode` and in keys reports lack.
-fn desired() -> Value {
-    json!({
-        "mode": "boost",
-        "light": {"on": true, "level": 7},
-        "target_temperature": 21.0,
-        "report_interval_s": 60
+    sensor::report(&sensor::Readings {
+        temperature: 21.4,
+        humidity: 44.5,
+        pressure: 1013.2,
+        co2_ppm: 612,
+        battery_level: 87,
+        voltage: 3.71,
+        charging: false,
+        light_level,
+        rssi: -61,
+        uptime_s,
     })
 }
 
@@ -102,7 +92,7 @@ fn step(light_level: u64) -> Step {
     let first = document::parse_update(&update_payload(&report(60, 7)), &limits)
         .expect("a valid first report");
     let twin = applied(None, first.to_change(), WRITTEN_AT);
-    let desire = serde_json::to_vec(&json!({"state": {"desired": desired()}}))
+    let desire = serde_json::to_vec(&json!({"state": {"desired": sensor::desired()}}))
         .expect("encode a desired update");
     let desire = document::parse_update(&desire, &limits).expect("a valid desired update");
     let previous = applied(Some(twin), desire.to_change(), WRITTEN_AT);
