@@ -141,6 +141,10 @@ pub enum CommandError {
         status: CommandStatus,
         action: &'static str,
     },
+    #[error("no command {id} is queued for this device")]
+    NotFound { id: String },
+    #[error("the device already has {limit} open commands, the most it may have")]
+    TooManyOpen { limit: usize },
 }
 
 /// A command as an application asks for it, validated.
@@ -341,15 +345,18 @@ impl Command {
     }
 
     /// Whether the command should go to the device now: pending, or delivered and left
-    /// unacknowledged past the timeout with attempts to spare; never once expired.
-    pub fn due(&self, now: Millis, limits: &CommandLimits) -> bool {
+    /// unacknowledged past the timeout with attempts to spare; never once expired. A device that
+    /// has just (re)connected lost what was in flight, so `reconnected` does not wait for the
+    /// acknowledgement timeout.
+    pub fn due(&self, now: Millis, limits: &CommandLimits, reconnected: bool) -> bool {
         if self.is_expired(now) {
             return false;
         }
         match self.status {
             CommandStatus::Pending => true,
             CommandStatus::Delivered => {
-                self.ack_overdue(now, limits) && self.attempts < limits.max_attempts
+                (reconnected || self.ack_overdue(now, limits))
+                    && self.attempts < limits.max_attempts
             }
             _ => false,
         }
@@ -361,9 +368,15 @@ impl Command {
             .is_none_or(|at| now.0 >= at.0.saturating_add(timeout))
     }
 
-    /// Records a delivery (the first, or a repeat after an overdue acknowledgement).
-    pub fn deliver(&mut self, now: Millis, limits: &CommandLimits) -> Result<(), CommandError> {
-        if !self.due(now, limits) {
+    /// Records a delivery (the first, or a repeat after an overdue acknowledgement or a
+    /// reconnect).
+    pub fn deliver(
+        &mut self,
+        now: Millis,
+        limits: &CommandLimits,
+        reconnected: bool,
+    ) -> Result<(), CommandError> {
+        if !self.due(now, limits, reconnected) {
             return Err(CommandError::NotAllowed {
                 status: self.status,
                 action: "delivered now",
@@ -532,10 +545,10 @@ mod tests {
         let limits = limits();
         let mut command = command(0, 60, 1_000, "c1");
         assert_eq!(command.expires_at, Millis(61_000));
-        assert!(command.due(Millis(1_000), &limits));
-        command.deliver(Millis(2_000), &limits).unwrap();
+        assert!(command.due(Millis(1_000), &limits, false));
+        command.deliver(Millis(2_000), &limits, false).unwrap();
         assert!(
-            !command.due(Millis(5_000), &limits),
+            !command.due(Millis(5_000), &limits, false),
             "waiting for its acknowledgement"
         );
         command
@@ -584,15 +597,22 @@ mod tests {
     fn an_unacknowledged_delivery_is_repeated_then_fails() {
         let limits = limits();
         let mut command = command(0, 3600, 0, "c1");
-        command.deliver(Millis(0), &limits).unwrap();
+        command.deliver(Millis(0), &limits, false).unwrap();
         assert!(
-            command.deliver(Millis(5_000), &limits).is_err(),
+            command.deliver(Millis(5_000), &limits, false).is_err(),
             "not overdue yet"
         );
-        assert!(command.due(Millis(10_000), &limits));
-        command.deliver(Millis(10_000), &limits).unwrap();
+        assert!(
+            command.due(Millis(5_000), &limits, true),
+            "a reconnected device lost what was in flight"
+        );
+        assert!(command.due(Millis(10_000), &limits, false));
+        command.deliver(Millis(10_000), &limits, false).unwrap();
         assert_eq!(command.attempts, 2);
-        assert!(!command.due(Millis(20_000), &limits), "no attempts left");
+        assert!(
+            !command.due(Millis(20_000), &limits, false),
+            "no attempts left"
+        );
         assert_eq!(command.next_deadline(&limits), Some(Millis(20_000)));
         assert!(!command.settle(Millis(19_999), &limits));
         assert!(command.settle(Millis(20_000), &limits));
@@ -605,8 +625,8 @@ mod tests {
         let limits = limits();
         let mut command = command(0, 1, 0, "c1");
         assert_eq!(command.next_deadline(&limits), Some(Millis(1_000)));
-        assert!(!command.due(Millis(1_000), &limits));
-        assert!(command.deliver(Millis(1_000), &limits).is_err());
+        assert!(!command.due(Millis(1_000), &limits, false));
+        assert!(command.deliver(Millis(1_000), &limits, false).is_err());
         assert!(command.settle(Millis(1_000), &limits));
         assert_eq!(command.status, CommandStatus::Expired);
         assert!(command.cancel(Millis(2_000)).is_err());

@@ -2,10 +2,15 @@
 //!
 //! A backend's tests implement [`Backend`] and call [`conformance_tests!`](crate::conformance_tests),
 //! which expands to one `#[test]` per rule of the trait's contract. The [`CredentialStore`]
-//! cases are in the same list: every backend keeps twins and credentials alike.
+//! and [`CommandStore`] cases are in the same list: every backend keeps twins, credentials and
+//! command queues alike.
 
-use crate::{CredentialStore, HistoryQuery, StoredCredential, TwinStore, TwinWrite};
+use crate::{
+    CommandQuery, CommandStore, CommandWrite, CredentialStore, HistoryQuery, StoredCredential,
+    TwinStore, TwinWrite,
+};
 use doppel_model::codec::{EncodedHistory, EncodedTwin};
+use doppel_model::command::{Command, CommandLimits, CommandStatus, NewCommand};
 use doppel_model::{
     AppName, DeviceId, HistoryEntry, HistoryKind, Millis, Principal, PrincipalKind, TenantId, Twin,
     TwinKey,
@@ -459,6 +464,125 @@ where
     assert!(loaded_credentials(&store).is_empty());
 }
 
+/// A pending command `id` of type `kind`, created at `at_ms`.
+pub fn command(id: &str, kind: &str, at_ms: i64) -> Command {
+    let request = NewCommand::from_json(
+        &json!({"type": kind, "payload": {"n": at_ms}}),
+        &CommandLimits::default(),
+        &doppel_model::Limits::default(),
+    )
+    .expect("valid command");
+    Command::new(id.into(), request, Millis(at_ms))
+}
+
+fn command_write(key: &TwinKey, command: &Command) -> CommandWrite {
+    CommandWrite::new(key, command).expect("encodable command")
+}
+
+fn all_commands(status: Option<CommandStatus>) -> CommandQuery {
+    CommandQuery {
+        status,
+        after: None,
+        limit: usize::MAX,
+    }
+}
+
+fn ids(commands: &[Command]) -> Vec<&str> {
+    commands.iter().map(|command| command.id.as_str()).collect()
+}
+
+pub fn commands_survive_reopening_and_never_mix_devices(backend: &impl Backend) {
+    // Device "a" and device "ab" share a prefix; the same id under two devices is two commands.
+    let (a, ab, other_tenant) = (key("t", "a"), key("t", "ab"), key("t2", "a"));
+    let written = [
+        (a.clone(), command("01", "reboot", 1)),
+        (a.clone(), command("02", "photo", 2)),
+        (ab.clone(), command("01", "diagnose", 3)),
+        (other_tenant.clone(), command("01", "reset", 4)),
+    ];
+    {
+        let store = backend.open();
+        let writes: Vec<CommandWrite> = written
+            .iter()
+            .map(|(key, command)| command_write(key, command))
+            .collect();
+        store.commit_commands(&writes).expect("commit");
+    }
+    let store = backend.open();
+    let mut visited = Vec::new();
+    let count = store
+        .load_commands(&mut |key, command| visited.push((key, command)))
+        .expect("load");
+    assert_eq!(count, 4);
+    visited.sort_by(|x, y| (&x.0, &x.1.id).cmp(&(&y.0, &y.1.id)));
+    let mut expected = written.to_vec();
+    expected.sort_by(|x, y| (&x.0, &x.1.id).cmp(&(&y.0, &y.1.id)));
+    assert_eq!(visited, expected);
+    assert_eq!(
+        store.command(&ab, "01").expect("get"),
+        Some(written[2].1.clone())
+    );
+    assert_eq!(store.command(&ab, "02").expect("get"), None);
+    assert_eq!(
+        ids(&store.commands(&a, &all_commands(None)).expect("list")),
+        ["01", "02"]
+    );
+    assert!(loaded(&store).is_empty(), "commands never load as twins");
+}
+
+pub fn a_later_command_write_replaces_it_and_lists_filter(backend: &impl Backend) {
+    let device = key("t", "d");
+    let store = backend.open();
+    let first = command("01", "reboot", 1);
+    let second = command("02", "photo", 2);
+    let third = command("03", "photo", 3);
+    let writes: Vec<CommandWrite> = [&first, &second, &third]
+        .into_iter()
+        .map(|command| command_write(&device, command))
+        .collect();
+    store.commit_commands(&writes).expect("commit");
+    let mut canceled = second.clone();
+    canceled.cancel(Millis(10)).expect("cancel");
+    store
+        .commit_commands(&[command_write(&device, &canceled)])
+        .expect("commit");
+    assert_eq!(
+        store.command(&device, "02").expect("get"),
+        Some(canceled.clone())
+    );
+    assert_eq!(
+        ids(&store
+            .commands(&device, &all_commands(Some(CommandStatus::Pending)))
+            .expect("list")),
+        ["01", "03"]
+    );
+    assert_eq!(
+        ids(&store
+            .commands(&device, &all_commands(Some(CommandStatus::Canceled)))
+            .expect("list")),
+        ["02"]
+    );
+    let page = |after: Option<&str>| CommandQuery {
+        status: None,
+        after: after.map(String::from),
+        limit: 2,
+    };
+    assert_eq!(
+        ids(&store.commands(&device, &page(None)).expect("list")),
+        ["01", "02"]
+    );
+    assert_eq!(
+        ids(&store.commands(&device, &page(Some("02"))).expect("list")),
+        ["03"]
+    );
+    assert!(
+        store
+            .commands(&key("t", "nobody"), &page(None))
+            .expect("list")
+            .is_empty()
+    );
+}
+
 /// Expands to one `#[test]` per conformance case, each against a fresh `$backend`.
 #[macro_export]
 macro_rules! conformance_tests {
@@ -475,6 +599,8 @@ macro_rules! conformance_tests {
             putting_a_credential_again_replaces_it,
             deleting_a_credential_says_whether_it_existed_and_lasts,
             racing_deletes_of_one_credential_succeed_once,
+            commands_survive_reopening_and_never_mix_devices,
+            a_later_command_write_replaces_it_and_lists_filter,
         );
     };
     (@cases $backend:expr; $($case:ident),* $(,)?) => {

@@ -6,11 +6,13 @@
 //! `credentials` holds password hashes (see [`crate::credentials`] for its key and value); each
 //! credential change is persisted the same way before it returns.
 
+use crate::commands::{self, CommandQuery, CommandStore, CommandWrite};
 use crate::credentials::{self, CredentialStore, StoredCredential};
 use crate::layout::{HistoryBuckets, history_key, history_prefix};
 use crate::{HistoryQuery, StoreError, TwinStore, TwinWrite, history_filter};
 use bytes::Bytes;
 use doppel_model::codec::{EncodedHistory, EncodedTwin};
+use doppel_model::command::Command;
 use doppel_model::{DeviceId, HistoryEntry, Millis, Principal, TenantId, Twin, TwinKey};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::collections::BTreeMap;
@@ -20,6 +22,7 @@ use std::sync::{Mutex, PoisonError, RwLock};
 
 const TWINS_KEYSPACE: &str = "twins";
 const CREDENTIALS_KEYSPACE: &str = "credentials";
+const COMMANDS_KEYSPACE: &str = "commands";
 const HISTORY_KEYSPACE_PREFIX: &str = "history.";
 
 /// One history bucket: its keyspace and where its span ends (exclusive).
@@ -42,6 +45,7 @@ pub struct FjallStore {
     /// `delete_credential` answers exactly even when calls on one credential race. Credential
     /// changes are rare (an operator's), so serialising them costs nothing that matters.
     credential_writes: Mutex<()>,
+    commands: Keyspace,
 }
 
 impl FjallStore {
@@ -50,6 +54,7 @@ impl FjallStore {
         let db = Database::builder(path).open()?;
         let twins = db.keyspace(TWINS_KEYSPACE, KeyspaceCreateOptions::default)?;
         let credentials = db.keyspace(CREDENTIALS_KEYSPACE, KeyspaceCreateOptions::default)?;
+        let commands = db.keyspace(COMMANDS_KEYSPACE, KeyspaceCreateOptions::default)?;
         let mut history = BTreeMap::new();
         for name in db.list_keyspace_names() {
             let name: &str = name.as_ref();
@@ -73,6 +78,7 @@ impl FjallStore {
             history: RwLock::new(history),
             credentials,
             credential_writes: Mutex::new(()),
+            commands,
         })
     }
 
@@ -305,6 +311,58 @@ impl CredentialStore for FjallStore {
         for guard in self.credentials.iter() {
             let (key, value) = guard.into_inner()?;
             visit(credentials::decode(&key, &value)?);
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+impl CommandStore for FjallStore {
+    fn commit_commands(&self, writes: &[CommandWrite]) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let mut batch = self.db.batch();
+        for write in writes {
+            batch.insert(
+                &self.commands,
+                commands::command_key(&write.key, &write.id),
+                write.record.as_slice(),
+            );
+        }
+        batch.commit()?;
+        // The engine acknowledges these changes after this returns: a promise of durability.
+        self.db.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    fn command(&self, key: &TwinKey, id: &str) -> Result<Option<Command>, StoreError> {
+        let record_key = commands::command_key(key, id);
+        self.commands
+            .get(&record_key)?
+            .map(|value| commands::decode_command(&record_key, &value))
+            .transpose()
+    }
+
+    fn commands(&self, key: &TwinKey, query: &CommandQuery) -> Result<Vec<Command>, StoreError> {
+        let records = self
+            .commands
+            .range::<Vec<u8>, _>((commands::start_of(key, query), Bound::Unbounded))
+            .map(|guard| {
+                let (key, value) = guard.into_inner()?;
+                Ok((key.to_vec(), value.to_vec()))
+            });
+        commands::select(records, &commands::command_prefix(key), query)
+    }
+
+    fn load_commands(&self, visit: &mut dyn FnMut(TwinKey, Command)) -> Result<u64, StoreError> {
+        let mut count = 0;
+        for guard in self.commands.iter() {
+            let (key, value) = guard.into_inner()?;
+            visit(
+                commands::twin_of(&key)?,
+                commands::decode_command(&key, &value)?,
+            );
             count += 1;
         }
         Ok(count)

@@ -4,8 +4,10 @@
 //! the trait and checked by the [`conformance`] suite, which every backend runs: the embedded
 //! [`FjallStore`] (the default) and the in-memory [`MemoryStore`] (for unit tests only).
 //! [`CredentialStore`] keeps the password hashes of devices and applications beside the twins,
-//! under the same kind of contract and suite.
+//! under the same kind of contract and suite, and [`CommandStore`] the devices' command queues.
+//! Every twin store is a command store too: a device's commands live beside its twin.
 
+mod commands;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod credentials;
@@ -15,6 +17,7 @@ mod history_filter;
 mod layout;
 mod memory;
 
+pub use commands::{CommandQuery, CommandStore, CommandWrite};
 pub use credentials::{CredentialStore, StoredCredential};
 pub use error::StoreError;
 pub use fjall_store::FjallStore;
@@ -67,7 +70,7 @@ pub struct HistoryQuery {
 ///   an entry recorded at or after `before`.
 /// - **Errors:** an `Err` from `commit` means nothing of it may be assumed durable, and the
 ///   caller must not acknowledge any of its writes.
-pub trait TwinStore: Send + Sync + 'static {
+pub trait TwinStore: CommandStore + Send + Sync + 'static {
     /// Writes the twin records and history entries of `writes` atomically and durably.
     fn commit(&self, writes: &[TwinWrite]) -> Result<(), StoreError>;
 

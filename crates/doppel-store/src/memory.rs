@@ -1,11 +1,13 @@
 //! An in-memory backend for unit tests of the layers above. It keeps the same layout and
 //! contract as the durable backends but survives only as long as the process.
 
+use crate::commands::{self, CommandQuery, CommandStore, CommandWrite};
 use crate::credentials::{self, CredentialStore, StoredCredential};
 use crate::layout::{HistoryBuckets, history_key, history_prefix};
 use crate::{HistoryQuery, StoreError, TwinStore, TwinWrite, history_filter};
 use bytes::Bytes;
 use doppel_model::codec::{EncodedHistory, EncodedTwin};
+use doppel_model::command::Command;
 use doppel_model::{DeviceId, HistoryEntry, Millis, Principal, TenantId, Twin, TwinKey};
 use std::collections::BTreeMap;
 use std::ops::{Bound, ControlFlow};
@@ -19,6 +21,8 @@ struct Inner {
     commits: u64,
     /// Credentials by their key, in the same byte form the fjall backend writes.
     credentials: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Commands by their key, in the same byte form the fjall backend writes.
+    commands: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
 /// Cloning shares the data, which is how tests "reopen" it.
@@ -187,6 +191,48 @@ impl CredentialStore for MemoryStore {
             visit(credentials::decode(key, value)?);
         }
         Ok(inner.credentials.len() as u64)
+    }
+}
+
+impl CommandStore for MemoryStore {
+    fn commit_commands(&self, writes: &[CommandWrite]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for write in writes {
+            inner.commands.insert(
+                commands::command_key(&write.key, &write.id),
+                write.record.clone(),
+            );
+        }
+        Ok(())
+    }
+
+    fn command(&self, key: &TwinKey, id: &str) -> Result<Option<Command>, StoreError> {
+        let record_key = commands::command_key(key, id);
+        self.lock()
+            .commands
+            .get(&record_key)
+            .map(|value| commands::decode_command(&record_key, value))
+            .transpose()
+    }
+
+    fn commands(&self, key: &TwinKey, query: &CommandQuery) -> Result<Vec<Command>, StoreError> {
+        let inner = self.lock();
+        let records = inner
+            .commands
+            .range((commands::start_of(key, query), Bound::Unbounded))
+            .map(|(key, value)| Ok((key.clone(), value.clone())));
+        commands::select(records, &commands::command_prefix(key), query)
+    }
+
+    fn load_commands(&self, visit: &mut dyn FnMut(TwinKey, Command)) -> Result<u64, StoreError> {
+        let inner = self.lock();
+        for (key, value) in &inner.commands {
+            visit(
+                commands::twin_of(key)?,
+                commands::decode_command(key, value)?,
+            );
+        }
+        Ok(inner.commands.len() as u64)
     }
 }
 
