@@ -1,4 +1,5 @@
 use doppel_model::Limits;
+use doppel_model::command::CommandLimits;
 use std::time::Duration;
 
 /// Default pending requests per shard before callers wait: deep enough to fill large commit
@@ -32,6 +33,8 @@ pub struct EngineConfig {
     pub retention_check_interval: Duration,
     /// Change events buffered for the slowest subscriber of [`crate::Engine::subscribe`].
     pub event_capacity: usize,
+    /// How device commands are bounded and retried.
+    pub commands: CommandLimits,
 }
 
 impl Default for EngineConfig {
@@ -44,6 +47,7 @@ impl Default for EngineConfig {
             history_retention: DEFAULT_HISTORY_RETENTION,
             retention_check_interval: Duration::from_secs(60),
             event_capacity: crate::events::DEFAULT_EVENT_CAPACITY,
+            commands: CommandLimits::default(),
         }
     }
 }

@@ -1,4 +1,5 @@
 use crate::clock::Clock;
+use crate::commands::CommandQueue;
 use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::events::{ChangeFeeds, TwinChange};
@@ -60,6 +61,7 @@ pub struct Engine {
     store: Arc<dyn TwinStore>,
     stats: Arc<Stats>,
     events: Arc<ChangeFeeds>,
+    commands: CommandQueue,
 }
 
 /// The engine's background tasks.
@@ -127,6 +129,15 @@ impl Engine {
             });
         }
         drop(commit_tx);
+        let (commands, command_workers) = CommandQueue::start(
+            store.clone(),
+            clock.clone(),
+            config.commands,
+            config.limits,
+            shard_count,
+        )
+        .await?;
+        workers.extend(command_workers);
         workers.push(tokio::spawn(run_committer(
             commit_rx,
             store.clone(),
@@ -139,6 +150,7 @@ impl Engine {
             store,
             stats,
             events,
+            commands,
         };
         Ok((engine, EngineTasks { workers, retention }))
     }
@@ -160,6 +172,11 @@ impl Engine {
     /// releases the shards.
     pub fn follow(&self, capacity: usize) -> mpsc::Receiver<TwinChange> {
         self.events.follow(capacity)
+    }
+
+    /// The devices' command queues.
+    pub fn commands(&self) -> &CommandQueue {
+        &self.commands
     }
 
     /// Applies one change; returns once it is durable (or rejected).

@@ -35,26 +35,29 @@ impl TwinChange {
     }
 }
 
-/// Everyone who follows the changes: broadcast subscribers, who may fall behind and miss some,
-/// and followers, who never miss one because writes wait for them.
-pub(crate) struct ChangeFeeds {
-    broadcast: broadcast::Sender<TwinChange>,
-    followers: RwLock<Vec<mpsc::Sender<TwinChange>>>,
+/// Everyone who follows twin changes.
+pub(crate) type ChangeFeeds = Feeds<TwinChange>;
+
+/// Everyone who follows a kind of event: broadcast subscribers, who may fall behind and miss
+/// some, and followers, who never miss one because writes wait for them.
+pub(crate) struct Feeds<E> {
+    broadcast: broadcast::Sender<E>,
+    followers: RwLock<Vec<mpsc::Sender<E>>>,
 }
 
-impl ChangeFeeds {
-    pub(crate) fn new(broadcast_capacity: usize) -> ChangeFeeds {
-        ChangeFeeds {
+impl<E: Clone> Feeds<E> {
+    pub(crate) fn new(broadcast_capacity: usize) -> Feeds<E> {
+        Feeds {
             broadcast: broadcast::channel(broadcast_capacity.max(1)).0,
             followers: RwLock::new(Vec::new()),
         }
     }
 
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<TwinChange> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<E> {
         self.broadcast.subscribe()
     }
 
-    pub(crate) fn follow(&self, capacity: usize) -> mpsc::Receiver<TwinChange> {
+    pub(crate) fn follow(&self, capacity: usize) -> mpsc::Receiver<E> {
         let (sender, receiver) = mpsc::channel(capacity.max(1));
         self.followers
             .write()
@@ -74,7 +77,7 @@ impl ChangeFeeds {
     }
 
     /// Hands `changes` to every listener, in order; waits while a follower's queue is full.
-    pub(crate) async fn publish(&self, changes: Vec<TwinChange>) {
+    pub(crate) async fn publish(&self, changes: Vec<E>) {
         for change in &changes {
             // No subscriber left is not an error: nobody is listening right now.
             let _ = self.broadcast.send(change.clone());

@@ -7,6 +7,7 @@
 //! fsync for many writes (group commit).
 
 mod clock;
+mod commands;
 pub mod config;
 mod engine;
 mod error;
@@ -14,6 +15,7 @@ mod events;
 mod shard;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use commands::{CommandEvent, CommandEventKind, CommandQueue, Queued};
 pub use config::EngineConfig;
 pub use engine::{Engine, EngineStats, EngineTasks, Outcome};
 pub use error::EngineError;

@@ -104,6 +104,8 @@ pub struct CommandLimits {
     pub ack_timeout: Duration,
     /// Deliveries of one command before it is FAILED.
     pub max_attempts: u32,
+    /// Open (PENDING or DELIVERED) commands one device may have.
+    pub max_open: usize,
 }
 
 impl Default for CommandLimits {
@@ -119,6 +121,9 @@ impl Default for CommandLimits {
             ack_timeout: Duration::from_secs(30),
             // At least once without hammering a device that cannot act on it.
             max_attempts: 5,
+            // A device that has a hundred commands waiting is not keeping up; more would only
+            // pile up behind them.
+            max_open: 100,
         }
     }
 }
@@ -363,9 +368,8 @@ impl Command {
     }
 
     fn ack_overdue(&self, now: Millis, limits: &CommandLimits) -> bool {
-        let timeout = i64::try_from(limits.ack_timeout.as_millis()).unwrap_or(i64::MAX);
-        self.delivered_at
-            .is_none_or(|at| now.0 >= at.0.saturating_add(timeout))
+        self.ack_deadline(limits)
+            .is_none_or(|deadline| now >= deadline)
     }
 
     /// Records a delivery (the first, or a repeat after an overdue acknowledgement or a
@@ -446,18 +450,26 @@ impl Command {
         false
     }
 
-    /// The next instant at which time alone changes something for this command (its expiry, or
-    /// its acknowledgement timeout), for the engine's timer; `None` once final.
-    pub fn next_deadline(&self, limits: &CommandLimits) -> Option<Millis> {
+    /// The next instant after `now` at which time alone changes something for this command
+    /// (its expiry, or the end of its acknowledgement timeout), for the engine's timer; `None`
+    /// once final.
+    pub fn next_deadline(&self, now: Millis, limits: &CommandLimits) -> Option<Millis> {
         if self.status.is_final() {
             return None;
         }
+        Some(match self.ack_deadline(limits) {
+            Some(ack) if ack > now => ack.min(self.expires_at),
+            _ => self.expires_at,
+        })
+    }
+
+    /// When the latest delivery's acknowledgement becomes overdue, while delivered.
+    pub fn ack_deadline(&self, limits: &CommandLimits) -> Option<Millis> {
         let timeout = i64::try_from(limits.ack_timeout.as_millis()).unwrap_or(i64::MAX);
-        let ack = match (self.status, self.delivered_at) {
+        match (self.status, self.delivered_at) {
             (CommandStatus::Delivered, Some(at)) => Some(Millis(at.0.saturating_add(timeout))),
             _ => None,
-        };
-        Some(ack.map_or(self.expires_at, |ack| ack.min(self.expires_at)))
+        }
     }
 }
 
@@ -483,6 +495,7 @@ mod tests {
             max_payload_bytes: 64,
             ack_timeout: Duration::from_secs(10),
             max_attempts: 2,
+            max_open: 3,
         }
     }
 
@@ -613,18 +626,29 @@ mod tests {
             !command.due(Millis(20_000), &limits, false),
             "no attempts left"
         );
-        assert_eq!(command.next_deadline(&limits), Some(Millis(20_000)));
+        assert_eq!(
+            command.next_deadline(Millis(10_000), &limits),
+            Some(Millis(20_000))
+        );
+        assert_eq!(
+            command.next_deadline(Millis(20_000), &limits),
+            Some(Millis(3_600_000)),
+            "once the acknowledgement is overdue, only the expiry is ahead"
+        );
         assert!(!command.settle(Millis(19_999), &limits));
         assert!(command.settle(Millis(20_000), &limits));
         assert_eq!(command.status, CommandStatus::Failed);
-        assert_eq!(command.next_deadline(&limits), None);
+        assert_eq!(command.next_deadline(Millis(20_000), &limits), None);
     }
 
     #[test]
     fn an_expired_command_is_never_delivered() {
         let limits = limits();
         let mut command = command(0, 1, 0, "c1");
-        assert_eq!(command.next_deadline(&limits), Some(Millis(1_000)));
+        assert_eq!(
+            command.next_deadline(Millis(0), &limits),
+            Some(Millis(1_000))
+        );
         assert!(!command.due(Millis(1_000), &limits, false));
         assert!(command.deliver(Millis(1_000), &limits, false).is_err());
         assert!(command.settle(Millis(1_000), &limits));

@@ -1,0 +1,417 @@
+//! A command worker: the only writer of its devices' queues, and their timer.
+
+use super::{Answer, CommandEvent, CommandEventKind, Job, Op, QueueReply};
+use crate::clock::Clock;
+use crate::error::EngineError;
+use crate::events::Feeds;
+use doppel_model::command::{
+    Command, CommandError, CommandLimits, CommandStatus, NewCommand, delivery_order,
+};
+use doppel_model::{Limits, Millis, TwinKey};
+use doppel_store::{CommandWrite, TwinStore};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// One device's open commands and the idempotency keys still in force.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct DeviceQueue {
+    /// PENDING and DELIVERED commands by id.
+    open: HashMap<String, Command>,
+    /// Idempotency key to the command it queued and when that command expires; a key is free
+    /// again once its command's time to live is over.
+    keys: HashMap<String, (String, Millis)>,
+}
+
+impl DeviceQueue {
+    /// Takes a stored command in at start.
+    pub(crate) fn adopt(&mut self, command: Command, now: Millis) {
+        if let Some(key) = &command.idempotency_key
+            && command.expires_at > now
+        {
+            self.keys
+                .insert(key.clone(), (command.id.clone(), command.expires_at));
+        }
+        if !command.status.is_final() {
+            self.open.insert(command.id.clone(), command);
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.open.is_empty() && self.keys.is_empty()
+    }
+}
+
+/// A deadline of one command: when time alone may change it.
+type Deadline = Reverse<(Millis, TwinKey, String)>;
+
+pub(crate) struct CommandWorker {
+    jobs: mpsc::Receiver<Job>,
+    devices: HashMap<TwinKey, DeviceQueue>,
+    /// Deadlines of open commands, soonest first. An entry may be outdated (its command was
+    /// acknowledged, or delivered again); it is checked against the command when it comes due.
+    deadlines: BinaryHeap<Deadline>,
+    store: Arc<dyn TwinStore>,
+    clock: Arc<dyn Clock>,
+    limits: CommandLimits,
+    document: Limits,
+    feeds: Arc<Feeds<CommandEvent>>,
+    max_batch: usize,
+}
+
+/// The work of one group: copies of the queues it touched, and what must be written, announced
+/// and answered once the writes are durable.
+#[derive(Default)]
+struct Round {
+    touched: HashMap<TwinKey, DeviceQueue>,
+    writes: Vec<CommandWrite>,
+    events: Vec<CommandEvent>,
+    deadlines: Vec<Deadline>,
+    answers: Vec<Box<dyn FnOnce(Option<EngineError>) + Send>>,
+}
+
+impl Round {
+    /// Records a change of `command`: its write, its event, and its next deadline.
+    fn record(
+        &mut self,
+        key: &TwinKey,
+        command: &Command,
+        kind: CommandEventKind,
+        now: Millis,
+        limits: &CommandLimits,
+    ) -> Result<Arc<Command>, EngineError> {
+        self.writes.push(CommandWrite::new(key, command)?);
+        let shared = Arc::new(command.clone());
+        self.events.push(CommandEvent {
+            key: key.clone(),
+            kind,
+            command: shared.clone(),
+        });
+        if let Some(deadline) = command.next_deadline(now, limits) {
+            self.deadlines
+                .push(Reverse((deadline, key.clone(), command.id.clone())));
+        }
+        Ok(shared)
+    }
+
+    /// Answers once the round's writes are durable, or with the commit's error.
+    fn answer<T: Send + 'static>(&mut self, reply: Answer<T>, result: Result<T, EngineError>) {
+        self.answers.push(Box::new(move |failure| {
+            let _ = reply.send(match failure {
+                Some(err) => Err(err),
+                None => result,
+            });
+        }));
+    }
+}
+
+impl CommandWorker {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        jobs: mpsc::Receiver<Job>,
+        devices: HashMap<TwinKey, DeviceQueue>,
+        store: Arc<dyn TwinStore>,
+        clock: Arc<dyn Clock>,
+        limits: CommandLimits,
+        document: Limits,
+        feeds: Arc<Feeds<CommandEvent>>,
+        max_batch: usize,
+    ) -> Self {
+        let deadlines = devices
+            .iter()
+            .flat_map(|(key, queue)| {
+                queue.open.values().map(move |command| {
+                    // A deadline missed while the hub was down comes due at once.
+                    let deadline = command
+                        .ack_deadline(&limits)
+                        .map_or(command.expires_at, |ack| ack.min(command.expires_at));
+                    Reverse((deadline, key.clone(), command.id.clone()))
+                })
+            })
+            .collect();
+        CommandWorker {
+            jobs,
+            devices,
+            deadlines,
+            store,
+            clock,
+            limits,
+            document,
+            feeds,
+            max_batch,
+        }
+    }
+
+    /// Runs until every sender of jobs is gone.
+    pub(crate) async fn run(mut self) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        loop {
+            let wait = self.next_wait();
+            tokio::select! {
+                received = self.jobs.recv_many(&mut batch, self.max_batch) => {
+                    if received == 0 {
+                        return;
+                    }
+                    let mut round = Round::default();
+                    for job in batch.drain(..) {
+                        self.apply(&mut round, job);
+                    }
+                    self.finish(round).await;
+                }
+                () = sleep(wait) => {
+                    let round = self.come_due();
+                    self.finish(round).await;
+                }
+            }
+        }
+    }
+
+    fn next_wait(&self) -> Option<Duration> {
+        let Reverse((deadline, _, _)) = self.deadlines.peek()?;
+        let ms = deadline.0.saturating_sub(self.clock.now().0).max(0);
+        Some(Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+    }
+
+    /// The queue of `key` as this round sees it, with what time alone did to it applied.
+    fn queue<'r>(&self, round: &'r mut Round, key: &TwinKey, now: Millis) -> &'r mut DeviceQueue {
+        if !round.touched.contains_key(key) {
+            let mut queue = self.devices.get(key).cloned().unwrap_or_default();
+            queue.keys.retain(|_, (_, expires_at)| *expires_at > now);
+            let mut settled = Vec::new();
+            for command in queue.open.values_mut() {
+                if command.settle(now, &self.limits) {
+                    settled.push(command.clone());
+                }
+            }
+            for command in settled {
+                queue.open.remove(&command.id);
+                let kind = settled_kind(&command);
+                if let Err(err) = round.record(key, &command, kind, now, &self.limits) {
+                    tracing::error!(error = %err, command = %command.id, "cannot record a settled command");
+                }
+            }
+            round.touched.insert(key.clone(), queue);
+        }
+        round
+            .touched
+            .get_mut(key)
+            .unwrap_or_else(|| unreachable!("inserted above"))
+    }
+
+    fn apply(&self, round: &mut Round, job: Job) {
+        let now = self.clock.now();
+        let key = job.key;
+        match job.op {
+            Op::Queue(request, reply) => {
+                let result = self.queue_command(round, &key, request, now);
+                round.answer(reply, result);
+            }
+            Op::Cancel(id, reply) => {
+                let result = self.change(round, &key, &id, now, |command| {
+                    command.cancel(now)?;
+                    Ok(CommandEventKind::Canceled)
+                });
+                round.answer(reply, result);
+            }
+            Op::Acknowledge {
+                id,
+                result,
+                response,
+                reply,
+            } => {
+                let (limits, document) = (self.limits, self.document);
+                let outcome = self.change(round, &key, &id, now, |command| {
+                    command.acknowledge(result, response, now, &limits, &document)?;
+                    Ok(CommandEventKind::Acknowledged)
+                });
+                round.answer(reply, outcome);
+            }
+            Op::Deliver {
+                reconnected,
+                max,
+                reply,
+            } => {
+                let result = self.deliver(round, &key, reconnected, max, now);
+                round.answer(reply, result);
+            }
+        }
+    }
+
+    fn queue_command(
+        &self,
+        round: &mut Round,
+        key: &TwinKey,
+        request: NewCommand,
+        now: Millis,
+    ) -> Result<QueueReply, EngineError> {
+        let limits = self.limits;
+        let queue = self.queue(round, key, now);
+        if let Some(idempotency) = &request.idempotency_key
+            && let Some((id, _)) = queue.keys.get(idempotency)
+        {
+            return Ok(match queue.open.get(id) {
+                Some(command) => QueueReply::Open(Arc::new(command.clone())),
+                None => QueueReply::Final(id.clone()),
+            });
+        }
+        if queue.open.len() >= limits.max_open {
+            return Err(CommandError::TooManyOpen {
+                limit: limits.max_open,
+            }
+            .into());
+        }
+        let command = Command::new(uuid::Uuid::now_v7().to_string(), request, now);
+        if let Some(idempotency) = &command.idempotency_key {
+            queue.keys.insert(
+                idempotency.clone(),
+                (command.id.clone(), command.expires_at),
+            );
+        }
+        queue.open.insert(command.id.clone(), command.clone());
+        let shared = round.record(key, &command, CommandEventKind::Queued, now, &limits)?;
+        Ok(QueueReply::Created(shared))
+    }
+
+    /// Applies `step` to one open command; a command that is not open answers `NotFound`.
+    fn change(
+        &self,
+        round: &mut Round,
+        key: &TwinKey,
+        id: &str,
+        now: Millis,
+        step: impl FnOnce(&mut Command) -> Result<CommandEventKind, CommandError>,
+    ) -> Result<Arc<Command>, EngineError> {
+        let limits = self.limits;
+        let queue = self.queue(round, key, now);
+        let Some(open) = queue.open.get(id) else {
+            return Err(CommandError::NotFound { id: id.into() }.into());
+        };
+        let mut command = open.clone();
+        let kind = step(&mut command)?;
+        if command.status.is_final() {
+            queue.open.remove(id);
+        } else {
+            queue.open.insert(id.into(), command.clone());
+        }
+        round.record(key, &command, kind, now, &limits)
+    }
+
+    fn deliver(
+        &self,
+        round: &mut Round,
+        key: &TwinKey,
+        reconnected: bool,
+        max: usize,
+        now: Millis,
+    ) -> Result<Vec<Arc<Command>>, EngineError> {
+        let limits = self.limits;
+        let queue = self.queue(round, key, now);
+        let mut due: Vec<Command> = queue
+            .open
+            .values()
+            .filter(|command| command.due(now, &limits, reconnected))
+            .cloned()
+            .collect();
+        due.sort_by(delivery_order);
+        due.truncate(max);
+        for command in &mut due {
+            command.deliver(now, &limits, reconnected)?;
+            queue.open.insert(command.id.clone(), command.clone());
+        }
+        due.iter()
+            .map(|command| round.record(key, command, CommandEventKind::Delivered, now, &limits))
+            .collect()
+    }
+
+    /// Handles every deadline that has come: settles what expired or ran out of attempts, and
+    /// announces deliveries whose acknowledgement is overdue so they go out again.
+    fn come_due(&mut self) -> Round {
+        let now = self.clock.now();
+        let mut round = Round::default();
+        while let Some(Reverse((deadline, _, _))) = self.deadlines.peek() {
+            if *deadline > now {
+                break;
+            }
+            let Some(Reverse((deadline, key, id))) = self.deadlines.pop() else {
+                break;
+            };
+            // Touching the queue settles every command of it whose time is up.
+            let queue = self.queue(&mut round, &key, now);
+            let Some(command) = queue.open.get(&id) else {
+                continue;
+            };
+            let current_delivery = command.ack_deadline(&self.limits) == Some(deadline);
+            if current_delivery && command.due(now, &self.limits, false) {
+                let command = Arc::new(command.clone());
+                round.events.push(CommandEvent {
+                    key: key.clone(),
+                    kind: CommandEventKind::Due,
+                    command: command.clone(),
+                });
+                if let Some(next) = command.next_deadline(now, &self.limits) {
+                    round.deadlines.push(Reverse((next, key, id)));
+                }
+            }
+        }
+        round
+    }
+
+    /// Makes the round durable, then adopts its queues, answers and announces; or, if the
+    /// commit failed, drops it and answers every caller with the failure.
+    async fn finish(&mut self, round: Round) {
+        let Round {
+            touched,
+            writes,
+            events,
+            deadlines,
+            answers,
+        } = round;
+        let failure = if writes.is_empty() {
+            None
+        } else {
+            let store = self.store.clone();
+            match tokio::task::spawn_blocking(move || store.commit_commands(&writes)).await {
+                Ok(Ok(())) => None,
+                Ok(Err(err)) => {
+                    tracing::error!(error = %err, "command commit failed; nothing of it was acknowledged");
+                    Some(EngineError::from(err))
+                }
+                Err(_) => Some(EngineError::ShuttingDown),
+            }
+        };
+        let committed = failure.is_none();
+        for answer in answers {
+            answer(failure.clone());
+        }
+        if !committed {
+            return;
+        }
+        for (key, queue) in touched {
+            if queue.is_empty() {
+                self.devices.remove(&key);
+            } else {
+                self.devices.insert(key, queue);
+            }
+        }
+        self.deadlines.extend(deadlines);
+        if !events.is_empty() {
+            self.feeds.publish(events).await;
+        }
+    }
+}
+
+fn settled_kind(command: &Command) -> CommandEventKind {
+    match command.status {
+        CommandStatus::Failed => CommandEventKind::Failed,
+        _ => CommandEventKind::Expired,
+    }
+}
+
+async fn sleep(wait: Option<Duration>) {
+    match wait {
+        Some(wait) => tokio::time::sleep(wait).await,
+        None => std::future::pending().await,
+    }
+}
