@@ -473,6 +473,75 @@ impl Command {
     }
 }
 
+impl Command {
+    /// The command as applications and devices see it: its stored form with instants as
+    /// RFC 3339 strings, like every instant of the API.
+    pub fn view(&self) -> Value {
+        let instant = |at: Millis| Value::String(at.to_rfc3339());
+        let mut view = Map::new();
+        view.insert("id".into(), Value::String(self.id.clone()));
+        view.insert("type".into(), Value::String(self.kind.clone()));
+        view.insert("payload".into(), self.payload.clone());
+        view.insert("priority".into(), self.priority.into());
+        view.insert("status".into(), status_name(self.status).into());
+        view.insert("created_at".into(), instant(self.created_at));
+        view.insert("expires_at".into(), instant(self.expires_at));
+        view.insert(
+            "idempotency_key".into(),
+            self.idempotency_key
+                .clone()
+                .map_or(Value::Null, Value::String),
+        );
+        view.insert("attempts".into(), self.attempts.into());
+        view.insert(
+            "delivered_at".into(),
+            self.delivered_at.map_or(Value::Null, instant),
+        );
+        view.insert(
+            "result".into(),
+            self.result.map_or(Value::Null, |r| result_name(r).into()),
+        );
+        view.insert(
+            "response".into(),
+            self.response.clone().unwrap_or(Value::Null),
+        );
+        let transitions = self
+            .transitions
+            .iter()
+            .map(|step| {
+                let mut entry = Map::new();
+                entry.insert("status".into(), status_name(step.status).into());
+                entry.insert("at".into(), instant(step.at));
+                if let Some(attempt) = step.attempt {
+                    entry.insert("attempt".into(), attempt.into());
+                }
+                Value::Object(entry)
+            })
+            .collect();
+        view.insert("transitions".into(), Value::Array(transitions));
+        Value::Object(view)
+    }
+}
+
+pub fn status_name(status: CommandStatus) -> &'static str {
+    match status {
+        CommandStatus::Pending => "PENDING",
+        CommandStatus::Delivered => "DELIVERED",
+        CommandStatus::Acknowledged => "ACKNOWLEDGED",
+        CommandStatus::Expired => "EXPIRED",
+        CommandStatus::Canceled => "CANCELED",
+        CommandStatus::Failed => "FAILED",
+    }
+}
+
+pub fn result_name(result: CommandResult) -> &'static str {
+    match result {
+        CommandResult::Succeeded => "SUCCEEDED",
+        CommandResult::Failed => "FAILED",
+        CommandResult::Rejected => "REJECTED",
+    }
+}
+
 /// The order in which due commands go out: higher priority first, then older first (the id
 /// breaks ties between commands of the same millisecond).
 pub fn delivery_order(a: &Command, b: &Command) -> Ordering {
@@ -654,6 +723,23 @@ mod tests {
         assert!(command.settle(Millis(1_000), &limits));
         assert_eq!(command.status, CommandStatus::Expired);
         assert!(command.cancel(Millis(2_000)).is_err());
+    }
+
+    #[test]
+    fn views_name_statuses_like_the_stored_form_and_show_instants_as_rfc3339() {
+        let mut command = command(5, 60, 0, "c1");
+        command.deliver(Millis(1_500), &limits(), false).unwrap();
+        let view = command.view();
+        let stored = serde_json::to_value(&command).unwrap();
+        assert_eq!(view["status"], stored["status"]);
+        assert_eq!(
+            view["transitions"][1]["status"],
+            stored["transitions"][1]["status"]
+        );
+        assert_eq!(view["created_at"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(view["delivered_at"], "1970-01-01T00:00:01.500Z");
+        assert_eq!(view["transitions"][1]["attempt"], 1);
+        assert_eq!(view["result"], Value::Null);
     }
 
     #[test]

@@ -150,6 +150,9 @@ pub fn allowed(rules: &[AclRule], role: &Role, access: Access, topic: &str) -> b
     true
 }
 
+/// Every thing's command topics.
+const COMMAND_TOPICS: &str = "$doppel/things/+/commands/#";
+
 fn reserved_allowed(role: &Role, access: Access, topic: &str) -> bool {
     let levels: Vec<&str> = topic.split('/').collect();
     let owned_namespace = matches!(levels.as_slice(), ["$aws" | "$doppel", "things", ..]);
@@ -161,6 +164,18 @@ fn reserved_allowed(role: &Role, access: Access, topic: &str) -> bool {
     if shadow_response {
         return false;
     }
+    // Command topics are the thing's alone: the hub delivers on them and the thing acknowledges
+    // (applications queue over HTTP and follow `$doppel/events/commands/...`).
+    if filters_intersect(topic, COMMAND_TOPICS) {
+        let own = role
+            .thing()
+            .is_some_and(|thing| levels.get(2) == Some(&thing) && levels.len() > 3);
+        return own
+            && match access {
+                Access::Subscribe => true,
+                Access::Publish => crate::commands::parse_ack(topic).is_some(),
+            };
+    }
     if owned_namespace {
         return match role {
             Role::App => true,
@@ -171,8 +186,12 @@ fn reserved_allowed(role: &Role, access: Access, topic: &str) -> bool {
         };
     }
     if matches!(levels.as_slice(), ["$aws", "events", ..]) {
-        // Presence (and any later hub event) is published by the hub only.
+        // Presence is published by the hub only, and readable by every client of the tenant.
         return access == Access::Subscribe;
+    }
+    if matches!(levels.as_slice(), ["$doppel", "events", ..]) {
+        // Hub events about any device (its commands, say) are for applications.
+        return access == Access::Subscribe && *role == Role::App;
     }
     *role == Role::App
 }
@@ -239,7 +258,7 @@ mod tests {
                 &[],
                 &pump,
                 access,
-                "$doppel/things/pump-7/commands/1"
+                "$doppel/things/pump-7/commands/1/ack"
             ));
             assert!(!allowed(
                 &[],
@@ -269,6 +288,55 @@ mod tests {
             Access::Publish,
             "$aws/things/x/shadow/get"
         ));
+    }
+
+    #[test]
+    fn command_topics_are_the_things_alone_and_events_the_applications() {
+        let pump = device("pump-7");
+        let sub = Access::Subscribe;
+        let publish = Access::Publish;
+        assert!(allowed(&[], &pump, sub, "$doppel/things/pump-7/commands/+"));
+        assert!(allowed(&[], &pump, sub, "$doppel/things/pump-7/#"));
+        assert!(!allowed(
+            &[],
+            &pump,
+            sub,
+            "$doppel/things/pump-8/commands/+"
+        ));
+        assert!(
+            !allowed(&[], &pump, publish, "$doppel/things/pump-7/commands/1"),
+            "a device cannot forge a delivery"
+        );
+        assert!(!allowed(
+            &[],
+            &pump,
+            publish,
+            "$doppel/things/pump-7/commands/1/ack/accepted"
+        ));
+        assert!(!allowed(
+            &[],
+            &pump,
+            publish,
+            "$doppel/things/pump-8/commands/1/ack"
+        ));
+        for access in [sub, publish] {
+            assert!(!allowed(
+                &[],
+                &Role::App,
+                access,
+                "$doppel/things/pump-7/commands/1"
+            ));
+        }
+        assert!(!allowed(&[], &Role::App, sub, "$doppel/things/#"));
+        assert!(allowed(&[], &Role::App, sub, "$doppel/things/+/jobs/#"));
+        assert!(allowed(&[], &Role::App, sub, "$doppel/events/commands/#"));
+        assert!(!allowed(
+            &[],
+            &Role::App,
+            publish,
+            "$doppel/events/commands/x/queued"
+        ));
+        assert!(!allowed(&[], &pump, sub, "$doppel/events/commands/#"));
     }
 
     #[test]

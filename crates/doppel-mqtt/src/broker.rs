@@ -1,5 +1,6 @@
 //! The embedded broker: rmqtt in our runtime, its listeners, our hooks, and shutdown.
 
+use crate::commands;
 use crate::config::MqttConfig;
 use crate::hub::{Hub, HubConfig, HubHook};
 use crate::retain::MemoryRetainer;
@@ -57,6 +58,8 @@ pub struct MqttServer {
     server: JoinHandle<()>,
     /// Publishes deltas and documents for every change.
     feed: JoinHandle<()>,
+    /// Delivers commands and publishes command events.
+    command_feed: JoinHandle<()>,
     /// Ends the sessions of removed credentials.
     revocations: JoinHandle<()>,
 }
@@ -86,6 +89,7 @@ impl MqttServer {
         let scx = ServerContext::new().busy_check_enable(false).build().await;
         *scx.extends.retain_mut().await = Box::new(MemoryRetainer::default());
         let changes = engine.follow(FEED_BACKLOG);
+        let command_events = engine.commands().follow(FEED_BACKLOG);
         let hub = Arc::new(Hub::new(scx.clone(), engine, registry, hub_config));
         let register = scx.extends.hook_mgr().register();
         for hook in [
@@ -147,6 +151,7 @@ impl MqttServer {
             }
         });
         let feed = tokio::spawn(service::run_feed(hub.clone(), changes));
+        let command_feed = tokio::spawn(commands::run_feed(hub.clone(), command_events));
         tokio::spawn(hub.clone().disconnect_left_over_twins());
         let revocations = tokio::spawn(hub.clone().end_revoked_sessions());
         if config.allow_anonymous {
@@ -159,6 +164,7 @@ impl MqttServer {
             listening,
             server,
             feed,
+            command_feed,
             revocations,
         })
     }
@@ -195,6 +201,7 @@ impl MqttServer {
         }
         self.hub.release_engine();
         self.feed.abort();
+        self.command_feed.abort();
         self.revocations.abort();
     }
 }

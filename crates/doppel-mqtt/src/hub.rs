@@ -8,6 +8,7 @@
 //! Each delivery passes `MessageDelivered` (unmount), so clients only ever see their own topics.
 
 use crate::acl::{self, Access, AclRule};
+use crate::commands;
 use crate::identity::Identity;
 use crate::mount;
 use crate::presence::{self, ClientEvent, Presence};
@@ -225,6 +226,7 @@ impl Hub {
             Some(identity) => {
                 if from.is_custom() {
                     service::handle(self, identity, &topic, &publish.payload).await;
+                    commands::handle_ack(self, identity, &topic, &publish.payload).await;
                 }
                 mount::mount(identity.tenant.as_str(), &topic).into()
             }
@@ -301,8 +303,8 @@ impl Hub {
             hub.publish(&identity.tenant, &topic, &body).await;
             if connecting && let Some(device) = &identity.device {
                 // A device that reconnects with a kept session is already subscribed to its
-                // delta and would otherwise miss what changed while it was away.
-                service::resend_delta(&hub, &identity.tenant, device).await;
+                // commands and delta and would otherwise miss what came while it was away.
+                commands::on_reconnect(&hub, &identity.tenant, device).await;
             }
             drop(writing);
         };
@@ -434,7 +436,12 @@ impl Hub {
         else {
             return;
         };
-        service::delta_on_subscribe(self, &identity, &filter).await;
+        match &identity.device {
+            Some(device) if commands::brings_commands(&identity, &filter) => {
+                commands::on_reconnect(self, &identity.tenant, device).await;
+            }
+            _ => service::delta_on_subscribe(self, &identity, &filter).await,
+        }
     }
 }
 

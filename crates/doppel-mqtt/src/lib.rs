@@ -3,6 +3,7 @@
 
 pub mod acl;
 mod broker;
+pub mod commands;
 pub mod config;
 mod hub;
 pub mod identity;

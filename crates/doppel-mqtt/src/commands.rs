@@ -1,0 +1,240 @@
+//! Commands over MQTT: delivery to devices, their acknowledgements, and command events for
+//! applications.
+//!
+//! A device subscribes to `$doppel/things/{thing}/commands/+`; each command goes out on
+//! `$doppel/things/{thing}/commands/{id}` at QoS 1. The device acknowledges on
+//! `$doppel/things/{thing}/commands/{id}/ack` and hears back on `.../ack/accepted` or
+//! `.../ack/rejected`. Applications follow `$doppel/events/commands/{thing}/{event}`.
+
+use crate::hub::{Hub, now_millis};
+use crate::identity::Identity;
+use crate::shadow::service;
+use doppel_engine::{CommandEvent, CommandEventKind, EngineError};
+use doppel_model::command::{Command, CommandError, CommandResult};
+use doppel_model::{DeviceId, Millis, TenantId, TwinKey};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+const THINGS_PREFIX: &str = "$doppel/things/";
+/// Most commands sent to one device in one go; the rest follow as these are acknowledged or
+/// their acknowledgement timeout passes.
+const DELIVERY_BATCH: usize = 32;
+
+/// The topic a command is delivered on.
+pub fn command_topic(thing: &str, id: &str) -> String {
+    format!("{THINGS_PREFIX}{thing}/commands/{id}")
+}
+
+/// The topic applications follow for one kind of command event of one thing.
+pub fn event_topic(thing: &str, kind: CommandEventKind) -> String {
+    format!("$doppel/events/commands/{thing}/{}", kind.name())
+}
+
+/// The thing and command id of an acknowledgement topic
+/// (`$doppel/things/{thing}/commands/{id}/ack`).
+pub fn parse_ack(topic: &str) -> Option<(&str, &str)> {
+    let rest = topic.strip_prefix(THINGS_PREFIX)?;
+    let mut levels = rest.split('/');
+    match (
+        levels.next(),
+        levels.next(),
+        levels.next(),
+        levels.next(),
+        levels.next(),
+    ) {
+        (Some(thing), Some("commands"), Some(id), Some("ack"), None)
+            if !thing.is_empty() && !id.is_empty() =>
+        {
+            Some((thing, id))
+        }
+        _ => None,
+    }
+}
+
+/// Whether `topic` is a thing's command topic (delivery or acknowledgement, or an answer to
+/// one): only the thing itself may use these.
+pub fn is_command_topic(topic: &str) -> bool {
+    topic.strip_prefix(THINGS_PREFIX).is_some_and(|rest| {
+        let mut levels = rest.split('/');
+        levels.next().is_some() && levels.next() == Some("commands")
+    })
+}
+
+/// Records an acknowledgement published by a device and answers it. The caller has checked
+/// that the topic is the device's own.
+pub(crate) async fn handle_ack(hub: &Hub, identity: &Identity, topic: &str, payload: &[u8]) {
+    let Some((thing, id)) = parse_ack(topic) else {
+        return;
+    };
+    let outcome = acknowledge(hub, identity, thing, id, payload).await;
+    let (answer, body) = match outcome {
+        Ok(command) => ("accepted", command.view()),
+        Err((code, message)) => (
+            "rejected",
+            json!({"code": code, "message": message, "timestamp": now_millis() / 1000}),
+        ),
+    };
+    hub.publish(&identity.tenant, &format!("{topic}/{answer}"), &body)
+        .await;
+}
+
+async fn acknowledge(
+    hub: &Hub,
+    identity: &Identity,
+    thing: &str,
+    id: &str,
+    payload: &[u8],
+) -> Result<Arc<Command>, (u16, String)> {
+    let bad = |message: String| (400, message);
+    let body: Value = serde_json::from_slice(payload)
+        .map_err(|err| bad(format!("the acknowledgement is not valid JSON: {err}")))?;
+    let status = body
+        .get("status")
+        .and_then(Value::as_str)
+        .and_then(CommandResult::parse)
+        .ok_or_else(|| bad("status must be SUCCEEDED, FAILED or REJECTED".into()))?;
+    let response = body.get("response").cloned();
+    let device = DeviceId::new(thing).map_err(|err| bad(err.to_string()))?;
+    let engine = hub
+        .engine()
+        .ok_or((503, "the hub is shutting down".to_string()))?;
+    let key = TwinKey::new(identity.tenant.clone(), device);
+    engine
+        .commands()
+        .acknowledge(key, id.to_owned(), status, response)
+        .await
+        .map_err(|err| match err {
+            EngineError::Command(err) => (command_error_code(&err), err.to_string()),
+            other => {
+                tracing::error!(error = %other, "a command acknowledgement failed in the engine");
+                (500, "internal error".to_string())
+            }
+        })
+}
+
+fn command_error_code(err: &CommandError) -> u16 {
+    match err {
+        CommandError::NotFound { .. } => 404,
+        CommandError::NotAllowed { .. } => 409,
+        CommandError::TooLarge { .. } => 413,
+        CommandError::TooManyOpen { .. } => 429,
+        CommandError::InvalidField { .. } | CommandError::TtlTooLong { .. } => 400,
+    }
+}
+
+/// Sends `key`'s device the commands that are due, in delivery order, if it listens for them.
+/// `reconnected` sends again what was in flight when the device went away.
+pub(crate) async fn deliver(hub: &Hub, key: &TwinKey, reconnected: bool) {
+    let thing = key.device.as_str();
+    // Any id stands for all: a device subscribes to `commands/+`.
+    if !hub
+        .has_subscribers(&key.tenant, &command_topic(thing, "0"))
+        .await
+    {
+        return;
+    }
+    let Some(engine) = hub.engine() else {
+        return;
+    };
+    match engine
+        .commands()
+        .deliver(key.clone(), reconnected, DELIVERY_BATCH)
+        .await
+    {
+        Ok(commands) => {
+            for command in commands {
+                hub.publish(
+                    &key.tenant,
+                    &command_topic(thing, &command.id),
+                    &delivery(&command),
+                )
+                .await;
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, twin = %key, "cannot deliver commands"),
+    }
+}
+
+/// What a device receives: what it needs to act, and the attempt so it can tell a repeat.
+fn delivery(command: &Command) -> Value {
+    json!({
+        "id": command.id,
+        "type": command.kind,
+        "payload": command.payload,
+        "priority": command.priority,
+        "created_at": command.created_at.to_rfc3339(),
+        "expires_at": command.expires_at.to_rfc3339(),
+        "attempt": command.attempts,
+    })
+}
+
+/// After a (re)connect or a subscription that brings the device's command topic: its due
+/// commands, then its shadow's delta, so the device acts on commands before it converges on
+/// the desired state.
+pub(crate) async fn on_reconnect(hub: &Hub, tenant: &TenantId, device: &DeviceId) {
+    deliver(hub, &TwinKey::new(tenant.clone(), device.clone()), true).await;
+    service::resend_delta(hub, tenant, device).await;
+}
+
+/// Whether a subscription filter of `identity` brings its own command topic.
+pub(crate) fn brings_commands(identity: &Identity, filter: &str) -> bool {
+    identity.device.as_ref().is_some_and(|device| {
+        crate::shadow::topic::filter_matches(filter, &command_topic(device.as_str(), "0"))
+    })
+}
+
+/// Delivers queued commands to connected devices and publishes command events, until the
+/// engine stops.
+pub(crate) async fn run_feed(hub: Arc<Hub>, mut events: mpsc::Receiver<CommandEvent>) {
+    while let Some(event) = events.recv().await {
+        if matches!(event.kind, CommandEventKind::Queued | CommandEventKind::Due) {
+            deliver(&hub, &event.key, false).await;
+        }
+        if event.kind != CommandEventKind::Due {
+            announce(&hub, &event).await;
+        }
+    }
+}
+
+async fn announce(hub: &Hub, event: &CommandEvent) {
+    let topic = event_topic(event.key.device.as_str(), event.kind);
+    if !hub.has_subscribers(&event.key.tenant, &topic).await {
+        return;
+    }
+    let body = json!({
+        "event": format!("command.{}", event.kind.name()),
+        "device": event.key.device.as_str(),
+        "timestamp": Millis(now_millis()).to_rfc3339(),
+        "command": event.command.view(),
+    });
+    hub.publish(&event.key.tenant, &topic, &body).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acknowledgement_topics_name_their_thing_and_command() {
+        assert_eq!(
+            parse_ack("$doppel/things/pump-7/commands/0192/ack"),
+            Some(("pump-7", "0192"))
+        );
+        for topic in [
+            "$doppel/things/pump-7/commands/0192",
+            "$doppel/things/pump-7/commands/0192/ack/accepted",
+            "$doppel/things//commands/0192/ack",
+            "$doppel/things/pump-7/commands//ack",
+            "$aws/things/pump-7/commands/0192/ack",
+        ] {
+            assert_eq!(parse_ack(topic), None, "{topic}");
+        }
+        assert!(is_command_topic("$doppel/things/pump-7/commands/+"));
+        assert!(!is_command_topic("$doppel/things/pump-7/jobs/1"));
+        assert_eq!(
+            event_topic("pump-7", CommandEventKind::Acknowledged),
+            "$doppel/events/commands/pump-7/acknowledged"
+        );
+    }
+}
