@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use worker::{CommandWorker, DeviceQueue};
 
@@ -118,6 +118,9 @@ pub struct CommandQueue {
     store: Arc<dyn TwinStore>,
     feeds: Arc<Feeds<CommandEvent>>,
     limits: CommandLimits,
+    /// Set when the server stops, so that long polls answer at once instead of holding the
+    /// shutdown up for their whole wait.
+    closing: Arc<watch::Sender<bool>>,
 }
 
 impl CommandQueue {
@@ -173,6 +176,7 @@ impl CommandQueue {
             store,
             feeds,
             limits,
+            closing: Arc::new(watch::Sender::new(false)),
         };
         Ok((queue, tasks))
     }
@@ -285,7 +289,8 @@ impl CommandQueue {
     }
 
     /// The next command due for `key`'s device, marked delivered, waiting up to `wait` for one
-    /// to be queued or become due (an HTTP device's long poll).
+    /// to be queued or become due (an HTTP device's long poll). Answers `None` at once after
+    /// [`CommandQueue::end_long_polls`].
     pub async fn next(
         &self,
         key: TwinKey,
@@ -294,12 +299,20 @@ impl CommandQueue {
         let deadline = tokio::time::Instant::now() + wait;
         // Subscribed before looking, so nothing queued in between goes unnoticed.
         let mut events = self.subscribe();
+        let mut closing = self.closing.subscribe();
         loop {
             if let Some(command) = self.deliver(key.clone(), false, 1).await?.pop() {
                 return Ok(Some(command));
             }
             loop {
-                match tokio::time::timeout_at(deadline, events.recv()).await {
+                if *closing.borrow_and_update() {
+                    return Ok(None);
+                }
+                let event = tokio::select! {
+                    event = tokio::time::timeout_at(deadline, events.recv()) => event,
+                    _ = closing.changed() => continue,
+                };
+                match event {
                     Err(_elapsed) => return Ok(None),
                     Ok(Ok(event)) => {
                         let wakes = event.key == key
@@ -319,6 +332,11 @@ impl CommandQueue {
                 }
             }
         }
+    }
+
+    /// Ends every long poll now and from now on with no command: the server is stopping.
+    pub fn end_long_polls(&self) {
+        self.closing.send_replace(true);
     }
 
     /// One command of `key`'s device, open or final.

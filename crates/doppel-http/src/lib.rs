@@ -4,7 +4,9 @@
 //! Every error maps to one status and one code in [`problem`].
 
 mod body;
+mod commands;
 mod credentials;
+mod params;
 pub mod problem;
 mod render;
 mod twins;
@@ -46,6 +48,14 @@ impl AppState {
         let _ = self.engine.set(engine);
     }
 
+    /// Answers every long poll for commands at once (and later ones too): the server is
+    /// stopping and must not wait out their timeouts.
+    pub fn end_long_polls(&self) {
+        if let Some(engine) = self.engine.get() {
+            engine.commands().end_long_polls();
+        }
+    }
+
     fn engine(&self) -> Result<&Engine, ApiError> {
         self.engine.get().ok_or(ApiError::NotReady)
     }
@@ -69,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(twins::routes())
+        .merge(commands::routes())
         .merge(credentials::routes())
         .fallback(problem::route_not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)

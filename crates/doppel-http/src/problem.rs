@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use doppel_auth::AuthError;
 use doppel_engine::EngineError;
 use doppel_model::ModelError;
+use doppel_model::command::CommandError;
 use serde_json::{Map, Value, json};
 
 /// Why a request failed.
@@ -29,6 +30,8 @@ pub enum ApiError {
     /// A credential could not be created or removed; invalid ids and store failures arrive as
     /// `Model` and `StorageFailed` instead.
     Credential(AuthError),
+    /// A command request was invalid, or the command cannot change that way any more.
+    Command(CommandError),
     RouteNotFound(String),
     MethodNotAllowed,
     NotReady,
@@ -78,6 +81,18 @@ impl ApiError {
                     (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
                 }
             },
+            Self::Command(err) => match err {
+                CommandError::InvalidField { .. } => (StatusCode::BAD_REQUEST, "invalid_field"),
+                CommandError::TtlTooLong { .. } => (StatusCode::BAD_REQUEST, "ttl_too_long"),
+                CommandError::TooLarge { .. } => {
+                    (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+                }
+                CommandError::NotAllowed { .. } => (StatusCode::CONFLICT, "command_final"),
+                CommandError::NotFound { .. } => (StatusCode::NOT_FOUND, "command_not_found"),
+                CommandError::TooManyOpen { .. } => {
+                    (StatusCode::TOO_MANY_REQUESTS, "too_many_commands")
+                }
+            },
             Self::RouteNotFound(_) => (StatusCode::NOT_FOUND, "route_not_found"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
@@ -104,6 +119,7 @@ impl ApiError {
                 "no credential with this id belongs to this device or application".into()
             }
             Self::Credential(err) => err.to_string(),
+            Self::Command(err) => err.to_string(),
             Self::RouteNotFound(path) => format!("no route matches {path}; see docs/API.md"),
             Self::MethodNotAllowed => "this route does not support this method".into(),
             Self::NotReady => "the server is still loading its store; retry shortly".into(),
@@ -139,6 +155,18 @@ impl ApiError {
             Self::Credential(AuthError::TooManyCredentials { limit, .. }) => {
                 body.insert("limit".into(), json!(limit));
             }
+            Self::Command(CommandError::TtlTooLong { max, .. }) => {
+                body.insert("max_ttl_seconds".into(), json!(max));
+            }
+            Self::Command(
+                CommandError::TooLarge { limit, .. } | CommandError::TooManyOpen { limit },
+            ) => {
+                body.insert("limit".into(), json!(limit));
+            }
+            // Not `status`: that member is the HTTP status of every problem document.
+            Self::Command(CommandError::NotAllowed { status, .. }) => {
+                body.insert("command_status".into(), json!(status));
+            }
             _ => {}
         }
     }
@@ -150,10 +178,17 @@ impl From<ModelError> for ApiError {
     }
 }
 
+impl From<CommandError> for ApiError {
+    fn from(err: CommandError) -> Self {
+        Self::Command(err)
+    }
+}
+
 impl From<EngineError> for ApiError {
     fn from(err: EngineError) -> Self {
         match err {
             EngineError::Model(err) => Self::Model(err),
+            EngineError::Command(err) => Self::Command(err),
             EngineError::Store(err) => Self::StorageFailed(err.to_string()),
             EngineError::ShuttingDown => Self::ShuttingDown,
         }

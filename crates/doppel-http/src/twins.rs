@@ -2,6 +2,7 @@
 
 use crate::AppState;
 use crate::body::JsonBody;
+use crate::params::{page_limit, query};
 use crate::problem::ApiError;
 use crate::render;
 use axum::Router;
@@ -19,10 +20,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
-/// Page size when a client does not ask for one.
-const DEFAULT_PAGE: usize = 100;
-/// Largest page: bounds the work and the response size of one request.
-const MAX_PAGE: usize = 1000;
 /// Longest `Doppel-Change-Reason` kept in history.
 const MAX_REASON_LEN: usize = 256;
 /// The principal recorded for application writes until API credentials exist.
@@ -68,12 +65,6 @@ fn twin_key(path: TwinPath) -> Result<TwinKey, ApiError> {
     Ok(TwinKey::new(tenant, device))
 }
 
-fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    query
-        .map(|Query(q)| q)
-        .map_err(|err| ApiError::InvalidQuery(err.body_text()))
-}
-
 fn etag(version: u64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\""))
         .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
@@ -114,16 +105,6 @@ fn change_reason(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         _ => Err(ApiError::InvalidHeader(format!(
             "Doppel-Change-Reason must be 1 to {MAX_REASON_LEN} visible ASCII characters"
         ))),
-    }
-}
-
-fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
-    match limit.unwrap_or(DEFAULT_PAGE) {
-        0 => Err(ApiError::InvalidQuery("limit must be at least 1".into())),
-        n if n > MAX_PAGE => Err(ApiError::InvalidQuery(format!(
-            "limit must be at most {MAX_PAGE}"
-        ))),
-        n => Ok(n),
     }
 }
 

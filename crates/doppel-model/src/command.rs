@@ -141,7 +141,7 @@ pub enum CommandError {
         size: usize,
         limit: usize,
     },
-    #[error("a {status:?} command cannot be {action}")]
+    #[error("a {} command cannot be {action}", status_name(*status))]
     NotAllowed {
         status: CommandStatus,
         action: &'static str,
@@ -542,6 +542,33 @@ pub fn result_name(result: CommandResult) -> &'static str {
     }
 }
 
+/// Reads a device's acknowledgement, `{"status": "SUCCEEDED"|"FAILED"|"REJECTED", "response":
+/// ...}`, over HTTP and MQTT alike. A `null` or absent response is none; the response's size is
+/// checked when it is recorded ([`Command::acknowledge`]).
+pub fn parse_acknowledgement(body: &Value) -> Result<(CommandResult, Option<Value>), CommandError> {
+    let invalid =
+        |field: &'static str, reason: String| CommandError::InvalidField { field, reason };
+    let object = body
+        .as_object()
+        .ok_or_else(|| invalid("body", "an acknowledgement is a JSON object".into()))?;
+    if let Some(unknown) = object
+        .keys()
+        .find(|key| !matches!(key.as_str(), "status" | "response"))
+    {
+        return Err(invalid(
+            "body",
+            format!("unknown field {unknown:?}; expected status and response"),
+        ));
+    }
+    let result = object
+        .get("status")
+        .and_then(Value::as_str)
+        .and_then(CommandResult::parse)
+        .ok_or_else(|| invalid("status", "must be SUCCEEDED, FAILED or REJECTED".into()))?;
+    let response = object.get("response").filter(|r| !r.is_null()).cloned();
+    Ok((result, response))
+}
+
 /// The order in which due commands go out: higher priority first, then older first (the id
 /// breaks ties between commands of the same millisecond).
 pub fn delivery_order(a: &Command, b: &Command) -> Ordering {
@@ -740,6 +767,29 @@ mod tests {
         assert_eq!(view["delivered_at"], "1970-01-01T00:00:01.500Z");
         assert_eq!(view["transitions"][1]["attempt"], 1);
         assert_eq!(view["result"], Value::Null);
+    }
+
+    #[test]
+    fn acknowledgements_name_the_field_that_is_wrong() {
+        assert_eq!(
+            parse_acknowledgement(&json!({"status": "SUCCEEDED", "response": {"uptime": 3}})),
+            Ok((CommandResult::Succeeded, Some(json!({"uptime": 3}))))
+        );
+        assert_eq!(
+            parse_acknowledgement(&json!({"status": "REJECTED", "response": null})),
+            Ok((CommandResult::Rejected, None))
+        );
+        for (body, field) in [
+            (json!({"status": "DONE"}), "status"),
+            (json!({}), "status"),
+            (json!({"status": "FAILED", "extra": 1}), "body"),
+            (json!(["SUCCEEDED"]), "body"),
+        ] {
+            match parse_acknowledgement(&body) {
+                Err(CommandError::InvalidField { field: got, .. }) => assert_eq!(got, field),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
     }
 
     #[test]

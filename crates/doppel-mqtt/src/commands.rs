@@ -10,7 +10,7 @@ use crate::hub::{Hub, now_millis};
 use crate::identity::Identity;
 use crate::shadow::service;
 use doppel_engine::{CommandEvent, CommandEventKind, EngineError};
-use doppel_model::command::{Command, CommandError, CommandResult};
+use doppel_model::command::{self, Command, CommandError};
 use doppel_model::{DeviceId, Millis, TenantId, TwinKey};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -89,12 +89,8 @@ async fn acknowledge(
     let bad = |message: String| (400, message);
     let body: Value = serde_json::from_slice(payload)
         .map_err(|err| bad(format!("the acknowledgement is not valid JSON: {err}")))?;
-    let status = body
-        .get("status")
-        .and_then(Value::as_str)
-        .and_then(CommandResult::parse)
-        .ok_or_else(|| bad("status must be SUCCEEDED, FAILED or REJECTED".into()))?;
-    let response = body.get("response").cloned();
+    let (status, response) =
+        command::parse_acknowledgement(&body).map_err(|err| bad(err.to_string()))?;
     let device = DeviceId::new(thing).map_err(|err| bad(err.to_string()))?;
     let engine = hub
         .engine()

@@ -6,6 +6,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use doppel_engine::config as engine_defaults;
 use doppel_model::Limits;
+use doppel_model::command::CommandLimits;
 use doppel_model::limits::MAX_CONFIGURABLE_DEPTH;
 use serde::{Deserialize, Deserializer};
 use std::net::SocketAddr;
@@ -40,6 +41,78 @@ pub struct Config {
     pub engine: EngineSection,
     pub log: LogConfig,
     pub mqtt: MqttSection,
+    pub commands: CommandsSection,
+}
+
+/// How device commands are bounded and retried (see docs/API.md, "Commands").
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CommandsSection {
+    /// Longest time to live a command may ask for, e.g. "7d".
+    #[serde(deserialize_with = "duration")]
+    pub max_ttl: Duration,
+    /// Time to live of a command that names none, e.g. "1h".
+    #[serde(deserialize_with = "duration")]
+    pub default_ttl: Duration,
+    /// Largest command payload or acknowledgement response, serialized.
+    pub max_payload_bytes: usize,
+    /// How long a delivered command waits for its acknowledgement before going out again.
+    #[serde(deserialize_with = "duration")]
+    pub ack_timeout: Duration,
+    /// Deliveries of one command before it is FAILED.
+    pub max_attempts: u32,
+    /// Open (PENDING or DELIVERED) commands one device may have.
+    pub max_open: usize,
+}
+
+impl Default for CommandsSection {
+    fn default() -> Self {
+        let defaults = CommandLimits::default();
+        Self {
+            max_ttl: defaults.max_ttl,
+            default_ttl: defaults.default_ttl,
+            max_payload_bytes: defaults.max_payload_bytes,
+            ack_timeout: defaults.ack_timeout,
+            max_attempts: defaults.max_attempts,
+            max_open: defaults.max_open,
+        }
+    }
+}
+
+impl CommandsSection {
+    pub fn limits(&self) -> CommandLimits {
+        CommandLimits {
+            max_ttl: self.max_ttl,
+            default_ttl: self.default_ttl,
+            max_payload_bytes: self.max_payload_bytes,
+            ack_timeout: self.ack_timeout,
+            max_attempts: self.max_attempts,
+            max_open: self.max_open,
+        }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let second = Duration::from_secs(1);
+        if self.default_ttl < second || self.max_ttl < self.default_ttl {
+            bail!(
+                "commands.default_ttl must be at least 1s and at most commands.max_ttl ({}), got {}",
+                humantime::format_duration(self.max_ttl),
+                humantime::format_duration(self.default_ttl)
+            );
+        }
+        if self.ack_timeout < Duration::from_millis(100) {
+            bail!(
+                "commands.ack_timeout must be at least 100ms, got {}",
+                humantime::format_duration(self.ack_timeout)
+            );
+        }
+        if self.max_attempts == 0 || self.max_open == 0 || self.max_payload_bytes < 2 {
+            bail!(
+                "commands.max_attempts and commands.max_open must be at least 1, and commands.max_payload_bytes at least 2"
+            );
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -154,6 +227,7 @@ impl Default for Config {
             engine: EngineSection::default(),
             log: LogConfig::default(),
             mqtt: MqttSection::default(),
+            commands: CommandsSection::default(),
         }
     }
 }
@@ -238,6 +312,18 @@ pub struct ServeArgs {
     /// log.level: a tracing filter such as info or doppel_engine=debug [default: info,fjall=warn,lsm_tree=warn]
     #[arg(long, env = "DOPPEL_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// commands.max_ttl: longest time to live a command may ask for [default: 7d]
+    #[arg(long, env = "DOPPEL_COMMANDS_MAX_TTL", value_parser = humantime::parse_duration)]
+    pub commands_max_ttl: Option<Duration>,
+    /// commands.ack_timeout: how long a delivered command waits for its acknowledgement [default: 30s]
+    #[arg(long, env = "DOPPEL_COMMANDS_ACK_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub commands_ack_timeout: Option<Duration>,
+    /// commands.max_attempts: deliveries of one command before it is FAILED [default: 5]
+    #[arg(long, env = "DOPPEL_COMMANDS_MAX_ATTEMPTS")]
+    pub commands_max_attempts: Option<u32>,
+    /// commands.max_open: open commands one device may have [default: 100]
+    #[arg(long, env = "DOPPEL_COMMANDS_MAX_OPEN")]
+    pub commands_max_open: Option<usize>,
     /// mqtt.addr: MQTT listen address [default: 127.0.0.1:1883]
     #[arg(long, env = "DOPPEL_MQTT_ADDR")]
     pub mqtt_addr: Option<SocketAddr>,
@@ -303,6 +389,18 @@ impl ServeArgs {
         }
         if let Some(v) = &self.log_level {
             config.log.level.clone_from(v);
+        }
+        if let Some(v) = self.commands_max_ttl {
+            config.commands.max_ttl = v;
+        }
+        if let Some(v) = self.commands_ack_timeout {
+            config.commands.ack_timeout = v;
+        }
+        if let Some(v) = self.commands_max_attempts {
+            config.commands.max_attempts = v;
+        }
+        if let Some(v) = self.commands_max_open {
+            config.commands.max_open = v;
         }
         self.apply_mqtt(&mut config.mqtt)?;
         config.validate()?;
@@ -419,7 +517,7 @@ impl Config {
             doppel_model::TenantId::new(tls.tenant.as_str())
                 .map_err(|err| anyhow::anyhow!("mqtt.tls.tenant: {err}"))?;
         }
-        Ok(())
+        self.commands.validate()
     }
 
     pub fn mqtt_config(&self) -> doppel_mqtt::MqttConfig {
@@ -461,6 +559,7 @@ impl Config {
             // bucket of expiring, and at least once a minute.
             retention_check_interval: (self.history.bucket / 10)
                 .clamp(Duration::from_millis(100), Duration::from_secs(60)),
+            commands: self.commands.limits(),
             ..defaults
         }
     }

@@ -21,6 +21,9 @@ enum Command {
     Serve(Box<config::ServeArgs>),
     /// Read and change twins on a running hub.
     Twin(cli::twin::TwinArgs),
+    /// Queue, list, show and cancel device commands on a running hub.
+    #[command(name = "command")]
+    Commands(cli::command::CommandArgs),
     /// Manage devices on a running hub: their MQTT credentials.
     Device(cli::credential::PrincipalArgs),
     /// Manage applications on a running hub: their MQTT credentials.
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(&args),
         Command::Twin(args) => cli::twin::run(args),
+        Command::Commands(args) => cli::command::run(args),
         Command::Device(args) => cli::credential::run(args, cli::credential::Kind::Device),
         Command::App(args) => cli::credential::run(args, cli::credential::Kind::App),
     };

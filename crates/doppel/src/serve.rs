@@ -63,9 +63,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let state = AppState::new(config.limits);
     let server = tokio::spawn({
         let router = doppel_http::router(state.clone());
+        let polls = state.clone();
         async move {
             axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown_signal())
+                .with_graceful_shutdown(async move {
+                    shutdown_signal().await;
+                    polls.end_long_polls();
+                })
                 .await
         }
     });

@@ -703,3 +703,42 @@ async fn an_application_watches_every_things_documents() {
         after,
     );
 }
+
+#[tokio::test]
+async fn mosquitto_clients_receive_commands_in_priority_order_and_acknowledge_them() {
+    let hub = Hub::start();
+    let thing = "mosq-cmd-1";
+    let (_, low) = hub
+        .http
+        .queue_command(thing, &json!({"type": "blink", "priority": 1}))
+        .await;
+    let (_, high) = hub
+        .http
+        .queue_command(
+            thing,
+            &json!({"type": "reboot", "priority": 9, "payload": {"delay_s": 5}}),
+        )
+        .await;
+    let filter = format!("$doppel/things/{thing}/commands/+");
+    let sub = hub.mosquitto_sub(thing, &filter, 2, &[]).await;
+    let (output, lines) = sub.finish().await;
+    assert_success("mosquitto_sub", &output);
+    let commands = sub_messages(&lines, "$doppel/things/");
+    let ids: Vec<&Value> = commands.iter().map(|(_, command)| &command["id"]).collect();
+    assert_eq!(ids, [&high["id"], &low["id"]], "{lines:#?}");
+    assert_eq!(commands[0].1["payload"], json!({"delay_s": 5}));
+
+    let id = high["id"].as_str().expect("an id");
+    let ack = hub
+        .mosquitto_pub(
+            thing,
+            &format!("$doppel/things/{thing}/commands/{id}/ack"),
+            r#"{"status": "SUCCEEDED", "response": {"rebooted": true}}"#,
+            &[],
+        )
+        .await;
+    assert_success("mosquitto_pub of the acknowledgement", &ack);
+    let command = hub.http.command(thing, id).await;
+    assert_eq!(command["status"], "ACKNOWLEDGED");
+    assert_eq!(command["response"], json!({"rebooted": true}));
+}

@@ -355,3 +355,29 @@ async fn a_long_poll_wakes_when_a_command_is_queued() {
     assert_eq!(got.id, queued.command.id);
     assert_eq!(got.status, CommandStatus::Delivered);
 }
+
+#[tokio::test(start_paused = true)]
+async fn ending_long_polls_answers_them_at_once() {
+    let store = MemoryStore::new(HistoryBuckets::new(1000));
+    let engine = start(&store).await;
+    let commands = engine.commands().clone();
+    let started = tokio::time::Instant::now();
+    let poll = tokio::spawn({
+        let commands = commands.clone();
+        async move { commands.next(key("pump"), Duration::from_secs(60)).await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    commands.end_long_polls();
+    assert_eq!(poll.await.unwrap().unwrap(), None);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the poll did not wait out its minute"
+    );
+    assert_eq!(
+        commands
+            .next(key("pump"), Duration::from_secs(60))
+            .await
+            .unwrap(),
+        None
+    );
+}

@@ -1,4 +1,5 @@
 mod client;
+pub mod command;
 pub mod credential;
 mod table;
 mod target;

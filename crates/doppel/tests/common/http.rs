@@ -66,6 +66,41 @@ impl HttpClient {
         response.json().await.expect("the twin")
     }
 
+    /// POSTs `body` to `path` (under the server's base); the status and JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .expect("request reaches the server");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Queues a command for `device`, which must be accepted (201, or 200 for a repeated
+    /// idempotency key); returns the status and the command.
+    pub async fn queue_command(&self, device: &str, body: &Value) -> (StatusCode, Value) {
+        let (status, command) = self.post(&format!("{TWINS}/{device}/commands"), body).await;
+        assert!(
+            status == StatusCode::CREATED || status == StatusCode::OK,
+            "queue {body} for {device}: {status} {command}"
+        );
+        (status, command)
+    }
+
+    /// The command `id` of `device`, which must exist.
+    pub async fn command(&self, device: &str, id: &str) -> Value {
+        let (status, body) = self.get(&format!("{TWINS}/{device}/commands/{id}")).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "GET command {id} of {device}: {body}"
+        );
+        body
+    }
+
     /// Creates a credential for `owner` (`devices/{id}` or `apps/{id}`): (username, password).
     pub async fn credential(&self, owner: &str) -> (String, String) {
         let response = self

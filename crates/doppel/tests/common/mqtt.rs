@@ -248,6 +248,17 @@ impl Mqtt {
         }
     }
 
+    /// The next message on any topic, in arrival order.
+    pub async fn recv_any(&mut self) -> Received {
+        if let Some(message) = self.unclaimed.pop_front() {
+            return message;
+        }
+        tokio::time::timeout(WAIT, self.messages.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no message within {WAIT:?}"))
+            .expect("connection alive")
+    }
+
     pub async fn recv_json(&mut self, topic: &str) -> Value {
         self.recv_on(topic).await.json()
     }

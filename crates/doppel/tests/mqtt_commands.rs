@@ -1,0 +1,334 @@
+//! Commands end to end: queued over HTTP, delivered over MQTT to a real client (rumqttc),
+//! acknowledged over MQTT, announced to applications, and kept across a SIGKILL.
+
+mod common;
+
+use common::Server;
+use common::http::HttpClient;
+use common::mqtt::{Mqtt, login};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const DEVICE: &str = "pump-1";
+
+fn commands_topic(thing: &str) -> String {
+    format!("$doppel/things/{thing}/commands/+")
+}
+
+fn command_topic(thing: &str, id: &str) -> String {
+    format!("$doppel/things/{thing}/commands/{id}")
+}
+
+fn delta_topic(thing: &str) -> String {
+    format!("$aws/things/{thing}/shadow/update/delta")
+}
+
+fn id_of(command: &Value) -> String {
+    command["id"].as_str().expect("a command id").to_owned()
+}
+
+/// A device session that keeps nothing between connections, as most firmware does.
+async fn device(server: &Server, credentials: &(String, String), client_id: &str) -> Mqtt {
+    login(server.mqtt, client_id, &credentials.0, &credentials.1).await
+}
+
+/// Receives the next message, which must be a command delivery; returns its body.
+async fn next_delivery(device: &mut Mqtt, thing: &str) -> Value {
+    let message = device.recv_any().await;
+    let prefix = format!("$doppel/things/{thing}/commands/");
+    assert!(
+        message.topic.starts_with(&prefix),
+        "expected a command, got {} {}",
+        message.topic,
+        String::from_utf8_lossy(&message.payload)
+    );
+    let body = message.json();
+    assert_eq!(message.topic, command_topic(thing, &id_of(&body)));
+    body
+}
+
+async fn acknowledge(device: &mut Mqtt, thing: &str, id: &str, body: Value) -> Value {
+    let topic = format!("{}/ack", command_topic(thing, id));
+    device.subscribe(&format!("{topic}/+")).await;
+    device.publish_json(&topic, &body).await;
+    let answer = device.recv_any().await;
+    assert_eq!(
+        answer.topic,
+        format!("{topic}/accepted"),
+        "{:?}",
+        answer.json()
+    );
+    answer.json()
+}
+
+/// The scenario: an offline device with three queued commands of different priorities
+/// and one with a 1-second TTL connects after 2 seconds.
+#[tokio::test]
+async fn an_offline_device_gets_its_unexpired_commands_in_priority_order_then_its_delta() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(data.path(), &[]);
+    let http = HttpClient::new(&server);
+    let device_login = http.credential(&format!("devices/{DEVICE}")).await;
+    let app_login = http.credential("apps/ops").await;
+    let mut app = login(server.mqtt, "ops", &app_login.0, &app_login.1).await;
+    app.subscribe(&format!("$doppel/events/commands/{DEVICE}/+"))
+        .await;
+    http.patch_desired(DEVICE, &json!({"speed": 5})).await;
+
+    let mut queued = Vec::new();
+    for (kind, priority, ttl) in [
+        ("low", 0, 3600),
+        ("high", 10, 3600),
+        ("short", 20, 1),
+        ("mid", 5, 3600),
+    ] {
+        let body = json!({
+            "type": kind, "priority": priority, "ttl_seconds": ttl,
+            "payload": {"name": kind}, "idempotency_key": format!("key-{kind}"),
+        });
+        let (status, command) = http.queue_command(DEVICE, &body).await;
+        assert_eq!(status, 201, "{command}");
+        assert_eq!(command["status"], "PENDING");
+        queued.push((kind, id_of(&command)));
+    }
+    let id = |kind: &str| {
+        queued
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, id)| id.clone())
+            .expect("queued")
+    };
+    for (kind, _) in &queued {
+        let event = app
+            .recv_json(&format!("$doppel/events/commands/{DEVICE}/queued"))
+            .await;
+        assert_eq!(event["event"], "command.queued");
+        assert_eq!(event["command"]["type"], *kind, "queued events in order");
+    }
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut pump = device(&server, &device_login, DEVICE).await;
+    pump.subscribe(&commands_topic(DEVICE)).await;
+    pump.subscribe(&delta_topic(DEVICE)).await;
+    let mut delivered = Vec::new();
+    for _ in 0..3 {
+        delivered.push(next_delivery(&mut pump, DEVICE).await);
+    }
+    let kinds: Vec<&str> = delivered
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["high", "mid", "low"],
+        "priority order, expired never"
+    );
+    assert_eq!(delivered[0]["payload"], json!({"name": "high"}));
+    assert_eq!(delivered[0]["attempt"], 1);
+    let delta = pump.recv_any().await;
+    assert_eq!(
+        delta.topic,
+        delta_topic(DEVICE),
+        "the delta follows the commands"
+    );
+    assert_eq!(delta.json()["state"], json!({"speed": 5}));
+
+    let short = http.command(DEVICE, &id("short")).await;
+    assert_eq!(short["status"], "EXPIRED");
+    let expired = app
+        .recv_json(&format!("$doppel/events/commands/{DEVICE}/expired"))
+        .await;
+    assert_eq!(expired["command"]["id"], id("short"));
+
+    let accepted = acknowledge(
+        &mut pump,
+        DEVICE,
+        &id("high"),
+        json!({"status": "SUCCEEDED", "response": {"took_ms": 12}}),
+    )
+    .await;
+    assert_eq!(accepted["status"], "ACKNOWLEDGED");
+    let event = app
+        .recv_json(&format!("$doppel/events/commands/{DEVICE}/acknowledged"))
+        .await;
+    assert_eq!(event["command"]["result"], "SUCCEEDED");
+
+    // Halfway: the server dies without warning; nothing acknowledged may be lost.
+    drop(pump);
+    drop(app);
+    server.kill();
+    let server = Server::start_in(data.path(), &[]);
+    let http = HttpClient::new(&server);
+    let high = http.command(DEVICE, &id("high")).await;
+    assert_eq!(high["status"], "ACKNOWLEDGED");
+    assert_eq!(high["result"], "SUCCEEDED");
+    assert_eq!(high["response"], json!({"took_ms": 12}));
+    assert_eq!(
+        http.command(DEVICE, &id("short")).await["status"],
+        "EXPIRED"
+    );
+    for kind in ["mid", "low"] {
+        assert_eq!(http.command(DEVICE, &id(kind)).await["status"], "DELIVERED");
+    }
+
+    // Reconnected, the device gets what was in flight again, with the same ids.
+    let mut pump = device(&server, &device_login, DEVICE).await;
+    pump.subscribe(&commands_topic(DEVICE)).await;
+    let again = next_delivery(&mut pump, DEVICE).await;
+    assert_eq!(id_of(&again), id("mid"));
+    assert_eq!(again["attempt"], 2);
+    assert_eq!(id_of(&next_delivery(&mut pump, DEVICE).await), id("low"));
+    acknowledge(
+        &mut pump,
+        DEVICE,
+        &id("mid"),
+        json!({"status": "FAILED", "response": {"error": "busy"}}),
+    )
+    .await;
+    acknowledge(&mut pump, DEVICE, &id("low"), json!({"status": "REJECTED"})).await;
+    let mid = http.command(DEVICE, &id("mid")).await;
+    assert_eq!(
+        (&mid["status"], &mid["result"]),
+        (&json!("ACKNOWLEDGED"), &json!("FAILED"))
+    );
+    let low = http.command(DEVICE, &id("low")).await;
+    assert_eq!(low["result"], "REJECTED");
+    let steps: Vec<&str> = mid["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["PENDING", "DELIVERED", "DELIVERED", "ACKNOWLEDGED"]);
+
+    // A duplicate idempotency key queues nothing new, even after the restart.
+    let (status, replay) = http
+        .queue_command(
+            DEVICE,
+            &json!({"type": "high", "priority": 10, "idempotency_key": "key-high"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(id_of(&replay), id("high"));
+    let (_, listing) = http
+        .get(&format!("/v1/tenants/default/twins/{DEVICE}/commands"))
+        .await;
+    assert_eq!(listing["items"].as_array().unwrap().len(), 4);
+    pump.expect_silence(
+        &command_topic(DEVICE, &id("high")),
+        Duration::from_millis(300),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_connected_device_gets_commands_at_once_and_again_until_it_acknowledges() {
+    let server = Server::start_with(&[
+        "--commands-ack-timeout",
+        "1s",
+        "--commands-max-attempts",
+        "2",
+    ]);
+    let http = HttpClient::new(&server);
+    let login_pair = http.credential("devices/valve-2").await;
+    let mut valve = device(&server, &login_pair, "valve-2").await;
+    valve.subscribe(&commands_topic("valve-2")).await;
+    let (_, queued) = http
+        .queue_command("valve-2", &json!({"type": "close"}))
+        .await;
+    let first = next_delivery(&mut valve, "valve-2").await;
+    assert_eq!(id_of(&first), id_of(&queued));
+    assert_eq!(first["attempt"], 1);
+    // Not acknowledged: after the timeout it comes again with the same id, then fails.
+    let second = next_delivery(&mut valve, "valve-2").await;
+    assert_eq!(id_of(&second), id_of(&queued));
+    assert_eq!(second["attempt"], 2);
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        status = http.command("valve-2", &id_of(&queued)).await["status"].clone();
+        if status == "FAILED" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "FAILED", "delivery attempts ran out");
+    valve
+        .expect_silence(
+            &command_topic("valve-2", &id_of(&queued)),
+            Duration::from_millis(1500),
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn only_the_device_itself_may_use_its_command_topics() {
+    let server = Server::start();
+    let http = HttpClient::new(&server);
+    let owner_login = http.credential("devices/owner").await;
+    let other_login = http.credential("devices/other").await;
+    let app_login = http.credential("apps/console").await;
+    let (_, queued) = http
+        .queue_command("owner", &json!({"type": "reboot"}))
+        .await;
+    let id = id_of(&queued);
+
+    let mut app = login(server.mqtt, "console", &app_login.0, &app_login.1).await;
+    assert!(
+        !app.try_subscribe(&commands_topic("owner")).await,
+        "applications follow events, not a device's commands"
+    );
+    assert!(!app.try_subscribe("$doppel/things/#").await);
+    assert!(app.try_subscribe("$doppel/events/commands/#").await);
+
+    let mut other = login(server.mqtt, "other", &other_login.0, &other_login.1).await;
+    assert!(!other.try_subscribe(&commands_topic("owner")).await);
+    assert!(!other.try_subscribe("$doppel/events/commands/#").await);
+    // A forged acknowledgement goes nowhere (MQTT 3.1.1 has no refusal code for it).
+    other
+        .publish_json(
+            &format!("{}/ack", command_topic("owner", &id)),
+            &json!({"status": "SUCCEEDED"}),
+        )
+        .await;
+    other.acked().await;
+    assert_eq!(http.command("owner", &id).await["status"], "PENDING");
+
+    let mut owner = device(&server, &owner_login, "owner").await;
+    owner.subscribe(&commands_topic("owner")).await;
+    assert_eq!(id_of(&next_delivery(&mut owner, "owner").await), id);
+    // A device cannot forge a delivery to itself either, nor acknowledge with a bad status.
+    owner
+        .publish_json(&command_topic("owner", "forged"), &json!({"type": "x"}))
+        .await;
+    owner.acked().await;
+    let ack = format!("{}/ack", command_topic("owner", &id));
+    owner
+        .subscribe("$doppel/things/owner/commands/+/ack/+")
+        .await;
+    owner.publish_json(&ack, &json!({"status": "DONE"})).await;
+    let rejected = owner.recv_on(&format!("{ack}/rejected")).await.json();
+    assert_eq!(rejected["code"], 400);
+    owner
+        .publish_json(
+            &format!("{}/ack", command_topic("owner", "no-such-id")),
+            &json!({"status": "SUCCEEDED"}),
+        )
+        .await;
+    let unknown = owner
+        .recv_on(&format!(
+            "{}/ack/rejected",
+            command_topic("owner", "no-such-id")
+        ))
+        .await;
+    assert_eq!(
+        unknown.topic,
+        format!("{}/ack/rejected", command_topic("owner", "no-such-id"))
+    );
+    assert_eq!(http.command("owner", &id).await["status"], "DELIVERED");
+    owner
+        .expect_silence(
+            &command_topic("owner", "forged"),
+            Duration::from_millis(300),
+        )
+        .await;
+}
