@@ -16,7 +16,7 @@ use doppel_model::command::{Command, CommandError, CommandLimits, CommandResult,
 use doppel_model::{Limits, TwinKey};
 use doppel_store::{CommandQuery, TwinStore};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
@@ -157,16 +157,18 @@ impl CommandQueue {
         let mut tasks = Vec::with_capacity(count);
         for devices in queues {
             let (sender, jobs) = mpsc::channel(QUEUE_DEPTH);
-            let worker = CommandWorker::new(
+            let worker = CommandWorker {
                 jobs,
                 devices,
-                store.clone(),
-                clock.clone(),
+                deadlines: BinaryHeap::new(),
+                store: store.clone(),
+                clock: clock.clone(),
                 limits,
                 document,
-                feeds.clone(),
-                MAX_BATCH,
-            );
+                feeds: feeds.clone(),
+                max_batch: MAX_BATCH,
+            }
+            .with_deadlines();
             tasks.push(tokio::spawn(worker.run()));
             senders.push(sender);
         }

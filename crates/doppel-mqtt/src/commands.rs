@@ -13,6 +13,7 @@ use doppel_engine::{CommandEvent, CommandEventKind, EngineError};
 use doppel_model::command::{self, Command, CommandError};
 use doppel_model::{DeviceId, Millis, TenantId, TwinKey};
 use serde_json::{Value, json};
+use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -182,13 +183,33 @@ pub(crate) fn brings_commands(identity: &Identity, filter: &str) -> bool {
 
 /// Delivers queued commands to connected devices and publishes command events, until the
 /// engine stops.
+///
+/// Deliveries run in a task of their own: a delivery waits for a command worker, and a worker
+/// may be waiting for this feed to take its events, so the feed itself never waits for a worker.
 pub(crate) async fn run_feed(hub: Arc<Hub>, mut events: mpsc::Receiver<CommandEvent>) {
+    let (wanted, deliveries) = mpsc::unbounded_channel();
+    let delivering = tokio::spawn(run_deliveries(hub.clone(), deliveries));
     while let Some(event) = events.recv().await {
         if matches!(event.kind, CommandEventKind::Queued | CommandEventKind::Due) {
-            deliver(&hub, &event.key, false).await;
+            let _ = wanted.send(event.key.clone());
         }
         if event.kind != CommandEventKind::Due {
             announce(&hub, &event).await;
+        }
+    }
+    drop(wanted);
+    let _ = delivering.await;
+}
+
+/// Delivers to each device that has commands due, once per batch of requests for it.
+async fn run_deliveries(hub: Arc<Hub>, mut wanted: mpsc::UnboundedReceiver<TwinKey>) {
+    let mut batch = Vec::new();
+    while wanted.recv_many(&mut batch, 1024).await > 0 {
+        let mut seen = HashSet::new();
+        for key in batch.drain(..) {
+            if seen.insert(key.clone()) {
+                deliver(&hub, &key, false).await;
+            }
         }
     }
 }

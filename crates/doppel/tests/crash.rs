@@ -13,12 +13,11 @@
 
 mod common;
 
-use common::Server;
+use common::crash::{env_u64, http_client, start};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use std::ops::RangeInclusive;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -168,22 +167,6 @@ struct Burst {
     /// Writes refused because the server was already dead.
     refused: u64,
     wrong: Vec<String>,
-}
-
-fn http_client() -> reqwest::Client {
-    // `no_proxy`: the test talks only to 127.0.0.1, whatever proxy the environment names.
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .expect("HTTP client")
-}
-
-async fn start(data_dir: &Path) -> Server {
-    let data_dir = data_dir.to_owned();
-    tokio::task::spawn_blocking(move || Server::start_in(&data_dir, &[]))
-        .await
-        .expect("server start task")
 }
 
 /// Sends the next write of `section` to `twin` and records it as sent before the answer comes.
@@ -498,15 +481,6 @@ async fn verify(
     twin.acks.len()
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    let text = std::env::var(name).ok()?;
-    Some(
-        text.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} must be a non-negative integer, got {text:?}")),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn acknowledged_writes_survive_sigkill() {
     let seed = env_u64("DOPPEL_CRASH_SEED").unwrap_or_else(rand::random);
@@ -519,9 +493,9 @@ async fn acknowledged_writes_survive_sigkill() {
         .map(|w| (0..TWINS_PER_WRITER).map(|t| TwinLog::new(w, t)).collect())
         .collect();
     let (mut acked, mut unknown, mut refused, mut checked) = (0, 0, 0, 0);
-    let mut server = start(data_dir.path()).await;
+    let mut server = start(data_dir.path(), &[]).await;
     // A client per server: connections pooled to a killed server are useless.
-    let mut client = http_client();
+    let mut client = http_client(REQUEST_TIMEOUT);
     for cycle in 1..=cycles {
         let signals = Arc::new(Signals::default());
         let writers: Vec<_> = owners
@@ -556,8 +530,8 @@ async fn acknowledged_writes_survive_sigkill() {
             owners.push(burst.twins);
         }
 
-        server = start(data_dir.path()).await;
-        client = http_client();
+        server = start(data_dir.path(), &[]).await;
+        client = http_client(REQUEST_TIMEOUT);
         for twin in owners.iter_mut().flatten() {
             checked += verify(&client, &server.base, twin, seed, cycle).await;
         }

@@ -8,12 +8,11 @@
 
 mod common;
 
-use common::Server;
+use common::crash::{env_u64, http_client, start};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -27,6 +26,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bounds one writer's burst even if the kill never stopped it.
 const MAX_REQUESTS_PER_BURST: u64 = 50_000;
 const BASE: &str = "/v1/tenants/crash/twins";
+/// Lifts the per-device limit on open commands: the writers queue far more than 100.
+const START_ARGS: &[&str] = &["--commands-max-open", "1000000"];
 
 /// What one writer knows about its device's commands.
 #[derive(Default)]
@@ -46,23 +47,6 @@ struct DeviceLog {
 struct Signals {
     stop: AtomicBool,
     acked: Notify,
-}
-
-fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .expect("HTTP client")
-}
-
-async fn start(data_dir: &Path) -> Server {
-    let data_dir = data_dir.to_owned();
-    tokio::task::spawn_blocking(move || {
-        Server::start_in(&data_dir, &["--commands-max-open", "1000000"])
-    })
-    .await
-    .expect("server start task")
 }
 
 async fn post(client: &reqwest::Client, url: &str, body: &Value) -> Option<(u16, Value)> {
@@ -179,15 +163,6 @@ async fn verify(client: &reqwest::Client, base: &str, log: &mut DeviceLog, conte
     );
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    let text = std::env::var(name).ok()?;
-    Some(
-        text.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} must be an integer")),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn acknowledged_command_changes_survive_sigkill() {
     let seed = env_u64("DOPPEL_CRASH_SEED").unwrap_or_else(rand::random);
@@ -203,8 +178,8 @@ async fn acknowledged_command_changes_survive_sigkill() {
             ..DeviceLog::default()
         })
         .collect();
-    let mut server = start(data_dir.path()).await;
-    let mut client = http_client();
+    let mut server = start(data_dir.path(), START_ARGS).await;
+    let mut client = http_client(REQUEST_TIMEOUT);
     for cycle in 1..=cycles {
         let signals = Arc::new(Signals::default());
         let writers: Vec<_> = logs
@@ -227,8 +202,8 @@ async fn acknowledged_command_changes_survive_sigkill() {
         for writer in writers {
             logs.push(writer.await.expect("writer task"));
         }
-        server = start(data_dir.path()).await;
-        client = http_client();
+        server = start(data_dir.path(), START_ARGS).await;
+        client = http_client(REQUEST_TIMEOUT);
         let context = format!("seed {seed}, cycle {cycle}");
         for log in &mut logs {
             verify(&client, &server.base, log, &context).await;

@@ -3,73 +3,12 @@
 mod common;
 
 use common::Server;
+use common::api::{Api, Reply, assert_problem};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-struct Api {
-    server: Server,
-    http: reqwest::Client,
-}
-
-struct Reply {
-    status: StatusCode,
-    etag: Option<String>,
-    content_type: String,
-    body: Value,
-}
-
+/// The convenience calls of these tests on top of the shared [`Api`].
 impl Api {
-    fn start() -> Api {
-        Self::over(Server::start())
-    }
-
-    fn over(server: Server) -> Api {
-        Api {
-            server,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<String>,
-    ) -> Reply {
-        let mut request = self.http.request(method, self.server.url(path));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body);
-        }
-        let response = request.send().await.expect("request reaches the server");
-        let status = response.status();
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .map(|v| v.to_str().unwrap().to_owned())
-        };
-        let etag = header("etag");
-        let content_type = header("content-type").unwrap_or_default();
-        let text = response.text().await.unwrap();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        Reply {
-            status,
-            etag,
-            content_type,
-            body,
-        }
-    }
-
     async fn get(&self, path: &str) -> Reply {
         self.call(Method::GET, path, &[], None).await
     }
@@ -80,14 +19,6 @@ impl Api {
 }
 
 const TWIN: &str = "/v1/tenants/default/twins/pump-7";
-
-fn assert_problem(reply: &Reply, status: StatusCode, code: &str) {
-    assert_eq!(reply.status, status, "body: {}", reply.body);
-    assert_eq!(reply.content_type, "application/problem+json");
-    assert_eq!(reply.body["code"], json!(code), "body: {}", reply.body);
-    assert_eq!(reply.body["status"], json!(status.as_u16()));
-    assert!(reply.body["detail"].as_str().is_some_and(|d| !d.is_empty()));
-}
 
 #[tokio::test]
 async fn desired_and_reported_produce_versions_and_a_delta() {

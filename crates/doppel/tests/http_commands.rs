@@ -4,6 +4,7 @@
 mod common;
 
 use common::Server;
+use common::api::{Api, Reply, assert_problem};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,62 +20,20 @@ const LONG_POLL_SECONDS: u64 = 30;
 /// Times the long-poll test starts a poll and then queues a command.
 const POLL_ROUNDS: usize = 5;
 
-struct Api {
-    server: Server,
-    http: reqwest::Client,
-}
-
-struct Reply {
-    status: StatusCode,
-    location: Option<String>,
-    content_type: String,
-    body: Value,
-}
-
+/// The convenience calls of these tests on top of the shared [`Api`].
 impl Api {
-    fn start() -> Api {
-        Self::over(Server::start())
-    }
-
-    /// A fresh client per server: connections pooled to a stopped server are useless.
-    fn over(server: Server) -> Api {
-        Api {
-            server,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    /// Sends `body` as it is (JSON or not) when given.
+    /// Sends `body` as it is (JSON or not) when given; a body that is not JSON fails the test.
     async fn raw(&self, method: Method, path: &str, body: Option<String>) -> Reply {
-        let mut request = self.http.request(method.clone(), self.server.url(path));
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body);
+        let reply = self.call(method.clone(), path, &[], body).await;
+        if let Value::String(text) = &reply.body {
+            // The shared call keeps a body that is not JSON as a string; the API always answers
+            // JSON, and a JSON string only ever comes with a JSON content type.
+            assert!(
+                reply.content_type.ends_with("json"),
+                "{method} {path}: not JSON: {text}"
+            );
         }
-        let response = request.send().await.expect("request reaches the server");
-        let status = response.status();
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .map(|v| v.to_str().expect("ASCII header").to_owned())
-        };
-        let location = header("location");
-        let content_type = header("content-type").unwrap_or_default();
-        let text = response.text().await.expect("a response body");
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text)
-                .unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text}"))
-        };
-        Reply {
-            status,
-            location,
-            content_type,
-            body,
-        }
+        reply
     }
 
     async fn get(&self, path: &str) -> Reply {
@@ -126,14 +85,6 @@ impl Api {
 
 fn id(command: &Value) -> &str {
     command["id"].as_str().expect("a command id")
-}
-
-fn assert_problem(reply: &Reply, status: StatusCode, code: &str) {
-    assert_eq!(reply.status, status, "body: {}", reply.body);
-    assert_eq!(reply.content_type, "application/problem+json");
-    assert_eq!(reply.body["code"], json!(code), "body: {}", reply.body);
-    assert_eq!(reply.body["status"], json!(status.as_u16()));
-    assert!(reply.body["detail"].as_str().is_some_and(|d| !d.is_empty()));
 }
 
 /// The statuses a command went through, oldest first.

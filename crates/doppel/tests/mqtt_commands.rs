@@ -332,3 +332,35 @@ async fn only_the_device_itself_may_use_its_command_topics() {
         )
         .await;
 }
+
+/// More commands than the MQTT feed buffers (4096 events), queued at once for a listening
+/// device: delivery must neither stall nor drop any.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_larger_than_the_feed_buffer_is_delivered_whole() {
+    const BURST: usize = 5000;
+    const CONCURRENT: usize = 32;
+    let server = Server::start_with(&["--commands-max-open", "10000"]);
+    let http = std::sync::Arc::new(HttpClient::new(&server));
+    let login_pair = http.credential("devices/burst-1").await;
+    let mut burst = device(&server, &login_pair, "burst-1").await;
+    burst.subscribe(&commands_topic("burst-1")).await;
+    let mut senders = tokio::task::JoinSet::new();
+    for sender in 0..CONCURRENT {
+        let http = http.clone();
+        senders.spawn(async move {
+            for n in (sender..BURST).step_by(CONCURRENT) {
+                http.queue_command("burst-1", &json!({"type": "tick", "payload": {"n": n}}))
+                    .await;
+            }
+        });
+    }
+    let mut received = std::collections::HashSet::new();
+    while received.len() < BURST {
+        let command = next_delivery(&mut burst, "burst-1").await;
+        received.insert(command["payload"]["n"].as_u64().expect("n"));
+    }
+    while let Some(done) = senders.join_next().await {
+        done.expect("sender");
+    }
+    assert_eq!(received.len(), BURST);
+}

@@ -48,17 +48,18 @@ impl DeviceQueue {
 type Deadline = Reverse<(Millis, TwinKey, String)>;
 
 pub(crate) struct CommandWorker {
-    jobs: mpsc::Receiver<Job>,
-    devices: HashMap<TwinKey, DeviceQueue>,
+    pub jobs: mpsc::Receiver<Job>,
+    pub devices: HashMap<TwinKey, DeviceQueue>,
     /// Deadlines of open commands, soonest first. An entry may be outdated (its command was
     /// acknowledged, or delivered again); it is checked against the command when it comes due.
-    deadlines: BinaryHeap<Deadline>,
-    store: Arc<dyn TwinStore>,
-    clock: Arc<dyn Clock>,
-    limits: CommandLimits,
-    document: Limits,
-    feeds: Arc<Feeds<CommandEvent>>,
-    max_batch: usize,
+    pub deadlines: BinaryHeap<Deadline>,
+    pub store: Arc<dyn TwinStore>,
+    pub clock: Arc<dyn Clock>,
+    pub limits: CommandLimits,
+    /// Document limits, which acknowledgement responses obey.
+    pub document: Limits,
+    pub feeds: Arc<Feeds<CommandEvent>>,
+    pub max_batch: usize,
 }
 
 /// The work of one group: copies of the queues it touched, and what must be written, announced
@@ -108,18 +109,11 @@ impl Round {
 }
 
 impl CommandWorker {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        jobs: mpsc::Receiver<Job>,
-        devices: HashMap<TwinKey, DeviceQueue>,
-        store: Arc<dyn TwinStore>,
-        clock: Arc<dyn Clock>,
-        limits: CommandLimits,
-        document: Limits,
-        feeds: Arc<Feeds<CommandEvent>>,
-        max_batch: usize,
-    ) -> Self {
-        let deadlines = devices
+    /// Puts the deadline of every open command of a freshly loaded worker on its heap.
+    pub(crate) fn with_deadlines(mut self) -> Self {
+        let limits = self.limits;
+        self.deadlines = self
+            .devices
             .iter()
             .flat_map(|(key, queue)| {
                 queue.open.values().map(move |command| {
@@ -131,17 +125,7 @@ impl CommandWorker {
                 })
             })
             .collect();
-        CommandWorker {
-            jobs,
-            devices,
-            deadlines,
-            store,
-            clock,
-            limits,
-            document,
-            feeds,
-            max_batch,
-        }
+        self
     }
 
     /// Runs until every sender of jobs is gone.

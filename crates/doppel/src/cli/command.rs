@@ -106,22 +106,11 @@ pub fn run(args: CommandArgs) -> anyhow::Result<()> {
 
 /// Sends the one request of a subcommand and returns what to print.
 async fn execute(args: CommandArgs) -> anyhow::Result<String> {
-    let Target {
-        server,
-        tenant,
-        json,
-    } = args.target;
-    let tenant = TenantId::new(tenant)?;
+    let printer = args.target.printer();
+    let tenant = TenantId::new(&args.target.tenant)?;
     let device = device_id(args.action.device())?;
-    let client = Client::new(&server)?;
+    let client = Client::new(&args.target.server)?;
     let commands = format!("/v1/tenants/{tenant}/twins/{device}/commands");
-    let show = |answer: Value, human: &dyn Fn(&Value) -> String| {
-        if json {
-            format!("{}\n", view::pretty(&answer))
-        } else {
-            human(&answer)
-        }
-    };
 
     match args.action {
         CommandAction::Queue(queue) => {
@@ -129,25 +118,25 @@ async fn execute(args: CommandArgs) -> anyhow::Result<String> {
             let answer = client
                 .send(client.request(Method::POST, &commands).json(&body))
                 .await?;
-            Ok(show(answer, &command))
+            Ok(printer.show(answer, &command))
         }
         CommandAction::List(list) => {
             let answer = client
                 .send(client.request(Method::GET, &commands).query(&list))
                 .await?;
-            Ok(show(answer, &|page| {
+            Ok(printer.show(answer, &|page| {
                 listed(page, device.as_str(), list.status.as_deref())
             }))
         }
         CommandAction::Get(get) => {
             let path = format!("{commands}/{}", command_id(&get.id)?);
             let answer = client.send(client.request(Method::GET, &path)).await?;
-            Ok(show(answer, &command))
+            Ok(printer.show(answer, &command))
         }
         CommandAction::Cancel(cancel) => {
             let path = format!("{commands}/{}", command_id(&cancel.id)?);
             let answer = client.send(client.request(Method::DELETE, &path)).await?;
-            Ok(show(answer, &command))
+            Ok(printer.show(answer, &command))
         }
     }
 }

@@ -6,7 +6,6 @@
 use super::client::Client;
 use super::table::Table;
 use super::target::{Target, print_outcome};
-use super::view;
 use anyhow::anyhow;
 use clap::{Args, Subcommand};
 use doppel_model::{AppName, DeviceId, Principal, TenantId};
@@ -109,19 +108,13 @@ async fn execute(target: Target, kind: Kind, command: CredentialCommand) -> anyh
     let principal = principal(&target.tenant, kind, command.name())?;
     let username = principal.username();
     let client = Client::new(&target.server)?;
+    let printer = target.printer();
     let path = format!(
         "/v1/tenants/{}/{}/{}/credentials",
         principal.tenant,
         principal.kind.segment(),
         principal.kind.name()
     );
-    let show = |answer: Value, human: &dyn Fn(&Value) -> String| {
-        if target.json {
-            format!("{}\n", view::pretty(&answer))
-        } else {
-            human(&answer)
-        }
-    };
 
     match command {
         CredentialCommand::Add(add) => {
@@ -135,11 +128,11 @@ async fn execute(target: Target, kind: Kind, command: CredentialCommand) -> anyh
                 request = request.json(&json!({ "password": password }));
             }
             let answer = client.send(request).await?;
-            Ok(show(answer, &created))
+            Ok(printer.show(answer, &created))
         }
         CredentialCommand::List(_) => {
             let answer = client.send(client.request(Method::GET, &path)).await?;
-            Ok(show(answer, &|answer| listed(answer, &username)))
+            Ok(printer.show(answer, &|answer| listed(answer, &username)))
         }
         CredentialCommand::Remove(remove) => {
             let id = credential_id(&remove.credential_id)?;
@@ -148,7 +141,7 @@ async fn execute(target: Target, kind: Kind, command: CredentialCommand) -> anyh
                 .await?;
             // The server answers 204 without a body; `--json` still prints one object.
             let answer = json!({ "deleted": true, "credential_id": id, "username": username });
-            Ok(show(answer, &|_| {
+            Ok(printer.show(answer, &|_| {
                 format!("removed credential {id} of {username}\n")
             }))
         }

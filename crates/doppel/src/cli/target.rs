@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use clap::Args;
+use serde_json::Value;
 use std::io::Write;
 
 /// Where `doppel serve` listens unless told otherwise.
@@ -26,6 +27,30 @@ pub struct Target {
     /// Print the server's JSON answer, indented, instead of text for people.
     #[arg(long, global = true, help_heading = HUB_OPTIONS)]
     pub json: bool,
+}
+
+impl Target {
+    /// How this subcommand prints its answer.
+    pub fn printer(&self) -> Printer {
+        Printer { json: self.json }
+    }
+}
+
+/// Prints an answer as the server's JSON, indented (`--json`), or as the subcommand's text for
+/// people.
+#[derive(Clone, Copy, Debug)]
+pub struct Printer {
+    json: bool,
+}
+
+impl Printer {
+    pub fn show(self, answer: Value, human: &dyn Fn(&Value) -> String) -> String {
+        if self.json {
+            format!("{}\n", super::view::pretty(&answer))
+        } else {
+            human(&answer)
+        }
+    }
 }
 
 /// Runs one subcommand's request on a small runtime and prints what it returns.

@@ -139,21 +139,10 @@ pub fn run(args: TwinArgs) -> anyhow::Result<()> {
 
 /// Sends the one request of a subcommand and returns what to print.
 async fn execute(args: TwinArgs) -> anyhow::Result<String> {
-    let Target {
-        server,
-        tenant,
-        json,
-    } = args.target;
-    let tenant = TenantId::new(tenant)?;
-    let client = Client::new(&server)?;
+    let printer = args.target.printer();
+    let tenant = TenantId::new(&args.target.tenant)?;
+    let client = Client::new(&args.target.server)?;
     let twins = format!("/v1/tenants/{tenant}/twins");
-    let show = |answer: Value, human: &dyn Fn(&Value) -> String| {
-        if json {
-            format!("{}\n", view::pretty(&answer))
-        } else {
-            human(&answer)
-        }
-    };
 
     match args.command {
         TwinCommand::Get(get) => {
@@ -161,7 +150,7 @@ async fn execute(args: TwinArgs) -> anyhow::Result<String> {
             let answer = client
                 .send(client.request(Method::GET, &path).query(&get))
                 .await?;
-            Ok(show(answer, &view::twin))
+            Ok(printer.show(answer, &view::twin))
         }
         TwinCommand::Desired(desired) => {
             let path = format!("{twins}/{}/desired", device_id(&desired.device)?);
@@ -175,7 +164,7 @@ async fn execute(args: TwinArgs) -> anyhow::Result<String> {
             if let Some(reason) = &desired.reason {
                 request = request.header(CHANGE_REASON_HEADER, change_reason(reason)?);
             }
-            Ok(show(client.send(request).await?, &view::desired_written))
+            Ok(printer.show(client.send(request).await?, &view::desired_written))
         }
         TwinCommand::Report(report) => {
             let device = device_id(&report.device)?;
@@ -191,7 +180,7 @@ async fn execute(args: TwinArgs) -> anyhow::Result<String> {
             let answer = client
                 .send(client.request(Method::PATCH, &path).json(&body))
                 .await?;
-            Ok(show(answer, &|answer| {
+            Ok(printer.show(answer, &|answer| {
                 view::report_outcome(answer, device.as_str(), report.version)
             }))
         }
@@ -200,15 +189,13 @@ async fn execute(args: TwinArgs) -> anyhow::Result<String> {
             let answer = client
                 .send(client.request(Method::GET, &path).query(&history))
                 .await?;
-            Ok(show(answer, &view::history_page))
+            Ok(printer.show(answer, &view::history_page))
         }
         TwinCommand::List(page) => {
             let answer = client
                 .send(client.request(Method::GET, &twins).query(&page))
                 .await?;
-            Ok(show(answer, &|answer| {
-                view::list_page(answer, tenant.as_str())
-            }))
+            Ok(printer.show(answer, &|answer| view::list_page(answer, tenant.as_str())))
         }
         TwinCommand::Delete(delete) => {
             let device = device_id(&delete.device)?;
@@ -221,7 +208,7 @@ async fn execute(args: TwinArgs) -> anyhow::Result<String> {
             // The server answers 204 without a body; `--json` still prints one object.
             let answer =
                 json!({ "deleted": true, "tenant": tenant.as_str(), "device_id": device.as_str() });
-            Ok(show(answer, &|_| {
+            Ok(printer.show(answer, &|_| {
                 format!("deleted twin {device} in tenant {tenant}\n")
             }))
         }

@@ -2,6 +2,8 @@
 //! DOPPEL_* variables from the caller's environment.
 #![allow(dead_code)] // Each test file uses a different part of the harness.
 
+pub mod api;
+pub mod crash;
 pub mod http;
 pub mod mqtt;
 pub mod process;
