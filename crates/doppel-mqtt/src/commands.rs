@@ -120,14 +120,19 @@ fn command_error_code(err: &CommandError) -> u16 {
     }
 }
 
-/// Sends `key`'s device the commands that are due, in delivery order, if it listens for them.
-/// `reconnected` sends again what was in flight when the device went away.
+/// Sends `key`'s device the commands that are due, in delivery order, if it is connected and
+/// listens for them. `reconnected` sends again what was in flight when the device went away.
+///
+/// A device that is away is not delivered to, even when the broker keeps its session: each
+/// delivery counts as an attempt, and attempts must not run out while nobody can act on them.
+/// It gets everything when it connects again.
 pub(crate) async fn deliver(hub: &Hub, key: &TwinKey, reconnected: bool) {
     let thing = key.device.as_str();
     // Any id stands for all: a device subscribes to `commands/+`.
-    if !hub
-        .has_subscribers(&key.tenant, &command_topic(thing, "0"))
-        .await
+    if !hub.device_connected(key)
+        || !hub
+            .has_subscribers(&key.tenant, &command_topic(thing, "0"))
+            .await
     {
         return;
     }

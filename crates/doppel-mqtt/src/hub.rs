@@ -91,6 +91,12 @@ impl Hub {
             .clone()
     }
 
+    /// Whether `twin`'s device has a live session now (a kept session of an absent device does
+    /// not count).
+    pub fn device_connected(&self, twin: &TwinKey) -> bool {
+        self.presence.is_live(twin)
+    }
+
     /// Whether every device session has ended and its presence is recorded.
     pub fn presence_settled(&self) -> bool {
         self.presence.settled()

@@ -74,6 +74,15 @@ impl Presence {
         Some(sessions.stamp())
     }
 
+    /// Whether a session of `twin`'s device is live now.
+    pub fn is_live(&self, twin: &TwinKey) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .live
+            .contains_key(twin)
+    }
+
     /// Counts a presence write as under way until the guard is dropped.
     pub fn writing(&self) -> Writing {
         self.writing.fetch_add(1, Ordering::AcqRel);

@@ -5,7 +5,7 @@ mod common;
 
 use common::Server;
 use common::http::HttpClient;
-use common::mqtt::{Mqtt, login};
+use common::mqtt::{Mqtt, Options, connect_with, login};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -363,4 +363,68 @@ async fn a_burst_larger_than_the_feed_buffer_is_delivered_whole() {
         done.expect("sender");
     }
     assert_eq!(received.len(), BURST);
+}
+
+/// A device whose session the broker keeps while it is away gets nothing while away (each
+/// delivery would count as an attempt), and everything when it is back.
+#[tokio::test]
+async fn attempts_do_not_run_out_while_a_device_with_a_kept_session_is_away() {
+    let server = Server::start_with(&[
+        "--commands-ack-timeout",
+        "1s",
+        "--commands-max-attempts",
+        "2",
+    ]);
+    let http = HttpClient::new(&server);
+    let login_pair = http.credential("devices/rover-3").await;
+    let kept = || Options {
+        credentials: Some(login_pair.clone()),
+        clean_session: false,
+        ..Options::default()
+    };
+    let mut rover = connect_with(server.mqtt, "rover-3", kept())
+        .await
+        .expect("connected");
+    rover.subscribe(&commands_topic("rover-3")).await;
+    let (_, queued) = http
+        .queue_command("rover-3", &json!({"type": "photo"}))
+        .await;
+    assert_eq!(next_delivery(&mut rover, "rover-3").await["attempt"], 1);
+    rover.disconnect().await;
+    let (_, while_away) = http
+        .queue_command("rover-3", &json!({"type": "park"}))
+        .await;
+    // Three acknowledgement timeouts pass while the rover is away.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let photo = http.command("rover-3", &id_of(&queued)).await;
+    assert_eq!(
+        (&photo["status"], &photo["attempts"]),
+        (&json!("DELIVERED"), &json!(1))
+    );
+    assert_eq!(
+        http.command("rover-3", &id_of(&while_away)).await["status"],
+        "PENDING"
+    );
+    let mut rover = connect_with(server.mqtt, "rover-3", kept())
+        .await
+        .expect("connected again");
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        got.push(id_of(&next_delivery(&mut rover, "rover-3").await));
+    }
+    got.sort();
+    let mut expected = vec![id_of(&queued), id_of(&while_away)];
+    expected.sort();
+    assert_eq!(got, expected);
+    acknowledge(
+        &mut rover,
+        "rover-3",
+        &id_of(&queued),
+        json!({"status": "SUCCEEDED"}),
+    )
+    .await;
+    assert_eq!(
+        http.command("rover-3", &id_of(&queued)).await["status"],
+        "ACKNOWLEDGED"
+    );
 }
