@@ -392,9 +392,9 @@ impl Command {
         Ok(())
     }
 
-    /// Records the device's acknowledgement. A device may acknowledge a command it received
-    /// though the hub had not marked it delivered yet (an HTTP device that polled), so PENDING
-    /// accepts it too. An expired command takes a late acknowledgement only if it was delivered.
+    /// Records the device's acknowledgement. PENDING accepts it too: a device may act on a
+    /// command it read from a listing before any delivery. A final command takes none: once
+    /// EXPIRED, CANCELED or FAILED, what applications were told stays so.
     pub fn acknowledge(
         &mut self,
         result: CommandResult,
