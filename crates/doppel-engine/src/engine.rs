@@ -356,9 +356,15 @@ fn shard_index(router: &RandomState, key: &TwinKey, shards: usize) -> usize {
     (router.hash_one(key) % shards as u64) as usize
 }
 
-/// Drops expired history buckets now and then. Runs until aborted.
+/// Drops expired history buckets and settled commands now and then. Runs until aborted.
+///
+/// Final commands are kept as long as history, and at least as long as the longest time to
+/// live: an idempotency key names its command for that long.
 async fn enforce_retention(store: Arc<dyn TwinStore>, clock: Arc<dyn Clock>, config: EngineConfig) {
-    let retention_ms = i64::try_from(config.history_retention.as_millis()).unwrap_or(i64::MAX);
+    let millis =
+        |duration: std::time::Duration| i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+    let history_ms = millis(config.history_retention);
+    let commands_ms = millis(config.history_retention.max(config.commands.max_ttl));
     let mut ticks = tokio::time::interval(
         config
             .retention_check_interval
@@ -367,13 +373,32 @@ async fn enforce_retention(store: Arc<dyn TwinStore>, clock: Arc<dyn Clock>, con
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let cutoff = clock.now().saturating_sub_ms(retention_ms);
+        let now = clock.now();
+        let (history_cutoff, commands_cutoff) = (
+            now.saturating_sub_ms(history_ms),
+            now.saturating_sub_ms(commands_ms),
+        );
         let store = store.clone();
-        match tokio::task::spawn_blocking(move || store.expire_history(cutoff)).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(dropped)) => tracing::info!(dropped, before = %cutoff, "expired history buckets"),
-            Ok(Err(err)) => tracing::warn!(error = %err, "could not expire history; will retry"),
-            Err(err) => tracing::warn!(error = %err, "history expiry task failed; will retry"),
+        let expired = tokio::task::spawn_blocking(move || {
+            Ok::<_, doppel_store::StoreError>((
+                store.expire_history(history_cutoff)?,
+                store.expire_commands(commands_cutoff)?,
+            ))
+        })
+        .await;
+        match expired {
+            Ok(Ok((0, 0))) => {}
+            Ok(Ok((buckets, commands))) => tracing::info!(
+                buckets,
+                commands,
+                history_before = %history_cutoff,
+                commands_before = %commands_cutoff,
+                "expired history buckets and settled commands"
+            ),
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "could not expire history or commands; will retry")
+            }
+            Err(err) => tracing::warn!(error = %err, "retention task failed; will retry"),
         }
     }
 }

@@ -7,9 +7,9 @@
 
 use crate::StoreError;
 use doppel_model::ModelError;
-use doppel_model::TwinKey;
 use doppel_model::command::{Command, CommandStatus};
 use doppel_model::id::KEY_SEPARATOR;
+use doppel_model::{Millis, TwinKey};
 
 /// One command's new record as it goes to disk, encoded by the caller.
 #[derive(Clone, Debug)]
@@ -18,14 +18,22 @@ pub struct CommandWrite {
     pub id: String,
     /// The whole command, as [`encode_command`] writes it.
     pub record: Vec<u8>,
+    /// When the command became final, if it is: retention counts from here.
+    pub settled_at: Option<Millis>,
 }
 
 impl CommandWrite {
     pub fn new(key: &TwinKey, command: &Command) -> Result<Self, StoreError> {
+        let settled_at = command
+            .status
+            .is_final()
+            .then(|| command.transitions.last().map(|step| step.at))
+            .flatten();
         Ok(Self {
             key: key.clone(),
             id: command.id.clone(),
             record: encode_command(command)?,
+            settled_at,
         })
     }
 }
@@ -50,6 +58,8 @@ pub struct CommandQuery {
 ///   command replaces it. Two devices' commands never mix, even with the same id.
 /// - **Order:** `commands` lists one device's commands in id order (ids are time-ordered).
 /// - **Loading:** `load_commands` visits every stored command exactly once.
+/// - **Retention:** `expire_commands(before)` deletes every final command that became final
+///   before `before`, visiting only those (not every command), and never an open one.
 pub trait CommandStore: Send + Sync + 'static {
     /// Writes the commands of `writes` atomically and durably.
     fn commit_commands(&self, writes: &[CommandWrite]) -> Result<(), StoreError>;
@@ -62,6 +72,32 @@ pub trait CommandStore: Send + Sync + 'static {
 
     /// Visits every stored command, to rebuild the queues at start. Returns how many.
     fn load_commands(&self, visit: &mut dyn FnMut(TwinKey, Command)) -> Result<u64, StoreError>;
+
+    /// Deletes the commands that became final before `before`. Returns how many.
+    fn expire_commands(&self, before: Millis) -> Result<usize, StoreError>;
+}
+
+/// The key of a final command in the settled index: `settled_at(big-endian, sign flipped) ++
+/// command key`, so the commands that settled first come first and expiry reads only those.
+pub(crate) fn settled_key(settled_at: Millis, command_key: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(8 + command_key.len());
+    bytes.extend_from_slice(&sortable(settled_at));
+    bytes.extend_from_slice(command_key);
+    bytes
+}
+
+/// The first settled-index key at or after `at`.
+pub(crate) fn settled_bound(at: Millis) -> Vec<u8> {
+    sortable(at).to_vec()
+}
+
+/// The command key a settled-index key points at.
+pub(crate) fn command_of_settled(settled_key: &[u8]) -> &[u8] {
+    settled_key.get(8..).unwrap_or_default()
+}
+
+fn sortable(at: Millis) -> [u8; 8] {
+    ((at.0 as u64) ^ (1 << 63)).to_be_bytes()
 }
 
 /// The storage key: `twin key 0x00 command id`. Ids cannot contain 0x00, so one device's

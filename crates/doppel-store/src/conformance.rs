@@ -583,6 +583,37 @@ pub fn a_later_command_write_replaces_it_and_lists_filter(backend: &impl Backend
     );
 }
 
+pub fn settled_commands_expire_and_open_ones_never(backend: &impl Backend) {
+    let device = key("t", "d");
+    let store = backend.open();
+    let mut early = command("01", "reboot", 1);
+    early.cancel(Millis(1_000)).expect("cancel");
+    let mut late = command("02", "photo", 2);
+    late.cancel(Millis(5_000)).expect("cancel");
+    let open = command("03", "photo", 3);
+    let writes: Vec<CommandWrite> = [&early, &late, &open]
+        .into_iter()
+        .map(|command| command_write(&device, command))
+        .collect();
+    store.commit_commands(&writes).expect("commit");
+    assert_eq!(store.expire_commands(Millis(1_000)).expect("expire"), 0);
+    assert_eq!(store.expire_commands(Millis(1_001)).expect("expire"), 1);
+    assert_eq!(
+        ids(&store.commands(&device, &all_commands(None)).expect("list")),
+        ["02", "03"]
+    );
+    assert_eq!(store.expire_commands(Millis(1_000_000)).expect("expire"), 1);
+    assert_eq!(store.expire_commands(Millis(1_000_000)).expect("expire"), 0);
+    assert_eq!(store.command(&device, "02").expect("get"), None);
+    drop(store);
+    let store = backend.open();
+    assert_eq!(
+        ids(&store.commands(&device, &all_commands(None)).expect("list")),
+        ["03"],
+        "an open command is never expired, and expiry lasts"
+    );
+}
+
 /// Expands to one `#[test]` per conformance case, each against a fresh `$backend`.
 #[macro_export]
 macro_rules! conformance_tests {
@@ -601,6 +632,7 @@ macro_rules! conformance_tests {
             racing_deletes_of_one_credential_succeed_once,
             commands_survive_reopening_and_never_mix_devices,
             a_later_command_write_replaces_it_and_lists_filter,
+            settled_commands_expire_and_open_ones_never,
         );
     };
     (@cases $backend:expr; $($case:ident),* $(,)?) => {

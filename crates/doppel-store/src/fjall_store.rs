@@ -23,6 +23,7 @@ use std::sync::{Mutex, PoisonError, RwLock};
 const TWINS_KEYSPACE: &str = "twins";
 const CREDENTIALS_KEYSPACE: &str = "credentials";
 const COMMANDS_KEYSPACE: &str = "commands";
+const SETTLED_COMMANDS_KEYSPACE: &str = "commands.settled";
 const HISTORY_KEYSPACE_PREFIX: &str = "history.";
 
 /// One history bucket: its keyspace and where its span ends (exclusive).
@@ -46,6 +47,8 @@ pub struct FjallStore {
     /// changes are rare (an operator's), so serialising them costs nothing that matters.
     credential_writes: Mutex<()>,
     commands: Keyspace,
+    /// Final commands by when they settled, for retention.
+    settled_commands: Keyspace,
 }
 
 impl FjallStore {
@@ -55,6 +58,8 @@ impl FjallStore {
         let twins = db.keyspace(TWINS_KEYSPACE, KeyspaceCreateOptions::default)?;
         let credentials = db.keyspace(CREDENTIALS_KEYSPACE, KeyspaceCreateOptions::default)?;
         let commands = db.keyspace(COMMANDS_KEYSPACE, KeyspaceCreateOptions::default)?;
+        let settled_commands =
+            db.keyspace(SETTLED_COMMANDS_KEYSPACE, KeyspaceCreateOptions::default)?;
         let mut history = BTreeMap::new();
         for name in db.list_keyspace_names() {
             let name: &str = name.as_ref();
@@ -79,6 +84,7 @@ impl FjallStore {
             credentials,
             credential_writes: Mutex::new(()),
             commands,
+            settled_commands,
         })
     }
 
@@ -324,11 +330,15 @@ impl CommandStore for FjallStore {
         }
         let mut batch = self.db.batch();
         for write in writes {
-            batch.insert(
-                &self.commands,
-                commands::command_key(&write.key, &write.id),
-                write.record.as_slice(),
-            );
+            let key = commands::command_key(&write.key, &write.id);
+            if let Some(settled_at) = write.settled_at {
+                batch.insert(
+                    &self.settled_commands,
+                    commands::settled_key(settled_at, &key),
+                    [],
+                );
+            }
+            batch.insert(&self.commands, key, write.record.as_slice());
         }
         batch.commit()?;
         // The engine acknowledges these changes after this returns: a promise of durability.
@@ -353,6 +363,23 @@ impl CommandStore for FjallStore {
                 Ok((key.to_vec(), value.to_vec()))
             });
         commands::select(records, &commands::command_prefix(key), query)
+    }
+
+    fn expire_commands(&self, before: Millis) -> Result<usize, StoreError> {
+        let mut batch = self.db.batch();
+        let mut expired = 0;
+        for guard in self
+            .settled_commands
+            .range(..commands::settled_bound(before))
+        {
+            let key = guard.key()?;
+            batch.remove(&self.commands, commands::command_of_settled(&key));
+            batch.remove(&self.settled_commands, key);
+            expired += 1;
+        }
+        // Not fsynced: a deletion lost in a crash is made again by the next expiry.
+        batch.commit()?;
+        Ok(expired)
     }
 
     fn load_commands(&self, visit: &mut dyn FnMut(TwinKey, Command)) -> Result<u64, StoreError> {

@@ -23,6 +23,8 @@ struct Inner {
     credentials: BTreeMap<Vec<u8>, Vec<u8>>,
     /// Commands by their key, in the same byte form the fjall backend writes.
     commands: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// The settled index, as the fjall backend keeps it.
+    settled_commands: BTreeMap<Vec<u8>, ()>,
 }
 
 /// Cloning shares the data, which is how tests "reopen" it.
@@ -198,10 +200,13 @@ impl CommandStore for MemoryStore {
     fn commit_commands(&self, writes: &[CommandWrite]) -> Result<(), StoreError> {
         let mut inner = self.lock();
         for write in writes {
-            inner.commands.insert(
-                commands::command_key(&write.key, &write.id),
-                write.record.clone(),
-            );
+            let key = commands::command_key(&write.key, &write.id);
+            if let Some(settled_at) = write.settled_at {
+                inner
+                    .settled_commands
+                    .insert(commands::settled_key(settled_at, &key), ());
+            }
+            inner.commands.insert(key, write.record.clone());
         }
         Ok(())
     }
@@ -222,6 +227,18 @@ impl CommandStore for MemoryStore {
             .range((commands::start_of(key, query), Bound::Unbounded))
             .map(|(key, value)| Ok((key.clone(), value.clone())));
         commands::select(records, &commands::command_prefix(key), query)
+    }
+
+    fn expire_commands(&self, before: Millis) -> Result<usize, StoreError> {
+        let mut inner = self.lock();
+        let kept = inner
+            .settled_commands
+            .split_off(&commands::settled_bound(before));
+        let expired = std::mem::replace(&mut inner.settled_commands, kept);
+        for key in expired.keys() {
+            inner.commands.remove(commands::command_of_settled(key));
+        }
+        Ok(expired.len())
     }
 
     fn load_commands(&self, visit: &mut dyn FnMut(TwinKey, Command)) -> Result<u64, StoreError> {

@@ -381,3 +381,44 @@ async fn ending_long_polls_answers_them_at_once() {
         None
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn settled_commands_are_dropped_after_the_retention_and_open_ones_kept() {
+    let store = MemoryStore::new(HistoryBuckets::new(1000));
+    let config = EngineConfig {
+        shards: 1,
+        history_retention: Duration::from_secs(2),
+        retention_check_interval: Duration::from_secs(1),
+        commands: CommandLimits {
+            max_ttl: Duration::from_secs(3),
+            ..limits()
+        },
+        ..EngineConfig::default()
+    };
+    let clock = Arc::new(TokioClock(tokio::time::Instant::now()));
+    let engine = Engine::start(Arc::new(store.clone()), clock, config)
+        .await
+        .unwrap()
+        .0;
+    let commands = engine.commands();
+    let device = key("pump");
+    let canceled = commands
+        .queue(device.clone(), request("old", 0, HOUR, None))
+        .await
+        .unwrap()
+        .command;
+    commands
+        .cancel(device.clone(), canceled.id.clone())
+        .await
+        .unwrap();
+    let open = commands
+        .queue(device.clone(), request("open", 0, HOUR, None))
+        .await
+        .unwrap()
+        .command;
+    assert!(commands.get(&device, &canceled.id).await.unwrap().is_some());
+    // Kept for the longer of the history retention and the longest time to live (3 s).
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(commands.get(&device, &canceled.id).await.unwrap(), None);
+    assert!(commands.get(&device, &open.id).await.unwrap().is_some());
+}
