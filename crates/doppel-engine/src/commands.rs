@@ -156,6 +156,8 @@ impl CommandQueue {
         let mut senders = Vec::with_capacity(count);
         let mut tasks = Vec::with_capacity(count);
         for devices in queues {
+            let open: usize = devices.values().map(DeviceQueue::open_count).sum();
+            metrics::gauge!(worker::OPEN_METRIC).increment(open as f64);
             let (sender, jobs) = mpsc::channel(QUEUE_DEPTH);
             let worker = CommandWorker {
                 jobs,

@@ -1,3 +1,4 @@
+use crate::index::IndexedPaths;
 use doppel_model::Limits;
 use doppel_model::command::CommandLimits;
 use std::time::Duration;
@@ -35,6 +36,13 @@ pub struct EngineConfig {
     pub event_capacity: usize,
     /// How device commands are bounded and retried.
     pub commands: CommandLimits,
+    /// Events kept per tenant for clients that resume a change stream.
+    pub stream_retention: usize,
+    /// Events a change-stream subscriber may fall behind before it is cut off.
+    pub stream_subscriber_buffer: usize,
+    /// The `reported`/`desired` paths fleet queries find by index (tags, connection status,
+    /// device type and firmware version always are).
+    pub indexed_paths: IndexedPaths,
 }
 
 impl Default for EngineConfig {
@@ -48,6 +56,9 @@ impl Default for EngineConfig {
             retention_check_interval: Duration::from_secs(60),
             event_capacity: crate::events::DEFAULT_EVENT_CAPACITY,
             commands: CommandLimits::default(),
+            stream_retention: crate::stream::DEFAULT_STREAM_RETENTION,
+            stream_subscriber_buffer: crate::stream::DEFAULT_SUBSCRIBER_BUFFER,
+            indexed_paths: IndexedPaths::default(),
         }
     }
 }

@@ -3,7 +3,9 @@ use crate::commands::CommandQueue;
 use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::events::{ChangeFeeds, TwinChange};
-use crate::shard::{Job, ShardWorker, TwinMap, run_committer};
+use crate::index::FleetIndex;
+use crate::shard::{Job, ShardWorker, SharedIndex, TwinMap, run_committer};
+use crate::stream::Streams;
 use doppel_model::codec::EncodedTwin;
 use doppel_model::history::twin_from_history;
 use doppel_model::{
@@ -17,6 +19,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
+
+/// Changes the stream feed may fall behind before the shards wait for it; it only numbers and
+/// renders events, so it keeps up with the shards.
+const STREAM_FEED_BACKLOG: usize = 4096;
 
 /// What an accepted request did.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,6 +56,7 @@ pub struct EngineStats {
 struct Shard {
     jobs: mpsc::Sender<Job>,
     twins: TwinMap,
+    index: SharedIndex,
 }
 
 /// A handle to the running engine; cheap to clone. The engine stops once every handle is
@@ -62,12 +69,15 @@ pub struct Engine {
     stats: Arc<Stats>,
     events: Arc<ChangeFeeds>,
     commands: CommandQueue,
+    streams: Arc<Streams>,
 }
 
 /// The engine's background tasks.
 pub struct EngineTasks {
     workers: Vec<JoinHandle<()>>,
     retention: JoinHandle<()>,
+    /// Feeds the change streams; it follows the engine's own feeds, so it ends with them.
+    stream_feed: JoinHandle<()>,
 }
 
 impl EngineTasks {
@@ -78,6 +88,7 @@ impl EngineTasks {
             let _ = worker.await;
         }
         self.retention.abort();
+        self.stream_feed.abort();
     }
 }
 
@@ -113,6 +124,8 @@ impl Engine {
         for map in maps {
             let (jobs_tx, jobs_rx) = mpsc::channel(config.queue_depth.max(1));
             let twins: TwinMap = Arc::new(RwLock::new(map));
+            let index: SharedIndex =
+                Arc::new(RwLock::new(FleetIndex::new(config.indexed_paths.clone())));
             let worker = ShardWorker {
                 jobs: jobs_rx,
                 twins: twins.clone(),
@@ -121,11 +134,13 @@ impl Engine {
                 limits: config.limits,
                 max_batch: config.max_batch.max(1),
                 events: events.clone(),
+                index: index.clone(),
             };
             workers.push(tokio::spawn(worker.run()));
             shards.push(Shard {
                 jobs: jobs_tx,
                 twins,
+                index,
             });
         }
         drop(commit_tx);
@@ -138,6 +153,15 @@ impl Engine {
         )
         .await?;
         workers.extend(command_workers);
+        let streams = Arc::new(Streams::new(
+            clock.now(),
+            config.stream_retention,
+            config.stream_subscriber_buffer,
+        ));
+        let stream_feed = tokio::spawn(streams.clone().run(
+            events.follow(STREAM_FEED_BACKLOG),
+            commands.follow(STREAM_FEED_BACKLOG),
+        ));
         workers.push(tokio::spawn(run_committer(
             commit_rx,
             store.clone(),
@@ -151,8 +175,16 @@ impl Engine {
             stats,
             events,
             commands,
+            streams,
         };
-        Ok((engine, EngineTasks { workers, retention }))
+        Ok((
+            engine,
+            EngineTasks {
+                workers,
+                retention,
+                stream_feed,
+            },
+        ))
     }
 
     fn shard(&self, key: &TwinKey) -> &Shard {
@@ -172,6 +204,11 @@ impl Engine {
     /// releases the shards.
     pub fn follow(&self, capacity: usize) -> mpsc::Receiver<TwinChange> {
         self.events.follow(capacity)
+    }
+
+    /// Every tenant's change stream (twin and command events, numbered, resumable).
+    pub fn streams(&self) -> &Streams {
+        &self.streams
     }
 
     /// The devices' command queues.
@@ -402,6 +439,8 @@ async fn enforce_retention(store: Arc<dyn TwinStore>, clock: Arc<dyn Clock>, con
         }
     }
 }
+
+pub(crate) mod query;
 
 #[cfg(test)]
 mod tests;

@@ -12,11 +12,15 @@ pub mod config;
 mod engine;
 mod error;
 mod events;
+mod index;
 mod shard;
+pub mod stream;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use commands::{CommandEvent, CommandEventKind, CommandQueue, Queued};
 pub use config::EngineConfig;
+pub use engine::query::{Plan, QueryPage};
 pub use engine::{Engine, EngineStats, EngineTasks, Outcome};
 pub use error::EngineError;
 pub use events::{DEFAULT_EVENT_CAPACITY, TwinChange};
+pub use index::IndexedPaths;

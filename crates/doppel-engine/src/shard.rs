@@ -4,12 +4,14 @@ use crate::clock::Clock;
 use crate::engine::{Outcome, Stats};
 use crate::error::EngineError;
 use crate::events::{ChangeFeeds, TwinChange};
+use crate::index::FleetIndex;
 use doppel_model::codec::{EncodedHistory, EncodedTwin};
-use doppel_model::{Applied, Limits, Twin, TwinKey, UpdateRequest, apply};
+use doppel_model::{Applied, HistoryKind, Limits, Twin, TwinKey, UpdateRequest, apply};
 use doppel_store::{TwinStore, TwinWrite};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 /// Committed twins of one shard, in their stored byte form: a decoded twin costs several times
@@ -30,6 +32,12 @@ pub(crate) struct CommitRequest {
     done: oneshot::Sender<Result<(), EngineError>>,
 }
 
+/// Twins indexed per step while the index of the twins loaded at start is built.
+const INDEX_SLICE: usize = 1024;
+
+/// A shard's fleet index, read by queries and written by the shard.
+pub(crate) type SharedIndex = Arc<RwLock<FleetIndex>>;
+
 pub(crate) struct ShardWorker {
     pub jobs: mpsc::Receiver<Job>,
     pub twins: TwinMap,
@@ -38,14 +46,73 @@ pub(crate) struct ShardWorker {
     pub limits: Limits,
     pub max_batch: usize,
     pub events: Arc<ChangeFeeds>,
+    /// The fleet index of this shard's twins.
+    pub index: SharedIndex,
 }
 
 impl ShardWorker {
-    /// Runs until every sender of jobs is gone, finishing the jobs already queued.
+    /// Runs until every sender of jobs is gone, finishing the jobs already queued. Until its
+    /// index covers every twin loaded at start, the shard indexes a slice of them whenever no
+    /// request is waiting, so start-up does not wait for the index.
     pub(crate) async fn run(mut self) {
         let mut batch = Vec::with_capacity(self.max_batch);
-        while self.jobs.recv_many(&mut batch, self.max_batch).await > 0 {
-            self.process(&mut batch).await;
+        let mut unindexed: Vec<TwinKey> = self
+            .twins
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        if unindexed.is_empty() {
+            self.index
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .mark_ready();
+        }
+        loop {
+            let indexing = !unindexed.is_empty();
+            tokio::select! {
+                biased;
+                received = self.jobs.recv_many(&mut batch, self.max_batch) => {
+                    if received == 0 {
+                        return;
+                    }
+                    self.process(&mut batch).await;
+                }
+                () = std::future::ready(()), if indexing => {
+                    self.index_loaded(&mut unindexed);
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+    }
+
+    /// Indexes the next slice of the twins loaded at start; marks the index ready after the
+    /// last. Runs between groups, so no change of these twins is in flight meanwhile.
+    fn index_loaded(&self, unindexed: &mut Vec<TwinKey>) {
+        let slice = unindexed.split_off(unindexed.len().saturating_sub(INDEX_SLICE));
+        let records: Vec<(TwinKey, EncodedTwin)> = {
+            let twins = self.twins.read().unwrap_or_else(PoisonError::into_inner);
+            slice
+                .into_iter()
+                .filter_map(|key| twins.get(&key).map(|record| (key, record.clone())))
+                .collect()
+        };
+        let decoded: Vec<(TwinKey, Option<Twin>)> = records
+            .into_iter()
+            .map(|(key, record)| {
+                let twin = EncodedTwin::is_live(&record.0)
+                    .then(|| EncodedTwin::decode(&record.0).ok())
+                    .flatten();
+                (key, twin)
+            })
+            .collect();
+        let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
+        for (key, twin) in &decoded {
+            index.update(key, twin.as_ref());
+        }
+        if unindexed.is_empty() {
+            index.mark_ready();
         }
     }
 
@@ -56,6 +123,7 @@ impl ShardWorker {
         let mut writes = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         let mut changes = Vec::new();
+        let mut counts = KindCounts::default();
         let announce = self.events.has_listeners();
         {
             let committed = self.twins.read().unwrap_or_else(PoisonError::into_inner);
@@ -80,6 +148,7 @@ impl ShardWorker {
                 };
                 match apply(current, &job.request, now, &self.limits) {
                     Ok(Applied::Changed { twin, entry }) => {
+                        counts.add(entry.kind);
                         let record = EncodedTwin::encode(&twin);
                         writes.push(TwinWrite {
                             key: job.key.clone(),
@@ -120,7 +189,17 @@ impl ShardWorker {
             self.twins
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)
-                .extend(pending.into_iter().map(|(key, (_, record))| (key, record)));
+                .extend(
+                    pending
+                        .iter()
+                        .map(|(key, (_, record))| (key.clone(), record.clone())),
+                );
+            // Before any caller is answered, like the twins themselves.
+            let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
+            for (key, (twin, _)) in &pending {
+                index.update(key, Some(twin));
+            }
+            counts.record();
         }
         for (reply, result) in replies {
             let _ = reply.send(result);
@@ -157,7 +236,13 @@ pub(crate) async fn run_committer(
             .collect();
         let count = writes.len() as u64;
         let store = store.clone();
-        let result = match tokio::task::spawn_blocking(move || store.commit(&writes)).await {
+        let started = Instant::now();
+        let committed = tokio::task::spawn_blocking(move || store.commit(&writes)).await;
+        // Failed attempts count too: a disk that takes seconds to fail is what an operator
+        // needs to see.
+        metrics::histogram!("doppel_store_commit_duration_seconds").record(started.elapsed());
+        metrics::histogram!("doppel_store_commit_writes").record(count as f64);
+        let result = match committed {
             Ok(Ok(())) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
                 stats.writes.fetch_add(count, Ordering::Relaxed);
@@ -166,16 +251,73 @@ pub(crate) async fn run_committer(
             Ok(Err(err)) => {
                 tracing::error!(error = %err, writes = count, "store commit failed; the writes were not acknowledged");
                 stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("doppel_store_commit_failures_total").increment(1);
                 Err(EngineError::from(err))
             }
             Err(join) => {
                 tracing::error!(error = %join, "store commit panicked");
                 stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("doppel_store_commit_failures_total").increment(1);
                 Err(EngineError::ShuttingDown)
             }
         };
         for request in group.drain(..) {
             let _ = request.done.send(result.clone());
+        }
+    }
+}
+
+/// The `kind` label of `doppel_twin_updates_total`, indexed by [`kind_index`].
+const KIND_LABELS: [&str; 6] = [
+    "reported",
+    "desired",
+    "state",
+    "meta",
+    "connection",
+    "deleted",
+];
+
+fn kind_index(kind: HistoryKind) -> usize {
+    match kind {
+        HistoryKind::Reported => 0,
+        HistoryKind::Desired => 1,
+        HistoryKind::State => 2,
+        HistoryKind::Meta => 3,
+        HistoryKind::Connection => 4,
+        HistoryKind::Deleted => 5,
+    }
+}
+
+/// A group's changes by history kind. Counted with a plain add per change and handed to the
+/// metrics recorder once per kind after the commit, so an update costs no metric lookup and no
+/// allocation, and a group whose commit failed counts nothing.
+#[derive(Default)]
+struct KindCounts([u64; KIND_LABELS.len()]);
+
+impl KindCounts {
+    fn add(&mut self, kind: HistoryKind) {
+        self.0[kind_index(kind)] += 1;
+    }
+
+    fn record(&self) {
+        for (label, &count) in KIND_LABELS.iter().zip(&self.0) {
+            if count > 0 {
+                metrics::counter!("doppel_twin_updates_total", "kind" => *label).increment(count);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{KIND_LABELS, kind_index};
+    use doppel_model::HistoryKind;
+
+    #[test]
+    fn each_kind_label_names_its_history_kind() {
+        for (index, label) in KIND_LABELS.iter().enumerate() {
+            let kind = HistoryKind::parse(label).expect("a history kind");
+            assert_eq!(kind_index(kind), index, "{label}");
         }
     }
 }

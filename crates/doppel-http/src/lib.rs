@@ -6,6 +6,9 @@
 mod body;
 mod commands;
 mod credentials;
+mod events;
+mod fleet;
+mod metrics;
 mod params;
 pub mod problem;
 mod render;
@@ -19,6 +22,7 @@ use axum::routing::get;
 use doppel_auth::Registry;
 use doppel_engine::{Clock, Engine};
 use doppel_model::Limits;
+use metrics_exporter_prometheus::PrometheusHandle;
 use problem::ApiError;
 use serde_json::json;
 use std::sync::{Arc, OnceLock};
@@ -31,6 +35,9 @@ pub struct AppState {
     engine: Arc<OnceLock<Engine>>,
     /// Set once the credentials are loaded; until then credential routes answer 503 `not_ready`.
     credentials: Arc<OnceLock<credentials::Credentials>>,
+    /// The installed metrics recorder, which `/metrics` renders; until it is set (an embedder
+    /// that installs none) `/metrics` answers 503 `not_ready`.
+    metrics: Arc<OnceLock<PrometheusHandle>>,
     limits: Limits,
 }
 
@@ -39,6 +46,7 @@ impl AppState {
         Self {
             engine: Arc::new(OnceLock::new()),
             credentials: Arc::new(OnceLock::new()),
+            metrics: Arc::new(OnceLock::new()),
             limits,
         }
     }
@@ -48,11 +56,12 @@ impl AppState {
         let _ = self.engine.set(engine);
     }
 
-    /// Answers every long poll for commands at once (and later ones too): the server is
-    /// stopping and must not wait out their timeouts.
-    pub fn end_long_polls(&self) {
+    /// Ends every long poll for commands and every change stream at once (and later ones
+    /// too): the server is stopping and must not wait for them.
+    pub fn end_waiting_requests(&self) {
         if let Some(engine) = self.engine.get() {
             engine.commands().end_long_polls();
+            engine.streams().close();
         }
     }
 
@@ -68,6 +77,11 @@ impl AppState {
             .set(credentials::Credentials { registry, clock });
     }
 
+    /// Serves `handle`'s metrics at `/metrics`. A second call is ignored.
+    pub fn set_metrics(&self, handle: PrometheusHandle) {
+        let _ = self.metrics.set(handle);
+    }
+
     fn credentials(&self) -> Result<&credentials::Credentials, ApiError> {
         self.credentials.get().ok_or(ApiError::NotReady)
     }
@@ -78,11 +92,16 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::scrape))
+        .merge(fleet::routes())
         .merge(twins::routes())
         .merge(commands::routes())
         .merge(credentials::routes())
+        .merge(events::routes())
         .fallback(problem::route_not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
+        // `layer` wraps each route, so the middleware sees the pattern that matched.
+        .layer(axum::middleware::from_fn(metrics::record))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -23,6 +23,11 @@ pub enum ApiError {
         limit: usize,
     },
     InvalidQuery(String),
+    /// A parameter in the fleet query language (`q`, `order_by`, `group_by`) that does not parse.
+    QuerySyntax {
+        parameter: &'static str,
+        error: doppel_query::QueryError,
+    },
     InvalidHeader(String),
     TwinNotFound,
     /// No credential with this id belongs to this device or application.
@@ -67,6 +72,7 @@ impl ApiError {
             },
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "document_too_large"),
             Self::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
+            Self::QuerySyntax { .. } => (StatusCode::BAD_REQUEST, "invalid_query"),
             Self::InvalidHeader(_) => (StatusCode::BAD_REQUEST, "invalid_header"),
             Self::TwinNotFound => (StatusCode::NOT_FOUND, "twin_not_found"),
             Self::CredentialNotFound => (StatusCode::NOT_FOUND, "credential_not_found"),
@@ -114,6 +120,7 @@ impl ApiError {
                 format!("the request body is larger than the limit of {limit} bytes")
             }
             Self::InvalidQuery(reason) | Self::InvalidHeader(reason) => reason.clone(),
+            Self::QuerySyntax { parameter, error } => format!("{parameter}: {error}"),
             Self::TwinNotFound => "no twin with this id exists in this tenant".into(),
             Self::CredentialNotFound => {
                 "no credential with this id belongs to this device or application".into()
@@ -137,6 +144,10 @@ impl ApiError {
             Self::InvalidJson { line, column, .. } => {
                 body.insert("line".into(), json!(line));
                 body.insert("column".into(), json!(column));
+            }
+            Self::QuerySyntax { parameter, error } => {
+                body.insert("parameter".into(), json!(parameter));
+                body.insert("position".into(), json!(error.position));
             }
             Self::Model(ModelError::VersionMismatch { expected, current }) => {
                 body.insert("expected_version".into(), json!(expected));

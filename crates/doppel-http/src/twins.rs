@@ -26,7 +26,7 @@ const MAX_REASON_LEN: usize = 256;
 const API_PRINCIPAL: &str = "api";
 
 pub(crate) fn routes() -> Router<AppState> {
-    let mut router = Router::new().route("/v1/tenants/{tenant}/twins", get(list));
+    let mut router = Router::new();
     // A named shadow is a twin of its own, addressed under its device's path.
     for twin in [
         "/v1/tenants/{tenant}/twins/{device}",
@@ -302,38 +302,6 @@ async fn patch_reported(
         body["reason"] = json!("stale");
     }
     Ok(([(header::ETAG, etag(twin.version))], axum::Json(body)).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    limit: Option<usize>,
-    cursor: Option<String>,
-}
-
-async fn list(
-    State(state): State<AppState>,
-    tenant: Result<Path<String>, PathRejection>,
-    params: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let Path(tenant) = tenant.map_err(|err| ApiError::InvalidQuery(err.body_text()))?;
-    let tenant = TenantId::new(tenant)?;
-    let params = query(params)?;
-    let limit = page_limit(params.limit)?;
-    let after = params
-        .cursor
-        .map(DeviceId::new)
-        .transpose()
-        .map_err(|err| ApiError::InvalidQuery(format!("cursor: {err}")))?;
-    let page = state.engine()?.list(&tenant, after, limit).await?;
-    let next_cursor = (page.len() == limit)
-        .then(|| page.last().map(|(device, _)| device.to_string()))
-        .flatten();
-    let items: Vec<Value> = page
-        .iter()
-        .map(|(device, twin)| render::twin(&TwinKey::new(tenant.clone(), device.clone()), twin))
-        .collect();
-    Ok(axum::Json(json!({ "items": items, "next_cursor": next_cursor })).into_response())
 }
 
 #[derive(Deserialize)]

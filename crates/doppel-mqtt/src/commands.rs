@@ -18,10 +18,6 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 const THINGS_PREFIX: &str = "$doppel/things/";
-/// Most commands sent to one device in one go; the rest follow as these are acknowledged or
-/// their acknowledgement timeout passes.
-const DELIVERY_BATCH: usize = 32;
-
 /// The topic a command is delivered on.
 pub fn command_topic(thing: &str, id: &str) -> String {
     format!("{THINGS_PREFIX}{thing}/commands/{id}")
@@ -141,7 +137,9 @@ pub(crate) async fn deliver(hub: &Hub, key: &TwinKey, reconnected: bool) {
     };
     match engine
         .commands()
-        .deliver(key.clone(), reconnected, DELIVERY_BATCH)
+        // Everything due at once: a device has at most `commands.max_open` open commands, and
+        // nothing else would send what a smaller batch left behind until a timeout.
+        .deliver(key.clone(), reconnected, usize::MAX)
         .await
     {
         Ok(commands) => {

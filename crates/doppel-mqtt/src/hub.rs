@@ -30,6 +30,10 @@ use rmqtt::types::{
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Instant;
+
+/// The gauge of live client sessions, raised and lowered by the connect and disconnect hooks.
+const CONNECTIONS_METRIC: &str = "doppel_mqtt_connections";
 
 /// Where a session's identity is kept among its attributes once worked out.
 const IDENTITY_ATTR: &str = "doppel.identity";
@@ -130,8 +134,9 @@ impl Hub {
             payload,
             properties: None,
         });
-        if let Err(err) = SessionState::forwards(&self.scx, from, publish, false, None).await {
-            tracing::warn!(error = %err, topic, "cannot publish a hub message");
+        match SessionState::forwards(&self.scx, from, publish, false, None).await {
+            Ok(()) => metrics::counter!("doppel_mqtt_messages_published_total").increment(1),
+            Err(err) => tracing::warn!(error = %err, topic, "cannot publish a hub message"),
         }
     }
 
@@ -218,6 +223,11 @@ impl Hub {
     }
 
     async fn on_publish(&self, session: &Session, from: &From, publish: &Publish) -> Publish {
+        // Where `doppel_sync_latency_seconds` starts.
+        let received = Instant::now();
+        if from.is_custom() {
+            metrics::counter!("doppel_mqtt_messages_received_total").increment(1);
+        }
         let mut rewritten = Publish::clone(publish);
         let topic = publish.topic.to_string();
         if !mount::is_topic_name(&topic) {
@@ -231,7 +241,7 @@ impl Hub {
         rewritten.topic = match allowed {
             Some(identity) => {
                 if from.is_custom() {
-                    service::handle(self, identity, &topic, &publish.payload).await;
+                    service::handle(self, identity, &topic, &publish.payload, received).await;
                     commands::handle_ack(self, identity, &topic, &publish.payload).await;
                 }
                 mount::mount(identity.tenant.as_str(), &topic).into()
@@ -541,10 +551,12 @@ impl Handler for HubHook {
                 None => (true, acc),
             },
             Parameter::ClientConnected(session) => {
+                metrics::gauge!(CONNECTIONS_METRIC).increment(1);
                 hub.on_presence(session, None).await;
                 (true, acc)
             }
             Parameter::ClientDisconnected(session, reason) => {
+                metrics::gauge!(CONNECTIONS_METRIC).decrement(1);
                 hub.on_presence(session, Some(reason)).await;
                 (true, acc)
             }

@@ -42,6 +42,57 @@ pub struct Config {
     pub log: LogConfig,
     pub mqtt: MqttSection,
     pub commands: CommandsSection,
+    pub streams: StreamsSection,
+    pub query: QuerySection,
+}
+
+/// Fleet queries (`GET /v1/tenants/{tenant}/twins?q=`; see docs/QUERY.md).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuerySection {
+    /// `reported.*` and `desired.*` paths to index, e.g. `["reported.temp"]`; tags, connection
+    /// status, device type and firmware version are always indexed.
+    pub index: Vec<String>,
+}
+
+impl QuerySection {
+    /// The configured paths, parsed; each must be a `reported` or `desired` path.
+    pub fn indexed_paths(&self) -> anyhow::Result<doppel_engine::IndexedPaths> {
+        let mut state = Vec::new();
+        for text in &self.index {
+            let path = doppel_query::parse_path(text)
+                .map_err(|err| anyhow::anyhow!("query.index: {text:?}: {err}"))?;
+            if !matches!(
+                path,
+                doppel_query::Path::Reported(_) | doppel_query::Path::Desired(_)
+            ) {
+                bail!(
+                    "query.index: {text:?} is always indexed or cannot be; name reported.* or desired.* paths"
+                );
+            }
+            state.push(path);
+        }
+        Ok(doppel_engine::IndexedPaths { state })
+    }
+}
+
+/// Change streams (`GET /v1/tenants/{tenant}/events`; see docs/API.md).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamsSection {
+    /// Events kept per tenant for clients that resume with `Last-Event-ID`.
+    pub retention: usize,
+    /// Events a subscriber may fall behind before it is disconnected.
+    pub subscriber_buffer: usize,
+}
+
+impl Default for StreamsSection {
+    fn default() -> Self {
+        Self {
+            retention: doppel_engine::stream::DEFAULT_STREAM_RETENTION,
+            subscriber_buffer: doppel_engine::stream::DEFAULT_SUBSCRIBER_BUFFER,
+        }
+    }
 }
 
 /// How device commands are bounded and retried (see docs/API.md, "Commands").
@@ -228,6 +279,8 @@ impl Default for Config {
             log: LogConfig::default(),
             mqtt: MqttSection::default(),
             commands: CommandsSection::default(),
+            streams: StreamsSection::default(),
+            query: QuerySection::default(),
         }
     }
 }
@@ -324,6 +377,15 @@ pub struct ServeArgs {
     /// commands.max_open: open commands one device may have [default: 100]
     #[arg(long, env = "DOPPEL_COMMANDS_MAX_OPEN")]
     pub commands_max_open: Option<usize>,
+    /// streams.retention: events kept per tenant for resuming a change stream [default: 65536]
+    #[arg(long, env = "DOPPEL_STREAMS_RETENTION")]
+    pub streams_retention: Option<usize>,
+    /// streams.subscriber_buffer: events a change-stream client may fall behind [default: 8192]
+    #[arg(long, env = "DOPPEL_STREAMS_SUBSCRIBER_BUFFER")]
+    pub streams_subscriber_buffer: Option<usize>,
+    /// query.index: reported/desired paths fleet queries find by index, comma-separated [default: none]
+    #[arg(long, env = "DOPPEL_QUERY_INDEX", value_delimiter = ',')]
+    pub query_index: Option<Vec<String>>,
     /// mqtt.addr: MQTT listen address [default: 127.0.0.1:1883]
     #[arg(long, env = "DOPPEL_MQTT_ADDR")]
     pub mqtt_addr: Option<SocketAddr>,
@@ -401,6 +463,15 @@ impl ServeArgs {
         }
         if let Some(v) = self.commands_max_open {
             config.commands.max_open = v;
+        }
+        if let Some(v) = &self.query_index {
+            config.query.index.clone_from(v);
+        }
+        if let Some(v) = self.streams_retention {
+            config.streams.retention = v;
+        }
+        if let Some(v) = self.streams_subscriber_buffer {
+            config.streams.subscriber_buffer = v;
         }
         self.apply_mqtt(&mut config.mqtt)?;
         config.validate()?;
@@ -517,6 +588,10 @@ impl Config {
             doppel_model::TenantId::new(tls.tenant.as_str())
                 .map_err(|err| anyhow::anyhow!("mqtt.tls.tenant: {err}"))?;
         }
+        self.query.indexed_paths()?;
+        if self.streams.retention == 0 || self.streams.subscriber_buffer == 0 {
+            bail!("streams.retention and streams.subscriber_buffer must be at least 1");
+        }
         self.commands.validate()
     }
 
@@ -560,6 +635,10 @@ impl Config {
             retention_check_interval: (self.history.bucket / 10)
                 .clamp(Duration::from_millis(100), Duration::from_secs(60)),
             commands: self.commands.limits(),
+            stream_retention: self.streams.retention,
+            stream_subscriber_buffer: self.streams.subscriber_buffer,
+            // Checked by `validate`, which runs before the engine is configured.
+            indexed_paths: self.query.indexed_paths().unwrap_or_default(),
             ..defaults
         }
     }

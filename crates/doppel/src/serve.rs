@@ -7,9 +7,26 @@ use doppel_engine::{Engine, SystemClock};
 use doppel_http::AppState;
 use doppel_mqtt::MqttServer;
 use doppel_store::{CredentialStore, FjallStore};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::io::Write;
 use std::sync::Arc;
+use std::time::Duration;
 use tracing_subscriber::EnvFilter;
+
+/// Bucket bounds of every `_seconds` histogram (request, commit and sync latencies): 100 µs,
+/// below a lone fsync on a fast disk, to 10 s, beyond which the exact figure no longer matters.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+/// Bucket bounds of writes per store commit, in powers of two: 1 (a lone write) to 4096 (four
+/// shards each handing over their largest group, `engine.max_batch` = 1024); more lands in +Inf.
+const COMMIT_WRITES_BUCKETS: [f64; 13] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
+];
+/// How often the recorder drains its histograms' recent samples into their buckets; without
+/// it those samples would pile up between scrapes.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let config = args.resolve().context("invalid configuration")?;
@@ -61,6 +78,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .local_addr()
         .context("cannot read the bound address")?;
     let state = AppState::new(config.limits);
+    state.set_metrics(install_metrics()?);
     let server = tokio::spawn({
         let router = doppel_http::router(state.clone());
         let polls = state.clone();
@@ -68,7 +86,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move {
                     shutdown_signal().await;
-                    polls.end_long_polls();
+                    polls.end_waiting_requests();
                 })
                 .await
         }
@@ -127,6 +145,32 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tasks.join().await;
     tracing::info!("stopped");
     served.context("the HTTP server failed")
+}
+
+/// Installs the process-wide metrics recorder, before the engine starts recording, and keeps
+/// its upkeep going for the life of the runtime.
+fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
+        .and_then(|builder| {
+            builder.set_buckets_for_metric(
+                Matcher::Full("doppel_store_commit_writes".into()),
+                &COMMIT_WRITES_BUCKETS,
+            )
+        })
+        .and_then(PrometheusBuilder::install_recorder)
+        .context("cannot install the metrics recorder")?;
+    tokio::spawn({
+        let handle = handle.clone();
+        async move {
+            let mut upkeep = tokio::time::interval(METRICS_UPKEEP);
+            loop {
+                upkeep.tick().await;
+                handle.run_upkeep();
+            }
+        }
+    });
+    Ok(handle)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -127,6 +127,42 @@ fn invalid_mqtt_settings_fail_at_start_naming_the_key() {
 }
 
 #[test]
+fn invalid_command_stream_and_query_settings_fail_at_start_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    for (variable, value, expected) in [
+        (
+            "DOPPEL_COMMANDS_ACK_TIMEOUT",
+            "10ms",
+            "commands.ack_timeout must be at least 100ms, got 10ms",
+        ),
+        (
+            "DOPPEL_COMMANDS_MAX_OPEN",
+            "0",
+            "commands.max_attempts and commands.max_open must be at least 1",
+        ),
+        (
+            "DOPPEL_STREAMS_RETENTION",
+            "0",
+            "streams.retention and streams.subscriber_buffer must be at least 1",
+        ),
+        (
+            "DOPPEL_QUERY_INDEX",
+            "reported.temp,tags.site",
+            "query.index: \"tags.site\" is always indexed or cannot be",
+        ),
+        (
+            "DOPPEL_QUERY_INDEX",
+            "reported.",
+            "query.index: \"reported.\": at position 9",
+        ),
+    ] {
+        let err = serve_fails(&[(variable, value)], &["--data-dir", data]);
+        assert!(err.contains(expected), "{variable}={value}: {err}");
+    }
+}
+
+#[test]
 fn anonymous_mqtt_is_announced_on_stderr_whatever_the_log_level() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
@@ -190,6 +226,13 @@ fn serve_help_lists_every_environment_variable() {
         "DOPPEL_MQTT_TLS_CERT",
         "DOPPEL_MQTT_TLS_KEY",
         "DOPPEL_MQTT_TLS_CLIENT_CA",
+        "DOPPEL_COMMANDS_MAX_TTL",
+        "DOPPEL_COMMANDS_ACK_TIMEOUT",
+        "DOPPEL_COMMANDS_MAX_ATTEMPTS",
+        "DOPPEL_COMMANDS_MAX_OPEN",
+        "DOPPEL_STREAMS_RETENTION",
+        "DOPPEL_STREAMS_SUBSCRIBER_BUFFER",
+        "DOPPEL_QUERY_INDEX",
     ] {
         assert!(
             help.contains(variable),

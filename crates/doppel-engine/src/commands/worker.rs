@@ -42,7 +42,15 @@ impl DeviceQueue {
     pub(crate) fn is_empty(&self) -> bool {
         self.open.is_empty() && self.keys.is_empty()
     }
+
+    /// PENDING and DELIVERED commands.
+    pub(crate) fn open_count(&self) -> usize {
+        self.open.len()
+    }
 }
+
+/// The gauge of open (PENDING or DELIVERED) commands, which every worker adjusts by its share.
+pub(crate) const OPEN_METRIC: &str = "doppel_commands_open";
 
 /// A deadline of one command: when time alone may change it.
 type Deadline = Reverse<(Millis, TwinKey, String)>;
@@ -366,6 +374,10 @@ impl CommandWorker {
             }
         };
         let committed = failure.is_none();
+        if committed {
+            // Before the answers, so a caller that got one sees its change in the metrics.
+            self.record_metrics(&touched, &events);
+        }
         for answer in answers {
             answer(failure.clone());
         }
@@ -382,6 +394,28 @@ impl CommandWorker {
         self.deadlines.extend(deadlines);
         if !events.is_empty() {
             self.feeds.publish(events).await;
+        }
+    }
+
+    /// Counts a committed round's events and moves the open gauge by what it opened and
+    /// settled; `touched` holds the queues as the round left them, `self.devices` as before.
+    fn record_metrics(&self, touched: &HashMap<TwinKey, DeviceQueue>, events: &[CommandEvent]) {
+        let opened: i64 = touched
+            .iter()
+            .map(|(key, queue)| {
+                let before = self.devices.get(key).map_or(0, DeviceQueue::open_count);
+                queue.open_count() as i64 - before as i64
+            })
+            .sum();
+        if opened != 0 {
+            // Each worker adds its own share to the one gauge.
+            metrics::gauge!(OPEN_METRIC).increment(opened as f64);
+        }
+        for event in events {
+            if event.kind != CommandEventKind::Due {
+                metrics::counter!("doppel_commands_total", "event" => event.kind.name())
+                    .increment(1);
+            }
         }
     }
 }

@@ -10,11 +10,18 @@ use doppel_model::{
 };
 use serde_json::Value;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::mpsc;
 
 /// Answers a request published on a shadow topic; anything else is left alone. The caller has
-/// checked that the client may publish there.
-pub(crate) async fn handle(hub: &Hub, identity: &Identity, topic: &str, payload: &[u8]) {
+/// checked that the client may publish there, and `received` is when its publish hook began.
+pub(crate) async fn handle(
+    hub: &Hub,
+    identity: &Identity,
+    topic: &str,
+    payload: &[u8],
+    received: Instant,
+) {
     let Some(request) = topic::parse_request(topic) else {
         return;
     };
@@ -28,6 +35,17 @@ pub(crate) async fn handle(hub: &Hub, identity: &Identity, topic: &str, payload:
     };
     hub.publish(&identity.tenant, &request.response(outcome), &body)
         .await;
+    metrics::counter!(
+        "doppel_shadow_requests_total",
+        "op" => request.op.as_str(),
+        "outcome" => outcome
+    )
+    .increment(1);
+    if request.op == ShadowOp::Update && outcome == "accepted" {
+        // From the publish hook to `/update/accepted` handed to the broker: parsing, the
+        // durable commit, rendering and routing the answer; not the network either way.
+        metrics::histogram!("doppel_sync_latency_seconds").record(received.elapsed());
+    }
 }
 
 type Rejection = (ShadowError, Option<String>);

@@ -37,6 +37,11 @@ enum TwinCommand {
     History(HistoryArgs),
     /// List the twins of the tenant in device-id order.
     List(PageArgs),
+    /// Find the twins that match a fleet query, e.g. "tags.site = 'berlin' AND reported.temp > 30"
+    /// (docs/QUERY.md).
+    Query(QueryArgs),
+    /// Count the twins that match a fleet query, per group with --group-by.
+    Count(CountArgs),
     /// Delete a twin; its history stays until retention drops it.
     Delete(DeleteArgs),
 }
@@ -118,6 +123,32 @@ struct PageArgs {
     cursor: Option<String>,
 }
 
+#[derive(Args, Debug, Serialize)]
+struct QueryArgs {
+    /// The query, in the fleet query language.
+    #[arg(value_name = "query")]
+    q: String,
+    /// Sort by this path instead of the device id, e.g. "reported.temp DESC".
+    #[arg(long, value_name = "PATH [ASC|DESC]")]
+    order_by: Option<String>,
+    /// Most twins in one page.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Continue after a page: the `next cursor` the previous page printed.
+    #[arg(long)]
+    cursor: Option<String>,
+}
+
+#[derive(Args, Debug, Serialize)]
+struct CountArgs {
+    /// The query, in the fleet query language; every twin without one.
+    #[arg(value_name = "query")]
+    q: Option<String>,
+    /// Count per value of this path, e.g. connection.status.
+    #[arg(long, value_name = "PATH")]
+    group_by: Option<String>,
+}
+
 #[derive(Args, Debug)]
 struct DeleteArgs {
     /// The device id, e.g. pump-001.
@@ -196,6 +227,22 @@ async fn execute(args: TwinArgs) -> anyhow::Result<String> {
                 .send(client.request(Method::GET, &twins).query(&page))
                 .await?;
             Ok(printer.show(answer, &|answer| view::list_page(answer, tenant.as_str())))
+        }
+        TwinCommand::Query(query) => {
+            let answer = client
+                .send(client.request(Method::GET, &twins).query(&query))
+                .await?;
+            Ok(printer.show(answer, &|answer| view::list_page(answer, tenant.as_str())))
+        }
+        TwinCommand::Count(count) => {
+            let answer = client
+                .send(
+                    client
+                        .request(Method::GET, &format!("{twins}/count"))
+                        .query(&count),
+                )
+                .await?;
+            Ok(printer.show(answer, &view::count))
         }
         TwinCommand::Delete(delete) => {
             let device = device_id(&delete.device)?;

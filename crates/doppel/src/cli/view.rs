@@ -199,6 +199,24 @@ pub fn list_page(page: &Value, tenant: &str) -> String {
     )
 }
 
+/// A count (`{"count": n, "groups": [{"value", "count"}]}`): the total, then a row per group.
+pub fn count(answer: &Value) -> String {
+    let total = field(answer, "/count");
+    let Some(groups) = answer.get("groups").and_then(Value::as_array) else {
+        return format!("{total}\n");
+    };
+    let mut table = Table::new(&["VALUE", "COUNT"]);
+    for group in groups {
+        let value = match group.get("value") {
+            Some(Value::String(text)) => text.clone(),
+            Some(other) => other.to_string(),
+            None => "null".into(),
+        };
+        table.row(vec![value, field(group, "/count")]);
+    }
+    format!("{}total  {total}\n", table.render())
+}
+
 /// A page of the API (`{"items": [...], "next_cursor": ...}`) as a table of one row per item,
 /// or `empty` when there are none, then the cursor line.
 fn page_table(

@@ -1,0 +1,357 @@
+//! Fleet queries over the twins in memory: how a twin answers a query's paths, and the indexes
+//! that find candidates without reading every twin.
+//!
+//! Each shard keeps a [`FleetIndex`] of its own twins, updated with its twin map after every
+//! commit and before any caller is answered, so a query that starts after a write was
+//! acknowledged finds the twin by its new values. An index maps `(tenant, path, value)` to the
+//! devices that have that value: every tag, the connection status, the device type, the
+//! firmware version, and the `reported`/`desired` paths the configuration names. Only scalar
+//! values are indexed (a query compares paths with scalars only).
+
+use doppel_model::{ConnectionStatus, DeviceId, TenantId, Twin, TwinKey};
+use doppel_query::{Fields, Path};
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// A twin as a query sees it.
+pub(crate) struct TwinFields<'a>(pub &'a Twin);
+
+impl Fields for TwinFields<'_> {
+    fn value(&self, path: &Path) -> Option<Cow<'_, Value>> {
+        let twin = self.0;
+        match path {
+            Path::Reported(segments) => walk(&twin.reported.state, segments).map(Cow::Borrowed),
+            Path::Desired(segments) => walk(&twin.desired.state, segments).map(Cow::Borrowed),
+            Path::Tag(name) => twin
+                .meta
+                .tags
+                .get(name)
+                .map(|tag| Cow::Owned(Value::String(tag.clone()))),
+            Path::ConnectionStatus => Some(Cow::Owned(Value::String(
+                status_name(twin.connection.status).into(),
+            ))),
+            Path::DeviceType => twin
+                .meta
+                .device_type
+                .as_ref()
+                .map(|kind| Cow::Owned(Value::String(kind.clone()))),
+            Path::FirmwareVersion => twin
+                .meta
+                .firmware_version
+                .as_ref()
+                .map(|version| Cow::Owned(Value::String(version.clone()))),
+        }
+    }
+
+    fn delta_is_empty(&self) -> bool {
+        self.0.delta().is_empty()
+    }
+}
+
+fn walk<'a>(state: &'a Map<String, Value>, segments: &[String]) -> Option<&'a Value> {
+    let (first, rest) = segments.split_first()?;
+    let mut value = state.get(first)?;
+    for segment in rest {
+        value = value.as_object()?.get(segment)?;
+    }
+    Some(value)
+}
+
+pub(crate) fn status_name(status: ConnectionStatus) -> &'static str {
+    match status {
+        ConnectionStatus::Connected => "CONNECTED",
+        ConnectionStatus::Disconnected => "DISCONNECTED",
+        ConnectionStatus::Unknown => "UNKNOWN",
+    }
+}
+
+/// A scalar as an index key, equal exactly when [`doppel_query::values_equal`] says the values
+/// are: numbers by value (`1` and `1.0` share a key), everything else by its JSON form.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum ValueKey {
+    Null,
+    Bool(bool),
+    /// A number with an exact integer value.
+    Integer(i128),
+    /// Any other number, by its bits (NaN cannot occur in JSON).
+    Float(u64),
+    Text(Arc<str>),
+}
+
+impl ValueKey {
+    /// The key of a scalar; `None` for objects and arrays, which are never indexed.
+    pub(crate) fn of(value: &Value) -> Option<ValueKey> {
+        Some(match value {
+            Value::Null => ValueKey::Null,
+            Value::Bool(flag) => ValueKey::Bool(*flag),
+            Value::String(text) => ValueKey::Text(Arc::from(text.as_str())),
+            Value::Number(number) => {
+                if let Some(integer) = number.as_i64() {
+                    ValueKey::Integer(i128::from(integer))
+                } else if let Some(integer) = number.as_u64() {
+                    ValueKey::Integer(i128::from(integer))
+                } else {
+                    let float = number.as_f64()?;
+                    // An integral float names the same number as the integer (`1.0 = 1`).
+                    if float.fract() == 0.0 && float.abs() < 1e18 {
+                        ValueKey::Integer(float as i128)
+                    } else {
+                        ValueKey::Float(float.to_bits())
+                    }
+                }
+            }
+            Value::Array(_) | Value::Object(_) => return None,
+        })
+    }
+}
+
+/// Which paths are indexed: the fixed ones, and the configured state paths.
+#[derive(Clone, Debug, Default)]
+pub struct IndexedPaths {
+    /// `reported.*` and `desired.*` paths named by the configuration.
+    pub state: Vec<Path>,
+}
+
+impl IndexedPaths {
+    /// Whether an equality on `path` can be answered from the index.
+    pub(crate) fn covers(&self, path: &Path) -> bool {
+        match path {
+            Path::Tag(_) | Path::ConnectionStatus | Path::DeviceType | Path::FirmwareVersion => {
+                true
+            }
+            Path::Reported(_) | Path::Desired(_) => self.state.contains(path),
+        }
+    }
+
+    /// The indexed paths of one twin, with their values.
+    fn entries(&self, twin: &Twin) -> Vec<(Path, ValueKey)> {
+        let fields = TwinFields(twin);
+        let mut entries: Vec<(Path, ValueKey)> = twin
+            .meta
+            .tags
+            .iter()
+            .map(|(name, value)| {
+                (
+                    Path::Tag(name.clone()),
+                    ValueKey::Text(Arc::from(value.as_str())),
+                )
+            })
+            .collect();
+        let fixed = [
+            Path::ConnectionStatus,
+            Path::DeviceType,
+            Path::FirmwareVersion,
+        ];
+        for path in fixed.iter().chain(&self.state) {
+            if let Some(key) = fields.value(path).and_then(|value| ValueKey::of(&value)) {
+                entries.push((path.clone(), key));
+            }
+        }
+        entries
+    }
+}
+
+/// One shard's indexes.
+#[derive(Default)]
+pub(crate) struct FleetIndex {
+    paths: IndexedPaths,
+    /// The devices with each value of each indexed path, in device-id order.
+    devices: HashMap<(TenantId, Path, ValueKey), BTreeSet<DeviceId>>,
+    /// What each twin is indexed under, so that a change can be undone without the old twin.
+    entries: HashMap<TwinKey, Vec<(Path, ValueKey)>>,
+    /// Whether every twin loaded at start is indexed; until then queries read every twin.
+    ready: bool,
+}
+
+impl FleetIndex {
+    pub(crate) fn new(paths: IndexedPaths) -> FleetIndex {
+        FleetIndex {
+            paths,
+            ..FleetIndex::default()
+        }
+    }
+
+    pub(crate) fn mark_ready(&mut self) {
+        self.ready = true;
+    }
+
+    /// Indexes `twin` under `key` in place of whatever it was indexed under; `None` (a deleted
+    /// twin) removes it.
+    pub(crate) fn update(&mut self, key: &TwinKey, twin: Option<&Twin>) {
+        let new = twin
+            .and_then(Twin::live)
+            .map(|twin| self.paths.entries(twin))
+            .unwrap_or_default();
+        let old = self.entries.remove(key).unwrap_or_default();
+        if old == new {
+            if !new.is_empty() {
+                self.entries.insert(key.clone(), new);
+            }
+            return;
+        }
+        for (path, value) in old {
+            let slot = (key.tenant.clone(), path, value);
+            if let Some(devices) = self.devices.get_mut(&slot) {
+                devices.remove(&key.device);
+                if devices.is_empty() {
+                    self.devices.remove(&slot);
+                }
+            }
+        }
+        for (path, value) in &new {
+            self.devices
+                .entry((key.tenant.clone(), path.clone(), value.clone()))
+                .or_default()
+                .insert(key.device.clone());
+        }
+        if !new.is_empty() {
+            self.entries.insert(key.clone(), new);
+        }
+    }
+
+    /// The devices of `tenant` whose `path` equals one of `values`, or `None` when `path` is
+    /// not indexed (or the index is not complete yet).
+    pub(crate) fn lookup(
+        &self,
+        tenant: &TenantId,
+        path: &Path,
+        values: &[Value],
+    ) -> Option<BTreeSet<DeviceId>> {
+        if !self.ready || !self.paths.covers(path) {
+            return None;
+        }
+        let mut found = BTreeSet::new();
+        for value in values {
+            let Some(key) = ValueKey::of(value) else {
+                continue;
+            };
+            if let Some(devices) = self.devices.get(&(tenant.clone(), path.clone(), key)) {
+                found.extend(devices.iter().cloned());
+            }
+        }
+        Some(found)
+    }
+
+    /// How many devices of `tenant` have one of `values` at `path` (to pick the narrowest
+    /// constraint), or `None` when `path` is not indexed.
+    pub(crate) fn count(&self, tenant: &TenantId, path: &Path, values: &[Value]) -> Option<usize> {
+        if !self.ready || !self.paths.covers(path) {
+            return None;
+        }
+        Some(
+            values
+                .iter()
+                .filter_map(ValueKey::of)
+                .filter_map(|key| self.devices.get(&(tenant.clone(), path.clone(), key)))
+                .map(BTreeSet::len)
+                .sum(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use doppel_model::{Connection, Meta};
+    use serde_json::json;
+
+    fn twin(status: ConnectionStatus, site: &str, temp: Value) -> Twin {
+        let mut twin = Twin {
+            connection: Connection {
+                status,
+                ..Connection::default()
+            },
+            meta: Meta {
+                device_type: Some("pump".into()),
+                tags: [("site".to_owned(), site.to_owned())].into(),
+                ..Meta::default()
+            },
+            ..Twin::default()
+        };
+        twin.reported.state.insert("temp".into(), temp);
+        twin
+    }
+
+    fn key(device: &str) -> TwinKey {
+        TwinKey::new(TenantId::new("t").unwrap(), DeviceId::new(device).unwrap())
+    }
+
+    fn ids(devices: Option<BTreeSet<DeviceId>>) -> Vec<String> {
+        devices
+            .expect("indexed")
+            .into_iter()
+            .map(|d| d.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_twin_answers_every_path_of_the_language() {
+        let twin = twin(ConnectionStatus::Connected, "berlin", json!(31));
+        let query = doppel_query::parse(
+            "tags.site = 'berlin' AND connection.status = 'CONNECTED' AND reported.temp > 30 \
+             AND device_type LIKE 'pu%' AND NOT EXISTS firmware_version AND delta IS EMPTY",
+        )
+        .unwrap();
+        assert!(query.matches(&TwinFields(&twin)));
+        let other = doppel_query::parse("reported.temp.inner = 1").unwrap();
+        assert!(!other.matches(&TwinFields(&twin)));
+    }
+
+    #[test]
+    fn changes_move_a_twin_between_index_entries() {
+        let tenant = TenantId::new("t").unwrap();
+        let temp = Path::Reported(vec!["temp".into()]);
+        let mut index = FleetIndex::new(IndexedPaths {
+            state: vec![temp.clone()],
+        });
+        index.mark_ready();
+        index.update(
+            &key("a"),
+            Some(&twin(ConnectionStatus::Connected, "berlin", json!(1))),
+        );
+        index.update(
+            &key("b"),
+            Some(&twin(ConnectionStatus::Disconnected, "berlin", json!(1.0))),
+        );
+        let site = Path::Tag("site".into());
+        assert_eq!(
+            ids(index.lookup(&tenant, &site, &[json!("berlin")])),
+            ["a", "b"]
+        );
+        assert_eq!(
+            ids(index.lookup(&tenant, &temp, &[json!(1)])),
+            ["a", "b"],
+            "1 and 1.0 are one number"
+        );
+        index.update(
+            &key("a"),
+            Some(&twin(ConnectionStatus::Connected, "paris", json!(2))),
+        );
+        assert_eq!(ids(index.lookup(&tenant, &site, &[json!("berlin")])), ["b"]);
+        assert_eq!(
+            ids(index.lookup(&tenant, &site, &[json!("berlin"), json!("paris")])),
+            ["a", "b"]
+        );
+        assert_eq!(
+            index.count(&tenant, &Path::ConnectionStatus, &[json!("CONNECTED")]),
+            Some(1)
+        );
+        index.update(&key("b"), None);
+        assert!(
+            ids(index.lookup(&tenant, &site, &[json!("berlin")])).is_empty(),
+            "a deleted twin leaves the index"
+        );
+        assert_eq!(
+            index.lookup(&tenant, &Path::Reported(vec!["other".into()]), &[json!(1)]),
+            None,
+            "unconfigured state paths are not indexed"
+        );
+        let other_tenant = TenantId::new("u").unwrap();
+        assert!(
+            ids(index.lookup(&other_tenant, &site, &[json!("paris")])).is_empty(),
+            "tenants never share entries"
+        );
+    }
+}

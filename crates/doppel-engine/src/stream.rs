@@ -1,0 +1,376 @@
+//! Change streams: every twin and command event of a tenant, numbered per tenant and kept for a
+//! while so that a client that reconnects resumes without a gap or a duplicate.
+//!
+//! One task follows the engine's changes and the command events (losslessly, so no event is
+//! skipped) and appends each event to its tenant's stream: the next sequence number, a bounded
+//! ring for resuming, and a broadcast to the live subscribers. Appending never waits for a
+//! subscriber: a subscriber that falls more than its buffer behind is told it lagged and is cut
+//! off, so a slow client can never slow the write path.
+//!
+//! A tenant's stream begins when its first client subscribes: until then nobody could resume,
+//! and the hub spends nothing on it (decoding the previous state, rendering).
+//!
+//! Event ids are `{epoch}-{sequence}`. The epoch is the process's start instant in milliseconds:
+//! the ring lives in memory, so a restart begins a new epoch, and an id of an earlier epoch (or
+//! one older than the ring) is answered with an explicit gap instead of a silent jump.
+
+use crate::commands::{CommandEvent, CommandEventKind};
+use crate::events::TwinChange;
+use doppel_model::{HistoryKind, Millis, TenantId, Twin, TwinKey};
+use serde_json::{Value, json};
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::{broadcast, mpsc, watch};
+
+/// Default events kept per tenant for resuming: a few minutes of a busy tenant's changes, at
+/// a few hundred bytes each.
+pub const DEFAULT_STREAM_RETENTION: usize = 65_536;
+/// Default events a live subscriber may fall behind before it is cut off.
+pub const DEFAULT_SUBSCRIBER_BUFFER: usize = 8_192;
+
+/// What an event is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventType {
+    TwinReported,
+    TwinDesired,
+    TwinDelta,
+    TwinConnection,
+    TwinDeleted,
+    Command(CommandEventKind),
+}
+
+impl EventType {
+    /// Every type a client may ask for, by name.
+    pub const NAMES: [&'static str; 11] = [
+        "twin.reported",
+        "twin.desired",
+        "twin.delta",
+        "twin.connection",
+        "twin.deleted",
+        "command.queued",
+        "command.delivered",
+        "command.acknowledged",
+        "command.expired",
+        "command.canceled",
+        "command.failed",
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TwinReported => "twin.reported",
+            Self::TwinDesired => "twin.desired",
+            Self::TwinDelta => "twin.delta",
+            Self::TwinConnection => "twin.connection",
+            Self::TwinDeleted => "twin.deleted",
+            Self::Command(kind) => match kind {
+                CommandEventKind::Queued => "command.queued",
+                CommandEventKind::Delivered => "command.delivered",
+                CommandEventKind::Acknowledged => "command.acknowledged",
+                CommandEventKind::Expired => "command.expired",
+                CommandEventKind::Canceled => "command.canceled",
+                CommandEventKind::Failed => "command.failed",
+                CommandEventKind::Due => "command.due",
+            },
+        }
+    }
+
+    /// Whether `pattern` (a name, or a family such as `twin.*` or `command.*`) covers this type.
+    pub fn matches(self, pattern: &str) -> bool {
+        let name = self.name();
+        match pattern.strip_suffix(".*") {
+            Some(family) => name
+                .strip_prefix(family)
+                .is_some_and(|rest| rest.starts_with('.')),
+            None => name == pattern,
+        }
+    }
+}
+
+/// Where an event stands in its tenant's stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventId {
+    pub epoch: u64,
+    pub sequence: u64,
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.epoch, self.sequence)
+    }
+}
+
+impl EventId {
+    /// Reads an id this server handed out (the `Last-Event-ID` of a reconnecting client).
+    pub fn parse(text: &str) -> Option<EventId> {
+        let (epoch, sequence) = text.trim().split_once('-')?;
+        Some(EventId {
+            epoch: epoch.parse().ok()?,
+            sequence: sequence.parse().ok()?,
+        })
+    }
+}
+
+/// One event, rendered once for every subscriber.
+#[derive(Clone, Debug)]
+pub struct StreamEvent {
+    pub id: EventId,
+    pub kind: EventType,
+    pub key: TwinKey,
+    /// The event as JSON, ready to send.
+    pub data: Arc<str>,
+}
+
+/// What a subscriber starts from.
+pub struct Opened {
+    /// Events after the client's last one, oldest first, to send before the live ones.
+    pub backlog: Vec<Arc<StreamEvent>>,
+    /// Events from here on, none missing between the backlog and the first of these.
+    pub live: broadcast::Receiver<Arc<StreamEvent>>,
+    /// Set when the client's last event is not in the ring (an earlier epoch, or too old):
+    /// the stream resumes from the oldest event kept, and the client must be told.
+    pub gap: Option<Gap>,
+}
+
+/// Why a resume could not continue exactly where the client left off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gap {
+    /// The id is from before the server's last restart.
+    EarlierEpoch,
+    /// The id is older than the events the server still keeps.
+    Expired,
+    /// The id is ahead of anything this server handed out.
+    Unknown,
+}
+
+impl Gap {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::EarlierEpoch => {
+                "the server restarted since that event; events in between are not kept across restarts"
+            }
+            Self::Expired => "that event is older than the events the server keeps",
+            Self::Unknown => "the server never handed out that event id",
+        }
+    }
+}
+
+struct TenantStream {
+    next: u64,
+    ring: VecDeque<Arc<StreamEvent>>,
+    live: broadcast::Sender<Arc<StreamEvent>>,
+}
+
+/// The change streams of every tenant.
+pub struct Streams {
+    epoch: u64,
+    retention: usize,
+    subscriber_buffer: usize,
+    tenants: Mutex<HashMap<TenantId, TenantStream>>,
+    /// Set when the server stops: subscriptions end instead of holding the shutdown up.
+    closing: watch::Sender<bool>,
+}
+
+impl Streams {
+    pub(crate) fn new(epoch: Millis, retention: usize, subscriber_buffer: usize) -> Streams {
+        Streams {
+            epoch: u64::try_from(epoch.0).unwrap_or(0),
+            retention: retention.max(1),
+            subscriber_buffer: subscriber_buffer.max(1),
+            tenants: Mutex::default(),
+            closing: watch::Sender::new(false),
+        }
+    }
+
+    /// Ends every subscription now and from now on: the server is stopping.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Becomes `true` when the server stops; subscriptions end then.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    fn tenant<'a>(
+        &self,
+        tenants: &'a mut HashMap<TenantId, TenantStream>,
+        tenant: &TenantId,
+    ) -> &'a mut TenantStream {
+        tenants
+            .entry(tenant.clone())
+            .or_insert_with(|| TenantStream {
+                next: 1,
+                ring: VecDeque::new(),
+                live: broadcast::channel(self.subscriber_buffer).0,
+            })
+    }
+
+    /// Starts a subscription to `tenant`'s stream after `last` (a client's `Last-Event-ID`), or
+    /// at the live edge without one.
+    pub fn open(&self, tenant: &TenantId, last: Option<EventId>) -> Opened {
+        let mut tenants = self.tenants.lock().unwrap_or_else(PoisonError::into_inner);
+        let stream = self.tenant(&mut tenants, tenant);
+        // Taken under the lock that appends: nothing falls between the backlog and `live`.
+        let live = stream.live.subscribe();
+        let Some(last) = last else {
+            return Opened {
+                backlog: Vec::new(),
+                live,
+                gap: None,
+            };
+        };
+        let oldest = stream.ring.front().map_or(stream.next, |e| e.id.sequence);
+        let (from, gap) = if last.epoch != self.epoch {
+            (oldest, Some(Gap::EarlierEpoch))
+        } else if last.sequence >= stream.next {
+            (stream.next, Some(Gap::Unknown))
+        } else if last.sequence + 1 < oldest {
+            (oldest, Some(Gap::Expired))
+        } else {
+            (last.sequence + 1, None)
+        };
+        let skip = usize::try_from(from.saturating_sub(oldest)).unwrap_or(usize::MAX);
+        Opened {
+            backlog: stream.ring.iter().skip(skip).cloned().collect(),
+            live,
+            gap,
+        }
+    }
+
+    /// Whether `tenant`'s stream has begun (a client subscribed since the server started).
+    fn streaming(&self, tenant: &TenantId) -> bool {
+        self.tenants
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(tenant)
+    }
+
+    /// Appends events of one tenant in order and hands them to its live subscribers.
+    fn append(&self, tenant: &TenantId, events: Vec<(EventType, TwinKey, Value)>) {
+        let mut tenants = self.tenants.lock().unwrap_or_else(PoisonError::into_inner);
+        let stream = self.tenant(&mut tenants, tenant);
+        for (kind, key, mut body) in events {
+            let id = EventId {
+                epoch: self.epoch,
+                sequence: stream.next,
+            };
+            stream.next += 1;
+            if let Value::Object(fields) = &mut body {
+                fields.insert("id".into(), Value::String(id.to_string()));
+                fields.insert("type".into(), Value::String(kind.name().into()));
+                fields.insert("device_id".into(), Value::String(key.device.to_string()));
+            }
+            let event = Arc::new(StreamEvent {
+                id,
+                kind,
+                key,
+                data: Arc::from(body.to_string()),
+            });
+            if stream.ring.len() >= self.retention {
+                stream.ring.pop_front();
+            }
+            stream.ring.push_back(event.clone());
+            // No subscriber is not an error; a lagging one learns it from its receiver.
+            let _ = stream.live.send(event);
+        }
+    }
+
+    /// Follows twin changes and command events into the streams until both feeds end.
+    pub(crate) async fn run(
+        self: Arc<Self>,
+        mut changes: mpsc::Receiver<TwinChange>,
+        mut commands: mpsc::Receiver<CommandEvent>,
+    ) {
+        let (mut changes_open, mut commands_open) = (true, true);
+        while changes_open || commands_open {
+            tokio::select! {
+                change = changes.recv(), if changes_open => match change {
+                    Some(change) if self.streaming(&change.key.tenant) => {
+                        self.append(&change.key.tenant, twin_events(&change));
+                    }
+                    Some(_) => {}
+                    None => changes_open = false,
+                },
+                event = commands.recv(), if commands_open => match event {
+                    Some(event)
+                        if event.kind != CommandEventKind::Due
+                            && self.streaming(&event.key.tenant) =>
+                    {
+                        let body = json!({
+                            "at": event.command.transitions.last().map(|t| t.at.to_rfc3339()),
+                            "command": event.command.view(),
+                        });
+                        let kind = EventType::Command(event.kind);
+                        let tenant = event.key.tenant.clone();
+                        self.append(&tenant, vec![(kind, event.key, body)]);
+                    }
+                    Some(_) => {}
+                    None => commands_open = false,
+                },
+            }
+        }
+    }
+}
+
+/// The events one twin change makes: the sections that changed, and the delta when it did.
+fn twin_events(change: &TwinChange) -> Vec<(EventType, TwinKey, Value)> {
+    let current = &change.current;
+    let at = current.updated_at.to_rfc3339();
+    let key = || change.key.clone();
+    let base = |fields: Value| {
+        let mut body = json!({"at": at, "version": current.version});
+        if let (Value::Object(body), Value::Object(fields)) = (&mut body, fields) {
+            body.extend(fields);
+        }
+        body
+    };
+    if change.kind == HistoryKind::Deleted {
+        return vec![(EventType::TwinDeleted, key(), base(json!({})))];
+    }
+    let previous = match change.previous_twin() {
+        Ok(previous) => previous,
+        Err(err) => {
+            tracing::error!(error = %err, twin = %change.key, "cannot decode a twin's previous state for its events");
+            None
+        }
+    };
+    let empty = Twin::default();
+    let before = previous.as_ref().unwrap_or(&empty);
+    let mut events = Vec::new();
+    if before.reported != current.reported {
+        events.push((
+            EventType::TwinReported,
+            key(),
+            base(json!({"reported": current.reported.state, "reported_version": current.reported.version})),
+        ));
+    }
+    if before.desired != current.desired {
+        events.push((
+            EventType::TwinDesired,
+            key(),
+            base(json!({"desired": current.desired.state, "desired_version": current.desired.version})),
+        ));
+    }
+    if !events.is_empty() {
+        let delta = current.delta();
+        if delta != before.delta() {
+            events.push((EventType::TwinDelta, key(), base(json!({"delta": delta}))));
+        }
+    }
+    if before.connection.status != current.connection.status {
+        events.push((
+            EventType::TwinConnection,
+            key(),
+            base(json!({"connection": {
+                "status": current.connection.status,
+                "last_connected_at": current.connection.last_connected_at.map(|at| at.to_rfc3339()),
+                "last_disconnected_at": current.connection.last_disconnected_at.map(|at| at.to_rfc3339()),
+            }})),
+        ));
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests;
