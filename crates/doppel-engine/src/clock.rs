@@ -39,3 +39,16 @@ impl Clock for ManualClock {
         Millis(self.0.load(Ordering::SeqCst))
     }
 }
+
+/// Sleeps until `deadline` by `clock` (at once if it has passed); never returns when there is
+/// no deadline. For timers that wait in a `select!` beside their work.
+pub(crate) async fn sleep_until(clock: &dyn Clock, deadline: Option<Millis>) {
+    match deadline {
+        Some(deadline) => {
+            let wait = deadline.0.saturating_sub(clock.now().0).max(0);
+            let wait = std::time::Duration::from_millis(u64::try_from(wait).unwrap_or(0));
+            tokio::time::sleep(wait).await;
+        }
+        None => std::future::pending().await,
+    }
+}

@@ -1,4 +1,5 @@
 use crate::index::IndexedPaths;
+use crate::silence::ActivityIntervals;
 use doppel_model::Limits;
 use doppel_model::command::CommandLimits;
 use std::time::Duration;
@@ -43,6 +44,8 @@ pub struct EngineConfig {
     /// The `reported`/`desired` paths fleet queries find by index (tags, connection status,
     /// device type and firmware version always are).
     pub indexed_paths: IndexedPaths,
+    /// How long a connected device may stay silent before it is marked UNKNOWN.
+    pub activity: ActivityIntervals,
 }
 
 impl Default for EngineConfig {
@@ -59,6 +62,7 @@ impl Default for EngineConfig {
             stream_retention: crate::stream::DEFAULT_STREAM_RETENTION,
             stream_subscriber_buffer: crate::stream::DEFAULT_SUBSCRIBER_BUFFER,
             indexed_paths: IndexedPaths::default(),
+            activity: ActivityIntervals::default(),
         }
     }
 }

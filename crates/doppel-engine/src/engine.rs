@@ -5,6 +5,7 @@ use crate::error::EngineError;
 use crate::events::{ChangeFeeds, TwinChange};
 use crate::index::FleetIndex;
 use crate::shard::{Job, ShardWorker, SharedIndex, TwinMap, run_committer};
+use crate::silence::SilenceTimer;
 use crate::stream::Streams;
 use doppel_model::codec::EncodedTwin;
 use doppel_model::history::twin_from_history;
@@ -135,6 +136,7 @@ impl Engine {
                 max_batch: config.max_batch.max(1),
                 events: events.clone(),
                 index: index.clone(),
+                silence: SilenceTimer::new(config.activity.clone()),
             };
             workers.push(tokio::spawn(worker.run()));
             shards.push(Shard {

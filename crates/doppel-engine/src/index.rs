@@ -153,14 +153,70 @@ impl IndexedPaths {
     }
 }
 
+/// What one live twin is indexed under.
+#[derive(Debug, PartialEq)]
+struct Indexed {
+    entries: Vec<(Path, ValueKey)>,
+    /// Whether its delta is not empty, for the gauge of twins with a delta.
+    delta: bool,
+}
+
+impl Indexed {
+    fn status(&self) -> Option<&str> {
+        self.entries
+            .iter()
+            .find_map(|(path, value)| match (path, value) {
+                (Path::ConnectionStatus, ValueKey::Text(status)) => Some(&**status),
+                _ => None,
+            })
+    }
+}
+
+/// The fleet gauges, moved by each shard as its twins change. A process runs one engine, so
+/// shards of one fleet share them.
+mod gauges {
+    use super::Indexed;
+
+    pub(super) fn moved(old: Option<&Indexed>, new: Option<&Indexed>) {
+        let count = |indexed: Option<&Indexed>| f64::from(u8::from(indexed.is_some()));
+        let delta =
+            |indexed: Option<&Indexed>| f64::from(u8::from(indexed.is_some_and(|i| i.delta)));
+        let (twins, deltas) = (count(new) - count(old), delta(new) - delta(old));
+        if twins != 0.0 {
+            metrics::gauge!("doppel_twins").increment(twins);
+        }
+        if deltas != 0.0 {
+            metrics::gauge!("doppel_twins_with_delta").increment(deltas);
+        }
+        let (before, after) = (old.and_then(Indexed::status), new.and_then(Indexed::status));
+        if before != after {
+            if let Some(status) = before {
+                metrics::gauge!("doppel_devices", "status" => label(status)).decrement(1.0);
+            }
+            if let Some(status) = after {
+                metrics::gauge!("doppel_devices", "status" => label(status)).increment(1.0);
+            }
+        }
+    }
+
+    fn label(status: &str) -> &'static str {
+        match status {
+            "CONNECTED" => "connected",
+            "DISCONNECTED" => "disconnected",
+            _ => "unknown",
+        }
+    }
+}
+
 /// One shard's indexes.
 #[derive(Default)]
 pub(crate) struct FleetIndex {
     paths: IndexedPaths,
     /// The devices with each value of each indexed path, in device-id order.
     devices: HashMap<(TenantId, Path, ValueKey), BTreeSet<DeviceId>>,
-    /// What each twin is indexed under, so that a change can be undone without the old twin.
-    entries: HashMap<TwinKey, Vec<(Path, ValueKey)>>,
+    /// What each live twin is indexed under, so that a change can be undone without the old
+    /// twin.
+    entries: HashMap<TwinKey, Indexed>,
     /// Whether every twin loaded at start is indexed; until then queries read every twin.
     ready: bool,
 }
@@ -178,20 +234,22 @@ impl FleetIndex {
     }
 
     /// Indexes `twin` under `key` in place of whatever it was indexed under; `None` (a deleted
-    /// twin) removes it.
+    /// twin) removes it. Keeps the fleet gauges (twins, devices by connection status, twins with
+    /// a delta) in step.
     pub(crate) fn update(&mut self, key: &TwinKey, twin: Option<&Twin>) {
-        let new = twin
-            .and_then(Twin::live)
-            .map(|twin| self.paths.entries(twin))
-            .unwrap_or_default();
-        let old = self.entries.remove(key).unwrap_or_default();
+        let new = twin.and_then(Twin::live).map(|twin| Indexed {
+            entries: self.paths.entries(twin),
+            delta: !twin.delta().is_empty(),
+        });
+        let old = self.entries.remove(key);
         if old == new {
-            if !new.is_empty() {
+            if let Some(new) = new {
                 self.entries.insert(key.clone(), new);
             }
             return;
         }
-        for (path, value) in old {
+        gauges::moved(old.as_ref(), new.as_ref());
+        for (path, value) in old.map(|old| old.entries).unwrap_or_default() {
             let slot = (key.tenant.clone(), path, value);
             if let Some(devices) = self.devices.get_mut(&slot) {
                 devices.remove(&key.device);
@@ -200,13 +258,13 @@ impl FleetIndex {
                 }
             }
         }
-        for (path, value) in &new {
-            self.devices
-                .entry((key.tenant.clone(), path.clone(), value.clone()))
-                .or_default()
-                .insert(key.device.clone());
-        }
-        if !new.is_empty() {
+        if let Some(new) = new {
+            for (path, value) in &new.entries {
+                self.devices
+                    .entry((key.tenant.clone(), path.clone(), value.clone()))
+                    .or_default()
+                    .insert(key.device.clone());
+            }
             self.entries.insert(key.clone(), new);
         }
     }

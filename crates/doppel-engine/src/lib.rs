@@ -14,6 +14,7 @@ mod error;
 mod events;
 mod index;
 mod shard;
+pub mod silence;
 pub mod stream;
 
 pub use clock::{Clock, ManualClock, SystemClock};

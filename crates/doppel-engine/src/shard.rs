@@ -1,12 +1,13 @@
 //! A shard: the only writer of its twins, and the committer that makes shards' work durable.
 
-use crate::clock::Clock;
+use crate::clock::{Clock, sleep_until};
 use crate::engine::{Outcome, Stats};
 use crate::error::EngineError;
 use crate::events::{ChangeFeeds, TwinChange};
 use crate::index::FleetIndex;
+use crate::silence::SilenceTimer;
 use doppel_model::codec::{EncodedHistory, EncodedTwin};
-use doppel_model::{Applied, HistoryKind, Limits, Twin, TwinKey, UpdateRequest, apply};
+use doppel_model::{Applied, Change, HistoryKind, Limits, Twin, TwinKey, UpdateRequest, apply};
 use doppel_store::{TwinStore, TwinWrite};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -32,6 +33,9 @@ pub(crate) struct CommitRequest {
     done: oneshot::Sender<Result<(), EngineError>>,
 }
 
+/// Who history says marked a silent device UNKNOWN.
+const SILENCE_PRINCIPAL: &str = "doppel";
+
 /// Twins indexed per step while the index of the twins loaded at start is built.
 const INDEX_SLICE: usize = 1024;
 
@@ -48,6 +52,8 @@ pub(crate) struct ShardWorker {
     pub events: Arc<ChangeFeeds>,
     /// The fleet index of this shard's twins.
     pub index: SharedIndex,
+    /// When each of this shard's connected twins goes silent.
+    pub silence: SilenceTimer,
 }
 
 impl ShardWorker {
@@ -71,12 +77,18 @@ impl ShardWorker {
         }
         loop {
             let indexing = !unindexed.is_empty();
+            let silence = self.silence.next();
+            let clock = self.clock.clone();
             tokio::select! {
                 biased;
                 received = self.jobs.recv_many(&mut batch, self.max_batch) => {
                     if received == 0 {
                         return;
                     }
+                    self.process(&mut batch).await;
+                }
+                () = sleep_until(&*clock, silence) => {
+                    batch.extend(self.silent_twins());
                     self.process(&mut batch).await;
                 }
                 () = std::future::ready(()), if indexing => {
@@ -87,9 +99,29 @@ impl ShardWorker {
         }
     }
 
+    /// Marks every twin whose silence deadline has come: requests nobody waits for, applied
+    /// like any other (a twin heard from meanwhile is left alone by the model).
+    fn silent_twins(&mut self) -> Vec<Job> {
+        self.silence
+            .take_due(self.clock.now())
+            .into_iter()
+            .map(|(key, silent_since)| Job {
+                key,
+                request: UpdateRequest {
+                    change: Change::Silent { silent_since },
+                    expected_version: None,
+                    changed_by: SILENCE_PRINCIPAL.into(),
+                    change_reason: None,
+                    client_token: None,
+                },
+                reply: oneshot::channel().0,
+            })
+            .collect()
+    }
+
     /// Indexes the next slice of the twins loaded at start; marks the index ready after the
     /// last. Runs between groups, so no change of these twins is in flight meanwhile.
-    fn index_loaded(&self, unindexed: &mut Vec<TwinKey>) {
+    fn index_loaded(&mut self, unindexed: &mut Vec<TwinKey>) {
         let slice = unindexed.split_off(unindexed.len().saturating_sub(INDEX_SLICE));
         let records: Vec<(TwinKey, EncodedTwin)> = {
             let twins = self.twins.read().unwrap_or_else(PoisonError::into_inner);
@@ -110,6 +142,7 @@ impl ShardWorker {
         let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
         for (key, twin) in &decoded {
             index.update(key, twin.as_ref());
+            self.silence.track(key, twin.as_ref());
         }
         if unindexed.is_empty() {
             index.mark_ready();
@@ -198,6 +231,7 @@ impl ShardWorker {
             let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
             for (key, (twin, _)) in &pending {
                 index.update(key, Some(twin));
+                self.silence.track(key, Some(twin));
             }
             counts.record();
         }

@@ -36,17 +36,20 @@ pub enum EventType {
     TwinDesired,
     TwinDelta,
     TwinConnection,
+    /// A connected device stayed silent past its expected activity interval.
+    TwinStale,
     TwinDeleted,
     Command(CommandEventKind),
 }
 
 impl EventType {
     /// Every type a client may ask for, by name.
-    pub const NAMES: [&'static str; 11] = [
+    pub const NAMES: [&'static str; 12] = [
         "twin.reported",
         "twin.desired",
         "twin.delta",
         "twin.connection",
+        "twin.stale",
         "twin.deleted",
         "command.queued",
         "command.delivered",
@@ -62,6 +65,7 @@ impl EventType {
             Self::TwinDesired => "twin.desired",
             Self::TwinDelta => "twin.delta",
             Self::TwinConnection => "twin.connection",
+            Self::TwinStale => "twin.stale",
             Self::TwinDeleted => "twin.deleted",
             Self::Command(kind) => match kind {
                 CommandEventKind::Queued => "command.queued",
@@ -359,13 +363,19 @@ fn twin_events(change: &TwinChange) -> Vec<(EventType, TwinKey, Value)> {
         }
     }
     if before.connection.status != current.connection.status {
+        let kind = if current.connection.stale {
+            EventType::TwinStale
+        } else {
+            EventType::TwinConnection
+        };
         events.push((
-            EventType::TwinConnection,
+            kind,
             key(),
             base(json!({"connection": {
                 "status": current.connection.status,
                 "last_connected_at": current.connection.last_connected_at.map(|at| at.to_rfc3339()),
                 "last_disconnected_at": current.connection.last_disconnected_at.map(|at| at.to_rfc3339()),
+                "last_activity_at": current.connection.last_activity_at.map(|at| at.to_rfc3339()),
             }})),
         ));
     }

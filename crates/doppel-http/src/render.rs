@@ -49,6 +49,7 @@ pub(crate) fn twin(key: &TwinKey, twin: &Twin) -> Value {
             "last_connected_at": instant(twin.connection.last_connected_at),
             "last_disconnected_at": instant(twin.connection.last_disconnected_at),
             "last_activity_at": instant(twin.connection.last_activity_at),
+            "stale": twin.connection.stale,
         },
         "device_type": twin.meta.device_type,
         "firmware_version": twin.meta.firmware_version,

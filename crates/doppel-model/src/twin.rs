@@ -45,6 +45,27 @@ pub struct Connection {
     /// one began); an event with a lower stamp than this one is stale and ignored.
     #[serde(default)]
     pub sequence: u64,
+    /// Set when the hub marked the device UNKNOWN because it stayed silent past its expected
+    /// activity interval while claiming to be connected; its next report makes it CONNECTED
+    /// again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
+}
+
+impl Connection {
+    /// The last sign of life: a report, or a connect.
+    pub fn last_active_at(&self) -> Option<Millis> {
+        self.last_activity_at.max(self.last_connected_at)
+    }
+
+    /// Records a report from the device; one that was marked silent is connected again.
+    pub fn heard_from(&mut self, now: Millis) {
+        self.last_activity_at = Some(now);
+        if self.stale {
+            self.stale = false;
+            self.status = ConnectionStatus::Connected;
+        }
+    }
 }
 
 /// Descriptive fields written by applications, not by the device's state reports.

@@ -186,6 +186,12 @@ pub enum Change {
         /// by connecting; a client that only claims a name must not fill the fleet with twins.
         create: bool,
     },
+    /// The device has said nothing since `silent_since` and its expected activity interval has
+    /// passed: a twin still claiming CONNECTED becomes UNKNOWN. Changes nothing if the device
+    /// was active after `silent_since` or is not CONNECTED.
+    Silent {
+        silent_since: Millis,
+    },
 }
 
 /// What an AWS shadow update does to one section.
@@ -250,7 +256,7 @@ pub fn apply(
         tombstone => {
             if matches!(
                 request.change,
-                Change::Delete | Change::Connection { create: false, .. }
+                Change::Delete | Change::Connection { create: false, .. } | Change::Silent { .. }
             ) {
                 return Err(ModelError::Missing);
             }
@@ -286,7 +292,7 @@ pub fn apply(
                 now,
                 limits,
             )?;
-            twin.connection.last_activity_at = Some(now);
+            twin.connection.heard_from(now);
             (HistoryKind::Reported, "reported update")
         }
         Change::DesiredPatch(patch) => {
@@ -345,7 +351,7 @@ pub fn apply(
                     now,
                     limits,
                 )?;
-                twin.connection.last_activity_at = Some(now);
+                twin.connection.heard_from(now);
             }
             match (desired, reported) {
                 (Some(_), Some(_)) => (HistoryKind::State, "shadow update"),
@@ -362,6 +368,7 @@ pub fn apply(
             let connection = &mut twin.connection;
             connection.status = *status;
             connection.sequence = *sequence;
+            connection.stale = false;
             match status {
                 ConnectionStatus::Connected => {
                     connection.last_connected_at = Some(now);
@@ -376,6 +383,21 @@ pub fn apply(
                 _ => "disconnected",
             };
             (HistoryKind::Connection, reason)
+        }
+        Change::Silent { silent_since } => {
+            let connection = &mut twin.connection;
+            let active_since = connection
+                .last_active_at()
+                .is_some_and(|at| at > *silent_since);
+            if connection.status != ConnectionStatus::Connected || active_since {
+                return Ok(Applied::Stale { twin });
+            }
+            connection.status = ConnectionStatus::Unknown;
+            connection.stale = true;
+            (
+                HistoryKind::Connection,
+                "silent past its expected activity interval",
+            )
         }
         Change::Delete => {
             twin = Twin {
@@ -536,6 +558,64 @@ mod tests {
             sequence,
             create,
         })
+    }
+
+    #[test]
+    fn a_silent_connected_device_becomes_unknown_until_it_reports_again() {
+        let limits = Limits::default();
+        let (twin, _) = changed(apply(
+            None,
+            &connection(ConnectionStatus::Connected, 1, true),
+            Millis(1_000),
+            &limits,
+        ));
+        let silent = request(Change::Silent {
+            silent_since: Millis(1_000),
+        });
+        let (stale, entry) = changed(apply(Some(twin.clone()), &silent, Millis(90_000), &limits));
+        assert_eq!(stale.connection.status, ConnectionStatus::Unknown);
+        assert!(stale.connection.stale);
+        assert_eq!(entry.kind, HistoryKind::Connection);
+        assert_eq!(
+            entry.change_reason,
+            "silent past its expected activity interval"
+        );
+        // Heard from since: nothing changes.
+        let (active, _) = changed(apply(
+            Some(twin),
+            &report(json!({"t": 1}), None),
+            Millis(50_000),
+            &limits,
+        ));
+        assert!(matches!(
+            apply(Some(active), &silent, Millis(90_000), &limits),
+            Ok(Applied::Stale { .. })
+        ));
+        // A report brings the silent device back.
+        let (back, _) = changed(apply(
+            Some(stale.clone()),
+            &report(json!({"t": 2}), None),
+            Millis(95_000),
+            &limits,
+        ));
+        assert_eq!(back.connection.status, ConnectionStatus::Connected);
+        assert!(!back.connection.stale);
+        // A disconnected device is not silent, just away; and no twin is made for silence.
+        let (away, _) = changed(apply(
+            Some(stale),
+            &connection(ConnectionStatus::Disconnected, 2, false),
+            Millis(96_000),
+            &limits,
+        ));
+        assert!(!away.connection.stale);
+        assert!(matches!(
+            apply(Some(away), &silent, Millis(99_000), &limits),
+            Ok(Applied::Stale { .. })
+        ));
+        assert!(matches!(
+            apply(None, &silent, Millis(99_000), &limits),
+            Err(ModelError::Missing)
+        ));
     }
 
     #[test]

@@ -44,6 +44,51 @@ pub struct Config {
     pub commands: CommandsSection,
     pub streams: StreamsSection,
     pub query: QuerySection,
+    pub activity: ActivitySection,
+}
+
+/// Stale-device detection: how long a connected device may stay silent (see docs/API.md).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ActivitySection {
+    /// Expected activity interval of devices whose type has none of its own, e.g. "24h".
+    #[serde(deserialize_with = "duration")]
+    pub default: Duration,
+    /// By device type, e.g. `pump = "10m"`.
+    #[serde(deserialize_with = "durations")]
+    pub device_types: std::collections::HashMap<String, Duration>,
+}
+
+impl Default for ActivitySection {
+    fn default() -> Self {
+        Self {
+            default: doppel_engine::silence::DEFAULT_ACTIVITY_INTERVAL,
+            device_types: std::collections::HashMap::new(),
+        }
+    }
+}
+
+fn durations<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<std::collections::HashMap<String, Duration>, D::Error> {
+    let texts = std::collections::HashMap::<String, String>::deserialize(deserializer)?;
+    texts
+        .into_iter()
+        .map(|(kind, text)| {
+            humantime::parse_duration(&text)
+                .map(|duration| (kind, duration))
+                .map_err(serde::de::Error::custom)
+        })
+        .collect()
+}
+
+/// Parses `pump=10m,fan=1h` (the environment and flag form of `activity.device_types`).
+fn device_type_intervals(text: &str) -> Result<(String, Duration), String> {
+    let (kind, duration) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected TYPE=DURATION, got {text:?}"))?;
+    let duration = humantime::parse_duration(duration.trim()).map_err(|err| err.to_string())?;
+    Ok((kind.trim().to_owned(), duration))
 }
 
 /// Fleet queries (`GET /v1/tenants/{tenant}/twins?q=`; see docs/QUERY.md).
@@ -281,6 +326,7 @@ impl Default for Config {
             commands: CommandsSection::default(),
             streams: StreamsSection::default(),
             query: QuerySection::default(),
+            activity: ActivitySection::default(),
         }
     }
 }
@@ -386,6 +432,12 @@ pub struct ServeArgs {
     /// query.index: reported/desired paths fleet queries find by index, comma-separated [default: none]
     #[arg(long, env = "DOPPEL_QUERY_INDEX", value_delimiter = ',')]
     pub query_index: Option<Vec<String>>,
+    /// activity.default: how long a connected device may stay silent before it is UNKNOWN [default: 24h]
+    #[arg(long, env = "DOPPEL_ACTIVITY_DEFAULT", value_parser = humantime::parse_duration)]
+    pub activity_default: Option<Duration>,
+    /// activity.device_types: the same per device type, e.g. pump=10m,fan=1h
+    #[arg(long, env = "DOPPEL_ACTIVITY_DEVICE_TYPES", value_delimiter = ',', value_parser = device_type_intervals)]
+    pub activity_device_types: Option<Vec<(String, Duration)>>,
     /// mqtt.addr: MQTT listen address [default: 127.0.0.1:1883]
     #[arg(long, env = "DOPPEL_MQTT_ADDR")]
     pub mqtt_addr: Option<SocketAddr>,
@@ -463,6 +515,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.commands_max_open {
             config.commands.max_open = v;
+        }
+        if let Some(v) = self.activity_default {
+            config.activity.default = v;
+        }
+        if let Some(v) = &self.activity_device_types {
+            config.activity.device_types.extend(v.iter().cloned());
         }
         if let Some(v) = &self.query_index {
             config.query.index.clone_from(v);
@@ -589,6 +647,10 @@ impl Config {
                 .map_err(|err| anyhow::anyhow!("mqtt.tls.tenant: {err}"))?;
         }
         self.query.indexed_paths()?;
+        let too_short = |interval: &Duration| *interval < Duration::from_secs(1);
+        if too_short(&self.activity.default) || self.activity.device_types.values().any(too_short) {
+            bail!("activity intervals must be at least 1s");
+        }
         if self.streams.retention == 0 || self.streams.subscriber_buffer == 0 {
             bail!("streams.retention and streams.subscriber_buffer must be at least 1");
         }
@@ -639,6 +701,10 @@ impl Config {
             stream_subscriber_buffer: self.streams.subscriber_buffer,
             // Checked by `validate`, which runs before the engine is configured.
             indexed_paths: self.query.indexed_paths().unwrap_or_default(),
+            activity: doppel_engine::silence::ActivityIntervals {
+                default: self.activity.default,
+                by_device_type: self.activity.device_types.clone(),
+            },
             ..defaults
         }
     }

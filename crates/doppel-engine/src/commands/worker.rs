@@ -1,7 +1,7 @@
 //! A command worker: the only writer of its devices' queues, and their timer.
 
 use super::{Answer, CommandEvent, CommandEventKind, Job, Op, QueueReply};
-use crate::clock::Clock;
+use crate::clock::{Clock, sleep_until};
 use crate::error::EngineError;
 use crate::events::Feeds;
 use doppel_model::command::{
@@ -12,7 +12,6 @@ use doppel_store::{CommandWrite, TwinStore};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// One device's open commands and the idempotency keys still in force.
@@ -140,7 +139,8 @@ impl CommandWorker {
     pub(crate) async fn run(mut self) {
         let mut batch = Vec::with_capacity(self.max_batch);
         loop {
-            let wait = self.next_wait();
+            let deadline = self.next_deadline();
+            let clock = self.clock.clone();
             tokio::select! {
                 received = self.jobs.recv_many(&mut batch, self.max_batch) => {
                     if received == 0 {
@@ -152,7 +152,7 @@ impl CommandWorker {
                     }
                     self.finish(round).await;
                 }
-                () = sleep(wait) => {
+                () = sleep_until(&*clock, deadline) => {
                     let round = self.come_due();
                     self.finish(round).await;
                 }
@@ -160,10 +160,10 @@ impl CommandWorker {
         }
     }
 
-    fn next_wait(&self) -> Option<Duration> {
-        let Reverse((deadline, _, _)) = self.deadlines.peek()?;
-        let ms = deadline.0.saturating_sub(self.clock.now().0).max(0);
-        Some(Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+    fn next_deadline(&self) -> Option<Millis> {
+        self.deadlines
+            .peek()
+            .map(|Reverse((deadline, _, _))| *deadline)
     }
 
     /// The queue of `key` as this round sees it, with what time alone did to it applied.
@@ -424,12 +424,5 @@ fn settled_kind(command: &Command) -> CommandEventKind {
     match command.status {
         CommandStatus::Failed => CommandEventKind::Failed,
         _ => CommandEventKind::Expired,
-    }
-}
-
-async fn sleep(wait: Option<Duration>) {
-    match wait {
-        Some(wait) => tokio::time::sleep(wait).await,
-        None => std::future::pending().await,
     }
 }

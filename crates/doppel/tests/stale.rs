@@ -1,0 +1,130 @@
+//! Stale-device detection end to end: a connected device silent past its type's expected
+//! activity interval becomes UNKNOWN with a `twin.stale` event, and recovers when it reports.
+
+mod common;
+
+use common::Server;
+use common::http::HttpClient;
+use common::mqtt::login;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const TWINS: &str = "/v1/tenants/default/twins";
+
+async fn status(http: &HttpClient, device: &str) -> (String, bool) {
+    let twin = http.twin(device).await;
+    (
+        twin["connection"]["status"]
+            .as_str()
+            .expect("a status")
+            .to_owned(),
+        twin["connection"]["stale"].as_bool().expect("a stale flag"),
+    )
+}
+
+/// Polls until the twin's status is `wanted`, within a bounded wait.
+async fn until_status(http: &HttpClient, device: &str, wanted: &str) -> (String, bool) {
+    let mut seen = status(http, device).await;
+    for _ in 0..100 {
+        if seen.0 == wanted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        seen = status(http, device).await;
+    }
+    seen
+}
+
+/// The value of one sample line of /metrics (`name{labels} value`), or 0 when absent.
+async fn metric(server: &Server, sample: &str) -> f64 {
+    let text = reqwest::get(server.url("/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_silent_connected_device_goes_unknown_and_comes_back_when_it_reports() {
+    let server = Server::start_with(&["--activity-device-types", "fast=1s"]);
+    let http = HttpClient::new(&server);
+    let client = reqwest::Client::new();
+    for (device, device_type) in [("fast-1", "fast"), ("slow-1", "slow")] {
+        let response = client
+            .patch(server.url(&format!("{TWINS}/{device}")))
+            .json(&json!({"device_type": device_type}))
+            .send()
+            .await
+            .expect("meta");
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+    let fast_login = http.credential("devices/fast-1").await;
+    let slow_login = http.credential("devices/slow-1").await;
+    let mut events = client
+        .get(server.url("/v1/tenants/default/events?types=twin.stale,twin.connection"))
+        .send()
+        .await
+        .expect("subscribe");
+    let mut fast = login(server.mqtt, "fast-1", &fast_login.0, &fast_login.1).await;
+    let _slow = login(server.mqtt, "slow-1", &slow_login.0, &slow_login.1).await;
+
+    let (state, stale) = until_status(&http, "fast-1", "UNKNOWN").await;
+    assert_eq!((state.as_str(), stale), ("UNKNOWN", true), "silent past 1s");
+    assert_eq!(
+        status(&http, "slow-1").await.0,
+        "CONNECTED",
+        "24h is not over"
+    );
+    assert_eq!(
+        metric(&server, "doppel_devices{status=\"unknown\"}").await,
+        1.0
+    );
+    let history = http
+        .get(&format!("{TWINS}/fast-1/history?kind=CONNECTION"))
+        .await
+        .1;
+    let last = history["items"]
+        .as_array()
+        .and_then(|items| items.last())
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(
+        last["change_reason"], "silent past its expected activity interval",
+        "{history}"
+    );
+
+    fast.subscribe("$aws/things/fast-1/shadow/update/accepted")
+        .await;
+    fast.publish_json(
+        "$aws/things/fast-1/shadow/update",
+        &json!({"state": {"reported": {"alive": true}}}),
+    )
+    .await;
+    fast.recv_on("$aws/things/fast-1/shadow/update/accepted")
+        .await;
+    let (state, stale) = status(&http, "fast-1").await;
+    assert_eq!(
+        (state.as_str(), stale),
+        ("CONNECTED", false),
+        "a report revives it"
+    );
+
+    // The stream told it all: connected twice (fast, slow), stale, connected again.
+    let mut text = String::new();
+    while !text.contains("event: twin.stale") || text.matches("event: twin.connection").count() < 3
+    {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), events.chunk())
+            .await
+            .expect("events within the wait")
+            .expect("read")
+            .expect("the stream goes on");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let stale_at = text.find("event: twin.stale").expect("stale");
+    let revived_at = text.rfind("event: twin.connection").expect("revived");
+    assert!(stale_at < revived_at, "{text}");
+}
