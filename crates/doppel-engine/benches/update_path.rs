@@ -20,6 +20,8 @@
 //! `cargo test --all-targets`) criterion runs each benchmark once and N defaults to
 //! [`TEST_MODE_TWINS`], so a test run stays quick.
 
+#[path = "fixtures/harness.rs"]
+mod harness;
 #[path = "fixtures/sensor.rs"]
 mod sensor;
 
@@ -27,104 +29,22 @@ use criterion::measurement::WallTime;
 use criterion::{
     BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use doppel_engine::{Clock, Engine, EngineConfig, EngineTasks, Outcome, SystemClock};
-use doppel_model::codec::{EncodedHistory, EncodedTwin};
-use doppel_model::{
-    Applied, Change, DeviceId, Limits, Millis, TenantId, Twin, TwinKey, UpdateRequest, apply,
+use doppel_engine::{Engine, EngineConfig, Outcome};
+use doppel_model::{Limits, Millis, TwinKey, UpdateRequest, apply};
+use doppel_store::TwinWrite;
+use harness::{
+    CpuTime, Fleet, SplitMix, WORKER_THREADS, changed, desired_update, report, reported_update,
+    twin_write, twins_wanted,
 };
-use doppel_store::{FjallStore, HistoryBuckets, TwinStore, TwinWrite};
-use serde_json::Value;
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
 
-/// Twins in the store when `DOPPEL_BENCH_TWINS` is not set: the fleet size the issue names.
-const DEFAULT_TWINS: usize = 1_000_000;
 /// Twins when criterion runs the benchmark as a test (no `--bench`): enough to exercise the path.
 const TEST_MODE_TWINS: usize = 1_000;
 /// Updates kept in flight by the throughput benchmark: the engine's default queue depth, enough
 /// to fill the largest commit group every shard may make.
 const IN_FLIGHT: usize = 4096;
-/// Twins per store commit while pre-populating: large batches make setup fast.
-const PREPOPULATE_BATCH: usize = 10_000;
-/// Runtime worker threads: one per core of the 2-core machine the target is set for.
-const WORKER_THREADS: usize = 2;
-const TENANT: &str = "bench";
-/// The benchmark stops itself when the machine's available memory falls below this many MiB
-/// (`DOPPEL_BENCH_MIN_AVAILABLE_MIB` overrides), so that a fleet too large for memory ends this
-/// process with a message instead of letting the kernel's OOM killer pick a victim, which may
-/// be another process on a shared machine.
-const DEFAULT_MIN_AVAILABLE_MIB: u64 = 2048;
-/// How often the memory watchdog looks; loading grew memory by under 1 GiB per second here, so
-/// memory cannot fall far below the floor between two looks.
-const WATCHDOG_INTERVAL: Duration = Duration::from_millis(100);
-
-/// A small deterministic generator (SplitMix64), so the benchmark needs no extra dependency and
-/// every run sends the same sequence of twins and values.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-}
-
-/// A report whose values `sequence` and the generator vary as a real device's would.
-fn report(sequence: u64, rng: &mut SplitMix) -> Value {
-    sensor::report(&sensor::Readings {
-        temperature: 18.0 + rng.below(100) as f64 / 10.0,
-        humidity: 30.0 + rng.below(400) as f64 / 10.0,
-        pressure: 990.0 + rng.below(400) as f64 / 10.0,
-        co2_ppm: 400 + rng.below(800),
-        battery_level: rng.below(101),
-        voltage: 3.3 + rng.below(90) as f64 / 100.0,
-        charging: rng.below(2) == 1,
-        light_level: rng.below(10),
-        rssi: -40 - rng.below(50) as i64,
-        uptime_s: sequence * 60,
-    })
-}
-
-fn twin_key(index: usize) -> TwinKey {
-    let tenant = TenantId::new(TENANT).expect("valid tenant id");
-    TwinKey::new(
-        tenant,
-        DeviceId::new(format!("sensor-{index:07}")).expect("valid device id"),
-    )
-}
-
-fn reported_update(patch: Value, device_version: u64) -> UpdateRequest {
-    UpdateRequest {
-        change: Change::Reported {
-            patch,
-            device_version: Some(device_version),
-        },
-        expected_version: None,
-        changed_by: "bench-device".into(),
-        change_reason: None,
-        client_token: None,
-    }
-}
-
-fn changed(
-    result: Result<Applied, doppel_model::ModelError>,
-) -> (Twin, doppel_model::HistoryEntry) {
-    match result.expect("setup change is valid") {
-        Applied::Changed { twin, entry } => (twin, entry),
-        Applied::Stale { .. } => panic!("setup change was stale"),
-    }
-}
-
 /// The record of one pre-populated twin: first reported (device version 1), then desired. Only
 /// the last change's history entry is written: one entry per twin is enough for the benchmark's
 /// history appends to land among existing entries.
@@ -136,144 +56,13 @@ fn initial_write(key: &TwinKey, now: Millis, rng: &mut SplitMix) -> TwinWrite {
         now,
         &limits,
     ));
-    let desire = UpdateRequest {
-        change: Change::DesiredPatch(sensor::desired()),
-        expected_version: None,
-        changed_by: "bench-app".into(),
-        change_reason: None,
-        client_token: None,
-    };
-    let (twin, entry) = changed(apply(Some(twin), &desire, now, &limits));
-    TwinWrite {
-        key: key.clone(),
-        twin: EncodedTwin::encode(&twin),
-        version: entry.version,
-        recorded_at: entry.recorded_at,
-        history: EncodedHistory::encode(&entry),
-    }
-}
-
-/// Writes every twin of `keys` to `store`, in batches, on every core.
-fn prepopulate(store: &FjallStore, keys: &[TwinKey], now: Millis) {
-    let threads = std::thread::available_parallelism().map_or(2, usize::from);
-    let per_thread = keys.len().div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
-        for (thread, part) in keys.chunks(per_thread).enumerate() {
-            scope.spawn(move || {
-                let mut rng = SplitMix(thread as u64);
-                for batch in part.chunks(PREPOPULATE_BATCH) {
-                    let writes: Vec<TwinWrite> = batch
-                        .iter()
-                        .map(|key| initial_write(key, now, &mut rng))
-                        .collect();
-                    store.commit(&writes).expect("pre-populate commit");
-                }
-            });
-        }
-    });
-}
-
-/// The machine's available memory in bytes, when Linux tells.
-fn available_memory() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = meminfo
-        .lines()
-        .find(|line| line.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-/// Watches available memory from a thread of its own; below the floor it removes the data
-/// directory (exiting skips destructors) and exits.
-fn watch_memory(data: std::path::PathBuf) {
-    let floor_mib = std::env::var("DOPPEL_BENCH_MIN_AVAILABLE_MIB")
-        .map(|text| {
-            text.trim()
-                .parse()
-                .expect("DOPPEL_BENCH_MIN_AVAILABLE_MIB is a number of MiB")
-        })
-        .unwrap_or(DEFAULT_MIN_AVAILABLE_MIB);
-    let floor = floor_mib * 1024 * 1024;
-    std::thread::spawn(move || {
-        loop {
-            std::thread::sleep(WATCHDOG_INTERVAL);
-            let Some(available) = available_memory() else {
-                return;
-            };
-            if available < floor {
-                let resident = memory().map_or(0.0, |(rss, _)| mib(rss));
-                eprintln!(
-                    "update_path: stopping: the machine has {:.0} MiB available, below the floor of {floor_mib} MiB, \
-                     with this process at {resident:.0} MiB resident; use fewer twins (DOPPEL_BENCH_TWINS)",
-                    mib(available)
-                );
-                let _ = std::fs::remove_dir_all(&data);
-                std::process::exit(2);
-            }
-        }
-    });
-}
-
-/// This process's resident memory now and at its peak, in bytes, when Linux tells.
-fn memory() -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let field = |name: &str| -> Option<u64> {
-        let line = status.lines().find(|line| line.starts_with(name))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
-}
-
-/// CPU time of this whole process (all threads), split into user and kernel time.
-#[derive(Clone, Copy, Debug, Default)]
-struct CpuTime {
-    user: Duration,
-    system: Duration,
-}
-
-impl CpuTime {
-    /// CPU time used so far, when Linux tells (in ticks of 10 ms: Linux's USER_HZ is 100).
-    fn now() -> Option<Self> {
-        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        // Fields after the command name, which ends at the last ')': state is field 3, utime 14,
-        // stime 15.
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ticks = |index: usize| fields.get(index)?.parse::<u64>().ok();
-        Some(Self {
-            user: Duration::from_millis(ticks(11)? * 10),
-            system: Duration::from_millis(ticks(12)? * 10),
-        })
-    }
-
-    /// The CPU time used between `earlier` and `later`, when both are known.
-    fn between(earlier: Option<Self>, later: Option<Self>) -> Self {
-        match (earlier, later) {
-            (Some(earlier), Some(later)) => Self {
-                user: later.user.saturating_sub(earlier.user),
-                system: later.system.saturating_sub(earlier.system),
-            },
-            _ => Self::default(),
-        }
-    }
-
-    fn add(&mut self, other: Self) {
-        self.user += other.user;
-        self.system += other.system;
-    }
-
-    fn total(&self) -> Duration {
-        self.user + self.system
-    }
-
-    /// The share of the time spent in the kernel, in percent.
-    fn system_percent(&self) -> f64 {
-        100.0 * self.system.as_secs_f64() / self.total().as_secs_f64().max(f64::MIN_POSITIVE)
-    }
+    let (twin, entry) = changed(apply(
+        Some(twin),
+        &desired_update(sensor::desired()),
+        now,
+        &limits,
+    ));
+    twin_write(key, &twin, &entry)
 }
 
 /// What the writers saw.
@@ -322,9 +111,7 @@ async fn write_in_turn(engine: Engine, plan: Vec<(TwinKey, UpdateRequest)>) -> T
 }
 
 struct Fixture {
-    runtime: Runtime,
-    engine: Engine,
-    keys: Vec<TwinKey>,
+    fleet: Fleet,
     rng: SplitMix,
     /// Device versions only grow, across both benchmarks, so a report is stale only when a later
     /// report for the same twin, sent by another writer, overtook it.
@@ -334,11 +121,11 @@ struct Fixture {
 
 impl Fixture {
     fn next_request(&mut self) -> (TwinKey, UpdateRequest) {
-        let index = self.rng.below(self.keys.len() as u64) as usize;
+        let index = self.rng.below(self.fleet.keys.len() as u64) as usize;
         self.next_device_version += 1;
         let patch = report(self.next_device_version, &mut self.rng);
         (
-            self.keys[index].clone(),
+            self.fleet.keys[index].clone(),
             reported_update(patch, self.next_device_version),
         )
     }
@@ -360,9 +147,9 @@ impl Fixture {
     /// first send to the last acknowledgement.
     fn run(&mut self, writers: usize, rounds: u64) -> Duration {
         let plans = self.plans(writers, rounds);
-        let engine = self.engine.clone();
+        let engine = self.fleet.engine.clone();
         let cpu_before = CpuTime::now();
-        let mut tally = self.runtime.block_on(async move {
+        let mut tally = self.fleet.runtime.block_on(async move {
             let start = Instant::now();
             let mut running = JoinSet::new();
             for plan in plans {
@@ -388,13 +175,13 @@ fn measure(
     name: &str,
     writers: usize,
 ) {
-    let before = fixture.engine.stats();
+    let before = fixture.fleet.engine.stats();
     fixture.tally = Tally::default();
     group.throughput(Throughput::Elements(writers as u64));
     group.bench_function(name, |b| {
         b.iter_custom(|rounds| fixture.run(writers, rounds))
     });
-    let (after, tally) = (fixture.engine.stats(), fixture.tally);
+    let (after, tally) = (fixture.fleet.engine.stats(), fixture.tally);
     if tally.applied + tally.stale == 0 {
         return; // filtered out
     }
@@ -418,90 +205,19 @@ fn measure(
     );
 }
 
-fn twins_wanted() -> usize {
-    match std::env::var("DOPPEL_BENCH_TWINS") {
-        Ok(text) => text
-            .trim()
-            .replace('_', "")
-            .parse()
-            .expect("DOPPEL_BENCH_TWINS is a number of twins"),
-        Err(_) if std::env::args().any(|arg| arg == "--bench") => DEFAULT_TWINS,
-        Err(_) => TEST_MODE_TWINS,
-    }
-}
-
-fn start(twins: usize) -> (Fixture, EngineTasks, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    watch_memory(dir.path().to_path_buf());
-    let clock = Arc::new(SystemClock);
-    let store = FjallStore::open(dir.path(), HistoryBuckets::new(24 * 3600 * 1000))
-        .expect("open the store");
-    let keys: Vec<TwinKey> = (0..twins).map(twin_key).collect();
-    let mut sample_rng = SplitMix(u64::MAX);
-    let sample = serde_json::to_vec(&report(1, &mut sample_rng)).expect("serialize a report");
-    let record = initial_write(&twin_key(0), clock.now(), &mut sample_rng);
-    println!(
-        "update_path: {twins} twins, reports of {} bytes, twin records of {} bytes, history entries of {} bytes, data in {}",
-        sample.len(),
-        record.twin.0.len(),
-        record.history.0.len(),
-        dir.path().display()
+fn update_path(c: &mut Criterion) {
+    let fleet = Fleet::start(
+        "update_path",
+        twins_wanted(TEST_MODE_TWINS),
+        EngineConfig::default(),
+        initial_write,
     );
-
-    let began = Instant::now();
-    prepopulate(&store, &keys, clock.now());
-    println!(
-        "update_path: wrote {twins} twins to the store in {:.2?}",
-        began.elapsed()
-    );
-    let before_load = memory();
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(WORKER_THREADS)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let (began, cpu_before) = (Instant::now(), CpuTime::now());
-    let (engine, tasks) = runtime
-        .block_on(Engine::start(
-            Arc::new(store),
-            clock,
-            EngineConfig::default(),
-        ))
-        .expect("engine start");
-    let (loaded, cpu) = (
-        began.elapsed(),
-        CpuTime::between(cpu_before, CpuTime::now()),
-    );
-    println!(
-        "update_path: Engine::start loaded {} twins in {loaded:.2?} ({:.2?} CPU, {:.0}% in the kernel)",
-        engine.stats().twins,
-        cpu.total(),
-        cpu.system_percent()
-    );
-    if let (Some((rss_before, _)), Some((rss_after, peak))) = (before_load, memory()) {
-        let grown = rss_after.saturating_sub(rss_before);
-        println!(
-            "update_path: resident memory {:.0} MiB before start, {:.0} MiB after (+{:.0} bytes per twin), peak so far {:.0} MiB",
-            mib(rss_before),
-            mib(rss_after),
-            grown as f64 / twins.max(1) as f64,
-            mib(peak)
-        );
-    }
-    let fixture = Fixture {
-        runtime,
-        engine,
-        keys,
+    let mut fixture = Fixture {
+        fleet,
         rng: SplitMix(42),
         next_device_version: 1,
         tally: Tally::default(),
     };
-    (fixture, tasks, dir)
-}
-
-fn update_path(c: &mut Criterion) {
-    let (mut fixture, tasks, dir) = start(twins_wanted());
     let mut group = c.benchmark_group("update_path");
     group.sampling_mode(SamplingMode::Flat).sample_size(10);
     group
@@ -519,16 +235,7 @@ fn update_path(c: &mut Criterion) {
     measure(&mut group, &mut fixture, "single_writer", 1);
     group.finish();
 
-    if let Some((_, peak)) = memory() {
-        println!("update_path: peak resident memory {:.0} MiB", mib(peak));
-    }
-    let Fixture {
-        runtime, engine, ..
-    } = fixture;
-    drop(engine);
-    runtime.block_on(tasks.join());
-    drop(runtime);
-    drop(dir);
+    fixture.fleet.stop("update_path");
 }
 
 criterion_group!(benches, update_path);
