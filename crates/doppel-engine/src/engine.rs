@@ -4,7 +4,7 @@ use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::events::{ChangeFeeds, TwinChange};
 use crate::index::FleetIndex;
-use crate::shard::{Job, ShardWorker, SharedIndex, TwinMap, run_committer};
+use crate::shard::{Job, ShardWorker, SharedIndex, TwinMap, keys_of, run_committer};
 use crate::silence::SilenceTimer;
 use crate::stream::Streams;
 use doppel_model::codec::EncodedTwin;
@@ -264,13 +264,7 @@ impl Engine {
         const SLICE: usize = 4096;
         let mut found = Vec::new();
         for shard in self.shards.iter() {
-            let keys: Vec<TwinKey> = shard
-                .twins
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .keys()
-                .cloned()
-                .collect();
+            let keys = keys_of(&shard.twins);
             for slice in keys.chunks(SLICE) {
                 let records: Vec<(TwinKey, EncodedTwin)> = {
                     let twins = shard.twins.read().unwrap_or_else(PoisonError::into_inner);

@@ -33,6 +33,16 @@ pub(crate) struct CommitRequest {
     done: oneshot::Sender<Result<(), EngineError>>,
 }
 
+/// Every key of a shard's map (tombstones included), copied out under the read lock.
+pub(crate) fn keys_of(twins: &TwinMap) -> Vec<TwinKey> {
+    twins
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .keys()
+        .cloned()
+        .collect()
+}
+
 /// Who history says marked a silent device UNKNOWN.
 const SILENCE_PRINCIPAL: &str = "doppel";
 
@@ -62,13 +72,7 @@ impl ShardWorker {
     /// request is waiting, so start-up does not wait for the index.
     pub(crate) async fn run(mut self) {
         let mut batch = Vec::with_capacity(self.max_batch);
-        let mut unindexed: Vec<TwinKey> = self
-            .twins
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .keys()
-            .cloned()
-            .collect();
+        let mut unindexed = keys_of(&self.twins);
         if unindexed.is_empty() {
             self.index
                 .write()

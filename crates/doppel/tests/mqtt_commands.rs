@@ -10,6 +10,13 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 const DEVICE: &str = "pump-1";
+/// A server that redelivers after a second and gives up after two deliveries.
+const QUICK_RETRIES: &[&str] = &[
+    "--commands-ack-timeout",
+    "1s",
+    "--commands-max-attempts",
+    "2",
+];
 
 fn commands_topic(thing: &str) -> String {
     format!("$doppel/things/{thing}/commands/+")
@@ -223,12 +230,7 @@ async fn an_offline_device_gets_its_unexpired_commands_in_priority_order_then_it
 
 #[tokio::test]
 async fn a_connected_device_gets_commands_at_once_and_again_until_it_acknowledges() {
-    let server = Server::start_with(&[
-        "--commands-ack-timeout",
-        "1s",
-        "--commands-max-attempts",
-        "2",
-    ]);
+    let server = Server::start_with(QUICK_RETRIES);
     let http = HttpClient::new(&server);
     let login_pair = http.credential("devices/valve-2").await;
     let mut valve = device(&server, &login_pair, "valve-2").await;
@@ -369,12 +371,7 @@ async fn a_burst_larger_than_the_feed_buffer_is_delivered_whole() {
 /// delivery would count as an attempt), and everything when it is back.
 #[tokio::test]
 async fn attempts_do_not_run_out_while_a_device_with_a_kept_session_is_away() {
-    let server = Server::start_with(&[
-        "--commands-ack-timeout",
-        "1s",
-        "--commands-max-attempts",
-        "2",
-    ]);
+    let server = Server::start_with(QUICK_RETRIES);
     let http = HttpClient::new(&server);
     let login_pair = http.credential("devices/rover-3").await;
     let kept = || Options {

@@ -5,11 +5,11 @@ use doppel_store::{HistoryBuckets, MemoryStore};
 use serde_json::json;
 use std::time::Duration;
 
-fn key(device: &str) -> TwinKey {
+pub(super) fn key(device: &str) -> TwinKey {
     TwinKey::new(TenantId::new("t").unwrap(), DeviceId::new(device).unwrap())
 }
 
-fn request(change: Change) -> UpdateRequest {
+pub(super) fn request(change: Change) -> UpdateRequest {
     UpdateRequest {
         change,
         expected_version: None,

@@ -1,23 +1,10 @@
 use super::*;
+use crate::engine::tests::{key, request};
 use crate::{EngineConfig, IndexedPaths, ManualClock};
-use doppel_model::{Change, MetaPatch, Millis, UpdateRequest};
+use doppel_model::{Change, MetaPatch, Millis};
 use doppel_store::{HistoryBuckets, MemoryStore};
 use serde_json::json;
 use std::sync::Arc;
-
-fn key(device: &str) -> TwinKey {
-    TwinKey::new(TenantId::new("t").unwrap(), DeviceId::new(device).unwrap())
-}
-
-fn request(change: Change) -> UpdateRequest {
-    UpdateRequest {
-        change,
-        expected_version: None,
-        changed_by: "test".into(),
-        change_reason: None,
-        client_token: None,
-    }
-}
 
 async fn start(store: &MemoryStore) -> Engine {
     let config = EngineConfig {
