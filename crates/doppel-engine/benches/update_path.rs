@@ -30,10 +30,10 @@ use criterion::{
     BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use doppel_engine::{Engine, EngineConfig, Outcome};
-use doppel_model::{Limits, Millis, TwinKey, UpdateRequest, apply};
+use doppel_model::{Millis, TwinKey, UpdateRequest};
 use doppel_store::TwinWrite;
 use harness::{
-    CpuTime, Fleet, SplitMix, WORKER_THREADS, changed, desired_update, report, reported_update,
+    CpuTime, Fleet, SplitMix, WORKER_THREADS, report, reported_then_desired, reported_update,
     twin_write, twins_wanted,
 };
 use std::hint::black_box;
@@ -45,23 +45,12 @@ const TEST_MODE_TWINS: usize = 1_000;
 /// Updates kept in flight by the throughput benchmark: the engine's default queue depth, enough
 /// to fill the largest commit group every shard may make.
 const IN_FLIGHT: usize = 4096;
+
 /// The record of one pre-populated twin: first reported (device version 1), then desired. Only
 /// the last change's history entry is written: one entry per twin is enough for the benchmark's
 /// history appends to land among existing entries.
 fn initial_write(key: &TwinKey, now: Millis, rng: &mut SplitMix) -> TwinWrite {
-    let limits = Limits::default();
-    let (twin, _) = changed(apply(
-        None,
-        &reported_update(report(1, rng), 1),
-        now,
-        &limits,
-    ));
-    let (twin, entry) = changed(apply(
-        Some(twin),
-        &desired_update(sensor::desired()),
-        now,
-        &limits,
-    ));
+    let (twin, entry) = reported_then_desired(now, rng, |_| sensor::desired());
     twin_write(key, &twin, &entry)
 }
 

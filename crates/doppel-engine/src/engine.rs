@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 /// Changes the stream feed may fall behind before the shards wait for it; it only numbers and
 /// renders events, so it keeps up with the shards.
@@ -224,6 +225,22 @@ impl Engine {
         key: TwinKey,
         request: UpdateRequest,
     ) -> Result<Outcome, EngineError> {
+        // One span per update, so at debug level: under the default filter it is never built.
+        let span = tracing::debug_span!(
+            "engine.update",
+            tenant = %key.tenant,
+            device = %key.device,
+            kind = request.change.name(),
+            trace_id = crate::trace::trace_id_field(request.trace),
+        );
+        self.queue_update(key, request).instrument(span).await
+    }
+
+    async fn queue_update(
+        &self,
+        key: TwinKey,
+        request: UpdateRequest,
+    ) -> Result<Outcome, EngineError> {
         let (reply, answer) = oneshot::channel();
         let shard = self.shard(&key);
         shard
@@ -235,7 +252,15 @@ impl Engine {
             })
             .await
             .map_err(|_| EngineError::ShuttingDown)?;
-        answer.await.map_err(|_| EngineError::ShuttingDown)?
+        let result = answer.await.map_err(|_| EngineError::ShuttingDown)?;
+        match &result {
+            Ok(Outcome::Applied(twin)) => tracing::debug!(version = twin.version, "twin changed"),
+            Ok(Outcome::Stale(twin)) => {
+                tracing::debug!(version = twin.version, "stale report ignored");
+            }
+            Err(err) => tracing::debug!(error = %err, "update refused"),
+        }
+        result
     }
 
     /// The current twin, if it exists. Served from memory; never waits for a commit.

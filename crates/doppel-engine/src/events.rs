@@ -2,7 +2,7 @@
 //! changes out (MQTT deltas and documents today; change streams later).
 
 use doppel_model::codec::EncodedTwin;
-use doppel_model::{HistoryKind, ModelError, Twin, TwinKey};
+use doppel_model::{HistoryKind, ModelError, TraceParent, Twin, TwinKey};
 use std::sync::{Arc, PoisonError, RwLock};
 use tokio::sync::{broadcast, mpsc};
 
@@ -23,6 +23,9 @@ pub struct TwinChange {
     pub current: Arc<Twin>,
     /// The caller's opaque token from [`doppel_model::UpdateRequest::client_token`].
     pub client_token: Option<Arc<str>>,
+    /// The caller's trace context from [`doppel_model::UpdateRequest::trace`], so the messages
+    /// and events this change causes join the caller's trace.
+    pub trace: Option<TraceParent>,
 }
 
 impl TwinChange {

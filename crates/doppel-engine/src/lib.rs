@@ -16,6 +16,7 @@ mod index;
 mod shard;
 pub mod silence;
 pub mod stream;
+pub mod trace;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use commands::{CommandEvent, CommandEventKind, CommandQueue, Queued};

@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 /// Committed twins of one shard, in their stored byte form: a decoded twin costs several times
 /// its JSON size in small allocations, and every twin of the fleet lives here. Readers clone the
@@ -117,6 +118,7 @@ impl ShardWorker {
                     changed_by: SILENCE_PRINCIPAL.into(),
                     change_reason: None,
                     client_token: None,
+                    trace: None,
                 },
                 reply: oneshot::channel().0,
             })
@@ -154,6 +156,13 @@ impl ShardWorker {
     }
 
     async fn process(&mut self, batch: &mut Vec<Job>) {
+        let span = tracing::debug_span!("shard.apply", batch = batch.len());
+        self.apply_group(batch).instrument(span).await
+    }
+
+    /// Applies a group, has it committed, publishes it to readers, answers its callers and
+    /// announces its changes.
+    async fn apply_group(&mut self, batch: &mut Vec<Job>) {
         let now = self.clock.now();
         // Twins changed by earlier requests of this group, not yet durable nor visible to readers.
         let mut pending: HashMap<TwinKey, (Arc<Twin>, EncodedTwin)> = HashMap::new();
@@ -202,6 +211,7 @@ impl ShardWorker {
                                 previous: previous_record,
                                 current: twin.clone(),
                                 client_token: job.request.client_token.as_deref().map(Arc::from),
+                                trace: job.request.trace,
                             });
                         }
                         pending.insert(job.key, (twin.clone(), record));
@@ -275,7 +285,9 @@ pub(crate) async fn run_committer(
         let count = writes.len() as u64;
         let store = store.clone();
         let started = Instant::now();
-        let committed = tokio::task::spawn_blocking(move || store.commit(&writes)).await;
+        let committed = tokio::task::spawn_blocking(move || store.commit(&writes))
+            .instrument(tracing::debug_span!("store.commit", writes = count))
+            .await;
         // Failed attempts count too: a disk that takes seconds to fail is what an operator
         // needs to see.
         metrics::histogram!("doppel_store_commit_duration_seconds").record(started.elapsed());

@@ -322,8 +322,12 @@ fn twin_events(change: &TwinChange) -> Vec<(EventType, TwinKey, Value)> {
     let current = &change.current;
     let at = current.updated_at.to_rfc3339();
     let key = || change.key.clone();
+    let traceparent = change.trace.map(|trace| trace.to_string());
     let base = |fields: Value| {
         let mut body = json!({"at": at, "version": current.version});
+        if let Some(traceparent) = &traceparent {
+            body["traceparent"] = json!(traceparent);
+        }
         if let (Value::Object(body), Value::Object(fields)) = (&mut body, fields) {
             body.extend(fields);
         }

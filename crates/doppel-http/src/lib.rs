@@ -12,6 +12,7 @@ mod metrics;
 mod params;
 pub mod problem;
 mod render;
+mod trace;
 mod twins;
 
 use axum::Router;
@@ -102,7 +103,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(problem::method_not_allowed)
         // `layer` wraps each route, so the middleware sees the pattern that matched.
         .layer(axum::middleware::from_fn(metrics::record))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(trace::request_span))
         .with_state(state)
 }
 

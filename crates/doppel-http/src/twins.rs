@@ -5,6 +5,7 @@ use crate::body::JsonBody;
 use crate::params::{page_limit, query};
 use crate::problem::ApiError;
 use crate::render;
+use crate::trace::traceparent;
 use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -166,6 +167,7 @@ async fn app_write(
         changed_by: API_PRINCIPAL.to_owned(),
         change_reason: change_reason(headers)?,
         client_token: None,
+        trace: traceparent(headers),
     };
     match state.engine()?.update(key.clone(), request).await? {
         Outcome::Applied(twin) => Ok(twin_response(StatusCode::OK, &key, &twin)),
@@ -229,6 +231,7 @@ async fn delete(
         changed_by: API_PRINCIPAL.to_owned(),
         change_reason: change_reason(&headers)?,
         client_token: None,
+        trace: traceparent(&headers),
     };
     state.engine()?.update(key, request).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -289,6 +292,7 @@ async fn patch_reported(
         changed_by: key.device.to_string(),
         change_reason: change_reason(&headers)?,
         client_token: None,
+        trace: traceparent(&headers),
     };
     let (applied, twin) = match state.engine()?.update(key.clone(), request).await? {
         Outcome::Applied(twin) => (true, twin),

@@ -14,6 +14,7 @@ pub mod limits;
 pub mod patch;
 pub mod principal;
 pub mod time;
+pub mod trace;
 pub mod twin;
 pub mod update;
 
@@ -23,5 +24,6 @@ pub use id::{DeviceId, TenantId, TwinKey};
 pub use limits::Limits;
 pub use principal::{AppName, Principal, PrincipalKind};
 pub use time::Millis;
+pub use trace::{InvalidTraceParent, TraceId, TraceParent};
 pub use twin::{Connection, ConnectionStatus, Meta, Section, Twin};
 pub use update::{Applied, Change, MetaPatch, SectionChange, UpdateRequest, apply};

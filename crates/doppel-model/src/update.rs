@@ -5,6 +5,7 @@ use crate::history::{HistoryEntry, HistoryKind};
 use crate::limits::Limits;
 use crate::patch::{self, as_object};
 use crate::time::Millis;
+use crate::trace::TraceParent;
 use crate::twin::{ConnectionStatus, Meta, Section, Twin};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -194,6 +195,22 @@ pub enum Change {
     },
 }
 
+impl Change {
+    /// A short name of the operation, for logs and trace spans.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Change::Reported { .. } => "reported",
+            Change::DesiredPatch(_) => "desired_patch",
+            Change::DesiredReplace(_) => "desired_replace",
+            Change::Meta(_) => "meta",
+            Change::Delete => "delete",
+            Change::Shadow { .. } => "shadow",
+            Change::Connection { .. } => "connection",
+            Change::Silent { .. } => "silent",
+        }
+    }
+}
+
 /// What an AWS shadow update does to one section.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SectionChange {
@@ -216,6 +233,9 @@ pub struct UpdateRequest {
     /// An opaque token of the caller, passed on to the change's events and not stored (the AWS
     /// shadow `clientToken`, echoed in the `/update/delta` and `/update/documents` it causes).
     pub client_token: Option<String>,
+    /// The caller's W3C trace context (HTTP `traceparent` header, MQTT 5 user property), passed
+    /// on to the change's events and not stored, so what the change causes joins its trace.
+    pub trace: Option<TraceParent>,
 }
 
 /// The outcome of a request that passed validation.
@@ -527,6 +547,7 @@ mod tests {
             changed_by: "tester".into(),
             change_reason: None,
             client_token: None,
+            trace: None,
         }
     }
 

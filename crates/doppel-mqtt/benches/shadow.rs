@@ -68,6 +68,7 @@ fn applied(previous: Option<Twin>, change: Change, at: Millis) -> Twin {
         changed_by: THING.into(),
         change_reason: None,
         client_token: None,
+        trace: None,
     };
     match apply(previous, &request, at, &Limits::default()) {
         Ok(Applied::Changed { twin, .. }) => twin,

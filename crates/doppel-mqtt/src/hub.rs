@@ -13,11 +13,14 @@ use crate::identity::Identity;
 use crate::mount;
 use crate::presence::{self, ClientEvent, Presence};
 use crate::shadow::service;
+use crate::trace;
 use async_trait::async_trait;
 use bytes::Bytes;
 use doppel_auth::{Principal, Registry};
 use doppel_engine::Engine;
-use doppel_model::{Change, ConnectionStatus, DeviceId, Limits, TenantId, TwinKey, UpdateRequest};
+use doppel_model::{
+    Change, ConnectionStatus, DeviceId, Limits, TenantId, TraceParent, TwinKey, UpdateRequest,
+};
 use rmqtt::codec::types::{Publish as CodecPublish, QoS};
 use rmqtt::codec::v5::{PublishAckReason, SubscribeAckReason};
 use rmqtt::context::ServerContext;
@@ -117,6 +120,18 @@ impl Hub {
     /// Publishes `body` from the hub to `topic` as `tenant`'s clients see it, at QoS 1 (capped by
     /// each subscription's QoS).
     pub async fn publish(&self, tenant: &TenantId, topic: &str, body: &Value) {
+        self.publish_traced(tenant, topic, body, None).await;
+    }
+
+    /// [`Hub::publish`] for a message caused by a traced request or change: MQTT 5 subscribers
+    /// get its `traceparent` as a user property.
+    pub async fn publish_traced(
+        &self,
+        tenant: &TenantId,
+        topic: &str,
+        body: &Value,
+        trace: Option<&TraceParent>,
+    ) {
         let payload = match serde_json::to_vec(body) {
             Ok(payload) => Bytes::from(payload),
             Err(err) => {
@@ -132,7 +147,7 @@ impl Hub {
             topic: mount::mount(tenant.as_str(), topic).into(),
             packet_id: None,
             payload,
-            properties: None,
+            properties: trace::properties(trace),
         });
         match SessionState::forwards(&self.scx, from, publish, false, None).await {
             Ok(()) => metrics::counter!("doppel_mqtt_messages_published_total").increment(1),
@@ -241,7 +256,9 @@ impl Hub {
         rewritten.topic = match allowed {
             Some(identity) => {
                 if from.is_custom() {
-                    service::handle(self, identity, &topic, &publish.payload, received).await;
+                    let trace = trace::traceparent(publish.properties.as_ref());
+                    service::handle(self, identity, &topic, &publish.payload, received, trace)
+                        .await;
                     commands::handle_ack(self, identity, &topic, &publish.payload).await;
                 }
                 mount::mount(identity.tenant.as_str(), &topic).into()
@@ -439,6 +456,7 @@ impl Hub {
             changed_by: key.device.as_str().to_owned(),
             change_reason: reason.map(str::to_owned),
             client_token: None,
+            trace: None,
         };
         match engine.update(key.clone(), request).await {
             Ok(_) | Err(doppel_engine::EngineError::Model(doppel_model::ModelError::Missing)) => {}

@@ -303,6 +303,10 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A tracing filter such as "info" or "doppel_engine=debug,info".
     pub level: String,
+    /// Where to export trace spans over OTLP/HTTP (protobuf), e.g. `http://127.0.0.1:4318`;
+    /// `/v1/traces` is appended unless the URL names a path. `None` exports nothing. Needs a
+    /// binary built with `--features otlp`; spans the `level` filter drops are not exported.
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, ValueEnum)]
@@ -363,6 +367,7 @@ impl Default for LogConfig {
         Self {
             format: LogFormat::Text,
             level: DEFAULT_LOG_LEVEL.into(),
+            otlp_endpoint: None,
         }
     }
 }
@@ -411,6 +416,9 @@ pub struct ServeArgs {
     /// log.level: a tracing filter such as info or doppel_engine=debug [default: info,fjall=warn,lsm_tree=warn]
     #[arg(long, env = "DOPPEL_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// log.otlp_endpoint: OTLP/HTTP collector to export trace spans to, e.g. http://127.0.0.1:4318 (needs --features otlp) [default: none]
+    #[arg(long, env = "DOPPEL_LOG_OTLP_ENDPOINT")]
+    pub log_otlp_endpoint: Option<String>,
     /// commands.max_ttl: longest time to live a command may ask for [default: 7d]
     #[arg(long, env = "DOPPEL_COMMANDS_MAX_TTL", value_parser = humantime::parse_duration)]
     pub commands_max_ttl: Option<Duration>,
@@ -503,6 +511,9 @@ impl ServeArgs {
         }
         if let Some(v) = &self.log_level {
             config.log.level.clone_from(v);
+        }
+        if let Some(v) = &self.log_otlp_endpoint {
+            config.log.otlp_endpoint = Some(v.clone());
         }
         if let Some(v) = self.commands_max_ttl {
             config.commands.max_ttl = v;
@@ -631,6 +642,16 @@ impl Config {
         }
         if self.log.level.trim().is_empty() {
             bail!("log.level must not be empty");
+        }
+        if let Some(endpoint) = &self.log.otlp_endpoint {
+            if !cfg!(feature = "otlp") {
+                bail!(
+                    "log.otlp_endpoint is set, but this binary was built without `--features otlp`"
+                );
+            }
+            if !endpoint.starts_with("http://") {
+                bail!("log.otlp_endpoint must be an http:// URL, got {endpoint:?}");
+            }
         }
         if self.mqtt.max_packet_bytes < MIN_MQTT_PACKET_BYTES {
             bail!(

@@ -4,6 +4,7 @@
 mod cli;
 mod config;
 mod serve;
+mod telemetry;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

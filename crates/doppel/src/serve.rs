@@ -1,6 +1,7 @@
 //! `doppel serve`: start-up, readiness and graceful shutdown.
 
-use crate::config::{Config, LogFormat, ServeArgs};
+use crate::config::{Config, ServeArgs};
+use crate::telemetry;
 use anyhow::Context;
 use doppel_auth::Registry;
 use doppel_engine::{Engine, SystemClock};
@@ -11,7 +12,6 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing_subscriber::EnvFilter;
 
 /// Bucket bounds of every `_seconds` histogram (request, commit and sync latencies): 100 µs,
 /// below a lone fsync on a fast disk, to 10 s, beyond which the exact figure no longer matters.
@@ -30,25 +30,16 @@ const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let config = args.resolve().context("invalid configuration")?;
-    init_logging(&config)?;
+    let telemetry = telemetry::init(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config))
-}
-
-fn init_logging(config: &Config) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(&config.log.level)
-        .with_context(|| format!("log.level {:?} is not a valid filter", config.log.level))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-    Ok(())
+    let served = runtime.block_on(serve(config));
+    // The exporter's blocking client must not be dropped inside the runtime.
+    drop(runtime);
+    telemetry.shutdown();
+    served
 }
 
 /// Prints a start-up milestone on stdout. Scripts and tests wait for these exact lines:

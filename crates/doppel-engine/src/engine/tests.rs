@@ -16,6 +16,7 @@ pub(super) fn request(change: Change) -> UpdateRequest {
         changed_by: "test".into(),
         change_reason: None,
         client_token: None,
+        trace: None,
     }
 }
 
@@ -315,6 +316,11 @@ async fn subscribers_see_each_durable_change_in_order_with_the_previous_state() 
     let mut events = engine.subscribe();
     let mut tagged = desired(json!({"v": 1}));
     tagged.client_token = Some("token-1".into());
+    let trace: doppel_model::TraceParent =
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            .parse()
+            .unwrap();
+    tagged.trace = Some(trace);
     engine.update(key("a"), tagged).await.unwrap();
     engine
         .update(key("a"), desired(json!({"v": 2})))
@@ -335,11 +341,13 @@ async fn subscribers_see_each_durable_change_in_order_with_the_previous_state() 
     assert_eq!(first.kind, HistoryKind::Desired);
     assert!(first.previous_twin().unwrap().is_none());
     assert_eq!(first.client_token.as_deref(), Some("token-1"));
+    assert_eq!(first.trace, Some(trace));
     let second = events.recv().await.unwrap();
     assert_eq!(second.current.version, 2);
     let before = second.previous_twin().unwrap().unwrap();
     assert_eq!(before.desired.state["v"], json!(1));
     assert_eq!(second.client_token, None);
+    assert_eq!(second.trace, None);
     let third = events.recv().await.unwrap();
     assert_eq!(third.kind, HistoryKind::Deleted);
     assert!(third.current.deleted);

@@ -160,3 +160,28 @@ fn ids_and_type_patterns_parse() {
             .all(|name| name.starts_with("twin.") || name.starts_with("command."))
     );
 }
+
+#[test]
+fn events_of_a_traced_change_carry_its_traceparent() {
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut twin = Twin::default();
+    twin.desired.state.insert("on".into(), json!(true));
+    twin.desired.version = 1;
+    let change = |trace| TwinChange {
+        key: key("a", "d"),
+        kind: HistoryKind::Desired,
+        previous: None,
+        current: Arc::new(twin.clone()),
+        client_token: None,
+        trace,
+    };
+    let traced = twin_events(&change(Some(traceparent.parse().unwrap())));
+    let types: Vec<EventType> = traced.iter().map(|(kind, _, _)| *kind).collect();
+    assert_eq!(types, [EventType::TwinDesired, EventType::TwinDelta]);
+    for (_, _, body) in &traced {
+        assert_eq!(body["traceparent"], json!(traceparent), "{body}");
+    }
+    for (_, _, body) in twin_events(&change(None)) {
+        assert!(body.get("traceparent").is_none(), "{body}");
+    }
+}

@@ -570,6 +570,7 @@ mod tests {
             changed_by: "tester".into(),
             change_reason: None,
             client_token: None,
+            trace: None,
         };
         match apply(
             previous.cloned(),

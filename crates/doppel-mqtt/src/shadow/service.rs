@@ -6,35 +6,68 @@ use crate::shadow::document::{self, ShadowError};
 use crate::shadow::topic::{self, ShadowOp, ShadowTopic};
 use doppel_engine::{EngineError, Outcome, TwinChange};
 use doppel_model::{
-    Change, ConnectionStatus, DeviceId, HistoryKind, Millis, TenantId, TwinKey, UpdateRequest,
+    Change, ConnectionStatus, DeviceId, HistoryKind, Millis, TenantId, TraceParent, TwinKey,
+    UpdateRequest,
 };
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 /// Answers a request published on a shadow topic; anything else is left alone. The caller has
 /// checked that the client may publish there, and `received` is when its publish hook began.
+/// `trace` is the request's W3C trace context (an MQTT 5 user property), carried on the change
+/// and on the answer.
 pub(crate) async fn handle(
     hub: &Hub,
     identity: &Identity,
     topic: &str,
     payload: &[u8],
     received: Instant,
+    trace: Option<TraceParent>,
 ) {
     let Some(request) = topic::parse_request(topic) else {
         return;
     };
+    let span = tracing::info_span!(
+        "mqtt.shadow",
+        op = request.op.as_str(),
+        thing = request.thing,
+        shadow = request.shadow,
+        tenant = %identity.tenant,
+        trace_id = doppel_engine::trace::trace_id_field(trace),
+    );
+    doppel_engine::trace::join_remote_trace(&span, trace);
+    respond(hub, identity, &request, payload, received, trace)
+        .instrument(span)
+        .await;
+}
+
+async fn respond(
+    hub: &Hub,
+    identity: &Identity,
+    request: &ShadowTopic<'_>,
+    payload: &[u8],
+    received: Instant,
+    trace: Option<TraceParent>,
+) {
     let now = Millis(now_millis());
-    let (outcome, body) = match answer(hub, identity, &request, payload, now).await {
+    let (outcome, body) = match answer(hub, identity, request, payload, now, trace).await {
         Ok(body) => ("accepted", body),
         Err((error, token)) => (
             "rejected",
             document::rejected(&error, token.as_deref(), now),
         ),
     };
-    hub.publish(&identity.tenant, &request.response(outcome), &body)
-        .await;
+    hub.publish_traced(
+        &identity.tenant,
+        &request.response(outcome),
+        &body,
+        trace.as_ref(),
+    )
+    .await;
+    tracing::debug!(outcome, "shadow request answered");
     metrics::counter!(
         "doppel_shadow_requests_total",
         "op" => request.op.as_str(),
@@ -56,6 +89,7 @@ async fn answer(
     request: &ShadowTopic<'_>,
     payload: &[u8],
     now: Millis,
+    trace: Option<TraceParent>,
 ) -> Result<Value, Rejection> {
     let name = request.shadow.unwrap_or(request.thing);
     let device = topic::twin_device(request.thing, request.shadow)
@@ -73,7 +107,7 @@ async fn answer(
         }
         ShadowOp::Delete => {
             let token = document::parse_client_token(payload).map_err(|err| (err, None))?;
-            let request = update_request(identity, Change::Delete, token.clone());
+            let request = update_request(identity, Change::Delete, token.clone(), trace);
             match engine.update(key, request).await {
                 Ok(Outcome::Applied(twin) | Outcome::Stale(twin)) => Ok(document::delete_accepted(
                     twin.shadow_version,
@@ -88,7 +122,12 @@ async fn answer(
             // is looked for again only then, so an accepted update is parsed once.
             let update = document::parse_update(payload, &hub.limits)
                 .map_err(|err| (err, document::parse_client_token(payload).ok().flatten()))?;
-            let request = update_request(identity, update.to_change(), update.client_token.clone());
+            let request = update_request(
+                identity,
+                update.to_change(),
+                update.client_token.clone(),
+                trace,
+            );
             match engine.update(key.clone(), request).await {
                 Ok(Outcome::Applied(twin) | Outcome::Stale(twin)) => {
                     let own_twin = identity.device.as_ref() == Some(&key.device);
@@ -107,6 +146,7 @@ fn update_request(
     identity: &Identity,
     change: Change,
     client_token: Option<String>,
+    trace: Option<TraceParent>,
 ) -> UpdateRequest {
     UpdateRequest {
         change,
@@ -114,6 +154,7 @@ fn update_request(
         changed_by: identity.principal.clone(),
         change_reason: None,
         client_token,
+        trace,
     }
 }
 
@@ -187,22 +228,36 @@ async fn announce(hub: &Hub, change: &TwinChange) {
     if !wants_delta && !wants_documents {
         return;
     }
-    let previous = match change.previous_twin() {
-        Ok(previous) => previous,
-        Err(err) => {
-            tracing::error!(error = %err, twin = %change.key, "cannot decode a twin's previous state");
-            return;
+    // Only for changes someone receives, so a fleet nobody watches builds no spans.
+    let span = tracing::debug_span!(
+        "mqtt.announce",
+        tenant = %tenant,
+        thing,
+        shadow,
+        trace_id = doppel_engine::trace::trace_id_field(change.trace),
+    );
+    doppel_engine::trace::join_remote_trace(&span, change.trace);
+    let publish = async {
+        let previous = match change.previous_twin() {
+            Ok(previous) => previous,
+            Err(err) => {
+                tracing::error!(error = %err, twin = %change.key, "cannot decode a twin's previous state");
+                return;
+            }
+        };
+        let now = Millis(now_millis());
+        let token = change.client_token.as_deref();
+        let trace = change.trace.as_ref();
+        if wants_delta
+            && let Some(body) = document::delta(previous.as_ref(), &change.current, token, now)
+        {
+            hub.publish_traced(tenant, &delta_topic, &body, trace).await;
+        }
+        if wants_documents {
+            let body = document::documents(previous.as_ref(), &change.current, token, now);
+            hub.publish_traced(tenant, &documents_topic, &body, trace)
+                .await;
         }
     };
-    let now = Millis(now_millis());
-    let token = change.client_token.as_deref();
-    if wants_delta
-        && let Some(body) = document::delta(previous.as_ref(), &change.current, token, now)
-    {
-        hub.publish(tenant, &delta_topic, &body).await;
-    }
-    if wants_documents {
-        let body = document::documents(previous.as_ref(), &change.current, token, now);
-        hub.publish(tenant, &documents_topic, &body).await;
-    }
+    publish.instrument(span).await;
 }

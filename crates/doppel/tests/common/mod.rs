@@ -6,7 +6,9 @@ pub mod api;
 pub mod crash;
 pub mod http;
 pub mod mqtt;
+pub mod mqtt5;
 pub mod process;
+pub mod sse;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -63,8 +65,26 @@ impl Server {
         Self::start_in_with_env(data_dir, &[], extra_args)
     }
 
+    /// A server on a fresh temporary data folder whose stderr (its log) comes line by line
+    /// through the receiver instead of going to the test's stderr.
+    pub fn start_capturing_stderr(extra_args: &[&str]) -> (Server, mpsc::Receiver<String>) {
+        let dir = tempfile::tempdir().expect("temporary data folder");
+        let (mut server, stderr) = Self::launch(dir.path(), &[], extra_args, true);
+        server._owned_dir = Some(dir);
+        (server, stderr.expect("stderr is captured"))
+    }
+
     /// A server on `data_dir` with extra environment variables (such as DOPPEL_* settings).
     pub fn start_in_with_env(data_dir: &Path, env: &[(&str, &str)], extra_args: &[&str]) -> Server {
+        Self::launch(data_dir, env, extra_args, false).0
+    }
+
+    fn launch(
+        data_dir: &Path,
+        env: &[(&str, &str)],
+        extra_args: &[&str],
+        capture_stderr: bool,
+    ) -> (Server, Option<mpsc::Receiver<String>>) {
         let mut child = doppel_command()
             .envs(env.iter().copied())
             .arg("serve")
@@ -77,19 +97,15 @@ impl Server {
             .args(extra_args)
             .env("DOPPEL_LOG_LEVEL", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if capture_stderr {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .expect("spawn doppel serve");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (lines_tx, lines_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if lines_tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines_rx = read_lines(child.stdout.take().expect("piped stdout"));
+        let stderr = child.stderr.take().map(read_lines);
         let mut base = None;
         let mut mqtt_listeners = Vec::new();
         loop {
@@ -111,7 +127,7 @@ impl Server {
                 break;
             }
         }
-        Server {
+        let server = Server {
             child,
             base: base.expect("the listening line comes before the ready line"),
             mqtt: find_listener(&mqtt_listeners, "mqtt")
@@ -119,7 +135,8 @@ impl Server {
             mqtt_listeners,
             data_dir: data_dir.to_owned(),
             _owned_dir: None,
-        }
+        };
+        (server, stderr)
     }
 
     /// The MQTT listener of `scheme` (`mqtt`, `mqtts`, `ws`), when the server has one.
@@ -146,6 +163,20 @@ impl Server {
             .map(|status| status.success())
             .unwrap_or(false)
     }
+}
+
+/// The lines of a child's output, read on a thread of their own so the child never blocks on
+/// a full pipe.
+fn read_lines(output: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (lines_tx, lines_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines() {
+            let Ok(line) = line else { break };
+            // Nobody listening any more: keep draining anyway.
+            let _ = lines_tx.send(line);
+        }
+    });
+    lines_rx
 }
 
 /// The address of the listener of `scheme` among `(scheme, address)` pairs.

@@ -1,0 +1,133 @@
+//! Trace context end to end: a W3C `traceparent` sent with an HTTP write or as an MQTT 5 user
+//! property comes out on the change-stream events and MQTT messages the change causes, and the
+//! JSON log lines of the request carry its trace id.
+
+mod common;
+
+use common::mqtt5::Client5;
+use common::sse::SseClient;
+use common::{Server, doppel_command};
+use rumqttc::v5::mqttbytes::QoS;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+const TWINS: &str = "/v1/tenants/default/twins";
+
+async fn patch_desired(server: &Server, device: &str, traceparent: &str) {
+    let response = reqwest::Client::new()
+        .patch(server.url(&format!("{TWINS}/{device}/desired")))
+        .header("traceparent", traceparent)
+        .json(&json!({"speed": 3}))
+        .send()
+        .await
+        .expect("request reaches the server");
+    assert_eq!(response.status(), 200, "an invalid traceparent is ignored");
+}
+
+#[tokio::test]
+async fn an_http_traceparent_reaches_the_change_stream() {
+    let server = Server::start();
+    let mut stream = SseClient::open(&server, "?types=twin.*", None).await;
+    patch_desired(&server, "pump-1", TRACEPARENT).await;
+    for expected in ["twin.desired", "twin.delta"] {
+        let event = stream.expect().await;
+        assert_eq!(event.event, expected);
+        assert_eq!(event.data["traceparent"], TRACEPARENT, "{}", event.data);
+    }
+    // W3C: a malformed header starts a new trace; the write still succeeds, untraced.
+    patch_desired(&server, "pump-2", "00-not-a-trace-01").await;
+    let event = stream.expect().await;
+    assert_eq!(event.data["device_id"], "pump-2");
+    assert_eq!(event.data.get("traceparent"), None, "{}", event.data);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_mqtt5_traceparent_reaches_the_stream_and_the_messages_it_causes() {
+    let server = Server::start_with(&["--mqtt-allow-anonymous", "true"]);
+    let mut stream = SseClient::open(&server, "?types=twin.reported", None).await;
+    let mut pump = Client5::connect(&server, "pump-7").await;
+    pump.subscribe(
+        "$aws/things/pump-7/shadow/update/documents",
+        QoS::AtLeastOnce,
+    )
+    .await;
+    pump.publish_with_user_properties(
+        "$aws/things/pump-7/shadow/update",
+        r#"{"state":{"reported":{"t":21}}}"#,
+        &[("traceparent", TRACEPARENT)],
+    )
+    .await;
+    let event = stream.expect().await;
+    assert_eq!(event.data["device_id"], "pump-7");
+    assert_eq!(event.data["traceparent"], TRACEPARENT, "{}", event.data);
+    let documents = pump.next_message().await;
+    assert_eq!(
+        &documents.topic[..],
+        b"$aws/things/pump-7/shadow/update/documents"
+    );
+    let properties = documents.properties.expect("MQTT 5 properties");
+    assert!(
+        properties
+            .user_properties
+            .contains(&("traceparent".to_owned(), TRACEPARENT.to_owned())),
+        "{:?}",
+        properties.user_properties
+    );
+}
+
+#[tokio::test]
+async fn json_logs_of_a_traced_request_carry_its_trace_id() {
+    let (server, stderr) =
+        Server::start_capturing_stderr(&["--log-format", "json", "--log-level", "debug"]);
+    patch_desired(&server, "pump-1", TRACEPARENT).await;
+    // The request's last log line ("finished processing request") may follow the response.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut traced = Vec::new();
+    while traced.len() < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = stderr.recv_timeout(left) else {
+            break;
+        };
+        let entry: Value = serde_json::from_str(&line).expect("every log line is JSON");
+        if line.contains(TRACE_ID) {
+            traced.push(entry);
+        }
+    }
+    assert!(
+        !traced.is_empty(),
+        "no log line carries the trace id {TRACE_ID}"
+    );
+    let spans: Vec<&str> = traced
+        .iter()
+        .flat_map(|entry| entry["spans"].as_array().into_iter().flatten())
+        .filter(|span| span["trace_id"] == TRACE_ID)
+        .filter_map(|span| span["name"].as_str())
+        .collect();
+    assert!(
+        spans.contains(&"request") && spans.contains(&"engine.update"),
+        "the request and engine spans record the trace id: {traced:?}"
+    );
+}
+
+#[test]
+fn an_otlp_endpoint_needs_a_binary_built_with_the_feature() {
+    if cfg!(feature = "otlp") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let output = doppel_command()
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .args(["--log-otlp-endpoint", "http://127.0.0.1:4318"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("built without `--features otlp`"),
+        "{stderr}"
+    );
+}
