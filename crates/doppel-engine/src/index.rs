@@ -153,6 +153,48 @@ impl IndexedPaths {
     }
 }
 
+/// A step of a walk through index entries: devices in id order, complete up to `frontier`.
+#[derive(Debug, Default)]
+pub(crate) struct Walked {
+    pub devices: Vec<DeviceId>,
+    /// The last device of a source that may have more beyond it; `None` when every source was
+    /// read to its end.
+    pub frontier: Option<DeviceId>,
+}
+
+impl Walked {
+    /// Adds one source's devices (at most `chunk` of them, in order).
+    pub(crate) fn merge(&mut self, devices: Vec<DeviceId>, chunk: usize) {
+        let frontier = (devices.len() >= chunk)
+            .then(|| devices.last().cloned())
+            .flatten();
+        self.absorb(Walked { devices, frontier });
+    }
+
+    /// Adds another walk's devices; the nearer frontier holds for both.
+    pub(crate) fn absorb(&mut self, other: Walked) {
+        self.devices.extend(other.devices);
+        if let Some(frontier) = other.frontier
+            && self
+                .frontier
+                .as_ref()
+                .is_none_or(|nearer| &frontier < nearer)
+        {
+            self.frontier = Some(frontier);
+        }
+    }
+
+    /// The devices in order, without repeats, up to the frontier.
+    pub(crate) fn settle(mut self) -> Walked {
+        self.devices.sort();
+        self.devices.dedup();
+        if let Some(frontier) = &self.frontier {
+            self.devices.retain(|device| device <= frontier);
+        }
+        self
+    }
+}
+
 /// What one live twin is indexed under.
 #[derive(Debug, PartialEq)]
 struct Indexed {
@@ -212,8 +254,9 @@ mod gauges {
 #[derive(Default)]
 pub(crate) struct FleetIndex {
     paths: IndexedPaths,
-    /// The devices with each value of each indexed path, in device-id order.
-    devices: HashMap<(TenantId, Path, ValueKey), BTreeSet<DeviceId>>,
+    /// The devices with each value of each indexed path, in device-id order. Nested rather
+    /// than keyed by a tuple, so that looking up an existing entry clones nothing.
+    devices: HashMap<TenantId, HashMap<Path, HashMap<ValueKey, BTreeSet<DeviceId>>>>,
     /// What each live twin is indexed under, so that a change can be undone without the old
     /// twin.
     entries: HashMap<TwinKey, Indexed>,
@@ -250,23 +293,61 @@ impl FleetIndex {
         }
         gauges::moved(old.as_ref(), new.as_ref());
         for (path, value) in old.map(|old| old.entries).unwrap_or_default() {
-            let slot = (key.tenant.clone(), path, value);
-            if let Some(devices) = self.devices.get_mut(&slot) {
-                devices.remove(&key.device);
-                if devices.is_empty() {
-                    self.devices.remove(&slot);
-                }
-            }
+            self.remove_device(key, &path, &value);
         }
-        if let Some(new) = new {
-            for (path, value) in &new.entries {
-                self.devices
-                    .entry((key.tenant.clone(), path.clone(), value.clone()))
-                    .or_default()
-                    .insert(key.device.clone());
+        if let Some(mut new) = new {
+            if !self.devices.contains_key(&key.tenant) {
+                self.devices.insert(key.tenant.clone(), HashMap::new());
+            }
+            let Some(paths) = self.devices.get_mut(&key.tenant) else {
+                return;
+            };
+            for (path, value) in &mut new.entries {
+                if !paths.contains_key(path) {
+                    paths.insert(path.clone(), HashMap::new());
+                }
+                let Some(values) = paths.get_mut(path) else {
+                    continue;
+                };
+                match values.get_key_value(value) {
+                    // Share the entry's text with every twin that has the same value.
+                    Some((existing, _)) => *value = existing.clone(),
+                    None => {
+                        values.insert(value.clone(), BTreeSet::new());
+                    }
+                }
+                if let Some(devices) = values.get_mut(value) {
+                    devices.insert(key.device.clone());
+                }
             }
             self.entries.insert(key.clone(), new);
         }
+    }
+
+    fn remove_device(&mut self, key: &TwinKey, path: &Path, value: &ValueKey) {
+        let Some(paths) = self.devices.get_mut(&key.tenant) else {
+            return;
+        };
+        let Some(values) = paths.get_mut(path) else {
+            return;
+        };
+        if let Some(devices) = values.get_mut(value) {
+            devices.remove(&key.device);
+            if devices.is_empty() {
+                values.remove(value);
+            }
+        }
+        if values.is_empty() {
+            paths.remove(path);
+        }
+        if paths.is_empty() {
+            self.devices.remove(&key.tenant);
+        }
+    }
+
+    /// The devices with `value` at `path` in `tenant`.
+    fn set(&self, tenant: &TenantId, path: &Path, value: &ValueKey) -> Option<&BTreeSet<DeviceId>> {
+        self.devices.get(tenant)?.get(path)?.get(value)
     }
 
     /// The devices of `tenant` whose `path` equals one of `values`, or `None` when `path` is
@@ -285,11 +366,45 @@ impl FleetIndex {
             let Some(key) = ValueKey::of(value) else {
                 continue;
             };
-            if let Some(devices) = self.devices.get(&(tenant.clone(), path.clone(), key)) {
+            if let Some(devices) = self.set(tenant, path, &key) {
                 found.extend(devices.iter().cloned());
             }
         }
         Some(found)
+    }
+
+    /// Up to `chunk` devices of `tenant` after `after`, in device-id order, whose `path` equals
+    /// one of `values`, and the frontier: every such device up to it is in the answer, and
+    /// `None` says there are none beyond. `None` overall when `path` is not indexed (or the
+    /// index is not complete yet). Lets a query walk an index entry a page at a time instead
+    /// of copying all of it.
+    pub(crate) fn devices_after(
+        &self,
+        tenant: &TenantId,
+        path: &Path,
+        values: &[Value],
+        after: Option<&DeviceId>,
+        chunk: usize,
+    ) -> Option<Walked> {
+        if !self.ready || !self.paths.covers(path) {
+            return None;
+        }
+        let mut walked = Walked::default();
+        for key in values.iter().filter_map(ValueKey::of) {
+            let Some(devices) = self.set(tenant, path, &key) else {
+                continue;
+            };
+            let range = match after {
+                Some(after) => devices.range::<DeviceId, _>((
+                    std::ops::Bound::Excluded(after),
+                    std::ops::Bound::Unbounded,
+                )),
+                None => devices.range::<DeviceId, _>(..),
+            };
+            let taken: Vec<DeviceId> = range.take(chunk).cloned().collect();
+            walked.merge(taken, chunk);
+        }
+        Some(walked)
     }
 
     /// How many devices of `tenant` have one of `values` at `path` (to pick the narrowest
@@ -298,11 +413,12 @@ impl FleetIndex {
         if !self.ready || !self.paths.covers(path) {
             return None;
         }
+        // `IN (1, 1.0)` names one value: count its devices once.
+        let keys: std::collections::HashSet<ValueKey> =
+            values.iter().filter_map(ValueKey::of).collect();
         Some(
-            values
-                .iter()
-                .filter_map(ValueKey::of)
-                .filter_map(|key| self.devices.get(&(tenant.clone(), path.clone(), key)))
+            keys.iter()
+                .filter_map(|key| self.set(tenant, path, key))
                 .map(BTreeSet::len)
                 .sum(),
         )
@@ -355,6 +471,37 @@ mod tests {
         assert!(query.matches(&TwinFields(&twin)));
         let other = doppel_query::parse("reported.temp.inner = 1").unwrap();
         assert!(!other.matches(&TwinFields(&twin)));
+    }
+
+    #[test]
+    fn an_index_entry_is_walked_a_chunk_at_a_time_in_device_order() {
+        let tenant = TenantId::new("t").unwrap();
+        let mut index = FleetIndex::new(IndexedPaths::default());
+        index.mark_ready();
+        for i in (0..10).rev() {
+            let site = if i % 3 == 0 { "paris" } else { "berlin" };
+            index.update(
+                &key(&format!("d{i}")),
+                Some(&twin(ConnectionStatus::Connected, site, json!(1))),
+            );
+        }
+        let site = Path::Tag("site".into());
+        let values = [json!("berlin"), json!("paris")];
+        let mut seen = Vec::new();
+        let mut after: Option<DeviceId> = None;
+        for _ in 0..20 {
+            let walked = index
+                .devices_after(&tenant, &site, &values, after.as_ref(), 3)
+                .expect("indexed")
+                .settle();
+            seen.extend(walked.devices.iter().map(ToString::to_string));
+            match walked.frontier {
+                Some(frontier) => after = Some(frontier),
+                None => break,
+            }
+        }
+        let all: Vec<String> = (0..10).map(|i| format!("d{i}")).collect();
+        assert_eq!(seen, all, "two entries merged, each read 3 at a time");
     }
 
     #[test]

@@ -7,10 +7,10 @@
 
 use super::{Engine, Shard};
 use crate::error::EngineError;
-use crate::index::TwinFields;
+use crate::index::{TwinFields, Walked};
 use doppel_model::codec::EncodedTwin;
 use doppel_model::{DeviceId, TenantId, Twin, TwinKey};
-use doppel_query::{Direction, Fields, Order, Path, Query};
+use doppel_query::{CompareOp, Direction, Expr, Fields, Order, Path, Query};
 use serde_json::Value;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -48,6 +48,13 @@ impl Engine {
         let tenant = tenant.clone();
         self.blocking(move || {
             let after = cursor.as_deref().map(parse_cursor).transpose()?;
+            if order.is_none()
+                && let Some((path, values)) = engine.narrowest(&tenant, &query)
+            {
+                let after = after.map(|(_, device)| device);
+                let page = engine.walk_index(&tenant, &query, &path, &values, after, limit);
+                return Ok((page, Plan::Index(path)));
+            }
             let (candidates, plan) = engine.candidates(&tenant, &query);
             let mut found = Vec::new();
             match &order {
@@ -119,6 +126,11 @@ impl Engine {
         let engine = self.clone();
         let tenant = tenant.clone();
         self.blocking(move || {
+            if group_by.is_none()
+                && let Some(total) = engine.count_from_index(&tenant, &query)
+            {
+                return Ok((total, Vec::new()));
+            }
             let (candidates, _) = engine.candidates(&tenant, &query);
             let mut total = 0;
             let mut groups: BTreeMap<String, (Value, u64)> = BTreeMap::new();
@@ -136,33 +148,116 @@ impl Engine {
         .await
     }
 
-    /// The candidates of a query, in device-id order: from the narrowest usable index entry,
-    /// or every twin of the tenant.
-    fn candidates(&self, tenant: &TenantId, query: &Query) -> (Vec<TwinKey>, Plan) {
-        let required = query.required();
-        let narrowest = required
-            .iter()
+    /// The count of a query that is one indexed equality (`path = v` or `path IN (...)`), read
+    /// from the index entries' sizes without reading a twin; `None` for any other query.
+    fn count_from_index(&self, tenant: &TenantId, query: &Query) -> Option<u64> {
+        let (path, values) = match query.expr() {
+            Expr::Compare {
+                path,
+                op: CompareOp::Eq,
+                value,
+            } => (path, std::slice::from_ref(value)),
+            Expr::In {
+                path,
+                values,
+                negated: false,
+            } => (path, values.as_slice()),
+            _ => return None,
+        };
+        let mut total = 0;
+        for shard in self.shards.iter() {
+            let index = shard.index.read().unwrap_or_else(PoisonError::into_inner);
+            total += index.count(tenant, path, values)?;
+        }
+        u64::try_from(total).ok()
+    }
+
+    /// The indexed equality of `query` with the fewest candidates, if any is indexed.
+    fn narrowest(&self, tenant: &TenantId, query: &Query) -> Option<(Path, Vec<Value>)> {
+        query
+            .required()
+            .into_iter()
             .filter_map(|(path, values)| {
                 let mut total = 0;
                 for shard in self.shards.iter() {
                     let index = shard.index.read().unwrap_or_else(PoisonError::into_inner);
-                    total += index.count(tenant, path, values)?;
+                    total += index.count(tenant, &path, &values)?;
                 }
                 Some((total, path, values))
             })
-            .min_by_key(|(total, _, _)| *total);
-        if let Some((_, path, values)) = narrowest {
+            .min_by_key(|(total, _, _)| *total)
+            .map(|(_, path, values)| (path, values))
+    }
+
+    /// A page in device-id order from an index entry, read a chunk at a time from every shard,
+    /// so a page costs about what it holds rather than what the entry holds.
+    fn walk_index(
+        &self,
+        tenant: &TenantId,
+        query: &Query,
+        path: &Path,
+        values: &[Value],
+        mut after: Option<DeviceId>,
+        limit: usize,
+    ) -> QueryPage {
+        // One more than a page tells whether there is a next page.
+        let chunk = (limit + 1).max(64);
+        let mut found: Vec<(DeviceId, Twin)> = Vec::new();
+        loop {
+            let mut walked = Walked::default();
+            for shard in self.shards.iter() {
+                let index = shard.index.read().unwrap_or_else(PoisonError::into_inner);
+                if let Some(part) = index.devices_after(tenant, path, values, after.as_ref(), chunk)
+                {
+                    walked.absorb(part);
+                }
+            }
+            let walked = walked.settle();
+            let keys = walked
+                .devices
+                .into_iter()
+                .map(|device| TwinKey::new(tenant.clone(), device));
+            for (device, twin) in self.matching(keys.collect(), query) {
+                found.push((device, twin));
+                if found.len() > limit {
+                    break;
+                }
+            }
+            match walked.frontier {
+                Some(frontier) if found.len() <= limit => after = Some(frontier),
+                _ => break,
+            }
+        }
+        let more = found.len() > limit;
+        found.truncate(limit);
+        let next_cursor = more
+            .then(|| {
+                found
+                    .last()
+                    .map(|(device, _)| make_cursor(&Value::Null, device))
+            })
+            .flatten();
+        QueryPage {
+            twins: found,
+            next_cursor,
+        }
+    }
+
+    /// The candidates of a query, in device-id order: from the narrowest usable index entry,
+    /// or every twin of the tenant.
+    fn candidates(&self, tenant: &TenantId, query: &Query) -> (Vec<TwinKey>, Plan) {
+        if let Some((path, values)) = self.narrowest(tenant, query) {
             let mut keys: Vec<TwinKey> = self
                 .shards
                 .iter()
                 .flat_map(|shard| {
                     let index = shard.index.read().unwrap_or_else(PoisonError::into_inner);
-                    index.lookup(tenant, path, values).unwrap_or_default()
+                    index.lookup(tenant, &path, &values).unwrap_or_default()
                 })
                 .map(|device| TwinKey::new(tenant.clone(), device))
                 .collect();
             keys.sort_by(|a, b| a.device.cmp(&b.device));
-            return (keys, Plan::Index(path.clone()));
+            return (keys, Plan::Index(path));
         }
         let mut keys: Vec<TwinKey> = self
             .shards

@@ -167,6 +167,32 @@ async fn twins_loaded_at_start_are_indexed_and_deleted_ones_leave() {
         .unwrap();
     assert_eq!(plan, Plan::Index(Path::Tag("site".into())));
     assert_eq!(page.twins.len(), 24, "25 even twins, one deleted");
+    // Paging through the index, across both shards, in device-id order without repeats.
+    let mut paged = Vec::new();
+    let mut cursor = None;
+    loop {
+        let (page, plan) = engine
+            .query(&tenant, even.clone(), None, 7, cursor)
+            .await
+            .unwrap();
+        assert!(matches!(plan, Plan::Index(_)));
+        paged.extend(devices(&page));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (2..50).step_by(2).map(|i| format!("d{i:02}")).collect();
+    assert_eq!(paged, expected);
+    let (from_index, _) = engine
+        .count(
+            &tenant,
+            doppel_query::parse("tags.site IN ('even', 'even', 'odd')").unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(from_index, 49, "each value counted once");
     let (scanned, _) = engine
         .count(
             &tenant,
