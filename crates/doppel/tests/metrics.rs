@@ -178,6 +178,16 @@ async fn metrics_follow_http_mqtt_and_command_work() {
         1.0
     );
     assert_eq!(delta("doppel_sync_latency_seconds_count", &[]), 1.0);
+    assert_eq!(
+        delta(
+            "doppel_shadow_request_duration_seconds_count",
+            &[("op", "update"), ("outcome", "accepted")]
+        ),
+        1.0
+    );
+    // The fleet gauges follow the twins the test made: one with a delta from the patches.
+    assert!(after.value("doppel_twins", &[]) >= 1.0);
+    assert!(after.value("doppel_twins_with_delta", &[]) >= 1.0);
     assert!(delta("doppel_mqtt_messages_received_total", &[]) >= 1.0);
     assert!(delta("doppel_mqtt_messages_published_total", &[]) >= 1.0);
     assert_eq!(after.value("doppel_mqtt_connections", &[]), 1.0);

@@ -74,6 +74,12 @@ async fn respond(
         "outcome" => outcome
     )
     .increment(1);
+    metrics::histogram!(
+        "doppel_shadow_request_duration_seconds",
+        "op" => request.op.as_str(),
+        "outcome" => outcome
+    )
+    .record(received.elapsed());
     if request.op == ShadowOp::Update && outcome == "accepted" {
         // From the publish hook to `/update/accepted` handed to the broker: parsing, the
         // durable commit, rendering and routing the answer; not the network either way.
