@@ -9,7 +9,7 @@ use crate::{
     CommandQuery, CommandStore, CommandWrite, CredentialStore, HistoryQuery, StoredCredential,
     TwinStore, TwinWrite,
 };
-use doppel_model::codec::{EncodedHistory, EncodedTwin};
+use doppel_model::codec::EncodedTwin;
 use doppel_model::command::{Command, CommandLimits, CommandStatus, NewCommand};
 use doppel_model::{
     AppName, DeviceId, HistoryEntry, HistoryKind, Millis, Principal, PrincipalKind, TenantId, Twin,
@@ -60,13 +60,7 @@ pub fn desired_write(key: &TwinKey, version: u64, at_ms: i64, value: i64) -> Twi
 }
 
 fn write(key: &TwinKey, twin: &Twin, entry: &HistoryEntry) -> TwinWrite {
-    TwinWrite {
-        key: key.clone(),
-        twin: EncodedTwin::encode(twin),
-        version: entry.version,
-        recorded_at: entry.recorded_at,
-        history: EncodedHistory::encode(entry),
-    }
+    TwinWrite::of(key, twin, entry)
 }
 
 pub fn all_history() -> HistoryQuery {

@@ -42,6 +42,19 @@ pub struct TwinWrite {
     pub history: EncodedHistory,
 }
 
+impl TwinWrite {
+    /// The write of `twin` under `key` with `entry`, the history entry of its change.
+    pub fn of(key: &TwinKey, twin: &Twin, entry: &HistoryEntry) -> TwinWrite {
+        TwinWrite {
+            key: key.clone(),
+            twin: EncodedTwin::encode(twin),
+            version: entry.version,
+            recorded_at: entry.recorded_at,
+            history: EncodedHistory::encode(entry),
+        }
+    }
+}
+
 /// Which history entries of one twin to read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HistoryQuery {

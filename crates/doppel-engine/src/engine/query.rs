@@ -88,20 +88,7 @@ impl Engine {
                     }
                 }
             }
-            let more = found.len() > limit;
-            found.truncate(limit);
-            let next_cursor = more
-                .then(|| {
-                    found
-                        .last()
-                        .map(|(sort, device, _)| make_cursor(sort, device))
-                })
-                .flatten();
-            let twins = found
-                .into_iter()
-                .map(|(_, device, twin)| (device, twin))
-                .collect();
-            Ok((QueryPage { twins, next_cursor }, plan))
+            Ok((page(found, limit), plan))
         })
         .await
     }
@@ -202,7 +189,7 @@ impl Engine {
     ) -> QueryPage {
         // One more than a page tells whether there is a next page.
         let chunk = (limit + 1).max(64);
-        let mut found: Vec<(DeviceId, Twin)> = Vec::new();
+        let mut found: Vec<(Value, DeviceId, Twin)> = Vec::new();
         loop {
             let mut walked = Walked::default();
             for shard in self.shards.iter() {
@@ -218,7 +205,7 @@ impl Engine {
                 .into_iter()
                 .map(|device| TwinKey::new(tenant.clone(), device));
             for (device, twin) in self.matching(keys.collect(), query) {
-                found.push((device, twin));
+                found.push((Value::Null, device, twin));
                 if found.len() > limit {
                     break;
                 }
@@ -228,19 +215,7 @@ impl Engine {
                 _ => break,
             }
         }
-        let more = found.len() > limit;
-        found.truncate(limit);
-        let next_cursor = more
-            .then(|| {
-                found
-                    .last()
-                    .map(|(device, _)| make_cursor(&Value::Null, device))
-            })
-            .flatten();
-        QueryPage {
-            twins: found,
-            next_cursor,
-        }
+        page(found, limit)
     }
 
     /// The candidates of a query, in device-id order: from the narrowest usable index entry,
@@ -310,6 +285,25 @@ impl Engine {
             .get(key)
             .cloned()
     }
+}
+
+/// The first `limit` of `found` (sort value, device, twin), with the cursor of the next page
+/// when `found` holds more.
+fn page(mut found: Vec<(Value, DeviceId, Twin)>, limit: usize) -> QueryPage {
+    let more = found.len() > limit;
+    found.truncate(limit);
+    let next_cursor = more
+        .then(|| {
+            found
+                .last()
+                .map(|(sort, device, _)| make_cursor(sort, device))
+        })
+        .flatten();
+    let twins = found
+        .into_iter()
+        .map(|(_, device, twin)| (device, twin))
+        .collect();
+    QueryPage { twins, next_cursor }
 }
 
 fn by_order(order: &Order, a: (&Value, &DeviceId), b: (&Value, &DeviceId)) -> Ordering {
