@@ -46,7 +46,7 @@ impl Fields for TwinFields<'_> {
     }
 
     fn delta_is_empty(&self) -> bool {
-        self.0.delta().is_empty()
+        !self.0.has_delta()
     }
 }
 
@@ -282,7 +282,7 @@ impl FleetIndex {
     pub(crate) fn update(&mut self, key: &TwinKey, twin: Option<&Twin>) {
         let new = twin.and_then(Twin::live).map(|twin| Indexed {
             entries: self.paths.entries(twin),
-            delta: !twin.delta().is_empty(),
+            delta: twin.has_delta(),
         });
         let old = self.entries.remove(key);
         if old == new {

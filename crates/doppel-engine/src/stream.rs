@@ -326,7 +326,7 @@ fn twin_events(change: &TwinChange) -> Vec<(EventType, TwinKey, Value)> {
     let base = |fields: Value| {
         let mut body = json!({"at": at, "version": current.version});
         if let Some(traceparent) = &traceparent {
-            body["traceparent"] = json!(traceparent);
+            body[doppel_model::trace::TRACEPARENT] = json!(traceparent);
         }
         if let (Value::Object(body), Value::Object(fields)) = (&mut body, fields) {
             body.extend(fields);

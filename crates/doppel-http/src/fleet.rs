@@ -38,6 +38,11 @@ fn parsed<T>(
         .transpose()
 }
 
+/// The query every twin matches (an empty `AND`), for requests without `q`.
+fn everything() -> doppel_query::Query {
+    doppel_query::Query::from(doppel_query::Expr::And(Vec::new()))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListParams {
@@ -76,10 +81,7 @@ async fn list(
             .flatten();
         (page, next)
     } else {
-        let filter = match filter {
-            Some(filter) => filter,
-            None => doppel_query::Query::from(doppel_query::Expr::And(Vec::new())),
-        };
+        let filter = filter.unwrap_or_else(everything);
         let (page, _) = engine
             .query(&tenant, filter, order, limit, params.cursor)
             .await?;
@@ -108,8 +110,7 @@ async fn count(
 ) -> Result<Response, ApiError> {
     let tenant = tenant(path)?;
     let params = query(params)?;
-    let filter = parsed("q", params.q.as_deref(), doppel_query::parse)?
-        .unwrap_or_else(|| doppel_query::Query::from(doppel_query::Expr::And(Vec::new())));
+    let filter = parsed("q", params.q.as_deref(), doppel_query::parse)?.unwrap_or_else(everything);
     let group_by = parsed(
         "group_by",
         params.group_by.as_deref(),

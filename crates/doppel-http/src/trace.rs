@@ -7,7 +7,7 @@ use doppel_model::TraceParent;
 use tracing::Span;
 
 /// The W3C trace context header.
-pub(crate) const TRACEPARENT: &str = "traceparent";
+pub(crate) use doppel_model::trace::TRACEPARENT;
 
 /// The request's trace context. A missing or invalid header gives `None`: W3C says a receiver
 /// then starts a new trace, so a bad header never fails the request.

@@ -27,6 +27,20 @@ pub fn delta(desired: &Map<String, Value>, reported: &Map<String, Value>) -> Map
     out
 }
 
+/// Whether [`delta`] would be non-empty, found without building it: the first differing leaf
+/// answers. For checks that run on every write (indexes, gauges, queries).
+pub fn has_delta(desired: &Map<String, Value>, reported: &Map<String, Value>) -> bool {
+    desired
+        .iter()
+        .any(|(key, want)| match (want, reported.get(key)) {
+            (Value::Object(want_inner), Some(Value::Object(have_inner))) => {
+                has_delta(want_inner, have_inner)
+            }
+            (want, Some(have)) => want != have,
+            (_, None) => true,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +99,12 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The quick check says exactly what building the delta would.
+        #[test]
+        fn has_delta_agrees_with_delta(desired in arb_object(), reported in arb_object()) {
+            prop_assert_eq!(has_delta(&desired, &reported), !delta(&desired, &reported).is_empty());
+        }
 
         /// Once the device reports what the delta asks for, nothing is left to do.
         #[test]

@@ -12,6 +12,10 @@ const LEN: usize = 55;
 /// Offsets of the three dashes in that form.
 const DASHES: [usize; 3] = [2, 35, 52];
 
+/// The name a trace context travels under: the W3C HTTP header, the MQTT 5 user property and
+/// the field of change-stream events alike.
+pub const TRACEPARENT: &str = "traceparent";
+
 /// A parsed `traceparent`. Always printed as version 00, the only version defined so far.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TraceParent {

@@ -108,6 +108,11 @@ impl Twin {
         crate::delta::delta(&self.desired.state, &self.reported.state)
     }
 
+    /// Whether desired and reported differ, without building the delta.
+    pub fn has_delta(&self) -> bool {
+        crate::delta::has_delta(&self.desired.state, &self.reported.state)
+    }
+
     /// A live twin, or `None` for a tombstone.
     pub fn live(&self) -> Option<&Self> {
         (!self.deleted).then_some(self)

@@ -6,7 +6,7 @@ use doppel_model::TraceParent;
 use rmqtt::codec::v5::PublishProperties;
 
 /// The user property's name, the same as the W3C HTTP header's.
-pub(crate) const TRACEPARENT: &str = "traceparent";
+pub(crate) use doppel_model::trace::TRACEPARENT;
 
 /// The trace context among a PUBLISH's user properties. A missing or invalid value gives
 /// `None`: W3C says a receiver then starts a new trace, so it never fails the request.
