@@ -2,6 +2,8 @@ use crate::index::IndexedPaths;
 use crate::silence::ActivityIntervals;
 use doppel_model::Limits;
 use doppel_model::command::CommandLimits;
+use doppel_model::policy::ReplicaConfig;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Default pending requests per shard before callers wait: deep enough to fill large commit
@@ -46,6 +48,8 @@ pub struct EngineConfig {
     pub indexed_paths: IndexedPaths,
     /// How long a connected device may stay silent before it is marked UNKNOWN.
     pub activity: ActivityIntervals,
+    /// This replica's name and conflict rules (the hub by default; an edge agent names itself).
+    pub replica: Arc<ReplicaConfig>,
 }
 
 impl Default for EngineConfig {
@@ -63,6 +67,7 @@ impl Default for EngineConfig {
             stream_subscriber_buffer: crate::stream::DEFAULT_SUBSCRIBER_BUFFER,
             indexed_paths: IndexedPaths::default(),
             activity: ActivityIntervals::default(),
+            replica: Arc::new(ReplicaConfig::hub()),
         }
     }
 }

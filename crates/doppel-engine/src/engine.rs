@@ -9,6 +9,7 @@ use crate::silence::SilenceTimer;
 use crate::stream::Streams;
 use doppel_model::codec::EncodedTwin;
 use doppel_model::history::twin_from_history;
+use doppel_model::policy::ReplicaConfig;
 use doppel_model::{
     DeviceId, HistoryEntry, HistoryKind, Millis, TenantId, Twin, TwinKey, UpdateRequest,
 };
@@ -72,6 +73,9 @@ pub struct Engine {
     events: Arc<ChangeFeeds>,
     commands: CommandQueue,
     streams: Arc<Streams>,
+    /// This replica's name and conflict rules: the sync service answers other replicas with
+    /// them.
+    replica: Arc<ReplicaConfig>,
 }
 
 /// The engine's background tasks.
@@ -134,6 +138,7 @@ impl Engine {
                 commits: commit_tx.clone(),
                 clock: clock.clone(),
                 limits: config.limits,
+                replica: config.replica.clone(),
                 max_batch: config.max_batch.max(1),
                 events: events.clone(),
                 index: index.clone(),
@@ -179,6 +184,7 @@ impl Engine {
             events,
             commands,
             streams,
+            replica: config.replica.clone(),
         };
         Ok((
             engine,
@@ -215,6 +221,10 @@ impl Engine {
     }
 
     /// The devices' command queues.
+    pub fn replica(&self) -> &ReplicaConfig {
+        &self.replica
+    }
+
     pub fn commands(&self) -> &CommandQueue {
         &self.commands
     }

@@ -7,7 +7,9 @@ use crate::events::{ChangeFeeds, TwinChange};
 use crate::index::FleetIndex;
 use crate::silence::SilenceTimer;
 use doppel_model::codec::{EncodedHistory, EncodedTwin};
-use doppel_model::{Applied, Change, HistoryKind, Limits, Twin, TwinKey, UpdateRequest, apply};
+use doppel_model::policy::ReplicaConfig;
+use doppel_model::replica::apply_replicated;
+use doppel_model::{Applied, Change, HistoryKind, Limits, Twin, TwinKey, UpdateRequest};
 use doppel_store::{TwinStore, TwinWrite};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -59,6 +61,8 @@ pub(crate) struct ShardWorker {
     pub commits: mpsc::Sender<CommitRequest>,
     pub clock: Arc<dyn Clock>,
     pub limits: Limits,
+    /// Who this replica is and its conflict rules, for twins kept by more than one replica.
+    pub replica: Arc<ReplicaConfig>,
     pub max_batch: usize,
     pub events: Arc<ChangeFeeds>,
     /// The fleet index of this shard's twins.
@@ -192,7 +196,7 @@ impl ShardWorker {
                         }
                     },
                 };
-                match apply(current, &job.request, now, &self.limits) {
+                match apply_replicated(current, &job.request, now, &self.limits, &self.replica) {
                     Ok(Applied::Changed { twin, entry }) => {
                         counts.add(entry.kind);
                         let record = EncodedTwin::encode(&twin);

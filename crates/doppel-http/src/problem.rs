@@ -30,6 +30,8 @@ pub enum ApiError {
     },
     InvalidHeader(String),
     TwinNotFound,
+    /// No history entry of this version (or one that carries no vector clock).
+    HistoryEntryNotFound(u64),
     /// No credential with this id belongs to this device or application.
     CredentialNotFound,
     /// A credential could not be created or removed; invalid ids and store failures arrive as
@@ -75,6 +77,7 @@ impl ApiError {
             Self::QuerySyntax { .. } => (StatusCode::BAD_REQUEST, "invalid_query"),
             Self::InvalidHeader(_) => (StatusCode::BAD_REQUEST, "invalid_header"),
             Self::TwinNotFound => (StatusCode::NOT_FOUND, "twin_not_found"),
+            Self::HistoryEntryNotFound(_) => (StatusCode::NOT_FOUND, "history_entry_not_found"),
             Self::CredentialNotFound => (StatusCode::NOT_FOUND, "credential_not_found"),
             Self::Credential(err) => match err {
                 AuthError::InvalidPassword { .. } => (StatusCode::BAD_REQUEST, "invalid_password"),
@@ -122,6 +125,9 @@ impl ApiError {
             Self::InvalidQuery(reason) | Self::InvalidHeader(reason) => reason.clone(),
             Self::QuerySyntax { parameter, error } => format!("{parameter}: {error}"),
             Self::TwinNotFound => "no twin with this id exists in this tenant".into(),
+            Self::HistoryEntryNotFound(version) => format!(
+                "the twin has no replicated history entry of version {version} (entries of twins no edge agent replicates carry no vector clock; expired entries are gone)"
+            ),
             Self::CredentialNotFound => {
                 "no credential with this id belongs to this device or application".into()
             }

@@ -34,7 +34,7 @@ fn metadata(stored: &Map<String, Value>) -> Value {
 }
 
 pub(crate) fn twin(key: &TwinKey, twin: &Twin) -> Value {
-    json!({
+    let mut rendered = json!({
         "tenant": key.tenant.as_str(),
         "device_id": key.device.as_str(),
         "version": twin.version,
@@ -55,11 +55,15 @@ pub(crate) fn twin(key: &TwinKey, twin: &Twin) -> Value {
         "firmware_version": twin.meta.firmware_version,
         "capabilities": twin.meta.capabilities,
         "tags": twin.meta.tags,
-    })
+    });
+    if let Some(replica) = &twin.replica {
+        rendered["replica"] = json!({"clock": replica.clock, "hlc": replica.hlc.to_string()});
+    }
+    rendered
 }
 
 pub(crate) fn history_entry(entry: &HistoryEntry) -> Value {
-    json!({
+    let mut rendered = json!({
         "kind": entry.kind,
         "version": entry.version,
         "recorded_at": entry.recorded_at.to_rfc3339(),
@@ -67,5 +71,17 @@ pub(crate) fn history_entry(entry: &HistoryEntry) -> Value {
         "section_version": entry.section_version,
         "changed_by": entry.changed_by,
         "change_reason": entry.change_reason,
-    })
+    });
+    if let Some(change) = &entry.replica {
+        rendered["replica"] = json!({
+            "origin": change.origin,
+            "clock": change.clock,
+            "hlc": change.hlc.to_string(),
+            "origin_version": change.version,
+        });
+    }
+    if !entry.resolutions.is_empty() {
+        rendered["resolutions"] = json!(entry.resolutions);
+    }
+    rendered
 }

@@ -44,7 +44,8 @@ pub(crate) fn routes() -> Router<AppState> {
                 axum::routing::patch(patch_reported),
             )
             .route(&format!("{twin}/delta"), get(get_delta))
-            .route(&format!("{twin}/history"), get(history));
+            .route(&format!("{twin}/history"), get(history))
+            .route(&format!("{twin}/history/causality"), get(causality));
     }
     router
 }
@@ -361,4 +362,58 @@ async fn history(
         .flatten();
     let items: Vec<Value> = entries.iter().map(render::history_entry).collect();
     Ok(axum::Json(json!({ "items": items, "next_cursor": next_cursor })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CausalityParams {
+    a: Option<String>,
+    b: Option<String>,
+}
+
+/// Whether the changes that produced versions `a` and `b` were causally ordered (one replica
+/// had seen the other's change) or concurrent, by their vector clocks.
+async fn causality(
+    State(state): State<AppState>,
+    path: TwinPath,
+    params: Result<Query<CausalityParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let key = twin_key(path)?;
+    let params = query(params)?;
+    let version = |name: &str, text: Option<String>| {
+        let text = text.ok_or_else(|| {
+            ApiError::InvalidQuery(format!("{name} must name a history entry's version"))
+        })?;
+        text.parse::<u64>()
+            .map_err(|_| ApiError::InvalidQuery(format!("{name} {text:?} is not a version number")))
+    };
+    let (a, b) = (version("a", params.a)?, version("b", params.b)?);
+    let engine = state.engine()?;
+    let mut changes = Vec::with_capacity(2);
+    for wanted in [a, b] {
+        let history_query = HistoryQuery {
+            kind: None,
+            from: None,
+            to: None,
+            after_version: wanted.checked_sub(1),
+            limit: 1,
+        };
+        let entry = engine
+            .history(&key, history_query)
+            .await?
+            .ok_or(ApiError::TwinNotFound)?
+            .into_iter()
+            .find(|entry| entry.version == wanted)
+            .and_then(|entry| entry.replica)
+            .ok_or(ApiError::HistoryEntryNotFound(wanted))?;
+        changes.push(entry);
+    }
+    let relation = changes[0].clock.compare(&changes[1].clock);
+    let side = |version: u64, change: &doppel_model::replica::ReplicaDelta| json!({"version": version, "origin": change.origin, "clock": change.clock});
+    Ok(axum::Json(json!({
+        "a": side(a, &changes[0]),
+        "b": side(b, &changes[1]),
+        "relation": relation,
+    }))
+    .into_response())
 }

@@ -1,5 +1,6 @@
 //! History: one entry per accepted change, and the twin as it was at an instant.
 
+use crate::replica::{ReplicaDelta, Resolution};
 use crate::time::Millis;
 use crate::twin::{Connection, Meta, Section, Twin};
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,13 @@ pub struct HistoryEntry {
     /// The device id or API principal that made the change.
     pub changed_by: String,
     pub change_reason: String,
+    /// The change as replicas exchange it (its origin, vector clock and stamped properties),
+    /// for twins kept by more than one replica (the hub and edge agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<Box<ReplicaDelta>>,
+    /// Concurrent changes this one overrode or lost to, with the losing value and the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resolutions: Vec<Resolution>,
 }
 
 /// Rebuilds the twin as it was from its history entries, newest first, all recorded at or before
@@ -133,6 +141,8 @@ mod tests {
             section_version: Some(version),
             changed_by: "test".into(),
             change_reason: "test".into(),
+            replica: None,
+            resolutions: Vec::new(),
         }
     }
 

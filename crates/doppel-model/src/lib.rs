@@ -6,17 +6,22 @@
 
 pub mod codec;
 pub mod command;
+pub mod crdt;
 pub mod delta;
 pub mod error;
 pub mod history;
+pub mod hlc;
 pub mod id;
 pub mod limits;
 pub mod patch;
+pub mod policy;
 pub mod principal;
+pub mod replica;
 pub mod time;
 pub mod trace;
 pub mod twin;
 pub mod update;
+pub mod vclock;
 
 pub use error::ModelError;
 pub use history::{HistoryEntry, HistoryKind};

@@ -1,5 +1,6 @@
 //! The twin document.
 
+use crate::replica::ReplicaState;
 use crate::time::Millis;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -100,6 +101,10 @@ pub struct Twin {
     /// created again; it is invisible to readers.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
+    /// What replicas need to merge this twin's changes (stamps, vector clock, CRDT states); only
+    /// for twins kept by more than one replica, so the rest of the fleet does not pay for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<Box<ReplicaState>>,
 }
 
 impl Twin {

@@ -4,6 +4,7 @@ use crate::error::{ModelError, json_type_name};
 use crate::history::{HistoryEntry, HistoryKind};
 use crate::limits::Limits;
 use crate::patch::{self, as_object};
+use crate::replica::ReplicaDelta;
 use crate::time::Millis;
 use crate::trace::TraceParent;
 use crate::twin::{ConnectionStatus, Meta, Section, Twin};
@@ -193,6 +194,9 @@ pub enum Change {
     Silent {
         silent_since: Millis,
     },
+    /// Another replica's change (or its whole state), merged by the replication rules: the
+    /// higher stamp of each property wins and CRDT properties join. See [`crate::replica`].
+    Merge(Box<ReplicaDelta>),
 }
 
 impl Change {
@@ -207,6 +211,7 @@ impl Change {
             Change::Shadow { .. } => "shadow",
             Change::Connection { .. } => "connection",
             Change::Silent { .. } => "silent",
+            Change::Merge(_) => "merge",
         }
     }
 }
@@ -419,6 +424,13 @@ pub fn apply(
                 "silent past its expected activity interval",
             )
         }
+        Change::Merge(_) => {
+            return Err(ModelError::InvalidField {
+                field: "change",
+                reason: "another replica's change is merged by crate::replica::apply_replicated"
+                    .into(),
+            });
+        }
         Change::Delete => {
             twin = Twin {
                 version: twin.version,
@@ -431,6 +443,19 @@ pub fn apply(
         }
     };
 
+    let entry = record_change(&mut twin, kind, request, default_reason, now);
+    Ok(Applied::Changed { twin, entry })
+}
+
+/// Counts a change that `kind` made to `twin` at `now` (document version, shadow version, time)
+/// and returns the history entry that records it.
+pub(crate) fn record_change(
+    twin: &mut Twin,
+    kind: HistoryKind,
+    request: &UpdateRequest,
+    default_reason: &str,
+    now: Millis,
+) -> HistoryEntry {
     twin.version += 1;
     if matches!(
         kind,
@@ -439,7 +464,26 @@ pub fn apply(
         twin.shadow_version += 1;
     }
     twin.updated_at = now;
-    let (state, section_version) = match kind {
+    let (state, section_version) = entry_state(twin, kind);
+    HistoryEntry {
+        kind,
+        version: twin.version,
+        recorded_at: now,
+        state,
+        section_version,
+        changed_by: request.changed_by.clone(),
+        change_reason: request
+            .change_reason
+            .clone()
+            .unwrap_or_else(|| default_reason.to_owned()),
+        replica: None,
+        resolutions: Vec::new(),
+    }
+}
+
+/// What a history entry of `kind` records of `twin`: the section's whole state and its version.
+pub(crate) fn entry_state(twin: &Twin, kind: HistoryKind) -> (Value, Option<u64>) {
+    match kind {
         HistoryKind::Reported => (
             Value::Object(twin.reported.state.clone()),
             Some(twin.reported.version),
@@ -464,20 +508,7 @@ pub fn apply(
             serde_json::to_value(twin.connection).unwrap_or(Value::Null),
             None,
         ),
-    };
-    let entry = HistoryEntry {
-        kind,
-        version: twin.version,
-        recorded_at: now,
-        state,
-        section_version,
-        changed_by: request.changed_by.clone(),
-        change_reason: request
-            .change_reason
-            .clone()
-            .unwrap_or_else(|| default_reason.to_owned()),
-    };
-    Ok(Applied::Changed { twin, entry })
+    }
 }
 
 fn checked_state<'a>(

@@ -161,7 +161,8 @@ fn reserved_allowed(role: &Role, access: Access, topic: &str) -> bool {
     let shadow_response = access == Access::Publish
         && matches!(levels.as_slice(), ["$aws", "things", _, "shadow", ..])
         && crate::shadow::topic::parse_request(topic).is_none();
-    if shadow_response {
+    // So are sync answers: they carry the replicated state an edge agent merges.
+    if shadow_response || (access == Access::Publish && crate::sync::is_sync_answer(topic)) {
         return false;
     }
     // Command topics are the thing's alone: the hub delivers on them and the thing acknowledges

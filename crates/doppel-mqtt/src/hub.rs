@@ -13,6 +13,7 @@ use crate::identity::Identity;
 use crate::mount;
 use crate::presence::{self, ClientEvent, Presence};
 use crate::shadow::service;
+use crate::sync;
 use crate::trace;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -260,6 +261,7 @@ impl Hub {
                     service::handle(self, identity, &topic, &publish.payload, received, trace)
                         .await;
                     commands::handle_ack(self, identity, &topic, &publish.payload).await;
+                    sync::handle(self, identity, &topic, &publish.payload).await;
                 }
                 mount::mount(identity.tenant.as_str(), &topic).into()
             }

@@ -11,6 +11,7 @@ pub mod mount;
 pub mod presence;
 mod retain;
 pub mod shadow;
+pub mod sync;
 mod trace;
 
 pub use broker::{ANONYMOUS_TENANT, Listening, MqttError, MqttServer};

@@ -55,6 +55,8 @@ pub fn desired_write(key: &TwinKey, version: u64, at_ms: i64, value: i64) -> Twi
         section_version: Some(version),
         changed_by: "conformance".into(),
         change_reason: "test".into(),
+        replica: None,
+        resolutions: Vec::new(),
     };
     write(key, &twin, &entry)
 }
@@ -142,6 +144,8 @@ pub fn tombstones_load_but_never_list(backend: &impl Backend) {
         section_version: None,
         changed_by: "conformance".into(),
         change_reason: "delete".into(),
+        replica: None,
+        resolutions: Vec::new(),
     };
     store
         .commit(&[desired_write(&a, 1, 10, 1), desired_write(&b, 1, 10, 1)])

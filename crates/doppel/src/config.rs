@@ -45,6 +45,9 @@ pub struct Config {
     pub streams: StreamsSection,
     pub query: QuerySection,
     pub activity: ActivitySection,
+    /// Conflict policies and CRDT properties per device type, for twins edge agents replicate
+    /// (see docs/EDGE.md). Edge agents should carry the same rules.
+    pub replication: doppel_model::policy::ReplicationRules,
 }
 
 /// Stale-device detection: how long a connected device may stay silent (see docs/API.md).
@@ -331,6 +334,7 @@ impl Default for Config {
             streams: StreamsSection::default(),
             query: QuerySection::default(),
             activity: ActivitySection::default(),
+            replication: doppel_model::policy::ReplicationRules::default(),
         }
     }
 }
@@ -726,6 +730,10 @@ impl Config {
                 default: self.activity.default,
                 by_device_type: self.activity.device_types.clone(),
             },
+            replica: std::sync::Arc::new(self.replication.replica(
+                doppel_model::policy::HUB_REPLICA.to_owned(),
+                doppel_model::policy::Role::Cloud,
+            )),
             ..defaults
         }
     }

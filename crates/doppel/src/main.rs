@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod edge;
 mod serve;
 mod telemetry;
 
@@ -20,6 +21,9 @@ struct Cli {
 enum Command {
     /// Run the hub: the embedded store, the engine, the HTTP API and the MQTT broker.
     Serve(Box<config::ServeArgs>),
+    /// Run an edge agent: a local replica of some devices' twins that keeps serving them while
+    /// the hub is out of reach.
+    Edge(Box<edge::EdgeArgs>),
     /// Read and change twins on a running hub.
     Twin(cli::twin::TwinArgs),
     /// Queue, list, show and cancel device commands on a running hub.
@@ -35,6 +39,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(&args),
+        Command::Edge(args) => edge::run(*args),
         Command::Twin(args) => cli::twin::run(args),
         Command::Commands(args) => cli::command::run(args),
         Command::Device(args) => cli::credential::run(args, cli::credential::Kind::Device),

@@ -44,7 +44,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
 
 /// Prints a start-up milestone on stdout. Scripts and tests wait for these exact lines:
 /// `doppel listening on http://ADDR` and then `doppel ready`.
-fn announce(line: &str) {
+pub(crate) fn announce(line: &str) {
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "{line}");
     let _ = stdout.flush();
@@ -140,7 +140,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
 /// Installs the process-wide metrics recorder, before the engine starts recording, and keeps
 /// its upkeep going for the life of the runtime.
-fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+pub(crate) fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
         .and_then(|builder| {
@@ -165,7 +165,7 @@ fn install_metrics() -> anyhow::Result<PrometheusHandle> {
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let interrupt = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;

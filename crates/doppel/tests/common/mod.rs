@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod crash;
+pub mod edge;
 pub mod http;
 pub mod mqtt;
 pub mod mqtt5;
@@ -167,7 +168,7 @@ impl Server {
 
 /// The lines of a child's output, read on a thread of their own so the child never blocks on
 /// a full pipe.
-fn read_lines(output: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+pub fn read_lines(output: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (lines_tx, lines_rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(output).lines() {

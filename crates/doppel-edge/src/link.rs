@@ -1,0 +1,399 @@
+//! One device's link to the hub: an MQTT session in the device's name that syncs the device's
+//! twin and carries its commands.
+//!
+//! The link sends a sync when it connects, when the local twin changed, when the hub announces
+//! a change (`/shadow/update/documents`) and every sync interval. One sync is in flight at a
+//! time; its token is the last local version it covers, and the watermark moves there once
+//! the hub has answered, after the hub's state is merged locally.
+
+use crate::availability::Availability;
+use crate::config::{DeviceCredential, EdgeConfig};
+use crate::watermark::Watermarks;
+use doppel_engine::{Clock, CommandEventKind, Engine, EngineError, SystemClock};
+use doppel_model::command::{self, Command, NewCommand};
+use doppel_model::replica::{ReplicaDelta, own_changes};
+use doppel_model::{Change, Millis, ModelError, TwinKey, UpdateRequest};
+use doppel_store::HistoryQuery;
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, NetworkOptions, Packet, Publish, QoS};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
+
+/// Local changes one sync request carries at most; the hub's limit
+/// (`doppel_mqtt::sync::MAX_SYNC_CHANGES`) is the same.
+const SYNC_BATCH: usize = 256;
+
+/// Largest MQTT packet either way: a sync carries up to [`SYNC_BATCH`] changes or a whole
+/// replicated twin.
+const MAX_PACKET: usize = 4 * 1024 * 1024;
+
+/// Requests the link may queue for its connection before it must wait.
+const CLIENT_QUEUE: usize = 256;
+
+/// Who made the changes merged from the hub, in local history.
+const HUB_PRINCIPAL: &str = "hub";
+
+/// What a link shares with the rest of the agent.
+pub(crate) struct LinkContext {
+    pub engine: Engine,
+    pub config: Arc<EdgeConfig>,
+    pub availability: Arc<Availability>,
+    pub watermarks: Arc<Watermarks>,
+}
+
+/// Why a sync is wanted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Wanted {
+    /// Local changes may be waiting: send them, if there are any.
+    Send,
+    /// Ask for the hub's state even with nothing to send.
+    Fetch,
+}
+
+struct InFlight {
+    /// The last local version the request covers.
+    token: u64,
+    sent_at: Instant,
+}
+
+struct Link {
+    context: Arc<LinkContext>,
+    key: TwinKey,
+    client: AsyncClient,
+    connected: bool,
+    wanted: Option<Wanted>,
+    in_flight: Option<InFlight>,
+}
+
+#[derive(Deserialize)]
+struct SyncAnswer {
+    #[serde(default)]
+    token: Value,
+    #[serde(default)]
+    state: Option<ReplicaDelta>,
+}
+
+/// Runs `device`'s link until `stop` turns true.
+pub(crate) async fn run(
+    context: Arc<LinkContext>,
+    device: DeviceCredential,
+    mut stop: watch::Receiver<bool>,
+) {
+    let config = context.config.clone();
+    let Some((host, port)) = config.hub_address() else {
+        return;
+    };
+    let thing = device.device.as_str().to_owned();
+    let mut options = MqttOptions::new(format!("{}.{thing}", config.replica.id), host, port);
+    options.set_credentials(
+        format!("{}/devices/{thing}", config.tenant),
+        device.password.clone(),
+    );
+    options.set_keep_alive(config.keep_alive);
+    options.set_clean_session(true);
+    options.set_max_packet_size(MAX_PACKET, MAX_PACKET);
+    let (client, mut events) = AsyncClient::new(options, CLIENT_QUEUE);
+    let mut network = NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    network.set_connection_timeout(config.keep_alive.as_secs().max(1));
+    events.set_network_options(network);
+    let mut changes = context.engine.subscribe();
+    let mut command_events = context.engine.commands().subscribe();
+    let mut ticks = tokio::time::interval(config.sync_interval);
+    let mut link = Link {
+        key: TwinKey::new(config.tenant.clone(), device.device.clone()),
+        context,
+        client,
+        connected: false,
+        wanted: Some(Wanted::Fetch),
+        in_flight: None,
+    };
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            event = events.poll() => {
+                if !link.on_event(event, &mut events, &mut stop).await {
+                    break;
+                }
+            }
+            change = changes.recv() => match change {
+                Ok(change) if change.key == link.key => link.want(Wanted::Send),
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => link.want(Wanted::Send),
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            event = command_events.recv() => match event {
+                Ok(event) if event.key == link.key && event.kind == CommandEventKind::Acknowledged => {
+                    link.forward_acknowledgement(&event.command);
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            _ = ticks.tick() => {
+                let timeout = link.context.config.answer_timeout;
+                if link.in_flight.as_ref().is_some_and(|flight| flight.sent_at.elapsed() >= timeout) {
+                    link.in_flight = None;
+                }
+                link.want(Wanted::Fetch);
+            }
+        }
+        link.sync_if_wanted().await;
+    }
+    if link.connected {
+        link.context.availability.link_down();
+    }
+    let _ = link.client.try_disconnect();
+}
+
+impl Link {
+    fn thing(&self) -> &str {
+        self.key.device.as_str()
+    }
+
+    fn want(&mut self, wanted: Wanted) {
+        self.wanted = self.wanted.max(Some(wanted));
+    }
+
+    /// Handles one event of the connection; false when the agent is stopping.
+    async fn on_event(
+        &mut self,
+        event: Result<Event, rumqttc::ConnectionError>,
+        _events: &mut EventLoop,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                tracing::info!(device = self.thing(), "connected to the hub");
+                if !self.connected {
+                    self.connected = true;
+                    self.context.availability.link_up();
+                }
+                self.in_flight = None;
+                self.subscribe();
+                self.want(Wanted::Fetch);
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => self.on_publish(&publish).await,
+            Ok(_) => {}
+            Err(err) => {
+                if self.connected {
+                    tracing::warn!(device = self.thing(), error = %err, "lost the hub");
+                    self.connected = false;
+                    self.context.availability.link_down();
+                } else {
+                    tracing::debug!(device = self.thing(), error = %err, "cannot reach the hub");
+                }
+                self.in_flight = None;
+                let delay = self.context.config.reconnect_delay;
+                tokio::select! {
+                    _ = stop.changed() => return false,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+        true
+    }
+
+    fn subscribe(&self) {
+        let thing = self.thing();
+        for topic in [
+            format!("$doppel/things/{thing}/sync/accepted"),
+            format!("$doppel/things/{thing}/sync/rejected"),
+            format!("$aws/things/{thing}/shadow/update/documents"),
+            format!("$doppel/things/{thing}/commands/+"),
+        ] {
+            if let Err(err) = self.client.try_subscribe(&topic, QoS::AtLeastOnce) {
+                tracing::warn!(device = thing, %topic, error = %err, "cannot subscribe");
+            }
+        }
+    }
+
+    async fn on_publish(&mut self, publish: &Publish) {
+        let thing = self.thing().to_owned();
+        let topic = publish.topic.as_str();
+        let Some(rest) = topic
+            .strip_prefix("$doppel/things/")
+            .and_then(|rest| rest.strip_prefix(thing.as_str()))
+        else {
+            if topic.ends_with("/shadow/update/documents") {
+                self.want(Wanted::Fetch);
+            }
+            return;
+        };
+        match rest {
+            "/sync/accepted" => self.on_sync_answer(&publish.payload).await,
+            "/sync/rejected" => {
+                tracing::warn!(
+                    device = thing,
+                    answer = %String::from_utf8_lossy(&publish.payload),
+                    "the hub rejected a sync; it is sent again at the next sync interval"
+                );
+                self.in_flight = None;
+            }
+            _ => {
+                if let Some(id) = rest.strip_prefix("/commands/")
+                    && !id.contains('/')
+                {
+                    self.on_command(id, &publish.payload).await;
+                }
+            }
+        }
+    }
+
+    async fn on_sync_answer(&mut self, payload: &[u8]) {
+        let answer: SyncAnswer = match serde_json::from_slice(payload) {
+            Ok(answer) => answer,
+            Err(err) => {
+                tracing::warn!(device = self.thing(), error = %err, "cannot read the hub's sync answer");
+                return;
+            }
+        };
+        let Some(flight) = &self.in_flight else {
+            return;
+        };
+        if answer.token.as_u64() != Some(flight.token) {
+            return;
+        }
+        let token = flight.token;
+        if let Some(state) = answer.state {
+            let request = UpdateRequest {
+                change: Change::Merge(Box::new(state)),
+                expected_version: None,
+                changed_by: HUB_PRINCIPAL.to_owned(),
+                change_reason: Some("synced from the hub".to_owned()),
+                client_token: None,
+                trace: None,
+            };
+            match self.context.engine.update(self.key.clone(), request).await {
+                Ok(_) | Err(EngineError::Model(ModelError::Missing)) => {}
+                Err(err) => {
+                    tracing::error!(device = self.thing(), error = %err, "cannot merge the hub's state");
+                    self.in_flight = None;
+                    return;
+                }
+            }
+        }
+        if let Err(err) = self.context.watermarks.advance(self.thing(), token) {
+            tracing::error!(device = self.thing(), error = %err, "cannot record the sync watermark");
+        }
+        self.in_flight = None;
+        // More may have been written while this sync was in flight.
+        self.want(Wanted::Send);
+    }
+
+    async fn sync_if_wanted(&mut self) {
+        let Some(wanted) = self.wanted else {
+            return;
+        };
+        if !self.connected || self.in_flight.is_some() {
+            return;
+        }
+        let acknowledged = self.context.watermarks.get(self.thing());
+        let query = HistoryQuery {
+            kind: None,
+            from: None,
+            to: None,
+            after_version: Some(acknowledged),
+            limit: SYNC_BATCH,
+        };
+        let entries = match self.context.engine.history(&self.key, query).await {
+            Ok(entries) => entries.unwrap_or_default(),
+            Err(err) => {
+                tracing::error!(device = self.thing(), error = %err, "cannot read local history");
+                return;
+            }
+        };
+        self.wanted = None;
+        let replica = self.context.config.replica.id.as_str();
+        let changes: Vec<&ReplicaDelta> = own_changes(&entries, replica).collect();
+        let token = entries.last().map_or(acknowledged, |entry| entry.version);
+        if changes.is_empty() && wanted == Wanted::Send {
+            if token > acknowledged
+                && let Err(err) = self.context.watermarks.advance(self.thing(), token)
+            {
+                tracing::error!(device = self.thing(), error = %err, "cannot record the sync watermark");
+            }
+            return;
+        }
+        let body = json!({"token": token, "changes": changes});
+        let topic = format!("$doppel/things/{}/sync", self.thing());
+        match self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, false, body.to_string())
+        {
+            Ok(()) => {
+                self.in_flight = Some(InFlight {
+                    token,
+                    sent_at: Instant::now(),
+                });
+            }
+            Err(err) => {
+                tracing::debug!(device = self.thing(), error = %err, "cannot send a sync now");
+                self.want(wanted);
+            }
+        }
+    }
+
+    /// Queues a command the hub delivered in the local queue, under the hub's id as its
+    /// idempotency key, so a repeated delivery is recognised; one already acknowledged locally
+    /// has its acknowledgement sent again (the first may have been lost with the link).
+    async fn on_command(&mut self, hub_id: &str, payload: &[u8]) {
+        let Ok(delivery) = serde_json::from_slice::<Value>(payload) else {
+            tracing::warn!(device = self.thing(), "a command delivery is not JSON");
+            return;
+        };
+        let now = SystemClock.now();
+        let expires_at = delivery
+            .get("expires_at")
+            .and_then(Value::as_str)
+            .and_then(|text| Millis::parse_rfc3339(text).ok())
+            .unwrap_or(now);
+        let remaining = u64::try_from(expires_at.0 - now.0).unwrap_or(0);
+        if remaining == 0 {
+            return;
+        }
+        let request = NewCommand {
+            kind: delivery
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            payload: delivery.get("payload").cloned().unwrap_or(Value::Null),
+            priority: delivery
+                .get("priority")
+                .and_then(Value::as_i64)
+                .unwrap_or_default(),
+            ttl: Duration::from_millis(remaining),
+            idempotency_key: Some(hub_id.to_owned()),
+        };
+        match self
+            .context
+            .engine
+            .commands()
+            .queue(self.key.clone(), request)
+            .await
+        {
+            Ok(queued) => self.forward_acknowledgement(&queued.command),
+            Err(err) => {
+                tracing::warn!(device = self.thing(), command = hub_id, error = %err, "cannot queue a command from the hub")
+            }
+        }
+    }
+
+    /// Sends the hub the acknowledgement of a command it delivered, if the device gave one.
+    fn forward_acknowledgement(&self, command: &Command) {
+        let (Some(hub_id), Some(result)) = (&command.idempotency_key, command.result) else {
+            return;
+        };
+        let body = json!({"status": command::result_name(result), "response": command.response});
+        let topic = format!("$doppel/things/{}/commands/{hub_id}/ack", self.thing());
+        if let Err(err) = self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, false, body.to_string())
+        {
+            tracing::debug!(device = self.thing(), error = %err, "cannot forward an acknowledgement now; the hub delivers the command again");
+        }
+    }
+}

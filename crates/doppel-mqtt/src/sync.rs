@@ -1,0 +1,157 @@
+//! Replica sync over MQTT: edge agents send the changes they made while away and get the hub's
+//! replicated state back.
+//!
+//! An edge agent publishes `{"token", "changes": [delta, ...]}` on `$doppel/things/{thing}/sync`
+//! (the changes in the order it made them, each a [`ReplicaDelta`] with its vector clock). The
+//! hub merges each as its own durable change, in order, and answers on `.../sync/accepted` with
+//! `{"token", "merged", "state"}`, `state` being the twin's whole replicated state for the agent
+//! to merge in turn; or on `.../sync/rejected` with `{"token", "code", "message"}`. An empty
+//! `changes` fetches the state. Merging is idempotent, so an agent that did not hear the answer
+//! sends the same changes again.
+
+use crate::hub::{Hub, now_millis};
+use crate::identity::Identity;
+use doppel_engine::EngineError;
+use doppel_model::replica::{ReplicaDelta, snapshot};
+use doppel_model::{Change, DeviceId, ModelError, TwinKey, UpdateRequest};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// Most changes one sync request may carry: an agent that was away for long sends its backlog
+/// in several requests, so no request holds a twin's shard for long.
+pub const MAX_SYNC_CHANGES: usize = 256;
+
+const THINGS_PREFIX: &str = "$doppel/things/";
+
+/// The thing of a sync request topic (`$doppel/things/{thing}/sync`).
+pub fn parse_sync(topic: &str) -> Option<&str> {
+    let thing = topic.strip_prefix(THINGS_PREFIX)?.strip_suffix("/sync")?;
+    (!thing.is_empty() && !thing.contains('/')).then_some(thing)
+}
+
+/// Whether `topic` is an answer to a sync request, which only the hub may publish.
+pub fn is_sync_answer(topic: &str) -> bool {
+    topic
+        .strip_prefix(THINGS_PREFIX)
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(_, rest)| rest.starts_with("sync/"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SyncRequest {
+    /// Echoed in the answer, so the agent can tell which request it answers.
+    #[serde(default)]
+    token: Value,
+    #[serde(default)]
+    changes: Vec<ReplicaDelta>,
+}
+
+/// Merges a sync request published by a device and answers it. The caller has checked that the
+/// topic is the device's own.
+pub(crate) async fn handle(hub: &Hub, identity: &Identity, topic: &str, payload: &[u8]) {
+    let Some(thing) = parse_sync(topic) else {
+        return;
+    };
+    let request = serde_json::from_slice::<SyncRequest>(payload);
+    // A request that does not parse still gets its token back, when it has one.
+    let token = match &request {
+        Ok(request) => request.token.clone(),
+        Err(_) => serde_json::from_slice::<Value>(payload)
+            .ok()
+            .and_then(|body| body.get("token").cloned())
+            .unwrap_or(Value::Null),
+    };
+    let request = request.map_err(|err| (400, format!("the sync request is not valid: {err}")));
+    let (answer, body) = match sync(hub, identity, thing, request).await {
+        Ok(mut body) => {
+            body["token"] = token;
+            ("accepted", body)
+        }
+        Err((code, message)) => (
+            "rejected",
+            json!({"token": token, "code": code, "message": message, "timestamp": now_millis() / 1000}),
+        ),
+    };
+    hub.publish(&identity.tenant, &format!("{topic}/{answer}"), &body)
+        .await;
+}
+
+async fn sync(
+    hub: &Hub,
+    identity: &Identity,
+    thing: &str,
+    request: Result<SyncRequest, (u16, String)>,
+) -> Result<Value, (u16, String)> {
+    let bad = |message: String| (400, message);
+    let request = request?;
+    if request.changes.len() > MAX_SYNC_CHANGES {
+        return Err(bad(format!(
+            "{} changes in one sync request; the limit is {MAX_SYNC_CHANGES}",
+            request.changes.len()
+        )));
+    }
+    let device = DeviceId::new(thing).map_err(|err| bad(err.to_string()))?;
+    let engine = hub
+        .engine()
+        .ok_or((503, "the hub is shutting down".to_string()))?;
+    if let Some(forged) = request
+        .changes
+        .iter()
+        .find(|change| change.origin.is_empty() || change.origin == engine.replica().id)
+    {
+        return Err(bad(format!(
+            "a change's origin {:?} must name the edge replica that made it, not the hub",
+            forged.origin
+        )));
+    }
+    let key = TwinKey::new(identity.tenant.clone(), device);
+    let mut merged = 0;
+    for change in request.changes {
+        let update = UpdateRequest {
+            change_reason: Some(format!("synced from replica {}", change.origin)),
+            change: Change::Merge(Box::new(change)),
+            expected_version: None,
+            changed_by: identity.principal.clone(),
+            client_token: None,
+            trace: None,
+        };
+        match engine.update(key.clone(), update).await {
+            Ok(_) => merged += 1,
+            // Nothing to merge into a twin that does not exist.
+            Err(EngineError::Model(ModelError::Missing)) => {}
+            Err(EngineError::Model(err)) => return Err(bad(err.to_string())),
+            Err(err) => {
+                tracing::error!(error = %err, twin = %key, "a replica sync failed in the engine");
+                return Err((500, "internal error".to_string()));
+            }
+        }
+    }
+    let state = engine
+        .get(&key)
+        .map_err(|err| (500, err.to_string()))?
+        .filter(|twin| !twin.deleted)
+        .map(|twin| snapshot(&twin, engine.replica()));
+    Ok(json!({"merged": merged, "state": state}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_topics_name_their_thing() {
+        assert_eq!(parse_sync("$doppel/things/pump-7/sync"), Some("pump-7"));
+        for topic in [
+            "$doppel/things//sync",
+            "$doppel/things/a/b/sync",
+            "$doppel/things/pump-7/sync/accepted",
+            "$aws/things/pump-7/sync",
+        ] {
+            assert_eq!(parse_sync(topic), None, "{topic}");
+        }
+        assert!(is_sync_answer("$doppel/things/pump-7/sync/accepted"));
+        assert!(is_sync_answer("$doppel/things/+/sync/#"));
+        assert!(!is_sync_answer("$doppel/things/pump-7/sync"));
+    }
+}

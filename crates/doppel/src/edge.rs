@@ -1,0 +1,133 @@
+//! `doppel edge`: the edge agent next to the devices (its logic is in `doppel-edge`).
+
+use crate::config::{Config, LogFormat};
+use crate::serve::{announce, install_metrics, shutdown_signal};
+use crate::telemetry;
+use anyhow::{Context, bail};
+use clap::Args;
+use doppel_edge::config::{
+    DEFAULT_ANSWER_TIMEOUT, DEFAULT_KEEP_ALIVE, DEFAULT_RECONNECT_DELAY, DEFAULT_SYNC_INTERVAL,
+};
+use doppel_edge::{DeviceCredential, Edge, EdgeConfig};
+use doppel_model::policy::{ReplicationRules, Role};
+use doppel_model::{DeviceId, TenantId};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub struct EdgeArgs {
+    /// The hub's MQTT address, host:port.
+    #[arg(long, env = "DOPPEL_EDGE_HUB")]
+    hub: String,
+    /// This agent's replica name: unique among the replicas of its twins, never "hub".
+    #[arg(long, env = "DOPPEL_EDGE_ID")]
+    id: String,
+    /// A device behind this agent; repeat it for a gateway of several.
+    #[arg(long = "device", required = true)]
+    devices: Vec<String>,
+    /// The tenant of the devices on the hub.
+    #[arg(long, env = "DOPPEL_EDGE_TENANT", default_value = "default")]
+    tenant: String,
+    /// The devices' hub password (of each credential `{tenant}/devices/{device}`), for devices
+    /// not in --credentials.
+    #[arg(long, env = "DOPPEL_EDGE_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// A TOML file of `device = "password"` lines, for devices with passwords of their own.
+    #[arg(long)]
+    credentials: Option<PathBuf>,
+    /// Folder of the local store; one agent per folder.
+    #[arg(
+        long,
+        env = "DOPPEL_EDGE_DATA_DIR",
+        default_value = "./doppel-edge-data"
+    )]
+    data_dir: PathBuf,
+    /// The local HTTP API; keep it on loopback or the gateway's own network.
+    #[arg(long, env = "DOPPEL_EDGE_HTTP_ADDR", default_value = "127.0.0.1:8081")]
+    http_addr: SocketAddr,
+    /// A TOML file of replication rules, as the hub's `[replication]` section.
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// How often each device syncs when nothing asks for it, e.g. "10s" [default: 10s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    sync_interval: Option<Duration>,
+    /// Wait before reconnecting a dropped link to the hub, e.g. "500ms" [default: 500ms].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    reconnect_delay: Option<Duration>,
+    /// A tracing filter such as "info".
+    #[arg(long, env = "DOPPEL_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    #[arg(long, env = "DOPPEL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+pub fn run(args: EdgeArgs) -> anyhow::Result<()> {
+    let config = edge_config(&args)?;
+    let mut log = Config::default();
+    log.log.level = args.log_level.clone();
+    log.log.format = args.log_format;
+    let telemetry = telemetry::init(&log)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let ran = runtime.block_on(async {
+        let metrics = install_metrics()?;
+        let edge = Edge::start(config, Some(metrics)).await?;
+        announce(&format!(
+            "doppel edge listening on http://{}",
+            edge.http_addr()
+        ));
+        announce("doppel edge ready");
+        edge.run_until(shutdown_signal()).await?;
+        anyhow::Ok(())
+    });
+    drop(runtime);
+    telemetry.shutdown();
+    ran
+}
+
+fn edge_config(args: &EdgeArgs) -> anyhow::Result<EdgeConfig> {
+    let tenant = TenantId::new(args.tenant.as_str()).context("--tenant")?;
+    let passwords: BTreeMap<String, String> = match &args.credentials {
+        Some(path) => read_toml(path, "--credentials")?,
+        None => BTreeMap::new(),
+    };
+    let rules: ReplicationRules = match &args.rules {
+        Some(path) => read_toml(path, "--rules")?,
+        None => ReplicationRules::default(),
+    };
+    let mut devices = Vec::new();
+    for name in &args.devices {
+        let device = DeviceId::new(name.as_str()).context("--device")?;
+        let Some(password) = passwords.get(name).or(args.password.as_ref()) else {
+            bail!("no password for device {name:?}: give --password or list it in --credentials");
+        };
+        devices.push(DeviceCredential {
+            device,
+            password: password.clone(),
+        });
+    }
+    let config = EdgeConfig {
+        hub: args.hub.clone(),
+        tenant,
+        data_dir: args.data_dir.clone(),
+        http_addr: args.http_addr,
+        replica: rules.replica(args.id.clone(), Role::Device),
+        devices,
+        sync_interval: args.sync_interval.unwrap_or(DEFAULT_SYNC_INTERVAL),
+        reconnect_delay: args.reconnect_delay.unwrap_or(DEFAULT_RECONNECT_DELAY),
+        answer_timeout: DEFAULT_ANSWER_TIMEOUT,
+        keep_alive: DEFAULT_KEEP_ALIVE,
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+fn read_toml<T: serde::de::DeserializeOwned>(path: &PathBuf, flag: &str) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{flag}: cannot read {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{flag}: {} is not valid", path.display()))
+}
