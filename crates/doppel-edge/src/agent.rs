@@ -79,7 +79,12 @@ impl Edge {
         }
         state.set_engine(engine.clone());
         let (stop, stopped) = watch::channel(false);
-        let router = crate::http::router(state.clone(), &config.tenant, availability.clone());
+        let router = crate::http::router(
+            state.clone(),
+            &config.tenant,
+            availability.clone(),
+            &config.devices,
+        );
         let server = tokio::spawn({
             let mut stopped = stopped.clone();
             async move {

@@ -2,6 +2,7 @@
 //! moves between hub and edge by changing the base URL and nothing else.
 
 use crate::availability::Availability;
+use crate::config::DeviceCredential;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::Uri;
@@ -9,18 +10,38 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use doppel_http::AppState;
+use doppel_http::problem::ApiError;
 use doppel_model::TenantId;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use tower::ServiceExt;
 
 /// Where paths the edge does not serve are sent: the hub router's "no such route" answer.
 const NOT_ON_THE_EDGE: &str = "/v1/not-on-the-edge";
 
+/// What the HTTP layer needs of the agent.
+#[derive(Clone)]
+struct Local {
+    availability: Arc<Availability>,
+    /// The devices the agent holds; requests for others are refused.
+    devices: Arc<BTreeSet<String>>,
+}
+
 pub(crate) fn router(
     state: AppState,
     tenant: &TenantId,
     availability: Arc<Availability>,
+    devices: &[DeviceCredential],
 ) -> Router {
+    let local = Local {
+        availability,
+        devices: Arc::new(
+            devices
+                .iter()
+                .map(|credential| credential.device.as_str().to_owned())
+                .collect(),
+        ),
+    };
     let prefix = format!("/v1/tenants/{tenant}");
     let hub_api = doppel_http::router(state).map_request(move |mut request: Request| {
         rewrite(&mut request, &prefix);
@@ -29,11 +50,8 @@ pub(crate) fn router(
     Router::new()
         .route("/v1/edge/status", get(status))
         .fallback_service(hub_api)
-        .layer(axum::middleware::from_fn_with_state(
-            availability.clone(),
-            count,
-        ))
-        .with_state(availability)
+        .layer(axum::middleware::from_fn_with_state(local.clone(), count))
+        .with_state(local)
 }
 
 /// `/v1/twins/...` becomes `/v1/tenants/{tenant}/twins/...`; health and metrics stay; anything
@@ -56,17 +74,25 @@ fn rewrite(request: &mut Request, prefix: &str) {
     }
 }
 
-async fn status(State(availability): State<Arc<Availability>>) -> Response {
-    axum::Json(availability.report()).into_response()
+async fn status(State(local): State<Local>) -> Response {
+    axum::Json(local.availability.report()).into_response()
 }
 
-/// Counts each twin request as served or not, and whether the hub was out of reach while it
-/// ran.
-async fn count(
-    State(availability): State<Arc<Availability>>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// Refuses devices the agent does not hold, and counts each twin request as served or not and
+/// whether the hub was out of reach while it ran.
+async fn count(State(local): State<Local>, request: Request, next: Next) -> Response {
+    let device = request
+        .uri()
+        .path()
+        .strip_prefix("/v1/twins/")
+        .and_then(|rest| rest.split('/').next())
+        .filter(|device| !device.is_empty() && *device != "count");
+    if let Some(device) = device
+        && !local.devices.contains(device)
+    {
+        return ApiError::DeviceNotOnThisEdge(device.to_owned()).into_response();
+    }
+    let availability = &local.availability;
     let counted = request.uri().path().starts_with("/v1/twins");
     let partitioned = availability.partitioned();
     let response = next.run(request).await;

@@ -40,6 +40,8 @@ pub enum ApiError {
     /// A command request was invalid, or the command cannot change that way any more.
     Command(CommandError),
     RouteNotFound(String),
+    /// An edge agent's local API was asked for a device the agent does not hold.
+    DeviceNotOnThisEdge(String),
     MethodNotAllowed,
     NotReady,
     ShuttingDown,
@@ -103,6 +105,7 @@ impl ApiError {
                 }
             },
             Self::RouteNotFound(_) => (StatusCode::NOT_FOUND, "route_not_found"),
+            Self::DeviceNotOnThisEdge(_) => (StatusCode::NOT_FOUND, "device_not_on_this_edge"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
@@ -134,6 +137,9 @@ impl ApiError {
             Self::Credential(err) => err.to_string(),
             Self::Command(err) => err.to_string(),
             Self::RouteNotFound(path) => format!("no route matches {path}; see docs/API.md"),
+            Self::DeviceNotOnThisEdge(device) => format!(
+                "this edge agent does not hold device {device:?}; it serves the devices it was started with (--device)"
+            ),
             Self::MethodNotAllowed => "this route does not support this method".into(),
             Self::NotReady => "the server is still loading its store; retry shortly".into(),
             Self::ShuttingDown => "the server is shutting down".into(),

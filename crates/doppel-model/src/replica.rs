@@ -194,8 +194,12 @@ pub fn apply_replicated(
     let device_type = live.and_then(|twin| twin.meta.device_type.clone());
     let replicated = live.is_some_and(|twin| twin.replica.is_some())
         || config.replicates(device_type.as_deref());
+    // Most of a fleet is never replicated: decide that before any work.
+    if !replicated {
+        return apply(current, request, now, limits);
+    }
     let touched = touched_properties(&request.change, live);
-    if !replicated || touched.is_empty() {
+    if touched.is_empty() {
         return apply(current, request, now, limits);
     }
     let profile = config.profile(device_type.as_deref());

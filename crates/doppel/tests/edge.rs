@@ -656,3 +656,59 @@ fn the_agent_refuses_a_bad_setup_with_one_line() {
         assert!(stderr.contains(message), "{args:?}: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_agent_holds_the_twins_of_several_devices_behind_a_gateway() {
+    let fleet = Fleet::start();
+    let mut devices = Vec::new();
+    for device in ["valve-1", "valve-2"] {
+        let (_, password) = fleet
+            .hub_http
+            .credential(&format!("devices/{device}"))
+            .await;
+        devices.push((device, password));
+    }
+    let proxy = FaultProxy::start(fleet.hub.mqtt).await.expect("proxy");
+    let credentials: Vec<(&str, &str)> = devices
+        .iter()
+        .map(|(device, password)| (*device, password.as_str()))
+        .collect();
+    let edge = EdgeAgent::start_with_rules(
+        proxy.local_addr(),
+        "gateway-7",
+        &credentials,
+        &fleet._dir.path().join("gateway-7"),
+        None,
+    );
+    edge.wait_linked(true).await;
+    assert_eq!(edge.status().await["hub"]["links"], json!(2));
+    for (index, (device, _)) in devices.iter().enumerate() {
+        edge.report(device, &json!({"open": index == 0})).await;
+    }
+    for (index, (device, _)) in devices.iter().enumerate() {
+        eventually(&format!("{device}'s report reaching the hub"), || async {
+            let twin = fleet.hub_http.twin(device).await;
+            (twin["reported"]["state"]["open"] == json!(index == 0))
+                .then_some(())
+                .ok_or_else(|| twin.to_string())
+        })
+        .await;
+    }
+    // Only the agent's own devices, and only without the tenant segment.
+    let (status, problem) = edge
+        .send(
+            Method::PATCH,
+            "/v1/twins/valve-9/reported",
+            &json!({"state": {"open": true}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+    assert_eq!(problem["code"], "device_not_on_this_edge");
+    let (status, problem) = edge.get("/v1/tenants/default/twins/valve-1").await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "tenant routes are not served at the edge"
+    );
+    assert_eq!(problem["code"], "route_not_found");
+}
