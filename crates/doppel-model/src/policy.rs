@@ -174,9 +174,13 @@ impl ReplicaConfig {
             .unwrap_or(&self.default_profile)
     }
 
-    /// Whether a twin of `device_type` is replicated from its first write.
+    /// Whether a twin of `device_type` is replicated from its first write: at an edge always; at
+    /// the hub when its device type has rules of its own or its rules declare CRDTs (whose
+    /// operations must be applied as such from the first one).
     pub fn replicates(&self, device_type: Option<&str>) -> bool {
-        self.replicates_all || device_type.is_some_and(|name| self.device_types.contains_key(name))
+        self.replicates_all
+            || device_type.is_some_and(|name| self.device_types.contains_key(name))
+            || !self.profile(device_type).crdts.is_empty()
     }
 
     /// Whether this replica's writes of `property` outrank concurrent writes of the other side.

@@ -30,8 +30,9 @@ use std::collections::{BTreeMap, BTreeSet};
 /// `generation` comes first so that a policy can make one side's writes outrank the other's
 /// (see [`crate::policy`]); the hybrid timestamp orders writes of equal generation and, because
 /// a replica's timestamps only grow and move past every timestamp it has seen, makes a write
-/// outrank everything its replica had seen. `replica` and `seq` make stamps unique.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// outrank everything its replica had seen. `replica` and `seq` make stamps unique, so `seen`
+/// never decides the order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stamp {
     pub generation: u64,
     pub hlc: Hlc,
@@ -39,11 +40,32 @@ pub struct Stamp {
     /// The writer's own entry in the twin's vector clock after the write: a replica whose clock
     /// has at least this much of `replica` has seen the write.
     pub seq: u64,
+    /// What the writer had seen when it wrote (its vector clock before the write): tells a
+    /// write that replaced another knowingly from one that was concurrent with it.
+    #[serde(default, skip_serializing_if = "VectorClock::is_empty")]
+    pub seen: VectorClock,
 }
 
 impl Stamp {
-    fn seen_by(&self, clock: &VectorClock) -> bool {
-        clock.get(&self.replica) >= self.seq
+    fn key(&self) -> (u64, Hlc, &str, u64) {
+        (self.generation, self.hlc, &self.replica, self.seq)
+    }
+
+    /// Whether this write was made knowing `other`.
+    fn saw(&self, other: &Stamp) -> bool {
+        self.seen.get(&other.replica) >= other.seq
+    }
+}
+
+impl Ord for Stamp {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+impl PartialOrd for Stamp {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
@@ -89,6 +111,7 @@ impl ReplicaState {
                         hlc,
                         replica: config.id.clone(),
                         seq,
+                        seen: VectorClock::new(),
                     };
                     (property.clone(), stamp)
                 })
@@ -191,13 +214,13 @@ pub fn apply_replicated(
         return merge(current, delta, request, now, limits, config);
     }
     let live = current.as_ref().filter(|twin| !twin.deleted);
-    let device_type = live.and_then(|twin| twin.meta.device_type.clone());
-    let replicated = live.is_some_and(|twin| twin.replica.is_some())
-        || config.replicates(device_type.as_deref());
     // Most of a fleet is never replicated: decide that before any work.
+    let replicated = live.is_some_and(|twin| twin.replica.is_some())
+        || config.replicates(live.and_then(|twin| twin.meta.device_type.as_deref()));
     if !replicated {
         return apply(current, request, now, limits);
     }
+    let device_type = live.and_then(|twin| twin.meta.device_type.clone());
     let touched = touched_properties(&request.change, live);
     if touched.is_empty() {
         return apply(current, request, now, limits);
@@ -218,6 +241,7 @@ pub fn apply_replicated(
         return Ok(applied);
     };
     state.hlc = hlc;
+    let known = state.clock.clone();
     let seq = state.clock.increment(&config.id);
     let mut delta = ReplicaDelta {
         origin: config.id.clone(),
@@ -252,6 +276,7 @@ pub fn apply_replicated(
             hlc,
             replica: config.id.clone(),
             seq,
+            seen: known.clone(),
         };
         let value = section(&twin, side)
             .state
@@ -343,6 +368,9 @@ fn merge(
     let now = now.max(twin.updated_at);
     let device_type = twin.meta.device_type.clone();
     let profile = config.profile(device_type.as_deref());
+    // A twin this replica kept alone until now starts replicating: its stamps must be recorded
+    // (not made up again at every snapshot), so that its later writes outrank them.
+    let starts_replicating = existed && twin.replica.is_none();
     let mut state = match twin.replica.take() {
         Some(state) => *state,
         None => ReplicaState::initial(existed.then_some(&twin), config, profile),
@@ -365,11 +393,11 @@ fn merge(
                 && local_value != remote.value
             {
                 let policy = profile.policy_for(property);
+                // Concurrent: the winner was written without knowing the loser.
                 let conflict = if remote_wins {
-                    // The sender had not seen the write it overrides.
-                    !local.seen_by(&delta.clock)
+                    !remote.stamp.saw(local)
                 } else {
-                    !remote.stamp.seen_by(&state.clock)
+                    !local.saw(&remote.stamp)
                 };
                 if conflict {
                     let (kept, lost) = if remote_wins {
@@ -404,15 +432,22 @@ fn merge(
         let before = local.clone();
         // A property whose CRDT kind changed keeps the kind it has here; the operator who
         // redeclared it starts a new value with the next operation.
-        if local.join(remote).is_ok() && *local != before {
-            set_property(&mut twin.reported, property, &local.value(), now);
+        if local.join(remote).is_err() {
+            continue;
+        }
+        let value = local.value();
+        let shown = twin.reported.state.get(property).unwrap_or(&Value::Null);
+        // Even an unchanged state is shown if it was not yet (a first increment by zero).
+        if *local != before || *shown != value {
+            set_property(&mut twin.reported, property, &value, now);
             reported_changed = true;
         }
     }
     let clock_grew = !state.clock.dominates(&delta.clock);
     state.clock.join(&delta.clock);
     state.hlc = Hlc::observe(state.hlc, delta.hlc, now);
-    if !(reported_changed || desired_changed || stamps_changed || clock_grew) {
+    if !(reported_changed || desired_changed || stamps_changed || clock_grew || starts_replicating)
+    {
         twin.replica = Some(Box::new(state));
         return if existed {
             Ok(Applied::Stale { twin })

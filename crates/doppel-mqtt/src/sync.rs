@@ -106,8 +106,17 @@ async fn sync(
         )));
     }
     let key = TwinKey::new(identity.tenant.clone(), device);
+    let mut changes = request.changes;
+    if changes.is_empty() {
+        // A fetch: a twin the hub kept alone until now starts replicating, so that the state
+        // sent out is the one the hub's later writes are stamped against.
+        changes.push(ReplicaDelta {
+            origin: engine.replica().id.clone(),
+            ..ReplicaDelta::default()
+        });
+    }
     let mut merged = 0;
-    for change in request.changes {
+    for change in changes {
         let update = UpdateRequest {
             change_reason: Some(format!("synced from replica {}", change.origin)),
             change: Change::Merge(Box::new(change)),
