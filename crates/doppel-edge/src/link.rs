@@ -14,7 +14,7 @@ use doppel_model::command::{self, Command, NewCommand};
 use doppel_model::replica::{ReplicaDelta, own_changes};
 use doppel_model::{Change, Millis, ModelError, TwinKey, UpdateRequest};
 use doppel_store::HistoryQuery;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, NetworkOptions, Packet, Publish, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Packet, Publish, QoS};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -115,7 +115,7 @@ pub(crate) async fn run(
         tokio::select! {
             _ = stop.changed() => break,
             event = events.poll() => {
-                if !link.on_event(event, &mut events, &mut stop).await {
+                if !link.on_event(event, &mut stop).await {
                     break;
                 }
             }
@@ -161,7 +161,6 @@ impl Link {
     async fn on_event(
         &mut self,
         event: Result<Event, rumqttc::ConnectionError>,
-        _events: &mut EventLoop,
         stop: &mut watch::Receiver<bool>,
     ) -> bool {
         match event {

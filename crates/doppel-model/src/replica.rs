@@ -18,7 +18,7 @@ use crate::policy::{ConflictPolicy, ReplicaConfig, Role, Side, TypeProfile};
 use crate::time::Millis;
 use crate::twin::{Section, Twin};
 use crate::update::{
-    Applied, Change, SectionChange, UpdateRequest, apply, entry_state, record_change,
+    Applied, Change, SectionChange, UpdateRequest, apply, check_size, entry_state, record_change,
 };
 use crate::vclock::VectorClock;
 use serde::{Deserialize, Serialize};
@@ -455,19 +455,8 @@ fn merge(
             Err(ModelError::Missing)
         };
     }
-    for (what, section) in [
-        ("reported state", &twin.reported),
-        ("desired state", &twin.desired),
-    ] {
-        let size = patch::serialized_len(&section.state);
-        if size > limits.max_document_bytes {
-            return Err(ModelError::TooLarge {
-                what,
-                size,
-                limit: limits.max_document_bytes,
-            });
-        }
-    }
+    check_size("reported state", &twin.reported.state, limits)?;
+    check_size("desired state", &twin.desired.state, limits)?;
     if reported_changed {
         twin.reported.version += 1;
         twin.reported.updated_at = Some(now);

@@ -511,6 +511,23 @@ pub(crate) fn entry_state(twin: &Twin, kind: HistoryKind) -> (Value, Option<u64>
     }
 }
 
+/// Refuses a state larger than `limits.max_document_bytes` once serialized.
+pub(crate) fn check_size(
+    what: &'static str,
+    state: &Map<String, Value>,
+    limits: &Limits,
+) -> Result<(), ModelError> {
+    let size = patch::serialized_len(state);
+    if size > limits.max_document_bytes {
+        return Err(ModelError::TooLarge {
+            what,
+            size,
+            limit: limits.max_document_bytes,
+        });
+    }
+    Ok(())
+}
+
 fn checked_state<'a>(
     what: &'static str,
     value: &'a Value,
@@ -553,14 +570,7 @@ fn merge_into(
     limits: &Limits,
 ) -> Result<(), ModelError> {
     patch::merge(&mut section.state, &mut section.metadata, patch, now);
-    let size = patch::serialized_len(&section.state);
-    if size > limits.max_document_bytes {
-        return Err(ModelError::TooLarge {
-            what,
-            size,
-            limit: limits.max_document_bytes,
-        });
-    }
+    check_size(what, &section.state, limits)?;
     section.version = next_version;
     section.updated_at = Some(now);
     Ok(())

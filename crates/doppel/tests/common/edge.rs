@@ -125,26 +125,23 @@ impl EdgeAgent {
     /// PATCHes the reported state of `device`'s twin at the edge, which must succeed: the
     /// local API serves whether or not the hub is reachable.
     pub async fn report(&self, device: &str, patch: &Value) -> Value {
-        let path = format!("/v1/twins/{device}/reported");
         let body = serde_json::json!({ "state": patch });
-        let (status, twin) = self.send(reqwest::Method::PATCH, &path, &body).await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "edge {}: PATCH {path} {patch}: {twin}",
-            self.id
-        );
-        twin
+        self.patch_ok(&format!("/v1/twins/{device}/reported"), &body)
+            .await
     }
 
     /// PATCHes the desired state of `device`'s twin at the edge, which must succeed.
     pub async fn set_desired(&self, device: &str, patch: &Value) -> Value {
-        let path = format!("/v1/twins/{device}/desired");
-        let (status, twin) = self.send(reqwest::Method::PATCH, &path, patch).await;
+        self.patch_ok(&format!("/v1/twins/{device}/desired"), patch)
+            .await
+    }
+
+    async fn patch_ok(&self, path: &str, body: &Value) -> Value {
+        let (status, twin) = self.send(reqwest::Method::PATCH, path, body).await;
         assert_eq!(
             status,
             StatusCode::OK,
-            "edge {}: PATCH {path} {patch}: {twin}",
+            "edge {}: PATCH {path} {body}: {twin}",
             self.id
         );
         twin
