@@ -32,7 +32,12 @@ pub struct EdgeArgs {
     tenant: String,
     /// The devices' hub password (of each credential `{tenant}/devices/{device}`), for devices
     /// not in --credentials.
-    #[arg(long, env = "DOPPEL_EDGE_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DOPPEL_EDGE_PASSWORD",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     password: Option<String>,
     /// A TOML file of `device = "password"` lines, for devices with passwords of their own.
     #[arg(long)]

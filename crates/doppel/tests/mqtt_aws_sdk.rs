@@ -132,8 +132,13 @@ impl Window {
 }
 
 /// The script's arguments for a device credential.
-fn login_args<'a>(username: &'a str, password: &'a str) -> [&'a str; 4] {
-    ["--username", username, "--password", password]
+/// `--username=..` and `--password=..` as one argument each: a generated password may begin
+/// with `-`, which the script's argument parser would take for an option if it stood alone.
+fn login_args(username: &str, password: &str) -> [String; 2] {
+    [
+        format!("--username={username}"),
+        format!("--password={password}"),
+    ]
 }
 
 /// The line of `step` among a device's lines.
@@ -460,6 +465,7 @@ async fn sdk_device_with_credentials_uses_its_shadow_and_a_wrong_password_is_ref
     let thing = "sdk-cred-1";
     let (username, password) = hub.credential(thing).await;
     let login = login_args(&username, &password);
+    let login: Vec<&str> = login.iter().map(String::as_str).collect();
     conflict(&hub, Sdk::PubSub311, thing, &login).await;
 
     // MQTT 5 says why in the CONNACK (the 3.1.1 client of awscrt reports every refusal as a
@@ -506,6 +512,7 @@ async fn sdk_metrics_in_the_username_do_not_stop_a_device_from_connecting() {
     let (device, anonymous) = ("sdk-metrics-1", "sdk-metrics-2");
     let (username, password) = hub.credential(device).await;
     let login = login_args(&username, &password);
+    let login: Vec<&str> = login.iter().map(String::as_str).collect();
     let mut failures = Vec::new();
     for sdk in [Sdk::PubSub311, Sdk::RequestResponse5] {
         for metrics in [None, Some("--disable-metrics")] {
