@@ -1,6 +1,7 @@
 //! `doppel`: the hub (`serve`) and the command line that talks to it. Wiring only: the logic
 //! lives in the library crates.
 
+mod bench;
 mod cli;
 mod config;
 mod edge;
@@ -24,6 +25,8 @@ enum Command {
     /// Run an edge agent: a local replica of some devices' twins that keeps serving them while
     /// the hub is out of reach.
     Edge(Box<edge::EdgeArgs>),
+    /// Tools for the benchmark scripts: `seed` fills a data folder with twins.
+    Bench(bench::BenchArgs),
     /// Read and change twins on a running hub.
     Twin(cli::twin::TwinArgs),
     /// Queue, list, show and cancel device commands on a running hub.
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(&args),
         Command::Edge(args) => edge::run(*args),
+        Command::Bench(args) => bench::run(args),
         Command::Twin(args) => cli::twin::run(args),
         Command::Commands(args) => cli::command::run(args),
         Command::Device(args) => cli::credential::run(args, cli::credential::Kind::Device),
