@@ -89,6 +89,12 @@ struct Args {
     /// A name for this run in the result line, such as the broker's.
     #[arg(long, default_value = "-")]
     label: String,
+    /// Open loop: this many requests per second across all devices, each device sending its
+    /// share evenly spaced, instead of a new request per answer. `--in-flight` caps each
+    /// device's unanswered requests; a send the cap stops counts as `skipped` (the broker is
+    /// not keeping up). For latency at a set load, such as half the closed-loop peak.
+    #[arg(long)]
+    rate: Option<f64>,
 }
 
 /// What every device needs to know about the run.
@@ -115,6 +121,8 @@ struct Tally {
     lost: u64,
     /// Connection or protocol errors that ended the device early.
     errors: Vec<String>,
+    /// Open loop only: sends skipped because the device had `in_flight` unanswered requests.
+    skipped: u64,
 }
 
 impl Tally {
@@ -128,6 +136,7 @@ impl Tally {
             *total += count;
         }
         self.rejected += other.rejected;
+        self.skipped += other.skipped;
         self.unexpected += other.unexpected;
         self.lost += other.lost;
         self.errors.extend(other.errors);
@@ -287,15 +296,38 @@ async fn device(plan: Arc<Plan>, index: usize, ready: mpsc::Sender<Result<(), St
             Err(err) => tally.errors.push(format!("{thing}: publish: {err}")),
         }
     };
-    for _ in 0..args.in_flight {
-        send(&mut outstanding, &mut tally);
+    // Open loop: this device's share of the rate, its first send offset by its index so the
+    // devices' sends spread over the period instead of coming in bursts.
+    let mut ticker = args.rate.map(|rate| {
+        let period = Duration::from_secs_f64(args.devices as f64 / rate);
+        let offset = period.mul_f64(index as f64 / args.devices as f64);
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::from_std(start + offset), period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        ticker
+    });
+    if ticker.is_none() {
+        for _ in 0..args.in_flight {
+            send(&mut outstanding, &mut tally);
+        }
     }
     loop {
         let now = Instant::now();
         if now >= stop && outstanding.is_empty() {
             break;
         }
-        let event = match tokio::time::timeout_at(drain_until, events.poll()).await {
+        let polled = tokio::select! {
+            polled = tokio::time::timeout_at(drain_until, events.poll()) => polled,
+            () = next_tick(&mut ticker), if now < stop => {
+                if outstanding.len() < args.in_flight {
+                    send(&mut outstanding, &mut tally);
+                } else {
+                    tally.skipped += 1;
+                }
+                continue;
+            }
+        };
+        let event = match polled {
             Ok(Ok(event)) => event,
             Ok(Err(err)) => {
                 tally.errors.push(format!("{thing}: connection: {err}"));
@@ -329,7 +361,7 @@ async fn device(plan: Arc<Plan>, index: usize, ready: mpsc::Sender<Result<(), St
                 *count += 1;
             }
         }
-        if received < stop {
+        if received < stop && args.rate.is_none() {
             send(&mut outstanding, &mut tally);
         }
     }
@@ -345,6 +377,16 @@ async fn device(plan: Arc<Plan>, index: usize, ready: mpsc::Sender<Result<(), St
         }
     }
     tally
+}
+
+/// The next tick of an open-loop device; never, for a closed-loop one.
+async fn next_tick(ticker: &mut Option<tokio::time::Interval>) {
+    match ticker {
+        Some(ticker) => {
+            ticker.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// CPU time (user plus kernel) of process `pid`, or of this process for `None`.
@@ -374,6 +416,13 @@ async fn main() {
     let args = Args::parse();
     if args.devices == 0 || !(1..=MAX_IN_FLIGHT).contains(&args.in_flight) {
         eprintln!("mqtt_load: --devices must be at least 1 and --in-flight 1 to {MAX_IN_FLIGHT}");
+        std::process::exit(2);
+    }
+    if args
+        .rate
+        .is_some_and(|rate| !(rate.is_finite() && rate > 0.0))
+    {
+        eprintln!("mqtt_load: --rate must be a positive number of requests per second");
         std::process::exit(2);
     }
     if args.warmup >= args.duration {
@@ -450,9 +499,10 @@ async fn main() {
     tally.latencies_us.sort_unstable();
     let seconds = window.as_secs_f64();
     let rate = tally.completed as f64 / seconds;
-    let (p50, p99, max) = (
+    let (p50, p99, p999, max) = (
         percentile(&tally.latencies_us, 0.50),
         percentile(&tally.latencies_us, 0.99),
+        percentile(&tally.latencies_us, 0.999),
         percentile(&tally.latencies_us, 1.0),
     );
     let whole_seconds = &tally.per_second[..(seconds.floor() as usize).min(tally.per_second.len())];
@@ -481,9 +531,15 @@ async fn main() {
         ("rate", format!("{rate:.0}")),
         ("p50_ms", format!("{p50:.2}")),
         ("p99_ms", format!("{p99:.2}")),
+        ("p999_ms", format!("{p999:.2}")),
         ("max_ms", format!("{max:.2}")),
         ("slowest_second", slowest.to_string()),
         ("fastest_second", fastest.to_string()),
+        (
+            "target_rate",
+            args.rate.map_or("-".into(), |rate| format!("{rate:.0}")),
+        ),
+        ("skipped", tally.skipped.to_string()),
         ("rejected", tally.rejected.to_string()),
         ("unexpected", tally.unexpected.to_string()),
         ("lost", tally.lost.to_string()),
