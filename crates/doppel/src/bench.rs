@@ -9,6 +9,8 @@ use doppel_store::{FjallStore, HistoryBuckets, TwinStore, TwinWrite};
 use std::path::PathBuf;
 use std::time::Instant;
 
+mod http;
+
 /// The sensor document the engine and MQTT benchmarks use, so every figure is about one shape.
 #[path = "../../doppel-engine/benches/fixtures/sensor.rs"]
 mod sensor;
@@ -29,6 +31,9 @@ enum BenchCommand {
     /// and a differing desired state, so every delta is non-empty), written straight to the
     /// store; a hub started on the folder then loads them.
     Seed(SeedArgs),
+    /// Load a running hub's HTTP API from closed-loop workers (GET twin or PATCH desired on
+    /// seeded twins) and print throughput and latency percentiles in one `result` line.
+    Http(http::HttpArgs),
 }
 
 #[derive(Args, Debug)]
@@ -50,6 +55,7 @@ struct SeedArgs {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         BenchCommand::Seed(args) => seed(&args),
+        BenchCommand::Http(args) => http::run(&args),
     }
 }
 
