@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod edge;
 mod serve;
+mod sim;
 mod telemetry;
 
 use clap::{Parser, Subcommand};
@@ -25,7 +26,10 @@ enum Command {
     /// Run an edge agent: a local replica of some devices' twins that keeps serving them while
     /// the hub is out of reach.
     Edge(Box<edge::EdgeArgs>),
-    /// Tools for the benchmark scripts: `seed` fills a data folder with twins.
+    /// Simulate devices against a hub over MQTT.
+    Sim(Box<sim::SimArgs>),
+    /// Tools for the benchmark scripts: `seed` fills a data folder with twins, `http` loads a
+    /// hub's HTTP API.
     Bench(bench::BenchArgs),
     /// Read and change twins on a running hub.
     Twin(cli::twin::TwinArgs),
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(&args),
         Command::Edge(args) => edge::run(*args),
+        Command::Sim(args) => sim::run(*args),
         Command::Bench(args) => bench::run(args),
         Command::Twin(args) => cli::twin::run(args),
         Command::Commands(args) => cli::command::run(args),
