@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Output;
 
 /// Twins in the seeded store: enough that four workers rarely hit the same twin at once.
-const TWINS: &str = "200";
+const TWINS: usize = 200;
 
 /// Runs `doppel bench http` against `hub` with `args` after the server's address.
 fn bench_http(hub: &Server, args: &[&str]) -> Output {
@@ -23,13 +23,14 @@ fn bench_http(hub: &Server, args: &[&str]) -> Output {
 
 /// A short run of `mode` at concurrency 4, which must succeed; the fields of its result line.
 fn measured_run(hub: &Server, mode: &str) -> HashMap<String, f64> {
+    let twins = TWINS.to_string();
     let output = bench_http(
         hub,
         &[
             "--mode",
             mode,
             "--twins",
-            TWINS,
+            &twins,
             "--concurrency",
             "4",
             "--duration",
@@ -63,16 +64,7 @@ fn measured_run(hub: &Server, mode: &str) -> HashMap<String, f64> {
 }
 
 fn seed(store: &Path) {
-    let output = common::doppel_command()
-        .args(["bench", "seed", "--twins", TWINS, "--data-dir"])
-        .arg(store)
-        .output()
-        .expect("run doppel bench seed");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::seed_store(store, TWINS);
 }
 
 #[tokio::test]

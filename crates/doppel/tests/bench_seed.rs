@@ -10,17 +10,7 @@ use reqwest::StatusCode;
 async fn seeded_twins_load_into_a_hub_with_their_state_and_delta() {
     let dir = tempfile::tempdir().expect("temporary folder");
     let store = dir.path().join("store");
-    let output = common::doppel_command()
-        .args(["bench", "seed", "--twins", "250", "--data-dir"])
-        .arg(&store)
-        .output()
-        .expect("run doppel bench seed");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(String::from_utf8_lossy(&output.stdout).starts_with("seeded 250 twins"));
+    assert!(common::seed_store(&store, 250).starts_with("seeded 250 twins"));
 
     // A second seed into the same folder is refused with one line and changes nothing.
     let again = common::doppel_command()

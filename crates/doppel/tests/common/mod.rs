@@ -288,3 +288,18 @@ pub fn cli_failed(output: Output, args: &[&str]) -> String {
         .trim_end()
         .to_owned()
 }
+
+/// Runs `doppel bench seed` for `twins` twins into `store`, which must succeed; its stdout.
+pub fn seed_store(store: &Path, twins: usize) -> String {
+    let output = doppel_command()
+        .args(["bench", "seed", "--twins", &twins.to_string(), "--data-dir"])
+        .arg(store)
+        .output()
+        .expect("run doppel bench seed");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
