@@ -27,7 +27,11 @@
 //! requests per second, latencies in milliseconds), and progress and the per-second timeline on
 //! standard error.
 
+#[path = "../src/bench/cpu.rs"]
+mod cpu;
+
 use clap::{Parser, ValueEnum};
+use cpu::cpu_time;
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS, SubscribeReasonCode};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -387,20 +391,6 @@ async fn next_tick(ticker: &mut Option<tokio::time::Interval>) {
         }
         None => std::future::pending().await,
     }
-}
-
-/// CPU time (user plus kernel) of process `pid`, or of this process for `None`.
-fn cpu_time(pid: Option<u32>) -> Option<Duration> {
-    let path = match pid {
-        Some(pid) => format!("/proc/{pid}/stat"),
-        None => "/proc/self/stat".to_owned(),
-    };
-    let stat = std::fs::read_to_string(path).ok()?;
-    // Fields after the command name, which ends at the last ')': utime is field 14, stime 15.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks = |index: usize| fields.get(index)?.parse::<u64>().ok();
-    // Linux's USER_HZ is 100.
-    Some(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
 }
 
 fn percentile(sorted: &[u32], fraction: f64) -> f64 {

@@ -9,6 +9,7 @@ use doppel_store::{FjallStore, HistoryBuckets, TwinStore, TwinWrite};
 use std::path::PathBuf;
 use std::time::Instant;
 
+mod cpu;
 mod http;
 
 /// The sensor document the engine and MQTT benchmarks use, so every figure is about one shape.

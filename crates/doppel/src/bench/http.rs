@@ -17,6 +17,7 @@
 //! of `key=value` fields on standard output (rate in completed requests per second, latencies
 //! in milliseconds), and exits non-zero when any request failed.
 
+use super::cpu::cpu_time;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use doppel_model::{DeviceId, TenantId};
@@ -449,21 +450,6 @@ async fn cpu_over_window(
     let used =
         |before: Option<Duration>, after: Option<Duration>| Some(after?.saturating_sub(before?));
     (used(before.0, after.0), used(before.1, after.1))
-}
-
-/// CPU time (user plus kernel) of process `pid`, or of this process for `None`; `None` where
-/// `/proc` does not tell (not Linux, or the process is gone).
-fn cpu_time(pid: Option<u32>) -> Option<Duration> {
-    let path = match pid {
-        Some(pid) => format!("/proc/{pid}/stat"),
-        None => "/proc/self/stat".to_owned(),
-    };
-    let stat = std::fs::read_to_string(path).ok()?;
-    // Fields after the command name, which ends at the last ')': utime is field 14, stime 15.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks = |index: usize| fields.get(index)?.parse::<u64>().ok();
-    // Linux's USER_HZ is 100.
-    Some(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
 }
 
 /// What one worker saw.
