@@ -212,7 +212,7 @@ fn replica(c: &mut Criterion) {
     ));
     assert_eq!(hub_merged.reported.state, edge_reported.reported.state);
     assert!(entry.resolutions.is_empty());
-    let hub_snapshot = snapshot(&hub_merged, &hub.config);
+    let hub_snapshot = snapshot(&hub_merged, &hub.config).expect("the hub replicates the twin");
     let snapshot_bytes = serde_json::to_vec(&hub_snapshot).expect("encode").len();
     let merge_snapshot = merge(hub_snapshot);
     let stale = apply_replicated(

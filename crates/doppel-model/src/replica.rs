@@ -298,17 +298,12 @@ pub fn apply_replicated(
     Ok(Applied::Changed { twin, entry })
 }
 
-/// The whole replicated state of `twin` as one delta, for a replica that asks for it.
-pub fn snapshot(twin: &Twin, config: &ReplicaConfig) -> ReplicaDelta {
-    let initial;
-    let state = match twin.replica.as_deref() {
-        Some(state) => state,
-        None => {
-            let profile = config.profile(twin.meta.device_type.as_deref());
-            initial = ReplicaState::initial(Some(twin), config, profile);
-            &initial
-        }
-    };
+/// The whole replicated state of `twin` as one delta, for a replica that asks for it; `None`
+/// for a twin this replica does not replicate. A state is only sent once it is recorded (a hub
+/// starts replicating a twin by merging an empty change of its own): one made up at each call
+/// would stamp different values alike, and replicas that pulled them would never converge.
+pub fn snapshot(twin: &Twin, config: &ReplicaConfig) -> Option<ReplicaDelta> {
+    let state = twin.replica.as_deref()?;
     let registers = |side: Side| {
         state
             .stamps(side)
@@ -324,7 +319,7 @@ pub fn snapshot(twin: &Twin, config: &ReplicaConfig) -> ReplicaDelta {
             })
             .collect()
     };
-    ReplicaDelta {
+    Some(ReplicaDelta {
         origin: config.id.clone(),
         clock: state.clock.clone(),
         hlc: state.hlc,
@@ -332,7 +327,7 @@ pub fn snapshot(twin: &Twin, config: &ReplicaConfig) -> ReplicaDelta {
         reported: registers(Side::Reported),
         desired: registers(Side::Desired),
         crdts: state.crdts.clone(),
-    }
+    })
 }
 
 /// The history entries of `entries` that `replica` made and whose changes carry their delta:

@@ -140,7 +140,7 @@ async fn sync(
         .get(&key)
         .map_err(|err| (500, err.to_string()))?
         .filter(|twin| !twin.deleted)
-        .map(|twin| snapshot(&twin, engine.replica()));
+        .and_then(|twin| snapshot(&twin, engine.replica()));
     Ok(json!({"merged": merged, "state": state}))
 }
 

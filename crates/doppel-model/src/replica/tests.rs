@@ -152,6 +152,7 @@ impl Replica {
             self.merged(&own);
         }
         snapshot(self.twin(), &self.config)
+            .unwrap_or_else(|| panic!("{} replicates its twin by now", self.config.id))
     }
 
     fn twin(&self) -> &Twin {
@@ -177,7 +178,11 @@ impl Replica {
     fn clock(&self) -> VectorClock {
         match &self.twin().replica {
             Some(state) => state.clock.clone(),
-            None => snapshot(self.twin(), &self.config).clock,
+            None => {
+                let twin = self.twin();
+                let profile = self.config.profile(twin.meta.device_type.as_deref());
+                ReplicaState::initial(Some(twin), &self.config, profile).clock
+            }
         }
     }
 
