@@ -75,7 +75,12 @@ where
     /// Detects protocol version from initial handshake
     #[inline]
     async fn probe_version(&mut self) -> Result<ProtocolVersion> {
-        let Some(Ok((MqttPacket::Version(ver), _))) = self.io.next().await else {
+        // Doppel patch: a client that never sends CONNECT is dropped after the handshake
+        // timeout; upstream waited for its first byte forever.
+        let first = tokio::time::timeout(self.cfg.handshake_timeout, self.io.next())
+            .await
+            .map_err(|_| anyhow!("no CONNECT within the handshake timeout"))?;
+        let Some(Ok((MqttPacket::Version(ver), _))) = first else {
             return Err(anyhow!(DecodeError::InvalidProtocol));
         };
 

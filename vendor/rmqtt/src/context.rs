@@ -78,6 +78,17 @@ use crate::shared::DefaultShared;
 use crate::stats::Stats;
 use crate::types::{DashMap, HashMap, ListenerConfig, ListenerId, NodeId};
 use crate::utils::Counter;
+
+/// Doppel patch: called for every CONNECT before authentication. `Err` refuses the connection
+/// with that CONNACK reason; `Ok(Some(id))` keeps the session under `id` instead of the client
+/// id the client sent (so that sessions of different principals never meet), while the
+/// client's own id stays in its `ConnectInfo`.
+pub type ConnectAdmission = Arc<
+    dyn Fn(&crate::types::ConnectInfo) -> std::result::Result<Option<crate::types::ClientId>, (crate::types::ConnectAckReason, String)>
+        + Send
+        + Sync,
+>;
+
 /// Builder for constructing ServerContext with configurable parameters
 /// # Example
 /// ```
@@ -104,6 +115,15 @@ pub struct ServerContextBuilder {
 
     /// Maximum concurrent MQTT sessions (0 = unlimited)
     pub mqtt_max_sessions: isize,
+
+    /// Doppel patch: the embedder's decision on each CONNECT (see [`ConnectAdmission`]).
+    pub connect_admission: Option<ConnectAdmission>,
+
+    /// Doppel patch: most sockets the MQTT listeners hold open at once, all listeners together.
+    pub mqtt_max_sockets: Option<usize>,
+
+    /// Doppel patch: what a session's channel may hold on the way to its client.
+    pub session_backlog: Option<crate::types::BacklogLimits>,
 
     /// plugins config, path or configMap<plugin_name, toml_string>
     #[cfg(feature = "plugin")]
@@ -132,6 +152,9 @@ impl ServerContextBuilder {
             busy_check_enable: true,
             busy_handshaking_limit: 0,
             mqtt_max_sessions: 0,
+            connect_admission: None,
+            mqtt_max_sockets: None,
+            session_backlog: None,
             #[cfg(feature = "plugin")]
             plugins_config: PluginManagerConfig::default(),
             circuit_breaker_config: CircuitBreakerConfig::default(),
@@ -183,6 +206,26 @@ impl ServerContextBuilder {
     /// Sets maximum allowed MQTT sessions
     pub fn mqtt_max_sessions(mut self, mqtt_max_sessions: isize) -> Self {
         self.mqtt_max_sessions = mqtt_max_sessions;
+        self
+    }
+
+    /// Doppel patch: sets the embedder's decision on each CONNECT.
+    pub fn connect_admission(mut self, admission: ConnectAdmission) -> Self {
+        self.connect_admission = Some(admission);
+        self
+    }
+
+    /// Doppel patch: caps the sockets the MQTT listeners hold open at once. At the cap the
+    /// listeners stop accepting (new connections wait in the kernel's backlog) instead of
+    /// taking file descriptors that other listeners need.
+    pub fn mqtt_max_sockets(mut self, max_sockets: usize) -> Self {
+        self.mqtt_max_sockets = Some(max_sockets);
+        self
+    }
+
+    /// Doppel patch: bounds what each session's channel holds on the way to its client.
+    pub fn session_backlog(mut self, limits: crate::types::BacklogLimits) -> Self {
+        self.session_backlog = Some(limits);
         self
     }
 
@@ -246,6 +289,9 @@ impl ServerContextBuilder {
 
                 busy_check_enable: self.busy_check_enable,
                 mqtt_max_sessions: self.mqtt_max_sessions,
+                connect_admission: self.connect_admission,
+                session_backlog: self.session_backlog,
+                mqtt_sockets: self.mqtt_max_sockets.map(|max| Arc::new(tokio::sync::Semaphore::new(max))),
 
                 handshakings: Counter::new(),
                 connections: Counter::new(),
@@ -297,6 +343,12 @@ pub struct ServerContextInner {
     pub busy_check_enable: bool,
     /// Maximum allowed MQTT sessions
     pub mqtt_max_sessions: isize,
+    /// Doppel patch: the embedder's decision on each CONNECT.
+    pub connect_admission: Option<ConnectAdmission>,
+    /// Doppel patch: one permit per open MQTT socket, shared by every listener.
+    pub mqtt_sockets: Option<Arc<tokio::sync::Semaphore>>,
+    /// Doppel patch: what a session's channel may hold on the way to its client.
+    pub session_backlog: Option<crate::types::BacklogLimits>,
 
     /// Active handshake counter
     pub handshakings: Counter,

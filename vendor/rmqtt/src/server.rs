@@ -217,16 +217,29 @@ impl MqttServer {
     }
 }
 
+/// Doppel patch: waits for a free socket permit when the sockets of all MQTT listeners are capped
+/// (`ServerContext::mqtt_sockets`), so that a flood of connections never takes the file
+/// descriptors other listeners need; the waiting connections stay in the kernel's backlog.
+async fn socket_permit(scx: &ServerContext) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    match &scx.mqtt_sockets {
+        Some(sockets) => sockets.clone().acquire_owned().await.ok(),
+        None => None,
+    }
+}
+
 /// Handles incoming TCP connections
 /// # Arguments
 /// * `scx` - Server context
 /// * `l` - TCP listener configuration
 async fn listen_tcp(scx: ServerContext, l: &Listener, lid: ListenerId) {
     loop {
+        // Doppel patch: one socket permit per connection, held until it ends.
+        let permit = socket_permit(&scx).await;
         match l.accept().await {
             Ok(accept) => {
                 let scx = scx.clone();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     // Extract before `accept.tcp()` consumes the acceptor.
                     let remote_addr = accept.remote_addr;
                     log::debug!("TCP connection from {remote_addr}");
@@ -271,10 +284,13 @@ async fn listen_tcp(scx: ServerContext, l: &Listener, lid: ListenerId) {
 /// * `l` - TLS listener configuration
 async fn listen_tls(scx: ServerContext, l: &Listener, lid: ListenerId) {
     loop {
+        // Doppel patch: one socket permit per connection, held until it ends.
+        let permit = socket_permit(&scx).await;
         match l.accept().await {
             Ok(accept) => {
                 let scx = scx.clone();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     // Extract before `accept.tls()` consumes the acceptor.
                     let remote_addr = accept.remote_addr;
                     log::debug!("TLS connection from {remote_addr}");
@@ -319,10 +335,13 @@ async fn listen_tls(scx: ServerContext, l: &Listener, lid: ListenerId) {
 /// * `l` - WebSocket listener configuration
 async fn listen_ws(scx: ServerContext, l: &Listener, lid: ListenerId) {
     loop {
+        // Doppel patch: one socket permit per connection, held until it ends.
+        let permit = socket_permit(&scx).await;
         match l.accept().await {
             Ok(accept) => {
                 let scx = scx.clone();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     // Extract before `accept.ws()` consumes the acceptor.
                     let remote_addr = accept.remote_addr;
                     log::debug!("WebSocket connection from {remote_addr}");
@@ -367,10 +386,13 @@ async fn listen_ws(scx: ServerContext, l: &Listener, lid: ListenerId) {
 /// * `l` - WSS listener configuration
 async fn listen_wss(scx: ServerContext, l: &Listener, lid: ListenerId) {
     loop {
+        // Doppel patch: one socket permit per connection, held until it ends.
+        let permit = socket_permit(&scx).await;
         match l.accept().await {
             Ok(accept) => {
                 let scx = scx.clone();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     // Extract before `accept.wss()` consumes the acceptor.
                     let remote_addr = accept.remote_addr;
                     log::debug!("WSS connection from {remote_addr}");

@@ -161,6 +161,11 @@ impl SessionState {
             #[cfg(feature = "debug")]
             session.scx.clone(),
         );
+        // Doppel patch: the embedder's bound on what waits for the client.
+        let tx = match &session.scx.session_backlog {
+            Some(limits) => tx.with_backlog_limits(session.id.clone(), limits.clone()),
+            None => tx,
+        };
         let scx = session.scx.clone();
         let max_inflight = session.listen_cfg().max_inflight;
         Self {
@@ -452,6 +457,7 @@ impl SessionState {
                     if let Some(msg) = msg {
                         match msg {
                             Message::Forward(from, p) => {
+                                self.tx.taken(&p); // Doppel patch
 
                                 //hook, offline_message
                                 self.hook.offline_message(from.clone(), &p).await;
@@ -475,6 +481,7 @@ impl SessionState {
                                     // is still draining a large offline backlog).
                                     let mut drained = 0usize;
                                     while let Ok(Message::Forward(from, p)) = self.rx.try_recv() {
+                                        self.tx.taken(&p); // Doppel patch
                                         // hook, offline_message — same as the main offline event
                                         // loop so hook consumers (web-hook `offline_message`
                                         // rule, sys-topic offline counters, audit plugins) do not
@@ -621,6 +628,7 @@ impl SessionState {
     {
         match msg {
             Message::Forward(from, p) => {
+                self.tx.taken(&p); // Doppel patch
                 if let Err((from, p)) = deliver_queue_tx.send((from, p)).await {
                     log::debug!("{:?} deliver_dropped, from: {:?}, {:?}", self.id, from, p);
                     //hook, message_dropped

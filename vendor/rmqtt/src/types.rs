@@ -119,13 +119,38 @@ pub(crate) const UNDEFINED: &str = "undefined";
 
 /// A sender for delivering messages to a specific MQTT session.
 ///
+/// Doppel patch: what a session's channel may hold of messages on their way to the client,
+/// and what the embedder is told when a message does not fit.
+#[derive(Clone)]
+pub struct BacklogLimits {
+    /// Most messages waiting in the channel.
+    pub max_messages: usize,
+    /// Most payload and topic bytes waiting in the channel.
+    pub max_bytes: usize,
+    /// Told of every message refused: the session, whether the session is disconnected for it
+    /// (QoS 1 and 2; a QoS 0 message is only dropped), and whether it is the session's first.
+    pub on_overflow: Arc<dyn Fn(&Id, bool, bool) + Send + Sync>,
+}
+
+/// Doppel patch: the messages and bytes a session's channel holds now.
+struct Backlog {
+    limits: BacklogLimits,
+    id: Id,
+    messages: std::sync::atomic::AtomicUsize,
+    bytes: std::sync::atomic::AtomicUsize,
+    overflowed: std::sync::atomic::AtomicBool,
+    closing: std::sync::atomic::AtomicBool,
+}
+
 /// Wraps an unbounded MPSC sender with optional debug statistics tracking.
 /// When the `debug` feature is enabled, each send increments a session channel counter.
+/// Doppel patch: with [`BacklogLimits`], forwarded messages beyond them are refused.
 #[derive(Clone)]
 pub struct SessionTx {
     #[cfg(feature = "debug")]
     scx: ServerContext,
     tx: futures::channel::mpsc::UnboundedSender<Message>,
+    backlog: Option<Arc<Backlog>>,
 }
 
 impl SessionTx {
@@ -137,6 +162,30 @@ impl SessionTx {
             tx,
             #[cfg(feature = "debug")]
             scx,
+            backlog: None,
+        }
+    }
+
+    /// Doppel patch: bounds what this channel holds of forwarded messages.
+    pub fn with_backlog_limits(mut self, id: Id, limits: BacklogLimits) -> Self {
+        self.backlog = Some(Arc::new(Backlog {
+            limits,
+            id,
+            messages: std::sync::atomic::AtomicUsize::new(0),
+            bytes: std::sync::atomic::AtomicUsize::new(0),
+            overflowed: std::sync::atomic::AtomicBool::new(false),
+            closing: std::sync::atomic::AtomicBool::new(false),
+        }));
+        self
+    }
+
+    /// Doppel patch: the session took `publish` out of its channel.
+    #[inline]
+    pub fn taken(&self, publish: &Publish) {
+        use std::sync::atomic::Ordering;
+        if let Some(backlog) = &self.backlog {
+            backlog.messages.fetch_sub(1, Ordering::Relaxed);
+            backlog.bytes.fetch_sub(backlog_size(publish), Ordering::Relaxed);
         }
     }
 
@@ -150,6 +199,25 @@ impl SessionTx {
         &self,
         msg: Message,
     ) -> std::result::Result<(), futures::channel::mpsc::TrySendError<Message>> {
+        use std::sync::atomic::Ordering;
+        if let (Some(backlog), Message::Forward(_, publish)) = (&self.backlog, &msg) {
+            let size = backlog_size(publish);
+            let messages = backlog.messages.fetch_add(1, Ordering::Relaxed);
+            let bytes = backlog.bytes.fetch_add(size, Ordering::Relaxed);
+            if messages >= backlog.limits.max_messages || bytes + size > backlog.limits.max_bytes {
+                backlog.messages.fetch_sub(1, Ordering::Relaxed);
+                backlog.bytes.fetch_sub(size, Ordering::Relaxed);
+                let disconnect = !matches!(publish.qos, QoS::AtMostOnce);
+                let first = !backlog.overflowed.swap(true, Ordering::Relaxed);
+                (backlog.limits.on_overflow)(&backlog.id, disconnect, first);
+                if disconnect && !backlog.closing.swap(true, Ordering::Relaxed) {
+                    // A client that does not read its QoS 1 messages is disconnected, as
+                    // MQTT allows; the message is dropped with the session's channel.
+                    let _ = self.tx.unbounded_send(Message::Closed(Reason::MessageQueueFull));
+                }
+                return Ok(());
+            }
+        }
         match self.tx.unbounded_send(msg) {
             Ok(()) => {
                 #[cfg(feature = "debug")]
@@ -159,6 +227,12 @@ impl SessionTx {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Doppel patch: what a message counts towards a session's backlog bytes.
+#[inline]
+fn backlog_size(publish: &Publish) -> usize {
+    publish.payload.len() + publish.topic.len()
 }
 
 /// MQTT connection information for a client session.

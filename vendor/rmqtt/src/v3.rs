@@ -224,6 +224,16 @@ async fn _handshake(
         ));
     }
 
+    // Doppel patch: the embedder admits or refuses the connection before authentication, and
+    // names the key its session is kept under (see `ConnectAdmission`).
+    let id = match scx.connect_admission.as_ref().map(|admit| admit(&connect_info)) {
+        Some(Err((reason, message))) => return Err((reason, anyhow!(message))),
+        Some(Ok(Some(client_id))) => {
+            Id::new(id.node_id, id.lid, id.local_addr, id.remote_addr, client_id, id.username.clone())
+        }
+        Some(Ok(None)) | None => id,
+    };
+
     let entry = scx.extends.shared().await.entry(id.clone());
     let max_sessions = scx.mqtt_max_sessions;
     if max_sessions > 0 && scx.sessions.count() >= max_sessions && !entry.exist() {
