@@ -7,6 +7,7 @@ use crate::link::{self, LinkContext};
 use crate::watermark::Watermarks;
 use doppel_engine::{Engine, EngineConfig, EngineTasks, SystemClock};
 use doppel_http::AppState;
+use doppel_http::server::ConnectionLimits;
 use doppel_store::{FjallStore, HistoryBuckets};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
@@ -24,7 +25,7 @@ pub struct Edge {
     availability: Arc<Availability>,
     state: AppState,
     stop: watch::Sender<bool>,
-    server: JoinHandle<std::io::Result<()>>,
+    server: JoinHandle<()>,
     links: Vec<JoinHandle<()>>,
     engine_tasks: EngineTasks,
 }
@@ -88,10 +89,10 @@ impl Edge {
         let server = tokio::spawn({
             let mut stopped = stopped.clone();
             async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(async move {
-                        let _ = stopped.wait_for(|stop| *stop).await;
-                    })
+                let stopping = async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                };
+                doppel_http::server::serve(listener, router, ConnectionLimits::default(), stopping)
                     .await
             }
         });
@@ -152,10 +153,6 @@ impl Edge {
             let _ = link.await;
         }
         engine_tasks.join().await;
-        match served {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(EdgeError::Serve(err)),
-            Err(err) => Err(EdgeError::Serve(std::io::Error::other(err))),
-        }
+        served.map_err(|err| EdgeError::Serve(std::io::Error::other(err)))
     }
 }

@@ -12,6 +12,7 @@ mod metrics;
 mod params;
 pub mod problem;
 mod render;
+pub mod server;
 mod trace;
 mod twins;
 

@@ -1,8 +1,10 @@
 //! The embedded broker: rmqtt in our runtime, its listeners, our hooks, and shutdown.
 
+use crate::admission::Admission;
 use crate::commands;
 use crate::config::MqttConfig;
 use crate::hub::{Hub, HubConfig, HubHook};
+use crate::identity::Tenants;
 use crate::retain::MemoryRetainer;
 use crate::shadow::service;
 use doppel_auth::Registry;
@@ -12,8 +14,10 @@ use rmqtt::context::ServerContext;
 use rmqtt::hook::Type;
 use rmqtt::net::{Builder, Listener};
 use rmqtt::server::MqttServer as RmqttServer;
+use rmqtt::types::{BacklogLimits, Id};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -30,6 +34,13 @@ const FEED_BACKLOG: usize = 4096;
 
 /// How often shutdown looks whether the disconnect hooks are done.
 const SETTLE_POLL: Duration = Duration::from_millis(10);
+
+/// Sockets the listeners may hold beyond `mqtt.max_connections`: connections still in their
+/// handshake, and those over the limit that are being told so in their CONNACK.
+pub const HANDSHAKE_SOCKETS: usize = 1024;
+
+/// Concurrent handshakes (TLS, WebSocket upgrade, CONNECT and authentication) per listener.
+const MAX_HANDSHAKES: usize = 256;
 
 /// Why the MQTT side could not start.
 #[derive(Debug, thiserror::Error)]
@@ -78,15 +89,35 @@ impl MqttServer {
         let tenant = |name: &str, what: &str| {
             TenantId::new(name).map_err(|err| MqttError::Config(format!("{what}: {err}")))
         };
+        let tenants = Tenants {
+            anonymous: tenant(ANONYMOUS_TENANT, "anonymous tenant")?,
+            certificate: tenant(&config.certificate_tenant, "mqtt.tls.tenant")?,
+        };
+        let live_connections = Arc::new(AtomicUsize::new(0));
+        let admission = Admission::new(
+            tenants.clone(),
+            config.max_connections,
+            live_connections.clone(),
+        );
         let hub_config = HubConfig {
             rules: config.acl.clone(),
             allow_anonymous: config.allow_anonymous,
-            anonymous_tenant: tenant(ANONYMOUS_TENANT, "anonymous tenant")?,
-            certificate_tenant: tenant(&config.certificate_tenant, "mqtt.tls.tenant")?,
+            tenants,
             limits,
+            live_connections,
         };
         // The load monitor is a task that never ends; without it a stopped broker leaks nothing.
-        let scx = ServerContext::new().busy_check_enable(false).build().await;
+        let scx = ServerContext::new()
+            .busy_check_enable(false)
+            .connect_admission(Arc::new(move |connect| admission.decide(connect)))
+            .mqtt_max_sockets(config.max_sockets)
+            .session_backlog(BacklogLimits {
+                max_messages: config.max_queued_messages,
+                max_bytes: config.max_queued_bytes,
+                on_overflow: Arc::new(slow_client),
+            })
+            .build()
+            .await;
         *scx.extends.retain_mut().await = Box::new(MemoryRetainer::default());
         let changes = engine.follow(FEED_BACKLOG);
         let command_events = engine.commands().follow(FEED_BACKLOG);
@@ -220,11 +251,34 @@ fn builder(config: &MqttConfig, addr: SocketAddr) -> Builder {
         .allow_anonymous(false)
         .max_packet_size(config.max_packet_bytes)
         .max_connections(config.max_connections)
+        .max_handshaking_limit(MAX_HANDSHAKES)
+        // Before CONNECT, and again for CONNECT itself: a silent socket is closed after it.
+        .handshake_timeout(config.connect_timeout)
+        // A kept session's queue while its client is away (the live queue is bounded by the
+        // session backlog too).
+        .max_mqueue_len(config.max_queued_messages)
         .max_keepalive(config.max_keepalive_secs)
         // MQTT 3.1.1 section 3.1.2.10: a client is gone after one and a half keep-alives.
         .keepalive_backoff(0.5)
         // Retained and queued messages live until replaced or delivered, not five minutes.
         .message_expiry_interval(Duration::ZERO)
+}
+
+/// A session's client does not read what it is sent fast enough: its QoS 0 messages are dropped
+/// and, for a QoS 1 or 2 message, the session is disconnected (reason 0x97, quota exceeded).
+fn slow_client(session: &Id, disconnected: bool, first: bool) {
+    if disconnected {
+        metrics::counter!("doppel_mqtt_slow_clients_disconnected_total").increment(1);
+    } else {
+        metrics::counter!("doppel_mqtt_messages_dropped_total", "reason" => "queue_full")
+            .increment(1);
+    }
+    if first {
+        tracing::warn!(
+            session = %session.client_id,
+            "a client does not read its messages: its queue is full (mqtt.max_queued_messages, mqtt.max_queued_bytes), so QoS 0 messages to it are dropped and a QoS 1 message ends its session"
+        );
+    }
 }
 
 fn bind(

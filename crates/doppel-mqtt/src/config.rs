@@ -3,13 +3,26 @@
 use crate::acl::AclRule;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Default largest MQTT packet: twice the default largest twin document, so a whole shadow
 /// update with its envelope fits and nothing much larger reaches the parser.
 pub const DEFAULT_MAX_PACKET_BYTES: u32 = 128 * 1024;
 
-/// Default most concurrent connections per listener; beyond it new connections are refused.
+/// Default most live connections over every listener; beyond it CONNECT is refused.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+
+/// Default time a new connection has to send CONNECT (and to finish a TLS or WebSocket
+/// handshake): enough for a device on a slow link, short enough that silent sockets do not
+/// pile up.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default most messages waiting for one client: a burst of answers, deltas and documents fits,
+/// and a client that stopped reading is found before it costs much.
+pub const DEFAULT_MAX_QUEUED_MESSAGES: usize = 1000;
+
+/// Default most bytes (payload and topic) waiting for one client in its session's channel.
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
 
 /// Default longest keep-alive a client may ask for; AWS IoT allows 1200 s.
 pub const DEFAULT_MAX_KEEPALIVE_SECS: u16 = 1200;
@@ -44,8 +57,19 @@ pub struct MqttConfig {
     /// Rules for ordinary topics within a tenant; see [`crate::acl`].
     pub acl: Vec<AclRule>,
     pub max_packet_bytes: u32,
+    /// Most live connections over every listener; beyond it CONNECT is refused (MQTT 3.1.1:
+    /// server unavailable, MQTT 5: quota exceeded).
     pub max_connections: usize,
+    /// Most sockets the MQTT listeners hold at once, live connections and handshakes together;
+    /// at it they stop accepting until one closes.
+    pub max_sockets: usize,
     pub max_keepalive_secs: u16,
+    /// How long a new connection may take to send CONNECT.
+    pub connect_timeout: Duration,
+    /// Most messages waiting for one client (and in a kept session while its client is away).
+    pub max_queued_messages: usize,
+    /// Most bytes waiting for one client.
+    pub max_queued_bytes: usize,
 }
 
 impl Default for MqttConfig {
@@ -59,7 +83,11 @@ impl Default for MqttConfig {
             acl: Vec::new(),
             max_packet_bytes: DEFAULT_MAX_PACKET_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_sockets: DEFAULT_MAX_CONNECTIONS + crate::HANDSHAKE_SOCKETS,
             max_keepalive_secs: DEFAULT_MAX_KEEPALIVE_SECS,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_queued_messages: DEFAULT_MAX_QUEUED_MESSAGES,
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
         }
     }
 }

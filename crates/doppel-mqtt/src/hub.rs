@@ -9,7 +9,7 @@
 
 use crate::acl::{self, Access, AclRule};
 use crate::commands;
-use crate::identity::Identity;
+use crate::identity::{self, Identity, Tenants, username_of};
 use crate::mount;
 use crate::presence::{self, ClientEvent, Presence};
 use crate::shadow::service;
@@ -17,7 +17,7 @@ use crate::sync;
 use crate::trace;
 use async_trait::async_trait;
 use bytes::Bytes;
-use doppel_auth::{Principal, Registry};
+use doppel_auth::Registry;
 use doppel_engine::Engine;
 use doppel_model::{
     Change, ConnectionStatus, DeviceId, Limits, TenantId, TraceParent, TwinKey, UpdateRequest,
@@ -33,6 +33,7 @@ use rmqtt::types::{
 };
 use serde_json::Value;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
@@ -54,10 +55,10 @@ pub(crate) struct Hub {
     rules: Vec<AclRule>,
     /// Whether clients without credentials are let in.
     allow_anonymous: bool,
-    /// The tenant anonymous clients act in.
-    anonymous_tenant: TenantId,
-    /// The tenant of devices that log in with a client certificate.
-    certificate_tenant: TenantId,
+    /// The tenants of anonymous and certificate clients.
+    tenants: Tenants,
+    /// Live connections, which the connect admission holds to `mqtt.max_connections`.
+    pub live_connections: Arc<AtomicUsize>,
     /// Document limits, which shadow requests obey like HTTP requests.
     pub limits: Limits,
     /// Live sessions per twin and the stamps that order presence writes.
@@ -71,9 +72,9 @@ pub(crate) struct Hub {
 pub(crate) struct HubConfig {
     pub rules: Vec<AclRule>,
     pub allow_anonymous: bool,
-    pub anonymous_tenant: TenantId,
-    pub certificate_tenant: TenantId,
+    pub tenants: Tenants,
     pub limits: Limits,
+    pub live_connections: Arc<AtomicUsize>,
 }
 
 impl Hub {
@@ -84,8 +85,8 @@ impl Hub {
             registry,
             rules: config.rules,
             allow_anonymous: config.allow_anonymous,
-            anonymous_tenant: config.anonymous_tenant,
-            certificate_tenant: config.certificate_tenant,
+            tenants: config.tenants,
+            live_connections: config.live_connections,
             limits: config.limits,
             presence: Presence::default(),
             logins: std::sync::Mutex::default(),
@@ -198,19 +199,7 @@ impl Hub {
 
     /// Who `connect` authenticated as. Only called for clients the auth hook let in.
     fn identify(&self, connect: &ConnectInfo) -> Option<Identity> {
-        if let Some(cert) = connect.cert() {
-            let device = DeviceId::new(cert.common_name.as_deref()?).ok()?;
-            return Some(Identity::device(self.certificate_tenant.clone(), device));
-        }
-        match username_of(connect) {
-            Some(username) => {
-                Principal::from_username(username).map(|p| Identity::from_principal(&p))
-            }
-            None => Some(Identity::anonymous(
-                self.anonymous_tenant.clone(),
-                connect.client_id(),
-            )),
-        }
+        identity::identify(connect, &self.tenants)
     }
 
     async fn identity(&self, session: &Session) -> Option<Arc<Identity>> {
@@ -228,7 +217,7 @@ impl Hub {
             .logins
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(&session.id.to_string());
+            .remove(&connect.id().to_string());
         let identity = Arc::new(identity);
         session
             .extra_attrs
@@ -248,6 +237,11 @@ impl Hub {
         let topic = publish.topic.to_string();
         if !mount::is_topic_name(&topic) {
             rewritten.topic = format!("{}{topic}", mount::INVALID).into();
+            return rewritten;
+        }
+        if publish.retain && topic.starts_with('$') {
+            // As AWS IoT: the hub's topics are requests and answers, never state to retain.
+            rewritten.topic = format!("{}{topic}", mount::RETAIN_REFUSED).into();
             return rewritten;
         }
         let identity = self.identity(session).await;
@@ -271,16 +265,48 @@ impl Hub {
     }
 
     async fn on_subscribe_check(&self, session: &Session, mounted: &str) -> bool {
+        self.identity(session)
+            .await
+            .is_some_and(|identity| subscription_allowed(&self.rules, &identity, mounted))
+    }
+
+    /// A resumed session brings the subscriptions of its previous connection. Sessions are kept
+    /// per principal (see `admission`), so they are this identity's own; they are checked again
+    /// all the same, so that no path can hand a subscription across tenants or past the ACL. A
+    /// session holding one its identity may not have is ended, and its state dropped.
+    async fn recheck_subscriptions(&self, session: &Session) {
         let Some(identity) = self.identity(session).await else {
-            return false;
+            return;
         };
-        match mount::unmount(mounted) {
-            Some((tenant, filter)) => {
-                tenant == identity.tenant.as_str()
-                    && acl::allowed(&self.rules, &identity.role, Access::Subscribe, &filter)
+        let filters = match session.subscriptions().await {
+            Ok(subscriptions) => subscriptions.to_topic_filters().await,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read a session's subscriptions");
+                return;
             }
-            None => false,
+        };
+        let foreign = filters
+            .iter()
+            .filter(|mounted| !subscription_allowed(&self.rules, &identity, mounted))
+            .count();
+        if foreign == 0 {
+            return;
         }
+        tracing::warn!(
+            client_id = %session.id.client_id,
+            principal = identity.principal,
+            foreign,
+            "ending a session that holds subscriptions its identity may not have"
+        );
+        let scx = self.scx.clone();
+        let id = session.id.clone();
+        // The connect still holds the session's entry; kick once it has let go.
+        tokio::spawn(async move {
+            let mut entry = scx.extends.shared().await.entry(id);
+            if let Err(err) = entry.kick(true, true, true).await {
+                tracing::warn!(error = %err, "cannot end a session with foreign subscriptions");
+            }
+        });
     }
 
     /// A session began (`ended` is `None`) or ended: records it on the device's twin and
@@ -292,12 +318,16 @@ impl Hub {
         let Some(identity) = self.identity(session).await else {
             return;
         };
+        // The client's own id: the session's is its key (see `admission`).
+        let Ok(connect) = session.connect_info().await else {
+            return;
+        };
         if ended.is_some() {
             // A login whose session never asked for its identity leaves its entry here.
             self.logins
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .remove(&session.id.to_string());
+                .remove(&connect.id().to_string());
         }
         let twin = identity
             .device
@@ -311,7 +341,7 @@ impl Hub {
                 .map(|stamp| (ConnectionStatus::Disconnected, stamp)),
         });
         let version = write.map_or_else(|| self.presence.stamp(), |(_, stamp)| stamp);
-        let client_id = session.id.client_id.to_string();
+        let client_id = connect.client_id().to_string();
         let event = ClientEvent {
             client_id: &client_id,
             session: presence::session_identifier(
@@ -481,16 +511,13 @@ impl Hub {
     }
 }
 
-/// The username a client logs in with. The AWS IoT Device SDKs append metrics to it as a query
-/// (`name?SDK=IoTDeviceSDK/Python&Platform=...`), even when the firmware set no username, and
-/// AWS IoT ignores that part; so do we. An empty name is no name (an anonymous client).
-fn username_of(connect: &ConnectInfo) -> Option<&str> {
-    connect.username().and_then(|raw| login_name(raw))
-}
-
-fn login_name(raw: &str) -> Option<&str> {
-    let name = raw.split_once('?').map_or(raw, |(name, _)| name);
-    (!name.is_empty()).then_some(name)
+/// Whether a session of `identity` may hold the subscription `mounted` (a broker filter): it
+/// lies in the identity's tenant and the ACL lets the identity subscribe to it.
+fn subscription_allowed(rules: &[AclRule], identity: &Identity, mounted: &str) -> bool {
+    mount::unmount(mounted).is_some_and(|(tenant, filter)| {
+        tenant == identity.tenant.as_str()
+            && acl::allowed(rules, &identity.role, Access::Subscribe, &filter)
+    })
 }
 
 pub(crate) fn now_millis() -> i64 {
@@ -550,6 +577,11 @@ impl Handler for HubHook {
             Parameter::MessagePublishCheckAcl(_, publish) => {
                 let result = if publish.topic.starts_with(mount::VOID) {
                     PublishAclResult::rejected(false, Some("not authorized".into()))
+                } else if publish.topic.starts_with(mount::RETAIN_REFUSED) {
+                    PublishAclResult::rejected(
+                        false,
+                        Some("retained messages are not allowed on $ topics".into()),
+                    )
                 } else if publish.topic.starts_with(mount::INVALID) {
                     // A protocol violation ends the connection (MQTT 5: reason 0x90).
                     PublishAclResult(PublishResult::reason_code(
@@ -572,11 +604,14 @@ impl Handler for HubHook {
             },
             Parameter::ClientConnected(session) => {
                 metrics::gauge!(CONNECTIONS_METRIC).increment(1);
+                hub.live_connections.fetch_add(1, Ordering::Relaxed);
+                hub.recheck_subscriptions(session).await;
                 hub.on_presence(session, None).await;
                 (true, acc)
             }
             Parameter::ClientDisconnected(session, reason) => {
                 metrics::gauge!(CONNECTIONS_METRIC).decrement(1);
+                hub.live_connections.fetch_sub(1, Ordering::Relaxed);
                 hub.on_presence(session, Some(reason)).await;
                 (true, acc)
             }
@@ -586,24 +621,5 @@ impl Handler for HubHook {
             }
             _ => (true, acc),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::login_name;
-
-    #[test]
-    fn sdk_metrics_after_the_username_are_ignored() {
-        assert_eq!(
-            login_name("acme/devices/pump-1"),
-            Some("acme/devices/pump-1")
-        );
-        assert_eq!(
-            login_name("acme/devices/pump-1?SDK=IoTDeviceSDK/Python&Platform=Unix"),
-            Some("acme/devices/pump-1")
-        );
-        assert_eq!(login_name("?SDK=IoTDeviceSDK/Python&Platform=Unix"), None);
-        assert_eq!(login_name(""), None);
     }
 }

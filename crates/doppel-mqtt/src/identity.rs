@@ -4,6 +4,48 @@
 use crate::acl::Role;
 use doppel_auth::{Principal, PrincipalKind};
 use doppel_model::{DeviceId, TenantId};
+use rmqtt::types::ConnectInfo;
+
+/// Separates the principal from the client's own id in the key a session is kept under. No
+/// principal key holds it (tenant and device ids are `[A-Za-z0-9:_.-]`), so two principals'
+/// keys never coincide whatever their clients' ids.
+const SESSION_KEY_SEPARATOR: char = '|';
+
+/// The tenants clients without a principal of their own act in.
+#[derive(Clone, Debug)]
+pub struct Tenants {
+    /// The tenant of clients without credentials.
+    pub anonymous: TenantId,
+    /// The tenant of devices that log in with a client certificate.
+    pub certificate: TenantId,
+}
+
+/// Who `connect` claims to be. The authentication hook checks the claim; this only reads it.
+pub fn identify(connect: &ConnectInfo, tenants: &Tenants) -> Option<Identity> {
+    if let Some(cert) = connect.cert() {
+        let device = DeviceId::new(cert.common_name.as_deref()?).ok()?;
+        return Some(Identity::device(tenants.certificate.clone(), device));
+    }
+    match username_of(connect) {
+        Some(username) => Principal::from_username(username).map(|p| Identity::from_principal(&p)),
+        None => Some(Identity::anonymous(
+            tenants.anonymous.clone(),
+            connect.client_id(),
+        )),
+    }
+}
+
+/// The username a client logs in with. The AWS IoT Device SDKs append metrics to it as a query
+/// (`name?SDK=IoTDeviceSDK/Python&Platform=...`), even when the firmware set no username, and
+/// AWS IoT ignores that part; so do we. An empty name is no name (an anonymous client).
+pub fn username_of(connect: &ConnectInfo) -> Option<&str> {
+    connect.username().and_then(|raw| login_name(raw))
+}
+
+fn login_name(raw: &str) -> Option<&str> {
+    let name = raw.split_once('?').map_or(raw, |(name, _)| name);
+    (!name.is_empty()).then_some(name)
+}
 
 /// A client's identity, fixed at connect.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,8 +111,51 @@ impl Identity {
         }
     }
 
+    /// The key the broker keeps this principal's session with `client_id` under. Client ids
+    /// are chosen by clients and are public (presence events carry them), so sessions are kept
+    /// per principal: a client can only resume, or take over, a session of its own principal.
+    pub fn session_key(&self, client_id: &str) -> String {
+        let kind = match &self.role {
+            Role::Device { .. } => "devices",
+            Role::App => "apps",
+            Role::Anonymous { .. } => "anonymous",
+        };
+        let name = match &self.role {
+            Role::Device { thing } => thing.as_str(),
+            Role::App => self
+                .principal
+                .strip_prefix("app:")
+                .unwrap_or(&self.principal),
+            // Anonymous clients are known only by their client ids: they share one space.
+            Role::Anonymous { .. } => "",
+        };
+        format!(
+            "{}/{kind}/{name}{SESSION_KEY_SEPARATOR}{client_id}",
+            self.tenant.as_str()
+        )
+    }
+
     /// Whether connecting may create the client's twin: only for clients known to be devices.
     pub fn creates_twin(&self) -> bool {
         matches!(self.role, Role::Device { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::login_name;
+
+    #[test]
+    fn sdk_metrics_after_the_username_are_ignored() {
+        assert_eq!(
+            login_name("acme/devices/pump-1"),
+            Some("acme/devices/pump-1")
+        );
+        assert_eq!(
+            login_name("acme/devices/pump-1?SDK=IoTDeviceSDK/Python&Platform=Unix"),
+            Some("acme/devices/pump-1")
+        );
+        assert_eq!(login_name("?SDK=IoTDeviceSDK/Python&Platform=Unix"), None);
+        assert_eq!(login_name(""), None);
     }
 }

@@ -2,6 +2,7 @@
 //! device authentication and topic ACLs.
 
 pub mod acl;
+mod admission;
 mod broker;
 pub mod commands;
 pub mod config;
@@ -14,5 +15,5 @@ pub mod shadow;
 pub mod sync;
 mod trace;
 
-pub use broker::{ANONYMOUS_TENANT, Listening, MqttError, MqttServer};
+pub use broker::{ANONYMOUS_TENANT, HANDSHAKE_SOCKETS, Listening, MqttError, MqttServer};
 pub use config::{MqttConfig, TlsConfig};

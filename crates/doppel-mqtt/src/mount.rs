@@ -52,6 +52,10 @@ pub fn unmount(mounted: &str) -> Option<(&str, Cow<'_, str>)> {
 /// violation, which rmqtt does not check); the ACL hook closes the connection for them.
 pub const INVALID: &str = "$invalid/";
 
+/// Where retained publishes to `$` topics go: refused (and so neither applied nor retained),
+/// without ending the connection.
+pub const RETAIN_REFUSED: &str = "$retain-refused/";
+
 /// The topic a denied publish is sent to instead.
 pub fn void(topic: &str) -> String {
     format!("{VOID}{topic}")

@@ -225,10 +225,19 @@ pub struct MqttSection {
     pub allow_anonymous: bool,
     /// Largest MQTT packet; larger ones close the connection.
     pub max_packet_bytes: u32,
-    /// Most concurrent connections per listener.
+    /// Most live connections over every listener; beyond it CONNECT is refused.
     pub max_connections: usize,
     /// Longest keep-alive a client may ask for, in seconds.
     pub max_keepalive_secs: u16,
+    /// How long a new connection may take to send CONNECT (and finish TLS or WebSocket), e.g.
+    /// "10s"; a silent socket is closed after it.
+    #[serde(deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// Most messages waiting for one client; beyond it QoS 0 messages to it are dropped and a
+    /// QoS 1 or 2 message ends its session.
+    pub max_queued_messages: usize,
+    /// Most bytes (payload and topic) waiting for one client, with the same consequence.
+    pub max_queued_bytes: usize,
     pub tls: Option<MqttTlsSection>,
     /// Rules for ordinary topics within a tenant, tried in order (see docs/MQTT.md).
     pub acl: Vec<doppel_mqtt::acl::AclRule>,
@@ -265,6 +274,9 @@ impl Default for MqttSection {
             max_packet_bytes: defaults.max_packet_bytes,
             max_connections: defaults.max_connections,
             max_keepalive_secs: defaults.max_keepalive_secs,
+            connect_timeout: defaults.connect_timeout,
+            max_queued_messages: defaults.max_queued_messages,
+            max_queued_bytes: defaults.max_queued_bytes,
             tls: None,
             acl: Vec::new(),
         }
@@ -276,6 +288,12 @@ impl Default for MqttSection {
 pub struct HttpConfig {
     /// Address the HTTP API listens on. Loopback by default: nothing is exposed until you ask.
     pub addr: SocketAddr,
+    /// Most connections open at once; at it the listener stops accepting until one closes.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers, e.g. "10s"; the connection is
+    /// closed after it (slow or silent clients must not hold sockets).
+    #[serde(deserialize_with = "duration")]
+    pub header_timeout: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -343,6 +361,8 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_connections: doppel_http::server::DEFAULT_MAX_CONNECTIONS,
+            header_timeout: doppel_http::server::DEFAULT_HEADER_TIMEOUT,
         }
     }
 }
@@ -393,6 +413,12 @@ pub struct ServeArgs {
     /// http.addr: HTTP listen address [default: 127.0.0.1:8080]
     #[arg(long, env = "DOPPEL_HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
+    /// http.max_connections: most HTTP connections open at once [default: 1024]
+    #[arg(long, env = "DOPPEL_HTTP_MAX_CONNECTIONS")]
+    pub http_max_connections: Option<usize>,
+    /// http.header_timeout: how long a client may take to send a request's headers [default: 10s]
+    #[arg(long, env = "DOPPEL_HTTP_HEADER_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub http_header_timeout: Option<Duration>,
     /// limits.max_document_bytes: largest request body and state section [default: 65536]
     #[arg(long, env = "DOPPEL_LIMITS_MAX_DOCUMENT_BYTES")]
     pub limits_max_document_bytes: Option<usize>,
@@ -462,6 +488,18 @@ pub struct ServeArgs {
     /// mqtt.max_packet_bytes: largest MQTT packet [default: 131072]
     #[arg(long, env = "DOPPEL_MQTT_MAX_PACKET_BYTES")]
     pub mqtt_max_packet_bytes: Option<u32>,
+    /// mqtt.max_connections: most live MQTT connections over every listener [default: 100000]
+    #[arg(long, env = "DOPPEL_MQTT_MAX_CONNECTIONS")]
+    pub mqtt_max_connections: Option<usize>,
+    /// mqtt.connect_timeout: how long a new connection may take to send CONNECT [default: 10s]
+    #[arg(long, env = "DOPPEL_MQTT_CONNECT_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub mqtt_connect_timeout: Option<Duration>,
+    /// mqtt.max_queued_messages: most messages waiting for one client [default: 1000]
+    #[arg(long, env = "DOPPEL_MQTT_MAX_QUEUED_MESSAGES")]
+    pub mqtt_max_queued_messages: Option<usize>,
+    /// mqtt.max_queued_bytes: most bytes waiting for one client [default: 4194304]
+    #[arg(long, env = "DOPPEL_MQTT_MAX_QUEUED_BYTES")]
+    pub mqtt_max_queued_bytes: Option<usize>,
     /// mqtt.tls.addr: MQTT-over-TLS listen address; needs mqtt.tls.cert and mqtt.tls.key [default: off]
     #[arg(long, env = "DOPPEL_MQTT_TLS_ADDR")]
     pub mqtt_tls_addr: Option<SocketAddr>,
@@ -488,6 +526,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.http_addr {
             config.http.addr = v;
+        }
+        if let Some(v) = self.http_max_connections {
+            config.http.max_connections = v;
+        }
+        if let Some(v) = self.http_header_timeout {
+            config.http.header_timeout = v;
         }
         if let Some(v) = self.limits_max_document_bytes {
             config.limits.max_document_bytes = v;
@@ -565,6 +609,18 @@ impl ServeArgs {
         }
         if let Some(v) = self.mqtt_max_packet_bytes {
             mqtt.max_packet_bytes = v;
+        }
+        if let Some(v) = self.mqtt_max_connections {
+            mqtt.max_connections = v;
+        }
+        if let Some(v) = self.mqtt_connect_timeout {
+            mqtt.connect_timeout = v;
+        }
+        if let Some(v) = self.mqtt_max_queued_messages {
+            mqtt.max_queued_messages = v;
+        }
+        if let Some(v) = self.mqtt_max_queued_bytes {
+            mqtt.max_queued_bytes = v;
         }
         let tls_flags = self.mqtt_tls_addr.is_some()
             || self.mqtt_tls_cert.is_some()
@@ -644,6 +700,20 @@ impl Config {
         if self.engine.max_batch == 0 || self.engine.queue_depth == 0 {
             bail!("engine.max_batch and engine.queue_depth must be at least 1");
         }
+        if self.http.max_connections == 0 || self.mqtt.max_connections == 0 {
+            bail!("http.max_connections and mqtt.max_connections must be at least 1");
+        }
+        if self.http.header_timeout.is_zero() || self.mqtt.connect_timeout.is_zero() {
+            bail!("http.header_timeout and mqtt.connect_timeout must be longer than 0s");
+        }
+        if self.mqtt.max_queued_messages == 0
+            || self.mqtt.max_queued_bytes < self.mqtt.max_packet_bytes as usize
+        {
+            bail!(
+                "mqtt.max_queued_messages must be at least 1 and mqtt.max_queued_bytes at least mqtt.max_packet_bytes ({})",
+                self.mqtt.max_packet_bytes
+            );
+        }
         if self.log.level.trim().is_empty() {
             bail!("log.level must not be empty");
         }
@@ -701,7 +771,13 @@ impl Config {
             acl: mqtt.acl.clone(),
             max_packet_bytes: mqtt.max_packet_bytes,
             max_connections: mqtt.max_connections,
+            max_sockets: mqtt
+                .max_connections
+                .saturating_add(doppel_mqtt::HANDSHAKE_SOCKETS),
             max_keepalive_secs: mqtt.max_keepalive_secs,
+            connect_timeout: mqtt.connect_timeout,
+            max_queued_messages: mqtt.max_queued_messages,
+            max_queued_bytes: mqtt.max_queued_bytes,
         }
     }
 

@@ -1,11 +1,13 @@
 //! `doppel serve`: start-up, readiness and graceful shutdown.
 
 use crate::config::{Config, ServeArgs};
+use crate::descriptors;
 use crate::telemetry;
 use anyhow::Context;
 use doppel_auth::Registry;
 use doppel_engine::{Engine, SystemClock};
 use doppel_http::AppState;
+use doppel_http::server::ConnectionLimits;
 use doppel_mqtt::MqttServer;
 use doppel_store::{CredentialStore, FjallStore};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -68,19 +70,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let addr = listener
         .local_addr()
         .context("cannot read the bound address")?;
+    let budget = share_descriptors(&config);
     let state = AppState::new(config.limits);
     state.set_metrics(install_metrics()?);
     let server = tokio::spawn({
         let router = doppel_http::router(state.clone());
         let polls = state.clone();
-        async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    shutdown_signal().await;
-                    polls.end_waiting_requests();
-                })
-                .await
-        }
+        let limits = ConnectionLimits {
+            max_connections: budget.http_connections,
+            header_timeout: config.http.header_timeout,
+        };
+        let stopping = async move {
+            shutdown_signal().await;
+            polls.end_waiting_requests();
+        };
+        doppel_http::server::serve(listener, router, limits, stopping)
     });
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "HTTP API listening; loading the store");
     announce(&format!("doppel listening on http://{addr}"));
@@ -104,14 +108,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             doppel_mqtt::ANONYMOUS_TENANT
         );
     }
-    let mqtt = MqttServer::start(
-        &config.mqtt_config(),
-        engine.clone(),
-        registry,
-        config.limits,
-    )
-    .await
-    .context("cannot start MQTT")?;
+    let mqtt_config = doppel_mqtt::MqttConfig {
+        max_connections: budget.mqtt_connections,
+        max_sockets: budget.mqtt_sockets,
+        ..config.mqtt_config()
+    };
+    let mqtt = MqttServer::start(&mqtt_config, engine.clone(), registry, config.limits)
+        .await
+        .context("cannot start MQTT")?;
     for listener in mqtt.listening() {
         tracing::info!(addr = %listener.addr, scheme = listener.scheme, "MQTT listening");
         announce(&format!(
@@ -128,14 +132,33 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     announce("doppel ready");
 
-    let served = server.await.context("the HTTP server task failed")?;
+    server.await.context("the HTTP server task failed")?;
     // Devices are told last, so that their twins record the disconnect.
     mqtt.shutdown().await;
     // The servers have stopped and dropped their engine handles: let the engine finish what was
     // accepted before the signal, so every answered request is durable.
     tasks.join().await;
     tracing::info!("stopped");
-    served.context("the HTTP server failed")
+    Ok(())
+}
+
+/// Raises the open-files limit and shares it out between the listeners (see `descriptors`),
+/// saying so when the configured connection limits do not fit in it.
+fn share_descriptors(config: &Config) -> descriptors::Budget {
+    let (http, mqtt) = (config.http.max_connections, config.mqtt.max_connections);
+    let Some(open_files) = descriptors::raise_open_files_limit() else {
+        return descriptors::plan(u64::MAX, http, mqtt);
+    };
+    let budget = descriptors::plan(open_files, http, mqtt);
+    if budget.http_connections < http || budget.mqtt_connections < mqtt {
+        tracing::info!(
+            open_files,
+            http_max_connections = budget.http_connections,
+            mqtt_max_connections = budget.mqtt_connections,
+            "the open-files limit is lower than the configured connection limits need: they are lowered to fit, with a reserve for the store"
+        );
+    }
+    budget
 }
 
 /// Installs the process-wide metrics recorder, before the engine starts recording, and keeps
