@@ -103,10 +103,15 @@ impl HttpClient {
 
     /// Creates a credential for `owner` (`devices/{id}` or `apps/{id}`): (username, password).
     pub async fn credential(&self, owner: &str) -> (String, String) {
+        self.credential_in("default", owner).await
+    }
+
+    /// [`HttpClient::credential`] in `tenant`.
+    pub async fn credential_in(&self, tenant: &str, owner: &str) -> (String, String) {
         let response = self
             .client
             .post(format!(
-                "{}/v1/tenants/default/{owner}/credentials",
+                "{}/v1/tenants/{tenant}/{owner}/credentials",
                 self.base
             ))
             .json(&json!({}))

@@ -70,14 +70,23 @@ impl Server {
     /// through the receiver instead of going to the test's stderr.
     pub fn start_capturing_stderr(extra_args: &[&str]) -> (Server, mpsc::Receiver<String>) {
         let dir = tempfile::tempdir().expect("temporary data folder");
-        let (mut server, stderr) = Self::launch(dir.path(), &[], extra_args, true);
+        let (mut server, stderr) = Self::launch(dir.path(), &[], extra_args, true, None);
         server._owned_dir = Some(dir);
         (server, stderr.expect("stderr is captured"))
     }
 
     /// A server on `data_dir` with extra environment variables (such as DOPPEL_* settings).
     pub fn start_in_with_env(data_dir: &Path, env: &[(&str, &str)], extra_args: &[&str]) -> Server {
-        Self::launch(data_dir, env, extra_args, false).0
+        Self::launch(data_dir, env, extra_args, false, None).0
+    }
+
+    /// A server on a fresh temporary data folder whose open-files limit (soft and hard) is
+    /// `open_files`, as a machine with a low `ulimit -n` has.
+    pub fn start_with_open_files(open_files: u64, extra_args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temporary data folder");
+        let (mut server, _) = Self::launch(dir.path(), &[], extra_args, false, Some(open_files));
+        server._owned_dir = Some(dir);
+        server
     }
 
     fn launch(
@@ -85,8 +94,17 @@ impl Server {
         env: &[(&str, &str)],
         extra_args: &[&str],
         capture_stderr: bool,
+        open_files: Option<u64>,
     ) -> (Server, Option<mpsc::Receiver<String>>) {
-        let mut child = doppel_command()
+        let mut command = doppel_command();
+        if let Some(limit) = open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
+            unsafe {
+                command.pre_exec(move || rlimit::setrlimit(rlimit::Resource::NOFILE, limit, limit));
+            }
+        }
+        let mut child = command
             .envs(env.iter().copied())
             .arg("serve")
             .arg("--http-addr")
@@ -138,6 +156,11 @@ impl Server {
             _owned_dir: None,
         };
         (server, stderr)
+    }
+
+    /// The server's process id (for its memory in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The MQTT listener of `scheme` (`mqtt`, `mqtts`, `ws`), when the server has one.
@@ -198,6 +221,22 @@ impl Drop for Server {
 }
 
 /// The seconds since the Unix epoch, as AWS writes its timestamps.
+/// Waits until `check` holds, asking again every 50 ms; fails the test after `wait`.
+pub async fn eventually<F, Fut>(what: &str, wait: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + wait;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen within {wait:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub fn unix_seconds() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

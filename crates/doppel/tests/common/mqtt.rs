@@ -29,6 +29,8 @@ impl Received {
 /// A connected client; dropping it closes the socket without DISCONNECT.
 pub struct Mqtt {
     pub client: AsyncClient,
+    /// What the CONNACK said of a kept session.
+    pub session_present: bool,
     messages: mpsc::UnboundedReceiver<Received>,
     /// Messages received while waiting for another topic, oldest first.
     unclaimed: VecDeque<Received>,
@@ -106,11 +108,11 @@ pub async fn connect_with(
     let mut network = NetworkOptions::new();
     network.set_tcp_nodelay(true);
     eventloop.set_network_options(network);
-    match tokio::time::timeout(WAIT, eventloop.poll()).await {
-        Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {}
+    let session_present = match tokio::time::timeout(WAIT, eventloop.poll()).await {
+        Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => ack.session_present,
         Ok(Err(ConnectionError::ConnectionRefused(code))) => return Err(code),
         other => panic!("{client_id}: expected a CONNACK, got {other:?}"),
-    }
+    };
     let (messages_tx, messages) = mpsc::unbounded_channel();
     let (acks_tx, acks) = mpsc::unbounded_channel();
     let (ended_tx, ended) = mpsc::unbounded_channel();
@@ -145,6 +147,7 @@ pub async fn connect_with(
     });
     Ok(Mqtt {
         client,
+        session_present,
         messages,
         unclaimed: VecDeque::new(),
         disconnect_sent,
@@ -230,7 +233,12 @@ impl Mqtt {
 
     /// The next message on exactly `topic`; messages on other topics stay for later calls.
     pub async fn recv_on(&mut self, topic: &str) -> Received {
-        if let Some(index) = self.unclaimed.iter().position(|m| m.topic == topic)
+        self.recv_where(topic, |t| t == topic).await
+    }
+
+    /// The first message whose topic `wanted` accepts (`what` names them in a failure).
+    pub async fn recv_where(&mut self, what: &str, wanted: impl Fn(&str) -> bool) -> Received {
+        if let Some(index) = self.unclaimed.iter().position(|m| wanted(&m.topic))
             && let Some(message) = self.unclaimed.remove(index)
         {
             return message;
@@ -239,9 +247,9 @@ impl Mqtt {
         loop {
             let message = tokio::time::timeout_at(deadline, self.messages.recv())
                 .await
-                .unwrap_or_else(|_| panic!("no message on {topic} within {WAIT:?}"))
+                .unwrap_or_else(|_| panic!("no message on {what} within {WAIT:?}"))
                 .expect("connection alive");
-            if message.topic == topic {
+            if wanted(&message.topic) {
                 return message;
             }
             self.unclaimed.push_back(message);
@@ -281,6 +289,28 @@ impl Mqtt {
                 String::from_utf8_lossy(&message.payload)
             );
         }
+    }
+
+    /// Asserts that no message at all arrives for `quiet`.
+    pub async fn expect_nothing(&mut self, quiet: Duration) {
+        if let Some(message) = self.unclaimed.front() {
+            panic!("unexpected message on {}", message.topic);
+        }
+        if let Ok(Some(message)) = tokio::time::timeout(quiet, self.messages.recv()).await {
+            panic!(
+                "unexpected message on {}: {}",
+                message.topic,
+                String::from_utf8_lossy(&message.payload)
+            );
+        }
+    }
+
+    /// Whether the connection is still up: the broker has not ended it.
+    pub fn is_open(&mut self) -> bool {
+        matches!(
+            self.ended.try_recv(),
+            Err(tokio::sync::mpsc::error::TryRecvError::Empty)
+        )
     }
 
     /// Waits until the broker ends the connection.
