@@ -65,6 +65,9 @@ impl ApiError {
                 ModelError::VersionMismatch { .. } => {
                     (StatusCode::PRECONDITION_FAILED, "version_mismatch")
                 }
+                ModelError::VersionOverflow { .. } => {
+                    (StatusCode::BAD_REQUEST, "version_overflow")
+                }
                 ModelError::Missing => (StatusCode::NOT_FOUND, "twin_not_found"),
                 ModelError::InvalidTimestamp { .. } => {
                     (StatusCode::BAD_REQUEST, "invalid_timestamp")
@@ -164,6 +167,9 @@ impl ApiError {
             Self::Model(ModelError::VersionMismatch { expected, current }) => {
                 body.insert("expected_version".into(), json!(expected));
                 body.insert("current_version".into(), json!(current));
+            }
+            Self::Model(ModelError::VersionOverflow { version, .. }) => {
+                body.insert("current_version".into(), json!(version));
             }
             Self::Model(ModelError::TooLarge { limit, .. }) | Self::BodyTooLarge { limit } => {
                 body.insert("limit".into(), json!(limit));

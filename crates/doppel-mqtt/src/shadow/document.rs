@@ -84,6 +84,15 @@ impl ShadowError {
         Self::new(400, "State contains an invalid node")
     }
 
+    /// 400: a section's version is `u64::MAX` and cannot count on (AWS has no such case: its
+    /// devices cannot set a version; Doppel's HTTP reports can).
+    pub fn version_overflow(what: &str) -> Self {
+        Self::new(
+            400,
+            format!("The {what} version is at its maximum; no later version can be recorded"),
+        )
+    }
+
     /// 404: the shadow does not exist. AWS names the thing for a classic shadow and the shadow
     /// name for a named one, in single quotes.
     pub fn not_found(name: &str) -> Self {
@@ -121,6 +130,7 @@ impl ShadowError {
 pub fn from_model(err: &ModelError, thing_or_shadow_name: &str) -> ShadowError {
     match err {
         ModelError::VersionMismatch { .. } => ShadowError::version_conflict(),
+        ModelError::VersionOverflow { what, .. } => ShadowError::version_overflow(what),
         ModelError::TooLarge { .. } => ShadowError::payload_too_large(),
         ModelError::TooDeep { limit, .. } => ShadowError::too_deep(*limit),
         ModelError::Missing => ShadowError::not_found(thing_or_shadow_name),
@@ -191,6 +201,11 @@ pub fn parse_update(payload: &[u8], limits: &Limits) -> Result<ShadowUpdate, Sha
         return Err(ShadowError::payload_too_large());
     }
     let text = std::str::from_utf8(payload).map_err(|_| ShadowError::unsupported_encoding())?;
+    // Before parsing, so a pathological document is answered with the nesting error (not
+    // whatever serde_json's recursion limit makes of it) and costs no parse.
+    if doppel_model::limits::check_nesting("the payload", payload, limits).is_err() {
+        return Err(ShadowError::too_deep(limits.max_depth));
+    }
     let document: Value = serde_json::from_str(text).map_err(|_| ShadowError::invalid_json())?;
     let Value::Object(document) = document else {
         return Err(ShadowError::invalid_json());
@@ -703,6 +718,13 @@ mod tests {
                 ModelError::CorruptRecord("bad tag".into()),
                 ShadowError::internal(),
             ),
+            (
+                ModelError::VersionOverflow {
+                    what: "reported state",
+                    version: u64::MAX,
+                },
+                ShadowError::version_overflow("reported state"),
+            ),
         ];
         for (model, expected) in cases {
             assert_eq!(from_model(&model, name), expected, "{model:?}");
@@ -854,6 +876,26 @@ mod tests {
         );
         let big = json!({"state": {"desired": {"a": "x".repeat(1024)}}});
         assert_eq!(parse(big), Err(ShadowError::payload_too_large()));
+    }
+
+    #[test]
+    fn pathological_nesting_gets_the_nesting_error_not_invalid_json() {
+        // serde_json gives up at 128 levels; the answer must still be the documented one.
+        for levels in [10, 200, 400] {
+            let deep = format!(
+                r#"{{"state": {{"reported": {{"a": {}1{}}}}}}}"#,
+                "[".repeat(levels),
+                "]".repeat(levels)
+            );
+            assert_eq!(
+                parse_update(deep.as_bytes(), &LIMITS),
+                Err(ShadowError::too_deep(3)),
+                "{levels} levels"
+            );
+        }
+        // Brackets inside strings are not nesting.
+        let quoted = json!({"state": {"reported": {"a": "[".repeat(500)}}});
+        assert!(parse(quoted).is_ok());
     }
 
     #[test]
