@@ -14,7 +14,17 @@ pub const DEFAULT_MAX_DEPTH: usize = 8;
 /// model's walks recurse once per level.
 pub const MAX_CONFIGURABLE_DEPTH: usize = 100;
 
-/// The limits every write is checked against before it changes anything.
+/// Default most named shadows one device may have: AWS IoT's own default quota. Each costs
+/// about 32 KiB of memory once written (a twin in every shard map and index), and without a
+/// cap one device could create them until the hub runs out of memory.
+pub const DEFAULT_MAX_NAMED_SHADOWS: usize = 10;
+
+/// Default most twins one tenant may have: no limit (0), since a tenant's fleet size is the
+/// operator's business; set one where tenants are not trusted.
+pub const DEFAULT_MAX_TWINS_PER_TENANT: usize = 0;
+
+/// The limits every write is checked against before it changes anything. The model checks the
+/// document limits; the engine, which keeps the counts, checks the two counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
@@ -22,6 +32,11 @@ pub struct Limits {
     pub max_document_bytes: usize,
     /// Deepest nesting of objects and arrays in a state; the state object itself is depth 1.
     pub max_depth: usize,
+    /// Most named shadows (twins `{device}/shadows/{name}`) one device may have; 0 for no limit.
+    pub max_named_shadows: usize,
+    /// Most twins (named shadows included, deleted ones not) one tenant may have; 0 for no
+    /// limit.
+    pub max_twins_per_tenant: usize,
 }
 
 impl Default for Limits {
@@ -29,6 +44,8 @@ impl Default for Limits {
         Self {
             max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
             max_depth: DEFAULT_MAX_DEPTH,
+            max_named_shadows: DEFAULT_MAX_NAMED_SHADOWS,
+            max_twins_per_tenant: DEFAULT_MAX_TWINS_PER_TENANT,
         }
     }
 }

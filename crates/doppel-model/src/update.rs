@@ -1012,6 +1012,7 @@ mod tests {
         let limits = Limits {
             max_document_bytes: 32,
             max_depth: 2,
+            ..Limits::default()
         };
         let deep = request(Change::DesiredPatch(json!({"a": {"b": {"c": 1}}})));
         assert!(matches!(

@@ -399,6 +399,12 @@ pub struct ServeArgs {
     /// limits.max_depth: deepest nesting of a state [default: 8]
     #[arg(long, env = "DOPPEL_LIMITS_MAX_DEPTH")]
     pub limits_max_depth: Option<usize>,
+    /// limits.max_named_shadows: most named shadows one device may have, 0 for no limit [default: 10]
+    #[arg(long, env = "DOPPEL_LIMITS_MAX_NAMED_SHADOWS")]
+    pub limits_max_named_shadows: Option<usize>,
+    /// limits.max_twins_per_tenant: most twins one tenant may have, 0 for no limit [default: 0]
+    #[arg(long, env = "DOPPEL_LIMITS_MAX_TWINS_PER_TENANT")]
+    pub limits_max_twins_per_tenant: Option<usize>,
     /// history.retention: how long history is kept [default: 30d]
     #[arg(long, env = "DOPPEL_HISTORY_RETENTION", value_parser = humantime::parse_duration)]
     pub history_retention: Option<Duration>,
@@ -494,6 +500,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.limits_max_depth {
             config.limits.max_depth = v;
+        }
+        if let Some(v) = self.limits_max_named_shadows {
+            config.limits.max_named_shadows = v;
+        }
+        if let Some(v) = self.limits_max_twins_per_tenant {
+            config.limits.max_twins_per_tenant = v;
         }
         if let Some(v) = self.history_retention {
             config.history.retention = v;

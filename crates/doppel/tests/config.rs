@@ -211,6 +211,8 @@ fn serve_help_lists_every_environment_variable() {
         "DOPPEL_HTTP_ADDR",
         "DOPPEL_LIMITS_MAX_DOCUMENT_BYTES",
         "DOPPEL_LIMITS_MAX_DEPTH",
+        "DOPPEL_LIMITS_MAX_NAMED_SHADOWS",
+        "DOPPEL_LIMITS_MAX_TWINS_PER_TENANT",
         "DOPPEL_HISTORY_RETENTION",
         "DOPPEL_HISTORY_BUCKET",
         "DOPPEL_ENGINE_SHARDS",

@@ -9,6 +9,7 @@
 //! that were removed from desired, so a device can drop work nobody wants any more (see
 //! [`delta`]). AWS devices ignore such members or treat them as "nothing to do".
 
+use doppel_engine::QuotaError;
 use doppel_model::patch;
 use doppel_model::{Change, Limits, Millis, ModelError, SectionChange, Twin};
 use serde_json::{Map, Value};
@@ -21,7 +22,7 @@ pub const MAX_CLIENT_TOKEN_BYTES: usize = 64;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{code} {message}")]
 pub struct ShadowError {
-    /// 400, 404, 409, 413, 415 or 500, as AWS uses them.
+    /// 400, 403, 404, 409, 413, 415 or 500, as AWS uses them.
     pub code: u16,
     /// AWS's message for the case, word for word.
     pub message: String,
@@ -91,6 +92,13 @@ impl ShadowError {
             400,
             format!("The {what} version is at its maximum; no later version can be recorded"),
         )
+    }
+
+    /// 403: the update would create a shadow beyond `limits.max_named_shadows` or
+    /// `limits.max_twins_per_tenant`. Not 409, which AWS SDKs take for a version conflict and
+    /// answer by fetching the shadow and retrying; nor 429, which invites a retry too.
+    pub fn quota(err: &QuotaError) -> Self {
+        Self::new(403, err.to_string())
     }
 
     /// 404: the shadow does not exist. AWS names the thing for a classic shadow and the shadow
@@ -566,6 +574,8 @@ mod tests {
     const LIMITS: Limits = Limits {
         max_document_bytes: 1024,
         max_depth: 3,
+        max_named_shadows: 10,
+        max_twins_per_tenant: 0,
     };
 
     /// Applies an AWS update (`{"desired": .., "reported": ..}`, `null` clearing) at `at_ms`.
