@@ -176,7 +176,10 @@ mod tests {
     fn zero_means_no_limit() {
         let census = census(0, 0, &[]);
         for i in 0..100 {
-            assert_eq!(census.admit(&key("t", &format!("pump/shadows/s{i}"))), Ok(()));
+            assert_eq!(
+                census.admit(&key("t", &format!("pump/shadows/s{i}"))),
+                Ok(())
+            );
         }
     }
 }

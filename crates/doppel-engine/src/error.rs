@@ -1,5 +1,5 @@
-use doppel_model::{ModelError, TenantId};
 use doppel_model::command::CommandError;
+use doppel_model::{ModelError, TenantId};
 use doppel_store::StoreError;
 use std::sync::Arc;
 use thiserror::Error;

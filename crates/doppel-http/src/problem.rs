@@ -67,9 +67,7 @@ impl ApiError {
                 ModelError::VersionMismatch { .. } => {
                     (StatusCode::PRECONDITION_FAILED, "version_mismatch")
                 }
-                ModelError::VersionOverflow { .. } => {
-                    (StatusCode::BAD_REQUEST, "version_overflow")
-                }
+                ModelError::VersionOverflow { .. } => (StatusCode::BAD_REQUEST, "version_overflow"),
                 ModelError::Missing => (StatusCode::NOT_FOUND, "twin_not_found"),
                 ModelError::InvalidTimestamp { .. } => {
                     (StatusCode::BAD_REQUEST, "invalid_timestamp")

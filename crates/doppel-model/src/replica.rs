@@ -18,7 +18,8 @@ use crate::policy::{ConflictPolicy, ReplicaConfig, Role, Side, TypeProfile};
 use crate::time::Millis;
 use crate::twin::{Section, Twin};
 use crate::update::{
-    Applied, Change, SectionChange, UpdateRequest, apply, check_size, entry_state, next_version, record_change,
+    Applied, Change, SectionChange, UpdateRequest, apply, check_size, entry_state, next_version,
+    record_change,
 };
 use crate::vclock::VectorClock;
 use serde::{Deserialize, Serialize};

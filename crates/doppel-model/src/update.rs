@@ -931,10 +931,7 @@ mod tests {
             ),
             Err(overflow.clone())
         );
-        let both = shadow(
-            None,
-            Some(SectionChange::Merge(json!({"t": 2}))),
-        );
+        let both = shadow(None, Some(SectionChange::Merge(json!({"t": 2}))));
         assert_eq!(
             apply(Some(twin.clone()), &both, Millis(2), &limits),
             Err(overflow)

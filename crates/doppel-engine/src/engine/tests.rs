@@ -465,35 +465,81 @@ async fn named_shadows_and_tenant_twins_stop_at_their_limits_across_shards_and_r
         }
     }
     assert_eq!((created, refused), (3, 7));
-    assert_eq!(engine.stats().twins, 3, "a refused shadow is not even a tombstone");
+    assert_eq!(
+        engine.stats().twins,
+        3,
+        "a refused shadow is not even a tombstone"
+    );
     // Writes to existing shadows go on; the device's own twin is no shadow of it.
     let existing = engine
         .live_twins_where(|_| true)
         .into_iter()
         .next()
         .unwrap();
-    applied(engine.update(existing.clone(), desired(json!({"more": 1}))).await.unwrap());
-    applied(engine.update(key("pump"), desired(json!({"on": true}))).await.unwrap());
+    applied(
+        engine
+            .update(existing.clone(), desired(json!({"more": 1})))
+            .await
+            .unwrap(),
+    );
+    applied(
+        engine
+            .update(key("pump"), desired(json!({"on": true})))
+            .await
+            .unwrap(),
+    );
     // The tenant holds 4 twins of 5: one more, then refused.
-    applied(engine.update(key("fan"), desired(json!({"on": true}))).await.unwrap());
+    applied(
+        engine
+            .update(key("fan"), desired(json!({"on": true})))
+            .await
+            .unwrap(),
+    );
     assert!(matches!(
-        engine.update(key("heater"), desired(json!({"on": true}))).await,
-        Err(EngineError::Quota(QuotaError::TooManyTwins { limit: 5, .. }))
+        engine
+            .update(key("heater"), desired(json!({"on": true})))
+            .await,
+        Err(EngineError::Quota(QuotaError::TooManyTwins {
+            limit: 5,
+            ..
+        }))
     ));
     // Deleting makes room once the delete is durable.
-    applied(engine.update(key("fan"), request(Change::Delete)).await.unwrap());
-    applied(engine.update(key("heater"), desired(json!({"on": true}))).await.unwrap());
+    applied(
+        engine
+            .update(key("fan"), request(Change::Delete))
+            .await
+            .unwrap(),
+    );
+    applied(
+        engine
+            .update(key("heater"), desired(json!({"on": true})))
+            .await
+            .unwrap(),
+    );
     drop(engine);
     tasks.join().await;
 
     // After a restart the counts come from the store: still full.
     let (engine, tasks) = start(&store, clock, limited()).await;
     assert!(matches!(
-        engine.update(key("fan"), desired(json!({"on": true}))).await,
+        engine
+            .update(key("fan"), desired(json!({"on": true})))
+            .await,
         Err(EngineError::Quota(QuotaError::TooManyTwins { .. }))
     ));
-    applied(engine.update(existing.clone(), request(Change::Delete)).await.unwrap());
-    applied(engine.update(key("pump/shadows/new"), desired(json!({"n": 1}))).await.unwrap());
+    applied(
+        engine
+            .update(existing.clone(), request(Change::Delete))
+            .await
+            .unwrap(),
+    );
+    applied(
+        engine
+            .update(key("pump/shadows/new"), desired(json!({"n": 1})))
+            .await
+            .unwrap(),
+    );
     drop(engine);
     tasks.join().await;
 }
