@@ -171,11 +171,7 @@ impl Engine {
         )
         .await?;
         workers.extend(command_workers);
-        let streams = Arc::new(Streams::new(
-            clock.now(),
-            config.stream_retention,
-            config.stream_subscriber_buffer,
-        ));
+        let streams = Arc::new(Streams::new(clock.clone(), config.streams));
         let stream_feed = tokio::spawn(streams.clone().run(
             events.follow(STREAM_FEED_BACKLOG),
             commands.follow(STREAM_FEED_BACKLOG),

@@ -6,6 +6,7 @@ mod common;
 use common::Server;
 use common::api::{Api, assert_problem};
 use common::mqtt::{Mqtt, connect};
+use common::sse::SseClient;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -31,13 +32,16 @@ async fn get(api: &Api, path: &str) -> common::api::Reply {
 /// A device subscribed to every answer of its classic shadow and of its named shadows.
 async fn device(server: &Server, thing: &str) -> Mqtt {
     let mut device = connect(server.mqtt, thing).await;
-    device.subscribe(&format!("$aws/things/{thing}/shadow/#")).await;
+    device
+        .subscribe(&format!("$aws/things/{thing}/shadow/#"))
+        .await;
     device
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_device_cannot_create_more_named_shadows_than_the_limit() {
-    let server = Server::start_with(&[&ANONYMOUS[..], &["--limits-max-named-shadows", "3"]].concat());
+    let server =
+        Server::start_with(&[&ANONYMOUS[..], &["--limits-max-named-shadows", "3"]].concat());
     let mut pump = device(&server, "pump-1").await;
     for name in ["a", "b", "c"] {
         pump.publish(
@@ -79,7 +83,12 @@ async fn a_device_cannot_create_more_named_shadows_than_the_limit() {
     let own = "/v1/tenants/default/twins/pump-1/desired";
     assert!(patch(&api, own, json!({"x": 1})).await.status.is_success());
     let other = "/v1/tenants/default/twins/pump-2/shadows/e/desired";
-    assert!(patch(&api, other, json!({"x": 1})).await.status.is_success());
+    assert!(
+        patch(&api, other, json!({"x": 1}))
+            .await
+            .status
+            .is_success()
+    );
     // Deleting one makes room.
     let deleted = api
         .call(
@@ -98,9 +107,19 @@ async fn a_tenant_cannot_create_more_twins_than_its_limit() {
     let api = Api::over(Server::start_with(&["--limits-max-twins-per-tenant", "2"]));
     for device in ["a", "b"] {
         let path = format!("/v1/tenants/acme/twins/{device}/desired");
-        assert!(patch(&api, &path, json!({"on": true})).await.status.is_success());
+        assert!(
+            patch(&api, &path, json!({"on": true}))
+                .await
+                .status
+                .is_success()
+        );
     }
-    let refused = patch(&api, "/v1/tenants/acme/twins/c/desired", json!({"on": true})).await;
+    let refused = patch(
+        &api,
+        "/v1/tenants/acme/twins/c/desired",
+        json!({"on": true}),
+    )
+    .await;
     assert_problem(&refused, StatusCode::CONFLICT, "too_many_twins");
     assert_eq!(refused.body["limit"], 2);
     let missing = get(&api, "/v1/tenants/acme/twins/c").await;
@@ -114,9 +133,17 @@ async fn a_tenant_cannot_create_more_twins_than_its_limit() {
     );
     // Existing twins still change; other tenants are not affected.
     let existing = "/v1/tenants/acme/twins/a/desired";
-    assert_eq!(patch(&api, existing, json!({"on": false})).await.status, 200);
+    assert_eq!(
+        patch(&api, existing, json!({"on": false})).await.status,
+        200
+    );
     let other = "/v1/tenants/other/twins/c/desired";
-    assert!(patch(&api, other, json!({"on": true})).await.status.is_success());
+    assert!(
+        patch(&api, other, json!({"on": true}))
+            .await
+            .status
+            .is_success()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -125,7 +152,12 @@ async fn a_reported_version_at_the_maximum_is_not_wrapped_to_zero() {
     let mut pump = device(&server, "pump-3").await;
     let api = Api::over(server);
     let reported = "/v1/tenants/default/twins/pump-3/reported";
-    let max = patch(&api, reported, json!({"state": {"t": 1}, "version": u64::MAX})).await;
+    let max = patch(
+        &api,
+        reported,
+        json!({"state": {"t": 1}, "version": u64::MAX}),
+    )
+    .await;
     assert!(max.status.is_success(), "{}", max.body);
     // Counting on from u64::MAX wrapped to 0 (a debug build panicked in the shard), after
     // which this stale report of version 5 was applied.
@@ -148,7 +180,12 @@ async fn a_reported_version_at_the_maximum_is_not_wrapped_to_zero() {
         "The reported state version is at its maximum; no later version can be recorded"
     );
     let twin = get(&api, "/v1/tenants/default/twins/pump-3").await;
-    assert_eq!(twin.body["reported"]["state"], json!({"t": 1}), "{}", twin.body);
+    assert_eq!(
+        twin.body["reported"]["state"],
+        json!({"t": 1}),
+        "{}",
+        twin.body
+    );
     assert_eq!(twin.body["reported"]["version"], json!(u64::MAX));
 }
 
@@ -227,4 +264,87 @@ async fn a_null_state_clears_both_sections_and_keeps_the_shadow_as_on_aws() {
     assert_eq!(twin.status, 200, "the shadow still exists");
     assert_eq!(twin.body["desired"]["state"], json!({}));
     assert_eq!(twin.body["reported"]["state"], json!({}));
+}
+
+/// Waits (bounded) for a line of the server's log that contains `text`.
+fn log_line(log: &std::sync::mpsc::Receiver<String>, text: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match log.recv_timeout(left) {
+            Ok(line) if line.contains(text) => return line,
+            Ok(_) => {}
+            Err(_) => panic!("no log line with {text:?} within 30 s"),
+        }
+    }
+}
+
+/// An event of each report carries the whole reported section, so a ring of 65,536 events of
+/// 64 KiB states pinned 4 GiB per tenant, and kept it after its clients left.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_stream_keeps_bounded_bytes_and_lets_go_when_nobody_watches() {
+    let (server, log) = Server::start_capturing_stderr(&[
+        "--streams-retention-bytes",
+        "8192",
+        "--streams-idle-release",
+        "1s",
+        "--log-level",
+        "info",
+    ]);
+    let mut stream = SseClient::open(&server, "?types=twin.reported", None).await;
+    let api = Api::over(server);
+    let reported = "/v1/tenants/default/twins/pump-6/reported";
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        let body = json!({"state": {"n": n, "blob": "x".repeat(2000)}});
+        assert!(patch(&api, reported, body).await.status.is_success());
+        let event = stream.expect().await;
+        assert_eq!(event.data["reported"]["n"], n, "{event:?}");
+        ids.push(event.id.expect("an id"));
+    }
+    drop(stream);
+    // Four 2 KiB events do not fit in 8 KiB: a resume from the first is told it expired, and
+    // goes on from the oldest event kept.
+    let mut resumed = SseClient::open(&api.server, "?types=twin.reported", Some(&ids[0])).await;
+    let gap = resumed.expect().await;
+    assert_eq!(
+        (gap.event.as_str(), &gap.data["code"]),
+        ("gap", &json!("expired"))
+    );
+    let resumes_at = gap.data["resumes_at"].as_str().expect("an id").to_owned();
+    let position = ids
+        .iter()
+        .position(|id| *id == resumes_at)
+        .expect("a kept id");
+    assert!((6..10).contains(&position), "{resumes_at} of {ids:?}");
+    let first_kept = resumed.expect().await;
+    assert_eq!(first_kept.id.as_deref(), Some(resumes_at.as_str()));
+    drop(resumed);
+    // Once nobody has watched for a second the ring is released; a report meanwhile is not
+    // numbered, so a client resuming from the last id it saw must hear of a gap.
+    log_line(&log, "released the change stream");
+    let body = json!({"state": {"n": 10}});
+    assert!(patch(&api, reported, body).await.status.is_success());
+    let last = ids.last().expect("ids");
+    let mut late = SseClient::open(&api.server, "?types=twin.reported", Some(last)).await;
+    let gap = late.expect().await;
+    assert_eq!(
+        (gap.event.as_str(), &gap.data["code"]),
+        ("gap", &json!("expired"))
+    );
+    // And it goes on live from there.
+    let body = json!({"state": {"n": 11}});
+    assert!(patch(&api, reported, body).await.status.is_success());
+    let live = late.expect().await;
+    assert_eq!(live.data["reported"]["n"], 11, "{live:?}");
+    let sequence = |id: &str| {
+        id.split_once('-')
+            .and_then(|(_, sequence)| sequence.parse::<u64>().ok())
+            .expect("an event id")
+    };
+    let live_id = live.id.expect("an id");
+    assert!(
+        sequence(&live_id) > sequence(last),
+        "{live_id} after {last}: an id is never handed out twice"
+    );
 }
