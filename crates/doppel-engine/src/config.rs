@@ -39,10 +39,9 @@ pub struct EngineConfig {
     pub event_capacity: usize,
     /// How device commands are bounded and retried.
     pub commands: CommandLimits,
-    /// Events kept per tenant for clients that resume a change stream.
-    pub stream_retention: usize,
-    /// Events a change-stream subscriber may fall behind before it is cut off.
-    pub stream_subscriber_buffer: usize,
+    /// How much of each tenant's change stream is kept for clients that resume, and for how
+    /// long once no client watches.
+    pub streams: crate::stream::StreamLimits,
     /// The `reported`/`desired` paths fleet queries find by index (tags, connection status,
     /// device type and firmware version always are).
     pub indexed_paths: IndexedPaths,
@@ -63,8 +62,7 @@ impl Default for EngineConfig {
             retention_check_interval: Duration::from_secs(60),
             event_capacity: crate::events::DEFAULT_EVENT_CAPACITY,
             commands: CommandLimits::default(),
-            stream_retention: crate::stream::DEFAULT_STREAM_RETENTION,
-            stream_subscriber_buffer: crate::stream::DEFAULT_SUBSCRIBER_BUFFER,
+            streams: crate::stream::StreamLimits::default(),
             indexed_paths: IndexedPaths::default(),
             activity: ActivityIntervals::default(),
             replica: Arc::new(ReplicaConfig::hub()),

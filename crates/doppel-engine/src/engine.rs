@@ -1,3 +1,4 @@
+use crate::census::Census;
 use crate::clock::Clock;
 use crate::commands::CommandQueue;
 use crate::config::EngineConfig;
@@ -122,6 +123,14 @@ impl Engine {
         .await
         .map_err(|_| EngineError::ShuttingDown)??;
 
+        let census = Arc::new(Census::new(
+            &config.limits,
+            maps.iter().flat_map(|map| {
+                map.iter()
+                    .filter(|(_, record)| EncodedTwin::is_live(&record.0))
+                    .map(|(key, _)| key)
+            }),
+        ));
         let stats = Arc::new(Stats::default());
         let events = Arc::new(ChangeFeeds::new(config.event_capacity));
         let (commit_tx, commit_rx) = mpsc::channel(shard_count * 2);
@@ -143,6 +152,7 @@ impl Engine {
                 events: events.clone(),
                 index: index.clone(),
                 silence: SilenceTimer::new(config.activity.clone()),
+                census: census.clone(),
             };
             workers.push(tokio::spawn(worker.run()));
             shards.push(Shard {
@@ -161,11 +171,7 @@ impl Engine {
         )
         .await?;
         workers.extend(command_workers);
-        let streams = Arc::new(Streams::new(
-            clock.now(),
-            config.stream_retention,
-            config.stream_subscriber_buffer,
-        ));
+        let streams = Arc::new(Streams::new(clock.clone(), config.streams));
         let stream_feed = tokio::spawn(streams.clone().run(
             events.follow(STREAM_FEED_BACKLOG),
             commands.follow(STREAM_FEED_BACKLOG),

@@ -1,5 +1,5 @@
-use doppel_model::ModelError;
 use doppel_model::command::CommandError;
+use doppel_model::{ModelError, TenantId};
 use doppel_store::StoreError;
 use std::sync::Arc;
 use thiserror::Error;
@@ -13,6 +13,9 @@ pub enum EngineError {
     /// A command request was invalid or not allowed now; nothing changed.
     #[error(transparent)]
     Command(#[from] CommandError),
+    /// Creating the twin would pass a limit on how many there may be; nothing changed.
+    #[error(transparent)]
+    Quota(#[from] QuotaError),
     /// The store failed; the write was not acknowledged and may or may not survive a restart.
     #[error("storage failed: {0}")]
     Store(Arc<StoreError>),
@@ -25,4 +28,19 @@ impl From<StoreError> for EngineError {
     fn from(err: StoreError) -> Self {
         Self::Store(Arc::new(err))
     }
+}
+
+/// A twin that may not be created because there are as many as allowed already
+/// (`limits.max_twins_per_tenant`, `limits.max_named_shadows`). Writes to existing twins are
+/// never refused for this; deleting one makes room.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum QuotaError {
+    #[error(
+        "tenant {tenant} has {limit} twins, the most allowed (limits.max_twins_per_tenant); delete one to make room"
+    )]
+    TooManyTwins { tenant: TenantId, limit: usize },
+    #[error(
+        "device {thing:?} has {limit} named shadows, the most allowed (limits.max_named_shadows); delete one to make room"
+    )]
+    TooManyNamedShadows { thing: String, limit: usize },
 }

@@ -6,6 +6,7 @@
 //! callers. The committer gathers whatever all shards have handed it into one store commit: one
 //! fsync for many writes (group commit).
 
+mod census;
 mod clock;
 mod commands;
 pub mod config;
@@ -23,6 +24,6 @@ pub use commands::{CommandEvent, CommandEventKind, CommandQueue, Queued};
 pub use config::EngineConfig;
 pub use engine::query::{Plan, QueryPage};
 pub use engine::{Engine, EngineStats, EngineTasks, Outcome};
-pub use error::EngineError;
+pub use error::{EngineError, QuotaError};
 pub use events::{DEFAULT_EVENT_CAPACITY, TwinChange};
 pub use index::IndexedPaths;

@@ -1,5 +1,6 @@
 //! A shard: the only writer of its twins, and the committer that makes shards' work durable.
 
+use crate::census::Census;
 use crate::clock::{Clock, sleep_until};
 use crate::engine::{Outcome, Stats};
 use crate::error::EngineError;
@@ -69,6 +70,8 @@ pub(crate) struct ShardWorker {
     pub index: SharedIndex,
     /// When each of this shard's connected twins goes silent.
     pub silence: SilenceTimer,
+    /// The twin counts every shard shares, for the limits on how many twins there may be.
+    pub census: Arc<Census>,
 }
 
 impl ShardWorker {
@@ -174,6 +177,9 @@ impl ShardWorker {
         let mut replies = Vec::with_capacity(batch.len());
         let mut changes = Vec::new();
         let mut counts = KindCounts::default();
+        // Twins this group creates (their places taken) and deletes (places given back once
+        // the delete is durable).
+        let (mut admitted, mut released) = (Vec::new(), Vec::new());
         let announce = self.events.has_listeners();
         {
             let committed = self.twins.read().unwrap_or_else(PoisonError::into_inner);
@@ -183,6 +189,7 @@ impl ShardWorker {
                     None => committed.get(&job.key),
                 };
                 let previous_record = previous.filter(|_| announce).cloned();
+                let was_live = previous.is_some_and(|record| EncodedTwin::is_live(&record.0));
                 // A twin already changed in this group is shared with its caller's answer and
                 // must be copied; a committed one is decoded into a twin apply may own.
                 let current = match pending.get(&job.key) {
@@ -198,6 +205,15 @@ impl ShardWorker {
                 };
                 match apply_replicated(current, &job.request, now, &self.limits, &self.replica) {
                     Ok(Applied::Changed { twin, entry }) => {
+                        if !twin.deleted && !was_live {
+                            if let Err(err) = self.census.admit(&job.key) {
+                                let _ = job.reply.send(Err(err.into()));
+                                continue;
+                            }
+                            admitted.push(job.key.clone());
+                        } else if twin.deleted && was_live {
+                            released.push(job.key.clone());
+                        }
                         counts.add(entry.kind);
                         let record = EncodedTwin::encode(&twin);
                         writes.push(TwinWrite {
@@ -232,6 +248,9 @@ impl ShardWorker {
         }
         if !writes.is_empty() {
             if let Err(err) = self.commit(writes).await {
+                for key in &admitted {
+                    self.census.release(key);
+                }
                 for (reply, _) in replies {
                     let _ = reply.send(Err(err.clone()));
                 }
@@ -252,6 +271,9 @@ impl ShardWorker {
                 self.silence.track(key, Some(twin));
             }
             counts.record();
+            for key in &released {
+                self.census.release(key);
+            }
         }
         for (reply, result) in replies {
             let _ = reply.send(result);

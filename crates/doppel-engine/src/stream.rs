@@ -10,10 +10,19 @@
 //! A tenant's stream begins when its first client subscribes: until then nobody could resume,
 //! and the hub spends nothing on it (decoding the previous state, rendering).
 //!
+//! The ring is bounded twice: by events (`streams.retention`) and by bytes
+//! (`streams.retention_bytes`), because one event carries the whole changed section (a
+//! `twin.reported` event of a 64 KiB state is 64 KiB), so 65,536 events could pin 4 GiB per
+//! tenant. When no client has been attached for `streams.idle_release`, the tenant's stream is
+//! released (ring, broadcast buffer and all) and stops following changes; only its next
+//! sequence number is kept, so a later resume from an id of before is told of the gap instead
+//! of being handed events that reuse its numbers.
+//!
 //! Event ids are `{epoch}-{sequence}`. The epoch is the process's start instant in milliseconds:
 //! the ring lives in memory, so a restart begins a new epoch, and an id of an earlier epoch (or
 //! one older than the ring) is answered with an explicit gap instead of a silent jump.
 
+use crate::clock::Clock;
 use crate::commands::{CommandEvent, CommandEventKind};
 use crate::events::TwinChange;
 use doppel_model::{HistoryKind, Millis, TenantId, Twin, TwinKey};
@@ -21,11 +30,24 @@ use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, watch};
 
 /// Default events kept per tenant for resuming: a few minutes of a busy tenant's changes, at
 /// a few hundred bytes each.
 pub const DEFAULT_STREAM_RETENTION: usize = 65_536;
+/// Default bytes of events kept per tenant for resuming: 64 MiB holds the default number of
+/// events at 1 KiB each, and bounds a tenant whose events carry large states (up to
+/// `limits.max_document_bytes` each) to the same memory.
+pub const DEFAULT_STREAM_RETENTION_BYTES: usize = 64 * 1024 * 1024;
+/// Default time a tenant's stream is kept with no client attached before it is released: long
+/// enough for a client to reconnect after a restart or a network change, short enough that a
+/// tenant nobody watches any more stops costing memory and work.
+pub const DEFAULT_STREAM_IDLE_RELEASE: Duration = Duration::from_secs(10 * 60);
+/// Bytes an event costs in the ring beyond its JSON: the event itself, its `Arc`, its key's
+/// heap parts rounded up, the ring's slot. An estimate, so the byte bound holds for small events
+/// too.
+const EVENT_OVERHEAD_BYTES: usize = 128;
 /// Default events a live subscriber may fall behind before it is cut off.
 pub const DEFAULT_SUBSCRIBER_BUFFER: usize = 8_192;
 
@@ -159,28 +181,79 @@ impl Gap {
     }
 }
 
+/// How much of each tenant's stream is kept, and for how long.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamLimits {
+    /// Most events kept per tenant for resuming.
+    pub retention: usize,
+    /// Most bytes of events kept per tenant for resuming (see [`event_cost`]).
+    pub retention_bytes: usize,
+    /// Events a subscriber may fall behind before it is cut off.
+    pub subscriber_buffer: usize,
+    /// How long a tenant's stream is kept with no client attached.
+    pub idle_release: Duration,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self {
+            retention: DEFAULT_STREAM_RETENTION,
+            retention_bytes: DEFAULT_STREAM_RETENTION_BYTES,
+            subscriber_buffer: DEFAULT_SUBSCRIBER_BUFFER,
+            idle_release: DEFAULT_STREAM_IDLE_RELEASE,
+        }
+    }
+}
+
+/// What one event costs the ring, in bytes: its JSON and [`EVENT_OVERHEAD_BYTES`].
+fn event_cost(event: &StreamEvent) -> usize {
+    event.data.len() + EVENT_OVERHEAD_BYTES
+}
+
 struct TenantStream {
     next: u64,
+    /// The first sequence number of this stream: ids below it were handed out before the
+    /// stream was last released, and events may have happened between them and this stream.
+    floor: u64,
     ring: VecDeque<Arc<StreamEvent>>,
+    /// What the events in `ring` cost, by [`event_cost`].
+    bytes: usize,
     live: broadcast::Sender<Arc<StreamEvent>>,
+    /// Since when no client has been attached, as far as the last sweep saw.
+    unwatched_since: Option<Millis>,
 }
 
 /// The change streams of every tenant.
 pub struct Streams {
     epoch: u64,
-    retention: usize,
-    subscriber_buffer: usize,
-    tenants: Mutex<HashMap<TenantId, TenantStream>>,
+    limits: StreamLimits,
+    clock: Arc<dyn Clock>,
+    tenants: Mutex<Tenants>,
     /// Set when the server stops: subscriptions end instead of holding the shutdown up.
     closing: watch::Sender<bool>,
 }
 
+/// The streams of every tenant, and the next sequence number of each released one.
+#[derive(Default)]
+struct Tenants {
+    streams: HashMap<TenantId, TenantStream>,
+    /// A released tenant's next sequence number (a few bytes, kept for good): its next stream
+    /// continues the numbering, so no id is ever handed out twice within an epoch.
+    released: HashMap<TenantId, u64>,
+}
+
 impl Streams {
-    pub(crate) fn new(epoch: Millis, retention: usize, subscriber_buffer: usize) -> Streams {
+    /// The streams of a process that started at `clock.now()` (the epoch of its ids).
+    pub(crate) fn new(clock: Arc<dyn Clock>, limits: StreamLimits) -> Streams {
         Streams {
-            epoch: u64::try_from(epoch.0).unwrap_or(0),
-            retention: retention.max(1),
-            subscriber_buffer: subscriber_buffer.max(1),
+            epoch: u64::try_from(clock.now().0).unwrap_or(0),
+            limits: StreamLimits {
+                retention: limits.retention.max(1),
+                retention_bytes: limits.retention_bytes.max(1),
+                subscriber_buffer: limits.subscriber_buffer.max(1),
+                idle_release: limits.idle_release,
+            },
+            clock,
             tenants: Mutex::default(),
             closing: watch::Sender::new(false),
         }
@@ -196,18 +269,19 @@ impl Streams {
         self.closing.subscribe()
     }
 
-    fn tenant<'a>(
-        &self,
-        tenants: &'a mut HashMap<TenantId, TenantStream>,
-        tenant: &TenantId,
-    ) -> &'a mut TenantStream {
-        tenants
-            .entry(tenant.clone())
-            .or_insert_with(|| TenantStream {
-                next: 1,
+    fn tenant<'a>(&self, tenants: &'a mut Tenants, tenant: &TenantId) -> &'a mut TenantStream {
+        let Tenants { streams, released } = tenants;
+        streams.entry(tenant.clone()).or_insert_with(|| {
+            let next = released.remove(tenant).unwrap_or(1);
+            TenantStream {
+                next,
+                floor: next,
                 ring: VecDeque::new(),
-                live: broadcast::channel(self.subscriber_buffer).0,
-            })
+                bytes: 0,
+                live: broadcast::channel(self.limits.subscriber_buffer).0,
+                unwatched_since: None,
+            }
+        })
     }
 
     /// Starts a subscription to `tenant`'s stream after `last` (a client's `Last-Event-ID`), or
@@ -229,7 +303,7 @@ impl Streams {
             (oldest, Some(Gap::EarlierEpoch))
         } else if last.sequence >= stream.next {
             (stream.next, Some(Gap::Unknown))
-        } else if last.sequence + 1 < oldest {
+        } else if last.sequence < stream.floor || last.sequence + 1 < oldest {
             (oldest, Some(Gap::Expired))
         } else {
             (last.sequence + 1, None)
@@ -247,7 +321,38 @@ impl Streams {
         self.tenants
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .streams
             .contains_key(tenant)
+    }
+
+    /// Releases the stream of every tenant no client has been attached to for
+    /// `idle_release`, as far as this and earlier sweeps saw; returns how many it released.
+    /// Called now and then by [`Streams::run`].
+    fn release_idle(&self) -> usize {
+        let now = self.clock.now();
+        let idle_ms = i64::try_from(self.limits.idle_release.as_millis()).unwrap_or(i64::MAX);
+        let mut tenants = self.tenants.lock().unwrap_or_else(PoisonError::into_inner);
+        let Tenants { streams, released } = &mut *tenants;
+        let before = streams.len();
+        streams.retain(|tenant, stream| {
+            if stream.live.receiver_count() > 0 {
+                stream.unwatched_since = None;
+                return true;
+            }
+            let since = *stream.unwatched_since.get_or_insert(now);
+            if now.0.saturating_sub(since.0) < idle_ms {
+                return true;
+            }
+            tracing::info!(
+                tenant = %tenant,
+                events = stream.ring.len(),
+                bytes = stream.bytes,
+                "released the change stream of a tenant no client watched"
+            );
+            released.insert(tenant.clone(), stream.next);
+            false
+        });
+        before - streams.len()
     }
 
     /// Appends events of one tenant in order and hands them to its live subscribers.
@@ -271,10 +376,16 @@ impl Streams {
                 key,
                 data: Arc::from(body.to_string()),
             });
-            if stream.ring.len() >= self.retention {
-                stream.ring.pop_front();
-            }
+            stream.bytes += event_cost(&event);
             stream.ring.push_back(event.clone());
+            while stream.ring.len() > self.limits.retention
+                || stream.bytes > self.limits.retention_bytes
+            {
+                let Some(oldest) = stream.ring.pop_front() else {
+                    break;
+                };
+                stream.bytes = stream.bytes.saturating_sub(event_cost(&oldest));
+            }
             // No subscriber is not an error; a lagging one learns it from its receiver.
             let _ = stream.live.send(event);
         }
@@ -287,8 +398,17 @@ impl Streams {
         mut commands: mpsc::Receiver<CommandEvent>,
     ) {
         let (mut changes_open, mut commands_open) = (true, true);
+        // Often enough that a stream is released within a tenth of `idle_release` of its time.
+        let mut sweeps = tokio::time::interval(
+            (self.limits.idle_release / 10)
+                .clamp(Duration::from_millis(100), Duration::from_secs(60)),
+        );
+        sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while changes_open || commands_open {
             tokio::select! {
+                _ = sweeps.tick() => {
+                    self.release_idle();
+                }
                 change = changes.recv(), if changes_open => match change {
                     Some(change) if self.streaming(&change.key.tenant) => {
                         self.append(&change.key.tenant, twin_events(&change));

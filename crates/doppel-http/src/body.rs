@@ -4,7 +4,7 @@ use crate::AppState;
 use crate::problem::ApiError;
 use axum::body::Body;
 use axum::extract::{FromRequest, Request};
-use doppel_model::ModelError;
+use doppel_model::Limits;
 use serde_json::Value;
 
 /// A request body parsed as JSON, no larger than the configured document limit.
@@ -18,20 +18,16 @@ impl FromRequest<AppState> for JsonBody {
         let bytes = axum::body::to_bytes(Body::new(request.into_body()), limit)
             .await
             .map_err(|_| ApiError::BodyTooLarge { limit })?;
-        parse(&bytes, state.limits.max_depth).map(JsonBody)
+        parse(&bytes, &state.limits).map(JsonBody)
     }
 }
 
-fn parse(bytes: &[u8], max_depth: usize) -> Result<Value, ApiError> {
+/// Parses a body, refusing one nested deeper than any request may be before parsing it (the
+/// same check the MQTT shadow service makes), so serde_json's own recursion limit is never what
+/// answers.
+fn parse(bytes: &[u8], limits: &Limits) -> Result<Value, ApiError> {
+    doppel_model::limits::check_nesting("the request body", bytes, limits)?;
     serde_json::from_slice(bytes).map_err(|err| {
-        // serde_json stops at 128 levels; input that deep is over any configurable limit.
-        if err.to_string().starts_with("recursion limit exceeded") {
-            return ApiError::Model(ModelError::TooDeep {
-                what: "the request body",
-                depth: 128,
-                limit: max_depth,
-            });
-        }
         let message = err.to_string();
         let message = message
             .split(" at line ")
@@ -52,7 +48,7 @@ mod tests {
 
     #[test]
     fn syntax_errors_carry_their_position() {
-        match parse(b"{\n  \"a\": tru }", 8) {
+        match parse(b"{\n  \"a\": tru }", &Limits::default()) {
             Err(ApiError::InvalidJson { line, column, .. }) => assert_eq!((line, column), (2, 11)),
             other => panic!("unexpected {other:?}"),
         }
@@ -60,10 +56,15 @@ mod tests {
 
     #[test]
     fn pathological_nesting_is_too_deep_not_a_syntax_error() {
-        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
-        assert!(matches!(
-            parse(deep.as_bytes(), 8),
-            Err(ApiError::Model(ModelError::TooDeep { .. }))
-        ));
+        for levels in [20, 200, 60_000] {
+            let deep = format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+            assert!(
+                matches!(
+                    parse(deep.as_bytes(), &Limits::default()),
+                    Err(ApiError::Model(doppel_model::ModelError::TooDeep { depth, limit: 8, .. })) if depth == levels
+                ),
+                "{levels} levels"
+            );
+        }
     }
 }

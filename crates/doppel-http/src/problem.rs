@@ -4,7 +4,7 @@
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use doppel_auth::AuthError;
-use doppel_engine::EngineError;
+use doppel_engine::{EngineError, QuotaError};
 use doppel_model::ModelError;
 use doppel_model::command::CommandError;
 use serde_json::{Map, Value, json};
@@ -39,6 +39,8 @@ pub enum ApiError {
     Credential(AuthError),
     /// A command request was invalid, or the command cannot change that way any more.
     Command(CommandError),
+    /// The write would create a twin beyond a limit on how many there may be.
+    Quota(QuotaError),
     RouteNotFound(String),
     /// An edge agent's local API was asked for a device the agent does not hold.
     DeviceNotOnThisEdge(String),
@@ -65,6 +67,7 @@ impl ApiError {
                 ModelError::VersionMismatch { .. } => {
                     (StatusCode::PRECONDITION_FAILED, "version_mismatch")
                 }
+                ModelError::VersionOverflow { .. } => (StatusCode::BAD_REQUEST, "version_overflow"),
                 ModelError::Missing => (StatusCode::NOT_FOUND, "twin_not_found"),
                 ModelError::InvalidTimestamp { .. } => {
                     (StatusCode::BAD_REQUEST, "invalid_timestamp")
@@ -104,6 +107,12 @@ impl ApiError {
                     (StatusCode::TOO_MANY_REQUESTS, "too_many_commands")
                 }
             },
+            Self::Quota(err) => match err {
+                QuotaError::TooManyTwins { .. } => (StatusCode::CONFLICT, "too_many_twins"),
+                QuotaError::TooManyNamedShadows { .. } => {
+                    (StatusCode::CONFLICT, "too_many_named_shadows")
+                }
+            },
             Self::RouteNotFound(_) => (StatusCode::NOT_FOUND, "route_not_found"),
             Self::DeviceNotOnThisEdge(_) => (StatusCode::NOT_FOUND, "device_not_on_this_edge"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
@@ -136,6 +145,7 @@ impl ApiError {
             }
             Self::Credential(err) => err.to_string(),
             Self::Command(err) => err.to_string(),
+            Self::Quota(err) => err.to_string(),
             Self::RouteNotFound(path) => format!("no route matches {path}; see docs/API.md"),
             Self::DeviceNotOnThisEdge(device) => format!(
                 "this edge agent does not hold device {device:?}; it serves the devices it was started with (--device)"
@@ -165,6 +175,9 @@ impl ApiError {
                 body.insert("expected_version".into(), json!(expected));
                 body.insert("current_version".into(), json!(current));
             }
+            Self::Model(ModelError::VersionOverflow { version, .. }) => {
+                body.insert("current_version".into(), json!(version));
+            }
             Self::Model(ModelError::TooLarge { limit, .. }) | Self::BodyTooLarge { limit } => {
                 body.insert("limit".into(), json!(limit));
             }
@@ -183,6 +196,12 @@ impl ApiError {
             }
             Self::Command(
                 CommandError::TooLarge { limit, .. } | CommandError::TooManyOpen { limit },
+            ) => {
+                body.insert("limit".into(), json!(limit));
+            }
+            Self::Quota(
+                QuotaError::TooManyTwins { limit, .. }
+                | QuotaError::TooManyNamedShadows { limit, .. },
             ) => {
                 body.insert("limit".into(), json!(limit));
             }
@@ -212,6 +231,7 @@ impl From<EngineError> for ApiError {
         match err {
             EngineError::Model(err) => Self::Model(err),
             EngineError::Command(err) => Self::Command(err),
+            EngineError::Quota(err) => Self::Quota(err),
             EngineError::Store(err) => Self::StorageFailed(err.to_string()),
             EngineError::ShuttingDown => Self::ShuttingDown,
         }

@@ -32,6 +32,13 @@ pub enum ModelError {
     #[error("the twin is at version {current} but the request expected version {expected}")]
     VersionMismatch { expected: u64, current: u64 },
 
+    /// A version would pass `u64::MAX`: counting on would wrap to 0, after which an old report
+    /// would look newer than everything stored.
+    #[error(
+        "the {what} is at version {version}, the largest there is; no later version can be recorded (delete the twin to start its versions again)"
+    )]
+    VersionOverflow { what: &'static str, version: u64 },
+
     #[error("the request expected an existing twin, but there is none")]
     Missing,
 

@@ -18,7 +18,8 @@ use crate::policy::{ConflictPolicy, ReplicaConfig, Role, Side, TypeProfile};
 use crate::time::Millis;
 use crate::twin::{Section, Twin};
 use crate::update::{
-    Applied, Change, SectionChange, UpdateRequest, apply, check_size, entry_state, record_change,
+    Applied, Change, SectionChange, UpdateRequest, apply, check_size, entry_state, next_version,
+    record_change,
 };
 use crate::vclock::VectorClock;
 use serde::{Deserialize, Serialize};
@@ -453,14 +454,14 @@ fn merge(
     check_size("reported state", &twin.reported.state, limits)?;
     check_size("desired state", &twin.desired.state, limits)?;
     if reported_changed {
-        twin.reported.version += 1;
+        twin.reported.version = next_version("reported state", twin.reported.version)?;
         twin.reported.updated_at = Some(now);
         if config.role == Role::Cloud {
             twin.connection.heard_from(now);
         }
     }
     if desired_changed {
-        twin.desired.version += 1;
+        twin.desired.version = next_version("desired state", twin.desired.version)?;
         twin.desired.updated_at = Some(now);
     }
     let kind = match (reported_changed, desired_changed) {
@@ -470,7 +471,7 @@ fn merge(
     };
     twin.replica = Some(Box::new(state));
     let reason = format!("merged a change from replica {}", delta.origin);
-    let mut entry = record_change(&mut twin, kind, request, &reason, now);
+    let mut entry = record_change(&mut twin, kind, request, &reason, now)?;
     entry.replica = Some(Box::new(delta.clone()));
     entry.resolutions = resolutions;
     Ok(Applied::Changed { twin, entry })

@@ -308,7 +308,10 @@ pub fn apply(
             {
                 return Ok(Applied::Stale { twin });
             }
-            let next = device_version.unwrap_or(twin.reported.version + 1);
+            let next = match device_version {
+                Some(sequence) => *sequence,
+                None => next_version("reported state", twin.reported.version)?,
+            };
             merge_into(
                 &mut twin.reported,
                 "reported state",
@@ -322,13 +325,13 @@ pub fn apply(
         }
         Change::DesiredPatch(patch) => {
             let patch = checked_state("desired state", patch, limits)?;
-            let next = twin.desired.version + 1;
+            let next = next_version("desired state", twin.desired.version)?;
             merge_into(&mut twin.desired, "desired state", patch, next, now, limits)?;
             (HistoryKind::Desired, "desired update")
         }
         Change::DesiredReplace(state) => {
             let state = checked_state("desired state", state, limits)?;
-            let next = twin.desired.version + 1;
+            let next = next_version("desired state", twin.desired.version)?;
             twin.desired.state.clear();
             twin.desired.metadata.clear();
             merge_into(&mut twin.desired, "desired state", state, next, now, limits)?;
@@ -356,7 +359,7 @@ pub fn apply(
                 });
             }
             if let Some(change) = desired {
-                let next = twin.desired.version + 1;
+                let next = next_version("desired state", twin.desired.version)?;
                 change_section(
                     &mut twin.desired,
                     "desired state",
@@ -367,7 +370,7 @@ pub fn apply(
                 )?;
             }
             if let Some(change) = reported {
-                let next = twin.reported.version + 1;
+                let next = next_version("reported state", twin.reported.version)?;
                 change_section(
                     &mut twin.reported,
                     "reported state",
@@ -443,8 +446,18 @@ pub fn apply(
         }
     };
 
-    let entry = record_change(&mut twin, kind, request, default_reason, now);
+    let entry = record_change(&mut twin, kind, request, default_reason, now)?;
     Ok(Applied::Changed { twin, entry })
+}
+
+/// The version after `version` of `what` (a section, the twin, its shadow), or
+/// [`ModelError::VersionOverflow`] when there is none: a device may set its reported version
+/// (HTTP `version`) as high as `u64::MAX`, and wrapping to 0 would make every stale report look
+/// new.
+pub(crate) fn next_version(what: &'static str, version: u64) -> Result<u64, ModelError> {
+    version
+        .checked_add(1)
+        .ok_or(ModelError::VersionOverflow { what, version })
 }
 
 /// Counts a change that `kind` made to `twin` at `now` (document version, shadow version, time)
@@ -455,17 +468,17 @@ pub(crate) fn record_change(
     request: &UpdateRequest,
     default_reason: &str,
     now: Millis,
-) -> HistoryEntry {
-    twin.version += 1;
+) -> Result<HistoryEntry, ModelError> {
+    twin.version = next_version("twin", twin.version)?;
     if matches!(
         kind,
         HistoryKind::Reported | HistoryKind::Desired | HistoryKind::State | HistoryKind::Deleted
     ) {
-        twin.shadow_version += 1;
+        twin.shadow_version = next_version("shadow", twin.shadow_version)?;
     }
     twin.updated_at = now;
     let (state, section_version) = entry_state(twin, kind);
-    HistoryEntry {
+    Ok(HistoryEntry {
         kind,
         version: twin.version,
         recorded_at: now,
@@ -478,7 +491,7 @@ pub(crate) fn record_change(
             .unwrap_or_else(|| default_reason.to_owned()),
         replica: None,
         resolutions: Vec::new(),
-    }
+    })
 }
 
 /// What a history entry of `kind` records of `twin`: the section's whole state and its version.
@@ -894,6 +907,55 @@ mod tests {
     }
 
     #[test]
+    fn a_report_at_the_largest_version_refuses_what_would_wrap_and_stale_reports_stay_stale() {
+        let limits = Limits::default();
+        let (twin, _) = changed(apply(
+            None,
+            &report(json!({"t": 1}), Some(u64::MAX)),
+            Millis(1),
+            &limits,
+        ));
+        assert_eq!(twin.reported.version, u64::MAX);
+        // Before the fix the next unversioned report wrapped the version to 0 (or panicked in a
+        // debug build), and a report of version 5 was then newer than everything stored.
+        let overflow = ModelError::VersionOverflow {
+            what: "reported state",
+            version: u64::MAX,
+        };
+        assert_eq!(
+            apply(
+                Some(twin.clone()),
+                &report(json!({"t": 2}), None),
+                Millis(2),
+                &limits
+            ),
+            Err(overflow.clone())
+        );
+        let both = shadow(None, Some(SectionChange::Merge(json!({"t": 2}))));
+        assert_eq!(
+            apply(Some(twin.clone()), &both, Millis(2), &limits),
+            Err(overflow)
+        );
+        assert_eq!(
+            apply(
+                Some(twin.clone()),
+                &report(json!({"t": 5}), Some(5)),
+                Millis(2),
+                &limits
+            ),
+            Ok(Applied::Stale { twin: twin.clone() })
+        );
+        // Desired state still changes: only the section at its end is stuck.
+        let (twin, _) = changed(apply(
+            Some(twin),
+            &request(Change::DesiredPatch(json!({"on": true}))),
+            Millis(3),
+            &limits,
+        ));
+        assert_eq!(twin.reported.version, u64::MAX);
+    }
+
+    #[test]
     fn reports_without_a_sequence_count_up() {
         let limits = Limits::default();
         let (twin, _) = changed(apply(
@@ -947,6 +1009,7 @@ mod tests {
         let limits = Limits {
             max_document_bytes: 32,
             max_depth: 2,
+            ..Limits::default()
         };
         let deep = request(Change::DesiredPatch(json!({"a": {"b": {"c": 1}}})));
         assert!(matches!(

@@ -130,6 +130,8 @@ async fn sync(
             // Nothing to merge into a twin that does not exist.
             Err(EngineError::Model(ModelError::Missing)) => {}
             Err(EngineError::Model(err)) => return Err(bad(err.to_string())),
+            // The replica made a twin the hub has no room for: its answer, not the hub's fault.
+            Err(EngineError::Quota(err)) => return Err((403, err.to_string())),
             Err(err) => {
                 tracing::error!(error = %err, twin = %key, "a replica sync failed in the engine");
                 return Err((500, "internal error".to_string()));

@@ -27,6 +27,10 @@ pub const DEFAULT_LOG_LEVEL: &str = "info,fjall=warn,lsm_tree=warn";
 /// Smallest MQTT packet limit: room for a CONNECT with long credentials and a small report.
 pub const MIN_MQTT_PACKET_BYTES: u32 = 1024;
 
+/// Smallest byte bound of a change stream's ring: room for a few ordinary events, so that a
+/// resume right after a disconnect can work at all.
+pub const MIN_STREAM_RETENTION_BYTES: usize = 4096;
+
 /// Shortest history bucket: every bucket is a keyspace with its own files.
 pub const MIN_HISTORY_BUCKET: Duration = Duration::from_secs(1);
 
@@ -130,15 +134,37 @@ impl QuerySection {
 pub struct StreamsSection {
     /// Events kept per tenant for clients that resume with `Last-Event-ID`.
     pub retention: usize,
+    /// Bytes of events kept per tenant for resuming; the oldest go first when over. An event
+    /// carries the whole changed section, so this is what bounds the memory of a tenant with
+    /// large states.
+    pub retention_bytes: usize,
     /// Events a subscriber may fall behind before it is disconnected.
     pub subscriber_buffer: usize,
+    /// How long a tenant's stream is kept once no client is attached, e.g. "10m"; then its
+    /// kept events are released, and a later resume is told of the gap.
+    #[serde(deserialize_with = "duration")]
+    pub idle_release: Duration,
 }
 
 impl Default for StreamsSection {
     fn default() -> Self {
+        let defaults = doppel_engine::stream::StreamLimits::default();
         Self {
-            retention: doppel_engine::stream::DEFAULT_STREAM_RETENTION,
-            subscriber_buffer: doppel_engine::stream::DEFAULT_SUBSCRIBER_BUFFER,
+            retention: defaults.retention,
+            retention_bytes: defaults.retention_bytes,
+            subscriber_buffer: defaults.subscriber_buffer,
+            idle_release: defaults.idle_release,
+        }
+    }
+}
+
+impl StreamsSection {
+    pub fn limits(&self) -> doppel_engine::stream::StreamLimits {
+        doppel_engine::stream::StreamLimits {
+            retention: self.retention,
+            retention_bytes: self.retention_bytes,
+            subscriber_buffer: self.subscriber_buffer,
+            idle_release: self.idle_release,
         }
     }
 }
@@ -425,6 +451,12 @@ pub struct ServeArgs {
     /// limits.max_depth: deepest nesting of a state [default: 8]
     #[arg(long, env = "DOPPEL_LIMITS_MAX_DEPTH")]
     pub limits_max_depth: Option<usize>,
+    /// limits.max_named_shadows: most named shadows one device may have, 0 for no limit [default: 10]
+    #[arg(long, env = "DOPPEL_LIMITS_MAX_NAMED_SHADOWS")]
+    pub limits_max_named_shadows: Option<usize>,
+    /// limits.max_twins_per_tenant: most twins one tenant may have, 0 for no limit [default: 0]
+    #[arg(long, env = "DOPPEL_LIMITS_MAX_TWINS_PER_TENANT")]
+    pub limits_max_twins_per_tenant: Option<usize>,
     /// history.retention: how long history is kept [default: 30d]
     #[arg(long, env = "DOPPEL_HISTORY_RETENTION", value_parser = humantime::parse_duration)]
     pub history_retention: Option<Duration>,
@@ -464,6 +496,12 @@ pub struct ServeArgs {
     /// streams.retention: events kept per tenant for resuming a change stream [default: 65536]
     #[arg(long, env = "DOPPEL_STREAMS_RETENTION")]
     pub streams_retention: Option<usize>,
+    /// streams.retention_bytes: bytes of events kept per tenant for resuming a change stream [default: 67108864]
+    #[arg(long, env = "DOPPEL_STREAMS_RETENTION_BYTES")]
+    pub streams_retention_bytes: Option<usize>,
+    /// streams.idle_release: how long a tenant's change stream is kept with no client attached [default: 10m]
+    #[arg(long, env = "DOPPEL_STREAMS_IDLE_RELEASE", value_parser = humantime::parse_duration)]
+    pub streams_idle_release: Option<Duration>,
     /// streams.subscriber_buffer: events a change-stream client may fall behind [default: 8192]
     #[arg(long, env = "DOPPEL_STREAMS_SUBSCRIBER_BUFFER")]
     pub streams_subscriber_buffer: Option<usize>,
@@ -539,6 +577,12 @@ impl ServeArgs {
         if let Some(v) = self.limits_max_depth {
             config.limits.max_depth = v;
         }
+        if let Some(v) = self.limits_max_named_shadows {
+            config.limits.max_named_shadows = v;
+        }
+        if let Some(v) = self.limits_max_twins_per_tenant {
+            config.limits.max_twins_per_tenant = v;
+        }
         if let Some(v) = self.history_retention {
             config.history.retention = v;
         }
@@ -589,6 +633,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.streams_subscriber_buffer {
             config.streams.subscriber_buffer = v;
+        }
+        if let Some(v) = self.streams_retention_bytes {
+            config.streams.retention_bytes = v;
+        }
+        if let Some(v) = self.streams_idle_release {
+            config.streams.idle_release = v;
         }
         self.apply_mqtt(&mut config.mqtt)?;
         config.validate()?;
@@ -749,6 +799,18 @@ impl Config {
         if self.streams.retention == 0 || self.streams.subscriber_buffer == 0 {
             bail!("streams.retention and streams.subscriber_buffer must be at least 1");
         }
+        if self.streams.retention_bytes < MIN_STREAM_RETENTION_BYTES {
+            bail!(
+                "streams.retention_bytes must be at least {MIN_STREAM_RETENTION_BYTES}, got {}",
+                self.streams.retention_bytes
+            );
+        }
+        if self.streams.idle_release < Duration::from_secs(1) {
+            bail!(
+                "streams.idle_release must be at least 1s, got {}",
+                humantime::format_duration(self.streams.idle_release)
+            );
+        }
         self.commands.validate()
     }
 
@@ -798,8 +860,7 @@ impl Config {
             retention_check_interval: (self.history.bucket / 10)
                 .clamp(Duration::from_millis(100), Duration::from_secs(60)),
             commands: self.commands.limits(),
-            stream_retention: self.streams.retention,
-            stream_subscriber_buffer: self.streams.subscriber_buffer,
+            streams: self.streams.limits(),
             // Checked by `validate`, which runs before the engine is configured.
             indexed_paths: self.query.indexed_paths().unwrap_or_default(),
             activity: doppel_engine::silence::ActivityIntervals {

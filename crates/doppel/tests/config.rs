@@ -147,6 +147,16 @@ fn invalid_command_stream_and_query_settings_fail_at_start_naming_the_key() {
             "streams.retention and streams.subscriber_buffer must be at least 1",
         ),
         (
+            "DOPPEL_STREAMS_RETENTION_BYTES",
+            "100",
+            "streams.retention_bytes must be at least 4096, got 100",
+        ),
+        (
+            "DOPPEL_STREAMS_IDLE_RELEASE",
+            "10ms",
+            "streams.idle_release must be at least 1s, got 10ms",
+        ),
+        (
             "DOPPEL_QUERY_INDEX",
             "reported.temp,tags.site",
             "query.index: \"tags.site\" is always indexed or cannot be",
@@ -211,6 +221,8 @@ fn serve_help_lists_every_environment_variable() {
         "DOPPEL_HTTP_ADDR",
         "DOPPEL_LIMITS_MAX_DOCUMENT_BYTES",
         "DOPPEL_LIMITS_MAX_DEPTH",
+        "DOPPEL_LIMITS_MAX_NAMED_SHADOWS",
+        "DOPPEL_LIMITS_MAX_TWINS_PER_TENANT",
         "DOPPEL_HISTORY_RETENTION",
         "DOPPEL_HISTORY_BUCKET",
         "DOPPEL_ENGINE_SHARDS",
@@ -232,6 +244,8 @@ fn serve_help_lists_every_environment_variable() {
         "DOPPEL_COMMANDS_MAX_OPEN",
         "DOPPEL_STREAMS_RETENTION",
         "DOPPEL_STREAMS_SUBSCRIBER_BUFFER",
+        "DOPPEL_STREAMS_RETENTION_BYTES",
+        "DOPPEL_STREAMS_IDLE_RELEASE",
         "DOPPEL_QUERY_INDEX",
     ] {
         assert!(

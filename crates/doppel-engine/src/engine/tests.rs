@@ -1,5 +1,5 @@
 use super::*;
-use crate::{EngineConfig, ManualClock};
+use crate::{EngineConfig, ManualClock, QuotaError};
 use doppel_model::{Change, ModelError};
 use doppel_store::{HistoryBuckets, MemoryStore};
 use serde_json::json;
@@ -425,6 +425,121 @@ async fn a_follower_misses_nothing_and_holds_writes_back_while_behind() {
         .update(key("a"), desired(json!({"v": 5})))
         .await
         .unwrap();
+    drop(engine);
+    tasks.join().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_shadows_and_tenant_twins_stop_at_their_limits_across_shards_and_restarts() {
+    let store = MemoryStore::new(HistoryBuckets::new(1000));
+    let limited = || EngineConfig {
+        shards: 4,
+        limits: doppel_model::Limits {
+            max_named_shadows: 3,
+            max_twins_per_tenant: 5,
+            ..doppel_model::Limits::default()
+        },
+        ..EngineConfig::default()
+    };
+    let clock = Arc::new(ManualClock::new(Millis(1)));
+    let (engine, tasks) = start(&store, clock.clone(), limited()).await;
+    // Ten shadows of one device at once, spread over the shards: exactly three are created.
+    let mut writers = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let engine = engine.clone();
+        writers.spawn(async move {
+            engine
+                .update(key(&format!("pump/shadows/s{i}")), desired(json!({"i": i})))
+                .await
+        });
+    }
+    let (mut created, mut refused) = (0, 0);
+    while let Some(result) = writers.join_next().await {
+        match result.unwrap() {
+            Ok(_) => created += 1,
+            Err(EngineError::Quota(QuotaError::TooManyNamedShadows { thing, limit: 3 })) => {
+                assert_eq!(thing, "pump");
+                refused += 1;
+            }
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!((created, refused), (3, 7));
+    assert_eq!(
+        engine.stats().twins,
+        3,
+        "a refused shadow is not even a tombstone"
+    );
+    // Writes to existing shadows go on; the device's own twin is no shadow of it.
+    let existing = engine
+        .live_twins_where(|_| true)
+        .into_iter()
+        .next()
+        .unwrap();
+    applied(
+        engine
+            .update(existing.clone(), desired(json!({"more": 1})))
+            .await
+            .unwrap(),
+    );
+    applied(
+        engine
+            .update(key("pump"), desired(json!({"on": true})))
+            .await
+            .unwrap(),
+    );
+    // The tenant holds 4 twins of 5: one more, then refused.
+    applied(
+        engine
+            .update(key("fan"), desired(json!({"on": true})))
+            .await
+            .unwrap(),
+    );
+    assert!(matches!(
+        engine
+            .update(key("heater"), desired(json!({"on": true})))
+            .await,
+        Err(EngineError::Quota(QuotaError::TooManyTwins {
+            limit: 5,
+            ..
+        }))
+    ));
+    // Deleting makes room once the delete is durable.
+    applied(
+        engine
+            .update(key("fan"), request(Change::Delete))
+            .await
+            .unwrap(),
+    );
+    applied(
+        engine
+            .update(key("heater"), desired(json!({"on": true})))
+            .await
+            .unwrap(),
+    );
+    drop(engine);
+    tasks.join().await;
+
+    // After a restart the counts come from the store: still full.
+    let (engine, tasks) = start(&store, clock, limited()).await;
+    assert!(matches!(
+        engine
+            .update(key("fan"), desired(json!({"on": true})))
+            .await,
+        Err(EngineError::Quota(QuotaError::TooManyTwins { .. }))
+    ));
+    applied(
+        engine
+            .update(existing.clone(), request(Change::Delete))
+            .await
+            .unwrap(),
+    );
+    applied(
+        engine
+            .update(key("pump/shadows/new"), desired(json!({"n": 1})))
+            .await
+            .unwrap(),
+    );
     drop(engine);
     tasks.join().await;
 }

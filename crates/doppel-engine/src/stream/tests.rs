@@ -1,4 +1,5 @@
 use super::*;
+use crate::ManualClock;
 use doppel_model::DeviceId;
 
 fn tenant(name: &str) -> TenantId {
@@ -10,7 +11,25 @@ fn key(tenant_name: &str, device: &str) -> TwinKey {
 }
 
 fn streams(retention: usize, buffer: usize) -> Streams {
-    Streams::new(Millis(1_000), retention, buffer)
+    streams_with(
+        Arc::new(ManualClock::new(Millis(1_000))),
+        StreamLimits {
+            retention,
+            subscriber_buffer: buffer,
+            ..StreamLimits::default()
+        },
+    )
+}
+
+fn streams_with(clock: Arc<ManualClock>, limits: StreamLimits) -> Streams {
+    Streams::new(clock, limits)
+}
+
+fn after(sequence: u64) -> Option<EventId> {
+    Some(EventId {
+        epoch: 1_000,
+        sequence,
+    })
 }
 
 /// Appends `count` events to a tenant's stream, which begins (as a client's first subscription
@@ -184,4 +203,115 @@ fn events_of_a_traced_change_carry_its_traceparent() {
     for (_, _, body) in twin_events(&change(None)) {
         assert!(body.get("traceparent").is_none(), "{body}");
     }
+}
+
+#[test]
+fn the_ring_is_bounded_by_bytes_and_a_resume_from_an_evicted_event_is_told_so() {
+    // Each event's JSON is about 1 KiB: room for three of them.
+    let cost = |i: usize| {
+        serde_json::to_string(&json!({"i": i, "blob": "x".repeat(1000)}))
+            .unwrap()
+            .len()
+    };
+    let streams = streams_with(
+        Arc::new(ManualClock::new(Millis(1_000))),
+        StreamLimits {
+            retention: 1_000,
+            retention_bytes: 3 * (cost(0) + 60 + EVENT_OVERHEAD_BYTES),
+            ..StreamLimits::default()
+        },
+    );
+    streams.open(&tenant("a"), None);
+    let events = (0..10)
+        .map(|i| {
+            (
+                EventType::TwinReported,
+                key("a", "d"),
+                json!({"i": i, "blob": "x".repeat(1000)}),
+            )
+        })
+        .collect();
+    streams.append(&tenant("a"), events);
+    let resumed = streams.open(&tenant("a"), after(1));
+    assert_eq!(resumed.gap, Some(Gap::Expired));
+    assert_eq!(sequences(&resumed.backlog), [8, 9, 10]);
+    let kept: usize = resumed.backlog.iter().map(|e| event_cost(e)).sum();
+    assert!(kept <= streams.limits.retention_bytes, "{kept}");
+    assert_eq!(streams.open(&tenant("a"), after(8)).gap, None);
+    // One event larger than the whole bound is not kept at all, and says so on resume.
+    streams.append(
+        &tenant("a"),
+        vec![(
+            EventType::TwinReported,
+            key("a", "d"),
+            json!({"blob": "x".repeat(10_000)}),
+        )],
+    );
+    let resumed = streams.open(&tenant("a"), after(10));
+    assert_eq!(resumed.gap, Some(Gap::Expired));
+    assert!(resumed.backlog.is_empty());
+}
+
+#[test]
+fn a_stream_nobody_watches_is_released_and_a_later_resume_gets_a_gap_not_reused_ids() {
+    let clock = Arc::new(ManualClock::new(Millis(1_000)));
+    let streams = streams_with(
+        clock.clone(),
+        StreamLimits {
+            idle_release: Duration::from_secs(600),
+            ..StreamLimits::default()
+        },
+    );
+    let watched = streams.open(&tenant("w"), None);
+    let client = streams.open(&tenant("a"), None);
+    push(&streams, "a", 3);
+    drop(client);
+    assert_eq!(streams.release_idle(), 0, "first seen unwatched now");
+    clock.set(Millis(1_000 + 599_999));
+    assert_eq!(streams.release_idle(), 0, "not yet");
+    clock.set(Millis(1_000 + 600_000));
+    assert_eq!(streams.release_idle(), 1);
+    assert!(
+        !streams.streaming(&tenant("a")),
+        "no more events are rendered for it"
+    );
+    assert!(streams.streaming(&tenant("w")), "a watched stream stays");
+    // A client that saw events 1 to 3 comes back: events happened meanwhile that nobody kept.
+    let resumed = streams.open(&tenant("a"), after(3));
+    assert_eq!(resumed.gap, Some(Gap::Expired));
+    assert!(resumed.backlog.is_empty());
+    // The new stream goes on numbering: no id is handed out twice.
+    push(&streams, "a", 1);
+    let next = streams.open(&tenant("a"), after(3));
+    assert_eq!(next.gap, Some(Gap::Expired));
+    assert_eq!(sequences(&next.backlog), [4]);
+    assert_eq!(streams.open(&tenant("a"), after(4)).gap, None);
+    drop(watched);
+}
+
+#[test]
+fn a_stream_watched_again_before_its_time_is_kept() {
+    let clock = Arc::new(ManualClock::new(Millis(1_000)));
+    let streams = streams_with(
+        clock.clone(),
+        StreamLimits {
+            idle_release: Duration::from_secs(60),
+            ..StreamLimits::default()
+        },
+    );
+    push(&streams, "a", 2);
+    assert_eq!(streams.release_idle(), 0);
+    clock.set(Millis(31_000));
+    let client = streams.open(&tenant("a"), after(1));
+    assert_eq!(sequences(&client.backlog), [2]);
+    assert_eq!(streams.release_idle(), 0);
+    drop(client);
+    clock.set(Millis(70_000));
+    assert_eq!(
+        streams.release_idle(),
+        0,
+        "unwatched for less than a minute since it was seen"
+    );
+    clock.set(Millis(130_000));
+    assert_eq!(streams.release_idle(), 1);
 }

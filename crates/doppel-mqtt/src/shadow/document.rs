@@ -9,6 +9,7 @@
 //! that were removed from desired, so a device can drop work nobody wants any more (see
 //! [`delta`]). AWS devices ignore such members or treat them as "nothing to do".
 
+use doppel_engine::QuotaError;
 use doppel_model::patch;
 use doppel_model::{Change, Limits, Millis, ModelError, SectionChange, Twin};
 use serde_json::{Map, Value};
@@ -21,7 +22,7 @@ pub const MAX_CLIENT_TOKEN_BYTES: usize = 64;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{code} {message}")]
 pub struct ShadowError {
-    /// 400, 404, 409, 413, 415 or 500, as AWS uses them.
+    /// 400, 403, 404, 409, 413, 415 or 500, as AWS uses them.
     pub code: u16,
     /// AWS's message for the case, word for word.
     pub message: String,
@@ -84,6 +85,22 @@ impl ShadowError {
         Self::new(400, "State contains an invalid node")
     }
 
+    /// 400: a section's version is `u64::MAX` and cannot count on (AWS has no such case: its
+    /// devices cannot set a version; Doppel's HTTP reports can).
+    pub fn version_overflow(what: &str) -> Self {
+        Self::new(
+            400,
+            format!("The {what} version is at its maximum; no later version can be recorded"),
+        )
+    }
+
+    /// 403: the update would create a shadow beyond `limits.max_named_shadows` or
+    /// `limits.max_twins_per_tenant`. Not 409, which AWS SDKs take for a version conflict and
+    /// answer by fetching the shadow and retrying; nor 429, which invites a retry too.
+    pub fn quota(err: &QuotaError) -> Self {
+        Self::new(403, err.to_string())
+    }
+
     /// 404: the shadow does not exist. AWS names the thing for a classic shadow and the shadow
     /// name for a named one, in single quotes.
     pub fn not_found(name: &str) -> Self {
@@ -121,6 +138,7 @@ impl ShadowError {
 pub fn from_model(err: &ModelError, thing_or_shadow_name: &str) -> ShadowError {
     match err {
         ModelError::VersionMismatch { .. } => ShadowError::version_conflict(),
+        ModelError::VersionOverflow { what, .. } => ShadowError::version_overflow(what),
         ModelError::TooLarge { .. } => ShadowError::payload_too_large(),
         ModelError::TooDeep { limit, .. } => ShadowError::too_deep(*limit),
         ModelError::Missing => ShadowError::not_found(thing_or_shadow_name),
@@ -191,6 +209,11 @@ pub fn parse_update(payload: &[u8], limits: &Limits) -> Result<ShadowUpdate, Sha
         return Err(ShadowError::payload_too_large());
     }
     let text = std::str::from_utf8(payload).map_err(|_| ShadowError::unsupported_encoding())?;
+    // Before parsing, so a pathological document is answered with the nesting error (not
+    // whatever serde_json's recursion limit makes of it) and costs no parse.
+    if doppel_model::limits::check_nesting("the payload", payload, limits).is_err() {
+        return Err(ShadowError::too_deep(limits.max_depth));
+    }
     let document: Value = serde_json::from_str(text).map_err(|_| ShadowError::invalid_json())?;
     let Value::Object(document) = document else {
         return Err(ShadowError::invalid_json());
@@ -551,6 +574,8 @@ mod tests {
     const LIMITS: Limits = Limits {
         max_document_bytes: 1024,
         max_depth: 3,
+        max_named_shadows: 10,
+        max_twins_per_tenant: 0,
     };
 
     /// Applies an AWS update (`{"desired": .., "reported": ..}`, `null` clearing) at `at_ms`.
@@ -703,6 +728,13 @@ mod tests {
                 ModelError::CorruptRecord("bad tag".into()),
                 ShadowError::internal(),
             ),
+            (
+                ModelError::VersionOverflow {
+                    what: "reported state",
+                    version: u64::MAX,
+                },
+                ShadowError::version_overflow("reported state"),
+            ),
         ];
         for (model, expected) in cases {
             assert_eq!(from_model(&model, name), expected, "{model:?}");
@@ -854,6 +886,26 @@ mod tests {
         );
         let big = json!({"state": {"desired": {"a": "x".repeat(1024)}}});
         assert_eq!(parse(big), Err(ShadowError::payload_too_large()));
+    }
+
+    #[test]
+    fn pathological_nesting_gets_the_nesting_error_not_invalid_json() {
+        // serde_json gives up at 128 levels; the answer must still be the documented one.
+        for levels in [10, 200, 400] {
+            let deep = format!(
+                r#"{{"state": {{"reported": {{"a": {}1{}}}}}}}"#,
+                "[".repeat(levels),
+                "]".repeat(levels)
+            );
+            assert_eq!(
+                parse_update(deep.as_bytes(), &LIMITS),
+                Err(ShadowError::too_deep(3)),
+                "{levels} levels"
+            );
+        }
+        // Brackets inside strings are not nesting.
+        let quoted = json!({"state": {"reported": {"a": "[".repeat(500)}}});
+        assert!(parse(quoted).is_ok());
     }
 
     #[test]

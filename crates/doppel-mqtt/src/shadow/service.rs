@@ -167,6 +167,7 @@ fn update_request(
 fn engine_error(err: &EngineError, name: &str) -> ShadowError {
     match err {
         EngineError::Model(model) => document::from_model(model, name),
+        EngineError::Quota(quota) => ShadowError::quota(quota),
         other => {
             tracing::error!(error = %other, "shadow request failed in the engine");
             ShadowError::internal()
