@@ -7,6 +7,7 @@
 //! broker's authentication hook.
 
 mod error;
+pub mod login_guard;
 mod password;
 mod registry;
 mod verified;
