@@ -84,6 +84,7 @@ impl MqttServer {
             anonymous_tenant: tenant(ANONYMOUS_TENANT, "anonymous tenant")?,
             certificate_tenant: tenant(&config.certificate_tenant, "mqtt.tls.tenant")?,
             limits,
+            login: config.login.clone(),
         };
         // The load monitor is a task that never ends; without it a stopped broker leaks nothing.
         let scx = ServerContext::new().busy_check_enable(false).build().await;

@@ -1,6 +1,7 @@
 //! How the MQTT side runs.
 
 use crate::acl::AclRule;
+use doppel_auth::GuardConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -46,6 +47,8 @@ pub struct MqttConfig {
     pub max_packet_bytes: u32,
     pub max_connections: usize,
     pub max_keepalive_secs: u16,
+    /// How failing password logins are held back.
+    pub login: GuardConfig,
 }
 
 impl Default for MqttConfig {
@@ -60,6 +63,7 @@ impl Default for MqttConfig {
             max_packet_bytes: DEFAULT_MAX_PACKET_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_keepalive_secs: DEFAULT_MAX_KEEPALIVE_SECS,
+            login: GuardConfig::default(),
         }
     }
 }
