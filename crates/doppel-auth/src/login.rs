@@ -124,6 +124,7 @@ impl LoginGate {
         if let LoginOutcome::Refused(refusal) = outcome {
             let summary = lock(&self.inner.refusals).record(refusal, now());
             if let Some(counts) = summary {
+                let untracked = lock(&self.inner.guard).untracked();
                 let count = |refusal: Refusal| counts[refusal.index()];
                 tracing::warn!(
                     wrong_password = count(Refusal::WrongPassword),
@@ -134,6 +135,7 @@ impl LoginGate {
                     unavailable = count(Refusal::Unavailable),
                     last_username = username,
                     last_address = ?address,
+                    untracked_since_start = untracked,
                     "MQTT logins refused since the last report (at most one report per {}s)",
                     REFUSAL_LOG_INTERVAL.as_secs()
                 );

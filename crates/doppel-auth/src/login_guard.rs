@@ -45,8 +45,8 @@ pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
 
 /// Most addresses tracked at once: about 100 bytes each, so under 7 MB. An attacker who holds
 /// more addresses than this (IPv6 is counted per /64, see [`AddressKey`]) gets the ones beyond
-/// it untracked (see [`LoginGuard::untracked`]); the username limit and the bound on concurrent
-/// Argon2 runs still hold for them.
+/// it untracked (counted by [`LoginGuard::untracked`], reported in the refusal log); the
+/// username limit and the bound on concurrent Argon2 runs still hold for them.
 pub const MAX_TRACKED_ADDRESSES: usize = 65_536;
 
 /// Most usernames tracked at once. Only usernames that have credentials reach the guard, so an
