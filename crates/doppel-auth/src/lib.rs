@@ -3,18 +3,24 @@
 //! A [`Principal`] (a device or an application of one tenant) authenticates to the MQTT broker
 //! with its username (`{tenant}/devices/{device}` or `{tenant}/apps/{app}`) and a password. The
 //! [`Registry`] keeps every credential in memory as an Argon2id hash, writes changes through to a
-//! [`CredentialStore`](doppel_store::CredentialStore), and answers [`Registry::verify`] for the
-//! broker's authentication hook.
+//! [`CredentialStore`](doppel_store::CredentialStore), and verifies passwords. The broker's
+//! authentication hook logs clients in through a [`LoginGate`], which bounds the Argon2 work that
+//! failing logins may cause (see [`login_guard`]).
 
 mod error;
+mod login;
+pub mod login_guard;
 mod password;
 mod registry;
 mod verified;
 
 pub use doppel_model::{AppName, Principal, PrincipalKind};
 pub use error::AuthError;
+pub use login::{LoginGate, LoginOutcome, REFUSAL_LOG_INTERVAL, Refusal};
+pub use login_guard::{GuardConfig, Limit};
 pub use password::{MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};
 pub use registry::{
     CreatedCredential, CredentialInfo, MAX_CREDENTIALS_PER_PRINCIPAL, Registry, Revocation,
+    default_concurrent_hashes,
 };
 pub use verified::MAX_VERIFIED_USERNAMES;

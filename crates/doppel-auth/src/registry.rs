@@ -37,6 +37,12 @@ pub const MAX_CREDENTIALS_PER_PRINCIPAL: usize = 4;
 /// Argon2 runs at once when the number of cores cannot be read.
 const FALLBACK_CONCURRENT_HASHES: usize = 2;
 
+/// Argon2 runs at once by default: one per core. Each keeps a core busy for tens of milliseconds;
+/// more at once would only make each one slower and hold more memory.
+pub fn default_concurrent_hashes() -> usize {
+    std::thread::available_parallelism().map_or(FALLBACK_CONCURRENT_HASHES, std::num::NonZero::get)
+}
+
 /// Bytes of the key that makes the verification cache's digests unique to this process.
 const CACHE_KEY_BYTES: usize = 32;
 
@@ -95,9 +101,10 @@ struct Inner {
     /// Serialises create and delete, which check the per-principal limit before their store
     /// write and change memory after it. They are an operator's actions, so this costs nothing.
     writes: tokio::sync::Mutex<()>,
-    /// Bounds Argon2 runs in flight to the number of cores: each holds 19 MiB and a core for tens
-    /// of milliseconds, so running more at once only costs memory (think of a thousand devices
-    /// reconnecting after a restart) and makes every one of them slower.
+    /// Bounds Argon2 runs in flight (to the number of cores unless configured): each holds
+    /// 19 MiB and a core for tens of milliseconds, so running more at once only costs memory
+    /// (think of a thousand devices reconnecting after a restart) and makes every one of them
+    /// slower. Hashes for new credentials and password checks at login share it.
     hashing: Semaphore,
     /// Tells listeners (the MQTT side) which credential was removed, so that it can end the
     /// sessions that logged in with it.
@@ -124,7 +131,41 @@ struct Credential {
     created_at: Millis,
 }
 
+/// What memory alone says about a login, before any Argon2 work.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Recall {
+    /// The password's length rules it out: no credential was ever made with such a password.
+    Malformed,
+    /// No credential has this username.
+    UnknownUsername,
+    /// The password verified for this username before, against this credential, which still
+    /// exists.
+    Known(Principal, String),
+    /// Only Argon2 can tell.
+    Unknown,
+}
+
 impl State {
+    fn recall(&self, username: &str, password: &[u8]) -> Recall {
+        // (Were these bounds ever narrowed, stored passwords outside them would stop verifying
+        // here.)
+        if !(MIN_PASSWORD_BYTES..=MAX_PASSWORD_BYTES).contains(&password.len()) {
+            return Recall::Malformed;
+        }
+        let Some(holder) = self.holders.get(username) else {
+            return Recall::UnknownUsername;
+        };
+        match self
+            .verified
+            .lookup(username, &self.verified.digest(password))
+        {
+            Some(id) if self.holds(username, id) => {
+                Recall::Known(holder.principal.clone(), id.to_owned())
+            }
+            _ => Recall::Unknown,
+        }
+    }
+
     fn credentials(&self, username: &str) -> &[Credential] {
         self.holders
             .get(username)
@@ -163,8 +204,12 @@ impl State {
 
 impl Registry {
     /// Reads every credential from `store` into memory. Blocking: call it before serving, or on
-    /// a blocking thread.
-    pub fn load(store: Arc<dyn CredentialStore>) -> Result<Registry, AuthError> {
+    /// a blocking thread. At most `concurrent_hashes` Argon2 runs go at once (at least one; see
+    /// [`default_concurrent_hashes`]).
+    pub fn load(
+        store: Arc<dyn CredentialStore>,
+        concurrent_hashes: usize,
+    ) -> Result<Registry, AuthError> {
         let mut state = State {
             holders: HashMap::new(),
             verified: VerifiedCache::new(password::random_bytes::<CACHE_KEY_BYTES>()?),
@@ -175,8 +220,7 @@ impl Registry {
             principals = state.holders.len(),
             "loaded credentials"
         );
-        let permits = std::thread::available_parallelism()
-            .map_or(FALLBACK_CONCURRENT_HASHES, std::num::NonZero::get);
+        let permits = concurrent_hashes.max(1);
         Ok(Registry {
             inner: Arc::new(Inner {
                 store,
@@ -238,9 +282,10 @@ impl Registry {
             };
             let store = Arc::clone(&inner.store);
             let stored = blocking(move || store.put_credential(&stored).map(|()| stored)).await??;
-            let mut state = inner.lock();
-            state.add(stored);
-            state.verified.forget(&username);
+            // The new credential has an id of its own, so what is remembered for the others stays
+            // true: a device keeps its fast login (and its way in while its username is under
+            // attack) through a rotation.
+            inner.lock().add(stored);
             Ok(CreatedCredential {
                 principal,
                 credential_id,
@@ -294,7 +339,7 @@ impl Registry {
             {
                 let mut state = inner.lock();
                 state.remove(&username, &credential_id);
-                state.verified.forget(&username);
+                state.verified.forget(&username, &credential_id);
             }
             if existed {
                 // Nobody listening (no MQTT side) is fine.
@@ -306,6 +351,11 @@ impl Registry {
             Ok(existed)
         })
         .await
+    }
+
+    /// What memory alone says about `password` for `username`: no Argon2 work, no waiting.
+    pub(crate) fn recall(&self, username: &str, password: &[u8]) -> Recall {
+        self.inner.lock().recall(username, password)
     }
 
     /// Every credential removed from now on.
@@ -328,20 +378,16 @@ impl Registry {
         username: &str,
         password: &[u8],
     ) -> Option<(Principal, String)> {
-        // No credential was ever made with such a password: spare the Argon2 runs. (Were these
-        // bounds ever narrowed, stored passwords outside them would stop verifying here.)
-        if !(MIN_PASSWORD_BYTES..=MAX_PASSWORD_BYTES).contains(&password.len()) {
-            return None;
-        }
         let (principal, candidates, digest) = {
             let state = self.inner.lock();
+            match state.recall(username, password) {
+                // Spare the Argon2 runs: no credential could match.
+                Recall::Malformed | Recall::UnknownUsername => return None,
+                Recall::Known(principal, id) => return Some((principal, id)),
+                Recall::Unknown => {}
+            }
             let holder = state.holders.get(username)?;
             let digest = state.verified.digest(password);
-            if let Some(id) = state.verified.lookup(username, &digest)
-                && state.holds(username, id)
-            {
-                return Some((holder.principal.clone(), id.to_owned()));
-            }
             (holder.principal.clone(), holder.credentials.clone(), digest)
         };
         let password = password.to_vec();

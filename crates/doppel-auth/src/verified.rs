@@ -1,15 +1,22 @@
 //! Verifications remembered so that a client that reconnects does not pay for Argon2 again.
 //!
-//! An entry holds a keyed SHA-256 digest of the password that last verified for a username and
-//! the credential it matched. SHA-256 is fast, which is the point here and why it is only ever
-//! compared with a password that Argon2 has already accepted. The registry forgets a username's
-//! entry whenever that principal's credentials change.
+//! An entry holds a keyed SHA-256 digest of a password that verified for a username and the
+//! credential it matched, one entry per credential (several instances of an application may each
+//! hold their own). SHA-256 is fast, which is the point here and why it is only ever compared
+//! with a password that Argon2 has already accepted. The registry forgets a credential's entry in
+//! the same locked step that removes the credential.
+//!
+//! This is also what keeps a device in while its username is under attack: the login guard
+//! refuses unknown passwords for a username in backoff, and a remembered one is not unknown.
 
+use crate::registry::MAX_CREDENTIALS_PER_PRINCIPAL;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
-/// Most usernames remembered at once: about 150 bytes each, so 15 MB at most. When full the
-/// cache starts over, which costs one Argon2 run per client at its next connection, no more.
+/// Most usernames remembered at once: about 150 bytes per credential, so 15 MB for usernames
+/// with one credential each and 60 MB at most. When full the cache starts over, which costs one
+/// Argon2 run per client at its next connection, no more. Only passwords that Argon2 accepted
+/// are remembered, so only an operator (creating credentials) can fill it.
 pub const MAX_VERIFIED_USERNAMES: usize = 100_000;
 
 /// Bytes of the per-process digest key.
@@ -28,8 +35,9 @@ pub(crate) struct VerifiedCache {
     /// Prefixed to every password before digesting, and new in every process, so that digests
     /// held in memory match no precomputed table of SHA-256 values.
     key: [u8; DIGEST_KEY_BYTES],
-    /// The last verification that succeeded, by username.
-    entries: HashMap<String, Verified>,
+    /// The verifications that succeeded, by username: at most one per credential, so at most
+    /// [`MAX_CREDENTIALS_PER_PRINCIPAL`] per username.
+    entries: HashMap<String, Vec<Verified>>,
 }
 
 impl VerifiedCache {
@@ -52,20 +60,35 @@ impl VerifiedCache {
         // A plain comparison: its timing could at most reveal a prefix of a keyed digest of a
         // password, which helps find neither the password nor the key.
         self.entries
-            .get(username)
-            .filter(|verified| verified.digest == *digest)
+            .get(username)?
+            .iter()
+            .find(|verified| verified.digest == *digest)
             .map(|verified| verified.credential_id.as_str())
     }
 
+    /// Remembers `verified`, replacing what was remembered for the same credential.
     pub fn remember(&mut self, username: String, verified: Verified) {
         if self.entries.len() >= MAX_VERIFIED_USERNAMES && !self.entries.contains_key(&username) {
             self.entries.clear();
         }
-        self.entries.insert(username, verified);
+        let remembered = self.entries.entry(username).or_default();
+        remembered.retain(|known| known.credential_id != verified.credential_id);
+        // The registry never holds more credentials than this for one username; should it ever,
+        // the oldest verification goes.
+        if remembered.len() >= MAX_CREDENTIALS_PER_PRINCIPAL {
+            remembered.remove(0);
+        }
+        remembered.push(verified);
     }
 
-    pub fn forget(&mut self, username: &str) {
-        self.entries.remove(username);
+    /// Forgets the verification of one credential, which is being removed.
+    pub fn forget(&mut self, username: &str, credential_id: &str) {
+        if let Some(remembered) = self.entries.get_mut(username) {
+            remembered.retain(|known| known.credential_id != credential_id);
+            if remembered.is_empty() {
+                self.entries.remove(username);
+            }
+        }
     }
 
     #[cfg(test)]
@@ -92,8 +115,57 @@ mod tests {
         assert_eq!(cache.lookup("t/devices/d", &digest), Some("c1"));
         assert_eq!(cache.lookup("t/devices/d", &cache.digest(b"other")), None);
         assert_eq!(cache.lookup("t/devices/e", &digest), None);
-        cache.forget("t/devices/d");
+        cache.forget("t/devices/d", "c1");
         assert_eq!(cache.lookup("t/devices/d", &digest), None);
+        assert_eq!(cache.len(), 0, "an empty username is dropped");
+    }
+
+    #[test]
+    fn each_credential_of_a_username_is_remembered_and_forgotten_alone() {
+        let mut cache = VerifiedCache::new([7; DIGEST_KEY_BYTES]);
+        let passwords: Vec<String> = (0..MAX_CREDENTIALS_PER_PRINCIPAL)
+            .map(|n| format!("password {n}"))
+            .collect();
+        for (n, password) in passwords.iter().enumerate() {
+            cache.remember(
+                "t/apps/a".into(),
+                Verified {
+                    digest: cache.digest(password.as_bytes()),
+                    credential_id: format!("c{n}"),
+                },
+            );
+        }
+        for (n, password) in passwords.iter().enumerate() {
+            let id = format!("c{n}");
+            assert_eq!(
+                cache.lookup("t/apps/a", &cache.digest(password.as_bytes())),
+                Some(id.as_str())
+            );
+        }
+        cache.forget("t/apps/a", "c1");
+        assert_eq!(
+            cache.lookup("t/apps/a", &cache.digest(passwords[1].as_bytes())),
+            None
+        );
+        assert_eq!(
+            cache.lookup("t/apps/a", &cache.digest(passwords[0].as_bytes())),
+            Some("c0"),
+            "the other credentials stay remembered"
+        );
+        // A credential's new verification replaces its old one.
+        let digest = cache.digest(b"rehashed");
+        cache.remember(
+            "t/apps/a".into(),
+            Verified {
+                digest,
+                credential_id: "c0".into(),
+            },
+        );
+        assert_eq!(cache.lookup("t/apps/a", &digest), Some("c0"));
+        assert_eq!(
+            cache.lookup("t/apps/a", &cache.digest(passwords[0].as_bytes())),
+            None
+        );
     }
 
     #[test]

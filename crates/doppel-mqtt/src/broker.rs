@@ -105,6 +105,7 @@ impl MqttServer {
             tenants,
             limits,
             live_connections,
+            login: config.login.clone(),
         };
         // The load monitor is a task that never ends; without it a stopped broker leaks nothing.
         let scx = ServerContext::new()

@@ -1,6 +1,7 @@
 //! How the MQTT side runs.
 
 use crate::acl::AclRule;
+use doppel_auth::GuardConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -70,6 +71,8 @@ pub struct MqttConfig {
     pub max_queued_messages: usize,
     /// Most bytes waiting for one client.
     pub max_queued_bytes: usize,
+    /// How failing password logins are held back.
+    pub login: GuardConfig,
 }
 
 impl Default for MqttConfig {
@@ -88,6 +91,7 @@ impl Default for MqttConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_queued_messages: DEFAULT_MAX_QUEUED_MESSAGES,
             max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
+            login: GuardConfig::default(),
         }
     }
 }

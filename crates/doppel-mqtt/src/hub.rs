@@ -17,7 +17,7 @@ use crate::sync;
 use crate::trace;
 use async_trait::async_trait;
 use bytes::Bytes;
-use doppel_auth::Registry;
+use doppel_auth::{GuardConfig, LoginGate, LoginOutcome, Registry};
 use doppel_engine::Engine;
 use doppel_model::{
     Change, ConnectionStatus, DeviceId, Limits, TenantId, TraceParent, TwinKey, UpdateRequest,
@@ -40,6 +40,10 @@ use std::time::Instant;
 /// The gauge of live client sessions, raised and lowered by the connect and disconnect hooks.
 const CONNECTIONS_METRIC: &str = "doppel_mqtt_connections";
 
+/// Refused password logins by `reason` (see [`doppel_auth::Refusal::as_str`], and
+/// `missing_password`).
+const LOGIN_FAILURES_METRIC: &str = "doppel_mqtt_login_failures_total";
+
 /// Where a session's identity is kept among its attributes once worked out.
 const IDENTITY_ATTR: &str = "doppel.identity";
 
@@ -49,8 +53,10 @@ pub(crate) struct Hub {
     pub scx: ServerContext,
     /// Taken away at shutdown, so that the engine can stop once the hooks are done with it.
     engine: RwLock<Option<Engine>>,
-    /// Verifies passwords at connect and announces removed credentials.
+    /// Announces removed credentials.
     registry: Registry,
+    /// Verifies passwords at connect, holding back addresses and usernames that keep failing.
+    login_gate: LoginGate,
     /// The configured rules for ordinary topics.
     rules: Vec<AclRule>,
     /// Whether clients without credentials are let in.
@@ -75,6 +81,7 @@ pub(crate) struct HubConfig {
     pub tenants: Tenants,
     pub limits: Limits,
     pub live_connections: Arc<AtomicUsize>,
+    pub login: GuardConfig,
 }
 
 impl Hub {
@@ -82,6 +89,7 @@ impl Hub {
         Hub {
             scx,
             engine: RwLock::new(Some(engine)),
+            login_gate: LoginGate::new(registry.clone(), config.login),
             registry,
             rules: config.rules,
             allow_anonymous: config.allow_anonymous,
@@ -180,18 +188,29 @@ impl Hub {
         }
         match (username_of(connect), connect.password()) {
             (Some(username), Some(password)) => {
-                match self.registry.verify_credential(username, password).await {
-                    Some((_, credential)) => {
+                let address = connect.id().remote_addr.map(|addr| addr.ip());
+                match self.login_gate.login(username, password, address).await {
+                    LoginOutcome::Accepted { credential_id, .. } => {
                         self.logins
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
-                            .insert(connect.id().to_string(), credential);
+                            .insert(connect.id().to_string(), credential_id);
                         AuthResult::Allow(false, None)
                     }
-                    None => AuthResult::BadUsernameOrPassword,
+                    // Throttled logins too: rmqtt has no "connection rate exceeded" (MQTT 5
+                    // 0x9F), and a guess the client cannot tell from a checked one is wasted.
+                    LoginOutcome::Refused(refusal) => {
+                        metrics::counter!(LOGIN_FAILURES_METRIC, "reason" => refusal.as_str())
+                            .increment(1);
+                        AuthResult::BadUsernameOrPassword
+                    }
                 }
             }
-            (Some(_), None) => AuthResult::BadUsernameOrPassword,
+            (Some(_), None) => {
+                metrics::counter!(LOGIN_FAILURES_METRIC, "reason" => "missing_password")
+                    .increment(1);
+                AuthResult::BadUsernameOrPassword
+            }
             (None, _) if self.allow_anonymous => AuthResult::Allow(false, None),
             (None, _) => AuthResult::NotAuthorized,
         }

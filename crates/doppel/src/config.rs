@@ -31,6 +31,9 @@ pub const MIN_MQTT_PACKET_BYTES: u32 = 1024;
 /// resume right after a disconnect can work at all.
 pub const MIN_STREAM_RETENTION_BYTES: usize = 4096;
 
+/// Most Argon2 runs anyone may configure at once: each holds 19 MiB, so this is about 5 GiB.
+pub const MAX_CONCURRENT_CHECKS: usize = 256;
+
 /// Shortest history bucket: every bucket is a keyspace with its own files.
 pub const MIN_HISTORY_BUCKET: Duration = Duration::from_secs(1);
 
@@ -267,6 +270,93 @@ pub struct MqttSection {
     pub tls: Option<MqttTlsSection>,
     /// Rules for ordinary topics within a tenant, tried in order (see docs/MQTT.md).
     pub acl: Vec<doppel_mqtt::acl::AclRule>,
+    /// How much Argon2 work password logins may cause (see docs/OPERATIONS.md, "Login limits").
+    pub login: MqttLoginSection,
+}
+
+/// Bounds on the Argon2 work of password logins; see `doppel_auth::login_guard`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttLoginSection {
+    /// Argon2 runs at once (password checks at login and hashes of new credentials); 0 for one
+    /// per core.
+    pub max_concurrent_checks: usize,
+    /// Failed (or still running) password checks from one client address (IPv6: its /64)
+    /// within `failure_window` before that address's unknown passwords are refused unchecked.
+    pub max_failures_per_address: u32,
+    /// The same for one username.
+    pub max_failures_per_username: u32,
+    /// How long failures add up.
+    #[serde(deserialize_with = "duration")]
+    pub failure_window: Duration,
+    /// The first backoff; each next one of the same address or username lasts twice as long.
+    #[serde(deserialize_with = "duration")]
+    pub backoff: Duration,
+    /// The longest backoff.
+    #[serde(deserialize_with = "duration")]
+    pub max_backoff: Duration,
+}
+
+impl Default for MqttLoginSection {
+    fn default() -> Self {
+        let defaults = doppel_auth::GuardConfig::default();
+        Self {
+            max_concurrent_checks: 0,
+            max_failures_per_address: defaults.max_failures_per_address,
+            max_failures_per_username: defaults.max_failures_per_username,
+            failure_window: defaults.failure_window,
+            backoff: defaults.backoff,
+            max_backoff: defaults.max_backoff,
+        }
+    }
+}
+
+impl MqttLoginSection {
+    /// Argon2 runs at once, with 0 resolved to the number of cores.
+    pub fn concurrent_checks(&self) -> usize {
+        match self.max_concurrent_checks {
+            0 => doppel_auth::default_concurrent_hashes(),
+            configured => configured,
+        }
+    }
+
+    pub fn guard(&self) -> doppel_auth::GuardConfig {
+        doppel_auth::GuardConfig {
+            max_failures_per_address: self.max_failures_per_address,
+            max_failures_per_username: self.max_failures_per_username,
+            failure_window: self.failure_window,
+            backoff: self.backoff,
+            max_backoff: self.max_backoff,
+        }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.max_concurrent_checks > MAX_CONCURRENT_CHECKS {
+            bail!(
+                "mqtt.login.max_concurrent_checks must be 0 (one per core) to {MAX_CONCURRENT_CHECKS}, got {}",
+                self.max_concurrent_checks
+            );
+        }
+        if self.max_failures_per_address == 0 || self.max_failures_per_username == 0 {
+            bail!(
+                "mqtt.login.max_failures_per_address and mqtt.login.max_failures_per_username must be at least 1"
+            );
+        }
+        if self.failure_window < Duration::from_secs(1) {
+            bail!(
+                "mqtt.login.failure_window must be at least 1s, got {}",
+                humantime::format_duration(self.failure_window)
+            );
+        }
+        if self.backoff < Duration::from_millis(100) || self.max_backoff < self.backoff {
+            bail!(
+                "mqtt.login.backoff must be at least 100ms and at most mqtt.login.max_backoff ({}), got {}",
+                humantime::format_duration(self.max_backoff),
+                humantime::format_duration(self.backoff)
+            );
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -305,6 +395,7 @@ impl Default for MqttSection {
             max_queued_bytes: defaults.max_queued_bytes,
             tls: None,
             acl: Vec::new(),
+            login: MqttLoginSection::default(),
         }
     }
 }
@@ -550,6 +641,24 @@ pub struct ServeArgs {
     /// mqtt.tls.client_ca: PEM CA bundle of device certificates (turns on certificate login)
     #[arg(long, env = "DOPPEL_MQTT_TLS_CLIENT_CA")]
     pub mqtt_tls_client_ca: Option<PathBuf>,
+    /// mqtt.login.max_concurrent_checks: Argon2 runs at once, 0 for one per core [default: 0]
+    #[arg(long, env = "DOPPEL_MQTT_LOGIN_MAX_CONCURRENT_CHECKS")]
+    pub mqtt_login_max_concurrent_checks: Option<usize>,
+    /// mqtt.login.max_failures_per_address: failed password checks from one address before its backoff [default: 10]
+    #[arg(long, env = "DOPPEL_MQTT_LOGIN_MAX_FAILURES_PER_ADDRESS")]
+    pub mqtt_login_max_failures_per_address: Option<u32>,
+    /// mqtt.login.max_failures_per_username: failed password checks for one username before its backoff [default: 5]
+    #[arg(long, env = "DOPPEL_MQTT_LOGIN_MAX_FAILURES_PER_USERNAME")]
+    pub mqtt_login_max_failures_per_username: Option<u32>,
+    /// mqtt.login.failure_window: how long failed password checks add up [default: 1m]
+    #[arg(long, env = "DOPPEL_MQTT_LOGIN_FAILURE_WINDOW", value_parser = humantime::parse_duration)]
+    pub mqtt_login_failure_window: Option<Duration>,
+    /// mqtt.login.backoff: first backoff of an address or username, doubled each time [default: 1s]
+    #[arg(long, env = "DOPPEL_MQTT_LOGIN_BACKOFF", value_parser = humantime::parse_duration)]
+    pub mqtt_login_backoff: Option<Duration>,
+    /// mqtt.login.max_backoff: longest backoff [default: 15m]
+    #[arg(long, env = "DOPPEL_MQTT_LOGIN_MAX_BACKOFF", value_parser = humantime::parse_duration)]
+    pub mqtt_login_max_backoff: Option<Duration>,
 }
 
 impl ServeArgs {
@@ -672,6 +781,25 @@ impl ServeArgs {
         if let Some(v) = self.mqtt_max_queued_bytes {
             mqtt.max_queued_bytes = v;
         }
+        let login = &mut mqtt.login;
+        if let Some(v) = self.mqtt_login_max_concurrent_checks {
+            login.max_concurrent_checks = v;
+        }
+        if let Some(v) = self.mqtt_login_max_failures_per_address {
+            login.max_failures_per_address = v;
+        }
+        if let Some(v) = self.mqtt_login_max_failures_per_username {
+            login.max_failures_per_username = v;
+        }
+        if let Some(v) = self.mqtt_login_failure_window {
+            login.failure_window = v;
+        }
+        if let Some(v) = self.mqtt_login_backoff {
+            login.backoff = v;
+        }
+        if let Some(v) = self.mqtt_login_max_backoff {
+            login.max_backoff = v;
+        }
         let tls_flags = self.mqtt_tls_addr.is_some()
             || self.mqtt_tls_cert.is_some()
             || self.mqtt_tls_key.is_some()
@@ -791,6 +919,7 @@ impl Config {
             doppel_model::TenantId::new(tls.tenant.as_str())
                 .map_err(|err| anyhow::anyhow!("mqtt.tls.tenant: {err}"))?;
         }
+        self.mqtt.login.validate()?;
         self.query.indexed_paths()?;
         let too_short = |interval: &Duration| *interval < Duration::from_secs(1);
         if too_short(&self.activity.default) || self.activity.device_types.values().any(too_short) {
@@ -840,6 +969,7 @@ impl Config {
             connect_timeout: mqtt.connect_timeout,
             max_queued_messages: mqtt.max_queued_messages,
             max_queued_bytes: mqtt.max_queued_bytes,
+            login: mqtt.login.guard(),
         }
     }
 
@@ -932,6 +1062,52 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .starts_with("limits.max_depth")
+        );
+        let args = ServeArgs {
+            mqtt_login_backoff: Some(Duration::from_secs(3600)),
+            ..ServeArgs::default()
+        };
+        assert!(
+            args.resolve()
+                .unwrap_err()
+                .to_string()
+                .starts_with("mqtt.login.backoff")
+        );
+    }
+
+    #[test]
+    fn login_limits_come_from_the_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("doppel.toml");
+        std::fs::write(
+            &path,
+            "[mqtt.login]\nmax_failures_per_username = 3\nmax_backoff = \"1h\"\n",
+        )
+        .unwrap();
+        let config = ServeArgs {
+            config: Some(path),
+            mqtt_login_max_concurrent_checks: Some(1),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        let login = &config.mqtt.login;
+        assert_eq!(login.concurrent_checks(), 1);
+        let guard = config.mqtt_config().login;
+        assert_eq!(guard.max_failures_per_username, 3);
+        assert_eq!(guard.max_backoff, Duration::from_secs(3600));
+        assert_eq!(
+            guard.max_failures_per_address,
+            doppel_auth::GuardConfig::default().max_failures_per_address
+        );
+        assert!(
+            ServeArgs::default()
+                .resolve()
+                .unwrap()
+                .mqtt
+                .login
+                .concurrent_checks()
+                >= 1
         );
     }
 }

@@ -91,10 +91,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     let store = Arc::new(store);
     let credentials: Arc<dyn CredentialStore> = store.clone();
-    let registry = tokio::task::spawn_blocking(move || Registry::load(credentials))
-        .await
-        .context("the credential loader panicked")?
-        .context("cannot load the credentials from the store")?;
+    let concurrent_checks = config.mqtt.login.concurrent_checks();
+    let registry =
+        tokio::task::spawn_blocking(move || Registry::load(credentials, concurrent_checks))
+            .await
+            .context("the credential loader panicked")?
+            .context("cannot load the credentials from the store")?;
     // The credential routes answer from here on; twin routes wait for the engine below.
     state.set_registry(registry.clone(), Arc::new(SystemClock));
     let (engine, tasks) = Engine::start(store, Arc::new(SystemClock), config.engine_config())

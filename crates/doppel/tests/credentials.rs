@@ -295,7 +295,8 @@ async fn credentials_survive_a_restart_and_only_their_hashes_are_stored() {
     let store: Arc<dyn CredentialStore> = Arc::new(
         FjallStore::open(dir.path(), HistoryBuckets::new(86_400_000)).expect("open the store"),
     );
-    let registry = Registry::load(store).expect("load the credentials");
+    let registry = Registry::load(store, doppel_auth::default_concurrent_hashes())
+        .expect("load the credentials");
     let device = Principal::from_username("default/devices/pump-7");
     assert_eq!(
         registry

@@ -9,7 +9,7 @@ fn memory() -> MemoryStore {
 }
 
 fn registry(store: &MemoryStore) -> Registry {
-    Registry::load(Arc::new(store.clone())).unwrap()
+    Registry::load(Arc::new(store.clone()), default_concurrent_hashes()).unwrap()
 }
 
 fn device(name: &str) -> Principal {
@@ -145,7 +145,7 @@ async fn deleting_revokes_one_credential_and_keeps_the_others() {
 }
 
 #[tokio::test]
-async fn a_verification_is_remembered_until_the_credentials_change() {
+async fn a_verification_is_remembered_until_its_credential_is_removed() {
     let registry = registry(&memory());
     let first = registry.create(device("d"), None, NOW).await.unwrap();
     let username = first.username.clone();
@@ -178,18 +178,19 @@ async fn a_verification_is_remembered_until_the_credentials_change() {
         .credentials[0]
         .hash = hash;
 
+    // A rotation: the new credential leaves what is remembered of the old one alone.
     let second = registry.create(device("d"), None, NOW).await.unwrap();
     assert!(
-        !remembered(&registry, &username, &first.password),
-        "a create forgets the principal's verifications"
+        remembered(&registry, &username, &first.password),
+        "a create keeps the principal's verifications"
     );
     assert!(
         registry
-            .verify(&username, first.password.as_bytes())
+            .verify(&username, second.password.as_bytes())
             .await
             .is_some()
     );
-    assert!(remembered(&registry, &username, &first.password));
+    assert!(remembered(&registry, &username, &second.password));
     assert!(
         registry
             .delete(&device("d"), &first.credential_id)
@@ -198,7 +199,11 @@ async fn a_verification_is_remembered_until_the_credentials_change() {
     );
     assert!(
         !remembered(&registry, &username, &first.password),
-        "a delete forgets the principal's verifications"
+        "a delete forgets its credential's verification"
+    );
+    assert!(
+        remembered(&registry, &username, &second.password),
+        "and only that one"
     );
     assert_eq!(
         registry.verify(&username, first.password.as_bytes()).await,
@@ -271,7 +276,7 @@ impl CredentialStore for BrokenStore {
 
 #[tokio::test]
 async fn a_failed_store_write_changes_nothing_in_memory() {
-    let registry = Registry::load(Arc::new(BrokenStore)).unwrap();
+    let registry = Registry::load(Arc::new(BrokenStore), default_concurrent_hashes()).unwrap();
     let err = registry.create(device("d"), None, NOW).await.unwrap_err();
     assert!(matches!(err, AuthError::Store(_)), "{err}");
     assert!(registry.list(&device("d")).is_empty());

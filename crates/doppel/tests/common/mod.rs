@@ -6,6 +6,7 @@ pub mod api;
 pub mod crash;
 pub mod edge;
 pub mod http;
+pub mod metrics;
 pub mod mqtt;
 pub mod mqtt5;
 pub mod process;
