@@ -303,35 +303,14 @@ async fn login(
     socket.set_nodelay(true).ok()?;
     let mut stream = socket.connect(broker).await.ok()?;
     stream
-        .write_all(&connect_packet(client_id, username, password))
+        .write_all(&common::raw::connect(
+            client_id,
+            4,
+            Some((username, password)),
+        ))
         .await
         .ok()?;
     let mut connack = [0u8; 4];
     stream.read_exact(&mut connack).await.ok()?;
     (connack[0] == 0x20 && connack[1] == 2).then_some(connack[3])
-}
-
-/// An MQTT 3.1.1 CONNECT packet with a clean session, a username and a password.
-fn connect_packet(client_id: &str, username: &str, password: &str) -> Vec<u8> {
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0b1100_0010, 0, 60];
-    for field in [client_id, username, password] {
-        let length = u16::try_from(field.len()).expect("a short field");
-        body.extend_from_slice(&length.to_be_bytes());
-        body.extend_from_slice(field.as_bytes());
-    }
-    let mut packet = vec![0x10];
-    let mut remaining = body.len();
-    loop {
-        let mut byte = (remaining % 128) as u8;
-        remaining /= 128;
-        if remaining > 0 {
-            byte |= 0x80;
-        }
-        packet.push(byte);
-        if remaining == 0 {
-            break;
-        }
-    }
-    packet.extend_from_slice(&body);
-    packet
 }

@@ -73,29 +73,6 @@ async fn refusals_carry_mqtt5_reason_codes() {
     assert_eq!(reason, PubAckReason::Success);
 }
 
-/// MQTT's variable-length integer.
-fn remaining_length(mut length: usize) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    loop {
-        let mut byte = (length % 128) as u8;
-        length /= 128;
-        if length > 0 {
-            byte |= 0x80;
-        }
-        bytes.push(byte);
-        if length == 0 {
-            return bytes;
-        }
-    }
-}
-
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut packet = vec![first];
-    packet.extend(remaining_length(body.len()));
-    packet.extend_from_slice(body);
-    packet
-}
-
 /// Connects over MQTT 5 with raw bytes, sends `offence`, and returns the reason code of the
 /// DISCONNECT the broker answers with (raw, because a well-behaved client library refuses to
 /// send what the broker said it won't take).
@@ -106,7 +83,9 @@ fn disconnect_reason_for(server: &Server, client_id: &str, offence: &[u8]) -> u8
     let mut connect = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 30, 0];
     connect.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
     connect.extend_from_slice(client_id.as_bytes());
-    socket.write_all(&packet(0x10, &connect)).unwrap();
+    socket
+        .write_all(&common::raw::packet(0x10, &connect))
+        .unwrap();
     socket.write_all(offence).unwrap();
     let mut received = Vec::new();
     let _ = socket.read_to_end(&mut received);
@@ -134,7 +113,7 @@ fn protocol_violations_close_the_connection_with_their_mqtt5_reason_code() {
     // alone, and bytes it never read would make the kernel reset the connection and drop the
     // DISCONNECT before we could read it.
     let mut too_large = vec![0x30];
-    too_large.extend(remaining_length(4096));
+    too_large.extend(common::raw::remaining_length(4096));
     assert_eq!(
         disconnect_reason_for(&server, "big-5", &too_large),
         0x95,
@@ -144,6 +123,6 @@ fn protocol_violations_close_the_connection_with_their_mqtt5_reason_code() {
     // A PUBLISH whose topic name holds a wildcard.
     let mut publish = vec![0, 3, b'a', b'/', b'+', 0];
     publish.extend_from_slice(b"x");
-    let reason = disconnect_reason_for(&server, "wild-5", &packet(0x30, &publish));
+    let reason = disconnect_reason_for(&server, "wild-5", &common::raw::packet(0x30, &publish));
     assert_eq!(reason, 0x90, "topic name invalid");
 }

@@ -7,7 +7,9 @@ mod common;
 
 use common::Server;
 use common::http::HttpClient;
+use common::metrics::Scrape;
 use common::mqtt::{self, Mqtt, Options, WAIT};
+use common::raw;
 use rumqttc::ConnectReturnCode;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -238,34 +240,6 @@ fn resident_bytes(pid: u32) -> u64 {
     kib * 1024
 }
 
-/// A CONNECT named `MQTT` at protocol `level` (4: 3.1.1, 5: MQTT 5) for `client_id`, with
-/// clean session and no credentials.
-fn connect_packet(client_id: &str, level: u8) -> Vec<u8> {
-    let mut body = Vec::new();
-    body.extend_from_slice(&[0, 4]);
-    body.extend_from_slice(b"MQTT");
-    body.extend_from_slice(&[level, 0x02, 0, 60]);
-    if level == 5 {
-        body.push(0); // no properties
-    }
-    body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
-    body.extend_from_slice(client_id.as_bytes());
-    let mut packet = vec![0x10, body.len() as u8];
-    packet.extend(body);
-    packet
-}
-
-/// A SUBSCRIBE of `filter` at `qos`.
-fn subscribe_packet(filter: &str, qos: u8) -> Vec<u8> {
-    let mut body = vec![0, 1];
-    body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
-    body.extend_from_slice(filter.as_bytes());
-    body.push(qos);
-    let mut packet = vec![0x82, body.len() as u8];
-    packet.extend(body);
-    packet
-}
-
 /// A client that subscribes to `filter` over a socket with a tiny receive buffer and then
 /// never reads again.
 async fn reader_that_stops(addr: SocketAddr, client_id: &str, filter: &str, qos: u8) -> TcpStream {
@@ -273,33 +247,20 @@ async fn reader_that_stops(addr: SocketAddr, client_id: &str, filter: &str, qos:
     socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
     let mut stream = socket.connect(addr).await.expect("connect");
     stream
-        .write_all(&connect_packet(client_id, 4))
+        .write_all(&raw::connect(client_id, 4, None))
         .await
         .expect("CONNECT");
     let mut connack = [0u8; 4];
     stream.read_exact(&mut connack).await.expect("CONNACK");
     assert_eq!(connack[3], 0, "connection accepted");
     stream
-        .write_all(&subscribe_packet(filter, qos))
+        .write_all(&raw::subscribe(filter, qos))
         .await
         .expect("SUBSCRIBE");
     let mut suback = [0u8; 5];
     stream.read_exact(&mut suback).await.expect("SUBACK");
     assert_eq!(suback[4], qos, "subscription granted");
     stream
-}
-
-async fn metric(server: &Server, name: &str) -> f64 {
-    let text = reqwest::get(server.url("/metrics"))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .filter(|line| line.starts_with(name))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test]
@@ -329,8 +290,12 @@ async fn a_subscriber_that_never_reads_costs_a_bounded_queue_then_its_session() 
         }
     }
     common::eventually("dropping and disconnecting for the sinks", WAIT, || async {
-        metric(&server, "doppel_mqtt_messages_dropped_total").await > 0.0
-            && metric(&server, "doppel_mqtt_slow_clients_disconnected_total").await >= 1.0
+        let scrape = Scrape::take(&server).await;
+        scrape.value(
+            "doppel_mqtt_messages_dropped_total",
+            &[("reason", "queue_full")],
+        ) > 0.0
+            && scrape.value("doppel_mqtt_slow_clients_disconnected_total", &[]) >= 1.0
     })
     .await;
     let grown = resident_bytes(server.pid()).saturating_sub(before);
@@ -362,7 +327,7 @@ async fn connections_beyond_mqtt_max_connections_are_refused() {
         "{:?}",
         refused.err()
     );
-    let refused5 = connack_code(server.mqtt, &connect_packet("pump-5", 5)).await;
+    let refused5 = connack_code(server.mqtt, &raw::connect("pump-5", 5, None)).await;
     assert_eq!(refused5, 0x97, "MQTT 5: quota exceeded");
     // A place that frees up can be taken again.
     held.pop().expect("a held connection").disconnect().await;
@@ -392,16 +357,16 @@ async fn a_nul_in_the_client_id_and_mqtt_3_1_are_refused() {
     let server = Server::start_with(&["--mqtt-allow-anonymous", "true"]);
     // 2: identifier rejected (MQTT-1.5.3-2 forbids U+0000).
     assert_eq!(
-        connack_code(server.mqtt, &connect_packet("pump\0-7", 4)).await,
+        connack_code(server.mqtt, &raw::connect("pump\0-7", 4, None)).await,
         2
     );
     // 1: unacceptable protocol version (level 3 under the name MQTT).
     assert_eq!(
-        connack_code(server.mqtt, &connect_packet("pump-7", 3)).await,
+        connack_code(server.mqtt, &raw::connect("pump-7", 3, None)).await,
         1
     );
     assert_eq!(
-        connack_code(server.mqtt, &connect_packet("pump-7", 4)).await,
+        connack_code(server.mqtt, &raw::connect("pump-7", 4, None)).await,
         0
     );
 }

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod mqtt5;
 pub mod process;
+pub mod raw;
 pub mod sse;
 
 use std::io::{BufRead, BufReader, Write};
