@@ -277,7 +277,7 @@ async fn file_then_environment_then_flags() {
             "4",
         ],
     );
-    let http = reqwest::Client::new();
+    let http = common::http_client();
     let patch = |body: serde_json::Value| {
         http.patch(server.url("/v1/tenants/default/twins/d/desired"))
             .body(body.to_string())

@@ -91,7 +91,7 @@ async fn accepted_shadow_updates_survive_sigkill() {
             accepted: Arc::new(AtomicU64::new(0)),
         })
         .collect();
-    let http = reqwest::Client::new();
+    let http = common::http_client();
     // One more start than kills: the last start only checks.
     for cycle in 0..=cycles {
         let mut server = Server::start_in(dir.path(), &["--mqtt-allow-anonymous", "true"]);

@@ -24,7 +24,7 @@ struct Reply {
 }
 
 async fn call(server: &Server, method: Method, path: &str, body: Option<&str>) -> Reply {
-    let mut request = reqwest::Client::new().request(method, server.url(path));
+    let mut request = common::http_client().request(method, server.url(path));
     if let Some(body) = body {
         request = request
             .header("content-type", "application/json")

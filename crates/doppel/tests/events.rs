@@ -44,7 +44,7 @@ async fn twin_changes_stream_as_typed_events_in_order() {
         )
         .await;
     assert_eq!(status, 201);
-    let report = reqwest::Client::new()
+    let report = common::http_client()
         .patch(server.url("/v1/tenants/default/twins/pump-1/reported"))
         .json(&json!({"state": {"speed": 3}, "version": 1}))
         .send()
@@ -89,7 +89,7 @@ async fn a_client_resumes_after_its_last_event_without_gap_or_duplicate() {
 #[tokio::test]
 async fn bad_subscriptions_are_refused_with_a_code() {
     let server = Server::start();
-    let client = reqwest::Client::new();
+    let client = common::http_client();
     for (query, header, code) in [
         ("?types=twin.everything", None, "invalid_query"),
         ("?colour=red", None, "invalid_query"),
@@ -141,7 +141,7 @@ async fn a_client_that_falls_too_far_behind_is_cut_off_with_a_reason() {
     for writer in 0..8 {
         let base = server.base.clone();
         writers.spawn(async move {
-            let client = reqwest::Client::new();
+            let client = common::http_client();
             let payload = "x".repeat(2048);
             for n in 0..300 {
                 client
@@ -183,7 +183,7 @@ async fn stopping_the_server_ends_its_streams() {
 async fn a_query_keeps_only_the_events_of_matching_twins() {
     let server = Server::start();
     let http = HttpClient::new(&server);
-    let client = reqwest::Client::new();
+    let client = common::http_client();
     for (device, site) in [("b-1", "berlin"), ("p-1", "paris")] {
         let response = client
             .patch(server.url(&format!("/v1/tenants/default/twins/{device}")))

@@ -12,7 +12,7 @@ const TWINS: &str = "/v1/tenants/default/twins";
 
 /// Gives `device` its tags and type, and a report of `temp`, on the server at `base`.
 async fn twin(base: &str, device: &str, site: &str, device_type: &str, temp: i64) {
-    let client = reqwest::Client::new();
+    let client = common::http_client();
     for (path, body) in [
         (
             format!("{TWINS}/{device}"),

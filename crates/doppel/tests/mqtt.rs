@@ -24,7 +24,7 @@ struct Http {
 impl Http {
     fn new() -> Http {
         Http {
-            client: reqwest::Client::new(),
+            client: common::http_client(),
         }
     }
 

@@ -52,7 +52,7 @@ async fn metric(server: &Server, sample: &str) -> f64 {
 async fn a_silent_connected_device_goes_unknown_and_comes_back_when_it_reports() {
     let server = Server::start_with(&["--activity-device-types", "fast=1s"]);
     let http = HttpClient::new(&server);
-    let client = reqwest::Client::new();
+    let client = common::http_client();
     for (device, device_type) in [("fast-1", "fast"), ("slow-1", "slow")] {
         let response = client
             .patch(server.url(&format!("{TWINS}/{device}")))

@@ -16,7 +16,7 @@ const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-
 const TWINS: &str = "/v1/tenants/default/twins";
 
 async fn patch_desired(server: &Server, device: &str, traceparent: &str) {
-    let response = reqwest::Client::new()
+    let response = common::http_client()
         .patch(server.url(&format!("{TWINS}/{device}/desired")))
         .header("traceparent", traceparent)
         .json(&json!({"speed": 3}))

@@ -11,6 +11,9 @@ use std::time::Duration;
 /// group commit, so anything near this means the hub is stuck or unreachable, not busy.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long the CLI keeps an idle connection: under the hub's default `http.header_timeout`.
+const IDLE_CONNECTION: Duration = Duration::from_secs(5);
+
 /// Most characters of a non-problem error body quoted in a message: enough to recognise a proxy's
 /// error page, short enough to stay on one line.
 const MAX_QUOTED_BODY: usize = 200;
@@ -73,6 +76,9 @@ impl Client {
         }
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
+            // The hub closes a kept-alive connection idle for `http.header_timeout` (10 s by
+            // default); letting go of it sooner means no request is sent on one being closed.
+            .pool_idle_timeout(IDLE_CONNECTION)
             .build()
             .map_err(|err| invalid(innermost_message(&err)))?;
         Ok(Self { http, server })

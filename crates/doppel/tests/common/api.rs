@@ -29,7 +29,7 @@ impl Api {
     pub fn over(server: Server) -> Api {
         Api {
             server,
-            http: reqwest::Client::new(),
+            http: super::http_client(),
         }
     }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 pub fn http_client(timeout: Duration) -> reqwest::Client {
     // `no_proxy`: the test talks only to 127.0.0.1, whatever proxy the environment names.
     reqwest::Client::builder()
+        .pool_idle_timeout(super::HTTP_IDLE)
         .no_proxy()
         .timeout(timeout)
         .build()

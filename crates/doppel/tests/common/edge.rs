@@ -71,7 +71,7 @@ impl EdgeAgent {
             id: id.to_owned(),
             data_dir: data_dir.to_owned(),
             args,
-            client: reqwest::Client::new(),
+            client: super::http_client(),
         }
     }
 

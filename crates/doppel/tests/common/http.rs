@@ -18,7 +18,7 @@ impl HttpClient {
     pub fn new(server: &Server) -> HttpClient {
         HttpClient {
             base: server.base.clone(),
-            client: reqwest::Client::new(),
+            client: super::http_client(),
         }
     }
 

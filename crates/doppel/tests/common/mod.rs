@@ -223,6 +223,19 @@ impl Drop for Server {
 }
 
 /// The seconds since the Unix epoch, as AWS writes its timestamps.
+/// How long the tests' HTTP clients keep an idle connection: under the hub's
+/// `http.header_timeout` (10 s), after which the hub closes it, so that a request is never sent
+/// on a connection the hub is closing.
+pub const HTTP_IDLE: Duration = Duration::from_secs(5);
+
+/// The tests' HTTP client.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(HTTP_IDLE)
+        .build()
+        .expect("an HTTP client")
+}
+
 /// Waits until `check` holds, asking again every 50 ms; fails the test after `wait`.
 pub async fn eventually<F, Fut>(what: &str, wait: Duration, mut check: F)
 where

@@ -25,7 +25,7 @@ pub struct SseClient {
 
 impl SseClient {
     pub async fn open(server: &Server, query: &str, last_event_id: Option<&str>) -> SseClient {
-        let mut request = reqwest::Client::new().get(server.url(&format!("{EVENTS}{query}")));
+        let mut request = super::http_client().get(server.url(&format!("{EVENTS}{query}")));
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
