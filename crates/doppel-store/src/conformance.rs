@@ -1,13 +1,13 @@
 //! The conformance suite every [`TwinStore`] backend runs.
 //!
 //! A backend's tests implement [`Backend`] and call [`conformance_tests!`](crate::conformance_tests),
-//! which expands to one `#[test]` per rule of the trait's contract. The [`CredentialStore`]
-//! and [`CommandStore`] cases are in the same list: every backend keeps twins, credentials and
-//! command queues alike.
+//! which expands to one `#[test]` per rule of the trait's contract. The [`CredentialStore`],
+//! [`TokenStore`] and [`CommandStore`] cases are in the same list: every backend keeps twins,
+//! credentials, API tokens and command queues alike.
 
 use crate::{
-    CommandQuery, CommandStore, CommandWrite, CredentialStore, HistoryQuery, StoredCredential,
-    TwinStore, TwinWrite,
+    CommandQuery, CommandStore, CommandWrite, CredentialStore, HistoryQuery, MAX_TOKEN_ID_BYTES,
+    StoredCredential, StoredToken, TokenStore, TwinStore, TwinWrite,
 };
 use doppel_model::codec::EncodedTwin;
 use doppel_model::command::{Command, CommandLimits, CommandStatus, NewCommand};
@@ -462,6 +462,133 @@ where
     assert!(loaded_credentials(&store).is_empty());
 }
 
+/// A token named `id` whose hash starts with `seed`, so that tests can tell versions apart,
+/// limited to `tenant` (or every tenant) and expiring at `expires_at` (or never).
+pub fn token(id: &str, seed: u8, tenant: Option<&str>, expires_at: Option<i64>) -> StoredToken {
+    StoredToken {
+        id: id.into(),
+        hash: std::array::from_fn(|i| seed.wrapping_add(i as u8)),
+        name: format!("token {id}"),
+        roles: vec!["app-read".into(), "operator".into()],
+        tenant: tenant.map(|t| TenantId::new(t).expect("valid tenant")),
+        created_at: Millis(1_700_000_000_000 + i64::from(seed)),
+        expires_at: expires_at.map(Millis),
+    }
+}
+
+/// Every stored token, sorted by id so that cases can compare sets.
+fn loaded_tokens(store: &impl TokenStore) -> Vec<StoredToken> {
+    let mut tokens = Vec::new();
+    let count = store
+        .load_tokens(&mut |token| tokens.push(token))
+        .expect("load tokens");
+    assert_eq!(
+        count,
+        tokens.len() as u64,
+        "load_tokens must count what it visits"
+    );
+    tokens.sort_by(|a, b| a.id.cmp(&b.id));
+    tokens
+}
+
+pub fn tokens_survive_reopening<B: Backend>(backend: &B)
+where
+    B::Store: TokenStore + CredentialStore,
+{
+    // Every optional field both ways, ids that are prefixes of one another, and the longest id.
+    let written = vec![
+        token("a", 1, None, None),
+        token("ab", 2, Some("t"), Some(1_800_000_000_000)),
+        token("b", 3, Some("t2"), None),
+        token(&"c".repeat(MAX_TOKEN_ID_BYTES), 4, None, Some(5)),
+    ];
+    {
+        let store = backend.open();
+        for token in &written {
+            store.put_token(token).expect("put");
+        }
+    }
+    let store = backend.open();
+    assert_eq!(loaded_tokens(&store), written);
+    assert!(loaded(&store).is_empty(), "tokens never load as twins");
+    assert!(
+        loaded_credentials(&store).is_empty(),
+        "tokens never load as credentials"
+    );
+}
+
+pub fn putting_a_token_again_replaces_it<B: Backend>(backend: &B)
+where
+    B::Store: TokenStore,
+{
+    let store = backend.open();
+    store.put_token(&token("a", 1, None, None)).expect("put");
+    let replacement = token("a", 9, Some("t"), Some(7));
+    store.put_token(&replacement).expect("put");
+    assert_eq!(loaded_tokens(&store), [replacement]);
+}
+
+pub fn putting_a_token_no_id_can_name_fails_and_stores_nothing<B: Backend>(backend: &B)
+where
+    B::Store: TokenStore,
+{
+    let store = backend.open();
+    for id in [String::new(), "x".repeat(MAX_TOKEN_ID_BYTES + 1)] {
+        assert!(store.put_token(&token(&id, 1, None, None)).is_err());
+    }
+    assert!(loaded_tokens(&store).is_empty());
+}
+
+pub fn deleting_a_token_says_whether_it_existed_and_lasts<B: Backend>(backend: &B)
+where
+    B::Store: TokenStore,
+{
+    let kept = [token("a", 2, None, None), token("abc", 3, None, None)];
+    {
+        let store = backend.open();
+        store.put_token(&token("ab", 1, None, None)).expect("put");
+        for token in &kept {
+            store.put_token(token).expect("put");
+        }
+        assert!(store.delete_token("ab").expect("delete"));
+        assert!(!store.delete_token("ab").expect("delete again"));
+        assert!(!store.delete_token("none").expect("delete unknown"));
+        assert!(!store.delete_token("").expect("delete the empty id"));
+        assert!(
+            !store
+                .delete_token(&"x".repeat(MAX_TOKEN_ID_BYTES + 1))
+                .expect("delete an overlong id")
+        );
+    }
+    let store = backend.open();
+    assert_eq!(
+        loaded_tokens(&store),
+        kept,
+        "the delete is durable and touched nothing else"
+    );
+}
+
+pub fn racing_deletes_of_one_token_succeed_once<B: Backend>(backend: &B)
+where
+    B::Store: TokenStore,
+{
+    const RACERS: usize = 8;
+    let store = backend.open();
+    store.put_token(&token("a", 1, None, None)).expect("put");
+    let existed = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..RACERS)
+            .map(|_| scope.spawn(|| store.delete_token("a").expect("delete")))
+            .collect();
+        racers
+            .into_iter()
+            .map(|racer| racer.join().expect("a racer panicked"))
+            .filter(|existed| *existed)
+            .count()
+    });
+    assert_eq!(existed, 1, "exactly one delete removed the token");
+    assert!(loaded_tokens(&store).is_empty());
+}
+
 /// A pending command `id` of type `kind`, created at `at_ms`.
 pub fn command(id: &str, kind: &str, at_ms: i64) -> Command {
     let request = NewCommand::from_json(
@@ -628,6 +755,11 @@ macro_rules! conformance_tests {
             putting_a_credential_again_replaces_it,
             deleting_a_credential_says_whether_it_existed_and_lasts,
             racing_deletes_of_one_credential_succeed_once,
+            tokens_survive_reopening,
+            putting_a_token_again_replaces_it,
+            putting_a_token_no_id_can_name_fails_and_stores_nothing,
+            deleting_a_token_says_whether_it_existed_and_lasts,
+            racing_deletes_of_one_token_succeed_once,
             commands_survive_reopening_and_never_mix_devices,
             a_later_command_write_replaces_it_and_lists_filter,
             settled_commands_expire_and_open_ones_never,

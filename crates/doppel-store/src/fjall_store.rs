@@ -4,11 +4,13 @@
 //! per time bucket, named `history.<start ms>.<width ms>`, so retention deletes whole keyspaces.
 //! One `commit` is one fjall write batch followed by one `persist(SyncAll)`. Keyspace
 //! `credentials` holds password hashes (see [`crate::credentials`] for its key and value); each
-//! credential change is persisted the same way before it returns.
+//! credential change is persisted the same way before it returns. Keyspace `tokens` holds the
+//! hashes of API tokens by token id (see [`crate::tokens`]), persisted the same way.
 
 use crate::commands::{self, CommandQuery, CommandStore, CommandWrite};
 use crate::credentials::{self, CredentialStore, StoredCredential};
 use crate::layout::{HistoryBuckets, history_key, history_prefix};
+use crate::tokens::{self, StoredToken, TokenStore};
 use crate::{HistoryQuery, StoreError, TwinStore, TwinWrite, history_filter};
 use bytes::Bytes;
 use doppel_model::codec::{EncodedHistory, EncodedTwin};
@@ -22,6 +24,7 @@ use std::sync::{Mutex, PoisonError, RwLock};
 
 const TWINS_KEYSPACE: &str = "twins";
 const CREDENTIALS_KEYSPACE: &str = "credentials";
+const TOKENS_KEYSPACE: &str = "tokens";
 const COMMANDS_KEYSPACE: &str = "commands";
 const SETTLED_COMMANDS_KEYSPACE: &str = "commands.settled";
 const HISTORY_KEYSPACE_PREFIX: &str = "history.";
@@ -42,10 +45,11 @@ pub struct FjallStore {
     /// (which takes the write lock) never deletes a bucket under a running commit.
     history: RwLock<BTreeMap<i64, Bucket>>,
     credentials: Keyspace,
-    /// Held across each credential change, from reading whether it exists to its fsync, so that
-    /// `delete_credential` answers exactly even when calls on one credential race. Credential
+    tokens: Keyspace,
+    /// Held across each credential or token change, from reading whether it exists to its
+    /// fsync, so that a delete answers exactly even when calls on one record race. These
     /// changes are rare (an operator's), so serialising them costs nothing that matters.
-    credential_writes: Mutex<()>,
+    rare_writes: Mutex<()>,
     commands: Keyspace,
     /// Final commands by when they settled, for retention.
     settled_commands: Keyspace,
@@ -57,6 +61,7 @@ impl FjallStore {
         let db = Database::builder(path).open()?;
         let twins = db.keyspace(TWINS_KEYSPACE, KeyspaceCreateOptions::default)?;
         let credentials = db.keyspace(CREDENTIALS_KEYSPACE, KeyspaceCreateOptions::default)?;
+        let tokens = db.keyspace(TOKENS_KEYSPACE, KeyspaceCreateOptions::default)?;
         let commands = db.keyspace(COMMANDS_KEYSPACE, KeyspaceCreateOptions::default)?;
         let settled_commands =
             db.keyspace(SETTLED_COMMANDS_KEYSPACE, KeyspaceCreateOptions::default)?;
@@ -82,7 +87,8 @@ impl FjallStore {
             buckets,
             history: RwLock::new(history),
             credentials,
-            credential_writes: Mutex::new(()),
+            tokens,
+            rare_writes: Mutex::new(()),
             commands,
             settled_commands,
         })
@@ -119,6 +125,38 @@ impl FjallStore {
             );
         }
         Ok(())
+    }
+
+    /// Writes one credential or token record and persists it before returning: the registry
+    /// acknowledges the change after this returns, a promise of durability.
+    fn insert_synced(
+        &self,
+        keyspace: &Keyspace,
+        key: &[u8],
+        value: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let _serialised = self
+            .rare_writes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        keyspace.insert(key, value)?;
+        self.db.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    /// Removes one credential or token record and persists that. Returns whether it existed,
+    /// exactly: the check and the removal happen under one hold of `rare_writes`.
+    fn remove_synced(&self, keyspace: &Keyspace, key: &[u8]) -> Result<bool, StoreError> {
+        let _serialised = self
+            .rare_writes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !keyspace.contains_key(key)? {
+            return Ok(false);
+        }
+        keyspace.remove(key)?;
+        self.db.persist(PersistMode::SyncAll)?;
+        Ok(true)
     }
 }
 
@@ -284,14 +322,7 @@ impl CredentialStore for FjallStore {
     fn put_credential(&self, credential: &StoredCredential) -> Result<(), StoreError> {
         let key = credentials::credential_key(&credential.principal, &credential.credential_id);
         let value = credentials::encode_value(credential)?;
-        let _serialised = self
-            .credential_writes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        self.credentials.insert(key, value)?;
-        // The registry acknowledges the credential after this returns: a promise of durability.
-        self.db.persist(PersistMode::SyncAll)?;
-        Ok(())
+        self.insert_synced(&self.credentials, &key, value)
     }
 
     fn delete_credential(
@@ -300,16 +331,7 @@ impl CredentialStore for FjallStore {
         credential_id: &str,
     ) -> Result<bool, StoreError> {
         let key = credentials::credential_key(principal, credential_id);
-        let _serialised = self
-            .credential_writes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if !self.credentials.contains_key(&key)? {
-            return Ok(false);
-        }
-        self.credentials.remove(key)?;
-        self.db.persist(PersistMode::SyncAll)?;
-        Ok(true)
+        self.remove_synced(&self.credentials, &key)
     }
 
     fn load_credentials(&self, visit: &mut dyn FnMut(StoredCredential)) -> Result<u64, StoreError> {
@@ -317,6 +339,30 @@ impl CredentialStore for FjallStore {
         for guard in self.credentials.iter() {
             let (key, value) = guard.into_inner()?;
             visit(credentials::decode(&key, &value)?);
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+impl TokenStore for FjallStore {
+    fn put_token(&self, token: &StoredToken) -> Result<(), StoreError> {
+        let (key, value) = tokens::encode(token)?;
+        self.insert_synced(&self.tokens, key, value)
+    }
+
+    fn delete_token(&self, id: &str) -> Result<bool, StoreError> {
+        match tokens::token_key(id) {
+            Some(key) => self.remove_synced(&self.tokens, key),
+            None => Ok(false),
+        }
+    }
+
+    fn load_tokens(&self, visit: &mut dyn FnMut(StoredToken)) -> Result<u64, StoreError> {
+        let mut count = 0;
+        for guard in self.tokens.iter() {
+            let (key, value) = guard.into_inner()?;
+            visit(tokens::decode(&key, &value)?);
             count += 1;
         }
         Ok(count)

@@ -4,7 +4,8 @@
 //! the trait and checked by the [`conformance`] suite, which every backend runs: the embedded
 //! [`FjallStore`] (the default) and the in-memory [`MemoryStore`] (for unit tests only).
 //! [`CredentialStore`] keeps the password hashes of devices and applications beside the twins,
-//! under the same kind of contract and suite, and [`CommandStore`] the devices' command queues.
+//! under the same kind of contract and suite, [`TokenStore`] the hashes of API tokens, and
+//! [`CommandStore`] the devices' command queues.
 //! Every twin store is a command store too: a device's commands live beside its twin.
 
 mod commands;
@@ -16,6 +17,7 @@ mod fjall_store;
 mod history_filter;
 mod layout;
 mod memory;
+mod tokens;
 
 pub use commands::{CommandQuery, CommandStore, CommandWrite};
 pub use credentials::{CredentialStore, StoredCredential};
@@ -23,6 +25,7 @@ pub use error::StoreError;
 pub use fjall_store::FjallStore;
 pub use layout::HistoryBuckets;
 pub use memory::MemoryStore;
+pub use tokens::{MAX_TOKEN_ID_BYTES, StoredToken, TOKEN_HASH_BYTES, TokenStore};
 
 use doppel_model::codec::{EncodedHistory, EncodedTwin};
 use doppel_model::{DeviceId, HistoryEntry, HistoryKind, Millis, TenantId, Twin, TwinKey};

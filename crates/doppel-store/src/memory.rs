@@ -4,6 +4,7 @@
 use crate::commands::{self, CommandQuery, CommandStore, CommandWrite};
 use crate::credentials::{self, CredentialStore, StoredCredential};
 use crate::layout::{HistoryBuckets, history_key, history_prefix};
+use crate::tokens::{self, StoredToken, TokenStore};
 use crate::{HistoryQuery, StoreError, TwinStore, TwinWrite, history_filter};
 use bytes::Bytes;
 use doppel_model::codec::{EncodedHistory, EncodedTwin};
@@ -21,6 +22,8 @@ struct Inner {
     commits: u64,
     /// Credentials by their key, in the same byte form the fjall backend writes.
     credentials: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// API tokens by their key, in the same byte form the fjall backend writes.
+    tokens: BTreeMap<Vec<u8>, Vec<u8>>,
     /// Commands by their key, in the same byte form the fjall backend writes.
     commands: BTreeMap<Vec<u8>, Vec<u8>>,
     /// The settled index, as the fjall backend keeps it.
@@ -193,6 +196,29 @@ impl CredentialStore for MemoryStore {
             visit(credentials::decode(key, value)?);
         }
         Ok(inner.credentials.len() as u64)
+    }
+}
+
+impl TokenStore for MemoryStore {
+    fn put_token(&self, token: &StoredToken) -> Result<(), StoreError> {
+        let (key, value) = tokens::encode(token)?;
+        self.lock().tokens.insert(key.to_vec(), value);
+        Ok(())
+    }
+
+    fn delete_token(&self, id: &str) -> Result<bool, StoreError> {
+        let Some(key) = tokens::token_key(id) else {
+            return Ok(false);
+        };
+        Ok(self.lock().tokens.remove(key).is_some())
+    }
+
+    fn load_tokens(&self, visit: &mut dyn FnMut(StoredToken)) -> Result<u64, StoreError> {
+        let inner = self.lock();
+        for (key, value) in &inner.tokens {
+            visit(tokens::decode(key, value)?);
+        }
+        Ok(inner.tokens.len() as u64)
     }
 }
 
