@@ -12,6 +12,7 @@ mod login;
 pub mod login_guard;
 mod password;
 mod registry;
+mod task;
 mod verified;
 
 pub use doppel_model::{AppName, Principal, PrincipalKind};

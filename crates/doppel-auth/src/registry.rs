@@ -10,6 +10,7 @@
 
 use crate::error::AuthError;
 use crate::password::{self, MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};
+use crate::task::{blocking, run_to_completion};
 use crate::verified::{Verified, VerifiedCache};
 use doppel_model::{Millis, Principal};
 use doppel_store::{CredentialStore, StoredCredential};
@@ -447,27 +448,6 @@ impl Inner {
             })?;
         blocking(work).await
     }
-}
-
-/// Runs blocking work (Argon2, an fsync) on tokio's blocking threads.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, AuthError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|err| AuthError::Task {
-            reason: err.to_string(),
-        })
-}
-
-/// Runs `work` as a task of its own, so that it finishes even if the caller is dropped
-/// (an HTTP client that hangs up) between the store write and the memory change.
-async fn run_to_completion<T: Send + 'static>(
-    work: impl Future<Output = Result<T, AuthError>> + Send + 'static,
-) -> Result<T, AuthError> {
-    tokio::spawn(work).await.map_err(|err| AuthError::Task {
-        reason: err.to_string(),
-    })?
 }
 
 #[cfg(test)]
