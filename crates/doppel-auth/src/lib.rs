@@ -6,6 +6,10 @@
 //! [`CredentialStore`](doppel_store::CredentialStore), and verifies passwords. The broker's
 //! authentication hook logs clients in through a [`LoginGate`], which bounds the Argon2 work that
 //! failing logins may cause (see [`login_guard`]).
+//!
+//! HTTP clients authenticate with API tokens instead: bearer secrets with roles and a tenant
+//! scope, kept by [`Tokens`] as SHA-256 hashes in a [`TokenStore`](doppel_store::TokenStore)
+//! and verified from memory (see [`tokens`]).
 
 mod error;
 mod login;
@@ -13,10 +17,11 @@ pub mod login_guard;
 mod password;
 mod registry;
 mod task;
+pub mod tokens;
 mod verified;
 
 pub use doppel_model::{AppName, Principal, PrincipalKind};
-pub use error::AuthError;
+pub use error::{AuthError, SecretProblem};
 pub use login::{LoginGate, LoginOutcome, REFUSAL_LOG_INTERVAL, Refusal};
 pub use login_guard::{GuardConfig, Limit};
 pub use password::{MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};
@@ -24,4 +29,5 @@ pub use registry::{
     CreatedCredential, CredentialInfo, MAX_CREDENTIALS_PER_PRINCIPAL, Registry, Revocation,
     default_concurrent_hashes,
 };
+pub use tokens::{CreatedToken, NewToken, Role, TenantScope, TokenInfo, Tokens};
 pub use verified::MAX_VERIFIED_USERNAMES;

@@ -91,6 +91,15 @@ impl ApiError {
                 }
                 AuthError::InvalidPrincipal(_) => (StatusCode::BAD_REQUEST, "invalid_id"),
                 AuthError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_failed"),
+                AuthError::EmptyTokenName
+                | AuthError::TokenNameTooLong { .. }
+                | AuthError::TokenNameNotPrintable => (StatusCode::BAD_REQUEST, "invalid_name"),
+                AuthError::NoRoles | AuthError::UnknownRole { .. } => {
+                    (StatusCode::BAD_REQUEST, "invalid_roles")
+                }
+                AuthError::ExpiryInPast { .. } => (StatusCode::BAD_REQUEST, "invalid_expiry"),
+                AuthError::InvalidTokenSecret { .. } => (StatusCode::BAD_REQUEST, "invalid_secret"),
+                AuthError::TokenSecretInUse { .. } => (StatusCode::CONFLICT, "secret_in_use"),
                 AuthError::Random { .. } | AuthError::Hash { .. } | AuthError::Task { .. } => {
                     (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
                 }
