@@ -61,7 +61,12 @@ pub fn generate() -> Result<String, AuthError> {
 
 /// A new random credential id: lowercase hex.
 pub fn generate_credential_id() -> Result<String, AuthError> {
-    Ok(random_bytes::<CREDENTIAL_ID_BYTES>()?
+    random_hex::<CREDENTIAL_ID_BYTES>()
+}
+
+/// `N` random bytes as `2 * N` lowercase hex characters: an id that is not secret.
+pub fn random_hex<const N: usize>() -> Result<String, AuthError> {
+    Ok(random_bytes::<N>()?
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect())

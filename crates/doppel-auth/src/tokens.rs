@@ -21,10 +21,8 @@
 //! secret whose hash shares a prefix with a stored hash does not bring them closer to the secret.
 
 use crate::error::{AuthError, SecretProblem};
-use crate::password::random_bytes;
+use crate::password::{self, GENERATED_SECRET_BYTES};
 use crate::task::{blocking, run_to_completion};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use doppel_model::{Millis, ModelError, TenantId};
 use doppel_store::{StoreError, StoredToken, TOKEN_HASH_BYTES, TokenStore};
 use sha2::{Digest, Sha256};
@@ -41,7 +39,7 @@ pub const SECRET_PREFIX: &str = "dpt_";
 
 /// Random bytes in a generated secret: 256 bits, beyond any guessing attack even if a hash
 /// leaks. Encoded as 43 characters of base64url without padding.
-pub const SECRET_BYTES: usize = 32;
+pub const SECRET_BYTES: usize = GENERATED_SECRET_BYTES;
 
 /// Fewest base64url characters after the prefix of a supplied secret: what [`SECRET_BYTES`]
 /// encode to, so that a supplied secret can carry as many bits as a generated one.
@@ -289,10 +287,8 @@ impl Tokens {
     ///
     /// Runs to completion even if the caller stops waiting, so memory and store agree.
     pub async fn create(&self, new: NewToken, now: Millis) -> Result<CreatedToken, AuthError> {
-        let secret = format!(
-            "{SECRET_PREFIX}{}",
-            URL_SAFE_NO_PAD.encode(random_bytes::<SECRET_BYTES>()?)
-        );
+        // The same 32 random bytes in base64url as a generated device password.
+        let secret = format!("{SECRET_PREFIX}{}", password::generate()?);
         self.create_with_secret(new, &secret, now).await
     }
 
@@ -336,7 +332,7 @@ impl Tokens {
                 // 64 random bits never collide in practice; checking keeps a put from ever
                 // replacing a token.
                 loop {
-                    let id = generate_id()?;
+                    let id = password::random_hex::<TOKEN_ID_BYTES>()?;
                     if !state.by_id.contains_key(&id) {
                         break id;
                     }
@@ -498,14 +494,6 @@ fn check_name(name: &str) -> Result<(), AuthError> {
 
 fn hash(secret: &str) -> SecretHash {
     Sha256::digest(secret.as_bytes()).into()
-}
-
-/// A new random token id: lowercase hex.
-fn generate_id() -> Result<String, AuthError> {
-    Ok(random_bytes::<TOKEN_ID_BYTES>()?
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect())
 }
 
 fn to_stored(info: &TokenInfo, hash: SecretHash) -> StoredToken {
