@@ -29,5 +29,5 @@ pub use registry::{
     CreatedCredential, CredentialInfo, MAX_CREDENTIALS_PER_PRINCIPAL, Registry, Revocation,
     default_concurrent_hashes,
 };
-pub use tokens::{CreatedToken, NewToken, Role, TenantScope, TokenInfo, Tokens};
+pub use tokens::{CreatedToken, NewToken, Role, TenantScope, TokenInfo, Tokens, generate_secret};
 pub use verified::MAX_VERIFIED_USERNAMES;

@@ -153,11 +153,12 @@ impl TokenInfo {
         self.expires_at.is_some_and(|expires_at| expires_at <= now)
     }
 
-    /// Whether the token reaches `tenant`'s data.
-    pub fn covers(&self, tenant: &TenantId) -> bool {
+    /// Whether the token reaches the data of the tenant named `tenant` (as a request names it,
+    /// valid or not: a token for all tenants lets the request on to be judged on its own).
+    pub fn covers(&self, tenant: &str) -> bool {
         match &self.tenant {
             TenantScope::All => true,
-            TenantScope::Tenant(own) => own == tenant,
+            TenantScope::Tenant(own) => own.as_str() == tenant,
         }
     }
 }
@@ -287,9 +288,7 @@ impl Tokens {
     ///
     /// Runs to completion even if the caller stops waiting, so memory and store agree.
     pub async fn create(&self, new: NewToken, now: Millis) -> Result<CreatedToken, AuthError> {
-        // The same 32 random bytes in base64url as a generated device password.
-        let secret = format!("{SECRET_PREFIX}{}", password::generate()?);
-        self.create_with_secret(new, &secret, now).await
+        self.create_with_secret(new, &generate_secret()?, now).await
     }
 
     /// Creates a token with a secret the operator supplies, such as a bootstrap token set in
@@ -446,6 +445,13 @@ impl Inner {
 /// Checks that a supplied secret has the form of a generated one: the prefix, then at least
 /// [`MIN_SECRET_CHARS`] base64url characters using at least [`MIN_DISTINCT_SECRET_CHARS`]
 /// distinct ones, at most [`MAX_SECRET_BYTES`] in all.
+/// A new random token secret, for a caller that must keep it somewhere before the token exists
+/// (the first admin token, written to a file first): the same 32 random bytes in base64url as
+/// a generated device password, after [`SECRET_PREFIX`].
+pub fn generate_secret() -> Result<String, AuthError> {
+    Ok(format!("{SECRET_PREFIX}{}", password::generate()?))
+}
+
 pub fn check_secret(secret: &str) -> Result<(), AuthError> {
     let problem = |problem| Err(AuthError::InvalidTokenSecret { problem });
     let Some(body) = secret.strip_prefix(SECRET_PREFIX) else {

@@ -7,6 +7,7 @@ use crate::link::{self, LinkContext};
 use crate::watermark::Watermarks;
 use doppel_engine::{Engine, EngineConfig, EngineTasks, SystemClock};
 use doppel_http::AppState;
+use doppel_http::auth::Authentication;
 use doppel_http::server::ConnectionLimits;
 use doppel_store::{FjallStore, HistoryBuckets};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -74,7 +75,8 @@ impl Edge {
             source,
         })?;
         let availability = Arc::new(Availability::new(config.devices.len()));
-        let state = AppState::new(limits);
+        // The local API asks nobody for a token: it listens on loopback (see docs/EDGE.md).
+        let state = AppState::new(limits, Authentication::Anonymous, Arc::new(SystemClock));
         if let Some(handle) = metrics {
             state.set_metrics(handle);
         }

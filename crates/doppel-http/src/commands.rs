@@ -7,12 +7,13 @@
 //! [`Command::view`] makes it, the same form MQTT devices and event followers receive.
 
 use crate::AppState;
+use crate::auth::{self, Caller};
 use crate::body::JsonBody;
 use crate::params::{page_limit, query};
 use crate::problem::ApiError;
 use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -206,6 +207,7 @@ struct NextParams {
 /// command DELIVERED; it goes out again once its acknowledgement is overdue.
 async fn next(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: CommandPath,
     params: Result<Query<NextParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -216,11 +218,14 @@ async fn next(
             "wait must be 0 to {MAX_WAIT_SECONDS} seconds, got {wait}"
         )));
     }
-    let waited = state
-        .engine()?
-        .commands()
-        .next(key, Duration::from_secs(wait))
-        .await?;
+    let engine = state.engine()?.clone();
+    let waited = tokio::select! {
+        waited = engine.commands().next(key, Duration::from_secs(wait)) => waited?,
+        // A long poll of a token revoked meanwhile ends without a command.
+        () = auth::token_ended(state.clone(), caller) => {
+            return Err(ApiError::Unauthorized("the token was revoked or has expired"));
+        }
+    };
     Ok(match waited {
         Some(command) => command_response(StatusCode::OK, &command),
         None => StatusCode::NO_CONTENT.into_response(),

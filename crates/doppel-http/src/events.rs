@@ -3,12 +3,13 @@
 //! resume rules (see docs/API.md, "Change streams").
 
 use crate::AppState;
+use crate::auth::{self, Caller};
 use crate::params::query;
 use crate::problem::ApiError;
 use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +21,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
@@ -114,6 +117,8 @@ struct Subscription {
     backlog: VecDeque<Arc<StreamEvent>>,
     live: broadcast::Receiver<Arc<StreamEvent>>,
     closing: watch::Receiver<bool>,
+    /// Resolves when the caller's token is revoked or expires: the stream ends then.
+    token_ended: Pin<Box<dyn Future<Output = ()> + Send>>,
     filter: Filter,
     ended: bool,
 }
@@ -121,6 +126,7 @@ struct Subscription {
 impl Subscription {
     fn open(
         state: &AppState,
+        caller: Caller,
         path: Result<Path<String>, PathRejection>,
         params: Result<Query<StreamParams>, QueryRejection>,
         headers: &HeaderMap,
@@ -159,6 +165,7 @@ impl Subscription {
             backlog: opened.backlog.into(),
             live: opened.live,
             closing: streams.closing(),
+            token_ended: Box::pin(auth::token_ended(state.clone(), caller)),
             filter,
             ended: false,
         })
@@ -187,6 +194,13 @@ impl Subscription {
             let received = tokio::select! {
                 received = self.live.recv() => received,
                 _ = self.closing.changed() => continue,
+                () = &mut self.token_ended => {
+                    self.ended = true;
+                    return Some(Item::End(json!({
+                        "code": "token_revoked",
+                        "message": "the token of this stream was revoked or has expired",
+                    })));
+                }
             };
             match received {
                 Ok(event) if self.filter.wants(&event) => return Some(Item::Event(event)),
@@ -224,11 +238,12 @@ fn gap_notice(gap: Gap, backlog: &[Arc<StreamEvent>]) -> Value {
 /// event ends the stream (`too_slow`, `shutting_down`).
 async fn sse(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
     params: Result<Query<StreamParams>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let subscription = Subscription::open(&state, path, params, &headers)?;
+    let subscription = Subscription::open(&state, caller, path, params, &headers)?;
     let events = futures_util::stream::unfold(subscription, |mut subscription| async move {
         let item = subscription.next().await?;
         let event = match item {
@@ -251,12 +266,13 @@ async fn sse(
 /// like the SSE ones.
 async fn websocket(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
     params: Result<Query<StreamParams>, QueryRejection>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let subscription = Subscription::open(&state, path, params, &headers)?;
+    let subscription = Subscription::open(&state, caller, path, params, &headers)?;
     Ok(upgrade.on_upgrade(move |socket| serve_socket(socket, subscription)))
 }
 

@@ -3,6 +3,7 @@
 //! Routes are thin: they parse and validate a request into an engine call and render the result.
 //! Every error maps to one status and one code in [`problem`].
 
+pub mod auth;
 mod body;
 mod commands;
 mod credentials;
@@ -13,9 +14,11 @@ mod params;
 pub mod problem;
 mod render;
 pub mod server;
+mod tokens;
 mod trace;
 mod twins;
 
+use auth::Authentication;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -41,16 +44,28 @@ pub struct AppState {
     /// that installs none) `/metrics` answers 503 `not_ready`.
     metrics: Arc<OnceLock<PrometheusHandle>>,
     limits: Limits,
+    /// Who may call what (see [`auth`]).
+    authentication: Authentication,
+    /// Stamps new tokens and decides which have expired.
+    clock: Arc<dyn Clock>,
 }
 
 impl AppState {
-    pub fn new(limits: Limits) -> Self {
+    /// The API of a server that asks every caller for a token ([`Authentication::Tokens`]), or
+    /// nobody ([`Authentication::Anonymous`]).
+    pub fn new(limits: Limits, authentication: Authentication, clock: Arc<dyn Clock>) -> Self {
         Self {
             engine: Arc::new(OnceLock::new()),
             credentials: Arc::new(OnceLock::new()),
             metrics: Arc::new(OnceLock::new()),
             limits,
+            authentication,
+            clock,
         }
+    }
+
+    fn now(&self) -> doppel_model::Millis {
+        self.clock.now()
     }
 
     /// Makes the API ready. A second call is ignored.
@@ -100,6 +115,12 @@ pub fn router(state: AppState) -> Router {
         .merge(commands::routes())
         .merge(credentials::routes())
         .merge(events::routes())
+        .merge(tokens::routes())
+        // Routes only, after every route is in: an unmatched path is a 404 whoever asks.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ))
         .fallback(problem::route_not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         // `layer` wraps each route, so the middleware sees the pattern that matched.

@@ -3,7 +3,7 @@
 
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use doppel_auth::AuthError;
+use doppel_auth::{AuthError, Role};
 use doppel_engine::{EngineError, QuotaError};
 use doppel_model::ModelError;
 use doppel_model::command::CommandError;
@@ -34,9 +34,19 @@ pub enum ApiError {
     HistoryEntryNotFound(u64),
     /// No credential with this id belongs to this device or application.
     CredentialNotFound,
-    /// A credential could not be created or removed; invalid ids and store failures arrive as
-    /// `Model` and `StorageFailed` instead.
-    Credential(AuthError),
+    /// A credential or token could not be created or removed; invalid ids and store failures
+    /// arrive as `Model` and `StorageFailed` instead.
+    Auth(AuthError),
+    /// No valid bearer token: none sent, malformed, unknown, revoked or expired.
+    Unauthorized(&'static str),
+    /// The token is valid but lacks the role the route needs, or does not cover the tenant in
+    /// the path (`tenant`).
+    Forbidden {
+        needed: Role,
+        tenant: Option<String>,
+    },
+    /// No token has this id (or none the caller may see).
+    TokenNotFound,
     /// A command request was invalid, or the command cannot change that way any more.
     Command(CommandError),
     /// The write would create a twin beyond a limit on how many there may be.
@@ -84,7 +94,7 @@ impl ApiError {
             Self::TwinNotFound => (StatusCode::NOT_FOUND, "twin_not_found"),
             Self::HistoryEntryNotFound(_) => (StatusCode::NOT_FOUND, "history_entry_not_found"),
             Self::CredentialNotFound => (StatusCode::NOT_FOUND, "credential_not_found"),
-            Self::Credential(err) => match err {
+            Self::Auth(err) => match err {
                 AuthError::InvalidPassword { .. } => (StatusCode::BAD_REQUEST, "invalid_password"),
                 AuthError::TooManyCredentials { .. } => {
                     (StatusCode::CONFLICT, "too_many_credentials")
@@ -122,6 +132,12 @@ impl ApiError {
                     (StatusCode::CONFLICT, "too_many_named_shadows")
                 }
             },
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden { tenant: None, .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::Forbidden {
+                tenant: Some(_), ..
+            } => (StatusCode::FORBIDDEN, "tenant_not_allowed"),
+            Self::TokenNotFound => (StatusCode::NOT_FOUND, "token_not_found"),
             Self::RouteNotFound(_) => (StatusCode::NOT_FOUND, "route_not_found"),
             Self::DeviceNotOnThisEdge(_) => (StatusCode::NOT_FOUND, "device_not_on_this_edge"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
@@ -152,9 +168,21 @@ impl ApiError {
             Self::CredentialNotFound => {
                 "no credential with this id belongs to this device or application".into()
             }
-            Self::Credential(err) => err.to_string(),
+            Self::Auth(err) => err.to_string(),
             Self::Command(err) => err.to_string(),
             Self::Quota(err) => err.to_string(),
+            Self::Unauthorized(reason) => (*reason).to_owned(),
+            Self::Forbidden {
+                needed,
+                tenant: None,
+            } => {
+                format!("this route needs a token with the role {needed} (or a stronger one)")
+            }
+            Self::Forbidden {
+                tenant: Some(tenant),
+                ..
+            } => format!("the token does not cover tenant {tenant:?}"),
+            Self::TokenNotFound => "no token with this id exists".into(),
             Self::RouteNotFound(path) => format!("no route matches {path}; see docs/API.md"),
             Self::DeviceNotOnThisEdge(device) => format!(
                 "this edge agent does not hold device {device:?}; it serves the devices it was started with (--device)"
@@ -193,11 +221,11 @@ impl ApiError {
             Self::Model(ModelError::TooDeep { limit, .. }) => {
                 body.insert("limit".into(), json!(limit));
             }
-            Self::Credential(AuthError::InvalidPassword { .. }) => {
+            Self::Auth(AuthError::InvalidPassword { .. }) => {
                 body.insert("min_bytes".into(), json!(doppel_auth::MIN_PASSWORD_BYTES));
                 body.insert("max_bytes".into(), json!(doppel_auth::MAX_PASSWORD_BYTES));
             }
-            Self::Credential(AuthError::TooManyCredentials { limit, .. }) => {
+            Self::Auth(AuthError::TooManyCredentials { limit, .. }) => {
                 body.insert("limit".into(), json!(limit));
             }
             Self::Command(CommandError::TtlTooLong { max, .. }) => {
@@ -213,6 +241,9 @@ impl ApiError {
                 | QuotaError::TooManyNamedShadows { limit, .. },
             ) => {
                 body.insert("limit".into(), json!(limit));
+            }
+            Self::Forbidden { needed, .. } => {
+                body.insert("required_role".into(), json!(needed.to_string()));
             }
             // Not `status`: that member is the HTTP status of every problem document.
             Self::Command(CommandError::NotAllowed { status, .. }) => {
@@ -252,7 +283,7 @@ impl From<AuthError> for ApiError {
         match err {
             AuthError::InvalidPrincipal(err) => Self::Model(err),
             AuthError::Store(err) => Self::StorageFailed(err.to_string()),
-            other => Self::Credential(other),
+            other => Self::Auth(other),
         }
     }
 }
@@ -263,6 +294,7 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::warn!(code, detail = %self.detail(), "request failed on the server side");
         }
+        let challenge = matches!(self, Self::Unauthorized(_));
         let mut body = Map::new();
         body.insert("type".into(), json!(format!("urn:doppel:problem:{code}")));
         body.insert(
@@ -274,12 +306,20 @@ impl IntoResponse for ApiError {
         body.insert("detail".into(), json!(self.detail()));
         self.extensions(&mut body);
         let text = Value::Object(body).to_string();
-        (
+        let mut response = (
             status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             text,
         )
-            .into_response()
+            .into_response();
+        if challenge {
+            // RFC 6750: a 401 names the scheme the client should use.
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"doppel\""),
+            );
+        }
+        response
     }
 }
 

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tower::ServiceExt;
 
 /// How long the loop pauses after a failed accept (out of file descriptors, say), so that it
 /// does not spin while nothing can be accepted.
@@ -71,8 +72,8 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot accept an HTTP connection");
                 tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
@@ -81,7 +82,15 @@ pub async fn serve(
         };
         // Answers are written whole; Nagle's algorithm would hold small ones back.
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        // Handlers may ask who is on the other end (`/metrics` is open to loopback only).
+        let service = TowerToHyperService::new(router.clone().map_request(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                request
+            },
+        ));
         let connection = http
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();

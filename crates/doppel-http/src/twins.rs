@@ -1,6 +1,7 @@
 //! Twin routes under `/v1/tenants/{tenant}/twins`.
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::params::{page_limit, query};
 use crate::problem::ApiError;
@@ -8,7 +9,7 @@ use crate::render;
 use crate::trace::traceparent;
 use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -23,8 +24,6 @@ use std::collections::HashMap;
 
 /// Longest `Doppel-Change-Reason` kept in history.
 const MAX_REASON_LEN: usize = 256;
-/// The principal recorded for application writes until API credentials exist.
-const API_PRINCIPAL: &str = "api";
 
 pub(crate) fn routes() -> Router<AppState> {
     let mut router = Router::new();
@@ -158,6 +157,7 @@ async fn get_delta(State(state): State<AppState>, path: TwinPath) -> Result<Resp
 /// Sends an application's change to the engine and answers with the twin after it.
 async fn app_write(
     state: &AppState,
+    caller: &Caller,
     key: TwinKey,
     headers: &HeaderMap,
     change: Change,
@@ -165,7 +165,7 @@ async fn app_write(
     let request = UpdateRequest {
         change,
         expected_version: if_match(headers)?,
-        changed_by: API_PRINCIPAL.to_owned(),
+        changed_by: caller.changed_by(),
         change_reason: change_reason(headers)?,
         client_token: None,
         trace: traceparent(headers),
@@ -181,12 +181,14 @@ async fn app_write(
 
 async fn patch_desired(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: TwinPath,
     headers: HeaderMap,
     JsonBody(patch): JsonBody,
 ) -> Result<Response, ApiError> {
     app_write(
         &state,
+        &caller,
         twin_key(path)?,
         &headers,
         Change::DesiredPatch(patch),
@@ -196,12 +198,14 @@ async fn patch_desired(
 
 async fn put_desired(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: TwinPath,
     headers: HeaderMap,
     JsonBody(desired): JsonBody,
 ) -> Result<Response, ApiError> {
     app_write(
         &state,
+        &caller,
         twin_key(path)?,
         &headers,
         Change::DesiredReplace(desired),
@@ -211,17 +215,19 @@ async fn put_desired(
 
 async fn patch_meta(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: TwinPath,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let key = twin_key(path)?;
     let patch = MetaPatch::from_json(&body)?;
-    app_write(&state, key, &headers, Change::Meta(patch)).await
+    app_write(&state, &caller, key, &headers, Change::Meta(patch)).await
 }
 
 async fn delete(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: TwinPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -229,7 +235,7 @@ async fn delete(
     let request = UpdateRequest {
         change: Change::Delete,
         expected_version: if_match(&headers)?,
-        changed_by: API_PRINCIPAL.to_owned(),
+        changed_by: caller.changed_by(),
         change_reason: change_reason(&headers)?,
         client_token: None,
         trace: traceparent(&headers),

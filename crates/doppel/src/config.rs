@@ -411,6 +411,14 @@ pub struct HttpConfig {
     /// closed after it (slow or silent clients must not hold sockets).
     #[serde(deserialize_with = "duration")]
     pub header_timeout: Duration,
+    /// Serve every request without asking for a token (development only; announced loudly).
+    pub allow_anonymous: bool,
+    /// Let `allow_anonymous` stand with an address other machines reach: without it, that pair
+    /// is refused at start.
+    pub allow_anonymous_on_network: bool,
+    /// The secret of the first admin token, made when the store has no token yet (else a random
+    /// one is made). A secret: set it by `DOPPEL_HTTP_BOOTSTRAP_TOKEN` or the file, never a flag.
+    pub bootstrap_token: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -480,6 +488,9 @@ impl Default for HttpConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_connections: doppel_http::server::DEFAULT_MAX_CONNECTIONS,
             header_timeout: doppel_http::server::DEFAULT_HEADER_TIMEOUT,
+            allow_anonymous: false,
+            allow_anonymous_on_network: false,
+            bootstrap_token: None,
         }
     }
 }
@@ -536,6 +547,15 @@ pub struct ServeArgs {
     /// http.header_timeout: how long a client may take to send a request's headers [default: 10s]
     #[arg(long, env = "DOPPEL_HTTP_HEADER_TIMEOUT", value_parser = humantime::parse_duration)]
     pub http_header_timeout: Option<Duration>,
+    /// http.allow_anonymous: serve HTTP requests without tokens (development only) [default: false]
+    #[arg(long, env = "DOPPEL_HTTP_ALLOW_ANONYMOUS")]
+    pub http_allow_anonymous: Option<bool>,
+    /// http.allow_anonymous_on_network: allow anonymous HTTP on a non-loopback address [default: false]
+    #[arg(long, env = "DOPPEL_HTTP_ALLOW_ANONYMOUS_ON_NETWORK")]
+    pub http_allow_anonymous_on_network: Option<bool>,
+    /// http.bootstrap_token: the first admin token's secret (environment only: a secret)
+    #[arg(skip = std::env::var("DOPPEL_HTTP_BOOTSTRAP_TOKEN").ok())]
+    pub http_bootstrap_token: Option<String>,
     /// limits.max_document_bytes: largest request body and state section [default: 65536]
     #[arg(long, env = "DOPPEL_LIMITS_MAX_DOCUMENT_BYTES")]
     pub limits_max_document_bytes: Option<usize>,
@@ -679,6 +699,15 @@ impl ServeArgs {
         }
         if let Some(v) = self.http_header_timeout {
             config.http.header_timeout = v;
+        }
+        if let Some(v) = self.http_allow_anonymous {
+            config.http.allow_anonymous = v;
+        }
+        if let Some(v) = self.http_allow_anonymous_on_network {
+            config.http.allow_anonymous_on_network = v;
+        }
+        if let Some(v) = &self.http_bootstrap_token {
+            config.http.bootstrap_token = Some(v.clone());
         }
         if let Some(v) = self.limits_max_document_bytes {
             config.limits.max_document_bytes = v;
@@ -877,6 +906,15 @@ impl Config {
         }
         if self.engine.max_batch == 0 || self.engine.queue_depth == 0 {
             bail!("engine.max_batch and engine.queue_depth must be at least 1");
+        }
+        if self.http.allow_anonymous
+            && !self.http.addr.ip().is_loopback()
+            && !self.http.allow_anonymous_on_network
+        {
+            bail!(
+                "http.allow_anonymous with http.addr {} lets anyone on the network read and change every tenant; bind to loopback, or set http.allow_anonymous_on_network = true to force it",
+                self.http.addr
+            );
         }
         if self.http.max_connections == 0 || self.mqtt.max_connections == 0 {
             bail!("http.max_connections and mqtt.max_connections must be at least 1");

@@ -41,6 +41,8 @@ enum Command {
     Device(cli::credential::PrincipalArgs),
     /// Manage applications on a running hub: their MQTT credentials.
     App(cli::credential::PrincipalArgs),
+    /// Manage the API tokens of a running hub (an admin token's job).
+    Token(cli::token::TokenArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Command::Commands(args) => cli::command::run(args),
         Command::Device(args) => cli::credential::run(args, cli::credential::Kind::Device),
         Command::App(args) => cli::credential::run(args, cli::credential::Kind::App),
+        Command::Token(args) => cli::token::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

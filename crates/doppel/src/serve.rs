@@ -5,11 +5,14 @@ use crate::descriptors;
 use crate::telemetry;
 use anyhow::Context;
 use doppel_auth::Registry;
+use doppel_auth::{NewToken, Role, TenantScope, Tokens};
+use doppel_engine::Clock;
 use doppel_engine::{Engine, SystemClock};
 use doppel_http::AppState;
+use doppel_http::auth::Authentication;
 use doppel_http::server::ConnectionLimits;
 use doppel_mqtt::MqttServer;
-use doppel_store::{CredentialStore, FjallStore};
+use doppel_store::{CredentialStore, FjallStore, TokenStore};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::io::Write;
 use std::sync::Arc;
@@ -71,7 +74,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .local_addr()
         .context("cannot read the bound address")?;
     let budget = share_descriptors(&config);
-    let state = AppState::new(config.limits);
+    let store = Arc::new(store);
+    let authentication = authentication(&config, store.clone()).await?;
+    let state = AppState::new(config.limits, authentication, Arc::new(SystemClock));
     state.set_metrics(install_metrics()?);
     let server = tokio::spawn({
         let router = doppel_http::router(state.clone());
@@ -89,7 +94,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "HTTP API listening; loading the store");
     announce(&format!("doppel listening on http://{addr}"));
 
-    let store = Arc::new(store);
     let credentials: Arc<dyn CredentialStore> = store.clone();
     let concurrent_checks = config.mqtt.login.concurrent_checks();
     let registry =
@@ -142,6 +146,66 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tasks.join().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Where the first admin token's secret is written, in the data folder.
+const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// How the HTTP API authenticates: by the store's tokens, made the first time with an admin
+/// token whose secret goes to `admin.token` (mode 0600) in the data folder; or not at all, when
+/// `http.allow_anonymous` says so.
+async fn authentication(config: &Config, store: Arc<FjallStore>) -> anyhow::Result<Authentication> {
+    if config.http.allow_anonymous {
+        // On stderr whatever the log level: an open API must not go unnoticed.
+        eprintln!(
+            "doppel: WARNING: http.allow_anonymous is on: anyone who reaches {} can read and change every tenant's twins and mint credentials",
+            config.http.addr
+        );
+        tracing::warn!(
+            "ANONYMOUS HTTP ACCESS IS ON; turn http.allow_anonymous off outside development"
+        );
+        return Ok(Authentication::Anonymous);
+    }
+    let token_store: Arc<dyn TokenStore> = store;
+    let tokens = tokio::task::spawn_blocking(move || Tokens::load(token_store))
+        .await
+        .context("the token loader panicked")?
+        .context("cannot load the API tokens from the store")?;
+    if tokens.is_empty() {
+        let path = config.data_dir.join(ADMIN_TOKEN_FILE);
+        let secret = match &config.http.bootstrap_token {
+            Some(secret) => secret.clone(),
+            None => doppel_auth::generate_secret().context("cannot draw a token secret")?,
+        };
+        // The file first: an admin token whose secret nobody has would lock the operator out,
+        // while a file whose token was never made is made again at the next start.
+        write_secret(&path, &secret)
+            .with_context(|| format!("cannot write the first admin token to {}", path.display()))?;
+        let new = NewToken {
+            name: "admin".to_owned(),
+            roles: vec![Role::Admin],
+            tenant: TenantScope::All,
+            expires_at: None,
+        };
+        tokens
+            .create_with_secret(new, &secret, SystemClock.now())
+            .await
+            .context("cannot create the first admin token")?;
+        tracing::info!(path = %path.display(), "created the first admin token; its secret is in this file (mode 0600)");
+    }
+    Ok(Authentication::Tokens(tokens))
+}
+
+/// Writes `secret` to `path`, readable by this user only.
+fn write_secret(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    writeln!(file, "{secret}")?;
+    file.sync_all()
 }
 
 /// Raises the open-files limit and shares it out between the listeners (see `descriptors`),

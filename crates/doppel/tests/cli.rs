@@ -164,7 +164,7 @@ fn history_lists_one_row_per_change_and_filters_by_kind() {
     assert_eq!(columns[2][..2], ["3", "DESIRED"], "{all}");
     assert_eq!(
         columns[2][3..],
-        ["api", "faster", r#"{"speed":2}"#],
+        ["token:admin", "faster", r#"{"speed":2}"#],
         "{all}"
     );
     assert!(!all.contains("next cursor"), "{all}");

@@ -3,12 +3,13 @@
 
 mod common;
 
-use common::Server;
 use common::http::HttpClient;
 use common::sse::{EVENTS, SseClient};
+use common::{ADMIN_TOKEN, Server};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::time::Duration;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// Longest wait for one expected event.
 const WAIT: Duration = Duration::from_secs(10);
@@ -114,7 +115,14 @@ async fn a_websocket_client_gets_command_events() {
         "ws://{}{EVENTS}/ws?types=command.*",
         server.base.trim_start_matches("http://")
     );
-    let (mut socket, _) = tokio_tungstenite::connect_async(url)
+    let mut request = url.into_client_request().expect("a WebSocket request");
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {ADMIN_TOKEN}")
+            .parse()
+            .expect("a header value"),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
         .await
         .expect("WebSocket upgrade");
     // The subscription is open once the upgrade is answered.

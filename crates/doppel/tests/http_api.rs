@@ -372,7 +372,7 @@ async fn meta_fields_are_written_by_applications() {
         history["items"][1]["state"]["tags"],
         json!({"site": "berlin"})
     );
-    assert_eq!(history["items"][1]["changed_by"], json!("api"));
+    assert_eq!(history["items"][1]["changed_by"], json!("token:admin"));
 }
 
 #[tokio::test]

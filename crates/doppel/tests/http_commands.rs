@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::Server;
 use common::api::{Api, Reply, assert_problem};
+use common::{ADMIN_TOKEN, Server};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -317,7 +317,8 @@ async fn poll(api: &Api, wait: u64) -> tokio::task::JoinHandle<(StatusCode, Valu
         .await
         .expect("connect for the poll");
     let request = format!(
-        "GET {COMMANDS}/next?wait={wait} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {COMMANDS}/next?wait={wait} HTTP/1.1\r\nHost: {addr}\r\n\
+         Authorization: Bearer {ADMIN_TOKEN}\r\nConnection: close\r\n\r\n"
     );
     stream
         .write_all(request.as_bytes())

@@ -67,11 +67,11 @@ fn token_info_answers_roles_expiry_and_tenants() {
     );
     assert!(!info.is_expired(Millis(NOW.0 + 9)));
     assert!(info.is_expired(Millis(NOW.0 + 10)), "expiry is exclusive");
-    assert!(info.covers(&acme()));
-    assert!(!info.covers(&TenantId::new("acme2").unwrap()));
+    assert!(info.covers(acme().as_str()));
+    assert!(!info.covers("acme2"));
     info.tenant = TenantScope::All;
     info.expires_at = None;
-    assert!(info.covers(&TenantId::new("acme2").unwrap()));
+    assert!(info.covers("acme2"));
     assert!(!info.is_expired(Millis(i64::MAX)));
 }
 

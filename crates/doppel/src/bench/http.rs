@@ -73,6 +73,9 @@ pub struct HttpArgs {
     /// A process (the hub) whose CPU time to report for the measured part of the run.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// API token with the role app-write (PATCH) or app-read (GET); the hub's admin.token will do.
+    #[arg(long, env = "DOPPEL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 /// The request a worker sends.
@@ -175,7 +178,14 @@ impl Plan {
         // request's URL well formed.
         TenantId::new(args.tenant.as_str()).context("--tenant")?;
         DeviceId::new(device_name(&args.prefix, args.twins - 1)).context("--prefix")?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = &args.token {
+            let bearer = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .context("--token holds characters a header cannot")?;
+            headers.insert(reqwest::header::AUTHORIZATION, bearer);
+        }
         let client = reqwest::Client::builder()
+            .default_headers(headers)
             .pool_max_idle_per_host(args.concurrency)
             .tcp_nodelay(true)
             .timeout(REQUEST_TIMEOUT)

@@ -58,10 +58,12 @@ pub struct Client {
     http: reqwest::Client,
     /// The base URL without a trailing slash, as the user wrote it: used in messages.
     server: String,
+    /// Sent as `Authorization: Bearer` with every request.
+    token: Option<String>,
 }
 
 impl Client {
-    pub fn new(server: &str) -> Result<Self, ClientError> {
+    pub fn new(server: &str, token: Option<String>) -> Result<Self, ClientError> {
         let server = server.trim_end_matches('/').to_owned();
         let invalid = |reason: String| ClientError::InvalidServer {
             server: server.clone(),
@@ -81,12 +83,20 @@ impl Client {
             .pool_idle_timeout(IDLE_CONNECTION)
             .build()
             .map_err(|err| invalid(innermost_message(&err)))?;
-        Ok(Self { http, server })
+        Ok(Self {
+            http,
+            server,
+            token,
+        })
     }
 
     /// A request to `path`, which starts with `/`.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.server))
+        let request = self.http.request(method, format!("{}{path}", self.server));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
     }
 
     /// Sends a request and returns the JSON body of a successful answer (`null` for `204`).
@@ -206,8 +216,8 @@ mod tests {
 
     #[test]
     fn only_plain_http_servers_are_accepted() {
-        assert!(Client::new("http://127.0.0.1:8080/").is_ok());
-        let https = Client::new("https://hub.example")
+        assert!(Client::new("http://127.0.0.1:8080/", None).is_ok());
+        let https = Client::new("https://hub.example", None)
             .err()
             .map(|err| err.to_string());
         assert_eq!(
@@ -216,7 +226,7 @@ mod tests {
                 "--server \"https://hub.example\" is not usable: the scheme is \"https\"; this build speaks plain http:// only"
             )
         );
-        assert!(Client::new("127.0.0.1:8080").is_err());
+        assert!(Client::new("127.0.0.1:8080", None).is_err());
     }
 
     #[test]

@@ -107,9 +107,10 @@ pub fn run(args: CommandArgs) -> anyhow::Result<()> {
 /// Sends the one request of a subcommand and returns what to print.
 async fn execute(args: CommandArgs) -> anyhow::Result<String> {
     let printer = args.target.printer();
-    let tenant = TenantId::new(&args.target.tenant)?;
+    let hub = args.target.hub()?;
+    let tenant = TenantId::new(&hub.tenant)?;
     let device = device_id(args.action.device())?;
-    let client = Client::new(&args.target.server)?;
+    let client = Client::new(&hub.server, hub.token)?;
     let commands = format!("/v1/tenants/{tenant}/twins/{device}/commands");
 
     match args.action {

@@ -105,9 +105,10 @@ fn principal(tenant: &str, kind: Kind, name: &str) -> anyhow::Result<Principal> 
 
 /// Sends the one request of a subcommand and returns what to print.
 async fn execute(target: Target, kind: Kind, command: CredentialCommand) -> anyhow::Result<String> {
-    let principal = principal(&target.tenant, kind, command.name())?;
+    let hub = target.hub()?;
+    let principal = principal(&hub.tenant, kind, command.name())?;
     let username = principal.username();
-    let client = Client::new(&target.server)?;
+    let client = Client::new(&hub.server, hub.token)?;
     let printer = target.printer();
     let path = format!(
         "/v1/tenants/{}/{}/{}/credentials",

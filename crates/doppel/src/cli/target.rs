@@ -15,24 +15,74 @@ pub const DEFAULT_TENANT: &str = "default";
 /// Help heading of the options every subcommand shares.
 const HUB_OPTIONS: &str = "Hub options";
 
+/// Where `doppel serve` keeps the first admin token's secret when run in the same folder with
+/// its default data folder; the CLI reads it from there when it has no other token.
+pub const LOCAL_ADMIN_TOKEN: &str = "doppel-data/admin.token";
+
 /// Options every subcommand takes; `global` lets them stand before or after the subcommand.
+/// Each comes from its flag, else its environment variable, else the profile, else the default.
 #[derive(Args, Debug)]
 pub struct Target {
-    /// Base URL of the hub's HTTP API (plain http only).
-    #[arg(long, global = true, help_heading = HUB_OPTIONS, env = "DOPPEL_SERVER", default_value = DEFAULT_SERVER)]
-    pub server: String,
-    /// Tenant to act in.
-    #[arg(long, global = true, help_heading = HUB_OPTIONS, env = "DOPPEL_TENANT", default_value = DEFAULT_TENANT)]
-    pub tenant: String,
+    /// Base URL of the hub's HTTP API [default: http://127.0.0.1:8080]
+    #[arg(long, global = true, help_heading = HUB_OPTIONS, env = "DOPPEL_SERVER")]
+    server: Option<String>,
+    /// Tenant to act in [default: default]
+    #[arg(long, global = true, help_heading = HUB_OPTIONS, env = "DOPPEL_TENANT")]
+    tenant: Option<String>,
+    /// API token (else the profile's, else ./doppel-data/admin.token when it exists)
+    #[arg(long, global = true, help_heading = HUB_OPTIONS, env = "DOPPEL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Profile of the CLI's config file (server, tenant and token), like a kubectl context
+    #[arg(long, global = true, help_heading = HUB_OPTIONS, env = "DOPPEL_PROFILE")]
+    profile: Option<String>,
     /// Print the server's JSON answer, indented, instead of text for people.
     #[arg(long, global = true, help_heading = HUB_OPTIONS)]
     pub json: bool,
+}
+
+/// The hub a subcommand talks to, once flags, environment, profile and defaults are resolved.
+#[derive(Clone, Debug)]
+pub struct Hub {
+    pub server: String,
+    pub tenant: String,
+    pub token: Option<String>,
 }
 
 impl Target {
     /// How this subcommand prints its answer.
     pub fn printer(&self) -> Printer {
         Printer { json: self.json }
+    }
+
+    /// The hub, tenant and token to use.
+    pub fn hub(&self) -> anyhow::Result<Hub> {
+        let profile = super::profile::load(self.profile.as_deref())?;
+        let token = match self.token.clone().or(profile.token) {
+            Some(token) => Some(token),
+            None => local_admin_token()?,
+        };
+        Ok(Hub {
+            server: self
+                .server
+                .clone()
+                .or(profile.server)
+                .unwrap_or_else(|| DEFAULT_SERVER.to_owned()),
+            tenant: self
+                .tenant
+                .clone()
+                .or(profile.tenant)
+                .unwrap_or_else(|| DEFAULT_TENANT.to_owned()),
+            token,
+        })
+    }
+}
+
+/// The first admin token of a hub started in this folder, if there is one.
+fn local_admin_token() -> anyhow::Result<Option<String>> {
+    match std::fs::read_to_string(LOCAL_ADMIN_TOKEN) {
+        Ok(text) => Ok(Some(text.trim().to_owned())),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(anyhow::anyhow!("cannot read {LOCAL_ADMIN_TOKEN}: {err}")),
     }
 }
 

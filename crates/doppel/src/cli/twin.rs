@@ -171,8 +171,9 @@ pub fn run(args: TwinArgs) -> anyhow::Result<()> {
 /// Sends the one request of a subcommand and returns what to print.
 async fn execute(args: TwinArgs) -> anyhow::Result<String> {
     let printer = args.target.printer();
-    let tenant = TenantId::new(&args.target.tenant)?;
-    let client = Client::new(&args.target.server)?;
+    let hub = args.target.hub()?;
+    let tenant = TenantId::new(&hub.tenant)?;
+    let client = Client::new(&hub.server, hub.token)?;
     let twins = format!("/v1/tenants/{tenant}/twins");
 
     match args.command {

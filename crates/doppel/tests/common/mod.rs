@@ -26,7 +26,12 @@ pub fn doppel_bin() -> &'static str {
     env!("CARGO_BIN_EXE_doppel")
 }
 
-/// A `doppel` command with a clean environment as far as Doppel is concerned.
+/// The first admin token of every server the tests start, and the token of every CLI command
+/// they run (each server is new, so one known secret serves them all).
+pub const ADMIN_TOKEN: &str = "dpt_T3st-Adm1n_tok3n-F0r-Ev3ry-T3st-S3rv3r-AbCdEfGhIj";
+
+/// A `doppel` command with a clean environment as far as Doppel is concerned, but for the test
+/// admin token: servers make it their first token, CLI commands send it.
 pub fn doppel_command() -> Command {
     let mut command = Command::new(doppel_bin());
     for (name, _) in std::env::vars() {
@@ -34,6 +39,11 @@ pub fn doppel_command() -> Command {
             command.env_remove(name);
         }
     }
+    command
+        .env("DOPPEL_HTTP_BOOTSTRAP_TOKEN", ADMIN_TOKEN)
+        .env("DOPPEL_TOKEN", ADMIN_TOKEN)
+        // No profile of the machine's user may creep in.
+        .env("DOPPEL_CLI_CONFIG", "/nonexistent/doppel-cli.toml");
     command
 }
 
@@ -228,8 +238,23 @@ impl Drop for Server {
 /// on a connection the hub is closing.
 pub const HTTP_IDLE: Duration = Duration::from_secs(5);
 
-/// The tests' HTTP client.
+/// The tests' HTTP client: every request carries the test admin token.
 pub fn http_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&bearer).expect("a header value"),
+    );
+    reqwest::Client::builder()
+        .pool_idle_timeout(HTTP_IDLE)
+        .default_headers(headers)
+        .build()
+        .expect("an HTTP client")
+}
+
+/// An HTTP client that sends no token, for the tests of what happens without one.
+pub fn anonymous_http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .pool_idle_timeout(HTTP_IDLE)
         .build()
