@@ -13,6 +13,7 @@ mod params;
 pub mod problem;
 mod render;
 pub mod server;
+pub mod tls;
 mod trace;
 mod twins;
 

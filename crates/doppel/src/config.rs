@@ -411,6 +411,31 @@ pub struct HttpConfig {
     /// closed after it (slow or silent clients must not hold sockets).
     #[serde(deserialize_with = "duration")]
     pub header_timeout: Duration,
+    /// HTTPS instead of plain HTTP; off unless set. Reloaded from the same files on SIGHUP.
+    pub tls: Option<HttpTlsSection>,
+}
+
+/// The HTTP API's TLS material (see docs/SECURITY.md, "TLS").
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTlsSection {
+    /// PEM certificate chain of the server, its own certificate first.
+    pub cert: PathBuf,
+    /// PEM private key of that certificate.
+    pub key: PathBuf,
+    /// PEM CA bundle; when set, every client must present a certificate one of them signed
+    /// (mutual TLS). This authenticates the connection only: it grants no rights of its own.
+    pub client_ca: Option<PathBuf>,
+}
+
+impl HttpTlsSection {
+    pub fn files(&self) -> doppel_http::tls::TlsFiles {
+        doppel_http::tls::TlsFiles {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            client_ca: self.client_ca.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -480,6 +505,7 @@ impl Default for HttpConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_connections: doppel_http::server::DEFAULT_MAX_CONNECTIONS,
             header_timeout: doppel_http::server::DEFAULT_HEADER_TIMEOUT,
+            tls: None,
         }
     }
 }
@@ -536,6 +562,15 @@ pub struct ServeArgs {
     /// http.header_timeout: how long a client may take to send a request's headers [default: 10s]
     #[arg(long, env = "DOPPEL_HTTP_HEADER_TIMEOUT", value_parser = humantime::parse_duration)]
     pub http_header_timeout: Option<Duration>,
+    /// http.tls.cert: PEM certificate chain for HTTPS; needs http.tls.key [default: off, plain HTTP]
+    #[arg(long, env = "DOPPEL_HTTP_TLS_CERT")]
+    pub http_tls_cert: Option<PathBuf>,
+    /// http.tls.key: PEM private key for HTTPS; needs http.tls.cert
+    #[arg(long, env = "DOPPEL_HTTP_TLS_KEY")]
+    pub http_tls_key: Option<PathBuf>,
+    /// http.tls.client_ca: PEM CA bundle; HTTPS clients must present a certificate it signed [default: none]
+    #[arg(long, env = "DOPPEL_HTTP_TLS_CLIENT_CA")]
+    pub http_tls_client_ca: Option<PathBuf>,
     /// limits.max_document_bytes: largest request body and state section [default: 65536]
     #[arg(long, env = "DOPPEL_LIMITS_MAX_DOCUMENT_BYTES")]
     pub limits_max_document_bytes: Option<usize>,
@@ -680,6 +715,7 @@ impl ServeArgs {
         if let Some(v) = self.http_header_timeout {
             config.http.header_timeout = v;
         }
+        self.apply_http_tls(&mut config.http)?;
         if let Some(v) = self.limits_max_document_bytes {
             config.limits.max_document_bytes = v;
         }
@@ -756,6 +792,38 @@ impl ServeArgs {
 }
 
 impl ServeArgs {
+    /// Flags and variables override the file's `http.tls` key by key; cert and key must end up
+    /// together.
+    fn apply_http_tls(&self, http: &mut HttpConfig) -> anyhow::Result<()> {
+        let flags = self.http_tls_cert.is_some()
+            || self.http_tls_key.is_some()
+            || self.http_tls_client_ca.is_some();
+        if !flags {
+            return Ok(());
+        }
+        let file = http.tls.take();
+        let cert = self
+            .http_tls_cert
+            .clone()
+            .or(file.as_ref().map(|t| t.cert.clone()));
+        let key = self
+            .http_tls_key
+            .clone()
+            .or(file.as_ref().map(|t| t.key.clone()));
+        let (Some(cert), Some(key)) = (cert, key) else {
+            bail!("http.tls needs cert and key together");
+        };
+        http.tls = Some(HttpTlsSection {
+            cert,
+            key,
+            client_ca: self
+                .http_tls_client_ca
+                .clone()
+                .or(file.and_then(|t| t.client_ca)),
+        });
+        Ok(())
+    }
+
     fn apply_mqtt(&self, mqtt: &mut MqttSection) -> anyhow::Result<()> {
         if let Some(v) = self.mqtt_addr {
             mqtt.addr = v;
@@ -1073,6 +1141,38 @@ mod tests {
                 .to_string()
                 .starts_with("mqtt.login.backoff")
         );
+    }
+
+    #[test]
+    fn http_tls_comes_from_the_file_and_flags_with_cert_and_key_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("doppel.toml");
+        std::fs::write(
+            &path,
+            "[http.tls]\ncert = \"/etc/doppel/cert.pem\"\nkey = \"/etc/doppel/key.pem\"\n",
+        )
+        .unwrap();
+        let config = ServeArgs {
+            config: Some(path),
+            http_tls_client_ca: Some(PathBuf::from("/etc/doppel/operators.pem")),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        let files = config.http.tls.expect("http.tls").files();
+        assert_eq!(files.cert, PathBuf::from("/etc/doppel/cert.pem"));
+        assert_eq!(
+            files.client_ca,
+            Some(PathBuf::from("/etc/doppel/operators.pem"))
+        );
+        assert!(ServeArgs::default().resolve().unwrap().http.tls.is_none());
+        let err = ServeArgs {
+            http_tls_cert: Some(PathBuf::from("cert.pem")),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert_eq!(err.to_string(), "http.tls needs cert and key together");
     }
 
     #[test]
