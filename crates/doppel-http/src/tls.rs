@@ -103,9 +103,8 @@ fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     // Named explicitly rather than installed process-wide: nothing else can then pick another
     // provider for this listener, and the build stays free of aws-lc.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain = certificates(&files.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|err| pem_error(&files.key, "private key", err))?;
+    let chain = read_certificates(&files.cert)?;
+    let key = read_private_key(&files.key)?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|err| TlsError::Provider(err.to_string()))?;
@@ -124,8 +123,15 @@ fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
-/// Every certificate in a PEM file, in order; at least one.
-fn certificates(file: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+/// The first private key in a PEM file (PKCS#8, PKCS#1 or SEC1). The CLI reads its client key
+/// with it too.
+pub fn read_private_key(file: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(file).map_err(|err| pem_error(file, "private key", err))
+}
+
+/// Every certificate in a PEM file, in order; at least one. The CLI reads its CA file and
+/// client certificate with it too.
+pub fn read_certificates(file: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let chain = CertificateDer::pem_file_iter(file)
         .and_then(Iterator::collect::<Result<Vec<_>, _>>)
         .map_err(|err| pem_error(file, "certificate", err))?;
@@ -147,7 +153,7 @@ fn client_verifier(
         reason,
     };
     let mut roots = RootCertStore::empty();
-    for ca in certificates(file)? {
+    for ca in read_certificates(file)? {
         roots.add(ca).map_err(|err| rejected(err.to_string()))?;
     }
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)

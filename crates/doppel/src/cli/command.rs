@@ -2,7 +2,6 @@
 //! its HTTP API (`/v1/tenants/{tenant}/twins/{device}/commands`). Each subcommand is one request;
 //! the answer is printed for people, or as the server's JSON with `--json` for scripts.
 
-use super::client::Client;
 use super::table::Table;
 use super::target::{Target, print_outcome};
 use super::view;
@@ -109,7 +108,7 @@ async fn execute(args: CommandArgs) -> anyhow::Result<String> {
     let printer = args.target.printer();
     let tenant = TenantId::new(&args.target.tenant)?;
     let device = device_id(args.action.device())?;
-    let client = Client::new(&args.target.server)?;
+    let client = args.target.client()?;
     let commands = format!("/v1/tenants/{tenant}/twins/{device}/commands");
 
     match args.action {

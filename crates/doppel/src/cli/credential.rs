@@ -3,7 +3,6 @@
 //! (`/v1/tenants/{tenant}/{devices|apps}/{name}/credentials`). Each subcommand is one request;
 //! the answer is printed for people, or as the server's JSON with `--json` for scripts.
 
-use super::client::Client;
 use super::table::Table;
 use super::target::{Target, print_outcome};
 use anyhow::anyhow;
@@ -107,7 +106,7 @@ fn principal(tenant: &str, kind: Kind, name: &str) -> anyhow::Result<Principal> 
 async fn execute(target: Target, kind: Kind, command: CredentialCommand) -> anyhow::Result<String> {
     let principal = principal(&target.tenant, kind, command.name())?;
     let username = principal.username();
-    let client = Client::new(&target.server)?;
+    let client = target.client()?;
     let printer = target.printer();
     let path = format!(
         "/v1/tenants/{}/{}/{}/credentials",

@@ -1,10 +1,12 @@
 //! What every client subcommand shares: which hub and tenant it talks to, how it prints, and
 //! running one request to completion.
 
+use super::client::{Client, ClientError, TlsOptions};
 use anyhow::Context;
 use clap::Args;
 use serde_json::Value;
 use std::io::Write;
+use std::path::PathBuf;
 
 /// Where `doppel serve` listens unless told otherwise.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
@@ -18,9 +20,19 @@ const HUB_OPTIONS: &str = "Hub options";
 /// Options every subcommand takes; `global` lets them stand before or after the subcommand.
 #[derive(Args, Debug)]
 pub struct Target {
-    /// Base URL of the hub's HTTP API (plain http only).
+    /// Base URL of the hub's HTTP API: http://... or https://... (the hub's certificate is
+    /// verified, against the system's CAs unless --ca-file names others).
     #[arg(long, global = true, help_heading = HUB_OPTIONS, env = "DOPPEL_SERVER", default_value = DEFAULT_SERVER)]
     pub server: String,
+    /// PEM CA certificates to verify an https:// hub against, instead of the system's.
+    #[arg(long, global = true, help_heading = HUB_OPTIONS, env = "DOPPEL_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for a hub that asks for one (http.tls.client_ca).
+    #[arg(long, global = true, help_heading = HUB_OPTIONS, env = "DOPPEL_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, global = true, help_heading = HUB_OPTIONS, env = "DOPPEL_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
     /// Tenant to act in.
     #[arg(long, global = true, help_heading = HUB_OPTIONS, env = "DOPPEL_TENANT", default_value = DEFAULT_TENANT)]
     pub tenant: String,
@@ -30,6 +42,15 @@ pub struct Target {
 }
 
 impl Target {
+    /// A client for the hub this subcommand talks to.
+    pub fn client(&self) -> Result<Client, ClientError> {
+        let tls = TlsOptions {
+            ca_file: self.ca_file.clone(),
+            client_identity: self.client_cert.clone().zip(self.client_key.clone()),
+        };
+        Client::new(&self.server, &tls)
+    }
+
     /// How this subcommand prints its answer.
     pub fn printer(&self) -> Printer {
         Printer { json: self.json }

@@ -2,7 +2,6 @@
 //! (`/v1/tenants/{tenant}/twins`). Each subcommand is one request; the answer is printed as a
 //! table for people, or as the server's JSON with `--json` for scripts.
 
-use super::client::Client;
 use super::target::{Target, print_outcome};
 use super::view;
 use anyhow::anyhow;
@@ -172,7 +171,7 @@ pub fn run(args: TwinArgs) -> anyhow::Result<()> {
 async fn execute(args: TwinArgs) -> anyhow::Result<String> {
     let printer = args.target.printer();
     let tenant = TenantId::new(&args.target.tenant)?;
-    let client = Client::new(&args.target.server)?;
+    let client = args.target.client()?;
     let twins = format!("/v1/tenants/{tenant}/twins");
 
     match args.command {
