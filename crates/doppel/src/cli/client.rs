@@ -228,14 +228,10 @@ fn innermost_message(err: &(dyn std::error::Error + 'static)) -> String {
     while let Some(source) = current.source() {
         current = source;
     }
+    if let Some(tls) = rustls_error(current) {
+        return tls_failure(tls);
+    }
     if let Some(io) = current.downcast_ref::<std::io::Error>() {
-        // TLS failures come as an I/O error around rustls' own.
-        if let Some(tls) = io
-            .get_ref()
-            .and_then(|err| err.downcast_ref::<rustls::Error>())
-        {
-            return tls_failure(tls);
-        }
         return match io.kind() {
             std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
             std::io::ErrorKind::ConnectionReset => "connection reset".into(),
@@ -244,6 +240,19 @@ fn innermost_message(err: &(dyn std::error::Error + 'static)) -> String {
         };
     }
     strip_os_error(&current.to_string())
+}
+
+/// The rustls error inside `err`: handshake failures come as an I/O error around an I/O error
+/// around rustls' own, and an I/O error hides what it wraps from `source()`.
+fn rustls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut current = err;
+    loop {
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        let inner = current.downcast_ref::<std::io::Error>()?.get_ref()?;
+        current = inner;
+    }
 }
 
 /// A failed handshake in words, with what to do about the two an operator meets.

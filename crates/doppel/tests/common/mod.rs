@@ -3,6 +3,7 @@
 #![allow(dead_code)] // Each test file uses a different part of the harness.
 
 pub mod api;
+pub mod certs;
 pub mod crash;
 pub mod edge;
 pub mod http;
@@ -170,6 +171,15 @@ impl Server {
         find_listener(&self.mqtt_listeners, scheme)
     }
 
+    /// The address of the HTTP API, whether it speaks http:// or https://.
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        self.base
+            .split_once("://")
+            .map_or(self.base.as_str(), |(_, addr)| addr)
+            .parse()
+            .expect("the HTTP address")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
@@ -234,6 +244,33 @@ pub fn http_client() -> reqwest::Client {
         .pool_idle_timeout(HTTP_IDLE)
         .build()
         .expect("an HTTP client")
+}
+
+/// The tests' HTTPS client: trusts only the PEM CAs in `ca_file`, and reports each
+/// connection's peer certificate (`reqwest::tls::TlsInfo` in a response's extensions).
+pub fn https_client(ca_file: &Path) -> reqwest::Client {
+    let ca = std::fs::read(ca_file).expect("read the CA file");
+    reqwest::Client::builder()
+        .pool_idle_timeout(HTTP_IDLE)
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("a PEM CA"))
+        .tls_info(true)
+        .build()
+        .expect("an HTTPS client")
+}
+
+/// Reads until the server closes the socket; `true` when it did within `within`.
+pub async fn closed_by_server(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 256];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
 }
 
 /// Waits until `check` holds, asking again every 50 ms; fails the test after `wait`.
