@@ -94,8 +94,14 @@ impl Edge {
                 let stopping = async move {
                     let _ = stopped.wait_for(|stop| *stop).await;
                 };
-                doppel_http::server::serve(listener, router, ConnectionLimits::default(), stopping)
-                    .await
+                doppel_http::server::serve(
+                    listener,
+                    None,
+                    router,
+                    ConnectionLimits::default(),
+                    stopping,
+                )
+                .await
             }
         });
         let context = Arc::new(LinkContext {

@@ -14,6 +14,7 @@ mod params;
 pub mod problem;
 mod render;
 pub mod server;
+pub mod tls;
 mod tokens;
 mod trace;
 mod twins;

@@ -3,16 +3,24 @@
 //! slow-header sockets would otherwise be held forever), and at most `max_connections` are open
 //! at once: at the limit the listener stops accepting, so new connections wait in the kernel's
 //! backlog instead of taking file descriptors the MQTT side needs.
+//!
+//! With TLS, each accepted socket first goes through the handshake, bounded by the same header
+//! timeout and holding its connection permit, so neither bound can be sidestepped by a client
+//! that stalls before HTTP even starts.
 
+use crate::tls::TlsCertificates;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 /// How long the loop pauses after a failed accept (out of file descriptors, say), so that it
@@ -33,7 +41,9 @@ pub struct ConnectionLimits {
     /// Most connections open at once.
     pub max_connections: usize,
     /// How long a client may take to send a request's headers, from the moment the server
-    /// waits for them (a new connection, or a kept-alive one after its last answer).
+    /// waits for them (a new connection, or a kept-alive one after its last answer). With TLS,
+    /// the handshake gets as long again before that: it is the same kind of wait for a client,
+    /// so one setting bounds both.
     pub header_timeout: Duration,
 }
 
@@ -46,10 +56,11 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then lets the open connections
-/// finish their requests (idle ones are closed at once) and returns.
+/// Serves `router` on `listener` (over TLS when `tls` is given) until `shutdown` resolves, then
+/// lets the open connections finish their requests (idle ones are closed at once) and returns.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<TlsCertificates>>,
     router: Router,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
@@ -82,31 +93,26 @@ pub async fn serve(
         };
         // Answers are written whole; Nagle's algorithm would hold small ones back.
         let _ = stream.set_nodelay(true);
-        // Handlers may ask who is on the other end (`/metrics` is open to loopback only).
-        let service = TowerToHyperService::new(router.clone().map_request(
-            move |mut request: hyper::Request<hyper::body::Incoming>| {
-                request
-                    .extensions_mut()
-                    .insert(axum::extract::ConnectInfo(peer));
-                request
-            },
-        ));
-        let connection = http
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
-        let mut stop = stop.clone();
+        let connection = Connection {
+            http: http.clone(),
+            router: router.clone(),
+            stop: stop.clone(),
+            peer,
+            _permit: permit,
+        };
+        // Taken now, not in the task: a reload between accept and handshake is then simply
+        // one that came after this connection.
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
+        let handshake_timeout = limits.header_timeout;
         tokio::spawn(async move {
-            tokio::pin!(connection);
-            // A connection ends with an error whenever a client goes away mid-request or
-            // times out: nothing to act on here.
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = stop.changed() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+            match acceptor {
+                None => connection.serve(stream).await,
+                Some(acceptor) => {
+                    connection
+                        .serve_tls(acceptor, stream, handshake_timeout)
+                        .await
                 }
             }
-            drop(permit);
         });
     }
     drop(listener);
@@ -114,4 +120,66 @@ pub async fn serve(
     // Every connection holds a permit until it ends: having them all back means all ended.
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let _ = permits.acquire_many(all).await;
+}
+
+/// One accepted connection, from its first byte of HTTP to its end.
+struct Connection {
+    http: http1::Builder,
+    router: Router,
+    /// Changes when the server is stopping.
+    stop: watch::Receiver<bool>,
+    /// Who is on the other end: handlers may ask (`/metrics` is open to loopback only).
+    peer: SocketAddr,
+    /// Returned to the connection cap when the connection ends, whichever way.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connection {
+    /// The TLS handshake within `timeout`, then HTTP over the secured stream.
+    async fn serve_tls(self, acceptor: TlsAcceptor, stream: TcpStream, timeout: Duration) {
+        let handshake = tokio::time::timeout(timeout, acceptor.accept(stream));
+        let mut stop = self.stop.clone();
+        let secured = tokio::select! {
+            secured = handshake => secured,
+            // A handshake has no request to finish: stopping ends it at once.
+            _ = stop.changed() => return,
+        };
+        match secured {
+            Ok(Ok(stream)) => self.serve(stream).await,
+            // A client without a trusted certificate, a port scanner, a plain-HTTP client on
+            // the HTTPS port: the client is told by the failed handshake; the server has
+            // nothing to act on.
+            Ok(Err(err)) => tracing::debug!(error = %err, "TLS handshake failed"),
+            Err(_) => tracing::debug!("TLS handshake timed out"),
+        }
+    }
+
+    async fn serve<S>(mut self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let peer = self.peer;
+        let service = TowerToHyperService::new(self.router.map_request(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                request
+            },
+        ));
+        let connection = self
+            .http
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        tokio::pin!(connection);
+        // A connection ends with an error whenever a client goes away mid-request or times
+        // out: nothing to act on here.
+        tokio::select! {
+            _ = connection.as_mut() => {}
+            _ = self.stop.changed() => {
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+            }
+        }
+    }
 }

@@ -419,6 +419,31 @@ pub struct HttpConfig {
     /// The secret of the first admin token, made when the store has no token yet (else a random
     /// one is made). A secret: set it by `DOPPEL_HTTP_BOOTSTRAP_TOKEN` or the file, never a flag.
     pub bootstrap_token: Option<String>,
+    /// HTTPS instead of plain HTTP; off unless set. Reloaded from the same files on SIGHUP.
+    pub tls: Option<HttpTlsSection>,
+}
+
+/// The HTTP API's TLS material (see docs/SECURITY.md, "TLS").
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTlsSection {
+    /// PEM certificate chain of the server, its own certificate first.
+    pub cert: PathBuf,
+    /// PEM private key of that certificate.
+    pub key: PathBuf,
+    /// PEM CA bundle; when set, every client must present a certificate one of them signed
+    /// (mutual TLS). This authenticates the connection only: it grants no rights of its own.
+    pub client_ca: Option<PathBuf>,
+}
+
+impl HttpTlsSection {
+    pub fn files(&self) -> doppel_http::tls::TlsFiles {
+        doppel_http::tls::TlsFiles {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            client_ca: self.client_ca.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -491,6 +516,7 @@ impl Default for HttpConfig {
             allow_anonymous: false,
             allow_anonymous_on_network: false,
             bootstrap_token: None,
+            tls: None,
         }
     }
 }
@@ -556,6 +582,15 @@ pub struct ServeArgs {
     /// http.bootstrap_token: the first admin token's secret (environment only: a secret)
     #[arg(skip = std::env::var("DOPPEL_HTTP_BOOTSTRAP_TOKEN").ok())]
     pub http_bootstrap_token: Option<String>,
+    /// http.tls.cert: PEM certificate chain for HTTPS; needs http.tls.key [default: off, plain HTTP]
+    #[arg(long, env = "DOPPEL_HTTP_TLS_CERT")]
+    pub http_tls_cert: Option<PathBuf>,
+    /// http.tls.key: PEM private key for HTTPS; needs http.tls.cert
+    #[arg(long, env = "DOPPEL_HTTP_TLS_KEY")]
+    pub http_tls_key: Option<PathBuf>,
+    /// http.tls.client_ca: PEM CA bundle; HTTPS clients must present a certificate it signed [default: none]
+    #[arg(long, env = "DOPPEL_HTTP_TLS_CLIENT_CA")]
+    pub http_tls_client_ca: Option<PathBuf>,
     /// limits.max_document_bytes: largest request body and state section [default: 65536]
     #[arg(long, env = "DOPPEL_LIMITS_MAX_DOCUMENT_BYTES")]
     pub limits_max_document_bytes: Option<usize>,
@@ -709,6 +744,7 @@ impl ServeArgs {
         if let Some(v) = &self.http_bootstrap_token {
             config.http.bootstrap_token = Some(v.clone());
         }
+        self.apply_http_tls(&mut config.http)?;
         if let Some(v) = self.limits_max_document_bytes {
             config.limits.max_document_bytes = v;
         }
@@ -785,6 +821,38 @@ impl ServeArgs {
 }
 
 impl ServeArgs {
+    /// Flags and variables override the file's `http.tls` key by key; cert and key must end up
+    /// together.
+    fn apply_http_tls(&self, http: &mut HttpConfig) -> anyhow::Result<()> {
+        let flags = self.http_tls_cert.is_some()
+            || self.http_tls_key.is_some()
+            || self.http_tls_client_ca.is_some();
+        if !flags {
+            return Ok(());
+        }
+        let file = http.tls.take();
+        let cert = self
+            .http_tls_cert
+            .clone()
+            .or(file.as_ref().map(|t| t.cert.clone()));
+        let key = self
+            .http_tls_key
+            .clone()
+            .or(file.as_ref().map(|t| t.key.clone()));
+        let (Some(cert), Some(key)) = (cert, key) else {
+            bail!("http.tls needs cert and key together");
+        };
+        http.tls = Some(HttpTlsSection {
+            cert,
+            key,
+            client_ca: self
+                .http_tls_client_ca
+                .clone()
+                .or(file.and_then(|t| t.client_ca)),
+        });
+        Ok(())
+    }
+
     fn apply_mqtt(&self, mqtt: &mut MqttSection) -> anyhow::Result<()> {
         if let Some(v) = self.mqtt_addr {
             mqtt.addr = v;
@@ -1111,6 +1179,38 @@ mod tests {
                 .to_string()
                 .starts_with("mqtt.login.backoff")
         );
+    }
+
+    #[test]
+    fn http_tls_comes_from_the_file_and_flags_with_cert_and_key_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("doppel.toml");
+        std::fs::write(
+            &path,
+            "[http.tls]\ncert = \"/etc/doppel/cert.pem\"\nkey = \"/etc/doppel/key.pem\"\n",
+        )
+        .unwrap();
+        let config = ServeArgs {
+            config: Some(path),
+            http_tls_client_ca: Some(PathBuf::from("/etc/doppel/operators.pem")),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        let files = config.http.tls.expect("http.tls").files();
+        assert_eq!(files.cert, PathBuf::from("/etc/doppel/cert.pem"));
+        assert_eq!(
+            files.client_ca,
+            Some(PathBuf::from("/etc/doppel/operators.pem"))
+        );
+        assert!(ServeArgs::default().resolve().unwrap().http.tls.is_none());
+        let err = ServeArgs {
+            http_tls_cert: Some(PathBuf::from("cert.pem")),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert_eq!(err.to_string(), "http.tls needs cert and key together");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use doppel_engine::{Engine, SystemClock};
 use doppel_http::AppState;
 use doppel_http::auth::Authentication;
 use doppel_http::server::ConnectionLimits;
+use doppel_http::tls::TlsCertificates;
 use doppel_mqtt::MqttServer;
 use doppel_store::{CredentialStore, FjallStore, TokenStore};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -48,7 +49,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Prints a start-up milestone on stdout. Scripts and tests wait for these exact lines:
-/// `doppel listening on http://ADDR` and then `doppel ready`.
+/// `doppel listening on http://ADDR` (`https://` with `http.tls`) and then `doppel ready`.
 pub(crate) fn announce(line: &str) {
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "{line}");
@@ -57,6 +58,16 @@ pub(crate) fn announce(line: &str) {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    // Before anything else, so that bad certificate files stop the start with their name.
+    let tls = match &config.http.tls {
+        None => None,
+        Some(section) => Some(Arc::new(
+            TlsCertificates::load(section.files()).context("http.tls")?,
+        )),
+    };
+    // Installed before the listening line, so that a SIGHUP sent once the hub is seen to
+    // listen never meets the default disposition, which would end the process.
+    reload_on_hangup(tls.clone())?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     // Opening is quick and fails on a folder another process holds: do it before announcing
@@ -89,10 +100,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             shutdown_signal().await;
             polls.end_waiting_requests();
         };
-        doppel_http::server::serve(listener, router, limits, stopping)
+        doppel_http::server::serve(listener, tls.clone(), router, limits, stopping)
     });
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "HTTP API listening; loading the store");
-    announce(&format!("doppel listening on http://{addr}"));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, data_dir = %config.data_dir.display(), "HTTP API listening; loading the store");
+    announce(&format!("doppel listening on {scheme}://{addr}"));
 
     let credentials: Arc<dyn CredentialStore> = store.clone();
     let concurrent_checks = config.mqtt.login.concurrent_checks();
@@ -251,6 +263,45 @@ pub(crate) fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         }
     });
     Ok(handle)
+}
+
+/// On every SIGHUP, reads the HTTP API's TLS files again (see `TlsCertificates::reload`); open
+/// connections keep the certificate they were accepted with. Without `http.tls` there is
+/// nothing to reload, and SIGHUP is only logged: it never stops the hub.
+#[cfg(unix)]
+fn reload_on_hangup(tls: Option<Arc<TlsCertificates>>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let Some(tls) = tls.clone() else {
+                tracing::info!("SIGHUP: nothing to reload (http.tls is not set)");
+                continue;
+            };
+            // A few small file reads, but blocking ones: off the async workers.
+            let reloaded = tokio::task::spawn_blocking(move || {
+                tls.reload().map(|()| tls.files().cert.clone())
+            })
+            .await;
+            match reloaded {
+                Ok(Ok(cert)) => tracing::info!(
+                    cert = %cert.display(),
+                    "SIGHUP: reloaded the HTTP TLS certificate; new connections use it"
+                ),
+                Ok(Err(err)) => tracing::error!(
+                    error = %err,
+                    "SIGHUP: cannot reload the HTTP TLS certificate; keeping the one in use"
+                ),
+                Err(err) => tracing::error!(error = %err, "SIGHUP: the TLS reload panicked"),
+            }
+        }
+    });
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn reload_on_hangup(_tls: Option<Arc<TlsCertificates>>) -> anyhow::Result<()> {
+    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

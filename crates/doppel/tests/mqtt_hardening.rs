@@ -5,11 +5,11 @@
 
 mod common;
 
-use common::Server;
 use common::http::HttpClient;
 use common::metrics::Scrape;
 use common::mqtt::{self, Mqtt, Options, WAIT};
 use common::raw;
+use common::{Server, closed_by_server};
 use rumqttc::ConnectReturnCode;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -108,27 +108,6 @@ async fn a_client_id_neither_kicks_out_nor_takes_over_another_principals_session
     assert_eq!(command.json()["payload"]["pin"], "4321");
 }
 
-/// Reads until the server closes the socket; `true` when it did within `within`.
-async fn closed_by_server(stream: &mut TcpStream, within: Duration) -> bool {
-    let mut buffer = [0u8; 256];
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
-            Err(_) => return false,
-            Ok(Ok(0) | Err(_)) => return true,
-            Ok(Ok(_)) => {}
-        }
-    }
-}
-
-fn http_addr(server: &Server) -> SocketAddr {
-    server
-        .base
-        .trim_start_matches("http://")
-        .parse()
-        .expect("the HTTP address")
-}
-
 #[tokio::test]
 async fn sockets_that_never_finish_a_handshake_are_closed() {
     let server = Server::start_with(&[
@@ -137,7 +116,7 @@ async fn sockets_that_never_finish_a_handshake_are_closed() {
         "--http-header-timeout",
         "1s",
     ]);
-    let http = http_addr(&server);
+    let http = server.http_addr();
     let mut silent_mqtt = Vec::new();
     let mut silent_http = Vec::new();
     let mut slow_http = Vec::new();
@@ -221,7 +200,7 @@ async fn a_flood_of_idle_sockets_on_one_listener_leaves_the_other_serving() {
     assert!(status.is_success());
     drop(mqtt_flood);
 
-    let http_flood = flood(http_addr(&server), 600).await;
+    let http_flood = flood(server.http_addr(), 600).await;
     let device = tokio::time::timeout(WAIT, mqtt::connect(server.mqtt, "pump-1"))
         .await
         .expect("an MQTT login succeeds during an HTTP flood");

@@ -5,93 +5,19 @@
 mod common;
 
 use common::Server;
+use common::certs::TestCa;
 use common::http::HttpClient;
 use common::process::{assert_success, run};
 use serde_json::Value;
-use std::path::Path;
 use tokio::process::Command;
-
-async fn openssl(dir: &Path, args: &[&str]) {
-    let mut command = Command::new("openssl");
-    command.current_dir(dir).args(args);
-    let output = run("openssl", command).await;
-    assert_success(&format!("openssl {args:?}"), &output);
-}
-
-/// A CA, a server certificate for 127.0.0.1, and device certificates signed by the CA.
-async fn make_certificates(dir: &Path, devices: &[&str]) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=doppel-test-ca",
-        ],
-    )
-    .await;
-    // Extensions make the certificates X.509 v3, the only version webpki accepts.
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("device.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    let mut names = vec!["server"];
-    names.extend_from_slice(devices);
-    for name in names {
-        let key = format!("{name}.key");
-        let csr = format!("{name}.csr");
-        let pem = format!("{name}.pem");
-        let subject = format!("/CN={}", if name == "server" { "localhost" } else { name });
-        openssl(
-            dir,
-            &[
-                "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj",
-                &subject,
-            ],
-        )
-        .await;
-        let extensions = if name == "server" {
-            "server.ext"
-        } else {
-            "device.ext"
-        };
-        let sign = [
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &pem,
-            "-days",
-            "2",
-            "-extfile",
-            extensions,
-        ];
-        openssl(dir, &sign).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn devices_log_in_with_a_certificate_whose_common_name_names_them() {
-    let certs = tempfile::tempdir().unwrap();
-    make_certificates(certs.path(), &["pump-tls", "pump-other"]).await;
-    let file = |name: &str| certs.path().join(name).to_str().unwrap().to_owned();
+    let certs = TestCa::new().await;
+    certs.server("server").await;
+    certs.client("pump-tls").await;
+    certs.client("pump-other").await;
+    let file = |name: &str| certs.file(name);
     let server = Server::start_with(&[
         "--mqtt-tls-addr",
         "127.0.0.1:0",

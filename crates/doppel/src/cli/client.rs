@@ -2,9 +2,13 @@
 //! can fail into one line a person can act on.
 
 use super::table::truncate;
+use doppel_http::tls::{read_certificates, read_private_key};
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
+use rustls::{ClientConfig, RootCertStore};
 use serde_json::Value;
 use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Longest a command waits for the hub's answer. A twin request is one in-memory lookup or one
@@ -22,8 +26,13 @@ const MAX_QUOTED_BODY: usize = 200;
 /// `doppel: ...` line printed by `main` is exactly the message.
 #[derive(Debug)]
 pub enum ClientError {
-    /// `--server` is not an `http://` URL.
+    /// `--server` is not an `http://` or `https://` URL.
     InvalidServer { server: String, reason: String },
+    /// A TLS file the options name cannot be used.
+    TlsFile {
+        option: &'static str,
+        reason: String,
+    },
     /// No answer: refused, unknown host, timed out.
     Unreachable { server: String, reason: String },
     /// The hub refused the request with a problem document.
@@ -38,6 +47,7 @@ impl fmt::Display for ClientError {
             Self::InvalidServer { server, reason } => {
                 write!(f, "--server {server:?} is not usable: {reason}")
             }
+            Self::TlsFile { option, reason } => write!(f, "{option}: {reason}"),
             Self::Unreachable { server, reason } => write!(f, "cannot reach {server}: {reason}"),
             Self::Problem { code, detail } => write!(f, "{code}: {detail}"),
             Self::Unexpected { status, body } if body.is_empty() => write!(
@@ -53,6 +63,16 @@ impl fmt::Display for ClientError {
 
 impl std::error::Error for ClientError {}
 
+/// How the client checks an `https://` hub and proves itself to it. There is deliberately no
+/// way to skip the check: a hub with a self-signed certificate is reached with `--ca-file`.
+#[derive(Clone, Debug, Default)]
+pub struct TlsOptions {
+    /// PEM CAs to trust instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate chain and key presented to a hub that asks for one (mutual TLS).
+    pub client_identity: Option<(PathBuf, PathBuf)>,
+}
+
 /// A hub at one base URL.
 pub struct Client {
     http: reqwest::Client,
@@ -63,24 +83,32 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(server: &str, token: Option<String>) -> Result<Self, ClientError> {
+    pub fn new(server: &str, token: Option<String>, tls: &TlsOptions) -> Result<Self, ClientError> {
         let server = server.trim_end_matches('/').to_owned();
         let invalid = |reason: String| ClientError::InvalidServer {
             server: server.clone(),
             reason,
         };
         let url = Url::parse(&server).map_err(|err| invalid(err.to_string()))?;
-        if url.scheme() != "http" {
-            return Err(invalid(format!(
-                "the scheme is {:?}; this build speaks plain http:// only",
-                url.scheme()
-            )));
-        }
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             // The hub closes a kept-alive connection idle for `http.header_timeout` (10 s by
             // default); letting go of it sooner means no request is sent on one being closed.
-            .pool_idle_timeout(IDLE_CONNECTION)
+            .pool_idle_timeout(IDLE_CONNECTION);
+        let builder = match url.scheme() {
+            "http" => builder,
+            // reqwest then speaks https:// only, so nothing is ever sent in the clear to a
+            // hub named with https://.
+            "https" => builder
+                .use_preconfigured_tls(tls_config(tls)?)
+                .https_only(true),
+            other => {
+                return Err(invalid(format!(
+                    "the scheme is {other:?}; use http:// or https://"
+                )));
+            }
+        };
+        let http = builder
             .build()
             .map_err(|err| invalid(innermost_message(&err)))?;
         Ok(Self {
@@ -129,6 +157,55 @@ impl Client {
     }
 }
 
+/// The rustls configuration of an `https://` hub: the ring provider, named rather than
+/// installed process-wide (reqwest is built without one, which keeps aws-lc out), and the roots
+/// of `--ca-file` or else the system's.
+fn tls_config(tls: &TlsOptions) -> Result<ClientConfig, ClientError> {
+    let file_error = |option: &'static str| {
+        move |err: doppel_http::tls::TlsError| ClientError::TlsFile {
+            option,
+            reason: err.to_string(),
+        }
+    };
+    let mut roots = RootCertStore::empty();
+    match &tls.ca_file {
+        Some(file) => {
+            for ca in read_certificates(file).map_err(file_error("--ca-file"))? {
+                roots.add(ca).map_err(|err| ClientError::TlsFile {
+                    option: "--ca-file",
+                    reason: format!("{}: {err}", file.display()),
+                })?;
+            }
+        }
+        // Unreadable system certificates are skipped, as a browser does; if none is left, the
+        // handshake fails with "unknown issuer", and the message says to use --ca-file.
+        None => {
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|err| ClientError::TlsFile {
+            option: "--server",
+            reason: format!("the TLS provider is unusable: {err}"),
+        })?
+        .with_root_certificates(roots);
+    match &tls.client_identity {
+        None => Ok(builder.with_no_client_auth()),
+        Some((cert, key)) => {
+            let chain = read_certificates(cert).map_err(file_error("--client-cert"))?;
+            let key_der = read_private_key(key).map_err(file_error("--client-key"))?;
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .map_err(|err| ClientError::TlsFile {
+                    option: "--client-key",
+                    reason: format!("{} does not fit {}: {err}", key.display(), cert.display()),
+                })
+        }
+    }
+}
+
 /// `code` and `detail` of an RFC 9457 problem document.
 fn problem(text: &str) -> Option<ClientError> {
     let body: Value = serde_json::from_str(text).ok()?;
@@ -161,6 +238,9 @@ fn innermost_message(err: &(dyn std::error::Error + 'static)) -> String {
     while let Some(source) = current.source() {
         current = source;
     }
+    if let Some(tls) = rustls_error(current) {
+        return tls_failure(tls);
+    }
     if let Some(io) = current.downcast_ref::<std::io::Error>() {
         return match io.kind() {
             std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
@@ -170,6 +250,32 @@ fn innermost_message(err: &(dyn std::error::Error + 'static)) -> String {
         };
     }
     strip_os_error(&current.to_string())
+}
+
+/// The rustls error inside `err`: handshake failures come as an I/O error around an I/O error
+/// around rustls' own, and an I/O error hides what it wraps from `source()`.
+fn rustls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut current = err;
+    loop {
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        let inner = current.downcast_ref::<std::io::Error>()?.get_ref()?;
+        current = inner;
+    }
+}
+
+/// A failed handshake in words, with what to do about the two an operator meets.
+fn tls_failure(err: &rustls::Error) -> String {
+    match err {
+        rustls::Error::InvalidCertificate(_) => format!(
+            "the hub's certificate is not trusted ({err}); pass --ca-file with the CA that signed it"
+        ),
+        rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired) => {
+            "the hub asks for a client certificate; pass --client-cert and --client-key".into()
+        }
+        other => format!("TLS: {other}"),
+    }
 }
 
 /// `Connection refused (os error 111)` -> `connection refused`.
@@ -215,18 +321,38 @@ mod tests {
     }
 
     #[test]
-    fn only_plain_http_servers_are_accepted() {
-        assert!(Client::new("http://127.0.0.1:8080/", None).is_ok());
-        let https = Client::new("https://hub.example", None)
+    fn only_http_and_https_servers_are_accepted() {
+        let plain = TlsOptions::default();
+        assert!(Client::new("http://127.0.0.1:8080/", None, &plain).is_ok());
+        assert!(Client::new("https://hub.example", None, &plain).is_ok());
+        let ftp = Client::new("ftp://hub.example", None, &plain)
             .err()
             .map(|err| err.to_string());
         assert_eq!(
-            https.as_deref(),
+            ftp.as_deref(),
             Some(
-                "--server \"https://hub.example\" is not usable: the scheme is \"https\"; this build speaks plain http:// only"
+                "--server \"ftp://hub.example\" is not usable: the scheme is \"ftp\"; use http:// or https://"
             )
         );
-        assert!(Client::new("127.0.0.1:8080", None).is_err());
+        assert!(Client::new("127.0.0.1:8080", None, &plain).is_err());
+    }
+
+    #[test]
+    fn a_bad_ca_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, "no certificate here\n").unwrap();
+        let tls = TlsOptions {
+            ca_file: Some(ca_file.clone()),
+            client_identity: None,
+        };
+        let err = Client::new("https://hub.example", None, &tls)
+            .err()
+            .map(|err| err.to_string());
+        let expected = format!("--ca-file: {} holds no PEM certificate", ca_file.display());
+        assert_eq!(err.as_deref(), Some(expected.as_str()));
+        // A plain http:// hub needs no CA: the file is not read.
+        assert!(Client::new("http://127.0.0.1:8080", None, &tls).is_ok());
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! its HTTP API (`/v1/tenants/{tenant}/twins/{device}/commands`). Each subcommand is one request;
 //! the answer is printed for people, or as the server's JSON with `--json` for scripts.
 
-use super::client::Client;
 use super::table::Table;
 use super::target::{Target, print_outcome};
 use super::view;
@@ -110,7 +109,7 @@ async fn execute(args: CommandArgs) -> anyhow::Result<String> {
     let hub = args.target.hub()?;
     let tenant = TenantId::new(&hub.tenant)?;
     let device = device_id(args.action.device())?;
-    let client = Client::new(&hub.server, hub.token)?;
+    let client = hub.client()?;
     let commands = format!("/v1/tenants/{tenant}/twins/{device}/commands");
 
     match args.action {

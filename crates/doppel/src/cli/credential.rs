@@ -3,7 +3,6 @@
 //! (`/v1/tenants/{tenant}/{devices|apps}/{name}/credentials`). Each subcommand is one request;
 //! the answer is printed for people, or as the server's JSON with `--json` for scripts.
 
-use super::client::Client;
 use super::table::Table;
 use super::target::{Target, print_outcome};
 use anyhow::anyhow;
@@ -108,7 +107,7 @@ async fn execute(target: Target, kind: Kind, command: CredentialCommand) -> anyh
     let hub = target.hub()?;
     let principal = principal(&hub.tenant, kind, command.name())?;
     let username = principal.username();
-    let client = Client::new(&hub.server, hub.token)?;
+    let client = hub.client()?;
     let printer = target.printer();
     let path = format!(
         "/v1/tenants/{}/{}/{}/credentials",

@@ -1,10 +1,12 @@
 //! What every client subcommand shares: which hub and tenant it talks to, how it prints, and
 //! running one request to completion.
 
+use super::client::{Client, ClientError, TlsOptions};
 use anyhow::Context;
 use clap::Args;
 use serde_json::Value;
 use std::io::Write;
+use std::path::PathBuf;
 
 /// Where `doppel serve` listens unless told otherwise.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
@@ -23,9 +25,20 @@ pub const LOCAL_ADMIN_TOKEN: &str = "doppel-data/admin.token";
 /// Each comes from its flag, else its environment variable, else the profile, else the default.
 #[derive(Args, Debug)]
 pub struct Target {
-    /// Base URL of the hub's HTTP API [default: http://127.0.0.1:8080]
+    /// Base URL of the hub's HTTP API: http://... or https://... (the hub's certificate is
+    /// verified, against the system's CAs unless --ca-file names others) [default:
+    /// http://127.0.0.1:8080]
     #[arg(long, global = true, help_heading = HUB_OPTIONS, env = "DOPPEL_SERVER")]
     server: Option<String>,
+    /// PEM CA certificates to verify an https:// hub against, instead of the system's.
+    #[arg(long, global = true, help_heading = HUB_OPTIONS, env = "DOPPEL_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for a hub that asks for one (http.tls.client_ca).
+    #[arg(long, global = true, help_heading = HUB_OPTIONS, env = "DOPPEL_CLIENT_CERT", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, global = true, help_heading = HUB_OPTIONS, env = "DOPPEL_CLIENT_KEY", requires = "client_cert")]
+    client_key: Option<PathBuf>,
     /// Tenant to act in [default: default]
     #[arg(long, global = true, help_heading = HUB_OPTIONS, env = "DOPPEL_TENANT")]
     tenant: Option<String>,
@@ -46,6 +59,14 @@ pub struct Hub {
     pub server: String,
     pub tenant: String,
     pub token: Option<String>,
+    pub tls: TlsOptions,
+}
+
+impl Hub {
+    /// A client for this hub, sending its token.
+    pub fn client(&self) -> Result<Client, ClientError> {
+        Client::new(&self.server, self.token.clone(), &self.tls)
+    }
 }
 
 impl Target {
@@ -73,6 +94,10 @@ impl Target {
                 .or(profile.tenant)
                 .unwrap_or_else(|| DEFAULT_TENANT.to_owned()),
             token,
+            tls: TlsOptions {
+                ca_file: self.ca_file.clone(),
+                client_identity: self.client_cert.clone().zip(self.client_key.clone()),
+            },
         })
     }
 }

@@ -1,7 +1,6 @@
 //! `doppel token create|list|revoke`: the hub's API tokens (`/v1/tokens`), which applications
 //! and operators send as `Authorization: Bearer <token>`. Only an admin token may manage them.
 
-use super::client::Client;
 use super::table::Table;
 use super::target::{Target, print_outcome};
 use clap::{Args, Subcommand};
@@ -57,7 +56,7 @@ pub fn run(args: TokenArgs) -> anyhow::Result<()> {
 async fn execute(args: TokenArgs) -> anyhow::Result<String> {
     let printer = args.target.printer();
     let hub = args.target.hub()?;
-    let client = Client::new(&hub.server, hub.token)?;
+    let client = hub.client()?;
     match args.command {
         TokenCommand::Create(create) => {
             let body = json!({

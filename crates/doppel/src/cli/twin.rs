@@ -2,7 +2,6 @@
 //! (`/v1/tenants/{tenant}/twins`). Each subcommand is one request; the answer is printed as a
 //! table for people, or as the server's JSON with `--json` for scripts.
 
-use super::client::Client;
 use super::target::{Target, print_outcome};
 use super::view;
 use anyhow::anyhow;
@@ -173,7 +172,7 @@ async fn execute(args: TwinArgs) -> anyhow::Result<String> {
     let printer = args.target.printer();
     let hub = args.target.hub()?;
     let tenant = TenantId::new(&hub.tenant)?;
-    let client = Client::new(&hub.server, hub.token)?;
+    let client = hub.client()?;
     let twins = format!("/v1/tenants/{tenant}/twins");
 
     match args.command {

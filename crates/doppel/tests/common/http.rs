@@ -16,9 +16,14 @@ pub struct HttpClient {
 
 impl HttpClient {
     pub fn new(server: &Server) -> HttpClient {
+        Self::with_client(server, super::http_client())
+    }
+
+    /// A client for `server` through `client` (an HTTPS one, say).
+    pub fn with_client(server: &Server, client: reqwest::Client) -> HttpClient {
         HttpClient {
             base: server.base.clone(),
-            client: super::http_client(),
+            client,
         }
     }
 

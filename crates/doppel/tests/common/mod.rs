@@ -3,6 +3,7 @@
 #![allow(dead_code)] // Each test file uses a different part of the harness.
 
 pub mod api;
+pub mod certs;
 pub mod crash;
 pub mod edge;
 pub mod http;
@@ -180,6 +181,15 @@ impl Server {
         find_listener(&self.mqtt_listeners, scheme)
     }
 
+    /// The address of the HTTP API, whether it speaks http:// or https://.
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        self.base
+            .split_once("://")
+            .map_or(self.base.as_str(), |(_, addr)| addr)
+            .parse()
+            .expect("the HTTP address")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
@@ -232,23 +242,27 @@ impl Drop for Server {
     }
 }
 
-/// The seconds since the Unix epoch, as AWS writes its timestamps.
 /// How long the tests' HTTP clients keep an idle connection: under the hub's
 /// `http.header_timeout` (10 s), after which the hub closes it, so that a request is never sent
 /// on a connection the hub is closing.
 pub const HTTP_IDLE: Duration = Duration::from_secs(5);
 
-/// The tests' HTTP client: every request carries the test admin token.
-pub fn http_client() -> reqwest::Client {
+/// The headers every request of the tests' clients carries: the test admin token.
+fn admin_headers() -> reqwest::header::HeaderMap {
     let mut headers = reqwest::header::HeaderMap::new();
     let bearer = format!("Bearer {ADMIN_TOKEN}");
     headers.insert(
         reqwest::header::AUTHORIZATION,
         reqwest::header::HeaderValue::from_str(&bearer).expect("a header value"),
     );
+    headers
+}
+
+/// The tests' HTTP client: every request carries the test admin token.
+pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .pool_idle_timeout(HTTP_IDLE)
-        .default_headers(headers)
+        .default_headers(admin_headers())
         .build()
         .expect("an HTTP client")
 }
@@ -259,6 +273,34 @@ pub fn anonymous_http_client() -> reqwest::Client {
         .pool_idle_timeout(HTTP_IDLE)
         .build()
         .expect("an HTTP client")
+}
+
+/// The tests' HTTPS client, with the admin token: trusts only the PEM CAs in `ca_file`, and reports each
+/// connection's peer certificate (`reqwest::tls::TlsInfo` in a response's extensions).
+pub fn https_client(ca_file: &Path) -> reqwest::Client {
+    let ca = std::fs::read(ca_file).expect("read the CA file");
+    reqwest::Client::builder()
+        .pool_idle_timeout(HTTP_IDLE)
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("a PEM CA"))
+        .tls_info(true)
+        .default_headers(admin_headers())
+        .build()
+        .expect("an HTTPS client")
+}
+
+/// Reads until the server closes the socket; `true` when it did within `within`.
+pub async fn closed_by_server(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 256];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
 }
 
 /// Waits until `check` holds, asking again every 50 ms; fails the test after `wait`.
@@ -277,6 +319,7 @@ where
     }
 }
 
+/// The seconds since the Unix epoch, as AWS writes its timestamps.
 pub fn unix_seconds() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -25,7 +25,17 @@ pub struct SseClient {
 
 impl SseClient {
     pub async fn open(server: &Server, query: &str, last_event_id: Option<&str>) -> SseClient {
-        let mut request = super::http_client().get(server.url(&format!("{EVENTS}{query}")));
+        Self::open_with(&super::http_client(), server, query, last_event_id).await
+    }
+
+    /// [`SseClient::open`] through `client` (an HTTPS one, say).
+    pub async fn open_with(
+        client: &reqwest::Client,
+        server: &Server,
+        query: &str,
+        last_event_id: Option<&str>,
+    ) -> SseClient {
+        let mut request = client.get(server.url(&format!("{EVENTS}{query}")));
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
