@@ -4,10 +4,13 @@
 //! Every error maps to one status and one code in [`problem`].
 
 mod body;
+pub mod browser;
 mod commands;
 mod credentials;
 mod events;
 mod fleet;
+pub mod host;
+mod media_type;
 mod metrics;
 mod params;
 pub mod problem;

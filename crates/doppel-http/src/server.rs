@@ -2,8 +2,10 @@
 //! does not send a request's headers within the header timeout loses its connection (silent and
 //! slow-header sockets would otherwise be held forever), and at most `max_connections` are open
 //! at once: at the limit the listener stops accepting, so new connections wait in the kernel's
-//! backlog instead of taking file descriptors the MQTT side needs.
+//! backlog instead of taking file descriptors the MQTT side needs. Every request passes the
+//! listener's [`BrowserPolicy`] (its allowed hosts, and CORS) before it is routed.
 
+use crate::browser::BrowserPolicy;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -45,14 +47,16 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then lets the open connections
-/// finish their requests (idle ones are closed at once) and returns.
+/// Serves `router` behind `policy` on `listener` until `shutdown` resolves, then lets the open
+/// connections finish their requests (idle ones are closed at once) and returns.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    policy: &BrowserPolicy,
     shutdown: impl Future<Output = ()>,
 ) {
+    let guarded = policy.guard(router);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     // Tells every connection that the server is stopping.
     let (stopping, stop) = watch::channel(false);
@@ -81,7 +85,7 @@ pub async fn serve(
         };
         // Answers are written whole; Nagle's algorithm would hold small ones back.
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let service = TowerToHyperService::new(guarded.clone());
         let connection = http
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();

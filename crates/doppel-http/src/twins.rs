@@ -1,7 +1,7 @@
 //! Twin routes under `/v1/tenants/{tenant}/twins`.
 
 use crate::AppState;
-use crate::body::JsonBody;
+use crate::body::{JsonBody, MergePatchBody};
 use crate::params::{page_limit, query};
 use crate::problem::ApiError;
 use crate::render;
@@ -183,7 +183,7 @@ async fn patch_desired(
     State(state): State<AppState>,
     path: TwinPath,
     headers: HeaderMap,
-    JsonBody(patch): JsonBody,
+    MergePatchBody(patch): MergePatchBody,
 ) -> Result<Response, ApiError> {
     app_write(
         &state,
@@ -213,7 +213,7 @@ async fn patch_meta(
     State(state): State<AppState>,
     path: TwinPath,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    MergePatchBody(body): MergePatchBody,
 ) -> Result<Response, ApiError> {
     let key = twin_key(path)?;
     let patch = MetaPatch::from_json(&body)?;

@@ -411,6 +411,13 @@ pub struct HttpConfig {
     /// closed after it (slow or silent clients must not hold sockets).
     #[serde(deserialize_with = "duration")]
     pub header_timeout: Duration,
+    /// Host names (or IP addresses) requests may name in `Host` besides `localhost`, the
+    /// loopback addresses and `addr` (any IP literal when `addr` is 0.0.0.0 or ::); `*` for any.
+    /// Other hosts get 421: a DNS-rebinding page names its own (see docs/SECURITY.md).
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`https://app.example`) whose web pages may call the API (CORS). None by default:
+    /// no CORS headers are sent at all.
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -480,7 +487,22 @@ impl Default for HttpConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_connections: doppel_http::server::DEFAULT_MAX_CONNECTIONS,
             header_timeout: doppel_http::server::DEFAULT_HEADER_TIMEOUT,
+            allowed_hosts: Vec::new(),
+            cors_origins: Vec::new(),
         }
+    }
+}
+
+impl HttpConfig {
+    /// What the listener bound to `bind` answers browsers: its allowed hosts and CORS origins.
+    pub fn browser_policy(
+        &self,
+        bind: std::net::IpAddr,
+    ) -> anyhow::Result<doppel_http::browser::BrowserPolicy> {
+        let hosts = doppel_http::host::AllowedHosts::with(bind, &self.allowed_hosts)
+            .map_err(|err| anyhow::anyhow!("http.allowed_hosts: {err}"))?;
+        doppel_http::browser::BrowserPolicy::new(hosts, &self.cors_origins)
+            .map_err(|err| anyhow::anyhow!("http.cors_origins: {err}"))
     }
 }
 
@@ -536,6 +558,12 @@ pub struct ServeArgs {
     /// http.header_timeout: how long a client may take to send a request's headers [default: 10s]
     #[arg(long, env = "DOPPEL_HTTP_HEADER_TIMEOUT", value_parser = humantime::parse_duration)]
     pub http_header_timeout: Option<Duration>,
+    /// http.allowed_hosts: Host names answered besides localhost, loopback and the bind address, comma-separated; * for any [default: none]
+    #[arg(long, env = "DOPPEL_HTTP_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub http_allowed_hosts: Option<Vec<String>>,
+    /// http.cors_origins: origins whose web pages may call the API, comma-separated [default: none]
+    #[arg(long, env = "DOPPEL_HTTP_CORS_ORIGINS", value_delimiter = ',')]
+    pub http_cors_origins: Option<Vec<String>>,
     /// limits.max_document_bytes: largest request body and state section [default: 65536]
     #[arg(long, env = "DOPPEL_LIMITS_MAX_DOCUMENT_BYTES")]
     pub limits_max_document_bytes: Option<usize>,
@@ -679,6 +707,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.http_header_timeout {
             config.http.header_timeout = v;
+        }
+        if let Some(v) = &self.http_allowed_hosts {
+            config.http.allowed_hosts.clone_from(v);
+        }
+        if let Some(v) = &self.http_cors_origins {
+            config.http.cors_origins.clone_from(v);
         }
         if let Some(v) = self.limits_max_document_bytes {
             config.limits.max_document_bytes = v;
@@ -884,6 +918,7 @@ impl Config {
         if self.http.header_timeout.is_zero() || self.mqtt.connect_timeout.is_zero() {
             bail!("http.header_timeout and mqtt.connect_timeout must be longer than 0s");
         }
+        self.http.browser_policy(self.http.addr.ip())?;
         if self.mqtt.max_queued_messages == 0
             || self.mqtt.max_queued_bytes < self.mqtt.max_packet_bytes as usize
         {

@@ -70,6 +70,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let addr = listener
         .local_addr()
         .context("cannot read the bound address")?;
+    let policy = config.http.browser_policy(addr.ip())?;
     let budget = share_descriptors(&config);
     let state = AppState::new(config.limits);
     state.set_metrics(install_metrics()?);
@@ -84,7 +85,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             shutdown_signal().await;
             polls.end_waiting_requests();
         };
-        doppel_http::server::serve(listener, router, limits, stopping)
+        async move { doppel_http::server::serve(listener, router, limits, &policy, stopping).await }
     });
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "HTTP API listening; loading the store");
     announce(&format!("doppel listening on http://{addr}"));
