@@ -5,7 +5,9 @@
 //! network. See docs/SECURITY.md, "Browsers".
 
 use crate::host::AllowedHosts;
+use crate::problem::ApiError;
 use axum::Router;
+use axum::http::header::{HOST, ORIGIN, UPGRADE};
 use axum::http::{HeaderName, HeaderValue, Method, Request, Response};
 use axum::response::IntoResponse;
 use futures_util::future::{Either, Ready, ready};
@@ -55,7 +57,7 @@ pub struct InvalidOrigin {
 /// nothing.
 #[derive(Clone, Debug)]
 pub struct BrowserPolicy {
-    hosts: Arc<AllowedHosts>,
+    checks: Arc<Checks>,
     /// `None`: no CORS headers at all, so no other origin's page can read an answer or send a
     /// preflighted request.
     cors: Option<CorsLayer>,
@@ -68,7 +70,7 @@ impl BrowserPolicy {
         let origins = cors_origins(origins)?;
         let cors = (!origins.is_empty()).then(|| {
             CorsLayer::new()
-                .allow_origin(AllowOrigin::list(origins))
+                .allow_origin(AllowOrigin::list(origins.clone()))
                 .allow_methods(CORS_METHODS)
                 .allow_headers(CORS_REQUEST_HEADERS.map(HeaderName::from_static))
                 .expose_headers(CORS_EXPOSED_HEADERS.map(HeaderName::from_static))
@@ -77,7 +79,7 @@ impl BrowserPolicy {
             // docs/SECURITY.md), so a page never needs to send one.
         });
         Ok(Self {
-            hosts: Arc::new(hosts),
+            checks: Arc::new(Checks { hosts, origins }),
             cors,
         })
     }
@@ -85,7 +87,10 @@ impl BrowserPolicy {
     /// The defaults of a listener bound to `bind`: its hosts, no CORS.
     pub fn defaults(bind: IpAddr) -> Self {
         Self {
-            hosts: Arc::new(AllowedHosts::defaults(bind)),
+            checks: Arc::new(Checks {
+                hosts: AllowedHosts::defaults(bind),
+                origins: Vec::new(),
+            }),
             cors: None,
         }
     }
@@ -98,10 +103,55 @@ impl BrowserPolicy {
         };
         Guarded {
             router,
-            hosts: self.hosts.clone(),
+            checks: self.checks.clone(),
         }
     }
 }
+
+/// What is checked before a request is routed.
+#[derive(Debug)]
+struct Checks {
+    hosts: AllowedHosts,
+    /// The configured CORS origins, which may also open WebSockets.
+    origins: Vec<HeaderValue>,
+}
+
+impl Checks {
+    fn check<B>(&self, request: &Request<B>) -> Result<(), ApiError> {
+        self.hosts.check(request)?;
+        self.check_websocket_origin(request)
+    }
+
+    /// Browsers open WebSockets to any site without CORS, sending the page's `Origin`: a
+    /// foreign page could read the change stream through one. A WebSocket handshake that
+    /// carries an `Origin` must come from the listener's own origin (its `Host`) or a
+    /// configured one. Clients other than browsers send no `Origin` and are not affected.
+    fn check_websocket_origin<B>(&self, request: &Request<B>) -> Result<(), ApiError> {
+        let headers = request.headers();
+        let (Some(origin), true) = (headers.get(ORIGIN), headers.contains_key(UPGRADE)) else {
+            return Ok(());
+        };
+        if self.origins.contains(origin) {
+            return Ok(());
+        }
+        let own = origin
+            .to_str()
+            .ok()
+            .and_then(|origin| origin.split_once("://"))
+            .zip(headers.get(HOST).and_then(|host| host.to_str().ok()))
+            .is_some_and(|((_, authority), host)| authority.eq_ignore_ascii_case(host));
+        if own {
+            return Ok(());
+        }
+        let quoted = String::from_utf8_lossy(origin.as_bytes());
+        Err(ApiError::OriginNotAllowed(
+            quoted.chars().take(MAX_QUOTED_ORIGIN_LEN).collect(),
+        ))
+    }
+}
+
+/// Longest `Origin` quoted back in a refusal, as for hosts.
+const MAX_QUOTED_ORIGIN_LEN: usize = 100;
 
 /// Checks and normalises the configured origins: browsers send `Origin` in lower case, without
 /// a path or a default port, and CORS compares it byte for byte.
@@ -137,12 +187,13 @@ fn cors_origins(entries: &[String]) -> Result<Vec<HeaderValue>, InvalidOrigin> {
         .collect()
 }
 
-/// The router behind the host check: a request for a host the listener does not answer for is
-/// refused before anything routes it, so no handler (and no CORS answer) ever sees it.
+/// The router behind the checks: a request for a host the listener does not answer for, or a
+/// WebSocket handshake from a foreign page, is refused before anything routes it, so no
+/// handler (and no CORS answer) ever sees it.
 #[derive(Clone)]
 pub(crate) struct Guarded {
     router: Router,
-    hosts: Arc<AllowedHosts>,
+    checks: Arc<Checks>,
 }
 
 impl<B> Service<Request<B>> for Guarded
@@ -159,7 +210,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        match self.hosts.check(&request) {
+        match self.checks.check(&request) {
             Ok(()) => Either::Right(self.router.call(request)),
             Err(err) => Either::Left(ready(Ok(err.into_response()))),
         }

@@ -34,6 +34,9 @@ pub enum ApiError {
     /// An HTTP/1.1 request without `Host`, with more than one, or with one that is not a host;
     /// RFC 9112 §3.2 says 400.
     InvalidHost(&'static str),
+    /// A WebSocket handshake from a page of another origin than the listener's own or a
+    /// configured one.
+    OriginNotAllowed(String),
     InvalidQuery(String),
     /// A parameter in the fleet query language (`q`, `order_by`, `group_by`) that does not parse.
     QuerySyntax {
@@ -97,6 +100,7 @@ impl ApiError {
             // the truth; 403 would claim the client lacks a right it could be given.
             Self::HostNotAllowed(_) => (StatusCode::MISDIRECTED_REQUEST, "host_not_allowed"),
             Self::InvalidHost(_) => (StatusCode::BAD_REQUEST, "invalid_host"),
+            Self::OriginNotAllowed(_) => (StatusCode::FORBIDDEN, "origin_not_allowed"),
             Self::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
             Self::QuerySyntax { .. } => (StatusCode::BAD_REQUEST, "invalid_query"),
             Self::InvalidHeader(_) => (StatusCode::BAD_REQUEST, "invalid_header"),
@@ -166,6 +170,9 @@ impl ApiError {
                 "this server does not answer for host {host:?}; add it to http.allowed_hosts (see docs/SECURITY.md, \"Browsers\")"
             ),
             Self::InvalidHost(reason) => format!("{reason}; an HTTP/1.1 request names one host"),
+            Self::OriginNotAllowed(origin) => format!(
+                "pages of {origin:?} may not open WebSockets here; list the origin in http.cors_origins"
+            ),
             Self::InvalidQuery(reason) | Self::InvalidHeader(reason) => reason.clone(),
             Self::QuerySyntax { parameter, error } => format!("{parameter}: {error}"),
             Self::TwinNotFound => "no twin with this id exists in this tenant".into(),

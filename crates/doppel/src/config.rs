@@ -415,8 +415,8 @@ pub struct HttpConfig {
     /// loopback addresses and `addr` (any IP literal when `addr` is 0.0.0.0 or ::); `*` for any.
     /// Other hosts get 421: a DNS-rebinding page names its own (see docs/SECURITY.md).
     pub allowed_hosts: Vec<String>,
-    /// Origins (`https://app.example`) whose web pages may call the API (CORS). None by default:
-    /// no CORS headers are sent at all.
+    /// Origins (`https://app.example`) whose web pages may call the API (CORS) and open its
+    /// WebSockets. None by default: no CORS headers are sent at all.
     pub cors_origins: Vec<String>,
 }
 

@@ -367,3 +367,42 @@ async fn the_edge_agents_local_api_answers_its_own_hosts_only() {
         StatusCode::UNSUPPORTED_MEDIA_TYPE
     );
 }
+
+/// Opens the change stream's WebSocket with `origin`, as a page of that origin would; the
+/// handshake's status.
+async fn websocket_status(server: &Server, origin: Option<&str>) -> u16 {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = server
+        .url("/v1/tenants/default/events/ws")
+        .replacen("http", "ws", 1);
+    let mut handshake = url.into_client_request().expect("a WebSocket request");
+    if let Some(origin) = origin {
+        handshake
+            .headers_mut()
+            .insert(ORIGIN, origin.parse().expect("a header value"));
+    }
+    match tokio_tungstenite::connect_async(handshake).await {
+        Ok((_, response)) => response.status().as_u16(),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(err) => panic!("handshake: {err}"),
+    }
+}
+
+#[tokio::test]
+async fn foreign_pages_cannot_open_the_change_stream_websocket() {
+    let server = Server::start_with(&["--http-cors-origins", APP_ORIGIN]);
+    let own = server.base.clone();
+    for (origin, expected) in [
+        (None, 101),
+        (Some(own.as_str()), 101),
+        (Some(APP_ORIGIN), 101),
+        (Some("https://evil.example"), 403),
+        (Some("null"), 403),
+    ] {
+        assert_eq!(
+            websocket_status(&server, origin).await,
+            expected,
+            "{origin:?}"
+        );
+    }
+}
