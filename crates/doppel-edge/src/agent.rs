@@ -8,6 +8,7 @@ use crate::watermark::Watermarks;
 use doppel_engine::{Engine, EngineConfig, EngineTasks, SystemClock};
 use doppel_http::AppState;
 use doppel_http::auth::Authentication;
+use doppel_http::browser::BrowserPolicy;
 use doppel_http::server::ConnectionLimits;
 use doppel_store::{FjallStore, HistoryBuckets};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -94,14 +95,10 @@ impl Edge {
                 let stopping = async move {
                     let _ = stopped.wait_for(|stop| *stop).await;
                 };
-                doppel_http::server::serve(
-                    listener,
-                    None,
-                    router,
-                    ConnectionLimits::default(),
-                    stopping,
-                )
-                .await
+                // The hub's protections, with the agent's own address as the allowed host.
+                let policy = BrowserPolicy::defaults(http_addr.ip());
+                let limits = ConnectionLimits::default();
+                doppel_http::server::serve(listener, None, router, limits, &policy, stopping).await
             }
         });
         let context = Arc::new(LinkContext {

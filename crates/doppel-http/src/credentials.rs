@@ -4,10 +4,9 @@
 //! A password is answered once, by the create; listing shows ids and instants only.
 
 use crate::AppState;
-use crate::body::JsonBody;
 use crate::problem::ApiError;
+use crate::{body, media_type};
 use axum::Router;
-use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{StatusCode, header};
@@ -74,16 +73,12 @@ impl FromRequest<AppState> for CreateBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        let limit = state.limits.max_document_bytes;
-        let bytes = axum::body::to_bytes(request.into_body(), limit)
-            .await
-            .map_err(|_| ApiError::BodyTooLarge { limit })?;
+        // Declared and read exactly as every other JSON body is, with the same errors.
+        let bytes = body::read(request, state, media_type::JSON_ONLY).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self { password: None });
         }
-        // Non-empty: parsed exactly as every other JSON body is, with the same errors.
-        let JsonBody(body) = JsonBody::from_request(Request::new(Body::from(bytes)), state).await?;
-        parse_create(&body)
+        parse_create(&body::parse(&bytes, &state.limits)?)
     }
 }
 

@@ -5,10 +5,13 @@
 
 pub mod auth;
 mod body;
+pub mod browser;
 mod commands;
 mod credentials;
 mod events;
 mod fleet;
+pub mod host;
+mod media_type;
 mod metrics;
 mod params;
 pub mod problem;

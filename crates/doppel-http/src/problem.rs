@@ -22,6 +22,21 @@ pub enum ApiError {
     BodyTooLarge {
         limit: usize,
     },
+    /// A request body declared as another media type than the route takes (`found`), or a
+    /// non-empty body declared as nothing (`None`).
+    UnsupportedMediaType {
+        found: Option<String>,
+        accepted: &'static [&'static str],
+    },
+    /// A `Host` (or absolute request URI) naming a host this listener does not answer for:
+    /// what a DNS-rebinding page sends (see `host`).
+    HostNotAllowed(String),
+    /// An HTTP/1.1 request without `Host`, with more than one, or with one that is not a host;
+    /// RFC 9112 §3.2 says 400.
+    InvalidHost(&'static str),
+    /// A WebSocket handshake from a page of another origin than the listener's own or a
+    /// configured one.
+    OriginNotAllowed(String),
     InvalidQuery(String),
     /// A parameter in the fleet query language (`q`, `order_by`, `group_by`) that does not parse.
     QuerySyntax {
@@ -88,6 +103,14 @@ impl ApiError {
                 }
             },
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "document_too_large"),
+            Self::UnsupportedMediaType { .. } => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            // 421: this server does not answer for that authority (RFC 9110 §15.5.20), which is
+            // the truth; 403 would claim the client lacks a right it could be given.
+            Self::HostNotAllowed(_) => (StatusCode::MISDIRECTED_REQUEST, "host_not_allowed"),
+            Self::InvalidHost(_) => (StatusCode::BAD_REQUEST, "invalid_host"),
+            Self::OriginNotAllowed(_) => (StatusCode::FORBIDDEN, "origin_not_allowed"),
             Self::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
             Self::QuerySyntax { .. } => (StatusCode::BAD_REQUEST, "invalid_query"),
             Self::InvalidHeader(_) => (StatusCode::BAD_REQUEST, "invalid_header"),
@@ -159,6 +182,22 @@ impl ApiError {
             Self::BodyTooLarge { limit } => {
                 format!("the request body is larger than the limit of {limit} bytes")
             }
+            Self::UnsupportedMediaType { found, accepted } => {
+                let accepted = accepted.join(" or ");
+                match found {
+                    Some(found) => {
+                        format!("the body is declared as {found:?}; this route takes {accepted}")
+                    }
+                    None => format!("a request body needs Content-Type: {accepted}"),
+                }
+            }
+            Self::HostNotAllowed(host) => format!(
+                "this server does not answer for host {host:?}; add it to http.allowed_hosts (see docs/SECURITY.md, \"Browsers\")"
+            ),
+            Self::InvalidHost(reason) => format!("{reason}; an HTTP/1.1 request names one host"),
+            Self::OriginNotAllowed(origin) => format!(
+                "pages of {origin:?} may not open WebSockets here; list the origin in http.cors_origins"
+            ),
             Self::InvalidQuery(reason) | Self::InvalidHeader(reason) => reason.clone(),
             Self::QuerySyntax { parameter, error } => format!("{parameter}: {error}"),
             Self::TwinNotFound => "no twin with this id exists in this tenant".into(),
@@ -203,6 +242,9 @@ impl ApiError {
             Self::InvalidJson { line, column, .. } => {
                 body.insert("line".into(), json!(line));
                 body.insert("column".into(), json!(column));
+            }
+            Self::UnsupportedMediaType { accepted, .. } => {
+                body.insert("accepted".into(), json!(accepted));
             }
             Self::QuerySyntax { parameter, error } => {
                 body.insert("parameter".into(), json!(parameter));

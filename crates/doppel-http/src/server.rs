@@ -2,12 +2,14 @@
 //! does not send a request's headers within the header timeout loses its connection (silent and
 //! slow-header sockets would otherwise be held forever), and at most `max_connections` are open
 //! at once: at the limit the listener stops accepting, so new connections wait in the kernel's
-//! backlog instead of taking file descriptors the MQTT side needs.
+//! backlog instead of taking file descriptors the MQTT side needs. Every request passes the
+//! listener's [`BrowserPolicy`] (its allowed hosts, and CORS) before it is routed.
 //!
 //! With TLS, each accepted socket first goes through the handshake, bounded by the same header
 //! timeout and holding its connection permit, so neither bound can be sidestepped by a client
 //! that stalls before HTTP even starts.
 
+use crate::browser::{BrowserPolicy, Guarded};
 use crate::tls::TlsCertificates;
 use axum::Router;
 use hyper::server::conn::http1;
@@ -56,15 +58,18 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// Serves `router` on `listener` (over TLS when `tls` is given) until `shutdown` resolves, then
-/// lets the open connections finish their requests (idle ones are closed at once) and returns.
+/// Serves `router` behind `policy` on `listener` (over TLS when `tls` is given) until
+/// `shutdown` resolves, then lets the open connections finish their requests (idle ones are
+/// closed at once) and returns.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<TlsCertificates>>,
     router: Router,
     limits: ConnectionLimits,
+    policy: &BrowserPolicy,
     shutdown: impl Future<Output = ()>,
 ) {
+    let guarded = policy.guard(router);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     // Tells every connection that the server is stopping.
     let (stopping, stop) = watch::channel(false);
@@ -95,7 +100,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let connection = Connection {
             http: http.clone(),
-            router: router.clone(),
+            router: guarded.clone(),
             stop: stop.clone(),
             peer,
             _permit: permit,
@@ -125,7 +130,7 @@ pub async fn serve(
 /// One accepted connection, from its first byte of HTTP to its end.
 struct Connection {
     http: http1::Builder,
-    router: Router,
+    router: Guarded,
     /// Changes when the server is stopping.
     stop: watch::Receiver<bool>,
     /// Who is on the other end: handlers may ask (`/metrics` is open to loopback only).

@@ -2,7 +2,7 @@
 
 use crate::AppState;
 use crate::auth::Caller;
-use crate::body::JsonBody;
+use crate::body::{JsonBody, MergePatchBody};
 use crate::params::{page_limit, query};
 use crate::problem::ApiError;
 use crate::render;
@@ -184,7 +184,7 @@ async fn patch_desired(
     Extension(caller): Extension<Caller>,
     path: TwinPath,
     headers: HeaderMap,
-    JsonBody(patch): JsonBody,
+    MergePatchBody(patch): MergePatchBody,
 ) -> Result<Response, ApiError> {
     app_write(
         &state,
@@ -218,7 +218,7 @@ async fn patch_meta(
     Extension(caller): Extension<Caller>,
     path: TwinPath,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    MergePatchBody(body): MergePatchBody,
 ) -> Result<Response, ApiError> {
     let key = twin_key(path)?;
     let patch = MetaPatch::from_json(&body)?;

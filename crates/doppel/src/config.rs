@@ -421,6 +421,13 @@ pub struct HttpConfig {
     pub bootstrap_token: Option<String>,
     /// HTTPS instead of plain HTTP; off unless set. Reloaded from the same files on SIGHUP.
     pub tls: Option<HttpTlsSection>,
+    /// Host names (or IP addresses) requests may name in `Host` besides `localhost`, the
+    /// loopback addresses and `addr` (any IP literal when `addr` is 0.0.0.0 or ::); `*` for any.
+    /// Other hosts get 421: a DNS-rebinding page names its own (see docs/SECURITY.md).
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`https://app.example`) whose web pages may call the API (CORS) and open its
+    /// WebSockets. None by default: no CORS headers are sent at all.
+    pub cors_origins: Vec<String>,
 }
 
 /// The HTTP API's TLS material (see docs/SECURITY.md, "TLS").
@@ -517,7 +524,22 @@ impl Default for HttpConfig {
             allow_anonymous_on_network: false,
             bootstrap_token: None,
             tls: None,
+            allowed_hosts: Vec::new(),
+            cors_origins: Vec::new(),
         }
+    }
+}
+
+impl HttpConfig {
+    /// What the listener bound to `bind` answers browsers: its allowed hosts and CORS origins.
+    pub fn browser_policy(
+        &self,
+        bind: std::net::IpAddr,
+    ) -> anyhow::Result<doppel_http::browser::BrowserPolicy> {
+        let hosts = doppel_http::host::AllowedHosts::with(bind, &self.allowed_hosts)
+            .map_err(|err| anyhow::anyhow!("http.allowed_hosts: {err}"))?;
+        doppel_http::browser::BrowserPolicy::new(hosts, &self.cors_origins)
+            .map_err(|err| anyhow::anyhow!("http.cors_origins: {err}"))
     }
 }
 
@@ -591,6 +613,12 @@ pub struct ServeArgs {
     /// http.tls.client_ca: PEM CA bundle; HTTPS clients must present a certificate it signed [default: none]
     #[arg(long, env = "DOPPEL_HTTP_TLS_CLIENT_CA")]
     pub http_tls_client_ca: Option<PathBuf>,
+    /// http.allowed_hosts: Host names answered besides localhost, loopback and the bind address, comma-separated; * for any [default: none]
+    #[arg(long, env = "DOPPEL_HTTP_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub http_allowed_hosts: Option<Vec<String>>,
+    /// http.cors_origins: origins whose web pages may call the API, comma-separated [default: none]
+    #[arg(long, env = "DOPPEL_HTTP_CORS_ORIGINS", value_delimiter = ',')]
+    pub http_cors_origins: Option<Vec<String>>,
     /// limits.max_document_bytes: largest request body and state section [default: 65536]
     #[arg(long, env = "DOPPEL_LIMITS_MAX_DOCUMENT_BYTES")]
     pub limits_max_document_bytes: Option<usize>,
@@ -745,6 +773,12 @@ impl ServeArgs {
             config.http.bootstrap_token = Some(v.clone());
         }
         self.apply_http_tls(&mut config.http)?;
+        if let Some(v) = &self.http_allowed_hosts {
+            config.http.allowed_hosts.clone_from(v);
+        }
+        if let Some(v) = &self.http_cors_origins {
+            config.http.cors_origins.clone_from(v);
+        }
         if let Some(v) = self.limits_max_document_bytes {
             config.limits.max_document_bytes = v;
         }
@@ -990,6 +1024,7 @@ impl Config {
         if self.http.header_timeout.is_zero() || self.mqtt.connect_timeout.is_zero() {
             bail!("http.header_timeout and mqtt.connect_timeout must be longer than 0s");
         }
+        self.http.browser_policy(self.http.addr.ip())?;
         if self.mqtt.max_queued_messages == 0
             || self.mqtt.max_queued_bytes < self.mqtt.max_packet_bytes as usize
         {

@@ -84,6 +84,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let addr = listener
         .local_addr()
         .context("cannot read the bound address")?;
+    let policy = config.http.browser_policy(addr.ip())?;
     let budget = share_descriptors(&config);
     let store = Arc::new(store);
     let authentication = authentication(&config, store.clone()).await?;
@@ -92,6 +93,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let server = tokio::spawn({
         let router = doppel_http::router(state.clone());
         let polls = state.clone();
+        let tls = tls.clone();
         let limits = ConnectionLimits {
             max_connections: budget.http_connections,
             header_timeout: config.http.header_timeout,
@@ -100,7 +102,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             shutdown_signal().await;
             polls.end_waiting_requests();
         };
-        doppel_http::server::serve(listener, tls.clone(), router, limits, stopping)
+        async move { doppel_http::server::serve(listener, tls, router, limits, &policy, stopping).await }
     });
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%addr, scheme, data_dir = %config.data_dir.display(), "HTTP API listening; loading the store");

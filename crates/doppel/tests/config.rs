@@ -26,6 +26,40 @@ fn serve_fails(env: &[(&str, &str)], args: &[&str]) -> String {
 }
 
 #[test]
+fn hosts_and_origins_that_cannot_be_matched_fail_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    for (env, flag, value) in [
+        ("DOPPEL_HTTP_CORS_ORIGINS", "--http-cors-origins", "*"),
+        (
+            "DOPPEL_HTTP_CORS_ORIGINS",
+            "--http-cors-origins",
+            "https://app.example/",
+        ),
+        (
+            "DOPPEL_HTTP_ALLOWED_HOSTS",
+            "--http-allowed-hosts",
+            "doppel.lan:8080",
+        ),
+        (
+            "DOPPEL_HTTP_ALLOWED_HOSTS",
+            "--http-allowed-hosts",
+            "ok.lan,http://doppel.lan",
+        ),
+    ] {
+        let key = env
+            .trim_start_matches("DOPPEL_")
+            .to_lowercase()
+            .replacen('_', ".", 1);
+        let by_flag = serve_fails(&[], &["--data-dir", data, flag, value]);
+        let by_env = serve_fails(&[(env, value)], &["--data-dir", data]);
+        for err in [by_flag, by_env] {
+            assert!(err.contains(&key), "{flag} {value}: {err}");
+        }
+    }
+}
+
+#[test]
 fn invalid_settings_fail_at_start_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
@@ -280,7 +314,7 @@ async fn file_then_environment_then_flags() {
     let http = common::http_client();
     let patch = |body: serde_json::Value| {
         http.patch(server.url("/v1/tenants/default/twins/d/desired"))
-            .body(body.to_string())
+            .json(&body)
             .send()
     };
     // The state object counts as level 1, so this is 4 levels deep: accepted only under the flag.
