@@ -8,7 +8,7 @@
 //! over only a session of its own principal, and the client's own id is unchanged wherever it
 //! sees or is shown it.
 
-use crate::identity::{self, Tenants};
+use crate::identity::{self, Directory};
 use rmqtt::codec::v3::ConnectAckReason as V3Reason;
 use rmqtt::codec::v5::ConnectAckReason as V5Reason;
 use rmqtt::types::{ClientId, ConnectAckReason, ConnectInfo};
@@ -24,7 +24,7 @@ pub type Refusal = (ConnectAckReason, String);
 
 /// The broker's decision on each CONNECT (installed as rmqtt's connect admission).
 pub struct Admission {
-    tenants: Tenants,
+    directory: Directory,
     /// Most live connections over every listener; beyond it CONNECT is refused.
     max_connections: usize,
     /// Live connections now: raised by the connected hook, lowered by the disconnected hook.
@@ -32,9 +32,9 @@ pub struct Admission {
 }
 
 impl Admission {
-    pub fn new(tenants: Tenants, max_connections: usize, live: Arc<AtomicUsize>) -> Admission {
+    pub fn new(directory: Directory, max_connections: usize, live: Arc<AtomicUsize>) -> Admission {
         Admission {
-            tenants,
+            directory,
             max_connections,
             live,
         }
@@ -75,7 +75,7 @@ impl Admission {
                 ),
             ));
         }
-        Ok(identity::identify(connect, &self.tenants)
+        Ok(identity::identify(connect, &self.directory)
             .map(|identity| ClientId::from(identity.session_key(connect.client_id()))))
     }
 }

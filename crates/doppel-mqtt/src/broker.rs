@@ -4,10 +4,10 @@ use crate::admission::Admission;
 use crate::commands;
 use crate::config::MqttConfig;
 use crate::hub::{Hub, HubConfig, HubHook};
-use crate::identity::Tenants;
+use crate::identity::Directory;
 use crate::retain::MemoryRetainer;
 use crate::shadow::service;
-use doppel_auth::Registry;
+use doppel_auth::{Registry, Tokens};
 use doppel_engine::Engine;
 use doppel_model::{Limits, TenantId};
 use rmqtt::context::ServerContext;
@@ -73,6 +73,8 @@ pub struct MqttServer {
     command_feed: JoinHandle<()>,
     /// Ends the sessions of removed credentials.
     revocations: JoinHandle<()>,
+    /// Ends the sessions of revoked API tokens.
+    token_revocations: JoinHandle<()>,
 }
 
 impl MqttServer {
@@ -81,6 +83,7 @@ impl MqttServer {
         config: &MqttConfig,
         engine: Engine,
         registry: Registry,
+        tokens: Option<Tokens>,
         limits: Limits,
     ) -> Result<MqttServer, MqttError> {
         for rule in &config.acl {
@@ -89,20 +92,21 @@ impl MqttServer {
         let tenant = |name: &str, what: &str| {
             TenantId::new(name).map_err(|err| MqttError::Config(format!("{what}: {err}")))
         };
-        let tenants = Tenants {
+        let directory = Directory {
             anonymous: tenant(ANONYMOUS_TENANT, "anonymous tenant")?,
             certificate: tenant(&config.certificate_tenant, "mqtt.tls.tenant")?,
+            tokens,
         };
         let live_connections = Arc::new(AtomicUsize::new(0));
         let admission = Admission::new(
-            tenants.clone(),
+            directory.clone(),
             config.max_connections,
             live_connections.clone(),
         );
         let hub_config = HubConfig {
             rules: config.acl.clone(),
             allow_anonymous: config.allow_anonymous,
-            tenants,
+            directory,
             limits,
             live_connections,
             login: config.login.clone(),
@@ -186,6 +190,7 @@ impl MqttServer {
         let command_feed = tokio::spawn(commands::run_feed(hub.clone(), command_events));
         tokio::spawn(hub.clone().disconnect_left_over_twins());
         let revocations = tokio::spawn(hub.clone().end_revoked_sessions());
+        let token_revocations = tokio::spawn(hub.clone().end_revoked_token_sessions());
         if config.allow_anonymous {
             tracing::warn!(
                 "ANONYMOUS MQTT ACCESS IS ON: any client can connect without credentials and act as the thing named by its client id in tenant {ANONYMOUS_TENANT:?}; turn mqtt.allow_anonymous off outside development"
@@ -198,6 +203,7 @@ impl MqttServer {
             feed,
             command_feed,
             revocations,
+            token_revocations,
         })
     }
 
@@ -235,6 +241,7 @@ impl MqttServer {
         self.feed.abort();
         self.command_feed.abort();
         self.revocations.abort();
+        self.token_revocations.abort();
     }
 }
 

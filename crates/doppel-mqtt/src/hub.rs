@@ -9,7 +9,7 @@
 
 use crate::acl::{self, Access, AclRule};
 use crate::commands;
-use crate::identity::{self, Identity, Tenants, username_of};
+use crate::identity::{self, Directory, Identity, TokenLogin, TokenRefusal, username_of};
 use crate::mount;
 use crate::presence::{self, ClientEvent, Presence};
 use crate::shadow::service;
@@ -35,7 +35,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The gauge of live client sessions, raised and lowered by the connect and disconnect hooks.
 const CONNECTIONS_METRIC: &str = "doppel_mqtt_connections";
@@ -61,8 +61,8 @@ pub(crate) struct Hub {
     rules: Vec<AclRule>,
     /// Whether clients without credentials are let in.
     allow_anonymous: bool,
-    /// The tenants of anonymous and certificate clients.
-    tenants: Tenants,
+    /// The tenants of anonymous and certificate clients, and the API tokens applications log in with.
+    directory: Directory,
     /// Live connections, which the connect admission holds to `mqtt.max_connections`.
     pub live_connections: Arc<AtomicUsize>,
     /// Document limits, which shadow requests obey like HTTP requests.
@@ -78,7 +78,7 @@ pub(crate) struct Hub {
 pub(crate) struct HubConfig {
     pub rules: Vec<AclRule>,
     pub allow_anonymous: bool,
-    pub tenants: Tenants,
+    pub directory: Directory,
     pub limits: Limits,
     pub live_connections: Arc<AtomicUsize>,
     pub login: GuardConfig,
@@ -93,7 +93,7 @@ impl Hub {
             registry,
             rules: config.rules,
             allow_anonymous: config.allow_anonymous,
-            tenants: config.tenants,
+            directory: config.directory,
             live_connections: config.live_connections,
             limits: config.limits,
             presence: Presence::default(),
@@ -187,6 +187,11 @@ impl Hub {
             };
         }
         match (username_of(connect), connect.password()) {
+            (Some(username), Some(password))
+                if identity::is_token_login(username) && self.directory.tokens.is_some() =>
+            {
+                self.authenticate_token(username, password)
+            }
             (Some(username), Some(password)) => {
                 let address = connect.id().remote_addr.map(|addr| addr.ip());
                 match self.login_gate.login(username, password, address).await {
@@ -216,9 +221,26 @@ impl Hub {
         }
     }
 
+    /// An application's login with an API token: a hash lookup, so no login gate is needed
+    /// (256 random bits leave nothing to guess).
+    fn authenticate_token(self: &Hub, username: &str, password: &[u8]) -> AuthResult {
+        match identity::token_identity(&self.directory, username, password) {
+            Ok(_) => AuthResult::Allow(false, None),
+            Err(TokenRefusal::Invalid) => {
+                metrics::counter!(LOGIN_FAILURES_METRIC, "reason" => "invalid_token").increment(1);
+                AuthResult::BadUsernameOrPassword
+            }
+            Err(TokenRefusal::NotAllowed) => {
+                metrics::counter!(LOGIN_FAILURES_METRIC, "reason" => "token_not_allowed")
+                    .increment(1);
+                AuthResult::NotAuthorized
+            }
+        }
+    }
+
     /// Who `connect` authenticated as. Only called for clients the auth hook let in.
     fn identify(&self, connect: &ConnectInfo) -> Option<Identity> {
-        identity::identify(connect, &self.tenants)
+        identity::identify(connect, &self.directory)
     }
 
     async fn identity(&self, session: &Session) -> Option<Arc<Identity>> {
@@ -399,6 +421,86 @@ impl Hub {
         }
     }
 
+    /// Ends every session that logged in with an API token as soon as it is revoked.
+    pub async fn end_revoked_token_sessions(self: Arc<Self>) {
+        let Some(tokens) = &self.directory.tokens else {
+            return;
+        };
+        let mut revocations = tokens.revocations();
+        loop {
+            let revoked = match revocations.recv().await {
+                Ok(revoked) => revoked,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::error!(
+                        missed,
+                        "missed token revocations; their sessions stay connected until they end"
+                    );
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            self.end_sessions_where("its token was revoked", |identity| {
+                identity
+                    .token
+                    .as_ref()
+                    .is_some_and(|token| token.id == revoked)
+            })
+            .await;
+        }
+    }
+
+    /// Ends a token session when its token expires: it was let in with the token valid, and
+    /// must not outlive it.
+    fn end_at_expiry(self: &Arc<Self>, identity: &Identity) {
+        let Some(TokenLogin {
+            id,
+            expires_at: Some(expires_at),
+        }) = identity.token.clone()
+        else {
+            return;
+        };
+        let hub = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let left = u64::try_from(expires_at.0 - now_millis()).unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(left)).await;
+            if let Some(hub) = hub.upgrade() {
+                hub.end_sessions_where("its token expired", |identity| {
+                    identity.token.as_ref().is_some_and(|token| token.id == id)
+                })
+                .await;
+            }
+        });
+    }
+
+    /// Kicks out `session`, which has no identity (left without rights) any more.
+    async fn end_session(&self, session: &Session) {
+        let mut entry = self.scx.extends.shared().await.entry(session.id.clone());
+        if let Err(err) = entry.kick(true, true, true).await {
+            tracing::warn!(error = %err, "cannot end a session that lost its identity");
+        }
+    }
+
+    /// Kicks out every session whose identity `matches`, logging `why`.
+    async fn end_sessions_where(&self, why: &str, matches: impl Fn(&Identity) -> bool) {
+        let sessions: Vec<Session> = {
+            let shared = self.scx.extends.shared().await;
+            shared.iter().filter_map(|entry| entry.session()).collect()
+        };
+        for session in sessions {
+            if self
+                .identity(&session)
+                .await
+                .is_some_and(|identity| matches(&identity))
+            {
+                tracing::info!(client_id = %session.id.client_id, why, "ending a session");
+                let mut entry = self.scx.extends.shared().await.entry(session.id.clone());
+                if let Err(err) = entry.kick(true, true, true).await {
+                    tracing::warn!(error = %err, why, "cannot end a session");
+                }
+            }
+        }
+    }
+
     /// Ends every session that logged in with a credential as soon as it is removed.
     pub async fn end_revoked_sessions(self: Arc<Self>) {
         let mut revocations = self.registry.revocations();
@@ -414,22 +516,14 @@ impl Hub {
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             };
-            let sessions: Vec<Session> = {
-                let shared = self.scx.extends.shared().await;
-                shared.iter().filter_map(|entry| entry.session()).collect()
-            };
-            for session in sessions {
-                let used_it = self.identity(&session).await.is_some_and(|identity| {
-                    identity.credential.as_deref() == Some(revoked.credential_id.as_str())
-                });
-                if used_it {
-                    tracing::info!(client_id = %session.id.client_id, username = revoked.username, "ending a session whose credential was removed");
-                    let mut entry = self.scx.extends.shared().await.entry(session.id.clone());
-                    if let Err(err) = entry.kick(true, true, true).await {
-                        tracing::warn!(error = %err, "cannot end a session whose credential was removed");
-                    }
-                }
-            }
+            tracing::info!(
+                username = revoked.username,
+                "a credential was removed; ending its sessions"
+            );
+            self.end_sessions_where("its credential was removed", |identity| {
+                identity.credential.as_deref() == Some(revoked.credential_id.as_str())
+            })
+            .await;
         }
     }
 
@@ -625,6 +719,11 @@ impl Handler for HubHook {
                 metrics::gauge!(CONNECTIONS_METRIC).increment(1);
                 hub.live_connections.fetch_add(1, Ordering::Relaxed);
                 hub.recheck_subscriptions(session).await;
+                match hub.identity(session).await {
+                    Some(identity) => hub.end_at_expiry(&identity),
+                    // Its token was revoked between the login and now.
+                    None => hub.end_session(session).await,
+                }
                 hub.on_presence(session, None).await;
                 (true, acc)
             }

@@ -2,37 +2,97 @@
 //! certificate or (when anonymous access is on) its client id.
 
 use crate::acl::Role;
-use doppel_auth::{Principal, PrincipalKind};
-use doppel_model::{DeviceId, TenantId};
+use doppel_auth::{Principal, PrincipalKind, Role as TokenRole, Tokens};
+use doppel_model::{DeviceId, Millis, TenantId};
 use rmqtt::types::ConnectInfo;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Separates the principal from the client's own id in the key a session is kept under. No
 /// principal key holds it (tenant and device ids are `[A-Za-z0-9:_.-]`), so two principals'
 /// keys never coincide whatever their clients' ids.
 const SESSION_KEY_SEPARATOR: char = '|';
 
-/// The tenants clients without a principal of their own act in.
-#[derive(Clone, Debug)]
-pub struct Tenants {
+/// What identifying a client takes besides its CONNECT: the tenants of clients without a
+/// principal of their own, and the API tokens applications may log in with.
+#[derive(Clone)]
+pub struct Directory {
     /// The tenant of clients without credentials.
     pub anonymous: TenantId,
     /// The tenant of devices that log in with a client certificate.
     pub certificate: TenantId,
+    /// The hub's API tokens; `None` when the hub has none (anonymous HTTP).
+    pub tokens: Option<Tokens>,
 }
 
-/// Who `connect` claims to be. The authentication hook checks the claim; this only reads it.
-pub fn identify(connect: &ConnectInfo, tenants: &Tenants) -> Option<Identity> {
+/// Why a token login is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenRefusal {
+    /// Unknown, revoked or expired, or the username is no tenant id: as a wrong password.
+    Invalid,
+    /// A valid token that may not act here: another tenant's, or one that can only read.
+    NotAllowed,
+}
+
+/// Who `connect` claims to be. The authentication hook checks the claim; this only reads it,
+/// except for API tokens, whose lookup is the check (a hash and a map lookup, no Argon2).
+pub fn identify(connect: &ConnectInfo, directory: &Directory) -> Option<Identity> {
     if let Some(cert) = connect.cert() {
         let device = DeviceId::new(cert.common_name.as_deref()?).ok()?;
-        return Some(Identity::device(tenants.certificate.clone(), device));
+        return Some(Identity::device(directory.certificate.clone(), device));
     }
     match username_of(connect) {
+        Some(username) if is_token_login(username) => {
+            token_identity(directory, username, connect.password()?).ok()
+        }
         Some(username) => Principal::from_username(username).map(|p| Identity::from_principal(&p)),
         None => Some(Identity::anonymous(
-            tenants.anonymous.clone(),
+            directory.anonymous.clone(),
             connect.client_id(),
         )),
     }
+}
+
+/// Whether a login is an application's with an API token: its username is a bare tenant id,
+/// where credentials' usernames are `{tenant}/devices/{device}` or `{tenant}/apps/{app}`.
+pub fn is_token_login(username: &str) -> bool {
+    !username.contains('/')
+}
+
+/// The identity of an application logging in to `username` (a tenant id) with the API token
+/// `password`. It needs a token covering that tenant with a role that may write
+/// (`app-write`, `operator` or `admin`): an application's MQTT rights include publishing
+/// shadow updates, so a read-only token would get more over MQTT than over HTTP.
+pub fn token_identity(
+    directory: &Directory,
+    username: &str,
+    password: &[u8],
+) -> Result<Identity, TokenRefusal> {
+    let tokens = directory.tokens.as_ref().ok_or(TokenRefusal::Invalid)?;
+    let tenant = TenantId::new(username).map_err(|_| TokenRefusal::Invalid)?;
+    let secret = std::str::from_utf8(password).map_err(|_| TokenRefusal::Invalid)?;
+    let token = tokens.verify(secret, now()).ok_or(TokenRefusal::Invalid)?;
+    let may_write = token.roles.iter().any(|role| *role != TokenRole::AppRead);
+    if !token.covers(tenant.as_str()) || !may_write {
+        return Err(TokenRefusal::NotAllowed);
+    }
+    Ok(Identity {
+        tenant,
+        role: Role::App,
+        device: None,
+        principal: format!("token:{}", token.name),
+        credential: None,
+        token: Some(TokenLogin {
+            id: token.id,
+            expires_at: token.expires_at,
+        }),
+    })
+}
+
+fn now() -> Millis {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Millis(i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The username a client logs in with. The AWS IoT Device SDKs append metrics to it as a query
@@ -60,6 +120,15 @@ pub struct Identity {
     pub principal: String,
     /// The credential a password login used: when it is removed, the session ends.
     pub credential: Option<String>,
+    /// The API token a token login used: when it is revoked or expires, the session ends.
+    pub token: Option<TokenLogin>,
+}
+
+/// The API token a session logged in with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenLogin {
+    pub id: String,
+    pub expires_at: Option<Millis>,
 }
 
 impl Identity {
@@ -75,6 +144,7 @@ impl Identity {
                 device: None,
                 principal: format!("app:{app}"),
                 credential: None,
+                token: None,
             },
         }
     }
@@ -89,6 +159,7 @@ impl Identity {
             principal: device.as_str().to_owned(),
             device: Some(device),
             credential: None,
+            token: None,
         }
     }
 
@@ -108,6 +179,7 @@ impl Identity {
                 .map_or_else(|| "anonymous".to_owned(), |d| d.as_str().to_owned()),
             device,
             credential: None,
+            token: None,
         }
     }
 
@@ -115,12 +187,15 @@ impl Identity {
     /// are chosen by clients and are public (presence events carry them), so sessions are kept
     /// per principal: a client can only resume, or take over, a session of its own principal.
     pub fn session_key(&self, client_id: &str) -> String {
-        let kind = match &self.role {
-            Role::Device { .. } => "devices",
-            Role::App => "apps",
-            Role::Anonymous { .. } => "anonymous",
+        let kind = match (&self.role, &self.token) {
+            (Role::App, Some(_)) => "tokens",
+            (Role::Device { .. }, _) => "devices",
+            (Role::App, None) => "apps",
+            (Role::Anonymous { .. }, _) => "anonymous",
         };
         let name = match &self.role {
+            // A token's name is free text and may hold the separator; its id cannot.
+            Role::App if let Some(token) = &self.token => token.id.as_str(),
             Role::Device { thing } => thing.as_str(),
             Role::App => self
                 .principal

@@ -88,6 +88,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let budget = share_descriptors(&config);
     let store = Arc::new(store);
     let authentication = authentication(&config, store.clone()).await?;
+    // Applications log in over MQTT with the same tokens as over HTTP: one identity.
+    let tokens = match &authentication {
+        Authentication::Tokens(tokens) => Some(tokens.clone()),
+        Authentication::Anonymous => None,
+    };
     let state = AppState::new(config.limits, authentication, Arc::new(SystemClock));
     state.set_metrics(install_metrics()?);
     let server = tokio::spawn({
@@ -133,9 +138,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         max_sockets: budget.mqtt_sockets,
         ..config.mqtt_config()
     };
-    let mqtt = MqttServer::start(&mqtt_config, engine.clone(), registry, config.limits)
-        .await
-        .context("cannot start MQTT")?;
+    let mqtt = MqttServer::start(
+        &mqtt_config,
+        engine.clone(),
+        registry,
+        tokens,
+        config.limits,
+    )
+    .await
+    .context("cannot start MQTT")?;
     for listener in mqtt.listening() {
         tracing::info!(addr = %listener.addr, scheme = listener.scheme, "MQTT listening");
         announce(&format!(

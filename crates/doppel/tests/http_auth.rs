@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::tokens::{revoke, token};
 use common::{ADMIN_TOKEN, Server, anonymous_http_client, http_client};
 use doppel_http::auth::{Access, Permission, ROUTES};
 use reqwest::{Method, StatusCode};
@@ -14,31 +15,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// Creates a token with the admin token; returns (id, secret).
-async fn token(server: &Server, name: &str, role: &str, tenant: &str) -> (String, String) {
-    let response = http_client()
-        .post(server.url("/v1/tokens"))
-        .json(&json!({"name": name, "roles": [role], "tenant": tenant}))
-        .send()
-        .await
-        .expect("POST /v1/tokens");
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let body: Value = response.json().await.expect("JSON");
-    (
-        body["id"].as_str().expect("id").to_owned(),
-        body["token"].as_str().expect("token").to_owned(),
-    )
-}
-
-async fn revoke(server: &Server, id: &str) {
-    let response = http_client()
-        .delete(server.url(&format!("/v1/tokens/{id}")))
-        .send()
-        .await
-        .expect("DELETE token");
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
-}
 
 /// A concrete path for a route pattern.
 fn path_of(pattern: &str) -> String {

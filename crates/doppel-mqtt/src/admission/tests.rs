@@ -4,10 +4,11 @@ use rmqtt::codec::v3::Connect as ConnectV3;
 use rmqtt::codec::v5::Connect as ConnectV5;
 use rmqtt::types::Id;
 
-fn tenants() -> Tenants {
-    Tenants {
+fn tenants() -> Directory {
+    Directory {
         anonymous: TenantId::new("default").unwrap(),
         certificate: TenantId::new("certs").unwrap(),
+        tokens: None,
     }
 }
 

@@ -13,6 +13,7 @@ pub mod mqtt5;
 pub mod process;
 pub mod raw;
 pub mod sse;
+pub mod tokens;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
