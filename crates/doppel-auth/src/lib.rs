@@ -23,7 +23,7 @@ mod verified;
 pub use doppel_model::{AppName, Principal, PrincipalKind};
 pub use error::{AuthError, SecretProblem};
 pub use login::{LoginGate, LoginOutcome, REFUSAL_LOG_INTERVAL, Refusal};
-pub use login_guard::{GuardConfig, Limit};
+pub use login_guard::{GuardConfig, Limit, LoginGuard};
 pub use password::{MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};
 pub use registry::{
     CreatedCredential, CredentialInfo, MAX_CREDENTIALS_PER_PRINCIPAL, Registry, Revocation,

@@ -201,6 +201,24 @@ impl LoginGuard {
         Ok(Ticket { address, username })
     }
 
+    /// Whether a check keyed by `address` alone may run now (an API token's: it names no
+    /// username, and a guess of it costs no Argon2, so only the address is watched). `Err` is
+    /// how long the address's backoff has left; then nothing was counted.
+    pub fn admit_address(&mut self, address: IpAddr, now: Instant) -> Result<Ticket, Duration> {
+        let key = AddressKey::of(address);
+        self.addresses.sweep(now, &self.config);
+        if !self.addresses.allows(&key, now, &self.config) {
+            let left = self.addresses.blocked_for(&key, now);
+            return Err(left.unwrap_or(self.config.backoff));
+        }
+        let address = Some(key).filter(|key| self.addresses.start(*key, now));
+        self.untracked += u64::from(address.is_none());
+        Ok(Ticket {
+            address,
+            username: None,
+        })
+    }
+
     /// Reports how the check of `ticket` ended. Returns the backoffs that begin with it.
     pub fn finish(&mut self, ticket: Ticket, succeeded: bool, now: Instant) -> Vec<BackoffStarted> {
         let mut started = Vec::new();
@@ -293,6 +311,12 @@ impl<K: Eq + Hash> Table<K> {
         }
         entry.roll_window(now, config);
         entry.failures.saturating_add(entry.in_flight) < self.max_failures
+    }
+
+    /// How long `key`'s backoff has left, if it is in one.
+    fn blocked_for(&self, key: &K, now: Instant) -> Option<Duration> {
+        let until = self.entries.get(key)?.blocked_until?;
+        (now < until).then(|| until - now)
     }
 
     /// Counts a check in flight for `key`; `false` if the table is full and `key` not in it.

@@ -7,13 +7,13 @@ use crate::AppState;
 use crate::problem::ApiError;
 use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, Request, State};
-use axum::http::{HeaderMap, Method, header};
+use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use doppel_auth::{Role, TokenInfo, Tokens};
-use doppel_model::Millis;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use doppel_auth::{GuardConfig, LoginGuard, Role, TokenInfo, Tokens};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// What a caller must be allowed, weakest first: each role grants its own and those before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -250,12 +250,12 @@ pub(crate) async fn authorize(
             if from_loopback(&request) {
                 Caller { token: None }
             } else {
-                let token = bearer(tokens, request.headers(), state.now())?;
+                let token = bearer(&state, tokens, &request)?;
                 Caller { token: Some(token) }
             }
         }
         (Authentication::Tokens(tokens), Access::Needs(permission)) => {
-            let token = bearer(tokens, request.headers(), state.now())?;
+            let token = bearer(&state, tokens, &request)?;
             let granted = token.roles.iter().map(|role| Permission::of(*role)).max();
             if granted.is_none_or(|granted| granted < permission) {
                 return Err(ApiError::Forbidden {
@@ -278,9 +278,37 @@ pub(crate) async fn authorize(
     Ok(next.run(request).await)
 }
 
-/// The valid token the request carries.
-fn bearer(tokens: &Tokens, headers: &HeaderMap, now: Millis) -> Result<Arc<TokenInfo>, ApiError> {
-    let value = headers
+/// Default invalid tokens from one address within [`AUTH_FAILURE_WINDOW`] before it is held
+/// back: enough for a client with a stale token to retry a few times, few for a guesser.
+pub const DEFAULT_MAX_AUTH_FAILURES_PER_ADDRESS: u32 = 10;
+
+/// How long invalid tokens add up; the first backoff, doubled at each further one up to the
+/// longest. The same shape as the MQTT login guard's (see `doppel_auth::login_guard`).
+const AUTH_FAILURE_WINDOW: Duration = Duration::from_secs(60);
+const FIRST_AUTH_BACKOFF: Duration = Duration::from_secs(1);
+const LONGEST_AUTH_BACKOFF: Duration = Duration::from_secs(15 * 60);
+
+/// The limits of the HTTP side's guard: by address only (a bearer token names no username).
+pub(crate) fn failure_limits(max_per_address: u32) -> GuardConfig {
+    GuardConfig {
+        max_failures_per_address: max_per_address,
+        max_failures_per_username: u32::MAX,
+        failure_window: AUTH_FAILURE_WINDOW,
+        backoff: FIRST_AUTH_BACKOFF,
+        max_backoff: LONGEST_AUTH_BACKOFF,
+    }
+}
+
+/// The valid token the request carries. An address that keeps sending invalid tokens is held
+/// back with 429 before its token is looked at, whatever the token: otherwise a guesser would
+/// be answered as fast as ever.
+fn bearer(
+    state: &AppState,
+    tokens: &Tokens,
+    request: &Request,
+) -> Result<Arc<TokenInfo>, ApiError> {
+    let value = request
+        .headers()
         .get(header::AUTHORIZATION)
         .ok_or(ApiError::Unauthorized(
             "no Authorization header; send Authorization: Bearer <token>",
@@ -295,15 +323,41 @@ fn bearer(tokens: &Tokens, headers: &HeaderMap, now: Millis) -> Result<Arc<Token
         .ok_or(ApiError::Unauthorized(
             "the Authorization header is not of the form Bearer <token>",
         ))?;
-    match tokens.verify(secret, now) {
+    let peer = peer_address(request);
+    let ticket = match peer {
+        Some(address) => Some(
+            lock(&state.auth_failures)
+                .admit_address(address, Instant::now())
+                .map_err(|retry_after| ApiError::TooManyAuthFailures { retry_after })?,
+        ),
+        None => None,
+    };
+    let verified = tokens.verify(secret, state.now());
+    if let Some(ticket) = ticket {
+        let started = lock(&state.auth_failures).finish(ticket, verified.is_some(), Instant::now());
+        for backoff in started {
+            tracing::warn!(
+                address = backoff.key,
+                seconds = backoff.duration.as_secs(),
+                "holding back an address that sent too many invalid HTTP tokens"
+            );
+        }
+    }
+    match verified {
         Some(token) => Ok(Arc::new(token)),
         None => {
+            // The secret is never logged: a typo of a real one is most of it.
+            tracing::debug!(address = ?peer, "an invalid bearer token");
             metrics::counter!("doppel_http_auth_failures_total").increment(1);
             Err(ApiError::Unauthorized(
                 "the token is unknown, revoked or expired",
             ))
         }
     }
+}
+
+fn lock(guard: &Mutex<LoginGuard>) -> std::sync::MutexGuard<'_, LoginGuard> {
+    guard.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The `{tenant}` of a tenant route, percent-decoded as the handler will see it, so that an
@@ -318,12 +372,17 @@ fn path_tenant<'a>(params: Result<&'a RawPathParams, &RawPathParamsRejection>) -
     }
 }
 
-/// Whether the request came over a loopback address (from the hub's own machine).
-fn from_loopback(request: &Request) -> bool {
+/// The client's address, when the server loop recorded it.
+fn peer_address(request: &Request) -> Option<IpAddr> {
     request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback())
+        .map(|ConnectInfo(peer)| peer.ip())
+}
+
+/// Whether the request came over a loopback address (from the hub's own machine).
+fn from_loopback(request: &Request) -> bool {
+    peer_address(request).is_some_and(|address| address.is_loopback())
 }
 
 /// Resolves when `caller`'s token stops being valid: revoked, or expired. Streams and long polls

@@ -28,13 +28,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use doppel_auth::Registry;
+use doppel_auth::{LoginGuard, Registry};
 use doppel_engine::{Clock, Engine};
 use doppel_model::Limits;
 use metrics_exporter_prometheus::PrometheusHandle;
 use problem::ApiError;
 use serde_json::json;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -52,6 +52,8 @@ pub struct AppState {
     authentication: Authentication,
     /// Stamps new tokens and decides which have expired.
     clock: Arc<dyn Clock>,
+    /// Invalid tokens per client address, and the addresses held back for them.
+    auth_failures: Arc<Mutex<LoginGuard>>,
 }
 
 impl AppState {
@@ -65,6 +67,22 @@ impl AppState {
             limits,
             authentication,
             clock,
+            auth_failures: Arc::new(Mutex::new(LoginGuard::new(
+                auth::failure_limits(auth::DEFAULT_MAX_AUTH_FAILURES_PER_ADDRESS),
+                std::time::Instant::now(),
+            ))),
+        }
+    }
+
+    /// Holds an address back after `max_per_address` invalid tokens within a minute (see
+    /// [`auth::failure_limits`]); at least 1.
+    pub fn with_auth_failure_limit(self, max_per_address: u32) -> Self {
+        Self {
+            auth_failures: Arc::new(Mutex::new(LoginGuard::new(
+                auth::failure_limits(max_per_address),
+                std::time::Instant::now(),
+            ))),
+            ..self
         }
     }
 

@@ -54,6 +54,10 @@ pub enum ApiError {
     Auth(AuthError),
     /// No valid bearer token: none sent, malformed, unknown, revoked or expired.
     Unauthorized(&'static str),
+    /// The client's address sent too many invalid tokens; it may try again after the backoff.
+    TooManyAuthFailures {
+        retry_after: std::time::Duration,
+    },
     /// The token is valid but lacks the role the route needs, or does not cover the tenant in
     /// the path (`tenant`).
     Forbidden {
@@ -156,6 +160,9 @@ impl ApiError {
                 }
             },
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::TooManyAuthFailures { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_auth_failures")
+            }
             Self::Forbidden { tenant: None, .. } => (StatusCode::FORBIDDEN, "forbidden"),
             Self::Forbidden {
                 tenant: Some(_), ..
@@ -211,6 +218,10 @@ impl ApiError {
             Self::Command(err) => err.to_string(),
             Self::Quota(err) => err.to_string(),
             Self::Unauthorized(reason) => (*reason).to_owned(),
+            Self::TooManyAuthFailures { retry_after } => format!(
+                "too many invalid tokens from this address; retry in {} s",
+                retry_after_seconds(*retry_after)
+            ),
             Self::Forbidden {
                 needed,
                 tenant: None,
@@ -337,6 +348,10 @@ impl IntoResponse for ApiError {
             tracing::warn!(code, detail = %self.detail(), "request failed on the server side");
         }
         let challenge = matches!(self, Self::Unauthorized(_));
+        let retry_after = match &self {
+            Self::TooManyAuthFailures { retry_after } => Some(retry_after_seconds(*retry_after)),
+            _ => None,
+        };
         let mut body = Map::new();
         body.insert("type".into(), json!(format!("urn:doppel:problem:{code}")));
         body.insert(
@@ -361,8 +376,21 @@ impl IntoResponse for ApiError {
                 header::HeaderValue::from_static("Bearer realm=\"doppel\""),
             );
         }
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
         response
     }
+}
+
+/// Whole seconds, rounded up: a client that waits `Retry-After` must find the backoff over.
+fn retry_after_seconds(left: std::time::Duration) -> u64 {
+    left.as_millis()
+        .div_ceil(1000)
+        .try_into()
+        .unwrap_or(u64::MAX)
 }
 
 pub(crate) async fn route_not_found(uri: Uri) -> ApiError {

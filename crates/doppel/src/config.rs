@@ -411,6 +411,9 @@ pub struct HttpConfig {
     /// closed after it (slow or silent clients must not hold sockets).
     #[serde(deserialize_with = "duration")]
     pub header_timeout: Duration,
+    /// Invalid bearer tokens from one address within a minute before it is answered 429 for a
+    /// backoff (1 s, doubled up to 15 min).
+    pub max_auth_failures_per_address: u32,
     /// Serve every request without asking for a token (development only; announced loudly).
     pub allow_anonymous: bool,
     /// Let `allow_anonymous` stand with an address other machines reach: without it, that pair
@@ -520,6 +523,7 @@ impl Default for HttpConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_connections: doppel_http::server::DEFAULT_MAX_CONNECTIONS,
             header_timeout: doppel_http::server::DEFAULT_HEADER_TIMEOUT,
+            max_auth_failures_per_address: doppel_http::auth::DEFAULT_MAX_AUTH_FAILURES_PER_ADDRESS,
             allow_anonymous: false,
             allow_anonymous_on_network: false,
             bootstrap_token: None,
@@ -595,6 +599,9 @@ pub struct ServeArgs {
     /// http.header_timeout: how long a client may take to send a request's headers [default: 10s]
     #[arg(long, env = "DOPPEL_HTTP_HEADER_TIMEOUT", value_parser = humantime::parse_duration)]
     pub http_header_timeout: Option<Duration>,
+    /// http.max_auth_failures_per_address: invalid tokens from one address per minute before 429 [default: 10]
+    #[arg(long, env = "DOPPEL_HTTP_MAX_AUTH_FAILURES_PER_ADDRESS")]
+    pub http_max_auth_failures_per_address: Option<u32>,
     /// http.allow_anonymous: serve HTTP requests without tokens (development only) [default: false]
     #[arg(long, env = "DOPPEL_HTTP_ALLOW_ANONYMOUS")]
     pub http_allow_anonymous: Option<bool>,
@@ -762,6 +769,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.http_header_timeout {
             config.http.header_timeout = v;
+        }
+        if let Some(v) = self.http_max_auth_failures_per_address {
+            config.http.max_auth_failures_per_address = v;
         }
         if let Some(v) = self.http_allow_anonymous {
             config.http.allow_anonymous = v;
@@ -1020,6 +1030,9 @@ impl Config {
         }
         if self.http.max_connections == 0 || self.mqtt.max_connections == 0 {
             bail!("http.max_connections and mqtt.max_connections must be at least 1");
+        }
+        if self.http.max_auth_failures_per_address == 0 {
+            bail!("http.max_auth_failures_per_address must be at least 1");
         }
         if self.http.header_timeout.is_zero() || self.mqtt.connect_timeout.is_zero() {
             bail!("http.header_timeout and mqtt.connect_timeout must be longer than 0s");

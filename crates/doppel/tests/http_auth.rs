@@ -82,7 +82,8 @@ fn role_of(permission: Permission) -> &'static str {
 
 #[tokio::test]
 async fn every_route_refuses_what_may_not_call_it_and_changes_nothing() {
-    let server = Server::start();
+    // Two invalid tokens per route: far more than an address may send before it is held back.
+    let server = Server::start_with(&["--http-max-auth-failures-per-address", "1000"]);
     let (revoked_id, revoked) = token(&server, "gone", "admin", "*").await;
     revoke(&server, &revoked_id).await;
     let (_, foreign) = token(&server, "other-admin", "admin", "other").await;
@@ -474,4 +475,71 @@ async fn anonymous_http_serves_without_tokens_when_asked() {
         }
     }
     assert!(warned, "the start warns loudly");
+}
+
+#[tokio::test]
+async fn an_address_that_keeps_sending_invalid_tokens_is_held_back() {
+    let (server, stderr) =
+        Server::start_capturing_stderr(&["--http-max-auth-failures-per-address", "3"]);
+    let wrong = "dpt_NotTheTokenNotTheTokenNotTheTokenNotTheToken0";
+    let client = anonymous_http_client();
+    let send = |secret: &str| {
+        client
+            .patch(server.url("/v1/tenants/default/twins/held-back/desired"))
+            .bearer_auth(secret)
+            .json(&json!({"speed": 1}))
+            .send()
+    };
+    for attempt in 0..3 {
+        let response = send(wrong).await.expect("PATCH");
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "attempt {attempt}"
+        );
+    }
+    // Held back now: a guess and the right token alike, before any token is looked at.
+    for secret in [wrong, ADMIN_TOKEN] {
+        let response = send(secret).await.expect("PATCH");
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let retry_after: u64 = response.headers()["retry-after"]
+            .to_str()
+            .expect("text")
+            .parse()
+            .expect("seconds");
+        assert!(
+            (1..=900).contains(&retry_after),
+            "Retry-After {retry_after}"
+        );
+        let body: Value = response.json().await.expect("a problem document");
+        assert_eq!(body["code"], "too_many_auth_failures");
+    }
+    let (status, _) = common::http::HttpClient::new(&server).get("/healthz").await;
+    assert_eq!(status, StatusCode::OK, "health checks need no token");
+    // Once the backoff is over the right token works, and nothing was written meanwhile.
+    let twins = server.url("/v1/tenants/default/twins/held-back");
+    common::eventually("the backoff to end", WAIT, || async {
+        http_client()
+            .get(&twins)
+            .send()
+            .await
+            .expect("GET")
+            .status()
+            != StatusCode::TOO_MANY_REQUESTS
+    })
+    .await;
+    let after = http_client().get(&twins).send().await.expect("GET");
+    assert_eq!(
+        after.status(),
+        StatusCode::NOT_FOUND,
+        "no refused write made the twin"
+    );
+    // The hold is logged, without the secret.
+    let mut logged = Vec::new();
+    while let Ok(line) = stderr.try_recv() {
+        logged.push(line);
+    }
+    let logged = logged.join("\n");
+    assert!(logged.contains("holding back an address"), "{logged}");
+    assert!(!logged.contains(wrong), "the secret must not be logged");
 }

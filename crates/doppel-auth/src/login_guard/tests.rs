@@ -292,3 +292,29 @@ fn backoff_arithmetic_saturates_at_the_cap() {
     );
     assert_eq!(backoff(&self::config(), u32::MAX), Duration::from_secs(8));
 }
+
+#[test]
+fn an_address_alone_backs_off_and_says_how_long_is_left() {
+    let start = Instant::now();
+    let mut guard = LoginGuard::new(config(), start);
+    let address = ip("192.0.2.7").unwrap();
+    for _ in 0..config().max_failures_per_address {
+        let ticket = guard.admit_address(address, start).unwrap();
+        let _ = guard.finish(ticket, false, start);
+    }
+    let later = start + Duration::from_millis(400);
+    let left = guard.admit_address(address, later).unwrap_err();
+    assert_eq!(left, config().backoff - Duration::from_millis(400));
+    // Another address, and usernames, are untouched.
+    assert!(guard.admit_address(ip("192.0.2.8").unwrap(), later).is_ok());
+    assert!(guard.admit(None, "acme/devices/d", later).is_ok());
+    // After the backoff the address is admitted again.
+    let ticket = guard
+        .admit_address(address, start + config().backoff)
+        .unwrap();
+    assert!(
+        guard
+            .finish(ticket, true, start + config().backoff)
+            .is_empty()
+    );
+}
