@@ -11,6 +11,7 @@ use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use doppel_auth::{GuardConfig, LoginGuard, Role, TokenInfo, Tokens};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -354,6 +355,75 @@ fn bearer(
             ))
         }
     }
+}
+
+/// Default change streams and command long polls one token may hold open at once: a dashboard
+/// or a service needs a few; a leaked loop that never closes them is stopped here, not at the
+/// connection cap every other client shares.
+pub const DEFAULT_MAX_STREAMS_PER_TOKEN: usize = 32;
+
+/// Open streams and long polls by token id.
+pub(crate) struct OpenStreams {
+    by_token: Mutex<HashMap<String, usize>>,
+    max_per_token: usize,
+}
+
+impl OpenStreams {
+    pub(crate) fn new(max_per_token: usize) -> Self {
+        Self {
+            by_token: Mutex::new(HashMap::new()),
+            max_per_token,
+        }
+    }
+}
+
+/// One open stream or long poll of a token, counted until it is dropped.
+pub(crate) struct StreamPermit {
+    streams: Arc<OpenStreams>,
+    token: String,
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        let mut by_token = self
+            .streams
+            .by_token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(open) = by_token.get_mut(&self.token) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                by_token.remove(&self.token);
+            }
+        }
+    }
+}
+
+/// Counts a stream or long poll of `caller`'s token, or refuses it at the token's limit.
+/// Callers without a token (anonymous development servers) are not counted.
+pub(crate) fn hold_stream(
+    state: &AppState,
+    caller: &Caller,
+) -> Result<Option<StreamPermit>, ApiError> {
+    let Some(token) = &caller.token else {
+        return Ok(None);
+    };
+    let streams = &state.open_streams;
+    let mut by_token = streams
+        .by_token
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let open = by_token.entry(token.id.clone()).or_insert(0);
+    if *open >= streams.max_per_token {
+        return Err(ApiError::TooManyStreams {
+            limit: streams.max_per_token,
+        });
+    }
+    *open += 1;
+    Ok(Some(StreamPermit {
+        streams: streams.clone(),
+        token: token.id.clone(),
+    }))
 }
 
 fn lock(guard: &Mutex<LoginGuard>) -> std::sync::MutexGuard<'_, LoginGuard> {

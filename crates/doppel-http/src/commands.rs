@@ -218,6 +218,12 @@ async fn next(
             "wait must be 0 to {MAX_WAIT_SECONDS} seconds, got {wait}"
         )));
     }
+    // Only a poll that waits holds anything open.
+    let _permit = if wait > 0 {
+        auth::hold_stream(&state, &caller)?
+    } else {
+        None
+    };
     let engine = state.engine()?.clone();
     let waited = tokio::select! {
         waited = engine.commands().next(key, Duration::from_secs(wait)) => waited?,

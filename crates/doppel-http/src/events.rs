@@ -119,6 +119,8 @@ struct Subscription {
     closing: watch::Receiver<bool>,
     /// Resolves when the caller's token is revoked or expires: the stream ends then.
     token_ended: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Counts the stream against its token's limit while it is open.
+    _permit: Option<auth::StreamPermit>,
     filter: Filter,
     ended: bool,
 }
@@ -131,6 +133,7 @@ impl Subscription {
         params: Result<Query<StreamParams>, QueryRejection>,
         headers: &HeaderMap,
     ) -> Result<Subscription, ApiError> {
+        let permit = auth::hold_stream(state, &caller)?;
         let Path(tenant) = path.map_err(|err| ApiError::InvalidQuery(err.body_text()))?;
         let tenant = TenantId::new(tenant)?;
         let params = query(params)?;
@@ -166,6 +169,7 @@ impl Subscription {
             live: opened.live,
             closing: streams.closing(),
             token_ended: Box::pin(auth::token_ended(state.clone(), caller)),
+            _permit: permit,
             filter,
             ended: false,
         })

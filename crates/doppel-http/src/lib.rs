@@ -54,6 +54,8 @@ pub struct AppState {
     clock: Arc<dyn Clock>,
     /// Invalid tokens per client address, and the addresses held back for them.
     auth_failures: Arc<Mutex<LoginGuard>>,
+    /// Change streams and long polls open per token.
+    open_streams: Arc<auth::OpenStreams>,
 }
 
 impl AppState {
@@ -71,6 +73,15 @@ impl AppState {
                 auth::failure_limits(auth::DEFAULT_MAX_AUTH_FAILURES_PER_ADDRESS),
                 std::time::Instant::now(),
             ))),
+            open_streams: Arc::new(auth::OpenStreams::new(auth::DEFAULT_MAX_STREAMS_PER_TOKEN)),
+        }
+    }
+
+    /// Lets one token hold at most `max_per_token` change streams and command long polls open.
+    pub fn with_stream_limit(self, max_per_token: usize) -> Self {
+        Self {
+            open_streams: Arc::new(auth::OpenStreams::new(max_per_token)),
+            ..self
         }
     }
 

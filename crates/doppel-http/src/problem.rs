@@ -58,6 +58,10 @@ pub enum ApiError {
     TooManyAuthFailures {
         retry_after: std::time::Duration,
     },
+    /// The token holds `limit` change streams and long polls open already.
+    TooManyStreams {
+        limit: usize,
+    },
     /// The token is valid but lacks the role the route needs, or does not cover the tenant in
     /// the path (`tenant`).
     Forbidden {
@@ -163,6 +167,7 @@ impl ApiError {
             Self::TooManyAuthFailures { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "too_many_auth_failures")
             }
+            Self::TooManyStreams { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_streams"),
             Self::Forbidden { tenant: None, .. } => (StatusCode::FORBIDDEN, "forbidden"),
             Self::Forbidden {
                 tenant: Some(_), ..
@@ -218,6 +223,9 @@ impl ApiError {
             Self::Command(err) => err.to_string(),
             Self::Quota(err) => err.to_string(),
             Self::Unauthorized(reason) => (*reason).to_owned(),
+            Self::TooManyStreams { limit } => format!(
+                "this token holds {limit} change streams and command long polls open already (http.max_streams_per_token); close one first"
+            ),
             Self::TooManyAuthFailures { retry_after } => format!(
                 "too many invalid tokens from this address; retry in {} s",
                 retry_after_seconds(*retry_after)
@@ -272,6 +280,9 @@ impl ApiError {
                 body.insert("limit".into(), json!(limit));
             }
             Self::Model(ModelError::TooDeep { limit, .. }) => {
+                body.insert("limit".into(), json!(limit));
+            }
+            Self::TooManyStreams { limit } => {
                 body.insert("limit".into(), json!(limit));
             }
             Self::Auth(AuthError::InvalidPassword { .. }) => {

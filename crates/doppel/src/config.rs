@@ -414,6 +414,9 @@ pub struct HttpConfig {
     /// Invalid bearer tokens from one address within a minute before it is answered 429 for a
     /// backoff (1 s, doubled up to 15 min).
     pub max_auth_failures_per_address: u32,
+    /// Change streams (SSE and WebSocket) and waiting command long polls one token may hold
+    /// open at once.
+    pub max_streams_per_token: usize,
     /// Serve every request without asking for a token (development only; announced loudly).
     pub allow_anonymous: bool,
     /// Let `allow_anonymous` stand with an address other machines reach: without it, that pair
@@ -524,6 +527,7 @@ impl Default for HttpConfig {
             max_connections: doppel_http::server::DEFAULT_MAX_CONNECTIONS,
             header_timeout: doppel_http::server::DEFAULT_HEADER_TIMEOUT,
             max_auth_failures_per_address: doppel_http::auth::DEFAULT_MAX_AUTH_FAILURES_PER_ADDRESS,
+            max_streams_per_token: doppel_http::auth::DEFAULT_MAX_STREAMS_PER_TOKEN,
             allow_anonymous: false,
             allow_anonymous_on_network: false,
             bootstrap_token: None,
@@ -602,6 +606,9 @@ pub struct ServeArgs {
     /// http.max_auth_failures_per_address: invalid tokens from one address per minute before 429 [default: 10]
     #[arg(long, env = "DOPPEL_HTTP_MAX_AUTH_FAILURES_PER_ADDRESS")]
     pub http_max_auth_failures_per_address: Option<u32>,
+    /// http.max_streams_per_token: change streams and long polls one token may hold open [default: 32]
+    #[arg(long, env = "DOPPEL_HTTP_MAX_STREAMS_PER_TOKEN")]
+    pub http_max_streams_per_token: Option<usize>,
     /// http.allow_anonymous: serve HTTP requests without tokens (development only) [default: false]
     #[arg(long, env = "DOPPEL_HTTP_ALLOW_ANONYMOUS")]
     pub http_allow_anonymous: Option<bool>,
@@ -772,6 +779,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.http_max_auth_failures_per_address {
             config.http.max_auth_failures_per_address = v;
+        }
+        if let Some(v) = self.http_max_streams_per_token {
+            config.http.max_streams_per_token = v;
         }
         if let Some(v) = self.http_allow_anonymous {
             config.http.allow_anonymous = v;
@@ -1031,8 +1041,10 @@ impl Config {
         if self.http.max_connections == 0 || self.mqtt.max_connections == 0 {
             bail!("http.max_connections and mqtt.max_connections must be at least 1");
         }
-        if self.http.max_auth_failures_per_address == 0 {
-            bail!("http.max_auth_failures_per_address must be at least 1");
+        if self.http.max_auth_failures_per_address == 0 || self.http.max_streams_per_token == 0 {
+            bail!(
+                "http.max_auth_failures_per_address and http.max_streams_per_token must be at least 1"
+            );
         }
         if self.http.header_timeout.is_zero() || self.mqtt.connect_timeout.is_zero() {
             bail!("http.header_timeout and mqtt.connect_timeout must be longer than 0s");

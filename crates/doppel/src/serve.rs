@@ -94,7 +94,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Authentication::Anonymous => None,
     };
     let state = AppState::new(config.limits, authentication, Arc::new(SystemClock))
-        .with_auth_failure_limit(config.http.max_auth_failures_per_address);
+        .with_auth_failure_limit(config.http.max_auth_failures_per_address)
+        .with_stream_limit(config.http.max_streams_per_token);
     state.set_metrics(install_metrics()?);
     let server = tokio::spawn({
         let router = doppel_http::router(state.clone());

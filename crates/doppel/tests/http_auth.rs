@@ -543,3 +543,51 @@ async fn an_address_that_keeps_sending_invalid_tokens_is_held_back() {
     assert!(logged.contains("holding back an address"), "{logged}");
     assert!(!logged.contains(wrong), "the secret must not be logged");
 }
+
+#[tokio::test]
+async fn a_token_holds_at_most_its_limit_of_streams_and_long_polls() {
+    let server = Server::start_with(&["--http-max-streams-per-token", "2"]);
+    let (_, busy) = token(&server, "busy", "operator", "default").await;
+    let (_, other) = token(&server, "other", "app-read", "default").await;
+    let client = anonymous_http_client();
+    let events = server.url("/v1/tenants/default/events");
+    let open = |secret: &str| client.get(&events).bearer_auth(secret).send();
+    let first = open(&busy).await.expect("first stream");
+    let second = open(&busy).await.expect("second stream");
+    assert_eq!(
+        (first.status(), second.status()),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    let third = open(&busy).await.expect("third stream");
+    assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body: Value = third.json().await.expect("a problem document");
+    assert_eq!(
+        (body["code"].as_str(), body["limit"].as_u64()),
+        (Some("too_many_streams"), Some(2))
+    );
+    // A waiting long poll counts too; one that does not wait holds nothing open.
+    let commands = server.url("/v1/tenants/default/twins/pump-1/commands/next");
+    let poll = |wait: u32| {
+        client
+            .get(format!("{commands}?wait={wait}"))
+            .bearer_auth(&busy)
+            .send()
+    };
+    assert_eq!(
+        poll(5).await.expect("poll").status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        poll(0).await.expect("poll").status(),
+        StatusCode::NO_CONTENT
+    );
+    // Another token has its own count.
+    assert_eq!(open(&other).await.expect("stream").status(), StatusCode::OK);
+    // Closing a stream gives its place back.
+    drop(first);
+    common::eventually("the closed stream's place to come back", WAIT, || async {
+        open(&busy).await.expect("stream").status() == StatusCode::OK
+    })
+    .await;
+    drop(second);
+}
