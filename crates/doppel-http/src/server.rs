@@ -25,6 +25,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+/// Largest request line and headers together: a URI, a bearer token (a JWT included) and the
+/// usual headers fit many times over, and no client makes the hub buffer hyper's default of
+/// about 400 KiB per connection for them. Beyond it the answer is 431, from hyper, before any
+/// routing. Bodies are not bound by this; they stream under `limits.max_document_bytes`.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
+
+/// Most request headers; beyond it 431 as above.
+pub const MAX_REQUEST_HEADERS: usize = 100;
+
 /// How long the loop pauses after a failed accept (out of file descriptors, say), so that it
 /// does not spin while nothing can be accepted.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -75,7 +84,9 @@ pub async fn serve(
     let (stopping, stop) = watch::channel(false);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        .max_header_size(MAX_REQUEST_HEAD_BYTES)
+        .max_headers(MAX_REQUEST_HEADERS);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {

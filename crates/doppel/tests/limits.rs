@@ -348,3 +348,50 @@ async fn a_change_stream_keeps_bounded_bytes_and_lets_go_when_nobody_watches() {
         "{live_id} after {last}: an id is never handed out twice"
     );
 }
+
+/// The status line of the answer to `head` sent raw, as a client that ignores limits would.
+async fn raw_status(server: &Server, head: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://"))
+        .await
+        .expect("connect");
+    stream.write_all(head).await.expect("send the head");
+    let mut answer = vec![0u8; 512];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("an answer")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer[..read]).into_owned();
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn request_heads_beyond_64_kib_or_100_headers_get_431() {
+    let server = Server::start();
+    let ok = raw_status(&server, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    assert_eq!(ok, "HTTP/1.1 200 OK");
+    let mut many = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n".to_vec();
+    for i in 0..101 {
+        many.extend_from_slice(format!("X-Header-{i}: x\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    let big_header = format!(
+        "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    let long_uri = format!(
+        "GET /healthz?{} HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    for (what, head) in [
+        ("101 headers", many),
+        ("a 70 KiB header", big_header.into_bytes()),
+        ("a 70 KiB URI", long_uri.into_bytes()),
+    ] {
+        assert_eq!(
+            raw_status(&server, &head).await,
+            "HTTP/1.1 431 Request Header Fields Too Large",
+            "{what}"
+        );
+    }
+}
