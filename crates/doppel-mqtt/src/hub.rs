@@ -427,18 +427,7 @@ impl Hub {
             return;
         };
         let mut revocations = tokens.revocations();
-        loop {
-            let revoked = match revocations.recv().await {
-                Ok(revoked) => revoked,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::error!(
-                        missed,
-                        "missed token revocations; their sessions stay connected until they end"
-                    );
-                    continue;
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            };
+        while let Some(revoked) = next_revocation(&mut revocations, "token").await {
             self.end_sessions_where("its token was revoked", |identity| {
                 identity
                     .token
@@ -504,18 +493,7 @@ impl Hub {
     /// Ends every session that logged in with a credential as soon as it is removed.
     pub async fn end_revoked_sessions(self: Arc<Self>) {
         let mut revocations = self.registry.revocations();
-        loop {
-            let revoked = match revocations.recv().await {
-                Ok(revoked) => revoked,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::error!(
-                        missed,
-                        "missed credential revocations; their sessions stay connected until they end"
-                    );
-                    continue;
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            };
+        while let Some(revoked) = next_revocation(&mut revocations, "credential").await {
             tracing::info!(
                 username = revoked.username,
                 "a credential was removed; ending its sessions"
@@ -631,6 +609,27 @@ fn subscription_allowed(rules: &[AclRule], identity: &Identity, mounted: &str) -
         tenant == identity.tenant.as_str()
             && acl::allowed(rules, &identity.role, Access::Subscribe, &filter)
     })
+}
+
+/// The next revocation announced on `revocations`; `None` once the registry is gone. Missed
+/// ones (the receiver lagged) are logged: their sessions stay until they end by themselves.
+async fn next_revocation<T: Clone>(
+    revocations: &mut tokio::sync::broadcast::Receiver<T>,
+    what: &str,
+) -> Option<T> {
+    loop {
+        match revocations.recv().await {
+            Ok(revoked) => return Some(revoked),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::error!(
+                    missed,
+                    what,
+                    "missed revocations; their sessions stay connected until they end"
+                );
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        }
+    }
 }
 
 pub(crate) fn now_millis() -> i64 {

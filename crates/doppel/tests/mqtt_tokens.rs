@@ -9,7 +9,7 @@ mod common;
 use common::http::HttpClient;
 use common::mqtt::{Options, connect_with, login};
 use common::process::{assert_success, run};
-use common::tokens::{revoke, token};
+use common::tokens::{last_changed_by, revoke, token};
 use common::{Server, http_client};
 use rumqttc::ConnectReturnCode;
 use serde_json::{Value, json};
@@ -35,19 +35,6 @@ async fn try_login(
     connect_with(server.mqtt, "token-app", options)
         .await
         .map(|_| ())
-}
-
-/// The `changed_by` of the twin's latest history entry.
-async fn last_changed_by(server: &Server, thing: &str) -> Value {
-    let history: Value = http_client()
-        .get(server.url(&format!("/v1/tenants/default/twins/{thing}/history")))
-        .send()
-        .await
-        .expect("GET history")
-        .json()
-        .await
-        .expect("JSON");
-    history["items"][0]["changed_by"].clone()
 }
 
 #[tokio::test(flavor = "multi_thread")]

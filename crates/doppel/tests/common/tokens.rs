@@ -28,3 +28,16 @@ pub async fn revoke(server: &Server, id: &str) {
         .expect("DELETE token");
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
 }
+
+/// The `changed_by` of the twin's latest history entry.
+pub async fn last_changed_by(server: &Server, thing: &str) -> Value {
+    let history: Value = http_client()
+        .get(server.url(&format!("/v1/tenants/default/twins/{thing}/history")))
+        .send()
+        .await
+        .expect("GET history")
+        .json()
+        .await
+        .expect("JSON");
+    history["items"][0]["changed_by"].clone()
+}
