@@ -3,7 +3,7 @@
 
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use doppel_auth::{AuthError, Role};
+use doppel_auth::{AuthError, JwtRejection, Role};
 use doppel_engine::{EngineError, QuotaError};
 use doppel_model::ModelError;
 use doppel_model::command::CommandError;
@@ -54,6 +54,8 @@ pub enum ApiError {
     Auth(AuthError),
     /// No valid bearer token: none sent, malformed, unknown, revoked or expired.
     Unauthorized(&'static str),
+    /// A JWT that does not verify; its message says only what is safe to say.
+    InvalidJwt(JwtRejection),
     /// The token is valid but lacks the role the route needs, or does not cover the tenant in
     /// the path (`tenant`).
     Forbidden {
@@ -155,7 +157,9 @@ impl ApiError {
                     (StatusCode::CONFLICT, "too_many_named_shadows")
                 }
             },
-            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Unauthorized(_) | Self::InvalidJwt(_) => {
+                (StatusCode::UNAUTHORIZED, "unauthorized")
+            }
             Self::Forbidden { tenant: None, .. } => (StatusCode::FORBIDDEN, "forbidden"),
             Self::Forbidden {
                 tenant: Some(_), ..
@@ -211,6 +215,7 @@ impl ApiError {
             Self::Command(err) => err.to_string(),
             Self::Quota(err) => err.to_string(),
             Self::Unauthorized(reason) => (*reason).to_owned(),
+            Self::InvalidJwt(rejection) => rejection.to_string(),
             Self::Forbidden {
                 needed,
                 tenant: None,
@@ -336,7 +341,7 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::warn!(code, detail = %self.detail(), "request failed on the server side");
         }
-        let challenge = matches!(self, Self::Unauthorized(_));
+        let challenge = matches!(self, Self::Unauthorized(_) | Self::InvalidJwt(_));
         let mut body = Map::new();
         body.insert("type".into(), json!(format!("urn:doppel:problem:{code}")));
         body.insert(
