@@ -9,9 +9,11 @@
 //!
 //! HTTP clients authenticate with API tokens instead: bearer secrets with roles and a tenant
 //! scope, kept by [`Tokens`] as SHA-256 hashes in a [`TokenStore`](doppel_store::TokenStore)
-//! and verified from memory (see [`tokens`]).
+//! and verified from memory (see [`tokens`]), or with JWTs of an identity provider the operator
+//! trusts, verified against its public keys (see [`jwt`]).
 
 mod error;
+pub mod jwt;
 mod login;
 pub mod login_guard;
 mod password;
@@ -22,6 +24,7 @@ mod verified;
 
 pub use doppel_model::{AppName, Principal, PrincipalKind};
 pub use error::{AuthError, SecretProblem};
+pub use jwt::{JwksError, JwtIdentity, JwtRejection, JwtSettings, JwtVerifier};
 pub use login::{LoginGate, LoginOutcome, REFUSAL_LOG_INTERVAL, Refusal};
 pub use login_guard::{GuardConfig, Limit, LoginGuard};
 pub use password::{MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};

@@ -114,6 +114,10 @@ impl FromStr for Role {
     }
 }
 
+/// How [`TenantScope::All`] is written where a tenant id could stand: in the token API and in
+/// a JWT's tenant claim.
+pub const ALL_TENANTS: &str = "*";
+
 /// Which tenants' data a token reaches.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TenantScope {
@@ -121,6 +125,17 @@ pub enum TenantScope {
     All,
     /// This tenant only.
     Tenant(TenantId),
+}
+
+impl TenantScope {
+    /// Whether the scope reaches the data of the tenant named `tenant` (as a request names it,
+    /// valid or not: a scope of all tenants lets the request on to be judged on its own).
+    pub fn covers(&self, tenant: &str) -> bool {
+        match self {
+            TenantScope::All => true,
+            TenantScope::Tenant(own) => own.as_str() == tenant,
+        }
+    }
 }
 
 /// A token as listed and as verification answers it: everything but its secret and hash.
@@ -153,13 +168,10 @@ impl TokenInfo {
         self.expires_at.is_some_and(|expires_at| expires_at <= now)
     }
 
-    /// Whether the token reaches the data of the tenant named `tenant` (as a request names it,
-    /// valid or not: a token for all tenants lets the request on to be judged on its own).
+    /// Whether the token reaches the data of the tenant named `tenant` (see
+    /// [`TenantScope::covers`]).
     pub fn covers(&self, tenant: &str) -> bool {
-        match &self.tenant {
-            TenantScope::All => true,
-            TenantScope::Tenant(own) => own.as_str() == tenant,
-        }
+        self.tenant.covers(tenant)
     }
 }
 

@@ -1,7 +1,9 @@
-//! Who may call what. Applications and operators send `Authorization: Bearer <token>`; a token
-//! has roles and a tenant scope ([`doppel_auth::Tokens`]). Every route needs one permission,
-//! named in [`ROUTES`]; a route missing there needs `admin`, so a new route is closed until
-//! someone decides. A tenant route also needs the token to cover the tenant in its path.
+//! Who may call what. Applications and operators send `Authorization: Bearer <token>`: one of
+//! the hub's API tokens ([`doppel_auth::Tokens`]), or, where `http.jwt` is configured, a JWT
+//! of the identity provider it names ([`doppel_auth::JwtVerifier`]). Either has roles and a
+//! tenant scope. Every route needs one permission, named in [`ROUTES`]; a route missing there
+//! needs `admin`, so a new route is closed until someone decides. A tenant route also needs the
+//! bearer to cover the tenant in its path.
 
 use crate::AppState;
 use crate::problem::ApiError;
@@ -10,7 +12,11 @@ use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, Request, State};
 use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use doppel_auth::{GuardConfig, LoginGuard, Role, TokenInfo, Tokens};
+use doppel_auth::jwt::looks_like_jwt;
+use doppel_auth::{
+    GuardConfig, JwtIdentity, JwtVerifier, LoginGuard, Role, TenantScope, TokenInfo, Tokens,
+};
+use doppel_model::Millis;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -209,27 +215,68 @@ pub fn required(method: &Method, pattern: &str) -> Access {
 /// How the API authenticates.
 #[derive(Clone)]
 pub enum Authentication {
-    /// Bearer tokens.
-    Tokens(Tokens),
+    /// Bearer tokens: the hub's API tokens, and JWTs of an identity provider when `jwt` is set.
+    Tokens {
+        tokens: Tokens,
+        jwt: Option<Arc<JwtVerifier>>,
+    },
     /// Nobody is asked (`--http-allow-anonymous true`, for development; and the edge agent's
     /// local API, which listens on loopback).
     Anonymous,
 }
 
-/// Who made a request, for the handlers: what history records as `changed_by`, and the token
-/// whose revocation ends the request's stream.
+/// What a request's bearer turned out to be.
+#[derive(Clone, Debug)]
+pub enum Bearer {
+    /// One of the hub's API tokens: revocable, listed under `/v1/tokens`.
+    Token(Arc<TokenInfo>),
+    /// A JWT of the configured identity provider: good until it expires.
+    Jwt(Arc<JwtIdentity>),
+}
+
+/// Who made a request, for the handlers: what history records as `changed_by`, and the bearer
+/// whose revocation or expiry ends the request's stream.
 #[derive(Clone, Debug)]
 pub struct Caller {
-    /// The token, or `None` when the API asks nobody.
-    pub token: Option<Arc<TokenInfo>>,
+    /// The verified bearer, or `None` when the API asks nobody (or the route is open).
+    pub bearer: Option<Bearer>,
 }
 
 impl Caller {
-    /// What a write by this caller records as its author: `token:{name}`, or `anonymous`.
+    /// What a write by this caller records as its author: `token:{name}`, `jwt:{name}` (the
+    /// JWT's name claim), or `anonymous`.
     pub fn changed_by(&self) -> String {
-        match &self.token {
-            Some(token) => format!("token:{}", token.name),
+        match &self.bearer {
+            Some(Bearer::Token(token)) => format!("token:{}", token.name),
+            Some(Bearer::Jwt(jwt)) => format!("jwt:{}", jwt.name),
             None => "anonymous".to_owned(),
+        }
+    }
+
+    /// The bearer's roles; none without a bearer.
+    pub fn roles(&self) -> &[Role] {
+        match &self.bearer {
+            Some(Bearer::Token(token)) => &token.roles,
+            Some(Bearer::Jwt(jwt)) => &jwt.roles,
+            None => &[],
+        }
+    }
+
+    /// Which tenants the bearer reaches; `None` without a bearer.
+    pub fn tenant(&self) -> Option<&TenantScope> {
+        match &self.bearer {
+            Some(Bearer::Token(token)) => Some(&token.tenant),
+            Some(Bearer::Jwt(jwt)) => Some(&jwt.tenant),
+            None => None,
+        }
+    }
+
+    /// From when the bearer no longer verifies; `None` if never (or without a bearer).
+    pub fn expires_at(&self) -> Option<Millis> {
+        match &self.bearer {
+            Some(Bearer::Token(token)) => token.expires_at,
+            Some(Bearer::Jwt(jwt)) => Some(jwt.expires_at),
+            None => None,
         }
     }
 }
@@ -245,19 +292,23 @@ pub(crate) async fn authorize(
 ) -> Result<Response, ApiError> {
     let pattern = matched.as_ref().map_or("", MatchedPath::as_str);
     let access = required(request.method(), pattern);
+    let nobody = Caller { bearer: None };
     let caller = match (&state.authentication, access) {
-        (_, Access::Open) | (Authentication::Anonymous, _) => Caller { token: None },
-        (Authentication::Tokens(tokens), Access::Loopback) => {
-            if from_loopback(&request) {
-                Caller { token: None }
-            } else {
-                let token = bearer(&state, tokens, &request)?;
-                Caller { token: Some(token) }
-            }
-        }
-        (Authentication::Tokens(tokens), Access::Needs(permission)) => {
-            let token = bearer(&state, tokens, &request)?;
-            let granted = token.roles.iter().map(|role| Permission::of(*role)).max();
+        (_, Access::Open) | (Authentication::Anonymous, _) => nobody,
+        (Authentication::Tokens { .. }, Access::Loopback) if from_loopback(&request) => nobody,
+        (Authentication::Tokens { tokens, jwt }, Access::Loopback) => Caller {
+            bearer: Some(bearer(&state, tokens, jwt.as_deref(), &request)?),
+        },
+        (Authentication::Tokens { tokens, jwt }, Access::Needs(permission)) => {
+            let bearer = bearer(&state, tokens, jwt.as_deref(), &request)?;
+            let caller = Caller {
+                bearer: Some(bearer),
+            };
+            let granted = caller
+                .roles()
+                .iter()
+                .map(|role| Permission::of(*role))
+                .max();
             if granted.is_none_or(|granted| granted < permission) {
                 return Err(ApiError::Forbidden {
                     needed: permission.role(),
@@ -265,14 +316,14 @@ pub(crate) async fn authorize(
                 });
             }
             if let Some(tenant) = path_tenant(raw_params.as_ref())
-                && !token.covers(tenant)
+                && !caller.tenant().is_some_and(|scope| scope.covers(tenant))
             {
                 return Err(ApiError::Forbidden {
                     needed: permission.role(),
                     tenant: Some(tenant.chars().take(64).collect()),
                 });
             }
-            Caller { token: Some(token) }
+            caller
         }
     };
     request.extensions_mut().insert(caller);
@@ -300,14 +351,16 @@ pub(crate) fn failure_limits(max_per_address: u32) -> GuardConfig {
     }
 }
 
-/// The valid token the request carries. An address that keeps sending invalid tokens is held
-/// back with 429 before its token is looked at, whatever the token: otherwise a guesser would
-/// be answered as fast as ever.
+/// The valid bearer the request carries: a JWT when it has a JWT's form and JWTs are
+/// configured, an API token otherwise. An address that keeps sending invalid bearers is held
+/// back with 429 before its bearer is looked at, whatever it is: otherwise a guesser would be
+/// answered as fast as ever.
 fn bearer(
     state: &AppState,
     tokens: &Tokens,
+    jwt: Option<&JwtVerifier>,
     request: &Request,
-) -> Result<Arc<TokenInfo>, ApiError> {
+) -> Result<Bearer, ApiError> {
     let value = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -333,9 +386,9 @@ fn bearer(
         ),
         None => None,
     };
-    let verified = tokens.verify(secret, state.now());
+    let verified = verify(tokens, jwt, secret, state.now());
     if let Some(ticket) = ticket {
-        let started = lock(&state.auth_failures).finish(ticket, verified.is_some(), Instant::now());
+        let started = lock(&state.auth_failures).finish(ticket, verified.is_ok(), Instant::now());
         for backoff in started {
             tracing::warn!(
                 address = backoff.key,
@@ -344,16 +397,39 @@ fn bearer(
             );
         }
     }
-    match verified {
-        Some(token) => Ok(Arc::new(token)),
-        None => {
-            // The secret is never logged: a typo of a real one is most of it.
-            tracing::debug!(address = ?peer, "an invalid bearer token");
-            metrics::counter!("doppel_http_auth_failures_total").increment(1);
-            Err(ApiError::Unauthorized(
-                "the token is unknown, revoked or expired",
-            ))
-        }
+    if verified.is_err() {
+        // The secret is never logged: a typo of a real one is most of it.
+        tracing::debug!(address = ?peer, "an invalid bearer");
+        metrics::counter!("doppel_http_auth_failures_total").increment(1);
+    }
+    verified
+}
+
+/// Checks `secret` as a JWT or as an API token.
+fn verify(
+    tokens: &Tokens,
+    jwt: Option<&JwtVerifier>,
+    secret: &str,
+    now: Millis,
+) -> Result<Bearer, ApiError> {
+    if let Some(jwt) = jwt
+        && looks_like_jwt(secret)
+    {
+        return match jwt.verify(secret, now) {
+            Ok(identity) => Ok(Bearer::Jwt(Arc::new(identity))),
+            Err(rejection) => {
+                // The caller is told no more than the rejection's message; operators who need
+                // to know why a signature failed find it here.
+                tracing::debug!(?rejection, "refused a JWT");
+                Err(ApiError::InvalidJwt(rejection))
+            }
+        };
+    }
+    match tokens.verify(secret, now) {
+        Some(token) => Ok(Bearer::Token(Arc::new(token))),
+        None => Err(ApiError::Unauthorized(
+            "the token is unknown, revoked or expired",
+        )),
     }
 }
 
@@ -362,7 +438,7 @@ fn bearer(
 /// connection cap every other client shares.
 pub const DEFAULT_MAX_STREAMS_PER_TOKEN: usize = 32;
 
-/// Open streams and long polls by token id.
+/// Open streams and long polls by bearer (`token:{id}`, or `jwt:{name}`).
 pub(crate) struct OpenStreams {
     by_token: Mutex<HashMap<String, usize>>,
     max_per_token: usize,
@@ -380,7 +456,8 @@ impl OpenStreams {
 /// One open stream or long poll of a token, counted until it is dropped.
 pub(crate) struct StreamPermit {
     streams: Arc<OpenStreams>,
-    token: String,
+    /// `token:{id}` or `jwt:{name}`.
+    bearer: String,
 }
 
 impl Drop for StreamPermit {
@@ -390,10 +467,10 @@ impl Drop for StreamPermit {
             .by_token
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(open) = by_token.get_mut(&self.token) {
+        if let Some(open) = by_token.get_mut(&self.bearer) {
             *open = open.saturating_sub(1);
             if *open == 0 {
-                by_token.remove(&self.token);
+                by_token.remove(&self.bearer);
             }
         }
     }
@@ -405,15 +482,18 @@ pub(crate) fn hold_stream(
     state: &AppState,
     caller: &Caller,
 ) -> Result<Option<StreamPermit>, ApiError> {
-    let Some(token) = &caller.token else {
-        return Ok(None);
+    let key = match &caller.bearer {
+        Some(Bearer::Token(token)) => format!("token:{}", token.id),
+        // A JWT has no id of its own: its principal's streams count together.
+        Some(Bearer::Jwt(jwt)) => format!("jwt:{}", jwt.name),
+        None => return Ok(None),
     };
     let streams = &state.open_streams;
     let mut by_token = streams
         .by_token
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    let open = by_token.entry(token.id.clone()).or_insert(0);
+    let open = by_token.entry(key.clone()).or_insert(0);
     if *open >= streams.max_per_token {
         return Err(ApiError::TooManyStreams {
             limit: streams.max_per_token,
@@ -422,7 +502,7 @@ pub(crate) fn hold_stream(
     *open += 1;
     Ok(Some(StreamPermit {
         streams: streams.clone(),
-        token: token.id.clone(),
+        bearer: key,
     }))
 }
 
@@ -455,17 +535,12 @@ fn from_loopback(request: &Request) -> bool {
     peer_address(request).is_some_and(|address| address.is_loopback())
 }
 
-/// Resolves when `caller`'s token stops being valid: revoked, or expired. Streams and long polls
-/// end with it, so a revoked token reads nothing more. Never resolves for a caller without a
-/// token.
+/// Resolves when `caller`'s bearer stops being valid: an API token revoked or expired, a JWT
+/// expired. Streams and long polls end with it, so a revoked token reads nothing more. Never
+/// resolves for a caller without a bearer.
 pub(crate) async fn token_ended(state: AppState, caller: Caller) {
-    let (Some(token), Authentication::Tokens(tokens)) = (&caller.token, &state.authentication)
-    else {
-        return std::future::pending().await;
-    };
-    let mut revocations = tokens.revocations();
     let expiry = async {
-        match token.expires_at {
+        match caller.expires_at() {
             Some(at) => {
                 let left = u64::try_from(at.0.saturating_sub(state.now().0)).unwrap_or(0);
                 tokio::time::sleep(std::time::Duration::from_millis(left)).await;
@@ -474,25 +549,37 @@ pub(crate) async fn token_ended(state: AppState, caller: Caller) {
         }
     };
     let revoked = async {
-        loop {
-            match revocations.recv().await {
-                Ok(id) if id == token.id => return,
-                Ok(_) => {}
-                // Missed revocations may have held this one: look it up.
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    if tokens.get(&token.id).is_none() {
-                        return;
-                    }
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                    return std::future::pending().await;
-                }
+        match (&caller.bearer, &state.authentication) {
+            (Some(Bearer::Token(token)), Authentication::Tokens { tokens, .. }) => {
+                revocation(tokens, &token.id).await;
             }
+            // JWTs cannot be revoked; without a bearer nothing ends.
+            _ => std::future::pending().await,
         }
     };
     tokio::select! {
         () = expiry => {}
         () = revoked => {}
+    }
+}
+
+/// Resolves when the API token `id` is revoked.
+async fn revocation(tokens: &Tokens, id: &str) {
+    let mut revocations = tokens.revocations();
+    loop {
+        match revocations.recv().await {
+            Ok(revoked) if revoked == id => return,
+            Ok(_) => {}
+            // Missed revocations may have held this one: look it up.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                if tokens.get(id).is_none() {
+                    return;
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                return std::future::pending().await;
+            }
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use doppel_auth::{AuthError, Role};
+use doppel_auth::{AuthError, JwtRejection, Role};
 use doppel_engine::{EngineError, QuotaError};
 use doppel_model::ModelError;
 use doppel_model::command::CommandError;
@@ -62,6 +62,8 @@ pub enum ApiError {
     TooManyStreams {
         limit: usize,
     },
+    /// A JWT that does not verify; its message says only what is safe to say.
+    InvalidJwt(JwtRejection),
     /// The token is valid but lacks the role the route needs, or does not cover the tenant in
     /// the path (`tenant`).
     Forbidden {
@@ -163,7 +165,9 @@ impl ApiError {
                     (StatusCode::CONFLICT, "too_many_named_shadows")
                 }
             },
-            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Unauthorized(_) | Self::InvalidJwt(_) => {
+                (StatusCode::UNAUTHORIZED, "unauthorized")
+            }
             Self::TooManyAuthFailures { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "too_many_auth_failures")
             }
@@ -230,6 +234,7 @@ impl ApiError {
                 "too many invalid tokens from this address; retry in {} s",
                 retry_after_seconds(*retry_after)
             ),
+            Self::InvalidJwt(rejection) => rejection.to_string(),
             Self::Forbidden {
                 needed,
                 tenant: None,
@@ -358,7 +363,7 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::warn!(code, detail = %self.detail(), "request failed on the server side");
         }
-        let challenge = matches!(self, Self::Unauthorized(_));
+        let challenge = matches!(self, Self::Unauthorized(_) | Self::InvalidJwt(_));
         let retry_after = match &self {
             Self::TooManyAuthFailures { retry_after } => Some(retry_after_seconds(*retry_after)),
             _ => None,

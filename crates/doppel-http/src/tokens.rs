@@ -13,13 +13,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
+use doppel_auth::tokens::ALL_TENANTS;
 use doppel_auth::{NewToken, Role, TenantScope, TokenInfo, Tokens};
 use doppel_model::{Millis, TenantId};
 use serde::Deserialize;
 use serde_json::{Value, json};
-
-/// The `tenant` of a token for every tenant.
-const ALL_TENANTS: &str = "*";
 
 /// Longest life a token may be given at creation: ten years, past which "expires" means
 /// nothing; a token without `expires_in_seconds` never expires.
@@ -44,16 +42,16 @@ struct CreateBody {
 /// The token registry; the token routes do not exist where the API asks nobody.
 fn registry(state: &AppState) -> Result<&Tokens, ApiError> {
     match &state.authentication {
-        Authentication::Tokens(tokens) => Ok(tokens),
+        Authentication::Tokens { tokens, .. } => Ok(tokens),
         Authentication::Anonymous => Err(ApiError::Unauthorized(
             "this server does not use tokens (it was started with --http-allow-anonymous true)",
         )),
     }
 }
 
-/// The tenant the caller's token is limited to, if it is limited to one.
+/// The tenant the caller's bearer is limited to, if it is limited to one.
 fn caller_tenant(caller: &Caller) -> Option<&TenantId> {
-    match caller.token.as_deref().map(|token| &token.tenant) {
+    match caller.tenant() {
         Some(TenantScope::Tenant(tenant)) => Some(tenant),
         _ => None,
     }

@@ -427,6 +427,9 @@ pub struct HttpConfig {
     pub bootstrap_token: Option<String>,
     /// HTTPS instead of plain HTTP; off unless set. Reloaded from the same files on SIGHUP.
     pub tls: Option<HttpTlsSection>,
+    /// JWTs of an identity provider, accepted beside API tokens; off unless set. The key set
+    /// is read again from its file on SIGHUP.
+    pub jwt: Option<HttpJwtSection>,
     /// Host names (or IP addresses) requests may name in `Host` besides `localhost`, the
     /// loopback addresses and `addr` (any IP literal when `addr` is 0.0.0.0 or ::); `*` for any.
     /// Other hosts get 421: a DNS-rebinding page names its own (see docs/SECURITY.md).
@@ -456,6 +459,77 @@ impl HttpTlsSection {
             key: self.key.clone(),
             client_ca: self.client_ca.clone(),
         }
+    }
+}
+
+/// Which identity provider's JWTs the HTTP API accepts, and how their claims map onto roles
+/// and tenants (see docs/SECURITY.md, "JWTs").
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpJwtSection {
+    /// What a token's `iss` must be, exactly, such as `https://id.example.com/realms/ops`.
+    pub issuer: String,
+    /// What a token's `aud` must contain; when unset, `aud` is not checked, so any token of
+    /// the issuer is accepted: set it when the issuer serves other applications too.
+    pub audience: Option<String>,
+    /// The issuer's public keys as a JWKS document (RS256 and ES256 keys are used).
+    pub jwks_file: PathBuf,
+    /// The claim holding the tenant id, or `*` for every tenant.
+    #[serde(default = "default_tenant_claim")]
+    pub tenant_claim: String,
+    /// The claim holding Doppel role names: app-read, app-write, operator, admin.
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+    /// The claim naming the caller; writes record `jwt:{value}` as their author.
+    #[serde(default = "default_name_claim")]
+    pub name_claim: String,
+}
+
+fn default_tenant_claim() -> String {
+    doppel_auth::jwt::DEFAULT_TENANT_CLAIM.to_owned()
+}
+
+fn default_roles_claim() -> String {
+    doppel_auth::jwt::DEFAULT_ROLES_CLAIM.to_owned()
+}
+
+fn default_name_claim() -> String {
+    doppel_auth::jwt::DEFAULT_NAME_CLAIM.to_owned()
+}
+
+impl HttpJwtSection {
+    pub fn settings(&self) -> doppel_auth::JwtSettings {
+        doppel_auth::JwtSettings {
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            jwks_file: self.jwks_file.clone(),
+            tenant_claim: self.tenant_claim.clone(),
+            roles_claim: self.roles_claim.clone(),
+            name_claim: self.name_claim.clone(),
+        }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.issuer.trim().is_empty() {
+            bail!("http.jwt.issuer must not be empty");
+        }
+        if self
+            .audience
+            .as_ref()
+            .is_some_and(|audience| audience.trim().is_empty())
+        {
+            bail!("http.jwt.audience must not be empty; leave it out to accept any audience");
+        }
+        for (key, claim) in [
+            ("tenant_claim", &self.tenant_claim),
+            ("roles_claim", &self.roles_claim),
+            ("name_claim", &self.name_claim),
+        ] {
+            if claim.is_empty() {
+                bail!("http.jwt.{key} must name a claim");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -532,6 +606,7 @@ impl Default for HttpConfig {
             allow_anonymous_on_network: false,
             bootstrap_token: None,
             tls: None,
+            jwt: None,
             allowed_hosts: Vec::new(),
             cors_origins: Vec::new(),
         }
@@ -627,6 +702,24 @@ pub struct ServeArgs {
     /// http.tls.client_ca: PEM CA bundle; HTTPS clients must present a certificate it signed [default: none]
     #[arg(long, env = "DOPPEL_HTTP_TLS_CLIENT_CA")]
     pub http_tls_client_ca: Option<PathBuf>,
+    /// http.jwt.issuer: accept JWTs whose iss is this; needs http.jwt.jwks_file [default: off, API tokens only]
+    #[arg(long, env = "DOPPEL_HTTP_JWT_ISSUER")]
+    pub http_jwt_issuer: Option<String>,
+    /// http.jwt.audience: what a JWT's aud must contain [default: aud not checked]
+    #[arg(long, env = "DOPPEL_HTTP_JWT_AUDIENCE")]
+    pub http_jwt_audience: Option<String>,
+    /// http.jwt.jwks_file: the issuer's public keys (JWKS), read again on SIGHUP; needs http.jwt.issuer
+    #[arg(long, env = "DOPPEL_HTTP_JWT_JWKS_FILE")]
+    pub http_jwt_jwks_file: Option<PathBuf>,
+    /// http.jwt.tenant_claim: the JWT claim holding the tenant id, or * for every tenant [default: tenant]
+    #[arg(long, env = "DOPPEL_HTTP_JWT_TENANT_CLAIM")]
+    pub http_jwt_tenant_claim: Option<String>,
+    /// http.jwt.roles_claim: the JWT claim holding Doppel role names [default: roles]
+    #[arg(long, env = "DOPPEL_HTTP_JWT_ROLES_CLAIM")]
+    pub http_jwt_roles_claim: Option<String>,
+    /// http.jwt.name_claim: the JWT claim writes record as jwt:{value} [default: sub]
+    #[arg(long, env = "DOPPEL_HTTP_JWT_NAME_CLAIM")]
+    pub http_jwt_name_claim: Option<String>,
     /// http.allowed_hosts: Host names answered besides localhost, loopback and the bind address, comma-separated; * for any [default: none]
     #[arg(long, env = "DOPPEL_HTTP_ALLOWED_HOSTS", value_delimiter = ',')]
     pub http_allowed_hosts: Option<Vec<String>>,
@@ -793,6 +886,7 @@ impl ServeArgs {
             config.http.bootstrap_token = Some(v.clone());
         }
         self.apply_http_tls(&mut config.http)?;
+        self.apply_http_jwt(&mut config.http)?;
         if let Some(v) = &self.http_allowed_hosts {
             config.http.allowed_hosts.clone_from(v);
         }
@@ -903,6 +997,61 @@ impl ServeArgs {
                 .http_tls_client_ca
                 .clone()
                 .or(file.and_then(|t| t.client_ca)),
+        });
+        Ok(())
+    }
+
+    /// Flags and variables override the file's `http.jwt` key by key; issuer and key set must
+    /// end up together.
+    fn apply_http_jwt(&self, http: &mut HttpConfig) -> anyhow::Result<()> {
+        let flags = self.http_jwt_issuer.is_some()
+            || self.http_jwt_audience.is_some()
+            || self.http_jwt_jwks_file.is_some()
+            || self.http_jwt_tenant_claim.is_some()
+            || self.http_jwt_roles_claim.is_some()
+            || self.http_jwt_name_claim.is_some();
+        if !flags {
+            return Ok(());
+        }
+        let file = http.jwt.take();
+        let issuer = self
+            .http_jwt_issuer
+            .clone()
+            .or(file.as_ref().map(|j| j.issuer.clone()));
+        let jwks_file = self
+            .http_jwt_jwks_file
+            .clone()
+            .or(file.as_ref().map(|j| j.jwks_file.clone()));
+        let (Some(issuer), Some(jwks_file)) = (issuer, jwks_file) else {
+            bail!("http.jwt needs issuer and jwks_file together");
+        };
+        let pick = |flag: &Option<String>, from_file: Option<&String>, default: fn() -> String| {
+            flag.clone()
+                .or_else(|| from_file.cloned())
+                .unwrap_or_else(default)
+        };
+        http.jwt = Some(HttpJwtSection {
+            issuer,
+            audience: self
+                .http_jwt_audience
+                .clone()
+                .or(file.as_ref().and_then(|j| j.audience.clone())),
+            jwks_file,
+            tenant_claim: pick(
+                &self.http_jwt_tenant_claim,
+                file.as_ref().map(|j| &j.tenant_claim),
+                default_tenant_claim,
+            ),
+            roles_claim: pick(
+                &self.http_jwt_roles_claim,
+                file.as_ref().map(|j| &j.roles_claim),
+                default_roles_claim,
+            ),
+            name_claim: pick(
+                &self.http_jwt_name_claim,
+                file.as_ref().map(|j| &j.name_claim),
+                default_name_claim,
+            ),
         });
         Ok(())
     }
@@ -1037,6 +1186,14 @@ impl Config {
                 "http.allow_anonymous with http.addr {} lets anyone on the network read and change every tenant; bind to loopback, or set http.allow_anonymous_on_network = true to force it",
                 self.http.addr
             );
+        }
+        if let Some(jwt) = &self.http.jwt {
+            if self.http.allow_anonymous {
+                bail!(
+                    "http.jwt is set, but http.allow_anonymous asks nobody for a token; turn one of them off"
+                );
+            }
+            jwt.validate()?;
         }
         if self.http.max_connections == 0 || self.mqtt.max_connections == 0 {
             bail!("http.max_connections and mqtt.max_connections must be at least 1");
@@ -1271,6 +1428,60 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert_eq!(err.to_string(), "http.tls needs cert and key together");
+    }
+
+    #[test]
+    fn http_jwt_comes_from_the_file_and_flags_with_issuer_and_key_set_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("doppel.toml");
+        std::fs::write(
+            &path,
+            "[http.jwt]\nissuer = \"https://id.example.com/\"\njwks_file = \"/etc/doppel/jwks.json\"\nroles_claim = \"doppel_roles\"\n",
+        )
+        .unwrap();
+        let config = ServeArgs {
+            config: Some(path.clone()),
+            http_jwt_audience: Some("doppel".into()),
+            http_jwt_name_claim: Some("email".into()),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        let settings = config.http.jwt.expect("http.jwt").settings();
+        assert_eq!(settings.issuer, "https://id.example.com/");
+        assert_eq!(settings.audience.as_deref(), Some("doppel"));
+        assert_eq!(settings.jwks_file, PathBuf::from("/etc/doppel/jwks.json"));
+        assert_eq!(settings.roles_claim, "doppel_roles", "the file's key stays");
+        assert_eq!(settings.name_claim, "email", "the flag wins");
+        assert_eq!(settings.tenant_claim, "tenant", "the default");
+        assert!(ServeArgs::default().resolve().unwrap().http.jwt.is_none());
+        let err = ServeArgs {
+            http_jwt_issuer: Some("https://id.example.com/".into()),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "http.jwt needs issuer and jwks_file together"
+        );
+        let err = ServeArgs {
+            config: Some(path),
+            http_jwt_tenant_claim: Some(String::new()),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert_eq!(err.to_string(), "http.jwt.tenant_claim must name a claim");
+        let err = ServeArgs {
+            http_jwt_issuer: Some("https://id.example.com/".into()),
+            http_jwt_jwks_file: Some(PathBuf::from("jwks.json")),
+            http_allow_anonymous: Some(true),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.to_string().starts_with("http.jwt is set, but"), "{err}");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use crate::descriptors;
 use crate::telemetry;
 use anyhow::Context;
 use doppel_auth::Registry;
-use doppel_auth::{NewToken, Role, TenantScope, Tokens};
+use doppel_auth::{JwtVerifier, NewToken, Role, TenantScope, Tokens};
 use doppel_engine::Clock;
 use doppel_engine::{Engine, SystemClock};
 use doppel_http::AppState;
@@ -58,16 +58,31 @@ pub(crate) fn announce(line: &str) {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    // Before anything else, so that bad certificate files stop the start with their name.
+    // Before anything else, so that bad certificate or key set files stop the start with their
+    // name.
     let tls = match &config.http.tls {
         None => None,
         Some(section) => Some(Arc::new(
             TlsCertificates::load(section.files()).context("http.tls")?,
         )),
     };
+    let jwt = match &config.http.jwt {
+        None => None,
+        Some(section) => {
+            let settings = section.settings();
+            let verifier = tokio::task::spawn_blocking(move || JwtVerifier::load(settings))
+                .await
+                .context("the JWKS loader panicked")?
+                .context("http.jwt.jwks_file")?;
+            Some(Arc::new(verifier))
+        }
+    };
     // Installed before the listening line, so that a SIGHUP sent once the hub is seen to
     // listen never meets the default disposition, which would end the process.
-    reload_on_hangup(tls.clone())?;
+    reload_on_hangup(Reloadable {
+        tls: tls.clone(),
+        jwt: jwt.clone(),
+    })?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     // Opening is quick and fails on a folder another process holds: do it before announcing
@@ -87,10 +102,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let policy = config.http.browser_policy(addr.ip())?;
     let budget = share_descriptors(&config);
     let store = Arc::new(store);
-    let authentication = authentication(&config, store.clone()).await?;
+    let authentication = authentication(&config, store.clone(), jwt).await?;
     // Applications log in over MQTT with the same tokens as over HTTP: one identity.
     let tokens = match &authentication {
-        Authentication::Tokens(tokens) => Some(tokens.clone()),
+        Authentication::Tokens { tokens, .. } => Some(tokens.clone()),
         Authentication::Anonymous => None,
     };
     let state = AppState::new(config.limits, authentication, Arc::new(SystemClock))
@@ -179,9 +194,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 const ADMIN_TOKEN_FILE: &str = "admin.token";
 
 /// How the HTTP API authenticates: by the store's tokens, made the first time with an admin
-/// token whose secret goes to `admin.token` (mode 0600) in the data folder; or not at all, when
-/// `http.allow_anonymous` says so.
-async fn authentication(config: &Config, store: Arc<FjallStore>) -> anyhow::Result<Authentication> {
+/// token whose secret goes to `admin.token` (mode 0600) in the data folder, and by `jwt` when
+/// `http.jwt` is set; or not at all, when `http.allow_anonymous` says so.
+async fn authentication(
+    config: &Config,
+    store: Arc<FjallStore>,
+    jwt: Option<Arc<JwtVerifier>>,
+) -> anyhow::Result<Authentication> {
     if config.http.allow_anonymous {
         // On stderr whatever the log level: an open API must not go unnoticed.
         eprintln!(
@@ -220,7 +239,7 @@ async fn authentication(config: &Config, store: Arc<FjallStore>) -> anyhow::Resu
             .context("cannot create the first admin token")?;
         tracing::info!(path = %path.display(), "created the first admin token; its secret is in this file (mode 0600)");
     }
-    Ok(Authentication::Tokens(tokens))
+    Ok(Authentication::Tokens { tokens, jwt })
 }
 
 /// Writes `secret` to `path`, readable by this user only.
@@ -280,42 +299,76 @@ pub(crate) fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
-/// On every SIGHUP, reads the HTTP API's TLS files again (see `TlsCertificates::reload`); open
-/// connections keep the certificate they were accepted with. Without `http.tls` there is
-/// nothing to reload, and SIGHUP is only logged: it never stops the hub.
+/// What a SIGHUP reads again from its files.
+#[derive(Clone)]
+struct Reloadable {
+    /// The HTTP API's certificate, key and client CAs (`http.tls`).
+    tls: Option<Arc<TlsCertificates>>,
+    /// The identity provider's key set (`http.jwt.jwks_file`).
+    jwt: Option<Arc<JwtVerifier>>,
+}
+
+/// On every SIGHUP, reads the HTTP API's TLS files (see `TlsCertificates::reload`) and the
+/// JWKS file (see `JwtVerifier::reload`) again; open connections keep the certificate they were
+/// accepted with, and a file that does not load leaves what it would replace in use. With
+/// neither configured there is nothing to reload, and SIGHUP is only logged: it never stops
+/// the hub.
 #[cfg(unix)]
-fn reload_on_hangup(tls: Option<Arc<TlsCertificates>>) -> anyhow::Result<()> {
+fn reload_on_hangup(reloadable: Reloadable) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
-            let Some(tls) = tls.clone() else {
-                tracing::info!("SIGHUP: nothing to reload (http.tls is not set)");
+            if reloadable.tls.is_none() && reloadable.jwt.is_none() {
+                tracing::info!("SIGHUP: nothing to reload (neither http.tls nor http.jwt is set)");
                 continue;
-            };
+            }
             // A few small file reads, but blocking ones: off the async workers.
-            let reloaded = tokio::task::spawn_blocking(move || {
-                tls.reload().map(|()| tls.files().cert.clone())
+            let reloaded = tokio::task::spawn_blocking({
+                let reloadable = reloadable.clone();
+                move || reload(&reloadable)
             })
             .await;
-            match reloaded {
-                Ok(Ok(cert)) => tracing::info!(
-                    cert = %cert.display(),
-                    "SIGHUP: reloaded the HTTP TLS certificate; new connections use it"
-                ),
-                Ok(Err(err)) => tracing::error!(
-                    error = %err,
-                    "SIGHUP: cannot reload the HTTP TLS certificate; keeping the one in use"
-                ),
-                Err(err) => tracing::error!(error = %err, "SIGHUP: the TLS reload panicked"),
+            if let Err(err) = reloaded {
+                tracing::error!(error = %err, "SIGHUP: the reload panicked");
             }
         }
     });
     Ok(())
 }
 
+/// Reads each configured file again, logging what came of it. Blocking.
+#[cfg(unix)]
+fn reload(reloadable: &Reloadable) {
+    if let Some(tls) = &reloadable.tls {
+        match tls.reload() {
+            Ok(()) => tracing::info!(
+                cert = %tls.files().cert.display(),
+                "SIGHUP: reloaded the HTTP TLS certificate; new connections use it"
+            ),
+            Err(err) => tracing::error!(
+                error = %err,
+                "SIGHUP: cannot reload the HTTP TLS certificate; keeping the one in use"
+            ),
+        }
+    }
+    if let Some(jwt) = &reloadable.jwt {
+        let file = jwt.settings().jwks_file.display();
+        match jwt.reload() {
+            Ok(keys) => tracing::info!(
+                %file, keys,
+                "SIGHUP: reloaded the JWKS; JWTs are verified with its keys from now on"
+            ),
+            Err(err) => tracing::error!(
+                error = %err,
+                "SIGHUP: cannot reload the JWKS; keeping the keys in use"
+            ),
+        }
+    }
+}
+
 #[cfg(not(unix))]
-fn reload_on_hangup(_tls: Option<Arc<TlsCertificates>>) -> anyhow::Result<()> {
+fn reload_on_hangup(_reloadable: Reloadable) -> anyhow::Result<()> {
     Ok(())
 }
 

@@ -2,28 +2,8 @@
 
 mod common;
 
-use common::{Server, doppel_command};
+use common::{Server, doppel_command, serve_fails};
 use serde_json::json;
-
-fn serve_fails(env: &[(&str, &str)], args: &[&str]) -> String {
-    let output = doppel_command()
-        .envs(env.iter().copied())
-        .arg("serve")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        !output.status.success(),
-        "serve {args:?} should have failed"
-    );
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "one line, got: {stderr}"
-    );
-    stderr
-}
 
 #[test]
 fn hosts_and_origins_that_cannot_be_matched_fail_at_start() {
@@ -281,6 +261,12 @@ fn serve_help_lists_every_environment_variable() {
         "DOPPEL_STREAMS_RETENTION_BYTES",
         "DOPPEL_STREAMS_IDLE_RELEASE",
         "DOPPEL_QUERY_INDEX",
+        "DOPPEL_HTTP_JWT_ISSUER",
+        "DOPPEL_HTTP_JWT_AUDIENCE",
+        "DOPPEL_HTTP_JWT_JWKS_FILE",
+        "DOPPEL_HTTP_JWT_TENANT_CLAIM",
+        "DOPPEL_HTTP_JWT_ROLES_CLAIM",
+        "DOPPEL_HTTP_JWT_NAME_CLAIM",
     ] {
         assert!(
             help.contains(variable),

@@ -197,32 +197,21 @@ async fn sighup_gives_new_connections_the_new_certificate_and_keeps_open_ones() 
     let (server, stderr) =
         Server::start_capturing_stderr(&["--http-tls-cert", &cert, "--http-tls-key", &key]);
     let ca = certs.path("ca.pem");
-    let hangup = || {
-        let status = std::process::Command::new("kill")
-            .args(["-HUP", &server.pid().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-    };
     // Opened before any reload, and kept open through both.
     let streaming = https_client(&ca);
     let mut stream = SseClient::open_with(&streaming, &server, "?types=twin.desired", None).await;
 
     // A certificate that does not fit the key: the reload fails and the old one stays.
     std::fs::copy(certs.path("hub-b.pem"), live("pem")).unwrap();
-    hangup();
+    server.hangup();
     let stderr = tokio::task::spawn_blocking(move || {
-        let deadline = std::time::Instant::now() + RELOAD_WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = stderr
-                .recv_timeout(left)
-                .expect("a log line about the failed reload");
-            if line.contains("cannot reload the HTTP TLS certificate") {
-                assert!(line.contains("does not fit"), "{line}");
-                return stderr;
-            }
-        }
+        let line = common::log_line(
+            &stderr,
+            "cannot reload the HTTP TLS certificate",
+            RELOAD_WAIT,
+        );
+        assert!(line.contains("does not fit"), "{line}");
+        stderr
     })
     .await
     .unwrap();
@@ -233,7 +222,7 @@ async fn sighup_gives_new_connections_the_new_certificate_and_keeps_open_ones() 
     assert_eq!(healthz_certificate(&kept, &server).await, old);
 
     std::fs::copy(certs.path("hub-b.key"), live("key")).unwrap();
-    hangup();
+    server.hangup();
     eventually(
         "a new connection sees the new certificate",
         RELOAD_WAIT,

@@ -266,19 +266,6 @@ async fn a_null_state_clears_both_sections_and_keeps_the_shadow_as_on_aws() {
     assert_eq!(twin.body["reported"]["state"], json!({}));
 }
 
-/// Waits (bounded) for a line of the server's log that contains `text`.
-fn log_line(log: &std::sync::mpsc::Receiver<String>, text: &str) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match log.recv_timeout(left) {
-            Ok(line) if line.contains(text) => return line,
-            Ok(_) => {}
-            Err(_) => panic!("no log line with {text:?} within 30 s"),
-        }
-    }
-}
-
 /// An event of each report carries the whole reported section, so a ring of 65,536 events of
 /// 64 KiB states pinned 4 GiB per tenant, and kept it after its clients left.
 #[tokio::test(flavor = "multi_thread")]
@@ -322,7 +309,11 @@ async fn a_change_stream_keeps_bounded_bytes_and_lets_go_when_nobody_watches() {
     drop(resumed);
     // Once nobody has watched for a second the ring is released; a report meanwhile is not
     // numbered, so a client resuming from the last id it saw must hear of a gap.
-    log_line(&log, "released the change stream");
+    common::log_line(
+        &log,
+        "released the change stream",
+        std::time::Duration::from_secs(30),
+    );
     let body = json!({"state": {"n": 10}});
     assert!(patch(&api, reported, body).await.status.is_success());
     let last = ids.last().expect("ids");

@@ -34,3 +34,38 @@ fn roles_grant_what_the_weaker_ones_do() {
         }
     }
 }
+
+#[test]
+fn a_caller_answers_for_its_bearer_whichever_kind() {
+    let acme = TenantScope::Tenant(doppel_model::TenantId::new("acme").unwrap());
+    let jwt = Caller {
+        bearer: Some(Bearer::Jwt(Arc::new(JwtIdentity {
+            name: "alice@example.com".into(),
+            roles: vec![Role::AppWrite],
+            tenant: acme.clone(),
+            expires_at: Millis(42),
+        }))),
+    };
+    assert_eq!(jwt.changed_by(), "jwt:alice@example.com");
+    assert_eq!(jwt.roles(), [Role::AppWrite]);
+    assert_eq!(jwt.tenant(), Some(&acme));
+    assert_eq!(jwt.expires_at(), Some(Millis(42)));
+    let token = Caller {
+        bearer: Some(Bearer::Token(Arc::new(TokenInfo {
+            id: "0011223344556677".into(),
+            name: "grafana".into(),
+            roles: vec![Role::AppRead],
+            tenant: TenantScope::All,
+            created_at: Millis(0),
+            expires_at: None,
+        }))),
+    };
+    assert_eq!(token.changed_by(), "token:grafana");
+    assert_eq!(token.roles(), [Role::AppRead]);
+    assert_eq!(token.tenant(), Some(&TenantScope::All));
+    assert_eq!(token.expires_at(), None);
+    let nobody = Caller { bearer: None };
+    assert_eq!(nobody.changed_by(), "anonymous");
+    assert!(nobody.roles().is_empty());
+    assert_eq!(nobody.tenant(), None);
+}

@@ -7,6 +7,7 @@ pub mod certs;
 pub mod crash;
 pub mod edge;
 pub mod http;
+pub mod idp;
 pub mod metrics;
 pub mod mqtt;
 pub mod mqtt5;
@@ -201,6 +202,15 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// Sends the server SIGHUP, which makes it read its TLS and JWKS files again.
+    pub fn hangup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -HUP failed");
+    }
+
     /// Asks the server to stop (SIGTERM) and waits for it; returns whether it exited cleanly.
     pub fn stop(&mut self) -> bool {
         let pid = self.child.id().to_string();
@@ -224,6 +234,53 @@ pub fn read_lines(output: impl std::io::Read + Send + 'static) -> mpsc::Receiver
         }
     });
     lines_rx
+}
+
+/// Waits (bounded by `wait`) for a line of a server's log (see
+/// [`Server::start_capturing_stderr`]) that contains `text`, and returns it. Blocking: from an
+/// async test that has other work in flight, call it on a blocking thread.
+pub fn log_line(log: &mpsc::Receiver<String>, text: &str, wait: Duration) -> String {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match log.recv_timeout(left) {
+            Ok(line) if line.contains(text) => return line,
+            Ok(_) => {}
+            Err(_) => panic!("no log line with {text:?} within {wait:?}"),
+        }
+    }
+}
+
+/// Runs `doppel serve` with `env` and `args`, which must fail to start with exactly one line on
+/// stderr; returns it. A server that starts anyway is killed, failing the test, after
+/// [`START_TIMEOUT`].
+pub fn serve_fails(env: &[(&str, &str)], args: &[&str]) -> String {
+    let mut child = doppel_command()
+        .envs(env.iter().copied())
+        .arg("serve")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn doppel serve");
+    let stderr = read_lines(child.stderr.take().expect("piped stderr"));
+    let deadline = std::time::Instant::now() + START_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for doppel serve") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve {args:?} should have failed, but it kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success(), "serve {args:?} should have failed");
+    // The reader ends at the end of the output, which the exit has closed.
+    let lines: Vec<String> = stderr.iter().collect();
+    assert_eq!(lines.len(), 1, "one line, got: {lines:?}");
+    format!("{}\n", lines[0])
 }
 
 /// The address of the listener of `scheme` among `(scheme, address)` pairs.
@@ -250,8 +307,13 @@ pub const HTTP_IDLE: Duration = Duration::from_secs(5);
 
 /// The headers every request of the tests' clients carries: the test admin token.
 fn admin_headers() -> reqwest::header::HeaderMap {
+    bearer_headers(ADMIN_TOKEN)
+}
+
+/// `Authorization: Bearer {token}`.
+fn bearer_headers(token: &str) -> reqwest::header::HeaderMap {
     let mut headers = reqwest::header::HeaderMap::new();
-    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let bearer = format!("Bearer {token}");
     headers.insert(
         reqwest::header::AUTHORIZATION,
         reqwest::header::HeaderValue::from_str(&bearer).expect("a header value"),
@@ -261,9 +323,15 @@ fn admin_headers() -> reqwest::header::HeaderMap {
 
 /// The tests' HTTP client: every request carries the test admin token.
 pub fn http_client() -> reqwest::Client {
+    http_client_with_token(ADMIN_TOKEN)
+}
+
+/// An HTTP client whose every request carries `token` (for helpers such as `SseClient` that
+/// take a client).
+pub fn http_client_with_token(token: &str) -> reqwest::Client {
     reqwest::Client::builder()
         .pool_idle_timeout(HTTP_IDLE)
-        .default_headers(admin_headers())
+        .default_headers(bearer_headers(token))
         .build()
         .expect("an HTTP client")
 }
