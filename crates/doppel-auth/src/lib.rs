@@ -9,8 +9,10 @@
 //!
 //! HTTP clients authenticate with API tokens instead: bearer secrets with roles and a tenant
 //! scope, kept by [`Tokens`] as SHA-256 hashes in a [`TokenStore`](doppel_store::TokenStore)
-//! and verified from memory (see [`tokens`]).
+//! and verified from memory (see [`tokens`]). A server's first admin token is made by
+//! [`bootstrap`].
 
+pub mod bootstrap;
 mod error;
 mod login;
 pub mod login_guard;
@@ -20,6 +22,7 @@ mod task;
 pub mod tokens;
 mod verified;
 
+pub use bootstrap::{ADMIN_TOKEN_FILE, BootstrapError, load_tokens_or_bootstrap};
 pub use doppel_model::{AppName, Principal, PrincipalKind};
 pub use error::{AuthError, SecretProblem};
 pub use login::{LoginGate, LoginOutcome, REFUSAL_LOG_INTERVAL, Refusal};
