@@ -20,8 +20,8 @@ use doppel_model::replica::{ReplicaDelta, own_changes};
 use doppel_model::{Change, Millis, ModelError, TwinKey, UpdateRequest};
 use doppel_store::HistoryQuery;
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, MqttOptions, NetworkOptions, Packet, Publish, QoS,
-    TlsConfiguration, TlsError, Transport,
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, NetworkOptions, Packet,
+    Publish, QoS, TlsConfiguration, TlsError, Transport,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -472,9 +472,12 @@ fn refusal(err: &ConnectionError, config: &EdgeConfig) -> Option<String> {
             }
             other => Some(format!("the TLS handshake failed: {other}")),
         },
-        ConnectionError::ConnectionRefused(code) => Some(format!(
-            "the hub refused the connection ({code:?}); check the device's password and the tenant"
+        ConnectionError::ConnectionRefused(
+            code @ (ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized),
+        ) => Some(format!(
+            "the hub refused the device's credentials ({code:?}); check its password and --tenant"
         )),
+        // The hub is starting, full, or backing off a login: a retry can succeed.
         _ => None,
     }
 }

@@ -484,6 +484,28 @@ async fn an_agent_never_links_to_a_hub_whose_certificate_or_name_it_cannot_verif
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_whose_password_the_hub_refuses_says_so_and_stays_unlinked() {
+    let hub = Server::start();
+    hub_with_device(&hub).await;
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let options = EdgeOptions {
+        capture_log: true,
+        ..EdgeOptions::default()
+    };
+    let edge = EdgeAgent::start(
+        &hub.mqtt.to_string(),
+        "edge-a",
+        &[(DEVICE, "not-the-password-of-pump-1")],
+        &dir.path().join("edge-a"),
+        options,
+    );
+    let line = edge.wait_for_log("the hub cannot be linked to", CONVERGE_TIMEOUT);
+    assert!(line.contains("refused the device's credentials"), "{line}");
+    let status = edge.status().await;
+    assert_eq!(status["hub"]["links_up"], 0, "{status}");
+}
+
 #[test]
 fn the_agent_refuses_open_or_unusable_security_settings_with_one_line() {
     let dir = tempfile::tempdir().expect("temporary folder");
