@@ -27,6 +27,18 @@ async fn hub_with_device(hub: &Server) -> String {
         .1
 }
 
+/// Agent `edge-a` for [`DEVICE`] with `password`, reaching the hub at `hub` (as `--hub` takes
+/// it), its data in `dir`.
+fn agent(hub: &str, password: &str, dir: &Path, options: EdgeOptions<'_>) -> EdgeAgent {
+    EdgeAgent::start(
+        hub,
+        "edge-a",
+        &[(DEVICE, password)],
+        &dir.join("edge-a"),
+        options,
+    )
+}
+
 /// Sends `method path` to the agent with `client`; status, JSON body (`null` when empty) and
 /// whether a 401 named the Bearer scheme.
 async fn call(
@@ -96,12 +108,11 @@ async fn the_local_api_refuses_callers_without_the_agents_token_and_changes_noth
     let hub = Server::start();
     let password = hub_with_device(&hub).await;
     let dir = tempfile::tempdir().expect("temporary folder");
-    let edge = EdgeAgent::start_with_rules(
-        hub.mqtt,
-        "edge-a",
-        &[(DEVICE, &password)],
-        &dir.path().join("edge-a"),
-        None,
+    let edge = agent(
+        &hub.mqtt.to_string(),
+        &password,
+        dir.path(),
+        EdgeOptions::default(),
     );
     let no_token = anonymous_http_client();
     let wrong = edge_client("dpt_wrongwrongwrongwrongwrongwrongwrongwrongwrong");
@@ -171,12 +182,11 @@ async fn a_token_made_at_the_agent_reaches_what_its_role_allows_there_only() {
     let hub = Server::start();
     let password = hub_with_device(&hub).await;
     let dir = tempfile::tempdir().expect("temporary folder");
-    let edge = EdgeAgent::start_with_rules(
-        hub.mqtt,
-        "edge-a",
-        &[(DEVICE, &password)],
-        &dir.path().join("edge-a"),
-        None,
+    let edge = agent(
+        &hub.mqtt.to_string(),
+        &password,
+        dir.path(),
+        EdgeOptions::default(),
     );
     let (status, created) = edge
         .send(
@@ -233,13 +243,7 @@ async fn a_first_start_writes_an_admin_token_only_its_user_reads_and_a_restart_k
         draw_own_token: true,
         ..EdgeOptions::default()
     };
-    let mut edge = EdgeAgent::start(
-        &hub.mqtt.to_string(),
-        "edge-a",
-        &[(DEVICE, &password)],
-        &data_dir,
-        options,
-    );
+    let mut edge = agent(&hub.mqtt.to_string(), &password, dir.path(), options);
     let file = data_dir.join("admin.token");
     let mode = std::fs::metadata(&file)
         .expect("admin.token exists")
@@ -309,13 +313,7 @@ async fn the_unix_socket_serves_the_local_api_to_whoever_its_file_mode_lets_in()
         unix_socket: Some(&socket),
         ..EdgeOptions::default()
     };
-    let mut edge = EdgeAgent::start(
-        &hub.mqtt.to_string(),
-        "edge-a",
-        &[(DEVICE, &password)],
-        &data_dir,
-        options,
-    );
+    let mut edge = agent(&hub.mqtt.to_string(), &password, dir.path(), options);
     assert_eq!(edge.base, format!("unix:{}", socket.display()));
     let metadata = std::fs::symlink_metadata(&socket).expect("the socket file");
     assert!(metadata.file_type().is_socket());
@@ -392,13 +390,7 @@ async fn an_agent_links_to_a_hub_over_mqtts_with_its_ca_file_and_syncs_both_ways
         extra_args: &["--hub-ca-file", &ca_file],
         ..EdgeOptions::default()
     };
-    let edge = EdgeAgent::start(
-        &url,
-        "edge-a",
-        &[(DEVICE, &password)],
-        &dir.path().join("edge-a"),
-        options,
-    );
+    let edge = agent(&url, &password, dir.path(), options);
     edge.wait_linked(true).await;
     let hub_http = HttpClient::new(&hub);
     edge.report(DEVICE, &json!({"temp": 23})).await;
@@ -493,11 +485,10 @@ async fn an_agent_whose_password_the_hub_refuses_says_so_and_stays_unlinked() {
         capture_log: true,
         ..EdgeOptions::default()
     };
-    let edge = EdgeAgent::start(
+    let edge = agent(
         &hub.mqtt.to_string(),
-        "edge-a",
-        &[(DEVICE, "not-the-password-of-pump-1")],
-        &dir.path().join("edge-a"),
+        "not-the-password-of-pump-1",
+        dir.path(),
         options,
     );
     let line = edge.wait_for_log("the hub cannot be linked to", CONVERGE_TIMEOUT);
@@ -553,16 +544,13 @@ fn the_agent_refuses_open_or_unusable_security_settings_with_one_line() {
             "must give the owner read and write and nobody else anything",
         ),
     ] {
-        let output = common::doppel_command()
-            .arg("edge")
-            .args(basic.clone())
-            .args(&args)
-            .output()
-            .expect("run doppel edge");
-        assert!(!output.status.success(), "{args:?}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
-        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        let command: Vec<String> = std::iter::once("edge")
+            .chain(basic.clone())
+            .chain(args.iter().copied())
+            .map(str::to_owned)
+            .collect();
+        let error = common::cli_failed(common::run_cli(&command, None), &args);
+        assert!(error.contains(message), "{args:?}: {error}");
     }
     assert!(!Path::new(socket).exists(), "nothing was bound");
     assert!(
