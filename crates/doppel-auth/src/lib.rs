@@ -10,8 +10,10 @@
 //! HTTP clients authenticate with API tokens instead: bearer secrets with roles and a tenant
 //! scope, kept by [`Tokens`] as SHA-256 hashes in a [`TokenStore`](doppel_store::TokenStore)
 //! and verified from memory (see [`tokens`]), or with JWTs of an identity provider the operator
-//! trusts, verified against its public keys (see [`jwt`]).
+//! trusts, verified against its public keys (see [`jwt`]). A server's first admin token is made
+//! by [`bootstrap`].
 
+pub mod bootstrap;
 mod error;
 pub mod jwt;
 mod login;
@@ -22,6 +24,7 @@ mod task;
 pub mod tokens;
 mod verified;
 
+pub use bootstrap::{ADMIN_TOKEN_FILE, BootstrapError, load_tokens_or_bootstrap};
 pub use doppel_model::{AppName, Principal, PrincipalKind};
 pub use error::{AuthError, SecretProblem};
 pub use jwt::{JwksError, JwtIdentity, JwtRejection, JwtSettings, JwtVerifier};

@@ -2,34 +2,61 @@
 //! link per device.
 
 use crate::availability::Availability;
-use crate::config::{EdgeConfig, EdgeError};
+use crate::config::{EdgeConfig, EdgeError, LocalApi};
 use crate::link::{self, LinkContext};
 use crate::watermark::Watermarks;
-use doppel_engine::{Engine, EngineConfig, EngineTasks, SystemClock};
+use doppel_engine::{Clock, Engine, EngineConfig, EngineTasks, SystemClock};
 use doppel_http::AppState;
 use doppel_http::auth::Authentication;
 use doppel_http::browser::BrowserPolicy;
 use doppel_http::server::ConnectionLimits;
-use doppel_store::{FjallStore, HistoryBuckets};
+use doppel_store::{FjallStore, HistoryBuckets, TokenStore};
 use metrics_exporter_prometheus::PrometheusHandle;
+use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+#[cfg(unix)]
+type SocketFile = crate::local_socket::SocketFile;
+/// There are no Unix sockets to clean up.
+#[cfg(not(unix))]
+type SocketFile = std::convert::Infallible;
+
 /// Local history is bucketed by day, as on the hub.
 const HISTORY_BUCKET_MS: i64 = 24 * 3600 * 1000;
 
+/// Where the local API is served, once it listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listening {
+    Http(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// `http://ADDR` or `unix:PATH`, as the agent announces it.
+impl fmt::Display for Listening {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listening::Http(addr) => write!(f, "http://{addr}"),
+            Listening::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
 /// A running edge agent.
 pub struct Edge {
-    http_addr: SocketAddr,
+    listening: Listening,
     availability: Arc<Availability>,
     state: AppState,
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
     links: Vec<JoinHandle<()>>,
     engine_tasks: EngineTasks,
+    /// The Unix socket's file, removed once the server has stopped.
+    _socket_file: Option<SocketFile>,
 }
 
 impl Edge {
@@ -40,6 +67,8 @@ impl Edge {
         metrics: Option<PrometheusHandle>,
     ) -> Result<Edge, EdgeError> {
         config.validate()?;
+        // Before anything is opened, so that a bad CA file stops the start with its name.
+        let hub_transport = link::transport(&config)?;
         let config = Arc::new(config);
         std::fs::create_dir_all(&config.data_dir).map_err(|err| EdgeError::Store {
             path: config.data_dir.display().to_string(),
@@ -55,29 +84,20 @@ impl Edge {
             path: config.data_dir.display().to_string(),
             reason: err.to_string(),
         })?;
+        let store = Arc::new(store);
         let watermarks = Arc::new(Watermarks::open(&config.data_dir)?);
+        let authentication = authentication(&config, store.clone()).await?;
         let engine_config = EngineConfig {
             replica: Arc::new(config.replica.clone()),
             ..EngineConfig::default()
         };
         let limits = engine_config.limits;
-        let (engine, engine_tasks) =
-            Engine::start(Arc::new(store), Arc::new(SystemClock), engine_config)
-                .await
-                .map_err(|err| EdgeError::Engine(err.to_string()))?;
-        let listener = tokio::net::TcpListener::bind(config.http_addr)
+        let (engine, engine_tasks) = Engine::start(store, Arc::new(SystemClock), engine_config)
             .await
-            .map_err(|source| EdgeError::Listen {
-                addr: config.http_addr,
-                source,
-            })?;
-        let http_addr = listener.local_addr().map_err(|source| EdgeError::Listen {
-            addr: config.http_addr,
-            source,
-        })?;
+            .map_err(|err| EdgeError::Engine(err.to_string()))?;
         let availability = Arc::new(Availability::new(config.devices.len()));
-        // The local API asks nobody for a token: it listens on loopback (see docs/EDGE.md).
-        let state = AppState::new(limits, Authentication::Anonymous, Arc::new(SystemClock));
+        let state = AppState::new(limits, authentication, Arc::new(SystemClock))
+            .with_auth_failure_limit(config.max_auth_failures_per_address);
         if let Some(handle) = metrics {
             state.set_metrics(handle);
         }
@@ -89,21 +109,54 @@ impl Edge {
             availability.clone(),
             &config.devices,
         );
-        let server = tokio::spawn({
+        let stopping = {
             let mut stopped = stopped.clone();
             async move {
-                let stopping = async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                };
-                // The hub's protections, with the agent's own address as the allowed host.
-                let policy = BrowserPolicy::defaults(http_addr.ip());
-                let limits = ConnectionLimits::default();
-                doppel_http::server::serve(listener, None, router, limits, &policy, stopping).await
+                let _ = stopped.wait_for(|stop| *stop).await;
             }
-        });
+        };
+        let limits = ConnectionLimits::default();
+        let (listening, server, socket_file) = match &config.local_api {
+            LocalApi::Tcp { addr, .. } => {
+                let listen_error = |err: std::io::Error| EdgeError::Listen {
+                    addr: addr.to_string(),
+                    reason: err.to_string(),
+                };
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(listen_error)?;
+                let bound = listener.local_addr().map_err(listen_error)?;
+                // The hub's protections, with the agent's own address as the allowed host.
+                let policy = BrowserPolicy::defaults(bound.ip());
+                let server = tokio::spawn(async move {
+                    doppel_http::server::serve(listener, None, router, limits, &policy, stopping)
+                        .await
+                });
+                (Listening::Http(bound), server, None)
+            }
+            #[cfg(unix)]
+            LocalApi::Unix { path, mode } => {
+                let (listener, file) = crate::local_socket::bind(path, *mode)?;
+                // No browser reaches a Unix socket, but a client names some host: the
+                // loopback names, as for a local TCP listener.
+                let policy = BrowserPolicy::defaults(IpAddr::V4(Ipv4Addr::LOCALHOST));
+                let server = tokio::spawn(async move {
+                    doppel_http::server::serve(listener, None, router, limits, &policy, stopping)
+                        .await
+                });
+                (Listening::Unix(path.clone()), server, Some(file))
+            }
+            #[cfg(not(unix))]
+            LocalApi::Unix { .. } => {
+                return Err(EdgeError::Config(
+                    "--http-unix-socket needs a Unix system".into(),
+                ));
+            }
+        };
         let context = Arc::new(LinkContext {
             engine,
             config: config.clone(),
+            hub_transport,
             availability: availability.clone(),
             watermarks,
         });
@@ -113,19 +166,20 @@ impl Edge {
             .map(|device| tokio::spawn(link::run(context.clone(), device.clone(), stopped.clone())))
             .collect();
         Ok(Edge {
-            http_addr,
+            listening,
             availability,
             state,
             stop,
             server,
             links,
             engine_tasks,
+            _socket_file: socket_file,
         })
     }
 
     /// Where the local HTTP API listens.
-    pub fn http_addr(&self) -> SocketAddr {
-        self.http_addr
+    pub fn listening(&self) -> &Listening {
+        &self.listening
     }
 
     pub fn availability(&self) -> &Availability {
@@ -141,6 +195,7 @@ impl Edge {
             mut server,
             links,
             engine_tasks,
+            _socket_file,
             ..
         } = self;
         let early_end = tokio::select! {
@@ -159,5 +214,43 @@ impl Edge {
         }
         engine_tasks.join().await;
         served.map_err(|err| EdgeError::Serve(std::io::Error::other(err)))
+    }
+}
+
+/// How the local API authenticates. Over TCP: by the agent's own tokens, kept in its store and
+/// made the first time with an admin token whose secret goes to `admin.token` in the data
+/// folder (the hub's way, [`doppel_auth::bootstrap`]); or by nobody, when the operator asked for
+/// that on loopback. Over a Unix socket: by nobody, as the socket file's permissions decide
+/// who connects.
+async fn authentication(
+    config: &EdgeConfig,
+    store: Arc<FjallStore>,
+) -> Result<Authentication, EdgeError> {
+    match &config.local_api {
+        LocalApi::Unix { .. } => Ok(Authentication::Anonymous),
+        LocalApi::Tcp {
+            addr,
+            allow_anonymous: true,
+        } => {
+            // On stderr whatever the log level: an open API must not go unnoticed.
+            eprintln!(
+                "doppel: WARNING: --http-allow-anonymous is on: anyone who reaches {addr} can read and change the agent's twins"
+            );
+            tracing::warn!(
+                "ANONYMOUS HTTP ACCESS IS ON; turn --http-allow-anonymous off outside development"
+            );
+            Ok(Authentication::Anonymous)
+        }
+        LocalApi::Tcp { .. } => {
+            let token_store: Arc<dyn TokenStore> = store;
+            let tokens = doppel_auth::load_tokens_or_bootstrap(
+                token_store,
+                &config.data_dir,
+                config.bootstrap_token.as_deref(),
+                SystemClock.now(),
+            )
+            .await?;
+            Ok(Authentication::Tokens { tokens, jwt: None })
+        }
     }
 }

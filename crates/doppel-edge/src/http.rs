@@ -1,5 +1,10 @@
 //! The local HTTP API: the hub's routes, reached without the tenant segment, so an application
 //! moves between hub and edge by changing the base URL and nothing else.
+//!
+//! Who may call what is the hub's rule too: the hub's router checks the token of every
+//! rewritten twin route against the hub's table (`doppel_http::auth::ROUTES`), and the agent's
+//! own routes are checked against [`EDGE_ROUTES`] by the same middleware. The tokens are the
+//! agent's own (its store, its `/v1/tokens`), not the hub's.
 
 use crate::availability::Availability;
 use crate::config::DeviceCredential;
@@ -10,6 +15,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use doppel_http::AppState;
+use doppel_http::auth::{READ, RouteAccess};
 use doppel_http::problem::ApiError;
 use doppel_model::TenantId;
 use std::collections::BTreeSet;
@@ -19,9 +25,15 @@ use tower::ServiceExt;
 /// Where paths the edge does not serve are sent: the hub router's "no such route" answer.
 const NOT_ON_THE_EDGE: &str = "/v1/not-on-the-edge";
 
+/// The agent's own routes and what each needs, as `doppel_http::auth::ROUTES` lists the
+/// hub's (whose twin and token routes the agent serves too, by the hub's rules).
+pub const EDGE_ROUTES: &[RouteAccess] = &[("GET", "/v1/edge/status", READ)];
+
 /// What the HTTP layer needs of the agent.
 #[derive(Clone)]
 struct Local {
+    /// Who may call: a stranger is told nothing, not even which devices are held here.
+    state: AppState,
     availability: Arc<Availability>,
     /// The devices the agent holds; requests for others are refused.
     devices: Arc<BTreeSet<String>>,
@@ -34,6 +46,7 @@ pub(crate) fn router(
     devices: &[DeviceCredential],
 ) -> Router {
     let local = Local {
+        state: state.clone(),
         availability,
         devices: Arc::new(
             devices
@@ -43,24 +56,27 @@ pub(crate) fn router(
         ),
     };
     let prefix = format!("/v1/tenants/{tenant}");
-    let hub_api = doppel_http::router(state).map_request(move |mut request: Request| {
+    let hub_api = doppel_http::router(state.clone()).map_request(move |mut request: Request| {
         rewrite(&mut request, &prefix);
         request
     });
-    Router::new()
-        .route("/v1/edge/status", get(status))
+    let own = Router::new().route("/v1/edge/status", get(status));
+    doppel_http::auth::guard(own, state, EDGE_ROUTES)
         .fallback_service(hub_api)
         .layer(axum::middleware::from_fn_with_state(local.clone(), count))
         .with_state(local)
 }
 
-/// `/v1/twins/...` becomes `/v1/tenants/{tenant}/twins/...`; health and metrics stay; anything
-/// else (other tenants, credentials) is not served here.
+/// `/v1/twins/...` becomes `/v1/tenants/{tenant}/twins/...`; health, metrics and the agent's
+/// own tokens (`/v1/tokens`) stay; anything else (other tenants, credentials) is not served
+/// here.
 fn rewrite(request: &mut Request, prefix: &str) {
     let path = request.uri().path();
     let local = if path == "/v1/twins" || path.starts_with("/v1/twins/") {
         format!("{prefix}{}", &path["/v1".len()..])
-    } else if matches!(path, "/healthz" | "/readyz" | "/metrics") {
+    } else if matches!(path, "/healthz" | "/readyz" | "/metrics" | "/v1/tokens")
+        || path.starts_with("/v1/tokens/")
+    {
         return;
     } else {
         NOT_ON_THE_EDGE.to_owned()
@@ -90,6 +106,10 @@ async fn count(State(local): State<Local>, request: Request, next: Next) -> Resp
     if let Some(device) = device
         && !local.devices.contains(device)
     {
+        // The token check of the route would come after this answer: make it first.
+        if let Err(refused) = doppel_http::auth::authenticated(&local.state, &request) {
+            return refused.into_response();
+        }
         return ApiError::DeviceNotOnThisEdge(device.to_owned()).into_response();
     }
     let availability = &local.availability;

@@ -13,8 +13,11 @@ mod availability;
 pub mod config;
 mod http;
 mod link;
+#[cfg(unix)]
+mod local_socket;
 mod watermark;
 
-pub use agent::Edge;
+pub use agent::{Edge, Listening};
 pub use availability::Availability;
-pub use config::{DeviceCredential, EdgeConfig, EdgeError};
+pub use config::{DeviceCredential, EdgeConfig, EdgeError, HubAddress, LocalApi};
+pub use http::EDGE_ROUTES;

@@ -5,16 +5,24 @@
 //! a change (`/shadow/update/documents`) and every sync interval. One sync is in flight at a
 //! time; its token is the last local version it covers, and the watermark moves there once
 //! the hub has answered, after the hub's state is merged locally.
+//!
+//! To an `mqtts://` hub the link speaks TLS and checks the hub's certificate against the
+//! `--hub-ca-file` CAs (else the system's) and its name against the host `--hub` names; there
+//! is no way to skip either check. A hub that fails them is never linked to: the failure is
+//! logged once as a warning (not at every retry), and the agent stays partitioned.
 
 use crate::availability::Availability;
-use crate::config::{DeviceCredential, EdgeConfig};
+use crate::config::{DeviceCredential, EdgeConfig, EdgeError};
 use crate::watermark::Watermarks;
 use doppel_engine::{Clock, CommandEventKind, Engine, EngineError, SystemClock};
 use doppel_model::command::{self, Command, NewCommand};
 use doppel_model::replica::{ReplicaDelta, own_changes};
 use doppel_model::{Change, Millis, ModelError, TwinKey, UpdateRequest};
 use doppel_store::HistoryQuery;
-use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Packet, Publish, QoS};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, NetworkOptions, Packet,
+    Publish, QoS, TlsConfiguration, TlsError, Transport,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -40,6 +48,8 @@ const HUB_PRINCIPAL: &str = "hub";
 pub(crate) struct LinkContext {
     pub engine: Engine,
     pub config: Arc<EdgeConfig>,
+    /// Plain TCP, or TLS with the roots the hub's certificate is checked against.
+    pub hub_transport: Transport,
     pub availability: Arc<Availability>,
     pub watermarks: Arc<Watermarks>,
 }
@@ -64,6 +74,9 @@ struct Link {
     key: TwinKey,
     client: AsyncClient,
     connected: bool,
+    /// Why the last attempt to reach the hub failed, when it was a refusal the operator must
+    /// fix (a certificate, a password): logged as a warning once, not at every retry.
+    refused_because: Option<String>,
     wanted: Option<Wanted>,
     in_flight: Option<InFlight>,
 }
@@ -83,11 +96,18 @@ pub(crate) async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let config = context.config.clone();
-    let Some((host, port)) = config.hub_address() else {
+    // Checked by `EdgeConfig::validate` before the agent started.
+    let Ok(hub) = config.hub_address() else {
         return;
     };
     let thing = device.device.as_str().to_owned();
-    let mut options = MqttOptions::new(format!("{}.{thing}", config.replica.id), host, port);
+    let mut options = MqttOptions::new(
+        format!("{}.{thing}", config.replica.id),
+        hub.host.as_str(),
+        hub.port,
+    );
+    // Over TLS, rumqttc checks the certificate against the host given above.
+    options.set_transport(context.hub_transport.clone());
     options.set_credentials(
         format!("{}/devices/{thing}", config.tenant),
         device.password.clone(),
@@ -108,6 +128,7 @@ pub(crate) async fn run(
         context,
         client,
         connected: false,
+        refused_because: None,
         wanted: Some(Wanted::Fetch),
         in_flight: None,
     };
@@ -166,6 +187,7 @@ impl Link {
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 tracing::info!(device = self.thing(), "connected to the hub");
+                self.refused_because = None;
                 if !self.connected {
                     self.connected = true;
                     self.context.availability.link_up();
@@ -181,8 +203,22 @@ impl Link {
                     tracing::warn!(device = self.thing(), error = %err, "lost the hub");
                     self.connected = false;
                     self.context.availability.link_down();
-                } else {
-                    tracing::debug!(device = self.thing(), error = %err, "cannot reach the hub");
+                }
+                match refusal(&err, &self.context.config) {
+                    // A partition is the agent's daily life: worth a debug line only.
+                    None => {
+                        tracing::debug!(device = self.thing(), error = %err, "cannot reach the hub")
+                    }
+                    Some(reason) if self.refused_because.as_ref() != Some(&reason) => {
+                        tracing::warn!(device = self.thing(), hub = %self.context.config.hub, "the hub cannot be linked to: {reason}");
+                        self.refused_because = Some(reason);
+                    }
+                    Some(reason) => {
+                        tracing::debug!(
+                            device = self.thing(),
+                            "the hub cannot be linked to: {reason}"
+                        )
+                    }
                 }
                 self.in_flight = None;
                 let delay = self.context.config.reconnect_delay;
@@ -394,5 +430,54 @@ impl Link {
         {
             tracing::debug!(device = self.thing(), error = %err, "cannot forward an acknowledgement now; the hub delivers the command again");
         }
+    }
+}
+
+/// How the links reach the hub: plain TCP, or TLS that trusts the `--hub-ca-file` CAs (else
+/// the system's) with the ring provider. Read once at start, so that a bad CA file stops the
+/// start with its name.
+pub(crate) fn transport(config: &EdgeConfig) -> Result<Transport, EdgeError> {
+    if !config.hub_address()?.tls {
+        return Ok(Transport::Tcp);
+    }
+    let roots =
+        doppel_http::tls::client_roots(config.hub_ca_file.as_deref()).map_err(EdgeError::HubTls)?;
+    // No client certificate: each link logs in with its device's password.
+    let tls = doppel_http::tls::client_builder(roots)
+        .map_err(EdgeError::HubTls)?
+        .with_no_client_auth();
+    Ok(Transport::Tls(TlsConfiguration::Rustls(Arc::new(tls))))
+}
+
+/// Why connecting failed, in words, when retrying cannot help until the operator acts: the
+/// hub's certificate (or the TLS set-up) failed, or the hub refused the device's credentials.
+/// `None` for the failures a partition causes.
+fn refusal(err: &ConnectionError, config: &EdgeConfig) -> Option<String> {
+    match err {
+        ConnectionError::Tls(TlsError::DNSName(_)) => Some(format!(
+            "{:?} cannot be checked against a certificate; name the hub by a DNS name or an IP address",
+            config.hub
+        )),
+        // Without a rustls error inside, the handshake failed on the network (the hub went
+        // away mid-handshake): a partition like any other.
+        ConnectionError::Tls(tls) => match doppel_http::tls::rustls_error(tls)? {
+            rustls::Error::InvalidCertificate(reason) => {
+                let ca = match &config.hub_ca_file {
+                    Some(file) => format!("the CAs in {}", file.display()),
+                    None => "the system's CAs (name the hub's CA with --hub-ca-file)".to_owned(),
+                };
+                Some(format!(
+                    "the hub's certificate is not accepted ({reason}), checked against {ca} and the host in --hub"
+                ))
+            }
+            other => Some(format!("the TLS handshake failed: {other}")),
+        },
+        ConnectionError::ConnectionRefused(
+            code @ (ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized),
+        ) => Some(format!(
+            "the hub refused the device's credentials ({code:?}); check its password and --tenant"
+        )),
+        // The hub is starting, full, or backing off a login: a retry can succeed.
+        _ => None,
     }
 }

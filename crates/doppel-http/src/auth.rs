@@ -4,9 +4,14 @@
 //! tenant scope. Every route needs one permission, named in [`ROUTES`]; a route missing there
 //! needs `admin`, so a new route is closed until someone decides. A tenant route also needs the
 //! bearer to cover the tenant in its path.
+//!
+//! A server with routes of its own beside these (the edge agent's `/v1/edge/status`) puts them
+//! behind the same check with [`guard`] and a table of its own, so that [`ROUTES`] stays the
+//! hub's, which the hub's tests walk row by row.
 
 use crate::AppState;
 use crate::problem::ApiError;
+use axum::Router;
 use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, Request, State};
 use axum::http::{Method, header};
@@ -69,10 +74,13 @@ pub enum Access {
     Needs(Permission),
 }
 
+/// One row of a route table: method, route pattern (as axum matched it), and what it needs.
+pub type RouteAccess = (&'static str, &'static str, Access);
+
 /// Every route by method and pattern, and what it needs. docs/API.md shows this table; the
 /// end-to-end tests call every row without a token, with a wrong, a revoked and another
 /// tenant's token, and with a token one role too weak.
-pub const ROUTES: &[(&str, &str, Access)] = &[
+pub const ROUTES: &[RouteAccess] = &[
     ("GET", "/healthz", Access::Open),
     ("GET", "/readyz", Access::Open),
     ("GET", "/metrics", Access::Loopback),
@@ -199,17 +207,44 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("DELETE", "/v1/tokens/{id}", ADMIN),
 ];
 
-const READ: Access = Access::Needs(Permission::Read);
+/// A token with the read permission: the weakest a route can ask for.
+pub const READ: Access = Access::Needs(Permission::Read);
 const WRITE: Access = Access::Needs(Permission::Write);
 const OPERATE: Access = Access::Needs(Permission::Operate);
 const ADMIN: Access = Access::Needs(Permission::Admin);
 
 /// What `method` on the route `pattern` needs: its row in [`ROUTES`], or `admin`.
 pub fn required(method: &Method, pattern: &str) -> Access {
-    ROUTES
+    required_in(ROUTES, method, pattern)
+}
+
+/// What `method` on the route `pattern` needs: its row in `routes`, or `admin`.
+pub fn required_in(routes: &[RouteAccess], method: &Method, pattern: &str) -> Access {
+    routes
         .iter()
         .find(|(m, p, _)| *p == pattern && *m == method.as_str())
         .map_or(ADMIN, |(_, _, access)| *access)
+}
+
+/// Puts every route of `router` (those added so far, as with axum's `route_layer`) behind the
+/// token check, with what each needs looked up in `routes`. An unmatched path is not a route:
+/// it stays a 404 whoever asks.
+pub fn guard<S>(router: Router<S>, state: AppState, routes: &'static [RouteAccess]) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    router.route_layer(axum::middleware::from_fn_with_state(
+        Door { state, routes },
+        authorize,
+    ))
+}
+
+/// What the middleware checks requests against.
+#[derive(Clone)]
+struct Door {
+    state: AppState,
+    /// What each route needs; a route missing here needs `admin`.
+    routes: &'static [RouteAccess],
 }
 
 /// How the API authenticates.
@@ -220,8 +255,8 @@ pub enum Authentication {
         tokens: Tokens,
         jwt: Option<Arc<JwtVerifier>>,
     },
-    /// Nobody is asked (`--http-allow-anonymous true`, for development; and the edge agent's
-    /// local API, which listens on loopback).
+    /// Nobody is asked: `--http-allow-anonymous true` (development, on loopback), and the edge
+    /// agent's Unix socket, where the socket file's permissions decide who connects.
     Anonymous,
 }
 
@@ -283,15 +318,15 @@ impl Caller {
 
 /// The middleware: finds the route's permission, checks the bearer token against it and the
 /// path's tenant, and hands the handler its [`Caller`].
-pub(crate) async fn authorize(
-    State(state): State<AppState>,
+async fn authorize(
+    State(Door { state, routes }): State<Door>,
     matched: Option<MatchedPath>,
     raw_params: Result<RawPathParams, RawPathParamsRejection>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let pattern = matched.as_ref().map_or("", MatchedPath::as_str);
-    let access = required(request.method(), pattern);
+    let access = required_in(routes, request.method(), pattern);
     let nobody = Caller { bearer: None };
     let caller = match (&state.authentication, access) {
         (_, Access::Open) | (Authentication::Anonymous, _) => nobody,
@@ -328,6 +363,18 @@ pub(crate) async fn authorize(
     };
     request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
+}
+
+/// Whether `request` comes from someone the API serves at all: it carries a valid bearer (of
+/// any role), or the API asks nobody. For answers that would tell a stranger something before
+/// a route is matched (the edge agent names the devices it holds).
+pub fn authenticated(state: &AppState, request: &Request) -> Result<(), ApiError> {
+    match &state.authentication {
+        Authentication::Anonymous => Ok(()),
+        Authentication::Tokens { tokens, jwt } => {
+            bearer(state, tokens, jwt.as_deref(), request).map(drop)
+        }
+    }
 }
 
 /// Default invalid tokens from one address within [`AUTH_FAILURE_WINDOW`] before it is held

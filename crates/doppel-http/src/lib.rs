@@ -139,7 +139,7 @@ impl AppState {
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::scrape))
@@ -148,12 +148,9 @@ pub fn router(state: AppState) -> Router {
         .merge(commands::routes())
         .merge(credentials::routes())
         .merge(events::routes())
-        .merge(tokens::routes())
-        // Routes only, after every route is in: an unmatched path is a 404 whoever asks.
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::authorize,
-        ))
+        .merge(tokens::routes());
+    // Routes only, after every route is in: an unmatched path is a 404 whoever asks.
+    auth::guard(routes, state.clone(), auth::ROUTES)
         .fallback(problem::route_not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         // `layer` wraps each route, so the middleware sees the pattern that matched.

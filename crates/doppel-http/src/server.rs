@@ -8,6 +8,9 @@
 //! With TLS, each accepted socket first goes through the handshake, bounded by the same header
 //! timeout and holding its connection permit, so neither bound can be sidestepped by a client
 //! that stalls before HTTP even starts.
+//!
+//! The loop serves any [`Listener`]: TCP (the hub, the edge agent) or a Unix socket (the edge
+//! agent's `--http-unix-socket`, where the socket file's permissions decide who connects).
 
 use crate::browser::{BrowserPolicy, Guarded};
 use crate::tls::TlsCertificates;
@@ -20,7 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
@@ -67,11 +70,44 @@ impl Default for ConnectionLimits {
     }
 }
 
+/// Where connections come from.
+pub trait Listener: Send {
+    /// One accepted connection's byte stream.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// The next connection, and the peer's address when it has one (a Unix socket's peer has
+    /// none; requests over it then count as from no address, never as from loopback).
+    fn accept(
+        &mut self,
+    ) -> impl Future<Output = std::io::Result<(Self::Stream, Option<SocketAddr>)>> + Send;
+}
+
+impl Listener for TcpListener {
+    type Stream = tokio::net::TcpStream;
+
+    async fn accept(&mut self) -> std::io::Result<(Self::Stream, Option<SocketAddr>)> {
+        let (stream, peer) = TcpListener::accept(self).await?;
+        // Answers are written whole; Nagle's algorithm would hold small ones back.
+        let _ = stream.set_nodelay(true);
+        Ok((stream, Some(peer)))
+    }
+}
+
+#[cfg(unix)]
+impl Listener for tokio::net::UnixListener {
+    type Stream = tokio::net::UnixStream;
+
+    async fn accept(&mut self) -> std::io::Result<(Self::Stream, Option<SocketAddr>)> {
+        let (stream, _) = tokio::net::UnixListener::accept(self).await?;
+        Ok((stream, None))
+    }
+}
+
 /// Serves `router` behind `policy` on `listener` (over TLS when `tls` is given) until
 /// `shutdown` resolves, then lets the open connections finish their requests (idle ones are
 /// closed at once) and returns.
-pub async fn serve(
-    listener: TcpListener,
+pub async fn serve<L: Listener>(
+    mut listener: L,
     tls: Option<Arc<TlsCertificates>>,
     router: Router,
     limits: ConnectionLimits,
@@ -107,8 +143,6 @@ pub async fn serve(
                 continue;
             }
         };
-        // Answers are written whole; Nagle's algorithm would hold small ones back.
-        let _ = stream.set_nodelay(true);
         let connection = Connection {
             http: http.clone(),
             router: guarded.clone(),
@@ -144,15 +178,19 @@ struct Connection {
     router: Guarded,
     /// Changes when the server is stopping.
     stop: watch::Receiver<bool>,
-    /// Who is on the other end: handlers may ask (`/metrics` is open to loopback only).
-    peer: SocketAddr,
+    /// Who is on the other end, over TCP: handlers may ask (`/metrics` is open to loopback
+    /// only). `None` over a Unix socket.
+    peer: Option<SocketAddr>,
     /// Returned to the connection cap when the connection ends, whichever way.
     _permit: OwnedSemaphorePermit,
 }
 
 impl Connection {
     /// The TLS handshake within `timeout`, then HTTP over the secured stream.
-    async fn serve_tls(self, acceptor: TlsAcceptor, stream: TcpStream, timeout: Duration) {
+    async fn serve_tls<S>(self, acceptor: TlsAcceptor, stream: S, timeout: Duration)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let handshake = tokio::time::timeout(timeout, acceptor.accept(stream));
         let mut stop = self.stop.clone();
         let secured = tokio::select! {
@@ -177,9 +215,11 @@ impl Connection {
         let peer = self.peer;
         let service = TowerToHyperService::new(self.router.map_request(
             move |mut request: hyper::Request<hyper::body::Incoming>| {
-                request
-                    .extensions_mut()
-                    .insert(axum::extract::ConnectInfo(peer));
+                if let Some(peer) = peer {
+                    request
+                        .extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                }
                 request
             },
         ));

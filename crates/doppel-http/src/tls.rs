@@ -4,13 +4,18 @@
 //! The swap works because a TLS connection keeps the configuration it was accepted with: every
 //! accept takes the current [`ServerConfig`], so a reload changes what new handshakes present
 //! and verify while connections already open go on untouched.
+//!
+//! The client side lives here too, once for every Doppel client of a TLS server (the CLI to an
+//! `https://` hub, the edge agent to an `mqtts://` hub): [`client_roots`] and
+//! [`client_builder`] trust a CA file or the system's roots and name the ring provider, and
+//! [`rustls_error`] finds why a handshake failed.
 
-use rustls::RootCertStore;
-use rustls::ServerConfig;
+use rustls::client::WantsClientCert;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, ConfigBuilder, RootCertStore, ServerConfig};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 use tokio_rustls::TlsAcceptor;
@@ -50,6 +55,8 @@ pub enum TlsError {
     },
     #[error("{} cannot verify client certificates: {reason}", file.display())]
     ClientCaRejected { file: PathBuf, reason: String },
+    #[error("{} holds a CA certificate that cannot be trusted: {reason}", file.display())]
+    CaRejected { file: PathBuf, reason: String },
     /// The crypto provider lacks what TLS needs: a build fault, not a file's.
     #[error("the TLS provider is unusable: {0}")]
     Provider(String),
@@ -123,6 +130,61 @@ fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
+/// What a client trusts a server's certificate by: every CA in the PEM file `ca_file`, or,
+/// without one, the system's CA certificates. There is deliberately no way to trust nothing:
+/// a server with a private CA is reached by naming that CA.
+pub fn client_roots(ca_file: Option<&Path>) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    match ca_file {
+        Some(file) => {
+            for ca in read_certificates(file)? {
+                roots.add(ca).map_err(|err| TlsError::CaRejected {
+                    file: file.to_owned(),
+                    reason: err.to_string(),
+                })?;
+            }
+        }
+        // Unreadable system certificates are skipped, as a browser does; if none is left, the
+        // handshake fails with "unknown issuer", and the caller's message says to name a CA.
+        None => {
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+    }
+    Ok(roots)
+}
+
+/// A client configuration that verifies the server's certificate chain against `roots` and
+/// its name against the one the client dialled, with the ring provider named rather than
+/// installed process-wide (which keeps aws-lc out of the build); the caller adds its own
+/// certificate, or none.
+pub fn client_builder(
+    roots: RootCertStore,
+) -> Result<ConfigBuilder<ClientConfig, WantsClientCert>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|err| TlsError::Provider(err.to_string()))?
+        .with_root_certificates(roots))
+}
+
+/// The rustls error somewhere in `err`'s chain, if a failed handshake caused it. Handshake
+/// failures come as an I/O error around rustls' own, and an I/O error hides what it wraps
+/// from `source()`, so both ways down are taken.
+pub fn rustls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut current = Some(err);
+    while let Some(err) = current {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        current = match err.downcast_ref::<std::io::Error>() {
+            // The wrapped error itself, which `source()` would skip.
+            Some(io) => io.get_ref().map(|inner| inner as _),
+            None => err.source(),
+        };
+    }
+    None
+}
+
 /// The first private key in a PEM file (PKCS#8, PKCS#1 or SEC1). The CLI reads its client key
 /// with it too.
 pub fn read_private_key(file: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
@@ -188,6 +250,23 @@ fn strip_os_error(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_handshake_failure_is_found_inside_the_io_errors_around_it() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("TLS: {0}")]
+        struct Wrapper(#[source] std::io::Error);
+        let failure = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, failure.clone());
+        let wrapped = Wrapper(io);
+        assert_eq!(rustls_error(&wrapped), Some(&failure));
+        let plain = Wrapper(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert_eq!(
+            rustls_error(&plain),
+            None,
+            "a network failure is no TLS refusal"
+        );
+    }
 
     #[test]
     fn missing_and_empty_files_are_named() {

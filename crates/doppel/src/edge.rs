@@ -8,7 +8,7 @@ use clap::Args;
 use doppel_edge::config::{
     DEFAULT_ANSWER_TIMEOUT, DEFAULT_KEEP_ALIVE, DEFAULT_RECONNECT_DELAY, DEFAULT_SYNC_INTERVAL,
 };
-use doppel_edge::{DeviceCredential, Edge, EdgeConfig};
+use doppel_edge::{DeviceCredential, Edge, EdgeConfig, LocalApi};
 use doppel_model::policy::{ReplicationRules, Role};
 use doppel_model::{DeviceId, TenantId};
 use std::collections::BTreeMap;
@@ -18,9 +18,14 @@ use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct EdgeArgs {
-    /// The hub's MQTT address, host:port.
+    /// The hub's MQTT listener: host:port or mqtt://host[:port] (plain), mqtts://host[:port]
+    /// (TLS, the hub's certificate and name checked).
     #[arg(long, env = "DOPPEL_EDGE_HUB")]
     hub: String,
+    /// PEM CA certificates to check an mqtts:// hub's certificate against, instead of the
+    /// system's.
+    #[arg(long, env = "DOPPEL_EDGE_HUB_CA_FILE")]
+    hub_ca_file: Option<PathBuf>,
     /// This agent's replica name: unique among the replicas of its twins, never "hub".
     #[arg(long, env = "DOPPEL_EDGE_ID")]
     id: String,
@@ -49,9 +54,49 @@ pub struct EdgeArgs {
         default_value = "./doppel-edge-data"
     )]
     data_dir: PathBuf,
-    /// The local HTTP API; keep it on loopback or the gateway's own network.
+    /// The local HTTP API; requests need a token of the agent (the first is in
+    /// {data dir}/admin.token).
     #[arg(long, env = "DOPPEL_EDGE_HTTP_ADDR", default_value = "127.0.0.1:8081")]
     http_addr: SocketAddr,
+    /// Serve the local HTTP API without tokens (development only; loopback addresses only).
+    #[arg(
+        long,
+        env = "DOPPEL_EDGE_HTTP_ALLOW_ANONYMOUS",
+        default_value_t = false,
+        action = clap::ArgAction::Set
+    )]
+    http_allow_anonymous: bool,
+    /// Serve the local HTTP API on this Unix socket instead of TCP: no tokens, the socket
+    /// file's permissions decide who may call.
+    #[arg(
+        long,
+        env = "DOPPEL_EDGE_HTTP_UNIX_SOCKET",
+        conflicts_with_all = ["http_addr", "http_allow_anonymous"]
+    )]
+    http_unix_socket: Option<PathBuf>,
+    /// The socket file's mode, in octal: 0600 (the agent's user only) or 0660 (and the file's
+    /// group); nothing for others, since no token guards the socket.
+    #[arg(
+        long,
+        env = "DOPPEL_EDGE_HTTP_UNIX_SOCKET_MODE",
+        default_value = "0600",
+        value_parser = parse_mode,
+        requires = "http_unix_socket"
+    )]
+    http_unix_socket_mode: u32,
+    /// Invalid bearer tokens from one address within a minute before the local API answers it
+    /// 429 for a backoff (1 s, doubled up to 15 min), as the hub's
+    /// http.max_auth_failures_per_address.
+    #[arg(
+        long,
+        env = "DOPPEL_EDGE_HTTP_MAX_AUTH_FAILURES_PER_ADDRESS",
+        default_value_t = doppel_http::auth::DEFAULT_MAX_AUTH_FAILURES_PER_ADDRESS,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    http_max_auth_failures_per_address: u32,
+    /// The secret of the agent's first admin token (environment only: a secret).
+    #[arg(skip = std::env::var("DOPPEL_HTTP_BOOTSTRAP_TOKEN").ok())]
+    bootstrap_token: Option<String>,
     /// A TOML file of replication rules, as the hub's `[replication]` section.
     #[arg(long)]
     rules: Option<PathBuf>,
@@ -81,10 +126,7 @@ pub fn run(args: EdgeArgs) -> anyhow::Result<()> {
     let ran = runtime.block_on(async {
         let metrics = install_metrics()?;
         let edge = Edge::start(config, Some(metrics)).await?;
-        announce(&format!(
-            "doppel edge listening on http://{}",
-            edge.http_addr()
-        ));
+        announce(&format!("doppel edge listening on {}", edge.listening()));
         announce("doppel edge ready");
         edge.run_until(shutdown_signal()).await?;
         anyhow::Ok(())
@@ -115,20 +157,41 @@ fn edge_config(args: &EdgeArgs) -> anyhow::Result<EdgeConfig> {
             password: password.clone(),
         });
     }
+    let local_api = match &args.http_unix_socket {
+        Some(path) => LocalApi::Unix {
+            path: path.clone(),
+            mode: args.http_unix_socket_mode,
+        },
+        None => LocalApi::Tcp {
+            addr: args.http_addr,
+            allow_anonymous: args.http_allow_anonymous,
+        },
+    };
     let config = EdgeConfig {
         hub: args.hub.clone(),
+        hub_ca_file: args.hub_ca_file.clone(),
         tenant,
         data_dir: args.data_dir.clone(),
-        http_addr: args.http_addr,
+        local_api,
+        bootstrap_token: args.bootstrap_token.clone(),
         replica: rules.replica(args.id.clone(), Role::Device),
         devices,
         sync_interval: args.sync_interval.unwrap_or(DEFAULT_SYNC_INTERVAL),
         reconnect_delay: args.reconnect_delay.unwrap_or(DEFAULT_RECONNECT_DELAY),
         answer_timeout: DEFAULT_ANSWER_TIMEOUT,
         keep_alive: DEFAULT_KEEP_ALIVE,
+        max_auth_failures_per_address: args.http_max_auth_failures_per_address,
     };
     config.validate()?;
     Ok(config)
+}
+
+/// A file mode in octal, with or without the leading 0: `0660`, `660`.
+fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text, 8)
+        .ok()
+        .filter(|mode| *mode <= 0o7777)
+        .ok_or_else(|| format!("{text:?} is not an octal file mode such as 0600"))
 }
 
 fn read_toml<T: serde::de::DeserializeOwned>(path: &PathBuf, flag: &str) -> anyhow::Result<T> {

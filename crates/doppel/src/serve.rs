@@ -4,8 +4,8 @@ use crate::config::{Config, ServeArgs};
 use crate::descriptors;
 use crate::telemetry;
 use anyhow::Context;
+use doppel_auth::JwtVerifier;
 use doppel_auth::Registry;
-use doppel_auth::{JwtVerifier, NewToken, Role, TenantScope, Tokens};
 use doppel_engine::Clock;
 use doppel_engine::{Engine, SystemClock};
 use doppel_http::AppState;
@@ -190,12 +190,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where the first admin token's secret is written, in the data folder.
-const ADMIN_TOKEN_FILE: &str = "admin.token";
-
 /// How the HTTP API authenticates: by the store's tokens, made the first time with an admin
-/// token whose secret goes to `admin.token` (mode 0600) in the data folder, and by `jwt` when
-/// `http.jwt` is set; or not at all, when `http.allow_anonymous` says so.
+/// token whose secret goes to `admin.token` (mode 0600) in the data folder
+/// ([`doppel_auth::bootstrap`], shared with the edge agent), and by `jwt` when `http.jwt` is
+/// set; or not at all, when `http.allow_anonymous` says so.
 async fn authentication(
     config: &Config,
     store: Arc<FjallStore>,
@@ -213,45 +211,14 @@ async fn authentication(
         return Ok(Authentication::Anonymous);
     }
     let token_store: Arc<dyn TokenStore> = store;
-    let tokens = tokio::task::spawn_blocking(move || Tokens::load(token_store))
-        .await
-        .context("the token loader panicked")?
-        .context("cannot load the API tokens from the store")?;
-    if tokens.is_empty() {
-        let path = config.data_dir.join(ADMIN_TOKEN_FILE);
-        let secret = match &config.http.bootstrap_token {
-            Some(secret) => secret.clone(),
-            None => doppel_auth::generate_secret().context("cannot draw a token secret")?,
-        };
-        // The file first: an admin token whose secret nobody has would lock the operator out,
-        // while a file whose token was never made is made again at the next start.
-        write_secret(&path, &secret)
-            .with_context(|| format!("cannot write the first admin token to {}", path.display()))?;
-        let new = NewToken {
-            name: "admin".to_owned(),
-            roles: vec![Role::Admin],
-            tenant: TenantScope::All,
-            expires_at: None,
-        };
-        tokens
-            .create_with_secret(new, &secret, SystemClock.now())
-            .await
-            .context("cannot create the first admin token")?;
-        tracing::info!(path = %path.display(), "created the first admin token; its secret is in this file (mode 0600)");
-    }
+    let tokens = doppel_auth::load_tokens_or_bootstrap(
+        token_store,
+        &config.data_dir,
+        config.http.bootstrap_token.as_deref(),
+        SystemClock.now(),
+    )
+    .await?;
     Ok(Authentication::Tokens { tokens, jwt })
-}
-
-/// Writes `secret` to `path`, readable by this user only.
-fn write_secret(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    writeln!(file, "{secret}")?;
-    file.sync_all()
 }
 
 /// Raises the open-files limit and shares it out between the listeners (see `descriptors`),

@@ -332,7 +332,7 @@ async fn the_edge_agents_local_api_answers_its_own_hosts_only() {
         None,
     );
     let port = edge.base.rsplit(':').next().expect("a port");
-    let client = common::http_client();
+    let client = edge.http_client();
     for (host, expected) in [
         ("localhost", StatusCode::OK),
         ("127.0.0.1", StatusCode::OK),

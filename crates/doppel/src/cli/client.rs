@@ -2,13 +2,14 @@
 //! can fail into one line a person can act on.
 
 use super::table::truncate;
-use doppel_http::tls::{read_certificates, read_private_key};
+use doppel_http::tls::{
+    client_builder, client_roots, read_certificates, read_private_key, rustls_error,
+};
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::ClientConfig;
 use serde_json::Value;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Longest a command waits for the hub's answer. A twin request is one in-memory lookup or one
@@ -157,9 +158,9 @@ impl Client {
     }
 }
 
-/// The rustls configuration of an `https://` hub: the ring provider, named rather than
-/// installed process-wide (reqwest is built without one, which keeps aws-lc out), and the roots
-/// of `--ca-file` or else the system's.
+/// The rustls configuration of an `https://` hub: the roots of `--ca-file` or else the
+/// system's, with the ring provider (reqwest is built without one, which keeps aws-lc out);
+/// see [`doppel_http::tls::client_builder`].
 fn tls_config(tls: &TlsOptions) -> Result<ClientConfig, ClientError> {
     let file_error = |option: &'static str| {
         move |err: doppel_http::tls::TlsError| ClientError::TlsFile {
@@ -167,30 +168,8 @@ fn tls_config(tls: &TlsOptions) -> Result<ClientConfig, ClientError> {
             reason: err.to_string(),
         }
     };
-    let mut roots = RootCertStore::empty();
-    match &tls.ca_file {
-        Some(file) => {
-            for ca in read_certificates(file).map_err(file_error("--ca-file"))? {
-                roots.add(ca).map_err(|err| ClientError::TlsFile {
-                    option: "--ca-file",
-                    reason: format!("{}: {err}", file.display()),
-                })?;
-            }
-        }
-        // Unreadable system certificates are skipped, as a browser does; if none is left, the
-        // handshake fails with "unknown issuer", and the message says to use --ca-file.
-        None => {
-            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|err| ClientError::TlsFile {
-            option: "--server",
-            reason: format!("the TLS provider is unusable: {err}"),
-        })?
-        .with_root_certificates(roots);
+    let roots = client_roots(tls.ca_file.as_deref()).map_err(file_error("--ca-file"))?;
+    let builder = client_builder(roots).map_err(file_error("--server"))?;
     match &tls.client_identity {
         None => Ok(builder.with_no_client_auth()),
         Some((cert, key)) => {
@@ -250,19 +229,6 @@ fn innermost_message(err: &(dyn std::error::Error + 'static)) -> String {
         };
     }
     strip_os_error(&current.to_string())
-}
-
-/// The rustls error inside `err`: handshake failures come as an I/O error around an I/O error
-/// around rustls' own, and an I/O error hides what it wraps from `source()`.
-fn rustls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    let mut current = err;
-    loop {
-        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        let inner = current.downcast_ref::<std::io::Error>()?.get_ref()?;
-        current = inner;
-    }
 }
 
 /// A failed handshake in words, with what to do about the two an operator meets.

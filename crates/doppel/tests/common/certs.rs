@@ -60,6 +60,18 @@ impl TestCa {
         self.sign(name, "server.ext").await;
     }
 
+    /// A server certificate `name` valid only for `alt_names` (`DNS:hub.example`, `IP:...`,
+    /// comma-separated), to show that clients check the name they dialled.
+    pub async fn server_for(&self, name: &str, alt_names: &str) {
+        let extensions = format!("{name}.ext");
+        std::fs::write(
+            self.dir.path().join(&extensions),
+            format!("subjectAltName={alt_names}\n"),
+        )
+        .expect("write the extensions file");
+        self.sign(name, &extensions).await;
+    }
+
     /// A client certificate whose common name is `name` (a device id, say).
     pub async fn client(&self, name: &str) {
         self.sign(name, "client.ext").await;

@@ -1,24 +1,50 @@
 //! Starts the real `doppel edge` agent for end-to-end tests, and waits for replicas to agree.
 
-use super::{START_TIMEOUT, doppel_command, read_lines};
+use super::{HTTP_IDLE, START_TIMEOUT, doppel_command, read_lines};
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
 /// How long replicas may take to agree after a link heals: generous, the machines are shared.
 pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The first admin token of every agent the tests start (their `DOPPEL_HTTP_BOOTSTRAP_TOKEN`),
+/// unlike the hubs' [`super::ADMIN_TOKEN`], so that a test sees which token reaches what.
+pub const EDGE_TOKEN: &str = "dpt_3dg3-Ag3nt_T0k3n-f0r-Ev3ry-T3st-Ag3nt-KlMnOpQrStUv";
+
+/// How a test starts an agent, beyond the hub, id, devices and data folder.
+#[derive(Clone, Copy, Default)]
+pub struct EdgeOptions<'a> {
+    /// The replication rules file (`--rules`).
+    pub rules: Option<&'a Path>,
+    /// More arguments, such as `--hub-ca-file`.
+    pub extra_args: &'a [&'a str],
+    /// Serve the local API on this Unix socket (`--http-unix-socket`) instead of TCP.
+    pub unix_socket: Option<&'a Path>,
+    /// Start without `DOPPEL_HTTP_BOOTSTRAP_TOKEN`, as an operator does: the agent draws its
+    /// first token, and the harness's client reads it from `admin.token`.
+    pub draw_own_token: bool,
+    /// Keep the agent's log (stderr, warnings and worse) for [`EdgeAgent::wait_for_log`]
+    /// instead of passing it to the test's stderr.
+    pub capture_log: bool,
+}
+
 /// A running `doppel edge`.
 pub struct EdgeAgent {
     child: Child,
-    /// e.g. `http://127.0.0.1:41234`
+    /// e.g. `http://127.0.0.1:41234`, or `unix:/tmp/.../edge.sock`
     pub base: String,
     pub id: String,
     pub data_dir: PathBuf,
     args: Vec<String>,
+    capture_log: bool,
+    /// The agent's log lines, when captured.
+    log: Option<mpsc::Receiver<String>>,
+    /// Sends the agent's admin token with every request.
     client: reqwest::Client,
 }
 
@@ -33,6 +59,22 @@ impl EdgeAgent {
         data_dir: &Path,
         rules: Option<&Path>,
     ) -> Self {
+        let options = EdgeOptions {
+            rules,
+            ..EdgeOptions::default()
+        };
+        Self::start(&hub.to_string(), id, devices, data_dir, options)
+    }
+
+    /// An agent as [`EdgeAgent::start_with_rules`] starts one, reaching the hub named by `hub`
+    /// as `--hub` takes it (`host:port`, `mqtts://host:port`), with `options`.
+    pub fn start(
+        hub: &str,
+        id: &str,
+        devices: &[(&str, &str)],
+        data_dir: &Path,
+        options: EdgeOptions<'_>,
+    ) -> Self {
         let credentials = data_dir.with_extension("credentials.toml");
         let lines: String = devices
             .iter()
@@ -42,45 +84,107 @@ impl EdgeAgent {
         let mut args = vec![
             "edge".to_owned(),
             "--hub".to_owned(),
-            hub.to_string(),
+            hub.to_owned(),
             "--id".to_owned(),
             id.to_owned(),
             "--credentials".to_owned(),
             credentials.display().to_string(),
             "--data-dir".to_owned(),
             data_dir.display().to_string(),
-            "--http-addr".to_owned(),
-            "127.0.0.1:0".to_owned(),
             "--sync-interval".to_owned(),
             "1s".to_owned(),
             "--reconnect-delay".to_owned(),
             "100ms".to_owned(),
         ];
-        if let Some(rules) = rules {
+        match options.unix_socket {
+            Some(socket) => {
+                args.push("--http-unix-socket".to_owned());
+                args.push(socket.display().to_string());
+            }
+            None => {
+                args.push("--http-addr".to_owned());
+                args.push("127.0.0.1:0".to_owned());
+            }
+        }
+        if let Some(rules) = options.rules {
             args.push("--rules".to_owned());
             args.push(rules.display().to_string());
         }
+        args.extend(options.extra_args.iter().map(|arg| (*arg).to_owned()));
         for (device, _) in devices {
             args.push("--device".to_owned());
             args.push((*device).to_owned());
         }
-        let (child, base) = launch(&args);
+        let launched = launch(&args, options);
+        let client = match options.draw_own_token {
+            true => edge_client(&read_admin_token(data_dir)),
+            false => edge_client(EDGE_TOKEN),
+        };
         EdgeAgent {
-            child,
-            base,
+            child: launched.child,
+            base: launched.base,
             id: id.to_owned(),
             data_dir: data_dir.to_owned(),
             args,
-            client: super::http_client(),
+            capture_log: options.capture_log,
+            log: launched.log,
+            client,
         }
     }
 
-    /// Kills the agent without warning (SIGKILL) and starts it again on the same data folder.
+    /// The secret in the agent's `admin.token`.
+    pub fn admin_token(&self) -> String {
+        read_admin_token(&self.data_dir)
+    }
+
+    /// The client that sends the agent's admin token.
+    pub fn http_client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Waits until a line of the agent's log contains `needle`, and returns it; fails the test
+    /// after `wait` (or when the agent's log was not captured).
+    pub fn wait_for_log(&self, needle: &str, wait: Duration) -> String {
+        let log = self.log.as_ref().expect("start the agent with capture_log");
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "edge {}: no log line with {needle:?} within {wait:?}",
+                    self.id
+                ),
+            }
+        }
+    }
+
+    /// Kills the agent without warning (SIGKILL) and starts it again on the same data folder,
+    /// with the same token: an agent whose store has tokens makes no new one.
     pub fn restart(&mut self) {
         self.kill();
-        let (child, base) = launch(&self.args);
-        self.child = child;
-        self.base = base;
+        let options = EdgeOptions {
+            capture_log: self.capture_log,
+            ..EdgeOptions::default()
+        };
+        let launched = launch(&self.args, options);
+        self.child = launched.child;
+        self.base = launched.base;
+        self.log = launched.log;
+    }
+
+    /// Asks the agent to stop (SIGTERM) and waits for it; returns whether it exited cleanly.
+    pub fn stop(&mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(&pid)
+            .status();
+        self.child
+            .wait()
+            .map(|status| status.success())
+            .unwrap_or(false)
     }
 
     pub fn kill(&mut self) {
@@ -191,14 +295,33 @@ impl Drop for EdgeAgent {
     }
 }
 
-fn launch(args: &[String]) -> (Child, String) {
-    let mut child = doppel_command()
+/// A started agent process.
+struct Launched {
+    child: Child,
+    base: String,
+    log: Option<mpsc::Receiver<String>>,
+}
+
+/// Starts `doppel edge args...` and waits until it is ready. Only `draw_own_token` and
+/// `capture_log` of `options` matter here; the rest is in `args`.
+fn launch(args: &[String], options: EdgeOptions<'_>) -> Launched {
+    let mut command = doppel_command();
+    command
         .args(args)
         .env("DOPPEL_LOG_LEVEL", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn doppel edge");
+        .stderr(if options.capture_log {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        });
+    if options.draw_own_token {
+        command.env_remove("DOPPEL_HTTP_BOOTSTRAP_TOKEN");
+    } else {
+        command.env("DOPPEL_HTTP_BOOTSTRAP_TOKEN", EDGE_TOKEN);
+    }
+    let mut child = command.spawn().expect("spawn doppel edge");
+    let log = child.stderr.take().map(read_lines);
     let lines = read_lines(child.stdout.take().expect("piped stdout"));
     let mut base = None;
     loop {
@@ -213,10 +336,34 @@ fn launch(args: &[String]) -> (Child, String) {
             break;
         }
     }
-    (
+    Launched {
         child,
-        base.expect("the listening line comes before the ready line"),
-    )
+        base: base.expect("the listening line comes before the ready line"),
+        log,
+    }
+}
+
+/// The secret in `{data_dir}/admin.token`.
+fn read_admin_token(data_dir: &Path) -> String {
+    let file = data_dir.join("admin.token");
+    std::fs::read_to_string(&file)
+        .unwrap_or_else(|err| panic!("read {}: {err}", file.display()))
+        .trim()
+        .to_owned()
+}
+
+/// A client for an agent's local API that sends `token`.
+pub fn edge_client(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).expect("a header value"),
+    );
+    reqwest::Client::builder()
+        .pool_idle_timeout(HTTP_IDLE)
+        .default_headers(headers)
+        .build()
+        .expect("an HTTP client")
 }
 
 /// The replicated part of a twin (reported and desired state), to compare replicas by.
