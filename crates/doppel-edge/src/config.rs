@@ -279,7 +279,7 @@ mod tests {
     #[test]
     fn an_address_prints_as_the_url_it_was_read_from() {
         for text in ["mqtts://hub.example:8883", "mqtt://[::1]:1883"] {
-            let address = HubAddress::parse(text).unwrap();
+            let address = HubAddress::parse(text).expect("a hub address");
             assert_eq!(address.to_string(), text);
             assert_eq!(HubAddress::parse(&address.to_string()), Some(address));
         }

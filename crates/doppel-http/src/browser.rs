@@ -223,8 +223,8 @@ mod tests {
 
     #[test]
     fn origins_are_normalised_and_checked() {
-        let ok =
-            cors_origins(&["HTTPS://App.Example".into(), "http://localhost:3000".into()]).unwrap();
+        let ok = cors_origins(&["HTTPS://App.Example".into(), "http://localhost:3000".into()])
+            .expect("valid origins");
         assert_eq!(ok, ["https://app.example", "http://localhost:3000"]);
         for entry in [
             "*",

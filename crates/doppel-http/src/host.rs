@@ -253,11 +253,11 @@ mod tests {
 
     #[test]
     fn the_bound_address_is_answered() {
-        let hosts = AllowedHosts::defaults("192.168.1.10".parse().unwrap());
+        let hosts = AllowedHosts::defaults("192.168.1.10".parse().expect("an IP address"));
         assert_eq!(hosts.allows("192.168.1.10:8080"), Some(true));
         assert_eq!(hosts.allows("localhost"), Some(true));
         assert_eq!(hosts.allows("192.168.1.11:8080"), Some(false));
-        let hosts = AllowedHosts::defaults("fd00::7".parse().unwrap());
+        let hosts = AllowedHosts::defaults("fd00::7".parse().expect("an IP address"));
         assert_eq!(hosts.allows("[fd00::7]:8080"), Some(true));
         assert_eq!(hosts.allows("[fd00::8]:8080"), Some(false));
     }
@@ -265,7 +265,7 @@ mod tests {
     #[test]
     fn bound_to_every_address_any_ip_literal_is_answered_but_no_other_name() {
         for bind in ["0.0.0.0", "::"] {
-            let hosts = AllowedHosts::defaults(bind.parse().unwrap());
+            let hosts = AllowedHosts::defaults(bind.parse().expect("an IP address"));
             for value in ["10.1.2.3:8080", "[fd00::1]:8080", "localhost", "127.0.0.1"] {
                 assert_eq!(hosts.allows(value), Some(true), "{bind}: {value}");
             }
@@ -277,7 +277,8 @@ mod tests {
     fn listed_hosts_are_answered_besides_the_defaults() {
         let entries =
             ["Doppel.LAN", "10.0.0.5", "fd00::9", "[fd00::a]", "edge-7."].map(String::from);
-        let hosts = AllowedHosts::with(IpAddr::V4(Ipv4Addr::LOCALHOST), &entries).unwrap();
+        let hosts =
+            AllowedHosts::with(IpAddr::V4(Ipv4Addr::LOCALHOST), &entries).expect("valid hosts");
         for value in [
             "doppel.lan:8080",
             "DOPPEL.lan",
@@ -290,7 +291,8 @@ mod tests {
             assert_eq!(hosts.allows(value), Some(true), "{value}");
         }
         assert_eq!(hosts.allows("sub.doppel.lan"), Some(false));
-        let any = AllowedHosts::with(IpAddr::V4(Ipv4Addr::LOCALHOST), &["*".into()]).unwrap();
+        let any = AllowedHosts::with(IpAddr::V4(Ipv4Addr::LOCALHOST), &["*".into()])
+            .expect("valid hosts");
         assert_eq!(any.allows("anything.example:1"), Some(true));
         assert_eq!(any.allows("not a host"), None);
     }
@@ -308,7 +310,7 @@ mod tests {
         for host in hosts {
             builder = builder.header(HOST, *host);
         }
-        builder.body(()).unwrap()
+        builder.body(()).expect("a request")
     }
 
     #[test]

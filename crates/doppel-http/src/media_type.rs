@@ -75,7 +75,10 @@ mod tests {
     fn check(values: &[&str], accepted: &[&str]) -> Option<bool> {
         let mut headers = HeaderMap::new();
         for value in values {
-            headers.append(CONTENT_TYPE, HeaderValue::from_str(value).unwrap());
+            headers.append(
+                CONTENT_TYPE,
+                HeaderValue::from_str(value).expect("a header value"),
+            );
         }
         match declared(&headers, accepted) {
             Declared::Nothing => None,

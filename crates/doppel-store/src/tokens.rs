@@ -169,7 +169,7 @@ mod tests {
             hash: std::array::from_fn(|i| (i * 37) as u8),
             name: "grafana".into(),
             roles: vec!["app-read".into(), "operator".into()],
-            tenant: Some(TenantId::new("acme").unwrap()),
+            tenant: Some(TenantId::new("acme").expect("a valid tenant id")),
             created_at: Millis(1_700_000_000_000),
             expires_at: Some(Millis(1_800_000_000_000)),
         }
@@ -183,18 +183,18 @@ mod tests {
             ..token("00ff")
         };
         for stored in [token("0a1b2c3d4e5f6071"), everywhere] {
-            let (key, value) = encode(&stored).unwrap();
+            let (key, value) = encode(&stored).expect("the record encodes");
             assert_eq!(key, stored.id.as_bytes());
-            assert_eq!(decode(key, &value).unwrap(), stored);
+            assert_eq!(decode(key, &value).expect("the record decodes"), stored);
         }
     }
 
     #[test]
     fn the_value_is_versioned_text_without_the_id() {
-        let (_, value) = encode(&token("0a1b")).unwrap();
-        let value: serde_json::Value = serde_json::from_slice(&value).unwrap();
+        let (_, value) = encode(&token("0a1b")).expect("the record encodes");
+        let value: serde_json::Value = serde_json::from_slice(&value).expect("the record is JSON");
         assert_eq!(value["v"], 1);
-        assert_eq!(value["hash"].as_str().unwrap().len(), 64);
+        assert_eq!(value["hash"].as_str().expect("the hash is text").len(), 64);
         assert!(value.get("id").is_none());
     }
 
@@ -209,19 +209,21 @@ mod tests {
     #[test]
     fn damaged_or_newer_records_are_corrupt_not_panics() {
         let stored = token("0a1b");
-        let (key, value) = encode(&stored).unwrap();
+        let (key, value) = encode(&stored).expect("the record encodes");
         assert!(decode(key, b"not json").is_err());
         assert!(decode(b"\xff", &value).is_err());
-        let mut record: serde_json::Value = serde_json::from_slice(&value).unwrap();
+        let mut record: serde_json::Value =
+            serde_json::from_slice(&value).expect("the record is JSON");
         record["hash"] = "zz".repeat(32).into();
-        assert!(decode(key, &serde_json::to_vec(&record).unwrap()).is_err());
+        assert!(decode(key, &serde_json::to_vec(&record).expect("JSON serializes")).is_err());
         record["hash"] = format!("+f{}", "ab".repeat(31)).into();
-        assert!(decode(key, &serde_json::to_vec(&record).unwrap()).is_err());
+        assert!(decode(key, &serde_json::to_vec(&record).expect("JSON serializes")).is_err());
         record["hash"] = "ab".into();
-        assert!(decode(key, &serde_json::to_vec(&record).unwrap()).is_err());
-        let mut record: serde_json::Value = serde_json::from_slice(&value).unwrap();
+        assert!(decode(key, &serde_json::to_vec(&record).expect("JSON serializes")).is_err());
+        let mut record: serde_json::Value =
+            serde_json::from_slice(&value).expect("the record is JSON");
         record["v"] = 2.into();
-        let err = decode(key, &serde_json::to_vec(&record).unwrap()).unwrap_err();
+        let err = decode(key, &serde_json::to_vec(&record).expect("JSON serializes")).unwrap_err();
         assert!(err.to_string().contains("newer doppel"), "{err}");
     }
 }

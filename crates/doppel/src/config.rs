@@ -1432,13 +1432,13 @@ mod tests {
 
     #[test]
     fn http_jwt_comes_from_the_file_and_flags_with_issuer_and_key_set_together() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("a temporary folder");
         let path = dir.path().join("doppel.toml");
         std::fs::write(
             &path,
             "[http.jwt]\nissuer = \"https://id.example.com/\"\njwks_file = \"/etc/doppel/jwks.json\"\nroles_claim = \"doppel_roles\"\n",
         )
-        .unwrap();
+        .expect("the config file is written");
         let config = ServeArgs {
             config: Some(path.clone()),
             http_jwt_audience: Some("doppel".into()),
@@ -1446,7 +1446,7 @@ mod tests {
             ..ServeArgs::default()
         }
         .resolve()
-        .unwrap();
+        .expect("the settings resolve");
         let settings = config.http.jwt.expect("http.jwt").settings();
         assert_eq!(settings.issuer, "https://id.example.com/");
         assert_eq!(settings.audience.as_deref(), Some("doppel"));
@@ -1454,7 +1454,14 @@ mod tests {
         assert_eq!(settings.roles_claim, "doppel_roles", "the file's key stays");
         assert_eq!(settings.name_claim, "email", "the flag wins");
         assert_eq!(settings.tenant_claim, "tenant", "the default");
-        assert!(ServeArgs::default().resolve().unwrap().http.jwt.is_none());
+        assert!(
+            ServeArgs::default()
+                .resolve()
+                .expect("the settings resolve")
+                .http
+                .jwt
+                .is_none()
+        );
         let err = ServeArgs {
             http_jwt_issuer: Some("https://id.example.com/".into()),
             ..ServeArgs::default()
