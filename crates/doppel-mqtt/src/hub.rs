@@ -32,7 +32,7 @@ use rmqtt::types::{
     SubscribeAclResult,
 };
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -72,6 +72,8 @@ pub(crate) struct Hub {
     /// The credential each password login used, by the connection's id, from the auth hook
     /// until the session's identity takes it over.
     logins: std::sync::Mutex<HashMap<String, String>>,
+    /// The tokens whose expiry a task waits for, to end their sessions then.
+    expiry_watches: std::sync::Mutex<HashSet<String>>,
 }
 
 /// The settings of a [`Hub`], each described on the field of the same name there.
@@ -98,6 +100,7 @@ impl Hub {
             limits: config.limits,
             presence: Presence::default(),
             logins: std::sync::Mutex::default(),
+            expiry_watches: std::sync::Mutex::default(),
         }
     }
 
@@ -438,8 +441,8 @@ impl Hub {
         }
     }
 
-    /// Ends a token session when its token expires: it was let in with the token valid, and
-    /// must not outlive it.
+    /// Ends a token's sessions when the token expires: they were let in with the token valid,
+    /// and must not outlive it. One watch per token, however often its clients reconnect.
     fn end_at_expiry(self: &Arc<Self>, identity: &Identity) {
         let Some(TokenLogin {
             id,
@@ -448,11 +451,23 @@ impl Hub {
         else {
             return;
         };
+        let newly_watched = self
+            .expiry_watches
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.clone());
+        if !newly_watched {
+            return;
+        }
         let hub = Arc::downgrade(self);
         tokio::spawn(async move {
             let left = u64::try_from(expires_at.0 - now_millis()).unwrap_or(0);
             tokio::time::sleep(Duration::from_millis(left)).await;
             if let Some(hub) = hub.upgrade() {
+                hub.expiry_watches
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&id);
                 hub.end_sessions_where("its token expired", |identity| {
                     identity.token.as_ref().is_some_and(|token| token.id == id)
                 })

@@ -5,7 +5,6 @@ use crate::acl::Role;
 use doppel_auth::{Principal, PrincipalKind, Role as TokenRole, Tokens};
 use doppel_model::{DeviceId, Millis, TenantId};
 use rmqtt::types::ConnectInfo;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Separates the principal from the client's own id in the key a session is kept under. No
 /// principal key holds it (tenant and device ids are `[A-Za-z0-9:_.-]`), so two principals'
@@ -70,7 +69,9 @@ pub fn token_identity(
     let tokens = directory.tokens.as_ref().ok_or(TokenRefusal::Invalid)?;
     let tenant = TenantId::new(username).map_err(|_| TokenRefusal::Invalid)?;
     let secret = std::str::from_utf8(password).map_err(|_| TokenRefusal::Invalid)?;
-    let token = tokens.verify(secret, now()).ok_or(TokenRefusal::Invalid)?;
+    let token = tokens
+        .verify(secret, Millis(crate::hub::now_millis()))
+        .ok_or(TokenRefusal::Invalid)?;
     let may_write = token.roles.iter().any(|role| *role != TokenRole::AppRead);
     if !token.covers(tenant.as_str()) || !may_write {
         return Err(TokenRefusal::NotAllowed);
@@ -86,13 +87,6 @@ pub fn token_identity(
             expires_at: token.expires_at,
         }),
     })
-}
-
-fn now() -> Millis {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    Millis(i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The username a client logs in with. The AWS IoT Device SDKs append metrics to it as a query

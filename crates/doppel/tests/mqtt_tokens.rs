@@ -161,7 +161,10 @@ async fn revoking_or_expiring_a_token_ends_its_sessions() {
         .await
         .expect("JSON");
     let brief = created["token"].as_str().expect("the secret");
+    // Two sessions of one token: the one watch on its expiry ends both.
     let mut expiring = login(server.mqtt, "brief-1", "default", brief).await;
+    let mut expiring_too = login(server.mqtt, "brief-2", "default", brief).await;
     expiring.closed().await;
+    expiring_too.closed().await;
     assert!(other.is_open());
 }
