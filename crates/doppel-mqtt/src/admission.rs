@@ -8,12 +8,12 @@
 //! over only a session of its own principal, and the client's own id is unchanged wherever it
 //! sees or is shown it.
 
+use crate::connections::LiveConnections;
 use crate::identity::{self, Directory};
 use rmqtt::codec::v3::ConnectAckReason as V3Reason;
 use rmqtt::codec::v5::ConnectAckReason as V5Reason;
 use rmqtt::types::{ClientId, ConnectAckReason, ConnectInfo};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// MQTT 3.1 (protocol level 3). AWS IoT takes 3.1.1 and 5 only, and rmqtt cannot tell a 3.1
 /// CONNECT named `MQIsdp` from a malformed one named `MQTT`, so level 3 is refused outright.
@@ -27,15 +27,23 @@ pub struct Admission {
     directory: Directory,
     /// Most live connections over every listener; beyond it CONNECT is refused.
     max_connections: usize,
+    /// Most sessions one principal holds live connections under; beyond it CONNECT is refused.
+    max_connections_per_principal: usize,
     /// Live connections now: raised by the connected hook, lowered by the disconnected hook.
-    live: Arc<AtomicUsize>,
+    live: Arc<LiveConnections>,
 }
 
 impl Admission {
-    pub fn new(directory: Directory, max_connections: usize, live: Arc<AtomicUsize>) -> Admission {
+    pub fn new(
+        directory: Directory,
+        max_connections: usize,
+        max_connections_per_principal: usize,
+        live: Arc<LiveConnections>,
+    ) -> Admission {
         Admission {
             directory,
             max_connections,
+            max_connections_per_principal,
             live,
         }
     }
@@ -61,22 +69,42 @@ impl Admission {
             };
             return Err((reason, "the client id holds a NUL character".into()));
         }
-        if self.live.load(Ordering::Relaxed) >= self.max_connections {
-            let reason = if v5 {
-                ConnectAckReason::V5(V5Reason::QuotaExceeded)
-            } else {
-                ConnectAckReason::V3(V3Reason::ServiceUnavailable)
-            };
+        if self.live.total() >= self.max_connections {
             return Err((
-                reason,
+                quota_exceeded(v5),
                 format!(
                     "the hub holds mqtt.max_connections = {} connections",
                     self.max_connections
                 ),
             ));
         }
-        Ok(identity::identify(connect, &self.directory)
-            .map(|identity| ClientId::from(identity.session_key(connect.client_id()))))
+        let Some(identity) = identity::identify(connect, &self.directory) else {
+            return Ok(None);
+        };
+        let session_key = identity.session_key(connect.client_id());
+        if !self
+            .live
+            .admits(&session_key, self.max_connections_per_principal)
+        {
+            return Err((
+                quota_exceeded(v5),
+                format!(
+                    "{} holds mqtt.max_connections_per_principal = {} sessions",
+                    identity.principal, self.max_connections_per_principal
+                ),
+            ));
+        }
+        Ok(Some(ClientId::from(session_key)))
+    }
+}
+
+/// The answer to a CONNECT beyond a connection limit. MQTT 3.1.1 has no quota reason; server
+/// unavailable tells its clients to come back later, as a full hub is.
+fn quota_exceeded(v5: bool) -> ConnectAckReason {
+    if v5 {
+        ConnectAckReason::V5(V5Reason::QuotaExceeded)
+    } else {
+        ConnectAckReason::V3(V3Reason::ServiceUnavailable)
     }
 }
 

@@ -3,6 +3,7 @@
 use crate::admission::Admission;
 use crate::commands;
 use crate::config::MqttConfig;
+use crate::connections::LiveConnections;
 use crate::hub::{Hub, HubConfig, HubHook};
 use crate::identity::Directory;
 use crate::retain::MemoryRetainer;
@@ -17,7 +18,6 @@ use rmqtt::server::MqttServer as RmqttServer;
 use rmqtt::types::{BacklogLimits, Id};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -97,10 +97,11 @@ impl MqttServer {
             certificate: tenant(&config.certificate_tenant, "mqtt.tls.tenant")?,
             tokens,
         };
-        let live_connections = Arc::new(AtomicUsize::new(0));
+        let live_connections = Arc::new(LiveConnections::default());
         let admission = Admission::new(
             directory.clone(),
             config.max_connections,
+            config.max_connections_per_principal,
             live_connections.clone(),
         );
         let hub_config = HubConfig {

@@ -13,6 +13,11 @@ pub const DEFAULT_MAX_PACKET_BYTES: u32 = 128 * 1024;
 /// Default most live connections over every listener; beyond it CONNECT is refused.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 
+/// Default most sessions one principal (a device's or an application's credential, an API
+/// token) holds live connections under. A device needs one and an application a few; the bound
+/// keeps one leaked credential from taking the whole of `max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PRINCIPAL: usize = 100;
+
 /// Default time a new connection has to send CONNECT (and to finish a TLS or WebSocket
 /// handshake): enough for a device on a slow link, short enough that silent sockets do not
 /// pile up.
@@ -61,6 +66,10 @@ pub struct MqttConfig {
     /// Most live connections over every listener; beyond it CONNECT is refused (MQTT 3.1.1:
     /// server unavailable, MQTT 5: quota exceeded).
     pub max_connections: usize,
+    /// Most sessions (client ids) one principal holds live connections under; beyond it
+    /// CONNECT is refused like beyond `max_connections`. Anonymous clients are not counted
+    /// together: each client id is its own principal.
+    pub max_connections_per_principal: usize,
     /// Most sockets the MQTT listeners hold at once, live connections and handshakes together;
     /// at it they stop accepting until one closes.
     pub max_sockets: usize,
@@ -86,6 +95,7 @@ impl Default for MqttConfig {
             acl: Vec::new(),
             max_packet_bytes: DEFAULT_MAX_PACKET_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_principal: DEFAULT_MAX_CONNECTIONS_PER_PRINCIPAL,
             max_sockets: DEFAULT_MAX_CONNECTIONS + crate::HANDSHAKE_SOCKETS,
             max_keepalive_secs: DEFAULT_MAX_KEEPALIVE_SECS,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,

@@ -9,6 +9,7 @@
 
 use crate::acl::{self, Access, AclRule};
 use crate::commands;
+use crate::connections::LiveConnections;
 use crate::identity::{self, Directory, Identity, TokenLogin, TokenRefusal, username_of};
 use crate::mount;
 use crate::presence::{self, ClientEvent, Presence};
@@ -33,7 +34,6 @@ use rmqtt::types::{
 };
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -63,8 +63,9 @@ pub(crate) struct Hub {
     allow_anonymous: bool,
     /// The tenants of anonymous and certificate clients, and the API tokens applications log in with.
     directory: Directory,
-    /// Live connections, which the connect admission holds to `mqtt.max_connections`.
-    pub live_connections: Arc<AtomicUsize>,
+    /// Live connections, which the connect admission holds to `mqtt.max_connections` and
+    /// `mqtt.max_connections_per_principal`.
+    pub live_connections: Arc<LiveConnections>,
     /// Document limits, which shadow requests obey like HTTP requests.
     pub limits: Limits,
     /// Live sessions per twin and the stamps that order presence writes.
@@ -82,7 +83,7 @@ pub(crate) struct HubConfig {
     pub allow_anonymous: bool,
     pub directory: Directory,
     pub limits: Limits,
-    pub live_connections: Arc<AtomicUsize>,
+    pub live_connections: Arc<LiveConnections>,
     pub login: GuardConfig,
 }
 
@@ -731,7 +732,7 @@ impl Handler for HubHook {
             },
             Parameter::ClientConnected(session) => {
                 metrics::gauge!(CONNECTIONS_METRIC).increment(1);
-                hub.live_connections.fetch_add(1, Ordering::Relaxed);
+                hub.live_connections.opened(&session.id.client_id);
                 hub.recheck_subscriptions(session).await;
                 match hub.identity(session).await {
                     Some(identity) => hub.end_at_expiry(&identity),
@@ -743,7 +744,7 @@ impl Handler for HubHook {
             }
             Parameter::ClientDisconnected(session, reason) => {
                 metrics::gauge!(CONNECTIONS_METRIC).decrement(1);
-                hub.live_connections.fetch_sub(1, Ordering::Relaxed);
+                hub.live_connections.closed(&session.id.client_id);
                 hub.on_presence(session, Some(reason)).await;
                 (true, acc)
             }

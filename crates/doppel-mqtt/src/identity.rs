@@ -11,6 +11,17 @@ use rmqtt::types::ConnectInfo;
 /// keys never coincide whatever their clients' ids.
 const SESSION_KEY_SEPARATOR: char = '|';
 
+/// The kind of principal in the session keys of clients without credentials.
+const ANONYMOUS_KIND: &str = "anonymous";
+
+/// The principal a session key belongs to (`{tenant}/{kind}/{name}`), or `None` for an
+/// anonymous client's: those are known by their client ids alone, so each is its own principal.
+pub fn principal_of_session_key(session_key: &str) -> Option<&str> {
+    let (principal, _) = session_key.split_once(SESSION_KEY_SEPARATOR)?;
+    let (_, kind_and_name) = principal.split_once('/')?;
+    (kind_and_name.strip_prefix(ANONYMOUS_KIND) != Some("/")).then_some(principal)
+}
+
 /// What identifying a client takes besides its CONNECT: the tenants of clients without a
 /// principal of their own, and the API tokens applications may log in with.
 #[derive(Clone)]
@@ -185,7 +196,7 @@ impl Identity {
             (Role::App, Some(_)) => "tokens",
             (Role::Device { .. }, _) => "devices",
             (Role::App, None) => "apps",
-            (Role::Anonymous { .. }, _) => "anonymous",
+            (Role::Anonymous { .. }, _) => ANONYMOUS_KIND,
         };
         let name = match &self.role {
             // A token's name is free text and may hold the separator; its id cannot.
@@ -212,7 +223,21 @@ impl Identity {
 
 #[cfg(test)]
 mod tests {
-    use super::login_name;
+    use super::{login_name, principal_of_session_key};
+
+    #[test]
+    fn a_session_key_names_its_principal_unless_anonymous() {
+        assert_eq!(
+            principal_of_session_key("acme/devices/pump-1|x|pump-1"),
+            Some("acme/devices/pump-1")
+        );
+        assert_eq!(
+            principal_of_session_key("acme/tokens/tok_1|worker-3"),
+            Some("acme/tokens/tok_1")
+        );
+        assert_eq!(principal_of_session_key("acme/anonymous/|pump-1"), None);
+        assert_eq!(principal_of_session_key("no-separator"), None);
+    }
 
     #[test]
     fn sdk_metrics_after_the_username_are_ignored() {

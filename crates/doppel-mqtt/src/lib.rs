@@ -6,6 +6,7 @@ mod admission;
 mod broker;
 pub mod commands;
 pub mod config;
+mod connections;
 mod hub;
 pub mod identity;
 pub mod mount;

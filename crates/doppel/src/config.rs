@@ -256,6 +256,8 @@ pub struct MqttSection {
     pub max_packet_bytes: u32,
     /// Most live connections over every listener; beyond it CONNECT is refused.
     pub max_connections: usize,
+    /// Most sessions one principal (credential or API token) holds live connections under.
+    pub max_connections_per_principal: usize,
     /// Longest keep-alive a client may ask for, in seconds.
     pub max_keepalive_secs: u16,
     /// How long a new connection may take to send CONNECT (and finish TLS or WebSocket), e.g.
@@ -389,6 +391,7 @@ impl Default for MqttSection {
             allow_anonymous: false,
             max_packet_bytes: defaults.max_packet_bytes,
             max_connections: defaults.max_connections,
+            max_connections_per_principal: defaults.max_connections_per_principal,
             max_keepalive_secs: defaults.max_keepalive_secs,
             connect_timeout: defaults.connect_timeout,
             max_queued_messages: defaults.max_queued_messages,
@@ -810,6 +813,10 @@ pub struct ServeArgs {
     /// mqtt.max_connections: most live MQTT connections over every listener [default: 100000]
     #[arg(long, env = "DOPPEL_MQTT_MAX_CONNECTIONS")]
     pub mqtt_max_connections: Option<usize>,
+    /// mqtt.max_connections_per_principal: most sessions one credential or token holds live
+    /// connections under [default: 100]
+    #[arg(long, env = "DOPPEL_MQTT_MAX_CONNECTIONS_PER_PRINCIPAL")]
+    pub mqtt_max_connections_per_principal: Option<usize>,
     /// mqtt.connect_timeout: how long a new connection may take to send CONNECT [default: 10s]
     #[arg(long, env = "DOPPEL_MQTT_CONNECT_TIMEOUT", value_parser = humantime::parse_duration)]
     pub mqtt_connect_timeout: Option<Duration>,
@@ -1072,6 +1079,9 @@ impl ServeArgs {
         if let Some(v) = self.mqtt_max_connections {
             mqtt.max_connections = v;
         }
+        if let Some(v) = self.mqtt_max_connections_per_principal {
+            mqtt.max_connections_per_principal = v;
+        }
         if let Some(v) = self.mqtt_connect_timeout {
             mqtt.connect_timeout = v;
         }
@@ -1195,8 +1205,13 @@ impl Config {
             }
             jwt.validate()?;
         }
-        if self.http.max_connections == 0 || self.mqtt.max_connections == 0 {
-            bail!("http.max_connections and mqtt.max_connections must be at least 1");
+        if self.http.max_connections == 0
+            || self.mqtt.max_connections == 0
+            || self.mqtt.max_connections_per_principal == 0
+        {
+            bail!(
+                "http.max_connections, mqtt.max_connections and mqtt.max_connections_per_principal must be at least 1"
+            );
         }
         if self.http.max_auth_failures_per_address == 0 || self.http.max_streams_per_token == 0 {
             bail!(
@@ -1285,6 +1300,7 @@ impl Config {
             acl: mqtt.acl.clone(),
             max_packet_bytes: mqtt.max_packet_bytes,
             max_connections: mqtt.max_connections,
+            max_connections_per_principal: mqtt.max_connections_per_principal,
             max_sockets: mqtt
                 .max_connections
                 .saturating_add(doppel_mqtt::HANDSHAKE_SOCKETS),

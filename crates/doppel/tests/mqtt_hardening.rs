@@ -318,6 +318,48 @@ async fn connections_beyond_mqtt_max_connections_are_refused() {
     .await;
 }
 
+#[tokio::test]
+async fn one_credential_holds_at_most_mqtt_max_connections_per_principal_sessions() {
+    let server = Server::start_with(&["--mqtt-max-connections-per-principal", "2"]);
+    let http = HttpClient::new(&server);
+    let leaked = http.credential("devices/pump-7").await;
+    let neighbour = http.credential("devices/pump-8").await;
+    let mut held = vec![
+        login(&server, "pump-7", &leaked, true).await,
+        login(&server, "spare", &leaked, true).await,
+    ];
+    let options = Options {
+        credentials: Some(leaked.clone()),
+        ..Options::default()
+    };
+    let refused = mqtt::connect_with(server.mqtt, "third", options.clone()).await;
+    assert!(
+        matches!(refused, Err(ConnectReturnCode::ServiceUnavailable)),
+        "{:?}",
+        refused.err()
+    );
+    let (user, password) = (&leaked.0, &leaked.1);
+    let refused5 = connack_code(
+        server.mqtt,
+        &raw::connect("third", 5, Some((user.as_str(), password.as_str()))),
+    )
+    .await;
+    assert_eq!(refused5, 0x97, "MQTT 5: quota exceeded");
+    // Its own session can be taken over, and another device is not held back.
+    let taken_over = login(&server, "pump-7", &leaked, true).await;
+    let _neighbour = login(&server, "pump-8", &neighbour, true).await;
+    assert_eq!(twin_status(&http, "pump-7").await, "CONNECTED");
+    // A session that ends frees its place.
+    held.pop().expect("a held connection").disconnect().await;
+    common::eventually("a freed place to be taken", WAIT, || async {
+        mqtt::connect_with(server.mqtt, "third", options.clone())
+            .await
+            .is_ok()
+    })
+    .await;
+    drop(taken_over);
+}
+
 /// Sends `packet` as the first packet of a connection and returns the CONNACK's return code.
 async fn connack_code(addr: SocketAddr, packet: &[u8]) -> u8 {
     let mut stream = TcpStream::connect(addr).await.expect("connect");

@@ -12,8 +12,13 @@ fn tenants() -> Directory {
     }
 }
 
+/// An admission with `live` anonymous connections open (which count toward no principal).
 fn admission(max_connections: usize, live: usize) -> Admission {
-    Admission::new(tenants(), max_connections, Arc::new(AtomicUsize::new(live)))
+    let connections = LiveConnections::default();
+    for n in 0..live {
+        connections.opened(&format!("default/anonymous/|client-{n}"));
+    }
+    Admission::new(tenants(), max_connections, 100, Arc::new(connections))
 }
 
 fn id(client_id: &str, username: Option<&str>) -> Id {
@@ -116,4 +121,40 @@ fn connections_beyond_the_limit_are_refused() {
     assert!(message.contains("mqtt.max_connections = 2"), "{message}");
     let (reason, _) = admission(2, 2).decide(&v5("c", None)).unwrap_err();
     assert_eq!(reason, ConnectAckReason::V5(V5Reason::QuotaExceeded));
+}
+
+#[test]
+fn sessions_of_one_principal_beyond_its_limit_are_refused() {
+    let connections = Arc::new(LiveConnections::default());
+    let admission = Admission::new(tenants(), 10, 2, connections.clone());
+    for client_id in ["a", "b"] {
+        let key = admission
+            .decide(&v3(client_id, Some("t2/devices/pump-7")))
+            .unwrap()
+            .expect("a known principal has a session key");
+        connections.opened(&key);
+    }
+    let (reason, message) = admission
+        .decide(&v3("c", Some("t2/devices/pump-7")))
+        .unwrap_err();
+    assert_eq!(reason, ConnectAckReason::V3(V3Reason::ServiceUnavailable));
+    assert!(
+        message.contains("mqtt.max_connections_per_principal = 2"),
+        "{message}"
+    );
+    let (reason, _) = admission
+        .decide(&v5("c", Some("t2/devices/pump-7")))
+        .unwrap_err();
+    assert_eq!(reason, ConnectAckReason::V5(V5Reason::QuotaExceeded));
+    // Its own sessions can still be resumed, and other principals are not held back.
+    assert!(
+        admission
+            .decide(&v3("a", Some("t2/devices/pump-7")))
+            .is_ok()
+    );
+    assert!(
+        admission
+            .decide(&v3("c", Some("t2/devices/pump-8")))
+            .is_ok()
+    );
 }

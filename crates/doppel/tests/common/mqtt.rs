@@ -50,6 +50,7 @@ impl Drop for Mqtt {
     }
 }
 
+#[derive(Clone)]
 pub struct Options {
     pub credentials: Option<(String, String)>,
     pub clean_session: bool,
