@@ -768,6 +768,12 @@ pub struct ServeArgs {
     /// commands.max_ttl: longest time to live a command may ask for [default: 7d]
     #[arg(long, env = "DOPPEL_COMMANDS_MAX_TTL", value_parser = humantime::parse_duration)]
     pub commands_max_ttl: Option<Duration>,
+    /// commands.default_ttl: time to live of a command that names none [default: 1h]
+    #[arg(long, env = "DOPPEL_COMMANDS_DEFAULT_TTL", value_parser = humantime::parse_duration)]
+    pub commands_default_ttl: Option<Duration>,
+    /// commands.max_payload_bytes: largest command payload or acknowledgement response [default: 16384]
+    #[arg(long, env = "DOPPEL_COMMANDS_MAX_PAYLOAD_BYTES")]
+    pub commands_max_payload_bytes: Option<usize>,
     /// commands.ack_timeout: how long a delivered command waits for its acknowledgement [default: 30s]
     #[arg(long, env = "DOPPEL_COMMANDS_ACK_TIMEOUT", value_parser = humantime::parse_duration)]
     pub commands_ack_timeout: Option<Duration>,
@@ -838,6 +844,12 @@ pub struct ServeArgs {
     /// mqtt.tls.client_ca: PEM CA bundle of device certificates (turns on certificate login)
     #[arg(long, env = "DOPPEL_MQTT_TLS_CLIENT_CA")]
     pub mqtt_tls_client_ca: Option<PathBuf>,
+    /// mqtt.tls.tenant: the tenant of devices that log in with a client certificate [default: default]
+    #[arg(long, env = "DOPPEL_MQTT_TLS_TENANT")]
+    pub mqtt_tls_tenant: Option<String>,
+    /// mqtt.max_keepalive_secs: longest keep-alive a client may ask for, in seconds [default: 1200]
+    #[arg(long, env = "DOPPEL_MQTT_MAX_KEEPALIVE_SECS")]
+    pub mqtt_max_keepalive_secs: Option<u16>,
     /// mqtt.login.max_concurrent_checks: Argon2 runs at once, 0 for one per core [default: 0]
     #[arg(long, env = "DOPPEL_MQTT_LOGIN_MAX_CONCURRENT_CHECKS")]
     pub mqtt_login_max_concurrent_checks: Option<usize>,
@@ -938,6 +950,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.commands_max_ttl {
             config.commands.max_ttl = v;
+        }
+        if let Some(v) = self.commands_default_ttl {
+            config.commands.default_ttl = v;
+        }
+        if let Some(v) = self.commands_max_payload_bytes {
+            config.commands.max_payload_bytes = v;
         }
         if let Some(v) = self.commands_ack_timeout {
             config.commands.ack_timeout = v;
@@ -1110,10 +1128,14 @@ impl ServeArgs {
         if let Some(v) = self.mqtt_login_max_backoff {
             login.max_backoff = v;
         }
+        if let Some(v) = self.mqtt_max_keepalive_secs {
+            mqtt.max_keepalive_secs = v;
+        }
         let tls_flags = self.mqtt_tls_addr.is_some()
             || self.mqtt_tls_cert.is_some()
             || self.mqtt_tls_key.is_some()
-            || self.mqtt_tls_client_ca.is_some();
+            || self.mqtt_tls_client_ca.is_some()
+            || self.mqtt_tls_tenant.is_some();
         if tls_flags {
             let file = mqtt.tls.take();
             let addr = self.mqtt_tls_addr.or(file.as_ref().map(|t| t.addr));
@@ -1136,7 +1158,11 @@ impl ServeArgs {
                     .mqtt_tls_client_ca
                     .clone()
                     .or(file.as_ref().and_then(|t| t.client_ca.clone())),
-                tenant: file.map_or_else(default_tenant, |t| t.tenant),
+                tenant: self
+                    .mqtt_tls_tenant
+                    .clone()
+                    .or(file.map(|t| t.tenant))
+                    .unwrap_or_else(default_tenant),
             });
         }
         Ok(())
