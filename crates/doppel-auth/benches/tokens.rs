@@ -21,7 +21,8 @@ fn tokens() -> (Tokens, String) {
         .build()
         .expect("a runtime");
     // The verification path never touches the store: it reads the in-memory maps only.
-    let tokens = Tokens::load(Arc::new(MemoryStore::new(HistoryBuckets::new(1_000)))).expect("an empty store loads");
+    let tokens = Tokens::load(Arc::new(MemoryStore::new(HistoryBuckets::new(1_000))))
+        .expect("an empty store loads");
     let mut last_secret = String::new();
     runtime.block_on(async {
         for n in 0..TOKENS {

@@ -269,7 +269,10 @@ fn every_documented_key_has_its_environment_variable_and_flag_in_serve_help() {
             continue;
         }
         for name in variables.iter().chain(&flags) {
-            assert!(help.contains(name.as_str()), "{name} ({key}) missing from serve --help");
+            assert!(
+                help.contains(name.as_str()),
+                "{name} ({key}) missing from serve --help"
+            );
         }
         rows += 1;
     }
