@@ -5,7 +5,8 @@
 //! (the changes in the order it made them, each a [`ReplicaDelta`] with its vector clock). The
 //! hub merges each as its own durable change, in order, and answers on `.../sync/accepted` with
 //! `{"token", "merged", "state"}`, `state` being the twin's whole replicated state for the agent
-//! to merge in turn; or on `.../sync/rejected` with `{"token", "code", "message"}`. An empty
+//! to merge in turn, its meta (device type, tags, ...) included, since the agent's rules follow
+//! the device type and meta is set on the hub only; or on `.../sync/rejected` with `{"token", "code", "message"}`. An empty
 //! `changes` fetches the state. Merging is idempotent, so an agent that did not hear the answer
 //! sends the same changes again.
 
