@@ -179,7 +179,11 @@ async fn an_agent_refuses_crdt_operations_until_it_knows_the_device_type() {
     assert_eq!(status, StatusCode::CONFLICT, "{problem}");
     assert_eq!(problem["code"], "meta_owned_by_hub", "{problem}");
     let (status, _) = edge.get(EDGE_TWIN).await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "the refused writes stored nothing");
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "the refused writes stored nothing"
+    );
     edge.report(DEVICE, &json!({"temp": 20})).await;
 
     setup.proxy.heal();
@@ -189,8 +193,10 @@ async fn an_agent_refuses_crdt_operations_until_it_knows_the_device_type() {
     .await;
     edge.report(DEVICE, &json!({"cycles": {"increment": 3}}))
         .await;
-    at_the_hub(&setup, "the increment and the plain value at the hub", |twin| {
-        twin["reported"]["state"] == json!({"temp": 20, "cycles": 3})
-    })
+    at_the_hub(
+        &setup,
+        "the increment and the plain value at the hub",
+        |twin| twin["reported"]["state"] == json!({"temp": 20, "cycles": 3}),
+    )
     .await;
 }
