@@ -667,6 +667,7 @@ fn touched_properties(change: &Change, live: Option<&Twin>) -> BTreeSet<(Side, S
         | Change::Delete
         | Change::Connection { .. }
         | Change::Silent { .. }
+        | Change::Active { .. }
         | Change::Merge(_) => BTreeSet::new(),
     }
 }
