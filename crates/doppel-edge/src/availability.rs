@@ -175,8 +175,9 @@ impl Availability {
                 links,
             )
         };
-        let uptime = self.started.elapsed();
+        // Uptime last: read first, it could come out shorter than the partition inside it.
         let partitioned = self.time_partitioned();
+        let uptime = self.started.elapsed();
         let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let (requests, failed) = (count(&self.requests), count(&self.failed));
         let (partition_requests, partition_failed) = (
