@@ -95,7 +95,9 @@ impl Edge {
         let (engine, engine_tasks) = Engine::start(store, Arc::new(SystemClock), engine_config)
             .await
             .map_err(|err| EdgeError::Engine(err.to_string()))?;
-        let availability = Arc::new(Availability::new(config.devices.len()));
+        let availability = Arc::new(Availability::new(
+            config.devices.iter().map(|device| device.device.as_str()),
+        ));
         let state = AppState::new(limits, authentication, Arc::new(SystemClock))
             .with_auth_failure_limit(config.max_auth_failures_per_address);
         if let Some(handle) = metrics {

@@ -1,7 +1,10 @@
-//! The agent's own account of its availability: how long the hub was out of reach and how many
-//! local requests were served meanwhile (the goal is all of them).
+//! The agent's own account of its availability: how long the hub was out of reach, how many
+//! local requests were served meanwhile (the goal is all of them), and each link's state, with
+//! why it last failed and since when the hub refuses it.
 
+use doppel_model::Millis;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -27,12 +30,32 @@ struct LinkBook {
     /// Time spent partitioned before the current partition.
     partitioned: Duration,
     partitions: u64,
+    /// Each device's link, by device id.
+    states: BTreeMap<String, LinkState>,
+}
+
+/// One link as `GET /v1/edge/status` shows it.
+#[derive(Debug, Default)]
+struct LinkState {
+    up: bool,
+    /// Why the last attempt to reach the hub failed; cleared when the link comes up.
+    last_error: Option<String>,
+    /// When the hub began refusing the link (credentials, certificate): something only the
+    /// operator can fix, unlike a partition. Cleared when the link comes up.
+    refused_since: Option<Millis>,
+    /// Refused attempts since `refused_since`.
+    refusals: u64,
 }
 
 impl Availability {
-    /// Counters for `links` links, all down until they connect: until the agent has reached
-    /// the hub, it is partitioned from it.
-    pub fn new(links: usize) -> Self {
+    /// Counters for the links of `devices`, all down until they connect: until the agent has
+    /// reached the hub, it is partitioned from it.
+    pub fn new<'a>(devices: impl IntoIterator<Item = &'a str>) -> Self {
+        let states: BTreeMap<String, LinkState> = devices
+            .into_iter()
+            .map(|device| (device.to_owned(), LinkState::default()))
+            .collect();
+        let links = states.len();
         let now = Instant::now();
         Self {
             links,
@@ -41,6 +64,7 @@ impl Availability {
                 partition_since: (links > 0).then_some(now),
                 partitioned: Duration::ZERO,
                 partitions: u64::from(links > 0),
+                states,
             }),
             started: now,
             requests: AtomicU64::new(0),
@@ -55,8 +79,14 @@ impl Availability {
         self.book().partition_since.is_some()
     }
 
-    pub(crate) fn link_up(&self) {
+    pub(crate) fn link_up(&self, device: &str) {
         let mut book = self.book();
+        if let Some(state) = book.states.get_mut(device) {
+            *state = LinkState {
+                up: true,
+                ..LinkState::default()
+            };
+        }
         book.up = (book.up + 1).min(self.links);
         if book.up == self.links
             && let Some(since) = book.partition_since.take()
@@ -66,14 +96,30 @@ impl Availability {
         metrics::gauge!("doppel_edge_links_up").set(book.up as f64);
     }
 
-    pub(crate) fn link_down(&self) {
+    pub(crate) fn link_down(&self, device: &str) {
         let mut book = self.book();
+        if let Some(state) = book.states.get_mut(device) {
+            state.up = false;
+        }
         book.up = book.up.saturating_sub(1);
         if book.partition_since.is_none() {
             book.partition_since = Some(Instant::now());
             book.partitions += 1;
         }
         metrics::gauge!("doppel_edge_links_up").set(book.up as f64);
+    }
+
+    /// Records why an attempt of `device`'s link to reach the hub failed; `refused` when the hub
+    /// (or its certificate) refused it, at `now`.
+    pub(crate) fn link_failed(&self, device: &str, error: String, refused: bool, now: Millis) {
+        let mut book = self.book();
+        if let Some(state) = book.states.get_mut(device) {
+            state.last_error = Some(error);
+            if refused {
+                state.refused_since.get_or_insert(now);
+                state.refusals += 1;
+            }
+        }
     }
 
     /// Counts one local request; `served` is false for a server error.
@@ -107,12 +153,31 @@ impl Availability {
 
     /// The status document of `GET /v1/edge/status`.
     pub fn report(&self) -> Value {
-        let (up, partitions, partitioned_now) = {
+        let (up, partitions, partitioned_now, links) = {
             let book = self.book();
-            (book.up, book.partitions, book.partition_since.is_some())
+            let links: Vec<Value> = book
+                .states
+                .iter()
+                .map(|(device, state)| {
+                    json!({
+                        "device": device,
+                        "up": state.up,
+                        "last_error": state.last_error,
+                        "refused_since": state.refused_since.map(Millis::to_rfc3339),
+                        "refusals": state.refusals,
+                    })
+                })
+                .collect();
+            (
+                book.up,
+                book.partitions,
+                book.partition_since.is_some(),
+                links,
+            )
         };
-        let uptime = self.started.elapsed();
+        // Uptime last: read first, it could come out shorter than the partition inside it.
         let partitioned = self.time_partitioned();
+        let uptime = self.started.elapsed();
         let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let (requests, failed) = (count(&self.requests), count(&self.failed));
         let (partition_requests, partition_failed) = (
@@ -136,6 +201,7 @@ impl Availability {
                 "uptime_seconds": uptime.as_secs_f64(),
                 "partitioned_fraction": partitioned.as_secs_f64() / uptime.as_secs_f64().max(f64::MIN_POSITIVE),
             },
+            "links": links,
             "requests": {
                 "total": requests,
                 "served": requests - failed,
@@ -149,5 +215,37 @@ impl Availability {
 
     fn book(&self) -> std::sync::MutexGuard<'_, LinkBook> {
         self.book.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_link_shows_why_and_since_when_until_it_comes_up() {
+        let availability = Availability::new(["pump-1", "pump-2"]);
+        availability.link_failed("pump-1", "connection refused".into(), false, Millis(1));
+        availability.link_failed("pump-1", "bad password".into(), true, Millis(2));
+        availability.link_failed("pump-1", "bad password".into(), true, Millis(3));
+        let report = availability.report();
+        let link = &report["links"][0];
+        assert_eq!(link["device"], "pump-1");
+        assert_eq!(link["last_error"], "bad password");
+        assert_eq!(
+            link["refused_since"],
+            Millis(2).to_rfc3339(),
+            "the first refusal"
+        );
+        assert_eq!(link["refusals"], 2, "the network failure is no refusal");
+        assert_eq!(report["links"][1]["last_error"], Value::Null);
+
+        availability.link_up("pump-1");
+        let report = availability.report();
+        let link = &report["links"][0];
+        assert_eq!(link["up"], true);
+        assert_eq!(link["last_error"], Value::Null);
+        assert_eq!(link["refused_since"], Value::Null);
+        assert_eq!(link["refusals"], 0);
     }
 }

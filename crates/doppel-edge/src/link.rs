@@ -8,8 +8,12 @@
 //!
 //! To an `mqtts://` hub the link speaks TLS and checks the hub's certificate against the
 //! `--hub-ca-file` CAs (else the system's) and its name against the host `--hub` names; there
-//! is no way to skip either check. A hub that fails them is never linked to: the failure is
-//! logged once as a warning (not at every retry), and the agent stays partitioned.
+//! is no way to skip either check. A hub that fails them, or refuses the device's credentials
+//! (its CONNACK code), is never linked to: the failure is logged once per device and reason as
+//! a warning (not at every retry), shown in `/v1/edge/status`, and retried with a delay that
+//! doubles from `--reconnect-delay` up to [`MAX_REFUSED_RETRY_DELAY`], back to the start once
+//! the link comes up. A partition is retried at `--reconnect-delay`, so a healed link comes up
+//! at once.
 
 use crate::availability::Availability;
 use crate::config::{DeviceCredential, EdgeConfig, EdgeError};
@@ -40,6 +44,10 @@ const MAX_PACKET: usize = 4 * 1024 * 1024;
 
 /// Requests the link may queue for its connection before it must wait.
 const CLIENT_QUEUE: usize = 256;
+
+/// Longest wait between attempts the hub refuses: a refusal lasts until the operator acts, so
+/// the agent need not knock often, yet a fixed password or certificate links within this long.
+pub const MAX_REFUSED_RETRY_DELAY: Duration = Duration::from_secs(30);
 
 /// Who made the changes merged from the hub, in local history.
 const HUB_PRINCIPAL: &str = "hub";
@@ -77,6 +85,9 @@ struct Link {
     /// Why the last attempt to reach the hub failed, when it was a refusal the operator must
     /// fix (a certificate, a password): logged as a warning once, not at every retry.
     refused_because: Option<String>,
+    /// The wait before the next attempt after a refusal: doubled at each refusal up to
+    /// [`MAX_REFUSED_RETRY_DELAY`], back to `--reconnect-delay` once the link is up.
+    refused_retry_delay: Duration,
     wanted: Option<Wanted>,
     in_flight: Option<InFlight>,
 }
@@ -129,6 +140,7 @@ pub(crate) async fn run(
         client,
         connected: false,
         refused_because: None,
+        refused_retry_delay: config.reconnect_delay,
         wanted: Some(Wanted::Fetch),
         in_flight: None,
     };
@@ -164,7 +176,9 @@ pub(crate) async fn run(
         link.sync_if_wanted().await;
     }
     if link.connected {
-        link.context.availability.link_down();
+        link.context
+            .availability
+            .link_down(link.key.device.as_str());
     }
     let _ = link.client.try_disconnect();
 }
@@ -188,9 +202,10 @@ impl Link {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 tracing::info!(device = self.thing(), "connected to the hub");
                 self.refused_because = None;
+                self.refused_retry_delay = self.context.config.reconnect_delay;
                 if !self.connected {
                     self.connected = true;
-                    self.context.availability.link_up();
+                    self.context.availability.link_up(self.key.device.as_str());
                 }
                 self.in_flight = None;
                 self.subscribe();
@@ -199,29 +214,39 @@ impl Link {
             Ok(Event::Incoming(Packet::Publish(publish))) => self.on_publish(&publish).await,
             Ok(_) => {}
             Err(err) => {
+                let device = self.key.device.as_str();
                 if self.connected {
-                    tracing::warn!(device = self.thing(), error = %err, "lost the hub");
+                    tracing::warn!(device, error = %err, "lost the hub");
                     self.connected = false;
-                    self.context.availability.link_down();
+                    self.context.availability.link_down(device);
                 }
-                match refusal(&err, &self.context.config) {
+                let refused = refusal(&err, &self.context.config);
+                let delay = match &refused {
                     // A partition is the agent's daily life: worth a debug line only.
                     None => {
-                        tracing::debug!(device = self.thing(), error = %err, "cannot reach the hub")
-                    }
-                    Some(reason) if self.refused_because.as_ref() != Some(&reason) => {
-                        tracing::warn!(device = self.thing(), hub = %self.context.config.hub, "the hub cannot be linked to: {reason}");
-                        self.refused_because = Some(reason);
+                        tracing::debug!(device, error = %err, "cannot reach the hub");
+                        self.context.config.reconnect_delay
                     }
                     Some(reason) => {
-                        tracing::debug!(
-                            device = self.thing(),
-                            "the hub cannot be linked to: {reason}"
-                        )
+                        if self.refused_because.as_ref() == Some(reason) {
+                            tracing::debug!(device, "the hub cannot be linked to: {reason}");
+                        } else {
+                            tracing::warn!(device, hub = %self.context.config.hub, "the hub cannot be linked to: {reason}");
+                            self.refused_because = Some(reason.clone());
+                        }
+                        let delay = self.refused_retry_delay;
+                        self.refused_retry_delay = (delay * 2).min(MAX_REFUSED_RETRY_DELAY);
+                        delay
                     }
-                }
+                };
+                let error = refused.clone().unwrap_or_else(|| err.to_string());
+                self.context.availability.link_failed(
+                    device,
+                    error,
+                    refused.is_some(),
+                    SystemClock.now(),
+                );
                 self.in_flight = None;
-                let delay = self.context.config.reconnect_delay;
                 tokio::select! {
                     _ = stop.changed() => return false,
                     () = tokio::time::sleep(delay) => {}
@@ -472,11 +497,14 @@ fn refusal(err: &ConnectionError, config: &EdgeConfig) -> Option<String> {
             }
             other => Some(format!("the TLS handshake failed: {other}")),
         },
-        ConnectionError::ConnectionRefused(
-            code @ (ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized),
-        ) => Some(format!(
-            "the hub refused the device's credentials ({code:?}); check its password and --tenant"
-        )),
+        ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword) => Some(
+            "the hub refused the device's credentials: bad user name or password; check its password and --tenant"
+                .to_owned(),
+        ),
+        ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized) => Some(
+            "the hub refused the device's credentials: not authorised; check that its credential exists and is not revoked"
+                .to_owned(),
+        ),
         // The hub is starting, full, or backing off a login: a retry can succeed.
         _ => None,
     }

@@ -6,7 +6,7 @@ use crate::error::EngineError;
 use crate::events::{ChangeFeeds, TwinChange};
 use crate::index::FleetIndex;
 use crate::shard::{Job, ShardWorker, SharedIndex, TwinMap, keys_of, run_committer};
-use crate::silence::SilenceTimer;
+use crate::silence::{ActivityIntervals, SilenceTimer};
 use crate::stream::Streams;
 use doppel_model::codec::EncodedTwin;
 use doppel_model::history::twin_from_history;
@@ -20,6 +20,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -77,6 +78,9 @@ pub struct Engine {
     /// This replica's name and conflict rules: the sync service answers other replicas with
     /// them.
     replica: Arc<ReplicaConfig>,
+    /// How long each kind of device may stay silent, for adapters that record activity which
+    /// changes no state (an edge agent's sync) only as often as silence detection needs it.
+    activity: Arc<ActivityIntervals>,
 }
 
 /// The engine's background tasks.
@@ -191,6 +195,7 @@ impl Engine {
             commands,
             streams,
             replica: config.replica.clone(),
+            activity: Arc::new(config.activity.clone()),
         };
         Ok((
             engine,
@@ -226,11 +231,17 @@ impl Engine {
         &self.streams
     }
 
-    /// The devices' command queues.
+    /// How long a connected device of `device_type` may stay silent before it is UNKNOWN.
+    pub fn activity_interval(&self, device_type: Option<&str>) -> Duration {
+        self.activity.of_type(device_type)
+    }
+
+    /// This replica's name and conflict rules.
     pub fn replica(&self) -> &ReplicaConfig {
         &self.replica
     }
 
+    /// The devices' command queues.
     pub fn commands(&self) -> &CommandQueue {
         &self.commands
     }

@@ -32,13 +32,16 @@ impl Default for ActivityIntervals {
 }
 
 impl ActivityIntervals {
-    fn of(&self, twin: &Twin) -> Duration {
-        twin.meta
-            .device_type
-            .as_ref()
+    /// How long a twin of `device_type` may stay silent.
+    pub fn of_type(&self, device_type: Option<&str>) -> Duration {
+        device_type
             .and_then(|kind| self.by_device_type.get(kind))
             .copied()
             .unwrap_or(self.default)
+    }
+
+    fn of(&self, twin: &Twin) -> Duration {
+        self.of_type(twin.meta.device_type.as_deref())
     }
 }
 

@@ -108,6 +108,10 @@ impl ApiError {
                     (StatusCode::BAD_REQUEST, "invalid_timestamp")
                 }
                 ModelError::InvalidField { .. } => (StatusCode::BAD_REQUEST, "invalid_field"),
+                ModelError::DeviceTypeUnknown { .. } => {
+                    (StatusCode::CONFLICT, "device_type_unknown")
+                }
+                ModelError::MetaOwnedByHub => (StatusCode::CONFLICT, "meta_owned_by_hub"),
                 ModelError::CorruptRecord(_) => {
                     (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_record")
                 }

@@ -103,6 +103,22 @@ impl CrdtKind {
     }
 }
 
+/// Whether `value` has the shape of a counter's or a set's operation: `{"increment": n}`,
+/// `{"decrement": n}`, or `{"add": [..]}` and/or `{"remove": [..]}`. Stored as a plain value it
+/// would be kept literally, and the operation lost; a replica that cannot tell whether a
+/// property is a CRDT refuses such a write instead.
+pub fn is_operation(value: &Value) -> bool {
+    let Some(fields) = value.as_object() else {
+        return false;
+    };
+    let counter = fields.len() == 1
+        && fields
+            .keys()
+            .all(|key| key == "increment" || key == "decrement");
+    let set = !fields.is_empty() && fields.keys().all(|key| key == "add" || key == "remove");
+    counter || set
+}
+
 impl fmt::Display for CrdtKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

@@ -48,6 +48,21 @@ pub enum ModelError {
     #[error("invalid field {field}: {reason}")]
     InvalidField { field: &'static str, reason: String },
 
+    /// At an edge agent: a CRDT operation for a twin whose device type the agent has not yet
+    /// heard from the hub, so it cannot tell which rules (CRDT or plain value) apply; storing
+    /// the operation as a plain value would lose it at the next merge.
+    #[error(
+        "reported property {property:?} is written as a CRDT operation, but this agent does not know the twin's device type yet (its meta comes from the hub); retry once the agent has synced with the hub"
+    )]
+    DeviceTypeUnknown { property: String },
+
+    /// At an edge agent: a twin's meta (device type, tags, ...) belongs to the hub, which
+    /// replicates it to the agents; a local change would be overwritten at the next sync.
+    #[error(
+        "a twin's meta is set on the hub, not at an edge agent; the agent gets it at its next sync"
+    )]
+    MetaOwnedByHub,
+
     #[error("a stored record is corrupt: {0}")]
     CorruptRecord(String),
 }

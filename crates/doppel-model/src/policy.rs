@@ -183,6 +183,16 @@ impl ReplicaConfig {
             || !self.profile(device_type).crdts.is_empty()
     }
 
+    /// Whether a reported `property` may be a CRDT or a plain value depending on the twin's
+    /// device type: the rules name device types, and the default or one of them declares the
+    /// property a CRDT. With rules of only a default, every twin is under the default.
+    pub fn crdt_depends_on_device_type(&self, property: &str) -> bool {
+        !self.device_types.is_empty()
+            && std::iter::once(&self.default_profile)
+                .chain(self.device_types.values())
+                .any(|profile| profile.crdt(property).is_some())
+    }
+
     /// Whether this replica's writes of `property` outrank concurrent writes of the other side.
     pub fn is_favoured(&self, profile: &TypeProfile, side: Side, property: &str) -> bool {
         matches!(

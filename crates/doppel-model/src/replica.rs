@@ -8,7 +8,7 @@
 //! a join, so replicas that have seen the same changes hold the same state, in whatever order
 //! and however often the changes arrived.
 
-use crate::crdt::Crdt;
+use crate::crdt::{self, Crdt};
 use crate::error::ModelError;
 use crate::history::{HistoryEntry, HistoryKind};
 use crate::hlc::Hlc;
@@ -16,7 +16,7 @@ use crate::limits::Limits;
 use crate::patch;
 use crate::policy::{ConflictPolicy, ReplicaConfig, Role, Side, TypeProfile};
 use crate::time::Millis;
-use crate::twin::{Section, Twin};
+use crate::twin::{Meta, Section, Twin};
 use crate::update::{
     Applied, Change, SectionChange, UpdateRequest, apply, check_size, entry_state, next_version,
     record_change,
@@ -86,6 +86,10 @@ pub struct ReplicaState {
     /// Reported properties declared as CRDTs; the property shows the CRDT's value.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub crdts: BTreeMap<String, Crdt>,
+    /// At an edge agent: the twin's meta is the hub's, received with the hub's state. Until
+    /// then the agent does not know the twin's device type, nor so its rules.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub meta_from_hub: bool,
 }
 
 impl ReplicaState {
@@ -124,6 +128,7 @@ impl ReplicaState {
             clock,
             hlc,
             crdts: BTreeMap::new(),
+            meta_from_hub: false,
         }
     }
 
@@ -167,6 +172,10 @@ pub struct ReplicaDelta {
     pub desired: BTreeMap<String, Register>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub crdts: BTreeMap<String, Crdt>,
+    /// The twin's meta, in the hub's state only: meta is the hub's, and agents take it as the
+    /// hub sends it (a change from an agent carries none, and the hub ignores one that does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<Meta>,
 }
 
 impl ReplicaDelta {
@@ -215,6 +224,9 @@ pub fn apply_replicated(
         return merge(current, delta, request, now, limits, config);
     }
     let live = current.as_ref().filter(|twin| !twin.deleted);
+    if config.role == Role::Device {
+        refuse_at_the_edge(&request.change, live, config)?;
+    }
     // Most of a fleet is never replicated: decide that before any work.
     let replicated = live.is_some_and(|twin| twin.replica.is_some())
         || config.replicates(live.and_then(|twin| twin.meta.device_type.as_deref()));
@@ -299,6 +311,36 @@ pub fn apply_replicated(
     Ok(Applied::Changed { twin, entry })
 }
 
+/// What an edge agent refuses to write itself: meta, which is the hub's; and, until the hub's
+/// meta has arrived, a CRDT operation for a property whose rules depend on the device type the
+/// agent does not know yet (stored as a plain value, the operation would be lost).
+fn refuse_at_the_edge(
+    change: &Change,
+    live: Option<&Twin>,
+    config: &ReplicaConfig,
+) -> Result<(), ModelError> {
+    if matches!(change, Change::Meta(_)) {
+        return Err(ModelError::MetaOwnedByHub);
+    }
+    let meta_known = live
+        .and_then(|twin| twin.replica.as_deref())
+        .is_some_and(|state| state.meta_from_hub);
+    if meta_known {
+        return Ok(());
+    }
+    let Some(patch) = reported_patch(change).and_then(Value::as_object) else {
+        return Ok(());
+    };
+    match patch.iter().find(|(property, value)| {
+        crdt::is_operation(value) && config.crdt_depends_on_device_type(property)
+    }) {
+        Some((property, _)) => Err(ModelError::DeviceTypeUnknown {
+            property: property.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// The whole replicated state of `twin` as one delta, for a replica that asks for it; `None`
 /// for a twin this replica does not replicate. A state is only sent once it is recorded (a hub
 /// starts replicating a twin by merging an empty change of its own): one made up at each call
@@ -328,6 +370,7 @@ pub fn snapshot(twin: &Twin, config: &ReplicaConfig) -> Option<ReplicaDelta> {
         reported: registers(Side::Reported),
         desired: registers(Side::Desired),
         crdts: state.crdts.clone(),
+        meta: (config.role == Role::Cloud).then(|| twin.meta.clone()),
     })
 }
 
@@ -362,6 +405,15 @@ fn merge(
         },
     };
     let now = now.max(twin.updated_at);
+    // The hub's meta first, so that the device type it names decides the rules used below.
+    let hub_meta = delta.meta.as_ref().filter(|_| config.role == Role::Device);
+    let mut meta_changed = false;
+    if let Some(meta) = hub_meta
+        && twin.meta != *meta
+    {
+        twin.meta = meta.clone();
+        meta_changed = true;
+    }
     let device_type = twin.meta.device_type.clone();
     let profile = config.profile(device_type.as_deref());
     // A twin this replica kept alone until now starts replicating: its stamps must be recorded
@@ -371,6 +423,10 @@ fn merge(
         Some(state) => *state,
         None => ReplicaState::initial(existed.then_some(&twin), config, profile),
     };
+    if hub_meta.is_some() && !state.meta_from_hub {
+        state.meta_from_hub = true;
+        meta_changed = true;
+    }
     let mut resolutions = Vec::new();
     let (mut reported_changed, mut desired_changed, mut stamps_changed) = (false, false, false);
     for side in [Side::Reported, Side::Desired] {
@@ -442,7 +498,12 @@ fn merge(
     let clock_grew = !state.clock.dominates(&delta.clock);
     state.clock.join(&delta.clock);
     state.hlc = Hlc::observe(state.hlc, delta.hlc, now);
-    if !(reported_changed || desired_changed || stamps_changed || clock_grew || starts_replicating)
+    if !(reported_changed
+        || desired_changed
+        || stamps_changed
+        || clock_grew
+        || starts_replicating
+        || meta_changed)
     {
         twin.replica = Some(Box::new(state));
         return if existed {
@@ -467,6 +528,7 @@ fn merge(
     let kind = match (reported_changed, desired_changed) {
         (true, false) => HistoryKind::Reported,
         (false, true) => HistoryKind::Desired,
+        (false, false) if meta_changed => HistoryKind::Meta,
         _ => HistoryKind::State,
     };
     twin.replica = Some(Box::new(state));
@@ -605,6 +667,7 @@ fn touched_properties(change: &Change, live: Option<&Twin>) -> BTreeSet<(Side, S
         | Change::Delete
         | Change::Connection { .. }
         | Change::Silent { .. }
+        | Change::Active { .. }
         | Change::Merge(_) => BTreeSet::new(),
     }
 }

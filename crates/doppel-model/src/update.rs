@@ -194,6 +194,14 @@ pub enum Change {
     Silent {
         silent_since: Millis,
     },
+    /// A sign of life that carries no state (an edge agent's sync): counts as the device's
+    /// activity, and makes a twin marked silent CONNECTED again. Recorded only when the device
+    /// was not active since `unless_active_since` (or was marked silent), and only for a twin
+    /// that claims to be connected: an agent syncs every few seconds, and a history entry for
+    /// each would bury the twin's history.
+    Active {
+        unless_active_since: Millis,
+    },
     /// Another replica's change (or its whole state), merged by the replication rules: the
     /// higher stamp of each property wins and CRDT properties join. See [`crate::replica`].
     Merge(Box<ReplicaDelta>),
@@ -211,6 +219,7 @@ impl Change {
             Change::Shadow { .. } => "shadow",
             Change::Connection { .. } => "connection",
             Change::Silent { .. } => "silent",
+            Change::Active { .. } => "active",
             Change::Merge(_) => "merge",
         }
     }
@@ -281,7 +290,10 @@ pub fn apply(
         tombstone => {
             if matches!(
                 request.change,
-                Change::Delete | Change::Connection { create: false, .. } | Change::Silent { .. }
+                Change::Delete
+                    | Change::Connection { create: false, .. }
+                    | Change::Silent { .. }
+                    | Change::Active { .. }
             ) {
                 return Err(ModelError::Missing);
             }
@@ -425,6 +437,24 @@ pub fn apply(
             (
                 HistoryKind::Connection,
                 "silent past its expected activity interval",
+            )
+        }
+        Change::Active {
+            unless_active_since,
+        } => {
+            let connection = &mut twin.connection;
+            let claims_connected =
+                connection.status == ConnectionStatus::Connected || connection.stale;
+            let active_since = connection
+                .last_active_at()
+                .is_some_and(|at| at >= *unless_active_since);
+            if !claims_connected || (active_since && !connection.stale) {
+                return Ok(Applied::Stale { twin });
+            }
+            connection.heard_from(now);
+            (
+                HistoryKind::Connection,
+                "heard from without a change of state",
             )
         }
         Change::Merge(_) => {
@@ -633,6 +663,63 @@ mod tests {
             sequence,
             create,
         })
+    }
+
+    #[test]
+    fn a_sign_of_life_without_state_is_recorded_only_when_the_last_one_is_old() {
+        let limits = Limits::default();
+        let active = |since: i64| {
+            request(Change::Active {
+                unless_active_since: Millis(since),
+            })
+        };
+        assert_eq!(
+            apply(None, &active(0), Millis(1_000), &limits),
+            Err(ModelError::Missing),
+            "creates no twin"
+        );
+        let (twin, _) = changed(apply(
+            None,
+            &connection(ConnectionStatus::Connected, 1, true),
+            Millis(1_000),
+            &limits,
+        ));
+        assert!(
+            matches!(
+                apply(Some(twin.clone()), &active(1_000), Millis(2_000), &limits),
+                Ok(Applied::Stale { .. })
+            ),
+            "active since: nothing to record"
+        );
+        let (heard, entry) = changed(apply(
+            Some(twin.clone()),
+            &active(1_001),
+            Millis(2_000),
+            &limits,
+        ));
+        assert_eq!(heard.connection.last_activity_at, Some(Millis(2_000)));
+        assert_eq!(entry.kind, HistoryKind::Connection);
+
+        // It brings a twin marked silent back, however recent its last sign of life.
+        let silent = request(Change::Silent {
+            silent_since: Millis(1_000),
+        });
+        let (stale, _) = changed(apply(Some(twin), &silent, Millis(90_000), &limits));
+        let (back, _) = changed(apply(Some(stale), &active(0), Millis(91_000), &limits));
+        assert_eq!(back.connection.status, ConnectionStatus::Connected);
+        assert!(!back.connection.stale);
+
+        // A disconnected device's twin says so: a sign of life does not make it connected.
+        let (gone, _) = changed(apply(
+            Some(back),
+            &connection(ConnectionStatus::Disconnected, 2, false),
+            Millis(92_000),
+            &limits,
+        ));
+        assert!(matches!(
+            apply(Some(gone), &active(95_000), Millis(96_000), &limits),
+            Ok(Applied::Stale { .. })
+        ));
     }
 
     #[test]

@@ -5,15 +5,16 @@
 //! (the changes in the order it made them, each a [`ReplicaDelta`] with its vector clock). The
 //! hub merges each as its own durable change, in order, and answers on `.../sync/accepted` with
 //! `{"token", "merged", "state"}`, `state` being the twin's whole replicated state for the agent
-//! to merge in turn; or on `.../sync/rejected` with `{"token", "code", "message"}`. An empty
+//! to merge in turn, its meta (device type, tags, ...) included, since the agent's rules follow
+//! the device type and meta is set on the hub only; or on `.../sync/rejected` with `{"token", "code", "message"}`. An empty
 //! `changes` fetches the state. Merging is idempotent, so an agent that did not hear the answer
 //! sends the same changes again.
 
 use crate::hub::{Hub, now_millis};
 use crate::identity::Identity;
-use doppel_engine::EngineError;
+use doppel_engine::{Engine, EngineError, Outcome};
 use doppel_model::replica::{ReplicaDelta, snapshot};
-use doppel_model::{Change, DeviceId, ModelError, TwinKey, UpdateRequest};
+use doppel_model::{Change, DeviceId, Millis, ModelError, Twin, TwinKey, UpdateRequest};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -138,12 +139,44 @@ async fn sync(
             }
         }
     }
-    let state = engine
+    let twin = engine
         .get(&key)
         .map_err(|err| (500, err.to_string()))?
-        .filter(|twin| !twin.deleted)
-        .and_then(|twin| snapshot(&twin, engine.replica()));
+        .filter(|twin| !twin.deleted);
+    let twin = match twin {
+        Some(twin) => Some(heard_from(&engine, &key, identity, twin).await),
+        None => None,
+    };
+    let state = twin.and_then(|twin| snapshot(&twin, engine.replica()));
     Ok(json!({"merged": merged, "state": state}))
+}
+
+/// Counts the sync as the device's sign of life, as a report would: an agent whose device
+/// reports nothing new still syncs every interval, and its twin must not go UNKNOWN while it
+/// does. Recorded when the last sign of life is older than half the device's activity
+/// interval, so a twin's history gets about two entries per interval, not one per sync. The
+/// twin after it.
+async fn heard_from(engine: &Engine, key: &TwinKey, identity: &Identity, twin: Twin) -> Twin {
+    let interval = engine.activity_interval(twin.meta.device_type.as_deref());
+    let half = i64::try_from(interval.as_millis() / 2).unwrap_or(i64::MAX);
+    let request = UpdateRequest {
+        change: Change::Active {
+            unless_active_since: Millis(now_millis().saturating_sub(half)),
+        },
+        expected_version: None,
+        changed_by: identity.principal.clone(),
+        change_reason: Some("synced by an edge replica".to_owned()),
+        client_token: None,
+        trace: None,
+    };
+    match engine.update(key.clone(), request).await {
+        Ok(Outcome::Applied(twin) | Outcome::Stale(twin)) => Twin::clone(&twin),
+        // The twin as it was: the sync itself succeeded, and the next one records the activity.
+        Err(err) => {
+            tracing::debug!(error = %err, twin = %key, "cannot record a sync as activity");
+            twin
+        }
+    }
 }
 
 #[cfg(test)]

@@ -48,6 +48,29 @@ pub enum ConnectionError {
     Timeout,
 }
 
+impl ConnectionError {
+    /// The kind of failure in a few words, the same for every device it happens to: what the
+    /// report counts failures by. For a refusal, the CONNACK code's meaning.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConnectionError::Io(_) => "socket error",
+            ConnectionError::Closed => "closed by the hub",
+            ConnectionError::Codec(_) => "malformed packet",
+            ConnectionError::Refused(code) => match code {
+                ConnectReturnCode::BadUserNamePassword => "bad user name or password",
+                ConnectReturnCode::NotAuthorized => "not authorised",
+                ConnectReturnCode::ServiceUnavailable => "server unavailable",
+                ConnectReturnCode::BadClientId => "client id refused",
+                ConnectReturnCode::RefusedProtocolVersion => "protocol version refused",
+                // Never a refusal; listed so that every code is named.
+                ConnectReturnCode::Success => "refused with success",
+            },
+            ConnectionError::NoConnAck(_) => "no CONNACK",
+            ConnectionError::Timeout => "timed out",
+        }
+    }
+}
+
 /// An open MQTT connection to the hub.
 #[derive(Debug)]
 pub struct Connection {

@@ -1,6 +1,7 @@
 //! What a run measured: counters per device and in total, rates, the partitioned fraction and
 //! latency percentiles, as a summary table for people and as JSON for scripts.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -226,6 +227,9 @@ pub struct SimReport {
     pub partitioned: Partitioned,
     /// Publish-to-PUBACK latency of shadow updates.
     pub latency_ms: Latency,
+    /// Failed connection attempts by kind, in words: a CONNACK refusal's meaning ("bad user
+    /// name or password", "not authorised", ...), "timed out", "socket error", ...
+    pub connect_failures_by_kind: BTreeMap<&'static str, u64>,
     /// Every device's own counters, in device order.
     pub devices: Vec<DeviceReport>,
 }
@@ -270,6 +274,7 @@ impl SimReport {
                     .map_or(0.0, |link| link.expected_down_fraction()),
             },
             latency_ms: Latency::of(latency),
+            connect_failures_by_kind: BTreeMap::new(),
             totals,
             devices: devices
                 .into_iter()
@@ -280,6 +285,27 @@ impl SimReport {
                 })
                 .collect(),
         }
+    }
+
+    /// The report with the failed connection attempts counted by kind, which the shards count
+    /// apart from the devices.
+    pub fn with_connect_failures_by_kind(mut self, kinds: BTreeMap<&'static str, u64>) -> Self {
+        self.connect_failures_by_kind = kinds;
+        self
+    }
+
+    /// The failed connection attempts by kind, as `3 bad user name or password, 1 timed out`;
+    /// `None` when every attempt succeeded.
+    pub fn connect_failures_summary(&self) -> Option<String> {
+        if self.connect_failures_by_kind.is_empty() {
+            return None;
+        }
+        let kinds: Vec<String> = self
+            .connect_failures_by_kind
+            .iter()
+            .map(|(kind, count)| format!("{count} {kind}"))
+            .collect();
+        Some(kinds.join(", "))
     }
 
     /// The report as pretty JSON.
@@ -352,6 +378,9 @@ impl SimReport {
                 ),
             ),
         ];
+        if let Some(kinds) = self.connect_failures_summary() {
+            rows.push(("connect failures", kinds));
+        }
         if counts.subscribe_failures > 0 {
             rows.push(("subscribe failures", counts.subscribe_failures.to_string()));
         }

@@ -7,6 +7,7 @@
 //! only the few counters of the progress bar cross threads.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,6 +59,8 @@ pub(crate) struct ShardOutcome {
     pub latency: Histogram,
     /// The first connection error of the shard, to explain a run in which nothing connected.
     pub first_error: Option<String>,
+    /// Failed connection attempts by kind ([`crate::connection::ConnectionError::kind`]).
+    pub connect_failures_by_kind: BTreeMap<&'static str, u64>,
 }
 
 /// Something that happened to one device, as the shard counts it.
@@ -124,6 +127,8 @@ pub(crate) struct Shard {
     latency: RefCell<Histogram>,
     /// The first connection error, after its device's name.
     first_error: RefCell<Option<String>>,
+    /// Failed connection attempts by kind, for the report.
+    connect_failures_by_kind: RefCell<BTreeMap<&'static str, u64>>,
     /// Each device's current phase (Down or not, and when it began), so that a run interrupted
     /// in the middle of phases still counts them up to the interruption: counting completed
     /// phases only would overweight the short ones.
@@ -149,6 +154,7 @@ impl Shard {
             stats: RefCell::new(vec![DeviceStats::default(); devices]),
             latency: RefCell::new(Histogram::new()),
             first_error: RefCell::new(None),
+            connect_failures_by_kind: RefCell::new(BTreeMap::new()),
             phases: RefCell::new(vec![None; devices]),
         }
     }
@@ -168,6 +174,11 @@ impl Shard {
             Event::ConnectFailed { thing, err } => {
                 device.counters.connect_failures += 1;
                 self.live.connect_failed();
+                *self
+                    .connect_failures_by_kind
+                    .borrow_mut()
+                    .entry(err.kind())
+                    .or_default() += 1;
                 let mut first = self.first_error.borrow_mut();
                 if first.is_none() {
                     *first = Some(format!("{thing}: {err}"));
@@ -282,5 +293,6 @@ async fn drive(plan: ShardPlan) -> ShardOutcome {
         stats: shard.stats.into_inner(),
         latency: shard.latency.into_inner(),
         first_error: shard.first_error.into_inner(),
+        connect_failures_by_kind: shard.connect_failures_by_kind.into_inner(),
     }
 }

@@ -1,5 +1,6 @@
 //! A whole run: checks, the shards on their threads, the progress bar, the report.
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::thread;
@@ -157,8 +158,9 @@ pub fn run(config: &SimConfig, mode: ProgressMode) -> Result<SimReport, SimError
     progress.finish();
 
     let elapsed = finished.min(end).saturating_duration_since(start);
-    let (devices, latency, first_error) = gather(config.devices, outcomes);
-    let report = SimReport::new(&config, tasks, elapsed, interrupted, devices, &latency);
+    let (devices, latency, first_error, failures_by_kind) = gather(config.devices, outcomes);
+    let report = SimReport::new(&config, tasks, elapsed, interrupted, devices, &latency)
+        .with_connect_failures_by_kind(failures_by_kind);
     if report.totals.counters.connects == 0 {
         return Err(SimError::NoneConnected {
             hub: config.hub.clone(),
@@ -216,20 +218,29 @@ fn watch_run(progress: &mut Progress, live: &LiveCounters, start: Instant, end: 
 fn gather(
     devices: u32,
     outcomes: Vec<ShardOutcome>,
-) -> (Vec<DeviceStats>, Histogram, Option<String>) {
+) -> (
+    Vec<DeviceStats>,
+    Histogram,
+    Option<String>,
+    BTreeMap<&'static str, u64>,
+) {
     let mut stats = vec![DeviceStats::default(); usize::try_from(devices).unwrap_or(0)];
     let mut latency = Histogram::new();
     let mut first_error = None;
+    let mut failures_by_kind = BTreeMap::new();
     for outcome in outcomes {
         latency.merge(&outcome.latency);
         first_error = first_error.or(outcome.first_error);
+        for (kind, count) in outcome.connect_failures_by_kind {
+            *failures_by_kind.entry(kind).or_default() += count;
+        }
         for (index, device) in outcome.devices.into_iter().zip(outcome.stats) {
             if let Some(slot) = usize::try_from(index).ok().and_then(|i| stats.get_mut(i)) {
                 *slot = device;
             }
         }
     }
-    (stats, latency, first_error)
+    (stats, latency, first_error, failures_by_kind)
 }
 
 /// The hub's first address.

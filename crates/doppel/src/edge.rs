@@ -113,10 +113,14 @@ pub struct EdgeArgs {
     log_format: LogFormat,
 }
 
+/// Crates whose info lines an agent's operator does not need: fjall and its LSM tree log every
+/// journal ingestion at start. Kept to warnings unless `--log-level` names them.
+const QUIET_CRATES: [&str; 2] = ["fjall", "lsm_tree"];
+
 pub fn run(args: EdgeArgs) -> anyhow::Result<()> {
     let config = edge_config(&args)?;
     let mut log = Config::default();
-    log.log.level = args.log_level.clone();
+    log.log.level = log_filter(&args.log_level);
     log.log.format = args.log_format;
     let telemetry = telemetry::init(&log)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -128,12 +132,35 @@ pub fn run(args: EdgeArgs) -> anyhow::Result<()> {
         let edge = Edge::start(config, Some(metrics)).await?;
         announce(&format!("doppel edge listening on {}", edge.listening()));
         announce("doppel edge ready");
-        edge.run_until(shutdown_signal()).await?;
+        edge.run_until(async {
+            shutdown_signal().await;
+            tracing::info!("doppel edge stopping: finishing local requests in flight");
+        })
+        .await?;
+        tracing::info!("doppel edge stopped");
         anyhow::Ok(())
     });
     drop(runtime);
     telemetry.shutdown();
     ran
+}
+
+/// `level` with [`QUIET_CRATES`] held to warnings, for each one it does not name itself.
+fn log_filter(level: &str) -> String {
+    let mut filter = level.to_owned();
+    for name in QUIET_CRATES {
+        let named = level
+            .split(',')
+            .any(|directive| directive.trim().split(['=', '[', ':']).next() == Some(name));
+        if !named {
+            if !filter.is_empty() {
+                filter.push(',');
+            }
+            filter.push_str(name);
+            filter.push_str("=warn");
+        }
+    }
+    filter
 }
 
 fn edge_config(args: &EdgeArgs) -> anyhow::Result<EdgeConfig> {
@@ -198,4 +225,23 @@ fn read_toml<T: serde::de::DeserializeOwned>(path: &PathBuf, flag: &str) -> anyh
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("{flag}: cannot read {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("{flag}: {} is not valid", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn the_store_crates_log_warnings_unless_the_filter_names_them() {
+        assert_eq!(log_filter("info"), "info,fjall=warn,lsm_tree=warn");
+        assert_eq!(log_filter(""), "fjall=warn,lsm_tree=warn");
+        assert_eq!(
+            log_filter("debug,lsm_tree=info"),
+            "debug,lsm_tree=info,fjall=warn"
+        );
+        assert_eq!(
+            log_filter("fjall::db=debug"),
+            "fjall::db=debug,lsm_tree=warn"
+        );
+    }
 }

@@ -122,6 +122,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         };
         let stopping = async move {
             shutdown_signal().await;
+            tracing::info!("shutting down: finishing requests in flight");
             polls.end_waiting_requests();
         };
         async move { doppel_http::server::serve(listener, tls, router, limits, &policy, stopping).await }
@@ -361,5 +362,4 @@ pub(crate) async fn shutdown_signal() {
         () = interrupt => {},
         () = terminate => {},
     }
-    tracing::info!("shutting down: finishing requests in flight");
 }

@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::telemetry;
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Args;
 use doppel_sim::config::{
     DEFAULT_CONNECT_RATE, DEFAULT_DURATION, DEFAULT_INTERVAL, DEFAULT_JITTER_DIVISOR,
@@ -74,6 +74,10 @@ pub struct SimArgs {
     /// The username of each device's credential; {tenant} and {thing} are replaced.
     #[arg(long, default_value = DEFAULT_USERNAME_TEMPLATE)]
     username_template: String,
+    /// Exit with an error (after the report) when any connection attempt failed, e.g. the hub
+    /// refused some devices' credentials; without it only a run in which nothing connected fails.
+    #[arg(long)]
+    fail_on_connect_errors: bool,
     /// A tracing filter such as "warn" or "doppel_sim=debug".
     #[arg(long, env = "DOPPEL_LOG_LEVEL", default_value = "warn")]
     log_level: String,
@@ -107,6 +111,14 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
         let json = report.to_json().context("cannot render the JSON report")?;
         writeln!(file, "{json}")
             .with_context(|| format!("--report-json: cannot write {}", path.display()))?;
+    }
+    if args.fail_on_connect_errors
+        && let Some(kinds) = report.connect_failures_summary()
+    {
+        bail!(
+            "{} connection attempts failed ({kinds}), and --fail-on-connect-errors is set",
+            report.totals.counters.connect_failures
+        );
     }
     Ok(())
 }

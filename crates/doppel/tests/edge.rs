@@ -4,7 +4,7 @@
 mod common;
 
 use common::Server;
-use common::edge::{CONVERGE_TIMEOUT, EdgeAgent, replicated_state};
+use common::edge::{CONVERGE_TIMEOUT, EdgeAgent, EdgeOptions, replicated_state};
 use common::http::HttpClient;
 use doppel_netfault::{ChaosPlan, ChaosStep, FaultProxy, LinkModel};
 use reqwest::{Method, StatusCode};
@@ -589,6 +589,36 @@ async fn the_link_model_drives_the_proxy_and_the_agent_serves_every_request_mean
         fleet.hub_twin().await["reported"]["state"]["sample"],
         json!(written)
     );
+}
+
+/// At info level the agent's log is its own: no ingestion lines of the store's crates, and a
+/// shutdown said in the agent's words rather than the hub's.
+#[test]
+fn the_agents_log_at_info_hides_the_stores_chatter_and_names_its_own_shutdown() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let options = EdgeOptions {
+        extra_args: &["--log-level", "info"],
+        capture_log: true,
+        ..EdgeOptions::default()
+    };
+    let mut edge = EdgeAgent::start(
+        "127.0.0.1:1",
+        "edge-a",
+        &[(DEVICE, "pw")],
+        &dir.path().join("edge-a"),
+        options,
+    );
+    let log = edge.stop_and_read_log();
+    assert!(
+        log.iter().any(|line| line.contains("doppel edge stopped")),
+        "{log:#?}"
+    );
+    for foreign in ["fjall", "lsm_tree", "doppel::serve"] {
+        assert!(
+            log.iter().all(|line| !line.contains(foreign)),
+            "{foreign} in {log:#?}"
+        );
+    }
 }
 
 #[test]

@@ -489,16 +489,44 @@ async fn an_agent_whose_password_the_hub_refuses_says_so_and_stays_unlinked() {
         capture_log: true,
         ..EdgeOptions::default()
     };
-    let edge = agent(
+    let mut edge = agent(
         &hub.mqtt.to_string(),
         "not-the-password-of-pump-1",
         dir.path(),
         options,
     );
-    let line = edge.wait_for_log("the hub cannot be linked to", CONVERGE_TIMEOUT);
-    assert!(line.contains("refused the device's credentials"), "{line}");
+    // Several refusals, each retried after a longer wait.
+    eventually("three refused attempts", CONVERGE_TIMEOUT, || async {
+        edge.status().await["links"][0]["refusals"]
+            .as_u64()
+            .is_some_and(|refusals| refusals >= 3)
+    })
+    .await;
     let status = edge.status().await;
     assert_eq!(status["hub"]["links_up"], 0, "{status}");
+    let link = &status["links"][0];
+    assert_eq!(link["device"], DEVICE, "{status}");
+    assert_eq!(link["up"], false, "{status}");
+    assert!(
+        link["last_error"]
+            .as_str()
+            .is_some_and(|error| error.contains("bad user name or password")),
+        "{status}"
+    );
+    assert!(link["refused_since"].is_string(), "{status}");
+
+    // One warning for all those refusals.
+    let log = edge.stop_and_read_log();
+    let warnings: Vec<&String> = log
+        .iter()
+        .filter(|line| line.contains("the hub cannot be linked to"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log:#?}");
+    assert!(
+        warnings[0].contains("refused the device's credentials: bad user name or password"),
+        "{}",
+        warnings[0]
+    );
 }
 
 #[test]

@@ -227,3 +227,71 @@ async fn an_unreachable_hub_or_a_bad_flag_fails_at_once_with_one_line() {
         );
     }
 }
+
+/// Some devices' credentials exist and some do not: the run goes on with the devices the hub
+/// lets in, the report says why the others failed, and `--fail-on-connect-errors` turns that
+/// into a failed exit after the report.
+#[tokio::test]
+async fn devices_the_hub_refuses_are_reported_by_reason_and_fail_the_run_when_asked() {
+    const PASSWORD: &str = "sim-devices-share-this-password-0123456789";
+    let server = Server::start();
+    let http = HttpClient::new(&server);
+    // Devices 0 and 1 of 3 have a credential; sim-000002 has none.
+    for index in 0..2 {
+        let (status, body) = http
+            .post(
+                &format!("/v1/tenants/default/devices/{}/credentials", thing(index)),
+                &json!({"password": PASSWORD}),
+            )
+            .await;
+        assert!(status.is_success(), "{body}");
+    }
+    let dir = tempfile::tempdir().expect("temporary folder");
+    for fail_on_connect_errors in [false, true] {
+        let report_path = dir
+            .path()
+            .join(format!("report-{fail_on_connect_errors}.json"));
+        let mut command = doppel_command();
+        command
+            .args(["sim", "--hub", &server.mqtt.to_string()])
+            .args(["--devices", "3", "--duration", "2s", "--interval", "500ms"])
+            .args(["--password", PASSWORD, "--no-progress"])
+            .arg("--report-json")
+            .arg(&report_path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if fail_on_connect_errors {
+            command.arg("--fail-on-connect-errors");
+        }
+        let output = finish(command.spawn().expect("spawn doppel sim")).await;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let report: Value =
+            serde_json::from_slice(&std::fs::read(&report_path).expect("the JSON report"))
+                .expect("JSON");
+        let refused = report["connect_failures_by_kind"]["bad user name or password"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(refused >= 1, "{report}");
+        assert_eq!(
+            report["totals"]["connected_at_end"], 2,
+            "the devices with credentials ran: {report}"
+        );
+        assert!(
+            stdout.contains(&format!("{refused} bad user name or password")),
+            "{stdout}"
+        );
+        if fail_on_connect_errors {
+            assert!(!output.status.success(), "{stdout}");
+            assert!(
+                stderr.starts_with("doppel: ")
+                    && stderr.contains("bad user name or password")
+                    && stderr.contains("--fail-on-connect-errors"),
+                "{stderr}"
+            );
+            assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        } else {
+            assert!(output.status.success(), "{stderr}");
+        }
+    }
+}

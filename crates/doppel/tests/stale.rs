@@ -4,6 +4,7 @@
 mod common;
 
 use common::Server;
+use common::edge::{CONVERGE_TIMEOUT, EdgeAgent};
 use common::http::HttpClient;
 use common::mqtt::login;
 use serde_json::{Value, json};
@@ -127,4 +128,60 @@ async fn a_silent_connected_device_goes_unknown_and_comes_back_when_it_reports()
     let stale_at = text.find("event: twin.stale").expect("stale");
     let revived_at = text.rfind("event: twin.connection").expect("revived");
     assert!(stale_at < revived_at, "{text}");
+}
+
+/// A device reached only through an edge agent says nothing over MQTT itself: the agent's syncs
+/// are its signs of life, so its twin stays CONNECTED at the hub past its activity interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_behind_a_syncing_edge_agent_stays_connected() {
+    // The agent syncs every second, well within half the interval.
+    const INTERVAL_MS: i64 = 5_000;
+    let server = Server::start_with(&["--activity-default", "5s"]);
+    let http = HttpClient::new(&server);
+    let (_, password) = http.credential("devices/pump-1").await;
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let edge = EdgeAgent::start_with_rules(
+        server.mqtt,
+        "edge-a",
+        &[("pump-1", password.as_str())],
+        dir.path(),
+        None,
+    );
+    edge.wait_linked(true).await;
+    edge.report("pump-1", &json!({"temp": 20})).await;
+
+    // Wait until the last sign of life is more than an interval after the connect: without
+    // the syncs counting, the twin would have gone UNKNOWN before that could happen.
+    let instant = |twin: &Value, field: &str| {
+        twin["connection"][field]
+            .as_str()
+            .and_then(|text| doppel_model::Millis::parse_rfc3339(text).ok())
+            .map(|at| at.0)
+    };
+    common::eventually("activity past the interval", CONVERGE_TIMEOUT, || async {
+        let (_, twin) = http.get(&format!("{TWINS}/pump-1")).await;
+        match (
+            instant(&twin, "last_connected_at"),
+            instant(&twin, "last_activity_at"),
+        ) {
+            (Some(connected), Some(active)) => active - connected > INTERVAL_MS,
+            _ => false,
+        }
+    })
+    .await;
+    let (state, stale) = status(&http, "pump-1").await;
+    assert_eq!((state.as_str(), stale), ("CONNECTED", false));
+    let history = http
+        .get(&format!(
+            "{TWINS}/pump-1/history?kind=CONNECTION&limit=1000"
+        ))
+        .await
+        .1;
+    let items = history["items"].as_array().expect("history items");
+    assert!(
+        items
+            .iter()
+            .all(|entry| entry["change_reason"] != "silent past its expected activity interval"),
+        "{history}"
+    );
 }

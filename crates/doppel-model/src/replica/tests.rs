@@ -438,22 +438,24 @@ fn device_type_profiles_decide_concurrent_changes_of_their_twins() {
     ] {
         let mut hub = Replica::hub(&rules, T0);
         let mut edge = Replica::edge(&rules, EDGE_A, T0);
-        let meta = MetaPatch::from_json(&json!({"device_type": device_type})).unwrap();
-        hub.write(Change::Meta(meta.clone()));
-        // Merging carries no meta: the edge agent is told the device type itself.
-        edge.write(Change::Meta(meta));
+        let meta =
+            MetaPatch::from_json(&json!({"device_type": device_type})).expect("a valid meta patch");
+        hub.write(Change::Meta(meta));
         assert!(
             hub.twin().replica.is_none(),
             "a meta change stamps nothing yet"
+        );
+        // The edge learns the device type with the hub's state.
+        pull(&mut edge, &mut hub);
+        assert_eq!(
+            edge.twin().meta.device_type.as_deref(),
+            Some(device_type),
+            "the hub's meta arrives with its state"
         );
 
         // The edge writes desired later and reported earlier than the hub.
         hub.tick(1_000);
         hub.write_desired(json!({"mode": "eco"}));
-        assert!(
-            hub.twin().replica.is_some(),
-            "the hub replicates a declared device type from its first write"
-        );
         edge.tick(2_000);
         edge.write_desired(json!({"mode": "off"}));
         edge.write_reported(json!({"temp": 20}));
@@ -584,6 +586,102 @@ fn crdt_properties_count_every_increment_once_and_sets_converge() {
         hub.merge_all(&b.changes_since(0));
     }
     assert_state(&[&hub, &a, &b], Side::Reported, &expected);
+}
+
+/// Rules that make `cycles` a G-Counter for pumps only, as docs/EDGE.md declares them.
+fn pump_rules() -> ReplicationRules {
+    ReplicationRules {
+        device_types: [(
+            "pump".to_owned(),
+            TypeProfile {
+                crdts: [("cycles".to_owned(), CrdtKind::GCounter)].into(),
+                ..TypeProfile::default()
+            },
+        )]
+        .into(),
+        ..ReplicationRules::default()
+    }
+}
+
+/// The hub's meta reaches the edge with its state, and with it the device type's rules: an
+/// increment at the edge is counted, and the hub's increment adds to it.
+#[test]
+fn the_hubs_meta_gives_the_edge_its_device_types_crdt_rules() {
+    let rules = pump_rules();
+    let mut hub = Replica::hub(&rules, T0);
+    let mut edge = Replica::edge(&rules, EDGE_A, T0);
+    let meta = json!({"device_type": "pump", "tags": {"site": "berlin"}});
+    hub.write(Change::Meta(
+        MetaPatch::from_json(&meta).expect("a valid meta patch"),
+    ));
+    let entry = pull(&mut edge, &mut hub).expect("the hub's state changes the edge");
+    assert_eq!(entry.kind, HistoryKind::Meta, "only meta came");
+    assert_eq!(edge.twin().meta, hub.twin().meta);
+    assert_eq!(
+        pull(&mut edge, &mut hub),
+        None,
+        "the same meta again is stale"
+    );
+
+    edge.write_reported(json!({"cycles": {"increment": 3}}));
+    hub.merge_all(&edge.changes_since(0));
+    hub.write_reported(json!({"cycles": {"increment": 10}}));
+    pull(&mut edge, &mut hub);
+    assert_state(&[&hub, &edge], Side::Reported, &json!({"cycles": 13}));
+}
+
+/// Before the hub's meta has arrived, the edge cannot tell whether `cycles` is a counter: it
+/// refuses the operation rather than store it as a plain object, and takes plain values and
+/// properties no device type declares a CRDT. Meta is never written at the edge.
+#[test]
+fn the_edge_refuses_crdt_operations_until_it_knows_the_device_type() {
+    let mut edge = Replica::edge(&pump_rules(), EDGE_A, T0);
+    for operation in [
+        json!({"increment": 3}),
+        json!({"decrement": 1}),
+        json!({"add": ["a"]}),
+        json!({"add": [], "remove": ["b"]}),
+    ] {
+        assert_eq!(
+            edge.update(Change::Reported {
+                patch: json!({"temp": 20, "cycles": operation}),
+                device_version: None,
+            }),
+            Err(ModelError::DeviceTypeUnknown {
+                property: "cycles".into()
+            }),
+            "{operation}"
+        );
+    }
+    assert!(edge.twin.is_none(), "nothing was written");
+    edge.write_reported(json!({"cycles": 4, "other": {"increment": 1}}));
+    assert_eq!(
+        edge.update(Change::Meta(MetaPatch::default())),
+        Err(ModelError::MetaOwnedByHub)
+    );
+
+    // The hub says the twin has no device type: the default rules apply, a plain value.
+    let mut hub = Replica::hub(&pump_rules(), T0);
+    hub.write_reported(json!({"temp": 19}));
+    pull(&mut edge, &mut hub);
+    edge.write_reported(json!({"cycles": {"increment": 3}}));
+    assert_eq!(edge.reported()["cycles"], json!({"increment": 3}));
+}
+
+/// Meta in a change from an edge means nothing at the hub: the hub owns it.
+#[test]
+fn the_hub_ignores_meta_sent_by_an_edge() {
+    let rules = ReplicationRules::default();
+    let mut hub = Replica::hub(&rules, T0);
+    let mut edge = Replica::edge(&rules, EDGE_A, T0);
+    edge.write_reported(json!({"temp": 20}));
+    let mut changes = edge.changes_since(0);
+    changes[0].meta = Some(Meta {
+        device_type: Some("pump".into()),
+        ..Meta::default()
+    });
+    hub.merge_all(&changes);
+    assert_eq!(hub.twin().meta, Meta::default());
 }
 
 /// A CRDT operation the property's kind does not understand is refused and changes nothing,

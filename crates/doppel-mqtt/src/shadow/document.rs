@@ -155,6 +155,11 @@ pub fn from_model(err: &ModelError, thing_or_shadow_name: &str) -> ShadowError {
         ModelError::InvalidId { .. } | ModelError::InvalidTimestamp { .. } => {
             ShadowError::new(400, err.to_string())
         }
+        // Only an edge agent refuses these, and it speaks no MQTT to its devices; were it to,
+        // 409 is AWS's status for a request the current state does not allow.
+        ModelError::DeviceTypeUnknown { .. } | ModelError::MetaOwnedByHub => {
+            ShadowError::new(409, err.to_string())
+        }
         ModelError::CorruptRecord(_) => ShadowError::internal(),
     }
 }

@@ -81,6 +81,7 @@ fn the_json_report_has_its_documented_shape() {
     assert_eq!(
         keys(&json),
         [
+            "connect_failures_by_kind",
             "devices",
             "elapsed_seconds",
             "interrupted",
@@ -183,5 +184,27 @@ fn the_table_shows_every_figure_on_its_own_line() {
     assert!(
         !table.contains("subscribe failures"),
         "shown only when there are some"
+    );
+}
+
+#[test]
+fn connect_failures_are_shown_by_kind_when_there_are_some() {
+    assert_eq!(report().connect_failures_summary(), None);
+    assert!(!report().table().contains("connect failures"));
+    let report = report()
+        .with_connect_failures_by_kind([("bad user name or password", 3), ("timed out", 1)].into());
+    assert_eq!(
+        report.connect_failures_summary().as_deref(),
+        Some("3 bad user name or password, 1 timed out")
+    );
+    let table = report.table();
+    assert!(
+        table.contains("connect failures       3 bad user name or password, 1 timed out"),
+        "{table}"
+    );
+    let json: Value = serde_json::from_str(&report.to_json().expect("JSON")).expect("JSON");
+    assert_eq!(
+        json["connect_failures_by_kind"],
+        json!({"bad user name or password": 3, "timed out": 1})
     );
 }

@@ -36,15 +36,17 @@ fn gathering_puts_devices_back_in_order() {
             stats: vec![stats(10), stats(12)],
             latency: latency.clone(),
             first_error: None,
+            connect_failures_by_kind: [("timed out", 1)].into(),
         },
         ShardOutcome {
             devices: vec![1],
             stats: vec![stats(11)],
             latency,
             first_error: Some("refused".to_owned()),
+            connect_failures_by_kind: [("timed out", 2), ("not authorised", 1)].into(),
         },
     ];
-    let (devices, latency, first_error) = gather(3, outcomes);
+    let (devices, latency, first_error, failures_by_kind) = gather(3, outcomes);
     let reports: Vec<u64> = devices
         .iter()
         .map(|device| device.counters.reports_sent)
@@ -52,6 +54,10 @@ fn gathering_puts_devices_back_in_order() {
     assert_eq!(reports, [10, 11, 12]);
     assert_eq!(latency.count(), 2);
     assert_eq!(first_error.as_deref(), Some("refused"));
+    assert_eq!(
+        failures_by_kind,
+        [("not authorised", 1), ("timed out", 3)].into()
+    );
 }
 
 #[test]

@@ -187,6 +187,18 @@ impl EdgeAgent {
             .unwrap_or(false)
     }
 
+    /// Stops the agent as [`EdgeAgent::stop`] does and returns the rest of its captured log,
+    /// up to its last line (the agent closes its stderr when it exits).
+    pub fn stop_and_read_log(&mut self) -> Vec<String> {
+        assert!(self.stop(), "edge {} did not stop cleanly", self.id);
+        let log = self.log.as_ref().expect("start the agent with capture_log");
+        let mut lines = Vec::new();
+        while let Ok(line) = log.recv_timeout(START_TIMEOUT) {
+            lines.push(line);
+        }
+        lines
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
