@@ -4,6 +4,7 @@
 
 use crate::config::{Config, LogFormat};
 use anyhow::Context;
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
@@ -20,7 +21,10 @@ pub struct Telemetry {
 pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_new(&config.log.level)
         .with_context(|| format!("log.level {:?} is not a valid filter", config.log.level))?;
-    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colour codes help a person at a terminal and garble a file or a log collector.
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let logs = match config.log.format {
         LogFormat::Text => logs.boxed(),
         LogFormat::Json => logs.json().boxed(),

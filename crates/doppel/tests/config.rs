@@ -225,6 +225,55 @@ fn anonymous_mqtt_is_announced_on_stderr_whatever_the_log_level() {
     );
 }
 
+#[test]
+fn logs_written_to_a_pipe_carry_no_colour_codes() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = doppel_command()
+        .args([
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--mqtt-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("DOPPEL_LOG_LEVEL", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The first start logs where it wrote the admin token, at info.
+    let mut seen = Vec::new();
+    while let Ok(line) = lines_rx.recv_timeout(common::START_TIMEOUT) {
+        let done = line.contains("created the first admin token");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.iter()
+            .any(|line| line.contains("created the first admin token")),
+        "{seen:?}"
+    );
+    for line in &seen {
+        assert!(!line.contains('\u{1b}'), "a colour code in {line:?}");
+    }
+}
+
 /// The keys docs/OPERATIONS.md says live in the file only, or have no flag.
 const FILE_ONLY_KEYS: [&str; 2] = ["`mqtt.acl`", "`replication.default`"];
 const NO_FLAG_KEYS: [&str; 1] = ["`http.bootstrap_token`"];
