@@ -60,7 +60,8 @@ impl Refusal {
         }
     }
 
-    const ALL: [Refusal; 6] = [
+    /// Every refusal, in the order of [`Refusal::index`].
+    pub const ALL: [Refusal; 6] = [
         Refusal::Malformed,
         Refusal::UnknownUsername,
         Refusal::WrongPassword,

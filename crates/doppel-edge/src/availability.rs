@@ -9,6 +9,28 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+/// Links to the hub that are up now.
+const LINKS_UP: &str = "doppel_edge_links_up";
+/// Local requests, by whether the hub was out of reach and whether they were served.
+const REQUESTS: &str = "doppel_edge_requests_total";
+
+/// Describes the agent's own metrics and creates them at zero. Call once the process's
+/// recorder is installed.
+pub fn describe_metrics() {
+    metrics::describe_gauge!(LINKS_UP, "Links to the hub that are up now.");
+    metrics::describe_counter!(
+        REQUESTS,
+        "Local API requests, by whether the hub was out of reach and whether they were served."
+    );
+    metrics::gauge!(LINKS_UP).increment(0.0);
+    for during_partition in ["true", "false"] {
+        for served in ["true", "false"] {
+            metrics::counter!(REQUESTS, "during_partition" => during_partition, "served" => served)
+                .increment(0);
+        }
+    }
+}
+
 /// Link and request counters, shared by the links and the HTTP layer.
 #[derive(Debug)]
 pub struct Availability {
@@ -93,7 +115,7 @@ impl Availability {
         {
             book.partitioned += since.elapsed();
         }
-        metrics::gauge!("doppel_edge_links_up").set(book.up as f64);
+        metrics::gauge!(LINKS_UP).set(book.up as f64);
     }
 
     pub(crate) fn link_down(&self, device: &str) {
@@ -106,7 +128,7 @@ impl Availability {
             book.partition_since = Some(Instant::now());
             book.partitions += 1;
         }
-        metrics::gauge!("doppel_edge_links_up").set(book.up as f64);
+        metrics::gauge!(LINKS_UP).set(book.up as f64);
     }
 
     /// Records why an attempt of `device`'s link to reach the hub failed; `refused` when the hub
@@ -135,7 +157,7 @@ impl Availability {
             }
         }
         metrics::counter!(
-            "doppel_edge_requests_total",
+            REQUESTS,
             "during_partition" => if during_partition { "true" } else { "false" },
             "served" => if served { "true" } else { "false" },
         )

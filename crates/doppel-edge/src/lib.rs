@@ -18,6 +18,6 @@ mod local_socket;
 mod watermark;
 
 pub use agent::{Edge, Listening};
-pub use availability::Availability;
+pub use availability::{Availability, describe_metrics};
 pub use config::{DeviceCredential, EdgeConfig, EdgeError, HubAddress, LocalApi};
 pub use http::EDGE_ROUTES;

@@ -159,7 +159,8 @@ pub(crate) async fn run(
                 Err(broadcast::error::RecvError::Closed) => break,
             },
             event = command_events.recv() => match event {
-                Ok(event) if event.key == link.key && event.kind == CommandEventKind::Acknowledged => {
+                Ok(event) if event.key == link.key
+                    && matches!(event.kind, CommandEventKind::Acknowledged | CommandEventKind::AcknowledgedLate) => {
                     link.forward_acknowledgement(&event.command);
                 }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}

@@ -86,6 +86,12 @@ impl Census {
         }
     }
 
+    /// Live twins of every tenant.
+    pub(crate) fn live_twins(&self) -> usize {
+        let counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        counts.twins.values().sum()
+    }
+
     /// Live twins of `tenant`, as counted.
     #[cfg(test)]
     pub(crate) fn twins(&self, tenant: &TenantId) -> usize {

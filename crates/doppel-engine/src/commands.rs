@@ -41,6 +41,9 @@ pub enum CommandEventKind {
     Canceled,
     /// Delivery attempts ran out without an acknowledgement.
     Failed,
+    /// The device acknowledged a command that was already EXPIRED, CANCELED or FAILED; its
+    /// status stays, its `result` and `response` are the device's.
+    AcknowledgedLate,
     /// Not a change: a delivered command's acknowledgement is overdue and it may go out again.
     Due,
 }
@@ -55,9 +58,21 @@ impl CommandEventKind {
             Self::Expired => "expired",
             Self::Canceled => "canceled",
             Self::Failed => "failed",
+            Self::AcknowledgedLate => "acknowledged_late",
             Self::Due => "due",
         }
     }
+
+    /// The kinds that are durable changes, which `doppel_commands_total` counts (not `Due`).
+    pub const CHANGES: [CommandEventKind; 7] = [
+        Self::Queued,
+        Self::Delivered,
+        Self::Acknowledged,
+        Self::Expired,
+        Self::Canceled,
+        Self::Failed,
+        Self::AcknowledgedLate,
+    ];
 }
 
 /// One change of one command, announced after it is durable.
@@ -157,7 +172,7 @@ impl CommandQueue {
         let mut tasks = Vec::with_capacity(count);
         for devices in queues {
             let open: usize = devices.values().map(DeviceQueue::open_count).sum();
-            metrics::gauge!(worker::OPEN_METRIC).increment(open as f64);
+            metrics::gauge!(crate::metric::COMMANDS_OPEN).increment(open as f64);
             let (sender, jobs) = mpsc::channel(QUEUE_DEPTH);
             let worker = CommandWorker {
                 jobs,
@@ -231,7 +246,8 @@ impl CommandQueue {
         self.explain(&key, id, "canceled", outcome).await
     }
 
-    /// Records the device's acknowledgement of a command.
+    /// Records the device's acknowledgement of a command; of a command that is EXPIRED,
+    /// CANCELED or FAILED already, as a late one (see [`Command::acknowledge_late`]).
     pub async fn acknowledge(
         &self,
         key: TwinKey,

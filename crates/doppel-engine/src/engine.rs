@@ -54,7 +54,8 @@ pub struct EngineStats {
     pub writes: u64,
     /// Store commits that failed (their writes were not acknowledged).
     pub failed_commits: u64,
-    /// Twins in memory, tombstones included.
+    /// Live twins (named shadows included, tombstones of deleted twins not), as the census
+    /// counts them: a twin being created counts from just before its commit.
     pub twins: u64,
 }
 
@@ -72,6 +73,9 @@ pub struct Engine {
     router: RandomState,
     store: Arc<dyn TwinStore>,
     stats: Arc<Stats>,
+    /// Live twins per tenant, which the stats report instead of counting the maps, which hold
+    /// tombstones too.
+    census: Arc<Census>,
     events: Arc<ChangeFeeds>,
     commands: CommandQueue,
     streams: Arc<Streams>,
@@ -191,6 +195,7 @@ impl Engine {
             router,
             store,
             stats,
+            census,
             events,
             commands,
             streams,
@@ -408,17 +413,7 @@ impl Engine {
     }
 
     pub fn stats(&self) -> EngineStats {
-        let twins = self
-            .shards
-            .iter()
-            .map(|shard| {
-                shard
-                    .twins
-                    .read()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .len() as u64
-            })
-            .sum();
+        let twins = self.census.live_twins() as u64;
         EngineStats {
             commits: self.stats.commits.load(Ordering::Relaxed),
             writes: self.stats.writes.load(Ordering::Relaxed),

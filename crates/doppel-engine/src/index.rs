@@ -32,6 +32,7 @@ impl Fields for TwinFields<'_> {
             Path::ConnectionStatus => Some(Cow::Owned(Value::String(
                 status_name(twin.connection.status).into(),
             ))),
+            Path::ConnectionStale => Some(Cow::Owned(Value::Bool(twin.connection.stale))),
             Path::DeviceType => twin
                 .meta
                 .device_type
@@ -121,6 +122,9 @@ impl IndexedPaths {
             Path::Tag(_) | Path::ConnectionStatus | Path::DeviceType | Path::FirmwareVersion => {
                 true
             }
+            // Nearly every twin has the same value, so an index would narrow nothing for
+            // `false`; `true` is found through `connection.status = 'UNKNOWN'`, which is.
+            Path::ConnectionStale => false,
             Path::Reported(_) | Path::Desired(_) => self.state.contains(path),
         }
     }
@@ -218,34 +222,42 @@ impl Indexed {
 /// shards of one fleet share them.
 mod gauges {
     use super::Indexed;
+    use crate::metric::{self, DEVICE_STATUSES};
+    use doppel_model::TwinKey;
 
-    pub(super) fn moved(old: Option<&Indexed>, new: Option<&Indexed>) {
+    pub(super) fn moved(key: &TwinKey, old: Option<&Indexed>, new: Option<&Indexed>) {
         let count = |indexed: Option<&Indexed>| f64::from(u8::from(indexed.is_some()));
         let delta =
             |indexed: Option<&Indexed>| f64::from(u8::from(indexed.is_some_and(|i| i.delta)));
         let (twins, deltas) = (count(new) - count(old), delta(new) - delta(old));
         if twins != 0.0 {
-            metrics::gauge!("doppel_twins").increment(twins);
+            metrics::gauge!(metric::TWINS).increment(twins);
         }
         if deltas != 0.0 {
-            metrics::gauge!("doppel_twins_with_delta").increment(deltas);
+            metrics::gauge!(metric::TWINS_WITH_DELTA).increment(deltas);
+        }
+        // A device is its thing: its named shadows carry no presence of their own, so counting
+        // them would add an `unknown` device per shadow.
+        if key.device.shadow_name().is_some() {
+            return;
         }
         let (before, after) = (old.and_then(Indexed::status), new.and_then(Indexed::status));
         if before != after {
             if let Some(status) = before {
-                metrics::gauge!("doppel_devices", "status" => label(status)).decrement(1.0);
+                metrics::gauge!(metric::DEVICES, "status" => label(status)).decrement(1.0);
             }
             if let Some(status) = after {
-                metrics::gauge!("doppel_devices", "status" => label(status)).increment(1.0);
+                metrics::gauge!(metric::DEVICES, "status" => label(status)).increment(1.0);
             }
         }
     }
 
     fn label(status: &str) -> &'static str {
+        let [connected, disconnected, unknown] = DEVICE_STATUSES;
         match status {
-            "CONNECTED" => "connected",
-            "DISCONNECTED" => "disconnected",
-            _ => "unknown",
+            "CONNECTED" => connected,
+            "DISCONNECTED" => disconnected,
+            _ => unknown,
         }
     }
 }
@@ -291,7 +303,7 @@ impl FleetIndex {
             }
             return;
         }
-        gauges::moved(old.as_ref(), new.as_ref());
+        gauges::moved(key, old.as_ref(), new.as_ref());
         for (path, value) in old.map(|old| old.entries).unwrap_or_default() {
             self.remove_device(key, &path, &value);
         }

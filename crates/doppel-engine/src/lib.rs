@@ -14,6 +14,7 @@ mod engine;
 mod error;
 mod events;
 mod index;
+pub mod metric;
 mod shard;
 pub mod silence;
 pub mod stream;

@@ -6,6 +6,7 @@ use crate::engine::{Outcome, Stats};
 use crate::error::EngineError;
 use crate::events::{ChangeFeeds, TwinChange};
 use crate::index::FleetIndex;
+use crate::metric;
 use crate::silence::SilenceTimer;
 use doppel_model::codec::{EncodedHistory, EncodedTwin};
 use doppel_model::policy::ReplicaConfig;
@@ -316,8 +317,8 @@ pub(crate) async fn run_committer(
             .await;
         // Failed attempts count too: a disk that takes seconds to fail is what an operator
         // needs to see.
-        metrics::histogram!("doppel_store_commit_duration_seconds").record(started.elapsed());
-        metrics::histogram!("doppel_store_commit_writes").record(count as f64);
+        metrics::histogram!(metric::COMMIT_DURATION).record(started.elapsed());
+        metrics::histogram!(metric::COMMIT_WRITES).record(count as f64);
         let result = match committed {
             Ok(Ok(())) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -327,13 +328,13 @@ pub(crate) async fn run_committer(
             Ok(Err(err)) => {
                 tracing::error!(error = %err, writes = count, "store commit failed; the writes were not acknowledged");
                 stats.failed_commits.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("doppel_store_commit_failures_total").increment(1);
+                metrics::counter!(metric::COMMIT_FAILURES).increment(1);
                 Err(EngineError::from(err))
             }
             Err(join) => {
                 tracing::error!(error = %join, "store commit panicked");
                 stats.failed_commits.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("doppel_store_commit_failures_total").increment(1);
+                metrics::counter!(metric::COMMIT_FAILURES).increment(1);
                 Err(EngineError::ShuttingDown)
             }
         };
@@ -344,14 +345,7 @@ pub(crate) async fn run_committer(
 }
 
 /// The `kind` label of `doppel_twin_updates_total`, indexed by [`kind_index`].
-const KIND_LABELS: [&str; 6] = [
-    "reported",
-    "desired",
-    "state",
-    "meta",
-    "connection",
-    "deleted",
-];
+const KIND_LABELS: [&str; 6] = metric::TWIN_UPDATE_KINDS;
 
 fn kind_index(kind: HistoryKind) -> usize {
     match kind {
@@ -378,7 +372,7 @@ impl KindCounts {
     fn record(&self) {
         for (label, &count) in KIND_LABELS.iter().zip(&self.0) {
             if count > 0 {
-                metrics::counter!("doppel_twin_updates_total", "kind" => *label).increment(count);
+                metrics::counter!(metric::TWIN_UPDATES, "kind" => *label).increment(count);
             }
         }
     }

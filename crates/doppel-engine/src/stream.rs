@@ -66,7 +66,7 @@ pub enum EventType {
 
 impl EventType {
     /// Every type a client may ask for, by name.
-    pub const NAMES: [&'static str; 12] = [
+    pub const NAMES: [&'static str; 13] = [
         "twin.reported",
         "twin.desired",
         "twin.delta",
@@ -79,6 +79,7 @@ impl EventType {
         "command.expired",
         "command.canceled",
         "command.failed",
+        "command.acknowledged_late",
     ];
 
     pub fn name(self) -> &'static str {
@@ -96,6 +97,7 @@ impl EventType {
                 CommandEventKind::Expired => "command.expired",
                 CommandEventKind::Canceled => "command.canceled",
                 CommandEventKind::Failed => "command.failed",
+                CommandEventKind::AcknowledgedLate => "command.acknowledged_late",
                 CommandEventKind::Due => "command.due",
             },
         }

@@ -447,7 +447,7 @@ fn bearer(
     if verified.is_err() {
         // The secret is never logged: a typo of a real one is most of it.
         tracing::debug!(address = ?peer, "an invalid bearer");
-        metrics::counter!("doppel_http_auth_failures_total").increment(1);
+        metrics::counter!(crate::metrics::AUTH_FAILURES).increment(1);
     }
     verified
 }

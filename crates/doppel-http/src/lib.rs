@@ -13,6 +13,7 @@ mod fleet;
 pub mod host;
 mod media_type;
 mod metrics;
+pub use crate::metrics::describe_metrics;
 mod params;
 pub mod problem;
 mod render;

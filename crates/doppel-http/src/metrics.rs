@@ -11,6 +11,29 @@ use std::time::Instant;
 /// The content type of Prometheus' text exposition format.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
+const REQUESTS: &str = "doppel_http_requests_total";
+const REQUEST_DURATION: &str = "doppel_http_request_duration_seconds";
+pub(crate) const AUTH_FAILURES: &str = "doppel_http_auth_failures_total";
+
+/// Describes the HTTP API's metrics and creates the unlabelled ones at zero; the request
+/// series are made by requests, one per route and status. Call once the process's recorder is
+/// installed.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        REQUESTS,
+        "HTTP requests answered, by method, route and status."
+    );
+    metrics::describe_histogram!(
+        REQUEST_DURATION,
+        "From an HTTP request reaching the router to its response head, by method and route."
+    );
+    metrics::describe_counter!(
+        AUTH_FAILURES,
+        "HTTP requests refused for an invalid, expired or revoked bearer token."
+    );
+    metrics::counter!(AUTH_FAILURES).increment(0);
+}
+
 /// What the recorder holds, rendered. Answers while the engine is still loading, like
 /// `/healthz`, since a slow start is one of the things an operator wants to watch.
 pub(crate) async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -31,13 +54,13 @@ pub(crate) async fn record(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
     metrics::histogram!(
-        "doppel_http_request_duration_seconds",
+        REQUEST_DURATION,
         "method" => method,
         "route" => route.clone()
     )
     .record(started.elapsed());
     metrics::counter!(
-        "doppel_http_requests_total",
+        REQUESTS,
         "method" => method,
         "route" => route,
         "status" => status

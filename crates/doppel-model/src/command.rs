@@ -104,6 +104,10 @@ pub struct CommandLimits {
     pub ack_timeout: Duration,
     /// Deliveries of one command before it is FAILED.
     pub max_attempts: u32,
+    /// Deliveries of one command, beyond its attempts, that are repeats because its device
+    /// reconnected or subscribed again: those lost what was in flight, so they use no attempt,
+    /// up to this bound, past which a command that makes its device crash still ends FAILED.
+    pub max_reconnect_deliveries: u32,
     /// Open (PENDING or DELIVERED) commands one device may have.
     pub max_open: usize,
 }
@@ -121,6 +125,9 @@ impl Default for CommandLimits {
             ack_timeout: Duration::from_secs(30),
             // At least once without hammering a device that cannot act on it.
             max_attempts: 5,
+            // A flapping link reconnects a few times an hour; a device that crashes on a
+            // command reconnects dozens of times.
+            max_reconnect_deliveries: 20,
             // A device that has a hundred commands waiting is not keeping up; more would only
             // pile up behind them.
             max_open: 100,
@@ -299,8 +306,12 @@ pub struct Command {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
     pub status: CommandStatus,
-    /// Deliveries so far.
+    /// Deliveries so far that counted against `max_attempts`.
     pub attempts: u32,
+    /// Repeated deliveries because the device reconnected or subscribed again, which used no
+    /// attempt (see [`CommandLimits::max_reconnect_deliveries`]).
+    #[serde(default)]
+    pub reconnect_deliveries: u32,
     /// When the latest delivery went out; the acknowledgement timeout counts from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivered_at: Option<Millis>,
@@ -308,6 +319,11 @@ pub struct Command {
     pub result: Option<CommandResult>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<Value>,
+    /// When the device acknowledged a command that was already EXPIRED, CANCELED or FAILED:
+    /// its status stays what applications were told, and `result` and `response` record what
+    /// the device said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_late_at: Option<Millis>,
     pub transitions: Vec<Transition>,
 }
 
@@ -325,9 +341,11 @@ impl Command {
             idempotency_key: request.idempotency_key,
             status: CommandStatus::Pending,
             attempts: 0,
+            reconnect_deliveries: 0,
             delivered_at: None,
             result: None,
             response: None,
+            acknowledged_late_at: None,
             transitions: vec![Transition {
                 status: CommandStatus::Pending,
                 at: now,
@@ -352,7 +370,8 @@ impl Command {
     /// Whether the command should go to the device now: pending, or delivered and left
     /// unacknowledged past the timeout with attempts to spare; never once expired. A device that
     /// has just (re)connected lost what was in flight, so `reconnected` does not wait for the
-    /// acknowledgement timeout.
+    /// acknowledgement timeout, and such a repeat uses no attempt while reconnect deliveries
+    /// are left.
     pub fn due(&self, now: Millis, limits: &CommandLimits, reconnected: bool) -> bool {
         if self.is_expired(now) {
             return false;
@@ -360,11 +379,16 @@ impl Command {
         match self.status {
             CommandStatus::Pending => true,
             CommandStatus::Delivered => {
-                (reconnected || self.ack_overdue(now, limits))
-                    && self.attempts < limits.max_attempts
+                let attempt_left = self.attempts < limits.max_attempts;
+                (reconnected && self.reconnect_delivery_left(limits))
+                    || ((reconnected || self.ack_overdue(now, limits)) && attempt_left)
             }
             _ => false,
         }
+    }
+
+    fn reconnect_delivery_left(&self, limits: &CommandLimits) -> bool {
+        self.reconnect_deliveries < limits.max_reconnect_deliveries
     }
 
     fn ack_overdue(&self, now: Millis, limits: &CommandLimits) -> bool {
@@ -386,15 +410,20 @@ impl Command {
                 action: "delivered now",
             });
         }
-        self.attempts += 1;
+        let repeat = self.status == CommandStatus::Delivered;
+        if reconnected && repeat && self.reconnect_delivery_left(limits) {
+            self.reconnect_deliveries += 1;
+        } else {
+            self.attempts += 1;
+        }
         self.delivered_at = Some(now);
         self.step(CommandStatus::Delivered, now, Some(self.attempts));
         Ok(())
     }
 
     /// Records the device's acknowledgement. PENDING accepts it too: a device may act on a
-    /// command it read from a listing before any delivery. A final command takes none: once
-    /// EXPIRED, CANCELED or FAILED, what applications were told stays so.
+    /// command it read from a listing before any delivery. A final command takes none here:
+    /// see [`Command::acknowledge_late`].
     pub fn acknowledge(
         &mut self,
         result: CommandResult,
@@ -415,6 +444,37 @@ impl Command {
         self.result = Some(result);
         self.response = response;
         self.step(CommandStatus::Acknowledged, now, None);
+        Ok(())
+    }
+
+    /// Records an acknowledgement that came after the command became EXPIRED, CANCELED or
+    /// FAILED (a device, or an edge agent, that acted on it while the hub had given up). What
+    /// applications were told stays so: the status does not change, but what the device said
+    /// is kept, once, instead of being lost.
+    pub fn acknowledge_late(
+        &mut self,
+        result: CommandResult,
+        response: Option<Value>,
+        now: Millis,
+        limits: &CommandLimits,
+        document: &Limits,
+    ) -> Result<(), CommandError> {
+        let late = matches!(
+            self.status,
+            CommandStatus::Expired | CommandStatus::Canceled | CommandStatus::Failed
+        );
+        if !late || self.acknowledged_late_at.is_some() {
+            return Err(CommandError::NotAllowed {
+                status: self.status,
+                action: "acknowledged again",
+            });
+        }
+        if let Some(response) = &response {
+            check_payload("response", response, limits, document)?;
+        }
+        self.result = Some(result);
+        self.response = response;
+        self.acknowledged_late_at = Some(now);
         Ok(())
     }
 
@@ -504,6 +564,14 @@ impl Command {
         view.insert(
             "response".into(),
             self.response.clone().unwrap_or(Value::Null),
+        );
+        view.insert(
+            "reconnect_deliveries".into(),
+            self.reconnect_deliveries.into(),
+        );
+        view.insert(
+            "acknowledged_late_at".into(),
+            self.acknowledged_late_at.map_or(Value::Null, instant),
         );
         let transitions = self
             .transitions

@@ -6,6 +6,7 @@ use crate::config::MqttConfig;
 use crate::connections::LiveConnections;
 use crate::hub::{Hub, HubConfig, HubHook};
 use crate::identity::Directory;
+use crate::metric;
 use crate::retain::MemoryRetainer;
 use crate::shadow::service;
 use doppel_auth::{Registry, Tokens};
@@ -277,10 +278,9 @@ fn builder(config: &MqttConfig, addr: SocketAddr) -> Builder {
 /// and, for a QoS 1 or 2 message, the session is disconnected (reason 0x97, quota exceeded).
 fn slow_client(session: &Id, disconnected: bool, first: bool) {
     if disconnected {
-        metrics::counter!("doppel_mqtt_slow_clients_disconnected_total").increment(1);
+        metrics::counter!(metric::SLOW_CLIENTS_DISCONNECTED).increment(1);
     } else {
-        metrics::counter!("doppel_mqtt_messages_dropped_total", "reason" => "queue_full")
-            .increment(1);
+        metrics::counter!(metric::MESSAGES_DROPPED, "reason" => metric::QUEUE_FULL).increment(1);
     }
     if first {
         tracing::warn!(

@@ -156,7 +156,8 @@ pub(crate) async fn deliver(hub: &Hub, key: &TwinKey, reconnected: bool) {
     }
 }
 
-/// What a device receives: what it needs to act, and the attempt so it can tell a repeat.
+/// What a device receives: what it needs to act, its attempt, and whether it is a repeat (a
+/// repeat after a reconnect uses no attempt, so the attempt alone cannot tell).
 fn delivery(command: &Command) -> Value {
     json!({
         "id": command.id,
@@ -166,6 +167,7 @@ fn delivery(command: &Command) -> Value {
         "created_at": command.created_at.to_rfc3339(),
         "expires_at": command.expires_at.to_rfc3339(),
         "attempt": command.attempts,
+        "repeat": command.attempts > 1 || command.reconnect_deliveries > 0,
     })
 }
 

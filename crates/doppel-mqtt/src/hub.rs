@@ -11,6 +11,7 @@ use crate::acl::{self, Access, AclRule};
 use crate::commands;
 use crate::connections::LiveConnections;
 use crate::identity::{self, Directory, Identity, TokenLogin, TokenRefusal, username_of};
+use crate::metric;
 use crate::mount;
 use crate::presence::{self, ClientEvent, Presence};
 use crate::shadow::service;
@@ -36,13 +37,6 @@ use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
-
-/// The gauge of live client sessions, raised and lowered by the connect and disconnect hooks.
-const CONNECTIONS_METRIC: &str = "doppel_mqtt_connections";
-
-/// Refused password logins by `reason` (see [`doppel_auth::Refusal::as_str`], and
-/// `missing_password`).
-const LOGIN_FAILURES_METRIC: &str = "doppel_mqtt_login_failures_total";
 
 /// Where a session's identity is kept among its attributes once worked out.
 const IDENTITY_ATTR: &str = "doppel.identity";
@@ -164,7 +158,7 @@ impl Hub {
             properties: trace::properties(trace),
         });
         match SessionState::forwards(&self.scx, from, publish, false, None).await {
-            Ok(()) => metrics::counter!("doppel_mqtt_messages_published_total").increment(1),
+            Ok(()) => metrics::counter!(metric::MESSAGES_PUBLISHED).increment(1),
             Err(err) => tracing::warn!(error = %err, topic, "cannot publish a hub message"),
         }
     }
@@ -209,14 +203,14 @@ impl Hub {
                     // Throttled logins too: rmqtt has no "connection rate exceeded" (MQTT 5
                     // 0x9F), and a guess the client cannot tell from a checked one is wasted.
                     LoginOutcome::Refused(refusal) => {
-                        metrics::counter!(LOGIN_FAILURES_METRIC, "reason" => refusal.as_str())
+                        metrics::counter!(metric::LOGIN_FAILURES, "reason" => refusal.as_str())
                             .increment(1);
                         AuthResult::BadUsernameOrPassword
                     }
                 }
             }
             (Some(_), None) => {
-                metrics::counter!(LOGIN_FAILURES_METRIC, "reason" => "missing_password")
+                metrics::counter!(metric::LOGIN_FAILURES, "reason" => metric::MISSING_PASSWORD)
                     .increment(1);
                 AuthResult::BadUsernameOrPassword
             }
@@ -231,11 +225,12 @@ impl Hub {
         match identity::token_identity(&self.directory, username, password) {
             Ok(_) => AuthResult::Allow(false, None),
             Err(TokenRefusal::Invalid) => {
-                metrics::counter!(LOGIN_FAILURES_METRIC, "reason" => "invalid_token").increment(1);
+                metrics::counter!(metric::LOGIN_FAILURES, "reason" => metric::INVALID_TOKEN)
+                    .increment(1);
                 AuthResult::BadUsernameOrPassword
             }
             Err(TokenRefusal::NotAllowed) => {
-                metrics::counter!(LOGIN_FAILURES_METRIC, "reason" => "token_not_allowed")
+                metrics::counter!(metric::LOGIN_FAILURES, "reason" => metric::TOKEN_NOT_ALLOWED)
                     .increment(1);
                 AuthResult::NotAuthorized
             }
@@ -276,7 +271,7 @@ impl Hub {
         // Where `doppel_sync_latency_seconds` starts.
         let received = Instant::now();
         if from.is_custom() {
-            metrics::counter!("doppel_mqtt_messages_received_total").increment(1);
+            metrics::counter!(metric::MESSAGES_RECEIVED).increment(1);
         }
         let mut rewritten = Publish::clone(publish);
         let topic = publish.topic.to_string();
@@ -731,7 +726,7 @@ impl Handler for HubHook {
                 None => (true, acc),
             },
             Parameter::ClientConnected(session) => {
-                metrics::gauge!(CONNECTIONS_METRIC).increment(1);
+                metrics::gauge!(metric::CONNECTIONS).increment(1);
                 hub.live_connections.opened(&session.id.client_id);
                 hub.recheck_subscriptions(session).await;
                 match hub.identity(session).await {
@@ -743,7 +738,7 @@ impl Handler for HubHook {
                 (true, acc)
             }
             Parameter::ClientDisconnected(session, reason) => {
-                metrics::gauge!(CONNECTIONS_METRIC).decrement(1);
+                metrics::gauge!(metric::CONNECTIONS).decrement(1);
                 hub.live_connections.closed(&session.id.client_id);
                 hub.on_presence(session, Some(reason)).await;
                 (true, acc)

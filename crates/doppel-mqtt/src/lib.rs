@@ -9,6 +9,7 @@ pub mod config;
 mod connections;
 mod hub;
 pub mod identity;
+mod metric;
 pub mod mount;
 pub mod presence;
 mod retain;
@@ -18,3 +19,4 @@ mod trace;
 
 pub use broker::{ANONYMOUS_TENANT, HANDSHAKE_SOCKETS, Listening, MqttError, MqttServer};
 pub use config::{MqttConfig, TlsConfig};
+pub use metric::describe_metrics;

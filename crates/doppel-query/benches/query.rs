@@ -31,6 +31,7 @@ impl Fields for Twin {
             Path::Desired(segments) => walk(&self.desired, segments),
             Path::Tag(name) => self.tags.get(name),
             Path::ConnectionStatus => Some(&self.status),
+            Path::ConnectionStale => return Some(Cow::Owned(Value::Bool(false))),
             Path::DeviceType => Some(&self.device_type),
             Path::FirmwareVersion => Some(&self.firmware_version),
         };

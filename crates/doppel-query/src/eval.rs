@@ -13,7 +13,8 @@ use crate::path::Path;
 /// To be evaluated correctly, an implementation must:
 /// - return `None` from `value` exactly when the twin has no such field (a field whose value is
 ///   JSON `null`, if the representation keeps one, is `Some(Value::Null)`);
-/// - return `connection.status` as one of the strings in [`crate::CONNECTION_STATUSES`];
+/// - return `connection.status` as one of the strings in [`crate::CONNECTION_STATUSES`], and
+///   `connection.stale` as a boolean;
 /// - return the field's whole value for a path that names an object or array (queries compare it
 ///   with scalars only, so it never equals a literal, but `EXISTS` sees it).
 ///
@@ -227,6 +228,7 @@ mod tests {
             ("desired.mode", json!("heat")),
             ("reported.cfg", json!({"a": [1, 2]})),
             ("connection.status", json!("CONNECTED")),
+            ("connection.stale", json!(false)),
         ]);
         twin.delta_empty = false;
         assert!(matches("EXISTS desired.mode", &twin));
@@ -239,6 +241,8 @@ mod tests {
             "connection.status NOT IN ('DISCONNECTED', 'UNKNOWN')",
             &twin
         ));
+        assert!(matches("connection.stale = FALSE", &twin));
+        assert!(!matches("connection.stale = TRUE", &twin));
         twin.delta_empty = true;
         assert!(matches("delta IS EMPTY", &twin));
     }

@@ -232,7 +232,7 @@ fn predicate(i: &mut Input<'_>) -> PResult<Expr> {
             );
         };
         if matches!(op, CompareOp::Eq | CompareOp::Ne) {
-            check_status(&path, &value, value_start)?;
+            check_connection_literal(&path, &value, value_start)?;
         }
         return Ok(Expr::Compare { path, op, value });
     }
@@ -306,7 +306,7 @@ fn in_list(i: &mut Input<'_>, path: Path, negated: bool) -> PResult<Expr> {
                 format!("the {keyword} list has more than {MAX_IN_VALUES} values"),
             );
         }
-        check_status(&path, &value, value_start)?;
+        check_connection_literal(&path, &value, value_start)?;
         values.push(value);
         skip_ws(i)?;
         if i.starts_with(')') {
@@ -355,22 +355,29 @@ fn like(i: &mut Input<'_>, path: Path) -> PResult<Expr> {
     }
 }
 
-/// Equality with a status that does not exist could never match; it is nearly always a typo
-/// such as `'connected'`, so say so instead of returning nothing.
-fn check_status(path: &Path, value: &Value, position: usize) -> PResult<()> {
-    let known = value
-        .as_str()
-        .is_some_and(|status| CONNECTION_STATUSES.contains(&status));
-    if *path != Path::ConnectionStatus || known {
-        return Ok(());
+/// Equality with a status that does not exist, or of `connection.stale` with anything but a
+/// boolean, could never match; it is nearly always a typo such as `'connected'` or `'true'`, so
+/// say so instead of returning nothing.
+fn check_connection_literal(path: &Path, value: &Value, position: usize) -> PResult<()> {
+    match path {
+        Path::ConnectionStatus
+            if !value
+                .as_str()
+                .is_some_and(|status| CONNECTION_STATUSES.contains(&status)) =>
+        {
+            fail(
+                position,
+                format!(
+                    "connection.status is one of '{}'",
+                    CONNECTION_STATUSES.join("', '")
+                ),
+            )
+        }
+        Path::ConnectionStale if !value.is_boolean() => {
+            fail(position, "connection.stale is TRUE or FALSE")
+        }
+        _ => Ok(()),
     }
-    fail(
-        position,
-        format!(
-            "connection.status is one of '{}'",
-            CONNECTION_STATUSES.join("', '")
-        ),
-    )
 }
 
 /// A path; `context` completes the message when there is none, as in "expected a field after
@@ -392,7 +399,7 @@ fn path(i: &mut Input<'_>, context: &str) -> PResult<Path> {
             start,
             format!(
                 "unknown field '{}'; expected reported.<name>, desired.<name>, tags.<name>, \
-                 connection.status, device_type or firmware_version",
+                 connection.status, connection.stale, device_type or firmware_version",
                 shorten(root)
             ),
         );
@@ -420,13 +427,17 @@ fn path(i: &mut Input<'_>, context: &str) -> PResult<Path> {
             "tags takes exactly one name (tags.<name>); quote a name containing '.' with backticks",
         ),
         ("connection", [(_, name)]) if name == "status" => Ok(Path::ConnectionStatus),
+        ("connection", [(_, name)]) if name == "stale" => Ok(Path::ConnectionStale),
         ("connection", _) => {
             let at = match segments.as_slice() {
-                [(dot, name), ..] if name != "status" => *dot,
+                [(dot, name), ..] if name != "status" && name != "stale" => *dot,
                 [_, (dot, _), ..] => *dot,
                 _ => after_root,
             };
-            fail(at, "connection has one field: connection.status")
+            fail(
+                at,
+                "connection has two fields: connection.status and connection.stale",
+            )
         }
         (_, [(dot, _), ..]) => fail(*dot, format!("{root} has no fields")),
         ("device_type", []) => Ok(Path::DeviceType),
@@ -789,6 +800,7 @@ mod tests {
             parse_path("  connection.status "),
             Ok(Path::ConnectionStatus)
         );
+        assert_eq!(parse_path("connection.stale"), Ok(Path::ConnectionStale));
     }
 
     #[test]
@@ -864,6 +876,9 @@ mod tests {
             ("EXISTS 'x'", 7, "expected a field after EXISTS"),
             ("connection.status = 'connected'", 20, "'CONNECTED'"),
             ("connection.status IN ('CONNECTED', 'up')", 35, "'UNKNOWN'"),
+            ("connection.stale.x = TRUE", 16, "connection.stale"),
+            ("connection.stale = 'true'", 19, "TRUE or FALSE"),
+            ("connection.stale IN (TRUE, 1)", 27, "TRUE or FALSE"),
         ];
         for (text, position, message) in cases {
             let (at, said) = error(text);

@@ -20,6 +20,9 @@ pub enum Path {
     Tag(String),
     /// `connection.status`: one of [`CONNECTION_STATUSES`], as a JSON string.
     ConnectionStatus,
+    /// `connection.stale`: whether the hub marked the device UNKNOWN for its silence, as a JSON
+    /// boolean (always present, `false` for a device that was never stale).
+    ConnectionStale,
     /// `device_type`.
     DeviceType,
     /// `firmware_version`.
@@ -33,6 +36,7 @@ impl fmt::Display for Path {
             Path::Desired(segments) => ("desired", segments),
             Path::Tag(name) => ("tags", std::slice::from_ref(name)),
             Path::ConnectionStatus => return f.write_str("connection.status"),
+            Path::ConnectionStale => return f.write_str("connection.stale"),
             Path::DeviceType => return f.write_str("device_type"),
             Path::FirmwareVersion => return f.write_str("firmware_version"),
         };
@@ -127,5 +131,6 @@ mod tests {
         assert_eq!(path.to_string(), "reported.a-b_1.`odd key`.`x``y`.``.`1st`");
         assert_eq!(Path::Tag("site".into()).to_string(), "tags.site");
         assert_eq!(Path::ConnectionStatus.to_string(), "connection.status");
+        assert_eq!(Path::ConnectionStale.to_string(), "connection.stale");
     }
 }

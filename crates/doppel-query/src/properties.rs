@@ -38,6 +38,7 @@ fn any_path() -> BoxedStrategy<Path> {
         prop::collection::vec(segment(), 1..4).prop_map(Path::Desired),
         segment().prop_map(Path::Tag),
         Just(Path::ConnectionStatus),
+        Just(Path::ConnectionStale),
         Just(Path::DeviceType),
         Just(Path::FirmwareVersion),
     ]
@@ -81,11 +82,12 @@ fn exprs(
     literals: fn() -> BoxedStrategy<Value>,
 ) -> BoxedStrategy<Expr> {
     let condition = paths.prop_flat_map(move |path| {
-        // The parser only accepts real statuses in equalities with connection.status.
-        let literal = if path == Path::ConnectionStatus {
-            status()
-        } else {
-            literals()
+        // The parser only accepts real statuses in equalities with connection.status, and
+        // booleans with connection.stale.
+        let literal = match path {
+            Path::ConnectionStatus => status(),
+            Path::ConnectionStale => any::<bool>().prop_map(Value::Bool).boxed(),
+            _ => literals(),
         };
         prop_oneof![
             (compare_op(), literal.clone()).prop_map({

@@ -189,6 +189,8 @@ pub struct CommandsSection {
     pub ack_timeout: Duration,
     /// Deliveries of one command before it is FAILED.
     pub max_attempts: u32,
+    /// Repeats of a delivery because the device reconnected, which use no attempt.
+    pub max_reconnect_deliveries: u32,
     /// Open (PENDING or DELIVERED) commands one device may have.
     pub max_open: usize,
 }
@@ -202,6 +204,7 @@ impl Default for CommandsSection {
             max_payload_bytes: defaults.max_payload_bytes,
             ack_timeout: defaults.ack_timeout,
             max_attempts: defaults.max_attempts,
+            max_reconnect_deliveries: defaults.max_reconnect_deliveries,
             max_open: defaults.max_open,
         }
     }
@@ -215,6 +218,7 @@ impl CommandsSection {
             max_payload_bytes: self.max_payload_bytes,
             ack_timeout: self.ack_timeout,
             max_attempts: self.max_attempts,
+            max_reconnect_deliveries: self.max_reconnect_deliveries,
             max_open: self.max_open,
         }
     }
@@ -780,6 +784,9 @@ pub struct ServeArgs {
     /// commands.max_attempts: deliveries of one command before it is FAILED [default: 5]
     #[arg(long, env = "DOPPEL_COMMANDS_MAX_ATTEMPTS")]
     pub commands_max_attempts: Option<u32>,
+    /// commands.max_reconnect_deliveries: repeats of a delivery because the device reconnected, which use no attempt [default: 20]
+    #[arg(long, env = "DOPPEL_COMMANDS_MAX_RECONNECT_DELIVERIES")]
+    pub commands_max_reconnect_deliveries: Option<u32>,
     /// commands.max_open: open commands one device may have [default: 100]
     #[arg(long, env = "DOPPEL_COMMANDS_MAX_OPEN")]
     pub commands_max_open: Option<usize>,
@@ -962,6 +969,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.commands_max_attempts {
             config.commands.max_attempts = v;
+        }
+        if let Some(v) = self.commands_max_reconnect_deliveries {
+            config.commands.max_reconnect_deliveries = v;
         }
         if let Some(v) = self.commands_max_open {
             config.commands.max_open = v;

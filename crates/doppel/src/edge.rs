@@ -129,6 +129,9 @@ pub fn run(args: EdgeArgs) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let ran = runtime.block_on(async {
         let metrics = install_metrics()?;
+        doppel_engine::metric::describe();
+        doppel_http::describe_metrics();
+        doppel_edge::describe_metrics();
         let edge = Edge::start(config, Some(metrics)).await?;
         announce(&format!("doppel edge listening on {}", edge.listening()));
         announce("doppel edge ready");

@@ -112,6 +112,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_auth_failure_limit(config.http.max_auth_failures_per_address)
         .with_stream_limit(config.http.max_streams_per_token);
     state.set_metrics(install_metrics()?);
+    doppel_engine::metric::describe();
+    doppel_http::describe_metrics();
+    doppel_mqtt::describe_metrics();
     let server = tokio::spawn({
         let router = doppel_http::router(state.clone());
         let polls = state.clone();
@@ -248,7 +251,7 @@ pub(crate) fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
         .and_then(|builder| {
             builder.set_buckets_for_metric(
-                Matcher::Full("doppel_store_commit_writes".into()),
+                Matcher::Full(doppel_engine::metric::COMMIT_WRITES.into()),
                 &COMMIT_WRITES_BUCKETS,
             )
         })

@@ -183,7 +183,11 @@ async fn an_offline_device_gets_its_unexpired_commands_in_priority_order_then_it
     pump.subscribe(&commands_topic(DEVICE)).await;
     let again = next_delivery(&mut pump, DEVICE).await;
     assert_eq!(id_of(&again), id("mid"));
-    assert_eq!(again["attempt"], 2);
+    assert_eq!(
+        (&again["attempt"], &again["repeat"]),
+        (&json!(1), &json!(true)),
+        "a repeat after a reconnect uses no attempt"
+    );
     assert_eq!(id_of(&next_delivery(&mut pump, DEVICE).await), id("low"));
     acknowledge(
         &mut pump,
@@ -424,4 +428,140 @@ async fn attempts_do_not_run_out_while_a_device_with_a_kept_session_is_away() {
         http.command("rover-3", &id_of(&queued)).await["status"],
         "ACKNOWLEDGED"
     );
+}
+
+/// The flapping link: every reconnect (and every other client of the device that
+/// subscribes to its commands, such as an edge agent beside a local client) repeats what is in
+/// flight, and none of those repeats may use up the attempts.
+#[tokio::test]
+async fn reconnects_and_other_subscribers_repeat_a_command_without_spending_its_attempts() {
+    let server = Server::start_with(&[
+        "--commands-ack-timeout",
+        "60s",
+        "--commands-max-attempts",
+        "2",
+    ]);
+    let http = HttpClient::new(&server);
+    let login_pair = http.credential("devices/flap-4").await;
+    let mut flap = device(&server, &login_pair, "flap-4").await;
+    flap.subscribe(&commands_topic("flap-4")).await;
+    let (_, queued) = http
+        .queue_command("flap-4", &json!({"type": "reboot"}))
+        .await;
+    let first = next_delivery(&mut flap, "flap-4").await;
+    assert_eq!(
+        (&first["attempt"], &first["repeat"]),
+        (&json!(1), &json!(false))
+    );
+    for reconnect in 1..=4 {
+        flap.disconnect().await;
+        flap = device(&server, &login_pair, "flap-4").await;
+        flap.subscribe(&commands_topic("flap-4")).await;
+        let again = next_delivery(&mut flap, "flap-4").await;
+        assert_eq!(id_of(&again), id_of(&queued), "reconnect {reconnect}");
+        assert_eq!(
+            (&again["attempt"], &again["repeat"]),
+            (&json!(1), &json!(true)),
+            "reconnect {reconnect}"
+        );
+    }
+    let mut beside = device(&server, &login_pair, "flap-4-beside").await;
+    beside.subscribe(&commands_topic("flap-4")).await;
+    assert_eq!(
+        id_of(&next_delivery(&mut beside, "flap-4").await),
+        id_of(&queued)
+    );
+    // The repeats (for the other client's connection and for its subscription) go to every
+    // subscriber of the device's commands.
+    assert_eq!(
+        id_of(&next_delivery(&mut flap, "flap-4").await),
+        id_of(&queued)
+    );
+    let command = http.command("flap-4", &id_of(&queued)).await;
+    assert_eq!(command["status"], "DELIVERED", "{command}");
+    assert_eq!(command["attempts"], 1, "{command}");
+    assert!(
+        command["reconnect_deliveries"].as_u64() >= Some(5),
+        "{command}"
+    );
+    let ack = format!("{}/ack", command_topic("flap-4", &id_of(&queued)));
+    beside.subscribe(&format!("{ack}/+")).await;
+    beside
+        .publish_json(&ack, &json!({"status": "SUCCEEDED"}))
+        .await;
+    let mut answer = beside.recv_any().await;
+    for _ in 0..3 {
+        if answer.topic != command_topic("flap-4", &id_of(&queued)) {
+            break;
+        }
+        answer = beside.recv_any().await;
+    }
+    assert_eq!(answer.topic, format!("{ack}/accepted"));
+    assert_eq!(answer.json()["status"], "ACKNOWLEDGED");
+}
+
+/// A device (or an edge agent) that acts on a command after the hub gave up on it: the
+/// acknowledgement is accepted and kept, the status stays FAILED, and applications hear of it.
+#[tokio::test]
+async fn a_late_acknowledgement_of_a_failed_command_is_kept_and_announced() {
+    let server = Server::start_with(QUICK_RETRIES);
+    let http = HttpClient::new(&server);
+    let device_login = http.credential("devices/late-5").await;
+    let app_login = http.credential("apps/watch").await;
+    let mut app = login(server.mqtt, "watch", &app_login.0, &app_login.1).await;
+    app.subscribe("$doppel/events/commands/late-5/+").await;
+    let mut late = device(&server, &device_login, "late-5").await;
+    late.subscribe(&commands_topic("late-5")).await;
+    let (_, queued) = http
+        .queue_command("late-5", &json!({"type": "photo"}))
+        .await;
+    let id = id_of(&queued);
+    for attempt in 1..=2 {
+        assert_eq!(next_delivery(&mut late, "late-5").await["attempt"], attempt);
+    }
+    let mut failed = Value::Null;
+    for _ in 0..100 {
+        failed = http.command("late-5", &id).await;
+        if failed["status"] == "FAILED" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    assert_eq!(failed["acknowledged_late_at"], Value::Null);
+
+    let accepted = acknowledge(
+        &mut late,
+        "late-5",
+        &id,
+        json!({"status": "SUCCEEDED", "response": {"photo": "p1.jpg"}}),
+    )
+    .await;
+    assert_eq!(
+        accepted["status"], "FAILED",
+        "what applications were told stays"
+    );
+    assert_eq!(accepted["result"], "SUCCEEDED");
+    assert!(accepted["acknowledged_late_at"].is_string(), "{accepted}");
+    let event = app
+        .recv_json("$doppel/events/commands/late-5/acknowledged_late")
+        .await;
+    assert_eq!(event["event"], "command.acknowledged_late");
+    assert_eq!(event["command"]["response"], json!({"photo": "p1.jpg"}));
+    let stored = http.command("late-5", &id).await;
+    assert_eq!(
+        (&stored["status"], &stored["result"]),
+        (&json!("FAILED"), &json!("SUCCEEDED"))
+    );
+
+    let topic = format!("{}/ack", command_topic("late-5", &id));
+    late.publish_json(&topic, &json!({"status": "FAILED"}))
+        .await;
+    let answer = late.recv_any().await;
+    assert_eq!(
+        answer.topic,
+        format!("{topic}/rejected"),
+        "one late acknowledgement only"
+    );
+    assert_eq!(answer.json()["code"], 409);
 }

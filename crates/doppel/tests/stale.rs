@@ -80,10 +80,33 @@ async fn a_silent_connected_device_goes_unknown_and_comes_back_when_it_reports()
         "CONNECTED",
         "24h is not over"
     );
+    // A named shadow is part of its device, not another device of unknown status.
+    http.patch_desired("slow-1/shadows/config", &json!({"mode": "eco"}))
+        .await;
     assert_eq!(
         metric(&server, "doppel_devices{status=\"unknown\"}").await,
         1.0
     );
+    assert_eq!(
+        metric(&server, "doppel_devices{status=\"connected\"}").await,
+        1.0
+    );
+    let found: Value = client
+        .get(server.url(TWINS))
+        .query(&[("q", "connection.stale = TRUE")])
+        .send()
+        .await
+        .expect("query")
+        .json()
+        .await
+        .expect("a page");
+    let devices: Vec<&str> = found["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|twin| twin["device_id"].as_str().expect("a device id"))
+        .collect();
+    assert_eq!(devices, ["fast-1"], "{found}");
     let history = http
         .get(&format!("{TWINS}/fast-1/history?kind=CONNECTION"))
         .await

@@ -270,7 +270,66 @@ async fn a_reconnected_device_gets_in_flight_commands_again() {
     );
     let again = commands.deliver(device.clone(), true, 10).await.unwrap();
     assert_eq!(again.len(), 1);
-    assert_eq!(again[0].attempts, 2);
+    assert_eq!(
+        (again[0].attempts, again[0].reconnect_deliveries),
+        (1, 1),
+        "a reconnect's repeat uses no attempt"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_acknowledgement_of_a_failed_command_is_kept_announced_and_durable() {
+    let store = MemoryStore::new(HistoryBuckets::new(1000));
+    let device = key("pump");
+    let id = {
+        let engine = start(&store).await;
+        let commands = engine.commands();
+        let mut events = commands.follow(64);
+        let id = commands
+            .queue(device.clone(), request("photo", 0, HOUR, None))
+            .await
+            .unwrap()
+            .command
+            .id
+            .clone();
+        commands.deliver(device.clone(), false, 10).await.unwrap();
+        next_event(&mut events, CommandEventKind::Due).await;
+        commands.deliver(device.clone(), false, 10).await.unwrap();
+        next_event(&mut events, CommandEventKind::Failed).await;
+
+        let late = commands
+            .acknowledge(
+                device.clone(),
+                id.clone(),
+                CommandResult::Succeeded,
+                Some(json!({"photo": "p1.jpg"})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(late.status, CommandStatus::Failed);
+        assert_eq!(late.result, Some(CommandResult::Succeeded));
+        assert!(late.acknowledged_late_at.is_some());
+        let announced = next_event(&mut events, CommandEventKind::AcknowledgedLate).await;
+        assert_eq!(announced.command.id, id);
+        assert!(matches!(
+            commands
+                .acknowledge(device.clone(), id.clone(), CommandResult::Failed, None)
+                .await,
+            Err(EngineError::Command(CommandError::NotAllowed {
+                status: CommandStatus::Failed,
+                ..
+            }))
+        ));
+        id
+    };
+    let engine = start(&store).await;
+    let stored = engine.commands().get(&device, &id).await.unwrap().unwrap();
+    assert_eq!(stored.status, CommandStatus::Failed);
+    assert_eq!(stored.response, Some(json!({"photo": "p1.jpg"})));
+    assert!(
+        stored.acknowledged_late_at.is_some(),
+        "the late acknowledgement is durable"
+    );
 }
 
 #[tokio::test(start_paused = true)]

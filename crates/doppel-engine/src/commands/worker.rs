@@ -4,6 +4,7 @@ use super::{Answer, CommandEvent, CommandEventKind, Job, Op, QueueReply};
 use crate::clock::{Clock, sleep_until};
 use crate::error::EngineError;
 use crate::events::Feeds;
+use crate::metric;
 use doppel_model::command::{
     Command, CommandError, CommandLimits, CommandStatus, NewCommand, delivery_order,
 };
@@ -48,9 +49,6 @@ impl DeviceQueue {
     }
 }
 
-/// The gauge of open (PENDING or DELIVERED) commands, which every worker adjusts by its share.
-pub(crate) const OPEN_METRIC: &str = "doppel_commands_open";
-
 /// A deadline of one command: when time alone may change it.
 type Deadline = Reverse<(Millis, TwinKey, String)>;
 
@@ -78,6 +76,9 @@ struct Round {
     events: Vec<CommandEvent>,
     deadlines: Vec<Deadline>,
     answers: Vec<Box<dyn FnOnce(Option<EngineError>) + Send>>,
+    /// Final commands the round's acknowledgements name, read from the store before it began
+    /// or settled by it, as the round has left them: the ones a late acknowledgement may reach.
+    finals: HashMap<(TwinKey, String), Command>,
 }
 
 impl Round {
@@ -146,7 +147,10 @@ impl CommandWorker {
                     if received == 0 {
                         return;
                     }
-                    let mut round = Round::default();
+                    let mut round = Round {
+                        finals: self.finals_named(&batch).await,
+                        ..Round::default()
+                    };
                     for job in batch.drain(..) {
                         self.apply(&mut round, job);
                     }
@@ -157,6 +161,50 @@ impl CommandWorker {
                     self.finish(round).await;
                 }
             }
+        }
+    }
+
+    /// Reads the commands that acknowledgements in `batch` name and that are not open, which
+    /// live in the store only. This worker is the only writer of its devices' commands, so what
+    /// it reads stays true while it applies the batch.
+    async fn finals_named(&self, batch: &[Job]) -> HashMap<(TwinKey, String), Command> {
+        let wanted: Vec<(TwinKey, String)> = batch
+            .iter()
+            .filter_map(|job| match &job.op {
+                Op::Acknowledge { id, .. }
+                    if !self
+                        .devices
+                        .get(&job.key)
+                        .is_some_and(|queue| queue.open.contains_key(id)) =>
+                {
+                    Some((job.key.clone(), id.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        if wanted.is_empty() {
+            return HashMap::new();
+        }
+        let store = self.store.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let mut found = HashMap::new();
+            for (key, id) in wanted {
+                if let Some(command) = store.command(&key, &id)? {
+                    found.insert((key, id), command);
+                }
+            }
+            Ok::<_, doppel_store::StoreError>(found)
+        })
+        .await;
+        match read {
+            Ok(Ok(found)) => found,
+            // The acknowledgements then answer as for an unknown command, which the caller's
+            // own read of the store turns into the truth or into the store's error.
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "cannot read final commands for late acknowledgements");
+                HashMap::new()
+            }
+            Err(_) => HashMap::new(),
         }
     }
 
@@ -183,6 +231,9 @@ impl CommandWorker {
                 if let Err(err) = round.record(key, &command, kind, now, &self.limits) {
                     tracing::error!(error = %err, command = %command.id, "cannot record a settled command");
                 }
+                round
+                    .finals
+                    .insert((key.clone(), command.id.clone()), command);
             }
             round.touched.insert(key.clone(), queue);
         }
@@ -214,10 +265,17 @@ impl CommandWorker {
                 reply,
             } => {
                 let (limits, document) = (self.limits, self.document);
-                let outcome = self.change(round, &key, &id, now, |command| {
-                    command.acknowledge(result, response, now, &limits, &document)?;
-                    Ok(CommandEventKind::Acknowledged)
-                });
+                let open = self.queue(round, &key, now).open.contains_key(&id);
+                let outcome = if open {
+                    self.change(round, &key, &id, now, |command| {
+                        command.acknowledge(result, response, now, &limits, &document)?;
+                        Ok(CommandEventKind::Acknowledged)
+                    })
+                } else {
+                    self.acknowledge_late(round, &key, &id, now, |command| {
+                        command.acknowledge_late(result, response, now, &limits, &document)
+                    })
+                };
                 round.answer(reply, outcome);
             }
             Op::Deliver {
@@ -290,6 +348,33 @@ impl CommandWorker {
         round.record(key, &command, kind, now, &limits)
     }
 
+    /// Applies a late acknowledgement to a final command the round knows; any other answers
+    /// `NotFound`.
+    fn acknowledge_late(
+        &self,
+        round: &mut Round,
+        key: &TwinKey,
+        id: &str,
+        now: Millis,
+        step: impl FnOnce(&mut Command) -> Result<(), CommandError>,
+    ) -> Result<Arc<Command>, EngineError> {
+        let found = (key.clone(), id.to_owned());
+        let Some(known) = round.finals.get(&found) else {
+            return Err(CommandError::NotFound { id: id.into() }.into());
+        };
+        let mut command = known.clone();
+        step(&mut command)?;
+        let shared = round.record(
+            key,
+            &command,
+            CommandEventKind::AcknowledgedLate,
+            now,
+            &self.limits,
+        )?;
+        round.finals.insert(found, command);
+        Ok(shared)
+    }
+
     fn deliver(
         &self,
         round: &mut Round,
@@ -355,11 +440,13 @@ impl CommandWorker {
     async fn finish(&mut self, round: Round) {
         let Round {
             touched,
-            writes,
+            mut writes,
             events,
             deadlines,
             answers,
+            finals: _,
         } = round;
+        keep_last_write_of_each_command(&mut writes);
         let failure = if writes.is_empty() {
             None
         } else {
@@ -409,15 +496,31 @@ impl CommandWorker {
             .sum();
         if opened != 0 {
             // Each worker adds its own share to the one gauge.
-            metrics::gauge!(OPEN_METRIC).increment(opened as f64);
+            metrics::gauge!(metric::COMMANDS_OPEN).increment(opened as f64);
         }
         for event in events {
             if event.kind != CommandEventKind::Due {
-                metrics::counter!("doppel_commands_total", "event" => event.kind.name())
-                    .increment(1);
+                metrics::counter!(metric::COMMANDS, "event" => event.kind.name()).increment(1);
             }
         }
     }
+}
+
+/// A round may change one command more than once (settled, then acknowledged late); the store
+/// gets its last state once, instead of the commit relying on how a batch orders writes of one
+/// key.
+fn keep_last_write_of_each_command(writes: &mut Vec<CommandWrite>) {
+    if writes.len() < 2 {
+        return;
+    }
+    let mut seen = std::collections::HashSet::with_capacity(writes.len());
+    let mut kept: Vec<CommandWrite> = writes
+        .drain(..)
+        .rev()
+        .filter(|write| seen.insert((write.key.clone(), write.id.clone())))
+        .collect();
+    kept.reverse();
+    *writes = kept;
 }
 
 fn settled_kind(command: &Command) -> CommandEventKind {

@@ -9,6 +9,7 @@ fn limits() -> CommandLimits {
         max_payload_bytes: 64,
         ack_timeout: Duration::from_secs(10),
         max_attempts: 2,
+        max_reconnect_deliveries: 3,
         max_open: 3,
     }
 }
@@ -152,6 +153,153 @@ fn an_unacknowledged_delivery_is_repeated_then_fails() {
     assert!(command.settle(Millis(20_000), &limits));
     assert_eq!(command.status, CommandStatus::Failed);
     assert_eq!(command.next_deadline(Millis(20_000), &limits), None);
+}
+
+#[test]
+fn reconnects_repeat_a_delivery_without_using_an_attempt_up_to_their_bound() {
+    let limits = limits();
+    let mut command = command(0, 3600, 0, "c1");
+    command.deliver(Millis(0), &limits, true).unwrap();
+    assert_eq!(
+        (command.attempts, command.reconnect_deliveries),
+        (1, 0),
+        "a first delivery is an attempt, whatever brought it"
+    );
+    for (at, reconnects) in [(1_000, 1), (2_000, 2), (3_000, 3)] {
+        command.deliver(Millis(at), &limits, true).unwrap();
+        assert_eq!(
+            (command.attempts, command.reconnect_deliveries),
+            (1, reconnects)
+        );
+    }
+    assert_eq!(
+        command.ack_deadline(&limits),
+        Some(Millis(13_000)),
+        "the acknowledgement timeout counts from the latest delivery"
+    );
+    command.deliver(Millis(4_000), &limits, true).unwrap();
+    assert_eq!(
+        (command.attempts, command.reconnect_deliveries),
+        (2, 3),
+        "past their bound, reconnects use attempts"
+    );
+    assert!(
+        !command.due(Millis(5_000), &limits, true),
+        "no attempt and no reconnect delivery left"
+    );
+    assert!(command.settle(Millis(14_000), &limits));
+    assert_eq!(command.status, CommandStatus::Failed);
+}
+
+#[test]
+fn a_reconnect_delivers_again_even_after_the_last_attempt() {
+    let limits = limits();
+    let mut command = command(0, 3600, 0, "c1");
+    command.deliver(Millis(0), &limits, false).unwrap();
+    command.deliver(Millis(10_000), &limits, false).unwrap();
+    assert_eq!(command.attempts, limits.max_attempts);
+    // The device dropped the connection the last attempt went out on.
+    command.deliver(Millis(12_000), &limits, true).unwrap();
+    assert_eq!((command.attempts, command.reconnect_deliveries), (2, 1));
+    assert!(
+        !command.settle(Millis(20_000), &limits),
+        "acknowledgement not overdue yet"
+    );
+    assert!(command.settle(Millis(22_000), &limits));
+}
+
+#[test]
+fn a_late_acknowledgement_of_a_final_command_is_kept_once_without_changing_its_status() {
+    let limits = limits();
+    let document = Limits::default();
+    let mut failed = command(0, 3600, 0, "c1");
+    failed.deliver(Millis(0), &limits, false).unwrap();
+    failed.deliver(Millis(10_000), &limits, false).unwrap();
+    assert!(failed.settle(Millis(20_000), &limits));
+    let steps = failed.transitions.len();
+    failed
+        .acknowledge_late(
+            CommandResult::Succeeded,
+            Some(json!({"done": true})),
+            Millis(25_000),
+            &limits,
+            &document,
+        )
+        .unwrap();
+    assert_eq!(
+        failed.status,
+        CommandStatus::Failed,
+        "what applications were told stays so"
+    );
+    assert_eq!(failed.result, Some(CommandResult::Succeeded));
+    assert_eq!(failed.response, Some(json!({"done": true})));
+    assert_eq!(failed.acknowledged_late_at, Some(Millis(25_000)));
+    assert_eq!(failed.transitions.len(), steps);
+    let view = failed.view();
+    assert_eq!(view["status"], json!("FAILED"));
+    assert_eq!(view["result"], json!("SUCCEEDED"));
+    assert_eq!(
+        view["acknowledged_late_at"],
+        json!(Millis(25_000).to_rfc3339())
+    );
+    assert_eq!(
+        failed.acknowledge_late(
+            CommandResult::Failed,
+            None,
+            Millis(26_000),
+            &limits,
+            &document
+        ),
+        Err(CommandError::NotAllowed {
+            status: CommandStatus::Failed,
+            action: "acknowledged again"
+        }),
+        "only the first late acknowledgement is kept"
+    );
+
+    let mut canceled = command(0, 3600, 0, "c2");
+    canceled.cancel(Millis(1)).unwrap();
+    let too_large = json!({"blob": "x".repeat(100)});
+    assert!(matches!(
+        canceled.acknowledge_late(
+            CommandResult::Failed,
+            Some(too_large),
+            Millis(2),
+            &limits,
+            &document
+        ),
+        Err(CommandError::TooLarge { .. })
+    ));
+    assert_eq!(
+        canceled.acknowledged_late_at, None,
+        "a refused one changes nothing"
+    );
+
+    let mut open = command(0, 3600, 0, "c3");
+    assert!(
+        open.acknowledge_late(
+            CommandResult::Succeeded,
+            None,
+            Millis(1),
+            &limits,
+            &document
+        )
+        .is_err(),
+        "an open command takes an ordinary acknowledgement"
+    );
+    open.acknowledge(
+        CommandResult::Succeeded,
+        None,
+        Millis(2),
+        &limits,
+        &document,
+    )
+    .unwrap();
+    assert!(
+        open.acknowledge_late(CommandResult::Failed, None, Millis(3), &limits, &document)
+            .is_err(),
+        "an acknowledged command is not acknowledged again"
+    );
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 use crate::hub::{Hub, now_millis};
 use crate::identity::Identity;
+use crate::metric;
 use crate::shadow::document::{self, ShadowError};
 use crate::shadow::topic::{self, ShadowOp, ShadowTopic};
 use doppel_engine::{EngineError, Outcome, TwinChange};
@@ -54,9 +55,9 @@ async fn respond(
 ) {
     let now = Millis(now_millis());
     let (outcome, body) = match answer(hub, identity, request, payload, now, trace).await {
-        Ok(body) => ("accepted", body),
+        Ok(body) => (metric::ACCEPTED, body),
         Err((error, token)) => (
-            "rejected",
+            metric::REJECTED,
             document::rejected(&error, token.as_deref(), now),
         ),
     };
@@ -69,21 +70,21 @@ async fn respond(
     .await;
     tracing::debug!(outcome, "shadow request answered");
     metrics::counter!(
-        "doppel_shadow_requests_total",
+        metric::SHADOW_REQUESTS,
         "op" => request.op.as_str(),
         "outcome" => outcome
     )
     .increment(1);
     metrics::histogram!(
-        "doppel_shadow_request_duration_seconds",
+        metric::SHADOW_REQUEST_DURATION,
         "op" => request.op.as_str(),
         "outcome" => outcome
     )
     .record(received.elapsed());
-    if request.op == ShadowOp::Update && outcome == "accepted" {
+    if request.op == ShadowOp::Update && outcome == metric::ACCEPTED {
         // From the publish hook to `/update/accepted` handed to the broker: parsing, the
         // durable commit, rendering and routing the answer; not the network either way.
-        metrics::histogram!("doppel_sync_latency_seconds").record(received.elapsed());
+        metrics::histogram!(metric::SYNC_LATENCY).record(received.elapsed());
     }
 }
 

@@ -25,6 +25,8 @@ pub enum ShadowOp {
 }
 
 impl ShadowOp {
+    pub const ALL: [ShadowOp; 3] = [Self::Get, Self::Update, Self::Delete];
+
     /// The topic level that names the operation: `get`, `update` or `delete`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -14,19 +14,28 @@ pub struct Sample {
 /// Every sample of one scrape.
 pub struct Scrape(pub Vec<Sample>);
 
+/// The text of one `GET /metrics`, checked to be Prometheus' text format.
+pub async fn exposition(server: &Server) -> String {
+    let response = reqwest::get(server.url("/metrics"))
+        .await
+        .expect("GET /metrics reaches the server");
+    assert_eq!(response.status(), 200);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    assert_eq!(content_type.as_deref(), Some("text/plain; version=0.0.4"));
+    response.text().await.expect("a body")
+}
+
 impl Scrape {
     pub async fn take(server: &Server) -> Scrape {
-        let response = reqwest::get(server.url("/metrics"))
-            .await
-            .expect("GET /metrics reaches the server");
-        assert_eq!(response.status(), 200);
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned);
-        assert_eq!(content_type.as_deref(), Some("text/plain; version=0.0.4"));
-        let text = response.text().await.expect("a body");
+        Scrape::of(&exposition(server).await)
+    }
+
+    /// The samples of an exposition's text.
+    pub fn of(text: &str) -> Scrape {
         Scrape(text.lines().filter_map(parse_sample).collect())
     }
 
