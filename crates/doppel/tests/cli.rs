@@ -327,3 +327,62 @@ fn an_unreachable_server_or_a_bad_id_is_one_line() {
         r#"invalid device id "bad id": ids are 1 to 128 characters of A-Z a-z 0-9 : _ . -"#
     );
 }
+
+#[test]
+fn meta_sets_and_removes_tags_type_and_firmware() {
+    let cli = Cli::start(twin_with_server);
+    let out = cli.ok(&[
+        "meta",
+        "pump-7",
+        "--tag",
+        "site=berlin",
+        "--tag",
+        "floor=2",
+        "--type",
+        "pump",
+        "--firmware",
+        "1.2.3",
+        "--reason",
+        "installed",
+    ]);
+    assert!(out.starts_with("device_id          pump-7\n"), "{out}");
+    assert!(out.contains("\ndevice_type        pump\n"), "{out}");
+    assert!(out.contains("\nfirmware_version   1.2.3\n"), "{out}");
+    assert!(
+        out.contains("\ntags               floor=2, site=berlin\n"),
+        "{out}"
+    );
+
+    let twin: Value = serde_json::from_str(&cli.ok(&[
+        "meta",
+        "pump-7",
+        "--remove-tag",
+        "site",
+        "--clear-firmware",
+        "--if-match",
+        "1",
+        "--json",
+    ]))
+    .expect("JSON");
+    assert_eq!(twin["tags"], json!({"floor": "2"}));
+    assert_eq!(twin["device_type"], "pump", "what is not named stays");
+    assert_eq!(twin["firmware_version"], Value::Null);
+    assert_eq!(twin["version"], 2);
+
+    let history = cli.ok(&["history", "pump-7", "--kind", "meta"]);
+    assert_eq!(rows(&history).len(), 2, "{history}");
+    assert!(rows(&history)[0].contains(" installed "), "{history}");
+
+    // The fleet query finds the twin by its meta.
+    let found = cli.ok(&["query", "tags.floor = '2' AND device_type = 'pump'"]);
+    assert!(rows(&found)[0].starts_with("pump-7 "), "{found}");
+
+    assert_eq!(
+        cli.fails(&["meta", "pump-7", "--if-match", "1", "--type", "fan"]),
+        "version_mismatch: the twin is at version 2 but the request expected version 1"
+    );
+    assert_eq!(
+        cli.fails(&["meta", "pump-7"]),
+        "nothing to change: give --tag, --remove-tag, --type, --clear-type, --firmware or --clear-firmware"
+    );
+}

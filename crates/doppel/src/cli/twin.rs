@@ -32,6 +32,8 @@ enum TwinCommand {
     Desired(DesiredArgs),
     /// Send a state report as the device would; stale reports are ignored, not failed.
     Report(ReportArgs),
+    /// Change the descriptive fields: tags, device type and firmware version; the rest stays.
+    Meta(MetaArgs),
     /// List the recorded changes of a twin, oldest first.
     History(HistoryArgs),
     /// List the twins of the tenant in device-id order.
@@ -87,6 +89,37 @@ struct ReportArgs {
     /// The device's report sequence number; a report not newer than the twin's is ignored.
     #[arg(long, value_name = "N")]
     version: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+struct MetaArgs {
+    /// The device id, e.g. pump-001.
+    #[arg(value_name = "device")]
+    device: String,
+    /// Set a tag, e.g. site=berlin; repeatable.
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+    tags: Vec<(String, String)>,
+    /// Remove a tag; repeatable.
+    #[arg(long = "remove-tag", value_name = "KEY")]
+    removed_tags: Vec<String>,
+    /// Set the device type, e.g. pump; it picks the type's activity interval and conflict rules.
+    #[arg(long = "type", value_name = "TYPE")]
+    device_type: Option<String>,
+    /// Clear the device type.
+    #[arg(long, conflicts_with = "device_type")]
+    clear_type: bool,
+    /// Set the firmware version, e.g. 1.2.3.
+    #[arg(long, value_name = "VERSION")]
+    firmware: Option<String>,
+    /// Clear the firmware version.
+    #[arg(long, conflicts_with = "firmware")]
+    clear_firmware: bool,
+    /// Apply only if the twin is at this version (sent as `If-Match: "<version>"`).
+    #[arg(long, value_name = "VERSION")]
+    if_match: Option<u64>,
+    /// Why the change is made; recorded in history.
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
 }
 
 #[derive(Args, Debug, Serialize)]
@@ -158,6 +191,13 @@ struct DeleteArgs {
     if_match: Option<u64>,
 }
 
+fn parse_tag(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err("expected KEY=VALUE, e.g. site=berlin".to_owned()),
+    }
+}
+
 fn parse_kind(text: &str) -> Result<HistoryKind, String> {
     HistoryKind::parse(text)
         .ok_or_else(|| "expected reported, desired, state, meta, connection or deleted".to_owned())
@@ -191,11 +231,16 @@ async fn execute(args: TwinArgs) -> anyhow::Result<String> {
             } else {
                 Method::PATCH
             };
-            let mut request = if_match(client.request(method, &path), desired.if_match).json(&body);
-            if let Some(reason) = &desired.reason {
-                request = request.header(CHANGE_REASON_HEADER, change_reason(reason)?);
-            }
+            let request = if_match(client.request(method, &path), desired.if_match).json(&body);
+            let request = with_reason(request, desired.reason.as_deref())?;
             Ok(printer.show(client.send(request).await?, &view::desired_written))
+        }
+        TwinCommand::Meta(meta) => {
+            let path = format!("{twins}/{}", device_id(&meta.device)?);
+            let body = meta_patch(&meta)?;
+            let request = if_match(client.request(Method::PATCH, &path), meta.if_match).json(&body);
+            let request = with_reason(request, meta.reason.as_deref())?;
+            Ok(printer.show(client.send(request).await?, &view::twin))
         }
         TwinCommand::Report(report) => {
             let device = device_id(&report.device)?;
@@ -274,6 +319,51 @@ fn if_match(request: reqwest::RequestBuilder, version: Option<u64>) -> reqwest::
     }
 }
 
+/// The meta merge patch the options describe: tags to set, tags to remove (`null`), and the
+/// device type and firmware version to set or clear.
+fn meta_patch(meta: &MetaArgs) -> anyhow::Result<Value> {
+    let mut tags = Map::new();
+    for (key, value) in &meta.tags {
+        tags.insert(key.clone(), json!(value));
+    }
+    for key in &meta.removed_tags {
+        if tags.contains_key(key) {
+            anyhow::bail!("--tag {key}=... and --remove-tag {key} contradict each other");
+        }
+        tags.insert(key.clone(), Value::Null);
+    }
+    let mut body = Map::new();
+    if !tags.is_empty() {
+        body.insert("tags".into(), Value::Object(tags));
+    }
+    for (name, value, clear) in [
+        ("device_type", &meta.device_type, meta.clear_type),
+        ("firmware_version", &meta.firmware, meta.clear_firmware),
+    ] {
+        if let Some(value) = value {
+            body.insert(name.into(), json!(value));
+        } else if clear {
+            body.insert(name.into(), Value::Null);
+        }
+    }
+    if body.is_empty() {
+        anyhow::bail!(
+            "nothing to change: give --tag, --remove-tag, --type, --clear-type, --firmware or --clear-firmware"
+        );
+    }
+    Ok(Value::Object(body))
+}
+
+fn with_reason(
+    request: reqwest::RequestBuilder,
+    reason: Option<&str>,
+) -> anyhow::Result<reqwest::RequestBuilder> {
+    Ok(match reason {
+        Some(reason) => request.header(CHANGE_REASON_HEADER, change_reason(reason)?),
+        None => request,
+    })
+}
+
 /// The reason as a header value: printable ASCII only, which is what the server records.
 fn change_reason(reason: &str) -> anyhow::Result<&str> {
     if reason.is_empty()
@@ -317,6 +407,63 @@ mod tests {
             json_argument("<json>", "{\"a\": [1]}").ok(),
             Some(json!({"a": [1]}))
         );
+    }
+
+    fn meta_args(args: &[&str]) -> MetaArgs {
+        #[derive(clap::Parser)]
+        struct Meta {
+            #[command(flatten)]
+            meta: MetaArgs,
+        }
+        let argv = std::iter::once("meta").chain(args.iter().copied());
+        <Meta as clap::Parser>::try_parse_from(argv)
+            .map(|parsed| parsed.meta)
+            .unwrap_or_else(|err| panic!("{args:?}: {err}"))
+    }
+
+    #[test]
+    fn a_meta_patch_sets_removes_and_clears_only_what_was_given() {
+        let patch = meta_patch(&meta_args(&[
+            "pump-1",
+            "--tag",
+            "site=berlin",
+            "--tag",
+            "floor=2",
+            "--remove-tag",
+            "old",
+            "--type",
+            "pump",
+            "--clear-firmware",
+        ]));
+        assert_eq!(
+            patch.ok(),
+            Some(json!({
+                "tags": {"site": "berlin", "floor": "2", "old": null},
+                "device_type": "pump",
+                "firmware_version": null
+            }))
+        );
+        assert_eq!(
+            meta_patch(&meta_args(&["pump-1", "--firmware", "1.2.3"])).ok(),
+            Some(json!({"firmware_version": "1.2.3"}))
+        );
+        let contradiction = meta_patch(&meta_args(&[
+            "pump-1",
+            "--tag",
+            "site=x",
+            "--remove-tag",
+            "site",
+        ]))
+        .err()
+        .map(|err| err.to_string());
+        assert_eq!(
+            contradiction.as_deref(),
+            Some("--tag site=... and --remove-tag site contradict each other")
+        );
+        assert!(meta_patch(&meta_args(&["pump-1"])).is_err());
+        assert_eq!(parse_tag("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert!(parse_tag("=x").is_err());
+        assert!(parse_tag("site").is_err());
     }
 
     #[test]
