@@ -386,3 +386,66 @@ fn meta_sets_and_removes_tags_type_and_firmware() {
         "nothing to change: give --tag, --remove-tag, --type, --clear-type, --firmware or --clear-firmware"
     );
 }
+
+#[test]
+fn a_query_without_a_match_says_so() {
+    let cli = Cli::start(twin_with_server);
+    assert_eq!(cli.ok(&["list"]), "no twins in tenant default\n");
+    cli.ok(&["meta", "pump-1", "--tag", "site=berlin"]);
+    assert_eq!(
+        cli.ok(&["query", "tags.site = 'lyon'"]),
+        "no twins match the query in tenant default\n"
+    );
+    assert!(
+        rows(&cli.ok(&["query", "tags.site = 'berlin'"]))[0].starts_with("pump-1 "),
+        "the same query with a match lists the twin"
+    );
+}
+
+#[test]
+fn all_follows_the_cursor_to_the_last_page() {
+    let cli = Cli::start(twin_with_server);
+    let devices: Vec<String> = (1..=5).map(|n| format!("dev-{n}")).collect();
+    for device in &devices {
+        cli.ok(&["meta", device, "--tag", "batch=a"]);
+    }
+    cli.ok(&["desired", "dev-1", r#"{"x": 1}"#]);
+    cli.ok(&["desired", "dev-1", r#"{"x": 2}"#]);
+
+    let first_column = |table: &str| -> Vec<String> {
+        rows(table)
+            .iter()
+            .map(|row| row.split_whitespace().next().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let one_page = cli.ok(&["list", "--limit", "2"]);
+    assert_eq!(first_column(&one_page), ["dev-1", "dev-2"], "{one_page}");
+    assert!(one_page.ends_with("next cursor: dev-2\n"), "{one_page}");
+
+    let all = cli.ok(&["list", "--limit", "2", "--all"]);
+    assert_eq!(first_column(&all), devices, "{all}");
+    assert!(!all.contains("next cursor"), "{all}");
+    let from = cli.ok(&["list", "--limit", "2", "--all", "--cursor", "dev-2"]);
+    assert_eq!(first_column(&from), devices[2..], "{from}");
+
+    let queried: Value = serde_json::from_str(&cli.ok(&[
+        "query",
+        "tags.batch = 'a'",
+        "--limit",
+        "2",
+        "--all",
+        "--json",
+    ]))
+    .expect("JSON");
+    let ids: Vec<&str> = queried["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|twin| twin["device_id"].as_str())
+        .collect();
+    assert_eq!(ids, devices, "{queried}");
+    assert_eq!(queried["next_cursor"], Value::Null);
+
+    let history = cli.ok(&["history", "dev-1", "--limit", "1", "--all"]);
+    assert_eq!(first_column(&history), ["1", "2", "3"], "{history}");
+}

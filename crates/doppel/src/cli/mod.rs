@@ -1,6 +1,7 @@
 mod client;
 pub mod command;
 pub mod credential;
+mod paging;
 mod profile;
 mod table;
 mod target;

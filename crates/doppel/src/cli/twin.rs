@@ -2,6 +2,7 @@
 //! (`/v1/tenants/{tenant}/twins`). Each subcommand is one request; the answer is printed as a
 //! table for people, or as the server's JSON with `--json` for scripts.
 
+use super::paging::Paging;
 use super::target::{Target, print_outcome};
 use super::view;
 use anyhow::anyhow;
@@ -37,7 +38,7 @@ enum TwinCommand {
     /// List the recorded changes of a twin, oldest first.
     History(HistoryArgs),
     /// List the twins of the tenant in device-id order.
-    List(PageArgs),
+    List(Paging),
     /// Find the twins that match a fleet query, e.g. "tags.site = 'berlin' AND reported.temp > 30"
     /// (docs/QUERY.md).
     Query(QueryArgs),
@@ -137,22 +138,9 @@ struct HistoryArgs {
     /// Only entries recorded at or before this instant (RFC 3339).
     #[arg(long, value_name = "RFC3339")]
     to: Option<String>,
-    /// Most entries in one page.
-    #[arg(long, value_name = "N")]
-    limit: Option<usize>,
-    /// Continue after a page: the `next cursor` the previous page printed.
-    #[arg(long)]
-    cursor: Option<String>,
-}
-
-#[derive(Args, Debug, Serialize)]
-struct PageArgs {
-    /// Most twins in one page.
-    #[arg(long, value_name = "N")]
-    limit: Option<usize>,
-    /// Continue after a page: the `next cursor` the previous page printed.
-    #[arg(long)]
-    cursor: Option<String>,
+    #[command(flatten)]
+    #[serde(skip)]
+    paging: Paging,
 }
 
 #[derive(Args, Debug, Serialize)]
@@ -163,12 +151,9 @@ struct QueryArgs {
     /// Sort by this path instead of the device id, e.g. "reported.temp DESC".
     #[arg(long, value_name = "PATH [ASC|DESC]")]
     order_by: Option<String>,
-    /// Most twins in one page.
-    #[arg(long, value_name = "N")]
-    limit: Option<usize>,
-    /// Continue after a page: the `next cursor` the previous page printed.
-    #[arg(long)]
-    cursor: Option<String>,
+    #[command(flatten)]
+    #[serde(skip)]
+    paging: Paging,
 }
 
 #[derive(Args, Debug, Serialize)]
@@ -262,22 +247,30 @@ async fn execute(args: TwinArgs) -> anyhow::Result<String> {
         }
         TwinCommand::History(history) => {
             let path = format!("{twins}/{}/history", device_id(&history.device)?);
-            let answer = client
-                .send(client.request(Method::GET, &path).query(&history))
+            let answer = history
+                .paging
+                .fetch(&client, || {
+                    client.request(Method::GET, &path).query(&history)
+                })
                 .await?;
             Ok(printer.show(answer, &view::history_page))
         }
-        TwinCommand::List(page) => {
-            let answer = client
-                .send(client.request(Method::GET, &twins).query(&page))
+        TwinCommand::List(paging) => {
+            let answer = paging
+                .fetch(&client, || client.request(Method::GET, &twins))
                 .await?;
-            Ok(printer.show(answer, &|answer| view::list_page(answer, tenant.as_str())))
+            let empty = format!("no twins in tenant {tenant}");
+            Ok(printer.show(answer, &|answer| view::list_page(answer, &empty)))
         }
         TwinCommand::Query(query) => {
-            let answer = client
-                .send(client.request(Method::GET, &twins).query(&query))
+            let answer = query
+                .paging
+                .fetch(&client, || {
+                    client.request(Method::GET, &twins).query(&query)
+                })
                 .await?;
-            Ok(printer.show(answer, &|answer| view::list_page(answer, tenant.as_str())))
+            let empty = format!("no twins match the query in tenant {tenant}");
+            Ok(printer.show(answer, &|answer| view::list_page(answer, &empty)))
         }
         TwinCommand::Count(count) => {
             let answer = client
