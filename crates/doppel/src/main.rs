@@ -41,6 +41,9 @@ enum Command {
     Device(cli::credential::PrincipalArgs),
     /// Manage applications on a running hub: their MQTT credentials.
     App(cli::credential::PrincipalArgs),
+    /// Print the tenant's change events: those the hub keeps, or with --follow each as it
+    /// happens.
+    Events(cli::events::EventsArgs),
     /// Manage the API tokens of a running hub (an admin token's job).
     Token(cli::token::TokenArgs),
 }
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
         Command::Commands(args) => cli::command::run(args),
         Command::Device(args) => cli::credential::run(args, cli::credential::Kind::Device),
         Command::App(args) => cli::credential::run(args, cli::credential::Kind::App),
+        Command::Events(args) => cli::events::run(args),
         Command::Token(args) => cli::token::run(args),
     };
     match result {

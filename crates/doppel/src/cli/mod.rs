@@ -1,8 +1,10 @@
 mod client;
 pub mod command;
 pub mod credential;
+pub mod events;
 mod paging;
 mod profile;
+mod sse;
 mod table;
 mod target;
 pub mod token;
