@@ -10,7 +10,7 @@ mod serve;
 mod sim;
 mod telemetry;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -46,6 +46,12 @@ enum Command {
     Events(cli::events::EventsArgs),
     /// Manage the API tokens of a running hub (an admin token's job).
     Token(cli::token::TokenArgs),
+    /// Print a shell completion script, e.g. `doppel completions bash > /etc/bash_completion.d/doppel`.
+    Completions {
+        /// The shell the script is for.
+        #[arg(value_name = "shell")]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -61,6 +67,7 @@ fn main() -> ExitCode {
         Command::App(args) => cli::credential::run(args, cli::credential::Kind::App),
         Command::Events(args) => cli::events::run(args),
         Command::Token(args) => cli::token::run(args),
+        Command::Completions { shell } => cli::completions::run(shell, Cli::command()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 mod client;
 pub mod command;
+pub mod completions;
 pub mod credential;
 pub mod events;
 mod paging;
