@@ -16,14 +16,18 @@ use serde::Serialize;
 use serde_json::Value;
 use std::ops::ControlFlow;
 
-/// Longest compact event body shown on a line for people; the whole event is in `--json`.
-const MAX_DETAIL: usize = 100;
+/// Longest compact event body shown on a line for people: room for a command's summary with
+/// a long type, or a small state; the whole event is in `--json`.
+const MAX_DETAIL: usize = 160;
 
 /// Width of the type column: the longest type name, `command.acknowledged`.
 const TYPE_WIDTH: usize = 20;
 
 /// The fields every event line shows in columns of their own, left out of its detail.
 const COLUMNS: [&str; 4] = ["id", "type", "device_id", "at"];
+
+/// The fields of a command event's command that its line shows.
+const COMMAND_SUMMARY: [&str; 3] = ["id", "type", "status"];
 
 #[derive(Args, Debug)]
 pub struct EventsArgs {
@@ -185,6 +189,11 @@ fn event_line(data: &Value) -> String {
     for column in COLUMNS {
         rest.remove(column);
     }
+    // A command event carries the whole command, whose first fields in key order (attempts,
+    // created_at, ...) would fill the line: its id, type and status say what happened.
+    if let Some(Value::Object(command)) = rest.get_mut("command") {
+        command.retain(|name, _| COMMAND_SUMMARY.contains(&name.as_str()));
+    }
     let detail = truncate(&Value::Object(rest).to_string(), MAX_DETAIL);
     format!(
         "{}  {:<TYPE_WIDTH$}  {}  {}  {detail}\n",
@@ -262,6 +271,27 @@ mod tests {
         assert_eq!(
             end.ok(),
             Some(ControlFlow::Break("next cursor: 9-43\n".to_owned()))
+        );
+    }
+
+    #[test]
+    fn a_command_event_shows_which_command_and_its_status() {
+        let queued = frame(
+            "command.queued",
+            Some("9-7"),
+            json!({"id": "9-7", "type": "command.queued", "device_id": "pump-7",
+                   "at": "2026-11-30T17:40:02.113Z",
+                   "command": {"attempts": 0, "created_at": "2026-11-30T17:40:02.113Z",
+                               "id": "01a25042-28ce-7370-b4f4-fc6e66763fa5", "payload": {"delay_s": 5},
+                               "priority": 10, "status": "PENDING", "type": "reboot"}}),
+        );
+        let line = lines(false, None).frame(&queued).ok();
+        assert_eq!(
+            line,
+            Some(ControlFlow::Continue(
+                "9-7  command.queued        pump-7  2026-11-30T17:40:02.113Z  {\"command\":{\"id\":\"01a25042-28ce-7370-b4f4-fc6e66763fa5\",\"status\":\"PENDING\",\"type\":\"reboot\"}}\n"
+                    .to_owned()
+            ))
         );
     }
 
