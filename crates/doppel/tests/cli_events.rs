@@ -21,10 +21,11 @@ fn events_with_server(base: &str, args: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// The event lines of a run's output: every line but the `next cursor` one.
+/// The event lines of a run's output: those that start with an event id (not the `next
+/// cursor` line, nor `no events ...`).
 fn event_lines(out: &str) -> Vec<&str> {
     out.lines()
-        .filter(|line| !line.starts_with("next cursor: "))
+        .filter(|line| line.starts_with(|c: char| c.is_ascii_digit()))
         .collect()
 }
 

@@ -85,6 +85,7 @@ async fn execute(args: EventsArgs) -> anyhow::Result<()> {
     let mut lines = Lines {
         json: args.target.json,
         tenant: tenant.to_string(),
+        filtered: args.types.is_some() || args.query.is_some(),
         events: 0,
         resume_after: args.cursor.clone(),
     };
@@ -106,6 +107,8 @@ struct Lines {
     /// Each event as its JSON on one line instead of a line for people.
     json: bool,
     tenant: String,
+    /// Whether `--types` or `--query` chose events, so that none printed means none matched.
+    filtered: bool,
     /// Events printed so far.
     events: usize,
     /// Where a later run resumes: the newest id printed or named by the hub, else `--cursor`.
@@ -162,7 +165,8 @@ impl Lines {
     fn summary(&self) -> String {
         let mut out = String::new();
         if self.events == 0 {
-            out.push_str(&format!("no events in tenant {}\n", self.tenant));
+            let matching = if self.filtered { "matching " } else { "" };
+            out.push_str(&format!("no {matching}events in tenant {}\n", self.tenant));
         }
         if let Some(cursor) = &self.resume_after {
             out.push_str(&format!("next cursor: {cursor}\n"));
@@ -242,6 +246,7 @@ mod tests {
         Lines {
             json,
             tenant: "default".into(),
+            filtered: false,
             events: 0,
             resume_after: cursor.map(str::to_owned),
         }
@@ -311,6 +316,17 @@ mod tests {
             end.ok(),
             Some(ControlFlow::Break(
                 "no events in tenant default\n".to_owned()
+            ))
+        );
+        let mut filtered = Lines {
+            filtered: true,
+            ..lines(false, Some("9-5"))
+        };
+        let end = filtered.frame(&frame("end", None, json!({"last_event_id": "9-8"})));
+        assert_eq!(
+            end.ok(),
+            Some(ControlFlow::Break(
+                "no matching events in tenant default\nnext cursor: 9-8\n".to_owned()
             ))
         );
     }
