@@ -1,5 +1,5 @@
-//! The HTTP side of the command line: sends one request to a running hub and turns every way it
-//! can fail into one line a person can act on.
+//! The HTTP side of the command line: sends requests to a running hub (or reads its change
+//! stream) and turns every way they can fail into one line a person can act on.
 
 use super::sse::{Frame, Parser};
 use super::table::truncate;
