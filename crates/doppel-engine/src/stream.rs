@@ -160,6 +160,18 @@ pub struct Opened {
     pub gap: Option<Gap>,
 }
 
+/// What a client that reads the kept events without waiting for more gets (see
+/// [`Streams::read`]).
+pub struct Kept {
+    /// Events after the client's last one (every kept event without one), oldest first.
+    pub events: Vec<Arc<StreamEvent>>,
+    /// As for [`Opened::gap`].
+    pub gap: Option<Gap>,
+    /// The newest id this stream has handed out, where a later read or subscription resumes
+    /// from, or `None` while it has handed out none.
+    pub last: Option<EventId>,
+}
+
 /// Why a resume could not continue exactly where the client left off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Gap {
@@ -293,13 +305,38 @@ impl Streams {
         let stream = self.tenant(&mut tenants, tenant);
         // Taken under the lock that appends: nothing falls between the backlog and `live`.
         let live = stream.live.subscribe();
-        let Some(last) = last else {
-            return Opened {
-                backlog: Vec::new(),
-                live,
-                gap: None,
-            };
+        let (backlog, gap) = match last {
+            Some(last) => self.after(stream, last),
+            None => (Vec::new(), None),
         };
+        Opened { backlog, live, gap }
+    }
+
+    /// The kept events of `tenant`'s stream after `last`, or all of them without it, for a
+    /// client that reads what is there instead of waiting for more. The read begins the stream
+    /// as a subscription would, and counts as a client attached: the stream is released no
+    /// sooner than `idle_release` after the last read, so a client that reads now and then
+    /// resumes without a gap.
+    pub fn read(&self, tenant: &TenantId, last: Option<EventId>) -> Kept {
+        let mut tenants = self.tenants.lock().unwrap_or_else(PoisonError::into_inner);
+        let stream = self.tenant(&mut tenants, tenant);
+        stream.unwatched_since = None;
+        let (events, gap) = match last {
+            Some(last) => self.after(stream, last),
+            None => (stream.ring.iter().cloned().collect(), None),
+        };
+        Kept {
+            events,
+            gap,
+            last: (stream.next > stream.floor).then(|| EventId {
+                epoch: self.epoch,
+                sequence: stream.next - 1,
+            }),
+        }
+    }
+
+    /// The kept events after `last`, and the gap when they do not follow it exactly.
+    fn after(&self, stream: &TenantStream, last: EventId) -> (Vec<Arc<StreamEvent>>, Option<Gap>) {
         let oldest = stream.ring.front().map_or(stream.next, |e| e.id.sequence);
         let (from, gap) = if last.epoch != self.epoch {
             (oldest, Some(Gap::EarlierEpoch))
@@ -311,11 +348,7 @@ impl Streams {
             (last.sequence + 1, None)
         };
         let skip = usize::try_from(from.saturating_sub(oldest)).unwrap_or(usize::MAX);
-        Opened {
-            backlog: stream.ring.iter().skip(skip).cloned().collect(),
-            live,
-            gap,
-        }
+        (stream.ring.iter().skip(skip).cloned().collect(), gap)
     }
 
     /// Whether `tenant`'s stream has begun (a client subscribed since the server started).

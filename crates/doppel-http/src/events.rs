@@ -47,6 +47,9 @@ struct StreamParams {
     types: Option<String>,
     /// Where to resume, for clients that cannot send `Last-Event-ID` (browsers' WebSocket).
     last_event_id: Option<String>,
+    /// `false`: send the kept events (after `Last-Event-ID`, else all of them), then an `end`
+    /// event, instead of staying open for live ones.
+    follow: Option<bool>,
 }
 
 /// Which events a subscriber wants.
@@ -109,13 +112,23 @@ enum Item {
     Gap(Value),
     /// The stream ends, and why.
     End(Value),
+    /// A read without `follow` sent every kept event; where the next read resumes.
+    Caught(Value),
+}
+
+/// What a subscription sends once its backlog is out.
+enum Then {
+    /// The live events, until the client leaves or the stream ends.
+    Live(broadcast::Receiver<Arc<StreamEvent>>),
+    /// Nothing more (`follow=false`): one `end` event naming the newest id handed out.
+    End { last: Option<EventId> },
 }
 
 /// One client's subscription: the backlog to replay, then the live events.
 struct Subscription {
     gap: Option<Value>,
     backlog: VecDeque<Arc<StreamEvent>>,
-    live: broadcast::Receiver<Arc<StreamEvent>>,
+    then: Then,
     closing: watch::Receiver<bool>,
     /// Resolves when the caller's token is revoked or expires: the stream ends then.
     token_ended: Pin<Box<dyn Future<Output = ()> + Send>>,
@@ -161,12 +174,18 @@ impl Subscription {
             })
             .transpose()?;
         let streams = engine.streams();
-        let opened = streams.open(&tenant, last);
-        let gap = opened.gap.map(|gap| gap_notice(gap, &opened.backlog));
+        let (backlog, gap, then) = if params.follow.unwrap_or(true) {
+            let opened = streams.open(&tenant, last);
+            (opened.backlog, opened.gap, Then::Live(opened.live))
+        } else {
+            let kept = streams.read(&tenant, last);
+            (kept.events, kept.gap, Then::End { last: kept.last })
+        };
+        let gap = gap.map(|gap| gap_notice(gap, &backlog));
         Ok(Subscription {
             gap,
-            backlog: opened.backlog.into(),
-            live: opened.live,
+            backlog: backlog.into(),
+            then,
             closing: streams.closing(),
             token_ended: Box::pin(auth::token_ended(state.clone(), caller)),
             _permit: permit,
@@ -187,6 +206,14 @@ impl Subscription {
                 return Some(Item::Event(event));
             }
         }
+        let live = match &mut self.then {
+            Then::Live(live) => live,
+            Then::End { last } => {
+                self.ended = true;
+                let last = last.map(|id| id.to_string());
+                return Some(Item::Caught(json!({ "last_event_id": last })));
+            }
+        };
         loop {
             if *self.closing.borrow_and_update() {
                 self.ended = true;
@@ -196,7 +223,7 @@ impl Subscription {
                 })));
             }
             let received = tokio::select! {
-                received = self.live.recv() => received,
+                received = live.recv() => received,
                 _ = self.closing.changed() => continue,
                 () = &mut self.token_ended => {
                     self.ended = true;
@@ -239,7 +266,8 @@ fn gap_notice(gap: Gap, backlog: &[Arc<StreamEvent>]) -> Value {
 
 /// `GET .../events`: Server-Sent Events. Each event has its id, its type as the SSE event name,
 /// and its JSON as data. A `gap` event says a resume could not continue exactly; an `error`
-/// event ends the stream (`too_slow`, `shutting_down`).
+/// event ends the stream (`too_slow`, `shutting_down`); with `follow=false`, an `end` event
+/// follows the kept events and ends it.
 async fn sse(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -257,6 +285,7 @@ async fn sse(
                 .data(&*event.data),
             Item::Gap(notice) => Event::default().event("gap").data(notice.to_string()),
             Item::End(reason) => Event::default().event("error").data(reason.to_string()),
+            Item::Caught(resume) => Event::default().event("end").data(resume.to_string()),
         };
         Some((Ok::<_, Infallible>(event), subscription))
     });
@@ -294,6 +323,7 @@ async fn serve_socket(mut socket: WebSocket, mut subscription: Subscription) {
             Some(Item::Event(event)) => event.data.to_string(),
             Some(Item::Gap(notice)) => tagged("gap", notice),
             Some(Item::End(reason)) => tagged("error", reason),
+            Some(Item::Caught(resume)) => tagged("end", resume),
             None => return,
         };
         if socket.send(Message::Text(text.into())).await.is_err() {

@@ -6,7 +6,7 @@
 //! readable by every client and written only by the hub; other `$` topics are for applications.
 //! Ordinary topics are shared within the tenant under the configured [`AclRule`]s.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// What a client asks to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,7 +40,7 @@ impl Role {
 /// One configured rule for ordinary (non-`$`) topics. Rules are tried in order; the first that
 /// applies decides; when none applies, the topic is allowed (topics are shared within a tenant
 /// unless rules say otherwise).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AclRule {
     pub permission: Permission,
@@ -53,14 +53,14 @@ pub struct AclRule {
     pub topic: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Permission {
     Allow,
     Deny,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AccessRule {
     Publish,
@@ -69,7 +69,7 @@ pub enum AccessRule {
     Both,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Clients {
     Devices,

@@ -8,7 +8,7 @@ use doppel_engine::config as engine_defaults;
 use doppel_model::Limits;
 use doppel_model::command::CommandLimits;
 use doppel_model::limits::MAX_CONFIGURABLE_DEPTH;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,7 +37,7 @@ pub const MAX_CONCURRENT_CHECKS: usize = 256;
 /// Shortest history bucket: every bucket is a keyspace with its own files.
 pub const MIN_HISTORY_BUCKET: Duration = Duration::from_secs(1);
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Folder of the embedded store. Created if missing; one server per folder.
@@ -58,14 +58,14 @@ pub struct Config {
 }
 
 /// Stale-device detection: how long a connected device may stay silent (see docs/API.md).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ActivitySection {
     /// Expected activity interval of devices whose type has none of its own, e.g. "24h".
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub default: Duration,
     /// By device type, e.g. `pump = "10m"`.
-    #[serde(deserialize_with = "durations")]
+    #[serde(deserialize_with = "durations", serialize_with = "durations_text")]
     pub device_types: std::collections::HashMap<String, Duration>,
 }
 
@@ -102,7 +102,7 @@ fn device_type_intervals(text: &str) -> Result<(String, Duration), String> {
 }
 
 /// Fleet queries (`GET /v1/tenants/{tenant}/twins?q=`; see docs/QUERY.md).
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QuerySection {
     /// `reported.*` and `desired.*` paths to index, e.g. `["reported.temp"]`; tags, connection
@@ -132,7 +132,7 @@ impl QuerySection {
 }
 
 /// Change streams (`GET /v1/tenants/{tenant}/events`; see docs/API.md).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StreamsSection {
     /// Events kept per tenant for clients that resume with `Last-Event-ID`.
@@ -145,7 +145,7 @@ pub struct StreamsSection {
     pub subscriber_buffer: usize,
     /// How long a tenant's stream is kept once no client is attached, e.g. "10m"; then its
     /// kept events are released, and a later resume is told of the gap.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub idle_release: Duration,
 }
 
@@ -173,19 +173,19 @@ impl StreamsSection {
 }
 
 /// How device commands are bounded and retried (see docs/API.md, "Commands").
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CommandsSection {
     /// Longest time to live a command may ask for, e.g. "7d".
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub max_ttl: Duration,
     /// Time to live of a command that names none, e.g. "1h".
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub default_ttl: Duration,
     /// Largest command payload or acknowledgement response, serialized.
     pub max_payload_bytes: usize,
     /// How long a delivered command waits for its acknowledgement before going out again.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub ack_timeout: Duration,
     /// Deliveries of one command before it is FAILED.
     pub max_attempts: u32,
@@ -247,7 +247,7 @@ impl CommandsSection {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttSection {
     /// Address of the plain MQTT listener. Loopback by default, like the HTTP API.
@@ -266,7 +266,7 @@ pub struct MqttSection {
     pub max_keepalive_secs: u16,
     /// How long a new connection may take to send CONNECT (and finish TLS or WebSocket), e.g.
     /// "10s"; a silent socket is closed after it.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub connect_timeout: Duration,
     /// Most messages waiting for one client; beyond it QoS 0 messages to it are dropped and a
     /// QoS 1 or 2 message ends its session.
@@ -281,7 +281,7 @@ pub struct MqttSection {
 }
 
 /// Bounds on the Argon2 work of password logins; see `doppel_auth::login_guard`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttLoginSection {
     /// Argon2 runs at once (password checks at login and hashes of new credentials); 0 for one
@@ -293,13 +293,13 @@ pub struct MqttLoginSection {
     /// The same for one username.
     pub max_failures_per_username: u32,
     /// How long failures add up.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub failure_window: Duration,
     /// The first backoff; each next one of the same address or username lasts twice as long.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub backoff: Duration,
     /// The longest backoff.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub max_backoff: Duration,
 }
 
@@ -365,7 +365,7 @@ impl MqttLoginSection {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttTlsSection {
     /// Address of the MQTT-over-TLS listener.
@@ -407,7 +407,7 @@ impl Default for MqttSection {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Address the HTTP API listens on. Loopback by default: nothing is exposed until you ask.
@@ -416,7 +416,7 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// How long a client may take to send a request's headers, e.g. "10s"; the connection is
     /// closed after it (slow or silent clients must not hold sockets).
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub header_timeout: Duration,
     /// Invalid bearer tokens from one address within a minute before it is answered 429 for a
     /// backoff (1 s, doubled up to 15 min).
@@ -431,6 +431,7 @@ pub struct HttpConfig {
     pub allow_anonymous_on_network: bool,
     /// The secret of the first admin token, made when the store has no token yet (else a random
     /// one is made). A secret: set it by `DOPPEL_HTTP_BOOTSTRAP_TOKEN` or the file, never a flag.
+    #[serde(serialize_with = "hidden", skip_serializing_if = "Option::is_none")]
     pub bootstrap_token: Option<String>,
     /// HTTPS instead of plain HTTP; off unless set. Reloaded from the same files on SIGHUP.
     pub tls: Option<HttpTlsSection>,
@@ -447,7 +448,7 @@ pub struct HttpConfig {
 }
 
 /// The HTTP API's TLS material (see docs/SECURITY.md, "TLS").
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpTlsSection {
     /// PEM certificate chain of the server, its own certificate first.
@@ -471,7 +472,7 @@ impl HttpTlsSection {
 
 /// Which identity provider's JWTs the HTTP API accepts, and how their claims map onto roles
 /// and tenants (see docs/SECURITY.md, "JWTs").
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpJwtSection {
     /// What a token's `iss` must be, exactly, such as `https://id.example.com/realms/ops`.
@@ -540,18 +541,18 @@ impl HttpJwtSection {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HistoryConfig {
     /// How long history is kept, e.g. "30d".
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub retention: Duration,
     /// Width of one history bucket, the unit retention drops, e.g. "1d".
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub bucket: Duration,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EngineSection {
     /// Shards applying writes in parallel; 0 means one per CPU core.
@@ -562,7 +563,7 @@ pub struct EngineSection {
     pub queue_depth: usize,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     pub format: LogFormat,
@@ -574,7 +575,7 @@ pub struct LogConfig {
     pub otlp_endpoint: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -667,9 +668,69 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::E
     humantime::parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
+/// A duration as the file writes it (`"30d"`, `"1h 30m"`), which [`duration`] reads back.
+fn duration_text<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&duration_words(*value))
+}
+
+/// `30d`, `1h 30m`, `250ms`: in days at most, so that 45 days do not read as humantime's
+/// `1month 14days 13h 26m 24s` (its months are 30.44 days).
+fn duration_words(value: Duration) -> String {
+    const UNITS: [(&str, u128); 7] = [
+        ("d", 86_400_000_000_000),
+        ("h", 3_600_000_000_000),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("us", 1_000),
+        ("ns", 1),
+    ];
+    let mut left = value.as_nanos();
+    let mut words = Vec::new();
+    for (unit, nanos) in UNITS {
+        if left >= nanos {
+            words.push(format!("{}{unit}", left / nanos));
+            left %= nanos;
+        }
+    }
+    if words.is_empty() {
+        return "0s".to_owned();
+    }
+    words.join(" ")
+}
+
+/// `activity.device_types` as the file writes it, in device-type order.
+fn durations_text<S: Serializer>(
+    values: &std::collections::HashMap<String, Duration>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let sorted: std::collections::BTreeMap<&str, String> = values
+        .iter()
+        .map(|(kind, value)| (kind.as_str(), duration_words(*value)))
+        .collect();
+    sorted.serialize(serializer)
+}
+
+/// Shown instead of a secret in the effective configuration (`doppel serve --check`).
+pub const HIDDEN: &str = "<hidden>";
+
+/// A secret: only whether it is set shows.
+fn hidden<S: Serializer>(value: &Option<String>, serializer: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => serializer.serialize_str(HIDDEN),
+        None => serializer.serialize_none(),
+    }
+}
+
 /// The flags of `doppel serve`; each also reads its environment variable.
 #[derive(Args, Debug, Default)]
 pub struct ServeArgs {
+    /// Check the configuration, print it with secrets hidden, and exit: no port is bound and
+    /// the data folder is not opened.
+    // No environment variable, unlike the settings: one left set would keep the hub from ever
+    // starting.
+    #[arg(long)]
+    pub check: bool,
     /// TOML configuration file; environment variables and flags override it.
     #[arg(long, short = 'c', env = "DOPPEL_CONFIG")]
     pub config: Option<PathBuf>,
@@ -1380,6 +1441,12 @@ impl Config {
         }
     }
 
+    /// The configuration as a TOML file that `--config` reads back, with each secret shown as
+    /// [`HIDDEN`] instead: what `doppel serve --check` prints.
+    pub fn effective(&self) -> anyhow::Result<String> {
+        toml::to_string(self).context("cannot write the configuration as TOML")
+    }
+
     pub fn history_buckets(&self) -> doppel_store::HistoryBuckets {
         doppel_store::HistoryBuckets::new(
             i64::try_from(self.history.bucket.as_millis()).unwrap_or(i64::MAX),
@@ -1414,6 +1481,86 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(err.to_string().contains("unknown field `adress`"), "{err}");
+    }
+
+    #[test]
+    fn the_effective_configuration_reads_back_as_itself_with_secrets_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("doppel.toml");
+        let secret = "dpt_a-bootstrap-secret-nobody-may-see-in-a-check-0123456789";
+        std::fs::write(
+            &path,
+            format!(
+                r#"data_dir = "/var/lib/doppel"
+[http]
+bootstrap_token = "{secret}"
+allowed_hosts = ["doppel.lan"]
+[http.tls]
+cert = "/etc/doppel/cert.pem"
+key = "/etc/doppel/key.pem"
+[http.jwt]
+issuer = "https://id.example"
+jwks_file = "/etc/doppel/jwks.json"
+[[mqtt.acl]]
+permission = "deny"
+clients = "devices"
+topic = "telemetry/#"
+[mqtt.tls]
+addr = "127.0.0.1:8883"
+cert = "/etc/doppel/cert.pem"
+key = "/etc/doppel/key.pem"
+[activity.device_types]
+pump = "10m"
+[replication.device_types.pump]
+policy = "TIMESTAMP_WINS"
+crdts = {{ cycles = "g_counter" }}
+[history]
+retention = "90m"
+bucket = "30m"
+"#
+            ),
+        )
+        .unwrap();
+        let config = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        let text = config.effective().unwrap();
+        assert!(
+            text.contains("\nbootstrap_token = \"<hidden>\"\n"),
+            "{text}"
+        );
+        assert!(!text.contains(secret), "{text}");
+        assert!(text.contains("\nretention = \"1h 30m\"\n"), "{text}");
+        // Every key comes back from what was printed, unchanged: nothing is lost or renamed.
+        let again: Config = toml::from_str(&text).unwrap();
+        assert_eq!(again.effective().unwrap(), text);
+        assert_eq!(again.history.retention, Duration::from_secs(90 * 60));
+        assert_eq!(again.mqtt.acl, config.mqtt.acl);
+        assert_eq!(again.replication, config.replication);
+        assert!(
+            !Config::default()
+                .effective()
+                .unwrap()
+                .contains("bootstrap_token"),
+            "an unset secret is left out"
+        );
+    }
+
+    #[test]
+    fn durations_are_written_in_days_at_most_and_read_back() {
+        for (value, words) in [
+            (Duration::from_secs(45 * 86_400), "45d"),
+            (Duration::from_secs(90 * 60), "1h 30m"),
+            (Duration::from_millis(1_250), "1s 250ms"),
+            (Duration::from_nanos(1_500), "1us 500ns"),
+            (Duration::ZERO, "0s"),
+        ] {
+            assert_eq!(duration_words(value), words);
+            assert_eq!(humantime::parse_duration(words).ok(), Some(value));
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ mod serve;
 mod sim;
 mod telemetry;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -41,8 +41,17 @@ enum Command {
     Device(cli::credential::PrincipalArgs),
     /// Manage applications on a running hub: their MQTT credentials.
     App(cli::credential::PrincipalArgs),
+    /// Print the tenant's change events: those the hub keeps, or with --follow each as it
+    /// happens.
+    Events(cli::events::EventsArgs),
     /// Manage the API tokens of a running hub (an admin token's job).
     Token(cli::token::TokenArgs),
+    /// Print a shell completion script, e.g. `doppel completions bash > /etc/bash_completion.d/doppel`.
+    Completions {
+        /// The shell the script is for.
+        #[arg(value_name = "shell")]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -56,7 +65,9 @@ fn main() -> ExitCode {
         Command::Commands(args) => cli::command::run(args),
         Command::Device(args) => cli::credential::run(args, cli::credential::Kind::Device),
         Command::App(args) => cli::credential::run(args, cli::credential::Kind::App),
+        Command::Events(args) => cli::events::run(args),
         Command::Token(args) => cli::token::run(args),
+        Command::Completions { shell } => cli::completions::run(shell, Cli::command()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

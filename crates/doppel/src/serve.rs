@@ -1,6 +1,6 @@
 //! `doppel serve`: start-up, readiness and graceful shutdown.
 
-use crate::config::{Config, ServeArgs};
+use crate::config::{Config, HIDDEN, ServeArgs};
 use crate::descriptors;
 use crate::telemetry;
 use anyhow::Context;
@@ -11,7 +11,7 @@ use doppel_engine::{Engine, SystemClock};
 use doppel_http::AppState;
 use doppel_http::auth::Authentication;
 use doppel_http::server::ConnectionLimits;
-use doppel_http::tls::TlsCertificates;
+use doppel_http::tls::{TlsCertificates, read_certificates, read_private_key};
 use doppel_mqtt::MqttServer;
 use doppel_store::{CredentialStore, FjallStore, TokenStore};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -36,6 +36,13 @@ const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let config = args.resolve().context("invalid configuration")?;
+    if args.check {
+        let effective = check(&config).context("invalid configuration")?;
+        return std::io::stdout()
+            .lock()
+            .write_all(effective.as_bytes())
+            .context("cannot write to standard output");
+    }
     let telemetry = telemetry::init(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -46,6 +53,31 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     drop(runtime);
     telemetry.shutdown();
     served
+}
+
+/// `doppel serve --check`: what `serve` reads and checks before it binds a port or opens the
+/// data folder (the log filter, the TLS files, the JWKS), checked the same way, and the
+/// bootstrap token's form, which `serve` checks only on a data folder without tokens; then
+/// the effective configuration, secrets hidden, as a file `--config` reads back.
+fn check(config: &Config) -> anyhow::Result<String> {
+    telemetry::filter(&config.log)?;
+    load_reloadable(config)?;
+    if let Some(tls) = &config.mqtt.tls {
+        // The broker reads these only when it binds its listener: read them here instead.
+        read_certificates(&tls.cert).context("mqtt.tls.cert")?;
+        read_private_key(&tls.key).context("mqtt.tls.key")?;
+        if let Some(client_ca) = &tls.client_ca {
+            read_certificates(client_ca).context("mqtt.tls.client_ca")?;
+        }
+    }
+    if let Some(secret) = &config.http.bootstrap_token {
+        doppel_auth::tokens::check_secret(secret).context("http.bootstrap_token")?;
+    }
+    Ok(format!(
+        "# The effective configuration of doppel serve: defaults, then the file, the environment\n\
+         # and the flags. Secrets show as \"{HIDDEN}\".\n{}",
+        config.effective()?
+    ))
 }
 
 /// Prints a start-up milestone on stdout. Scripts and tests wait for these exact lines:
@@ -60,29 +92,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     // Before anything else, so that bad certificate or key set files stop the start with their
     // name.
-    let tls = match &config.http.tls {
-        None => None,
-        Some(section) => Some(Arc::new(
-            TlsCertificates::load(section.files()).context("http.tls")?,
-        )),
+    let reloadable = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || load_reloadable(&config))
+            .await
+            .context("the TLS and JWKS loader panicked")??
     };
-    let jwt = match &config.http.jwt {
-        None => None,
-        Some(section) => {
-            let settings = section.settings();
-            let verifier = tokio::task::spawn_blocking(move || JwtVerifier::load(settings))
-                .await
-                .context("the JWKS loader panicked")?
-                .context("http.jwt.jwks_file")?;
-            Some(Arc::new(verifier))
-        }
-    };
+    let (tls, jwt) = (reloadable.tls.clone(), reloadable.jwt.clone());
     // Installed before the listening line, so that a SIGHUP sent once the hub is seen to
     // listen never meets the default disposition, which would end the process.
-    reload_on_hangup(Reloadable {
-        tls: tls.clone(),
-        jwt: jwt.clone(),
-    })?;
+    reload_on_hangup(reloadable)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     // Opening is quick and fails on a folder another process holds: do it before announcing
@@ -268,6 +287,23 @@ pub(crate) fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         }
     });
     Ok(handle)
+}
+
+/// Reads the files a SIGHUP reads again, for the first time. Blocking: a few small file reads.
+fn load_reloadable(config: &Config) -> anyhow::Result<Reloadable> {
+    let tls = match &config.http.tls {
+        None => None,
+        Some(section) => Some(Arc::new(
+            TlsCertificates::load(section.files()).context("http.tls")?,
+        )),
+    };
+    let jwt = match &config.http.jwt {
+        None => None,
+        Some(section) => Some(Arc::new(
+            JwtVerifier::load(section.settings()).context("http.jwt.jwks_file")?,
+        )),
+    };
+    Ok(Reloadable { tls, jwt })
 }
 
 /// What a SIGHUP reads again from its files.

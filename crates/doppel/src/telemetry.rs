@@ -2,7 +2,7 @@
 //! text or JSON lines; with `log.otlp_endpoint` (and a binary built with `--features otlp`) the
 //! same spans are also exported over OTLP/HTTP.
 
-use crate::config::{Config, LogFormat};
+use crate::config::{Config, LogConfig, LogFormat};
 use anyhow::Context;
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
@@ -19,8 +19,7 @@ pub struct Telemetry {
 /// Installs the global subscriber. Call it outside the async runtime: the OTLP exporter's
 /// blocking HTTP client must not be created inside one.
 pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
-    let filter = EnvFilter::try_new(&config.log.level)
-        .with_context(|| format!("log.level {:?} is not a valid filter", config.log.level))?;
+    let filter = filter(&config.log)?;
     // Colour codes help a person at a terminal and garble a file or a log collector.
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
@@ -53,6 +52,12 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
             .context("cannot install the log subscriber")?;
         Ok(Telemetry {})
     }
+}
+
+/// The filter `log.level` names.
+pub fn filter(log: &LogConfig) -> anyhow::Result<EnvFilter> {
+    EnvFilter::try_new(&log.level)
+        .with_context(|| format!("log.level {:?} is not a valid filter", log.level))
 }
 
 impl Telemetry {

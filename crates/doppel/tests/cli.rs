@@ -327,3 +327,125 @@ fn an_unreachable_server_or_a_bad_id_is_one_line() {
         r#"invalid device id "bad id": ids are 1 to 128 characters of A-Z a-z 0-9 : _ . -"#
     );
 }
+
+#[test]
+fn meta_sets_and_removes_tags_type_and_firmware() {
+    let cli = Cli::start(twin_with_server);
+    let out = cli.ok(&[
+        "meta",
+        "pump-7",
+        "--tag",
+        "site=berlin",
+        "--tag",
+        "floor=2",
+        "--type",
+        "pump",
+        "--firmware",
+        "1.2.3",
+        "--reason",
+        "installed",
+    ]);
+    assert!(out.starts_with("device_id          pump-7\n"), "{out}");
+    assert!(out.contains("\ndevice_type        pump\n"), "{out}");
+    assert!(out.contains("\nfirmware_version   1.2.3\n"), "{out}");
+    assert!(
+        out.contains("\ntags               floor=2, site=berlin\n"),
+        "{out}"
+    );
+
+    let twin: Value = serde_json::from_str(&cli.ok(&[
+        "meta",
+        "pump-7",
+        "--remove-tag",
+        "site",
+        "--clear-firmware",
+        "--if-match",
+        "1",
+        "--json",
+    ]))
+    .expect("JSON");
+    assert_eq!(twin["tags"], json!({"floor": "2"}));
+    assert_eq!(twin["device_type"], "pump", "what is not named stays");
+    assert_eq!(twin["firmware_version"], Value::Null);
+    assert_eq!(twin["version"], 2);
+
+    let history = cli.ok(&["history", "pump-7", "--kind", "meta"]);
+    assert_eq!(rows(&history).len(), 2, "{history}");
+    assert!(rows(&history)[0].contains(" installed "), "{history}");
+
+    // The fleet query finds the twin by its meta.
+    let found = cli.ok(&["query", "tags.floor = '2' AND device_type = 'pump'"]);
+    assert!(rows(&found)[0].starts_with("pump-7 "), "{found}");
+
+    assert_eq!(
+        cli.fails(&["meta", "pump-7", "--if-match", "1", "--type", "fan"]),
+        "version_mismatch: the twin is at version 2 but the request expected version 1"
+    );
+    assert_eq!(
+        cli.fails(&["meta", "pump-7"]),
+        "nothing to change: give --tag, --remove-tag, --type, --clear-type, --firmware or --clear-firmware"
+    );
+}
+
+#[test]
+fn a_query_without_a_match_says_so() {
+    let cli = Cli::start(twin_with_server);
+    assert_eq!(cli.ok(&["list"]), "no twins in tenant default\n");
+    cli.ok(&["meta", "pump-1", "--tag", "site=berlin"]);
+    assert_eq!(
+        cli.ok(&["query", "tags.site = 'lyon'"]),
+        "no twins match the query in tenant default\n"
+    );
+    assert!(
+        rows(&cli.ok(&["query", "tags.site = 'berlin'"]))[0].starts_with("pump-1 "),
+        "the same query with a match lists the twin"
+    );
+}
+
+#[test]
+fn all_follows_the_cursor_to_the_last_page() {
+    let cli = Cli::start(twin_with_server);
+    let devices: Vec<String> = (1..=5).map(|n| format!("dev-{n}")).collect();
+    for device in &devices {
+        cli.ok(&["meta", device, "--tag", "batch=a"]);
+    }
+    cli.ok(&["desired", "dev-1", r#"{"x": 1}"#]);
+    cli.ok(&["desired", "dev-1", r#"{"x": 2}"#]);
+
+    let first_column = |table: &str| -> Vec<String> {
+        rows(table)
+            .iter()
+            .map(|row| row.split_whitespace().next().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let one_page = cli.ok(&["list", "--limit", "2"]);
+    assert_eq!(first_column(&one_page), ["dev-1", "dev-2"], "{one_page}");
+    assert!(one_page.ends_with("next cursor: dev-2\n"), "{one_page}");
+
+    let all = cli.ok(&["list", "--limit", "2", "--all"]);
+    assert_eq!(first_column(&all), devices, "{all}");
+    assert!(!all.contains("next cursor"), "{all}");
+    let from = cli.ok(&["list", "--limit", "2", "--all", "--cursor", "dev-2"]);
+    assert_eq!(first_column(&from), devices[2..], "{from}");
+
+    let queried: Value = serde_json::from_str(&cli.ok(&[
+        "query",
+        "tags.batch = 'a'",
+        "--limit",
+        "2",
+        "--all",
+        "--json",
+    ]))
+    .expect("JSON");
+    let ids: Vec<&str> = queried["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|twin| twin["device_id"].as_str())
+        .collect();
+    assert_eq!(ids, devices, "{queried}");
+    assert_eq!(queried["next_cursor"], Value::Null);
+
+    let history = cli.ok(&["history", "dev-1", "--limit", "1", "--all"]);
+    assert_eq!(first_column(&history), ["1", "2", "3"], "{history}");
+}

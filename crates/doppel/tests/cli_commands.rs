@@ -182,3 +182,21 @@ fn failures_are_one_line() {
             .contains("names a shadow"),
     );
 }
+
+#[test]
+fn list_all_fetches_every_page() {
+    let cli = Cli::start(command_with_server);
+    let ids: Vec<String> = (0..3)
+        .map(|n| {
+            let queued = json_of(&cli, &["queue", "pump-1", &format!("op.{n}")]);
+            queued["id"].as_str().expect("an id").to_owned()
+        })
+        .collect();
+    let page = cli.ok(&["list", "pump-1", "--limit", "2"]);
+    assert_eq!(rows(&page).len(), 2, "{page}");
+    assert!(page.contains("next cursor: "), "{page}");
+    let all = cli.ok(&["list", "pump-1", "--limit", "2", "--all"]);
+    let listed: Vec<&str> = rows(&all).iter().map(|row| row[0]).collect();
+    assert_eq!(listed, ids, "{all}");
+    assert!(!all.contains("next cursor"), "{all}");
+}

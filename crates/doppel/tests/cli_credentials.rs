@@ -172,3 +172,37 @@ fn mistakes_fail_with_one_line_naming_them() {
         "{stderr}"
     );
 }
+
+#[test]
+fn password_only_prints_the_password_alone_and_it_logs_in() {
+    let cli = Cli::start(with_server_last);
+    let out = cli.ok(&["device", "credential", "add", "pump-7", "--password-only"]);
+    let password = out.strip_suffix('\n').expect("one line");
+    assert_eq!(password.len(), 43, "only the password: {out:?}");
+    assert!(!password.contains(char::is_whitespace), "{out:?}");
+    assert_eq!(
+        cli.ok(&[
+            "device",
+            "credential",
+            "add",
+            "pump-8",
+            "--password",
+            SUPPLIED,
+            "--password-only"
+        ]),
+        format!("{SUPPLIED}\n")
+    );
+    // What a script captured logs the device in.
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        common::mqtt::login(
+            cli.server.mqtt,
+            "pump-7",
+            "default/devices/pump-7",
+            password,
+        )
+        .await
+        .disconnect()
+        .await;
+    });
+}

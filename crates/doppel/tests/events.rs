@@ -223,3 +223,78 @@ async fn a_query_keeps_only_the_events_of_matching_twins() {
     let body: Value = bad.json().await.expect("problem");
     assert_eq!(body["parameter"], "q");
 }
+
+/// A read without `follow`: every event it sent, up to and including its `end` event, which
+/// must come before the stream ends.
+async fn read_kept(
+    server: &Server,
+    query: &str,
+    last_event_id: Option<&str>,
+) -> Vec<common::sse::Sse> {
+    let mut stream = SseClient::open(server, query, last_event_id).await;
+    let mut events = Vec::new();
+    while let Some(event) = stream.next().await {
+        let end = event.event == "end";
+        events.push(event);
+        if end {
+            assert!(stream.next().await.is_none(), "the stream ends after `end`");
+            return events;
+        }
+    }
+    panic!("the stream ended without an `end` event: {events:?}");
+}
+
+/// [`read_kept`] again until it sends `count` events: a change is numbered just after its
+/// write is answered.
+async fn read_until(
+    server: &Server,
+    query: &str,
+    last_event_id: Option<&str>,
+    count: usize,
+) -> Vec<common::sse::Sse> {
+    let events = std::cell::RefCell::new(Vec::new());
+    let read = &events;
+    common::eventually(
+        &format!("{count} events from {query}"),
+        WAIT,
+        || async move {
+            let kept = read_kept(server, query, last_event_id).await;
+            let done = kept.len() == count;
+            *read.borrow_mut() = kept;
+            done
+        },
+    )
+    .await;
+    events.into_inner()
+}
+
+#[tokio::test]
+async fn a_read_without_follow_sends_what_is_kept_and_where_to_resume() {
+    let server = Server::start();
+    let http = HttpClient::new(&server);
+    let begun = read_kept(&server, "?follow=false", None).await;
+    assert_eq!(
+        begun.len(),
+        1,
+        "nothing kept before the first reader: {begun:?}"
+    );
+    assert_eq!(begun[0].data, json!({"last_event_id": null}));
+
+    http.patch_desired("pump-1", &json!({"speed": 3})).await;
+    let kept = read_until(&server, "?follow=false&types=twin.desired", None, 2).await;
+    assert_eq!(kept[0].event, "twin.desired");
+    assert_eq!(kept[0].data["desired"], json!({"speed": 3}));
+    let end = &kept[1].data;
+    let last = end["last_event_id"].as_str().expect("an id").to_owned();
+    assert_eq!(
+        sequence(&last),
+        sequence(kept[0].id.as_deref().expect("an id")) + 1,
+        "the end names the newest id, the delta's, though the filter left it out"
+    );
+
+    http.patch_desired("pump-1", &json!({"speed": 4})).await;
+    let resumed = read_until(&server, "?follow=false", Some(&last), 3).await;
+    let types: Vec<&str> = resumed.iter().map(|event| event.event.as_str()).collect();
+    assert_eq!(types, ["twin.desired", "twin.delta", "end"]);
+    assert_eq!(resumed[0].data["desired"], json!({"speed": 4}));
+}

@@ -25,6 +25,19 @@ fn streams_with(clock: Arc<ManualClock>, limits: StreamLimits) -> Streams {
     Streams::new(clock, limits)
 }
 
+/// Streams released once unwatched for `idle_release`, on a clock the test moves.
+fn releasing_after(idle_release: Duration) -> (Arc<ManualClock>, Streams) {
+    let clock = Arc::new(ManualClock::new(Millis(1_000)));
+    let streams = streams_with(
+        clock.clone(),
+        StreamLimits {
+            idle_release,
+            ..StreamLimits::default()
+        },
+    );
+    (clock, streams)
+}
+
 fn after(sequence: u64) -> Option<EventId> {
     Some(EventId {
         epoch: 1_000,
@@ -254,14 +267,7 @@ fn the_ring_is_bounded_by_bytes_and_a_resume_from_an_evicted_event_is_told_so() 
 
 #[test]
 fn a_stream_nobody_watches_is_released_and_a_later_resume_gets_a_gap_not_reused_ids() {
-    let clock = Arc::new(ManualClock::new(Millis(1_000)));
-    let streams = streams_with(
-        clock.clone(),
-        StreamLimits {
-            idle_release: Duration::from_secs(600),
-            ..StreamLimits::default()
-        },
-    );
+    let (clock, streams) = releasing_after(Duration::from_secs(600));
     let watched = streams.open(&tenant("w"), None);
     let client = streams.open(&tenant("a"), None);
     push(&streams, "a", 3);
@@ -291,14 +297,7 @@ fn a_stream_nobody_watches_is_released_and_a_later_resume_gets_a_gap_not_reused_
 
 #[test]
 fn a_stream_watched_again_before_its_time_is_kept() {
-    let clock = Arc::new(ManualClock::new(Millis(1_000)));
-    let streams = streams_with(
-        clock.clone(),
-        StreamLimits {
-            idle_release: Duration::from_secs(60),
-            ..StreamLimits::default()
-        },
-    );
+    let (clock, streams) = releasing_after(Duration::from_secs(60));
     push(&streams, "a", 2);
     assert_eq!(streams.release_idle(), 0);
     clock.set(Millis(31_000));
@@ -312,6 +311,48 @@ fn a_stream_watched_again_before_its_time_is_kept() {
         0,
         "unwatched for less than a minute since it was seen"
     );
+    clock.set(Millis(130_000));
+    assert_eq!(streams.release_idle(), 1);
+}
+
+#[test]
+fn a_read_returns_what_is_kept_and_where_to_resume() {
+    let streams = streams(3, 100);
+    let first = streams.read(&tenant("a"), None);
+    assert!(first.events.is_empty(), "the read began the stream");
+    assert_eq!(first.last, None, "no id handed out yet");
+    assert!(streams.streaming(&tenant("a")));
+    push(&streams, "a", 5);
+    let all = streams.read(&tenant("a"), None);
+    assert_eq!(sequences(&all.events), [3, 4, 5], "every kept event");
+    assert_eq!(all.gap, None);
+    assert_eq!(all.last, after(5));
+    let resumed = streams.read(&tenant("a"), after(4));
+    assert_eq!(sequences(&resumed.events), [5]);
+    assert_eq!(resumed.gap, None);
+    let caught_up = streams.read(&tenant("a"), after(5));
+    assert!(caught_up.events.is_empty());
+    assert_eq!(caught_up.last, after(5));
+    let expired = streams.read(&tenant("a"), after(1));
+    assert_eq!(expired.gap, Some(Gap::Expired));
+    assert_eq!(sequences(&expired.events), [3, 4, 5]);
+}
+
+#[test]
+fn reading_keeps_a_stream_from_being_released() {
+    let (clock, streams) = releasing_after(Duration::from_secs(60));
+    push(&streams, "a", 2);
+    assert_eq!(streams.release_idle(), 0, "first seen unwatched now");
+    clock.set(Millis(50_000));
+    assert_eq!(sequences(&streams.read(&tenant("a"), after(1)).events), [2]);
+    clock.set(Millis(70_000));
+    assert_eq!(
+        streams.release_idle(),
+        0,
+        "read 20 s ago: seen unwatched now"
+    );
+    clock.set(Millis(129_000));
+    assert_eq!(streams.release_idle(), 0, "not a minute since");
     clock.set(Millis(130_000));
     assert_eq!(streams.release_idle(), 1);
 }

@@ -1,11 +1,13 @@
-//! The HTTP side of the command line: sends one request to a running hub and turns every way it
-//! can fail into one line a person can act on.
+//! The HTTP side of the command line: sends requests to a running hub (or reads its change
+//! stream) and turns every way they can fail into one line a person can act on.
 
+use super::sse::{Frame, Parser};
 use super::table::truncate;
 use doppel_http::tls::{
     client_builder, client_roots, read_certificates, read_private_key, rustls_error,
 };
-use reqwest::{Method, RequestBuilder, StatusCode, Url};
+use reqwest::header::CONTENT_TYPE;
+use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use rustls::ClientConfig;
 use serde_json::Value;
 use std::fmt;
@@ -15,6 +17,10 @@ use std::time::Duration;
 /// Longest a command waits for the hub's answer. A twin request is one in-memory lookup or one
 /// group commit, so anything near this means the hub is stuck or unreachable, not busy.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest a change stream may stay silent before the CLI gives up on it: the hub sends a
+/// keep-alive comment every 15 s, so three missed in a row mean the hub or the path is gone.
+pub const STREAM_SILENCE: Duration = Duration::from_secs(45);
 
 /// How long the CLI keeps an idle connection: under the hub's default `http.header_timeout`.
 const IDLE_CONNECTION: Duration = Duration::from_secs(5);
@@ -81,10 +87,26 @@ pub struct Client {
     server: String,
     /// Sent as `Authorization: Bearer` with every request.
     token: Option<String>,
+    /// What "no answer" means for this client's requests, in messages.
+    patience: Patience,
+}
+
+/// How long a client waits for the hub.
+#[derive(Clone, Copy, Debug)]
+pub enum Patience {
+    /// A request answered as a whole, within [`REQUEST_TIMEOUT`].
+    Request,
+    /// A change stream, open for as long as it is read, each read within [`STREAM_SILENCE`].
+    Stream,
 }
 
 impl Client {
-    pub fn new(server: &str, token: Option<String>, tls: &TlsOptions) -> Result<Self, ClientError> {
+    pub fn new(
+        server: &str,
+        token: Option<String>,
+        tls: &TlsOptions,
+        patience: Patience,
+    ) -> Result<Self, ClientError> {
         let server = server.trim_end_matches('/').to_owned();
         let invalid = |reason: String| ClientError::InvalidServer {
             server: server.clone(),
@@ -92,10 +114,15 @@ impl Client {
         };
         let url = Url::parse(&server).map_err(|err| invalid(err.to_string()))?;
         let builder = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
             // The hub closes a kept-alive connection idle for `http.header_timeout` (10 s by
             // default); letting go of it sooner means no request is sent on one being closed.
             .pool_idle_timeout(IDLE_CONNECTION);
+        let builder = match patience {
+            Patience::Request => builder.timeout(REQUEST_TIMEOUT),
+            Patience::Stream => builder
+                .connect_timeout(REQUEST_TIMEOUT)
+                .read_timeout(STREAM_SILENCE),
+        };
         let builder = match url.scheme() {
             "http" => builder,
             // reqwest then speaks https:// only, so nothing is ever sent in the clear to a
@@ -116,6 +143,7 @@ impl Client {
             http,
             server,
             token,
+            patience,
         })
     }
 
@@ -145,15 +173,70 @@ impl Client {
         Err(problem(&text).unwrap_or_else(|| unexpected(status, &text)))
     }
 
+    /// Opens a Server-Sent Events stream: a successful answer of type `text/event-stream`,
+    /// whose frames [`EventStream::next`] reads as they come.
+    pub async fn open_stream(
+        &self,
+        request: RequestBuilder,
+    ) -> Result<EventStream<'_>, ClientError> {
+        let response = request.send().await.map_err(|err| self.unreachable(&err))?;
+        let status = response.status();
+        let is_stream = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.starts_with("text/event-stream"));
+        if status.is_success() && is_stream {
+            return Ok(EventStream {
+                client: self,
+                response,
+                parser: Parser::default(),
+            });
+        }
+        let text = response
+            .text()
+            .await
+            .map_err(|err| self.unreachable(&err))?;
+        Err(problem(&text).unwrap_or_else(|| unexpected(status, &text)))
+    }
+
     fn unreachable(&self, err: &reqwest::Error) -> ClientError {
-        let reason = if err.is_timeout() {
-            format!("no answer within {}s", REQUEST_TIMEOUT.as_secs())
-        } else {
-            innermost_message(err)
+        let reason = match (err.is_timeout(), self.patience) {
+            (true, Patience::Request) => {
+                format!("no answer within {}s", REQUEST_TIMEOUT.as_secs())
+            }
+            (true, Patience::Stream) => format!(
+                "the stream stayed silent for {}s, keep-alives included",
+                STREAM_SILENCE.as_secs()
+            ),
+            (false, _) => innermost_message(err),
         };
         ClientError::Unreachable {
             server: self.server.clone(),
             reason,
+        }
+    }
+}
+
+/// An open change stream of a hub.
+pub struct EventStream<'a> {
+    client: &'a Client,
+    response: Response,
+    parser: Parser,
+}
+
+impl EventStream<'_> {
+    /// The next frame; `None` once the hub has ended the stream.
+    pub async fn next(&mut self) -> Result<Option<Frame>, ClientError> {
+        loop {
+            if let Some(frame) = self.parser.next_frame() {
+                return Ok(Some(frame));
+            }
+            match self.response.chunk().await {
+                Ok(Some(bytes)) => self.parser.push(&bytes),
+                Ok(None) => return Ok(None),
+                Err(err) => return Err(self.client.unreachable(&err)),
+            }
         }
     }
 }
@@ -289,9 +372,9 @@ mod tests {
     #[test]
     fn only_http_and_https_servers_are_accepted() {
         let plain = TlsOptions::default();
-        assert!(Client::new("http://127.0.0.1:8080/", None, &plain).is_ok());
-        assert!(Client::new("https://hub.example", None, &plain).is_ok());
-        let ftp = Client::new("ftp://hub.example", None, &plain)
+        assert!(Client::new("http://127.0.0.1:8080/", None, &plain, Patience::Request).is_ok());
+        assert!(Client::new("https://hub.example", None, &plain, Patience::Request).is_ok());
+        let ftp = Client::new("ftp://hub.example", None, &plain, Patience::Request)
             .err()
             .map(|err| err.to_string());
         assert_eq!(
@@ -300,7 +383,7 @@ mod tests {
                 "--server \"ftp://hub.example\" is not usable: the scheme is \"ftp\"; use http:// or https://"
             )
         );
-        assert!(Client::new("127.0.0.1:8080", None, &plain).is_err());
+        assert!(Client::new("127.0.0.1:8080", None, &plain, Patience::Request).is_err());
     }
 
     #[test]
@@ -312,13 +395,13 @@ mod tests {
             ca_file: Some(ca_file.clone()),
             client_identity: None,
         };
-        let err = Client::new("https://hub.example", None, &tls)
+        let err = Client::new("https://hub.example", None, &tls, Patience::Request)
             .err()
             .map(|err| err.to_string());
         let expected = format!("--ca-file: {} holds no PEM certificate", ca_file.display());
         assert_eq!(err.as_deref(), Some(expected.as_str()));
         // A plain http:// hub needs no CA: the file is not read.
-        assert!(Client::new("http://127.0.0.1:8080", None, &tls).is_ok());
+        assert!(Client::new("http://127.0.0.1:8080", None, &tls, Patience::Request).is_ok());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! its HTTP API (`/v1/tenants/{tenant}/twins/{device}/commands`). Each subcommand is one request;
 //! the answer is printed for people, or as the server's JSON with `--json` for scripts.
 
+use super::paging::Paging;
 use super::table::Table;
 use super::target::{Target, print_outcome};
 use super::view;
@@ -71,12 +72,9 @@ struct ListArgs {
     /// failed.
     #[arg(long, value_name = "STATUS")]
     status: Option<String>,
-    /// Most commands in one page.
-    #[arg(long, value_name = "N")]
-    limit: Option<usize>,
-    /// Continue after a page: the `next cursor` the previous page printed.
-    #[arg(long, value_name = "CURSOR")]
-    cursor: Option<String>,
+    #[command(flatten)]
+    #[serde(skip)]
+    paging: Paging,
 }
 
 #[derive(Args, Debug)]
@@ -121,8 +119,11 @@ async fn execute(args: CommandArgs) -> anyhow::Result<String> {
             Ok(printer.show(answer, &command))
         }
         CommandAction::List(list) => {
-            let answer = client
-                .send(client.request(Method::GET, &commands).query(&list))
+            let answer = list
+                .paging
+                .fetch(&client, || {
+                    client.request(Method::GET, &commands).query(&list)
+                })
                 .await?;
             Ok(printer.show(answer, &|page| {
                 listed(page, device.as_str(), list.status.as_deref())
@@ -244,31 +245,15 @@ fn command(answer: &Value) -> String {
 /// `list`: one row per command, then the cursor of the next page when there may be more;
 /// `status` is the filter asked for, named when nothing matched.
 fn listed(page: &Value, device: &str, status: Option<&str>) -> String {
-    let commands = page
-        .get("items")
-        .and_then(Value::as_array)
-        .map_or(&[][..], Vec::as_slice);
-    let mut out = if commands.is_empty() {
-        match status {
-            Some(status) => format!("{device} has no {} commands\n", status.to_uppercase()),
-            None => format!("{device} has no commands\n"),
-        }
-    } else {
-        let mut table = Table::new(&["ID", "TYPE", "STATUS", "PRIORITY", "ATTEMPTS", "CREATED_AT"]);
-        for command in commands {
-            table.row(
-                ["id", "type", "status", "priority", "attempts", "created_at"]
-                    .iter()
-                    .map(|name| field(command, name))
-                    .collect(),
-            );
-        }
-        table.render()
+    let empty = match status {
+        Some(status) => format!("{device} has no {} commands", status.to_uppercase()),
+        None => format!("{device} has no commands"),
     };
-    if let Some(cursor) = page.get("next_cursor").and_then(Value::as_str) {
-        out.push_str(&format!("next cursor: {cursor}\n"));
-    }
-    out
+    let columns = ["id", "type", "status", "priority", "attempts", "created_at"];
+    let header = ["ID", "TYPE", "STATUS", "PRIORITY", "ATTEMPTS", "CREATED_AT"];
+    view::page_table(page, &header, &empty, |command| {
+        columns.iter().map(|name| field(command, name)).collect()
+    })
 }
 
 #[cfg(test)]

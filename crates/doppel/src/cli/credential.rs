@@ -66,6 +66,10 @@ struct AddArgs {
     /// line of standard input, which keeps it out of the process list.
     #[arg(long, value_name = "PASSWORD")]
     password: Option<String>,
+    /// Print only the password, on one line, for a script to capture:
+    /// PASSWORD=$(doppel device credential add pump-7 --password-only)
+    #[arg(long, conflicts_with = "json")]
+    password_only: bool,
 }
 
 #[derive(Args, Debug)]
@@ -128,6 +132,9 @@ async fn execute(target: Target, kind: Kind, command: CredentialCommand) -> anyh
                 request = request.json(&json!({ "password": password }));
             }
             let answer = client.send(request).await?;
+            if add.password_only {
+                return password_line(&answer);
+            }
             Ok(printer.show(answer, &created))
         }
         CredentialCommand::List(_) => {
@@ -189,6 +196,14 @@ fn created(answer: &Value) -> String {
         block.row(vec![name.to_owned(), field(answer, name)]);
     }
     format!("{}{SHOWN_ONCE}\n", block.render())
+}
+
+/// `add --password-only`: the password alone.
+fn password_line(answer: &Value) -> anyhow::Result<String> {
+    match answer.get("password").and_then(Value::as_str) {
+        Some(password) => Ok(format!("{password}\n")),
+        None => anyhow::bail!("the hub's answer holds no password"),
+    }
 }
 
 /// `list`: one row per credential, or a line saying there are none.

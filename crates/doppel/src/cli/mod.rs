@@ -1,7 +1,11 @@
 mod client;
 pub mod command;
+pub mod completions;
 pub mod credential;
+pub mod events;
+mod paging;
 mod profile;
+mod sse;
 mod table;
 mod target;
 pub mod token;

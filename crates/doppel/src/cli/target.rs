@@ -1,11 +1,12 @@
 //! What every client subcommand shares: which hub and tenant it talks to, how it prints, and
 //! running one request to completion.
 
-use super::client::{Client, ClientError, TlsOptions};
+use super::client::{Client, ClientError, Patience, TlsOptions};
 use anyhow::Context;
 use clap::Args;
 use serde_json::Value;
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 /// Where `doppel serve` listens unless told otherwise.
@@ -65,7 +66,22 @@ pub struct Hub {
 impl Hub {
     /// A client for this hub, sending its token.
     pub fn client(&self) -> Result<Client, ClientError> {
-        Client::new(&self.server, self.token.clone(), &self.tls)
+        Client::new(
+            &self.server,
+            self.token.clone(),
+            &self.tls,
+            Patience::Request,
+        )
+    }
+
+    /// A client for this hub's change stream, which stays open as long as it is read.
+    pub fn stream_client(&self) -> Result<Client, ClientError> {
+        Client::new(
+            &self.server,
+            self.token.clone(),
+            &self.tls,
+            Patience::Stream,
+        )
     }
 }
 
@@ -132,14 +148,27 @@ impl Printer {
 pub fn print_outcome(
     work: impl std::future::Future<Output = anyhow::Result<String>>,
 ) -> anyhow::Result<()> {
+    let output = block_on(work)??;
+    // One write: whether the reader stayed for all of it changes nothing after it.
+    print(output.as_bytes()).map(drop)
+}
+
+/// Runs `work` to its end on a small runtime: a client subcommand waits on one hub at a time.
+pub fn block_on<F: std::future::Future>(work: F) -> anyhow::Result<F::Output> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let output = runtime.block_on(work)?;
-    match std::io::stdout().lock().write_all(output.as_bytes()) {
-        // The reader went away (`| head`): nothing left to tell anyone.
-        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        result => result.context("cannot write to standard output"),
+    Ok(runtime.block_on(work))
+}
+
+/// Writes `output` to standard output and flushes it; `Break` when the reader went away
+/// (`| head`), after which there is nothing left to tell anyone.
+pub fn print(output: &[u8]) -> anyhow::Result<ControlFlow<()>> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(output).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(ControlFlow::Continue(())),
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(ControlFlow::Break(())),
+        Err(err) => Err(err).context("cannot write to standard output"),
     }
 }

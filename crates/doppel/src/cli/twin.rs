@@ -2,6 +2,7 @@
 //! (`/v1/tenants/{tenant}/twins`). Each subcommand is one request; the answer is printed as a
 //! table for people, or as the server's JSON with `--json` for scripts.
 
+use super::paging::Paging;
 use super::target::{Target, print_outcome};
 use super::view;
 use anyhow::anyhow;
@@ -32,10 +33,12 @@ enum TwinCommand {
     Desired(DesiredArgs),
     /// Send a state report as the device would; stale reports are ignored, not failed.
     Report(ReportArgs),
+    /// Change the descriptive fields: tags, device type and firmware version; the rest stays.
+    Meta(MetaArgs),
     /// List the recorded changes of a twin, oldest first.
     History(HistoryArgs),
     /// List the twins of the tenant in device-id order.
-    List(PageArgs),
+    List(Paging),
     /// Find the twins that match a fleet query, e.g. "tags.site = 'berlin' AND reported.temp > 30"
     /// (docs/QUERY.md).
     Query(QueryArgs),
@@ -89,6 +92,37 @@ struct ReportArgs {
     version: Option<u64>,
 }
 
+#[derive(Args, Debug)]
+struct MetaArgs {
+    /// The device id, e.g. pump-001.
+    #[arg(value_name = "device")]
+    device: String,
+    /// Set a tag, e.g. site=berlin; repeatable.
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+    tags: Vec<(String, String)>,
+    /// Remove a tag; repeatable.
+    #[arg(long = "remove-tag", value_name = "KEY")]
+    removed_tags: Vec<String>,
+    /// Set the device type, e.g. pump; it picks the type's activity interval and conflict rules.
+    #[arg(long = "type", value_name = "TYPE")]
+    device_type: Option<String>,
+    /// Clear the device type.
+    #[arg(long, conflicts_with = "device_type")]
+    clear_type: bool,
+    /// Set the firmware version, e.g. 1.2.3.
+    #[arg(long, value_name = "VERSION")]
+    firmware: Option<String>,
+    /// Clear the firmware version.
+    #[arg(long, conflicts_with = "firmware")]
+    clear_firmware: bool,
+    /// Apply only if the twin is at this version (sent as `If-Match: "<version>"`).
+    #[arg(long, value_name = "VERSION")]
+    if_match: Option<u64>,
+    /// Why the change is made; recorded in history.
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
+}
+
 #[derive(Args, Debug, Serialize)]
 struct HistoryArgs {
     /// The device id, e.g. pump-001.
@@ -104,22 +138,9 @@ struct HistoryArgs {
     /// Only entries recorded at or before this instant (RFC 3339).
     #[arg(long, value_name = "RFC3339")]
     to: Option<String>,
-    /// Most entries in one page.
-    #[arg(long, value_name = "N")]
-    limit: Option<usize>,
-    /// Continue after a page: the `next cursor` the previous page printed.
-    #[arg(long)]
-    cursor: Option<String>,
-}
-
-#[derive(Args, Debug, Serialize)]
-struct PageArgs {
-    /// Most twins in one page.
-    #[arg(long, value_name = "N")]
-    limit: Option<usize>,
-    /// Continue after a page: the `next cursor` the previous page printed.
-    #[arg(long)]
-    cursor: Option<String>,
+    #[command(flatten)]
+    #[serde(skip)]
+    paging: Paging,
 }
 
 #[derive(Args, Debug, Serialize)]
@@ -130,12 +151,9 @@ struct QueryArgs {
     /// Sort by this path instead of the device id, e.g. "reported.temp DESC".
     #[arg(long, value_name = "PATH [ASC|DESC]")]
     order_by: Option<String>,
-    /// Most twins in one page.
-    #[arg(long, value_name = "N")]
-    limit: Option<usize>,
-    /// Continue after a page: the `next cursor` the previous page printed.
-    #[arg(long)]
-    cursor: Option<String>,
+    #[command(flatten)]
+    #[serde(skip)]
+    paging: Paging,
 }
 
 #[derive(Args, Debug, Serialize)]
@@ -156,6 +174,13 @@ struct DeleteArgs {
     /// Delete only if the twin is at this version.
     #[arg(long, value_name = "VERSION")]
     if_match: Option<u64>,
+}
+
+fn parse_tag(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err("expected KEY=VALUE, e.g. site=berlin".to_owned()),
+    }
 }
 
 fn parse_kind(text: &str) -> Result<HistoryKind, String> {
@@ -191,11 +216,16 @@ async fn execute(args: TwinArgs) -> anyhow::Result<String> {
             } else {
                 Method::PATCH
             };
-            let mut request = if_match(client.request(method, &path), desired.if_match).json(&body);
-            if let Some(reason) = &desired.reason {
-                request = request.header(CHANGE_REASON_HEADER, change_reason(reason)?);
-            }
+            let request = if_match(client.request(method, &path), desired.if_match).json(&body);
+            let request = with_reason(request, desired.reason.as_deref())?;
             Ok(printer.show(client.send(request).await?, &view::desired_written))
+        }
+        TwinCommand::Meta(meta) => {
+            let path = format!("{twins}/{}", device_id(&meta.device)?);
+            let body = meta_patch(&meta)?;
+            let request = if_match(client.request(Method::PATCH, &path), meta.if_match).json(&body);
+            let request = with_reason(request, meta.reason.as_deref())?;
+            Ok(printer.show(client.send(request).await?, &view::twin))
         }
         TwinCommand::Report(report) => {
             let device = device_id(&report.device)?;
@@ -217,22 +247,30 @@ async fn execute(args: TwinArgs) -> anyhow::Result<String> {
         }
         TwinCommand::History(history) => {
             let path = format!("{twins}/{}/history", device_id(&history.device)?);
-            let answer = client
-                .send(client.request(Method::GET, &path).query(&history))
+            let answer = history
+                .paging
+                .fetch(&client, || {
+                    client.request(Method::GET, &path).query(&history)
+                })
                 .await?;
             Ok(printer.show(answer, &view::history_page))
         }
-        TwinCommand::List(page) => {
-            let answer = client
-                .send(client.request(Method::GET, &twins).query(&page))
+        TwinCommand::List(paging) => {
+            let answer = paging
+                .fetch(&client, || client.request(Method::GET, &twins))
                 .await?;
-            Ok(printer.show(answer, &|answer| view::list_page(answer, tenant.as_str())))
+            let empty = format!("no twins in tenant {tenant}");
+            Ok(printer.show(answer, &|answer| view::list_page(answer, &empty)))
         }
         TwinCommand::Query(query) => {
-            let answer = client
-                .send(client.request(Method::GET, &twins).query(&query))
+            let answer = query
+                .paging
+                .fetch(&client, || {
+                    client.request(Method::GET, &twins).query(&query)
+                })
                 .await?;
-            Ok(printer.show(answer, &|answer| view::list_page(answer, tenant.as_str())))
+            let empty = format!("no twins match the query in tenant {tenant}");
+            Ok(printer.show(answer, &|answer| view::list_page(answer, &empty)))
         }
         TwinCommand::Count(count) => {
             let answer = client
@@ -272,6 +310,51 @@ fn if_match(request: reqwest::RequestBuilder, version: Option<u64>) -> reqwest::
         Some(version) => request.header(IF_MATCH, format!("\"{version}\"")),
         None => request,
     }
+}
+
+/// The meta merge patch the options describe: tags to set, tags to remove (`null`), and the
+/// device type and firmware version to set or clear.
+fn meta_patch(meta: &MetaArgs) -> anyhow::Result<Value> {
+    let mut tags = Map::new();
+    for (key, value) in &meta.tags {
+        tags.insert(key.clone(), json!(value));
+    }
+    for key in &meta.removed_tags {
+        if tags.contains_key(key) {
+            anyhow::bail!("--tag {key}=... and --remove-tag {key} contradict each other");
+        }
+        tags.insert(key.clone(), Value::Null);
+    }
+    let mut body = Map::new();
+    if !tags.is_empty() {
+        body.insert("tags".into(), Value::Object(tags));
+    }
+    for (name, value, clear) in [
+        ("device_type", &meta.device_type, meta.clear_type),
+        ("firmware_version", &meta.firmware, meta.clear_firmware),
+    ] {
+        if let Some(value) = value {
+            body.insert(name.into(), json!(value));
+        } else if clear {
+            body.insert(name.into(), Value::Null);
+        }
+    }
+    if body.is_empty() {
+        anyhow::bail!(
+            "nothing to change: give --tag, --remove-tag, --type, --clear-type, --firmware or --clear-firmware"
+        );
+    }
+    Ok(Value::Object(body))
+}
+
+fn with_reason(
+    request: reqwest::RequestBuilder,
+    reason: Option<&str>,
+) -> anyhow::Result<reqwest::RequestBuilder> {
+    Ok(match reason {
+        Some(reason) => request.header(CHANGE_REASON_HEADER, change_reason(reason)?),
+        None => request,
+    })
 }
 
 /// The reason as a header value: printable ASCII only, which is what the server records.
@@ -317,6 +400,63 @@ mod tests {
             json_argument("<json>", "{\"a\": [1]}").ok(),
             Some(json!({"a": [1]}))
         );
+    }
+
+    fn meta_args(args: &[&str]) -> MetaArgs {
+        #[derive(clap::Parser)]
+        struct Meta {
+            #[command(flatten)]
+            meta: MetaArgs,
+        }
+        let argv = std::iter::once("meta").chain(args.iter().copied());
+        <Meta as clap::Parser>::try_parse_from(argv)
+            .map(|parsed| parsed.meta)
+            .unwrap_or_else(|err| panic!("{args:?}: {err}"))
+    }
+
+    #[test]
+    fn a_meta_patch_sets_removes_and_clears_only_what_was_given() {
+        let patch = meta_patch(&meta_args(&[
+            "pump-1",
+            "--tag",
+            "site=berlin",
+            "--tag",
+            "floor=2",
+            "--remove-tag",
+            "old",
+            "--type",
+            "pump",
+            "--clear-firmware",
+        ]));
+        assert_eq!(
+            patch.ok(),
+            Some(json!({
+                "tags": {"site": "berlin", "floor": "2", "old": null},
+                "device_type": "pump",
+                "firmware_version": null
+            }))
+        );
+        assert_eq!(
+            meta_patch(&meta_args(&["pump-1", "--firmware", "1.2.3"])).ok(),
+            Some(json!({"firmware_version": "1.2.3"}))
+        );
+        let contradiction = meta_patch(&meta_args(&[
+            "pump-1",
+            "--tag",
+            "site=x",
+            "--remove-tag",
+            "site",
+        ]))
+        .err()
+        .map(|err| err.to_string());
+        assert_eq!(
+            contradiction.as_deref(),
+            Some("--tag site=... and --remove-tag site contradict each other")
+        );
+        assert!(meta_patch(&meta_args(&["pump-1"])).is_err());
+        assert_eq!(parse_tag("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert!(parse_tag("=x").is_err());
+        assert!(parse_tag("site").is_err());
     }
 
     #[test]

@@ -180,23 +180,19 @@ pub fn history_page(page: &Value) -> String {
     })
 }
 
-/// `doppel twin list`: one row per twin, then the cursor of the next page.
-pub fn list_page(page: &Value, tenant: &str) -> String {
+/// `doppel twin list` and `query`: one row per twin, or `empty` when there is none, then the
+/// cursor of the next page.
+pub fn list_page(page: &Value, empty: &str) -> String {
     let header = ["DEVICE_ID", "VERSION", "CONNECTION", "DELTA", "UPDATED_AT"];
-    page_table(
-        page,
-        &header,
-        &format!("no twins in tenant {tenant}"),
-        |twin| {
-            vec![
-                field(twin, "/device_id"),
-                field(twin, "/version"),
-                field(twin, "/connection/status"),
-                delta_summary(twin),
-                field(twin, "/updated_at"),
-            ]
-        },
-    )
+    page_table(page, &header, empty, |twin| {
+        vec![
+            field(twin, "/device_id"),
+            field(twin, "/version"),
+            field(twin, "/connection/status"),
+            delta_summary(twin),
+            field(twin, "/updated_at"),
+        ]
+    })
 }
 
 /// A count (`{"count": n, "groups": [{"value", "count"}]}`): the total, then a row per group.
@@ -219,7 +215,7 @@ pub fn count(answer: &Value) -> String {
 
 /// A page of the API (`{"items": [...], "next_cursor": ...}`) as a table of one row per item,
 /// or `empty` when there are none, then the cursor line.
-fn page_table(
+pub fn page_table(
     page: &Value,
     header: &[&str],
     empty: &str,
@@ -305,7 +301,7 @@ mod tests {
         synced["device_id"] = json!("pump-002");
         synced["delta"] = json!({});
         let page = json!({"items": [sample_twin(), synced], "next_cursor": "pump-002"});
-        let text = list_page(&page, "default");
+        let text = list_page(&page, "no twins in tenant default");
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
@@ -321,8 +317,11 @@ mod tests {
         );
         assert_eq!(lines[3], "next cursor: pump-002");
         assert_eq!(
-            list_page(&json!({"items": [], "next_cursor": null}), "t1"),
-            "no twins in tenant t1\n"
+            list_page(
+                &json!({"items": [], "next_cursor": null}),
+                "no twins match the query in tenant t1"
+            ),
+            "no twins match the query in tenant t1\n"
         );
     }
 
