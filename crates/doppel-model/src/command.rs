@@ -438,12 +438,24 @@ impl Command {
                 action: "acknowledged",
             });
         }
+        self.keep_answer(result, response, limits, document)?;
+        self.step(CommandStatus::Acknowledged, now, None);
+        Ok(())
+    }
+
+    /// Keeps what the device answered, once its response is known to be within the limits.
+    fn keep_answer(
+        &mut self,
+        result: CommandResult,
+        response: Option<Value>,
+        limits: &CommandLimits,
+        document: &Limits,
+    ) -> Result<(), CommandError> {
         if let Some(response) = &response {
             check_payload("response", response, limits, document)?;
         }
         self.result = Some(result);
         self.response = response;
-        self.step(CommandStatus::Acknowledged, now, None);
         Ok(())
     }
 
@@ -469,11 +481,7 @@ impl Command {
                 action: "acknowledged again",
             });
         }
-        if let Some(response) = &response {
-            check_payload("response", response, limits, document)?;
-        }
-        self.result = Some(result);
-        self.response = response;
+        self.keep_answer(result, response, limits, document)?;
         self.acknowledged_late_at = Some(now);
         Ok(())
     }
