@@ -186,10 +186,12 @@ fn invalid_command_stream_and_query_settings_fail_at_start_naming_the_key() {
     }
 }
 
-#[test]
-fn anonymous_mqtt_is_announced_on_stderr_whatever_the_log_level() {
-    use std::io::{BufRead, BufReader};
-    let dir = tempfile::tempdir().unwrap();
+/// Starts `doppel serve` on port 0 with its data in `dir` and `env` set, and hands its log
+/// (stderr) over line by line.
+fn serve_logging(
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     let mut child = doppel_command()
         .args([
             "serve",
@@ -199,23 +201,27 @@ fn anonymous_mqtt_is_announced_on_stderr_whatever_the_log_level() {
             "127.0.0.1:0",
         ])
         .arg("--data-dir")
-        .arg(dir.path())
-        .env("DOPPEL_MQTT_ALLOW_ANONYMOUS", "true")
-        .env("DOPPEL_LOG_LEVEL", "error")
+        .arg(dir)
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let warning = lines_rx.recv_timeout(common::START_TIMEOUT);
+    let lines = common::read_lines(child.stderr.take().unwrap());
+    (child, lines)
+}
+
+#[test]
+fn anonymous_mqtt_is_announced_on_stderr_whatever_the_log_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, lines) = serve_logging(
+        dir.path(),
+        &[
+            ("DOPPEL_MQTT_ALLOW_ANONYMOUS", "true"),
+            ("DOPPEL_LOG_LEVEL", "error"),
+        ],
+    );
+    let warning = lines.recv_timeout(common::START_TIMEOUT);
     let _ = child.kill();
     let _ = child.wait();
     let warning = warning.expect("a line on stderr");
@@ -227,35 +233,11 @@ fn anonymous_mqtt_is_announced_on_stderr_whatever_the_log_level() {
 
 #[test]
 fn logs_written_to_a_pipe_carry_no_colour_codes() {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let mut child = doppel_command()
-        .args([
-            "serve",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--mqtt-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("DOPPEL_LOG_LEVEL", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut child, lines) = serve_logging(dir.path(), &[("DOPPEL_LOG_LEVEL", "info")]);
     // The first start logs where it wrote the admin token, at info.
     let mut seen = Vec::new();
-    while let Ok(line) = lines_rx.recv_timeout(common::START_TIMEOUT) {
+    while let Ok(line) = lines.recv_timeout(common::START_TIMEOUT) {
         let done = line.contains("created the first admin token");
         seen.push(line);
         if done {
