@@ -300,6 +300,25 @@ fn invalid_json_arguments_fail_before_any_request() {
     assert_eq!(twin["reported"]["version"], 0);
 }
 
+/// `doppel twin --server 127.0.0.1:<port> <args...>`: the address as `http.addr` names it.
+fn twin_with_bare_address(base: &str, args: &[&str]) -> Vec<String> {
+    let address = base
+        .strip_prefix("http://")
+        .expect("a plain http:// server");
+    twin_with_server(address, args)
+}
+
+#[test]
+fn a_server_named_by_host_and_port_is_reached_over_http() {
+    let cli = Cli::start(twin_with_bare_address);
+    let out = cli.ok(&["desired", "pump-9", r#"{"led": "on"}"#]);
+    assert!(
+        out.starts_with("desired state of pump-9 updated: twin version 1"),
+        "{out}"
+    );
+    assert_eq!(cli.twin("pump-9")["desired"]["state"], json!({"led": "on"}));
+}
+
 #[test]
 fn an_unreachable_server_or_a_bad_id_is_one_line() {
     // Port 1 (tcpmux) needs privileges to listen on and nothing uses it, so nothing answers;

@@ -27,7 +27,7 @@ const MAX_QUOTED_BODY: usize = 200;
 /// `doppel: ...` line printed by `main` is exactly the message.
 #[derive(Debug)]
 pub enum ClientError {
-    /// `--server` is not an `http://` or `https://` URL.
+    /// `--server` is neither `host:port` nor an `http://` or `https://` URL.
     InvalidServer { server: String, reason: String },
     /// A TLS file the options name cannot be used.
     TlsFile {
@@ -77,7 +77,8 @@ pub struct TlsOptions {
 /// A hub at one base URL.
 pub struct Client {
     http: reqwest::Client,
-    /// The base URL without a trailing slash, as the user wrote it: used in messages.
+    /// The base URL without a trailing slash, with the scheme [`base_url`] gave it: requests go
+    /// under it and messages name it.
     server: String,
     /// Sent as `Authorization: Bearer` with every request.
     token: Option<String>,
@@ -85,7 +86,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(server: &str, token: Option<String>, tls: &TlsOptions) -> Result<Self, ClientError> {
-        let server = server.trim_end_matches('/').to_owned();
+        let server = base_url(server);
         let invalid = |reason: String| ClientError::InvalidServer {
             server: server.clone(),
             reason,
@@ -155,6 +156,18 @@ impl Client {
             server: self.server.clone(),
             reason,
         }
+    }
+}
+
+/// `--server` as a base URL without a trailing slash. An address without a scheme
+/// (`127.0.0.1:8080`, `hub.lan:8080`, `[::1]:8080`) is the hub's plain `http://` listener, as
+/// `http.addr` names it; without this, `Url` would read `hub.lan:8080` as the scheme `hub.lan`.
+fn base_url(server: &str) -> String {
+    let server = server.trim().trim_end_matches('/');
+    if server.contains("://") {
+        server.to_owned()
+    } else {
+        format!("http://{server}")
     }
 }
 
@@ -287,6 +300,28 @@ mod tests {
     }
 
     #[test]
+    fn an_address_without_a_scheme_is_the_plain_http_listener() {
+        assert_eq!(base_url("127.0.0.1:8080"), "http://127.0.0.1:8080");
+        assert_eq!(base_url("hub.lan:8080/"), "http://hub.lan:8080");
+        assert_eq!(base_url("[::1]:8080"), "http://[::1]:8080");
+        assert_eq!(base_url("https://hub.example/"), "https://hub.example");
+        let plain = TlsOptions::default();
+        for server in [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "hub.lan:8080",
+            "[::1]:8080",
+        ] {
+            let client = Client::new(server, None, &plain);
+            assert_eq!(
+                client.ok().map(|client| client.server),
+                Some(format!("http://{server}")),
+                "{server}"
+            );
+        }
+    }
+
+    #[test]
     fn only_http_and_https_servers_are_accepted() {
         let plain = TlsOptions::default();
         assert!(Client::new("http://127.0.0.1:8080/", None, &plain).is_ok());
@@ -300,7 +335,7 @@ mod tests {
                 "--server \"ftp://hub.example\" is not usable: the scheme is \"ftp\"; use http:// or https://"
             )
         );
-        assert!(Client::new("127.0.0.1:8080", None, &plain).is_err());
+        assert!(Client::new("127.0.0.1:notaport", None, &plain).is_err());
     }
 
     #[test]

@@ -25,9 +25,9 @@ pub const LOCAL_ADMIN_TOKEN: &str = "doppel-data/admin.token";
 /// Each comes from its flag, else its environment variable, else the profile, else the default.
 #[derive(Args, Debug)]
 pub struct Target {
-    /// Base URL of the hub's HTTP API: http://... or https://... (the hub's certificate is
-    /// verified, against the system's CAs unless --ca-file names others) [default:
-    /// http://127.0.0.1:8080]
+    /// Base URL of the hub's HTTP API: http://..., https://... (the hub's certificate is
+    /// verified, against the system's CAs unless --ca-file names others), or host:port for
+    /// http://host:port [default: http://127.0.0.1:8080]
     #[arg(long, global = true, help_heading = HUB_OPTIONS, env = "DOPPEL_SERVER")]
     server: Option<String>,
     /// PEM CA certificates to verify an https:// hub against, instead of the system's.
