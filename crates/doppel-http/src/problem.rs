@@ -5,8 +5,8 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use doppel_auth::{AuthError, JwtRejection, Role};
 use doppel_engine::{EngineError, QuotaError};
-use doppel_model::ModelError;
 use doppel_model::command::CommandError;
+use doppel_model::{Millis, ModelError};
 use serde_json::{Map, Value, json};
 
 /// Why a request failed.
@@ -45,6 +45,11 @@ pub enum ApiError {
     },
     InvalidHeader(String),
     TwinNotFound,
+    /// A twin asked for as of `at`, an instant before its first version (`created_at`).
+    TwinNotYetCreated {
+        at: Millis,
+        created_at: Millis,
+    },
     /// No history entry of this version (or one that carries no vector clock).
     HistoryEntryNotFound(u64),
     /// No credential with this id belongs to this device or application.
@@ -129,6 +134,7 @@ impl ApiError {
             Self::QuerySyntax { .. } => (StatusCode::BAD_REQUEST, "invalid_query"),
             Self::InvalidHeader(_) => (StatusCode::BAD_REQUEST, "invalid_header"),
             Self::TwinNotFound => (StatusCode::NOT_FOUND, "twin_not_found"),
+            Self::TwinNotYetCreated { .. } => (StatusCode::NOT_FOUND, "twin_not_yet_created"),
             Self::HistoryEntryNotFound(_) => (StatusCode::NOT_FOUND, "history_entry_not_found"),
             Self::CredentialNotFound => (StatusCode::NOT_FOUND, "credential_not_found"),
             Self::Auth(err) => match err {
@@ -221,6 +227,11 @@ impl ApiError {
             Self::InvalidQuery(reason) | Self::InvalidHeader(reason) => reason.clone(),
             Self::QuerySyntax { parameter, error } => format!("{parameter}: {error}"),
             Self::TwinNotFound => "no twin with this id exists in this tenant".into(),
+            Self::TwinNotYetCreated { at, created_at } => format!(
+                "the twin did not exist yet at {}: its first version was recorded at {}",
+                at.to_rfc3339(),
+                created_at.to_rfc3339()
+            ),
             Self::HistoryEntryNotFound(version) => format!(
                 "the twin has no replicated history entry of version {version} (entries of twins no edge agent replicates carry no vector clock; expired entries are gone)"
             ),
@@ -317,6 +328,9 @@ impl ApiError {
             }
             Self::Forbidden { needed, .. } => {
                 body.insert("required_role".into(), json!(needed.to_string()));
+            }
+            Self::TwinNotYetCreated { created_at, .. } => {
+                body.insert("created_at".into(), json!(created_at.to_rfc3339()));
             }
             // Not `status`: that member is the HTTP status of every problem document.
             Self::Command(CommandError::NotAllowed { status, .. }) => {

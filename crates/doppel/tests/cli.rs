@@ -181,6 +181,18 @@ fn history_lists_one_row_per_change_and_filters_by_kind() {
     assert!(first.ends_with("next cursor: 1\n"), "{first}");
     let second = cli.ok(&["history", "fan-2", "--limit", "1", "--cursor", "1"]);
     assert!(rows(&second)[0].starts_with("2 "), "{second}");
+
+    let created_at = cli.twin("fan-2")["created_at"]
+        .as_str()
+        .expect("created_at")
+        .to_owned();
+    let before = cli.fails(&["get", "fan-2", "--at", "2000-01-01T00:00:00Z"]);
+    assert_eq!(
+        before,
+        format!(
+            "twin_not_yet_created: the twin did not exist yet at 2000-01-01T00:00:00.000Z: its first version was recorded at {created_at}"
+        )
+    );
 }
 
 #[test]

@@ -518,8 +518,24 @@ async fn history_filters_pages_and_time_travel() {
     assert_eq!(then.etag.as_deref(), Some("\"4\""));
     assert_eq!(then.body["desired"]["state"], json!({"mode": "boost"}));
     assert_eq!(then.body["reported"]["state"], json!({"seen": 1}));
+    // Before its first version the twin did not exist yet: said so, with when it began, not
+    // as if there were no such twin.
     let before = api.get(&format!("{TWIN}?at=2000-01-01T00:00:00Z")).await;
-    assert_problem(&before, StatusCode::NOT_FOUND, "twin_not_found");
+    assert_problem(&before, StatusCode::NOT_FOUND, "twin_not_yet_created");
+    let created_at = items[0]["recorded_at"].as_str().unwrap();
+    assert_eq!(before.body["created_at"], created_at);
+    assert_eq!(
+        before.body["detail"],
+        format!(
+            "the twin did not exist yet at 2000-01-01T00:00:00.000Z: its first version was recorded at {created_at}"
+        )
+    );
+    assert_problem(
+        &api.get("/v1/tenants/default/twins/none?at=2000-01-01T00:00:00Z")
+            .await,
+        StatusCode::NOT_FOUND,
+        "twin_not_found",
+    );
     assert_problem(
         &api.get("/v1/tenants/default/twins/none/history").await,
         StatusCode::NOT_FOUND,
