@@ -155,7 +155,12 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(problem::method_not_allowed)
         // `layer` wraps each route, so the middleware sees the pattern that matched.
         .layer(axum::middleware::from_fn(metrics::record))
-        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(trace::request_span))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(trace::request_span)
+                .on_response(trace::log_response)
+                .on_failure(trace::log_failure),
+        )
         .with_state(state)
 }
 
@@ -169,10 +174,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     let stats = engine.stats();
     if stats.failed_commits > 0 {
-        return Err(ApiError::StorageFailed(format!(
-            "{} store commits have failed since start",
-            stats.failed_commits
-        )));
+        return Err(ApiError::CommitsFailed(stats.failed_commits));
     }
     Ok((
         StatusCode::OK,

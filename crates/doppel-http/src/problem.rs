@@ -1,6 +1,7 @@
 //! Errors as RFC 9457 problem documents. This is the one place where an error becomes a status
 //! and a stable `code`; clients branch on `code`, people read `detail`.
 
+use crate::trace::ProblemLog;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use doppel_auth::{AuthError, JwtRejection, Role};
@@ -88,6 +89,9 @@ pub enum ApiError {
     NotReady,
     ShuttingDown,
     StorageFailed(String),
+    /// Readiness: this many store commits have failed since start. Each failure was logged
+    /// when it happened; this only reports them to a probe.
+    CommitsFailed(u64),
     /// A bug: the server reached a state it should not. Logged with its reason.
     Internal(&'static str),
 }
@@ -192,7 +196,9 @@ impl ApiError {
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-            Self::StorageFailed(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_failed"),
+            Self::StorageFailed(_) | Self::CommitsFailed(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "storage_failed")
+            }
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -271,8 +277,22 @@ impl ApiError {
             Self::StorageFailed(reason) => {
                 format!("storage failed, the request was not acknowledged: {reason}")
             }
+            Self::CommitsFailed(failed) => {
+                format!(
+                    "{failed} store commits have failed since start (see the server's log); restart it once the disk is healthy"
+                )
+            }
             Self::Internal(reason) => format!("internal error: {reason}"),
         }
+    }
+
+    /// Whether this is the server reporting its state to a caller who asks for it on purpose
+    /// rather than a failure of the request (see [`ProblemLog::expected`]).
+    fn expected(&self) -> bool {
+        matches!(
+            self,
+            Self::NotReady | Self::ShuttingDown | Self::CommitsFailed(_)
+        )
     }
 
     /// Fields beyond the standard ones that help a client act.
@@ -378,9 +398,7 @@ impl From<AuthError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if status.is_server_error() {
-            tracing::warn!(code, detail = %self.detail(), "request failed on the server side");
-        }
+        let detail = self.detail();
         let challenge = matches!(self, Self::Unauthorized(_) | Self::InvalidJwt(_));
         let retry_after = match &self {
             Self::TooManyAuthFailures { retry_after } => Some(retry_after_seconds(*retry_after)),
@@ -394,7 +412,7 @@ impl IntoResponse for ApiError {
         );
         body.insert("status".into(), json!(status.as_u16()));
         body.insert("code".into(), json!(code));
-        body.insert("detail".into(), json!(self.detail()));
+        body.insert("detail".into(), json!(detail));
         self.extensions(&mut body);
         let text = Value::Object(body).to_string();
         let mut response = (
@@ -403,6 +421,12 @@ impl IntoResponse for ApiError {
             text,
         )
             .into_response();
+        // The request log says it, once and at the right level, with the request's span.
+        response.extensions_mut().insert(ProblemLog {
+            code,
+            detail,
+            expected: self.expected(),
+        });
         if challenge {
             // RFC 6750: a 401 names the scheme the client should use.
             response.headers_mut().insert(
