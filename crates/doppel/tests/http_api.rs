@@ -686,6 +686,12 @@ async fn history_older_than_the_retention_is_dropped() {
         }
     }
     assert_eq!(remaining, 0, "the expired entry is still there");
+    // With version 1 gone, nothing says when the twin began: no claim that it did not exist.
+    assert_problem(
+        &api.get(&format!("{TWIN}?at=2000-01-01T00:00:00Z")).await,
+        StatusCode::NOT_FOUND,
+        "twin_not_found",
+    );
     let twin = api.get(TWIN).await;
     assert_eq!(
         (twin.status, twin.body["desired"]["state"].clone()),
