@@ -93,6 +93,8 @@ pub struct Engine {
     /// How long each kind of device may stay silent, for adapters that record activity which
     /// changes no state (an edge agent's sync) only as often as silence detection needs it.
     activity: Arc<ActivityIntervals>,
+    /// Live twins per tenant, which the shards keep for the quotas; read for the tenant list.
+    census: Arc<Census>,
 }
 
 /// The engine's background tasks.
@@ -208,6 +210,7 @@ impl Engine {
             streams,
             replica: config.replica.clone(),
             activity: Arc::new(config.activity.clone()),
+            census,
         };
         Ok((
             engine,
@@ -439,6 +442,12 @@ impl Engine {
         let tenant = tenant.clone();
         self.blocking(move || Ok(store.list(&tenant, after.as_ref(), limit)?))
             .await
+    }
+
+    /// Every tenant with a live twin (named shadows included), with how many it has, in
+    /// tenant order. A twin being created counts from just before its commit.
+    pub fn tenants(&self) -> Vec<(TenantId, usize)> {
+        self.census.tenants()
     }
 
     pub fn stats(&self) -> EngineStats {

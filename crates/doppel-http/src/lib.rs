@@ -17,6 +17,7 @@ mod params;
 pub mod problem;
 mod render;
 pub mod server;
+mod tenants;
 pub mod tls;
 mod tokens;
 mod trace;
@@ -148,6 +149,7 @@ pub fn router(state: AppState) -> Router {
         .merge(commands::routes())
         .merge(credentials::routes())
         .merge(events::routes())
+        .merge(tenants::routes())
         .merge(tokens::routes());
     // Routes only, after every route is in: an unmatched path is a 404 whoever asks.
     auth::guard(routes, state.clone(), auth::ROUTES)
