@@ -43,6 +43,9 @@ enum Command {
     App(cli::credential::PrincipalArgs),
     /// Manage the API tokens of a running hub (an admin token's job).
     Token(cli::token::TokenArgs),
+    /// List the tenants of a running hub that hold twins, credentials or tokens (an operator's
+    /// job).
+    Tenant(cli::tenant::TenantArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Device(args) => cli::credential::run(args, cli::credential::Kind::Device),
         Command::App(args) => cli::credential::run(args, cli::credential::Kind::App),
         Command::Token(args) => cli::token::run(args),
+        Command::Tenant(args) => cli::tenant::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

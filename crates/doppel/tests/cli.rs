@@ -241,6 +241,58 @@ fn list_pages_follow_the_cursor() {
 }
 
 #[test]
+fn a_write_to_a_new_tenant_warns_and_tenant_list_names_it() {
+    let cli = Cli::start(twin_with_server);
+    let stderr =
+        |output: &std::process::Output| String::from_utf8_lossy(&output.stderr).into_owned();
+    let write = |device: &str, tenant: &str| {
+        let output = cli.run(
+            &["desired", device, r#"{"on": true}"#, "--tenant", tenant],
+            None,
+        );
+        assert!(output.status.success(), "{}", stderr(&output));
+        stderr(&output)
+    };
+    assert_eq!(
+        write("pump-1", "default"),
+        "",
+        "the default tenant is never new"
+    );
+    assert_eq!(
+        write("pump-1", "defualt"),
+        "doppel: warning: tenant 'defualt' is new: it had no twins before this; if that is a \
+         typo, check --tenant (`doppel tenant list` shows the tenants that hold something)\n"
+    );
+    assert_eq!(
+        write("pump-2", "defualt"),
+        "",
+        "only the first twin is news"
+    );
+    // A write that fails says only why, on its one line.
+    let refused = cli.fails(&[
+        "desired",
+        "pump-1",
+        r#"{"on": true}"#,
+        "--tenant",
+        "acme",
+        "--if-match",
+        "3",
+    ]);
+    assert!(refused.starts_with("version_mismatch: "), "{refused}");
+
+    let listed = run_cli(
+        &["tenant", "list", "--server", &cli.server.base].map(str::to_owned),
+        None,
+    );
+    assert_eq!(
+        common::cli_succeeded(listed, &["tenant", "list"]),
+        "TENANT   TWINS  CREDENTIALS  TOKENS\n\
+         default  1      0            0\n\
+         defualt  2      0            0\n"
+    );
+}
+
+#[test]
 fn a_deleted_twin_is_gone_and_if_match_guards_writes() {
     let cli = Cli::start(twin_with_server);
     cli.ok(&["desired", "door-3", r#"{"locked": true}"#]);

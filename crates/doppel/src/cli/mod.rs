@@ -4,6 +4,7 @@ pub mod credential;
 mod profile;
 mod table;
 mod target;
+pub mod tenant;
 pub mod token;
 pub mod twin;
 mod view;

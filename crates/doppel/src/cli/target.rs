@@ -4,6 +4,8 @@
 use super::client::{Client, ClientError, TlsOptions};
 use anyhow::Context;
 use clap::Args;
+use doppel_model::TenantId;
+use reqwest::Method;
 use serde_json::Value;
 use std::io::Write;
 use std::path::PathBuf;
@@ -109,6 +111,47 @@ fn local_admin_token() -> anyhow::Result<Option<String>> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(anyhow::anyhow!("cannot read {LOCAL_ADMIN_TOKEN}: {err}")),
     }
+}
+
+/// Sends `write`, a request that may give `tenant` its first data, and warns on stderr once it
+/// succeeded if the tenant held no twin before it: a tenant is made by its first write, so a
+/// mistyped `--tenant` would otherwise go unnoticed as a new, empty tenant. The default tenant
+/// is never new (a single-tenant hub starts empty). When the check itself fails, nothing is
+/// said: the write that follows reports whatever is wrong.
+pub async fn warn_if_new_tenant<T>(
+    client: &Client,
+    tenant: &TenantId,
+    write: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
+    let new = tenant.as_str() != DEFAULT_TENANT && holds_no_twin(client, tenant).await;
+    let written = write.await?;
+    if new {
+        eprintln!("doppel: {}", new_tenant_warning(tenant));
+    }
+    Ok(written)
+}
+
+/// Whether one page of the tenant's twins, the cheapest question any token of the tenant may
+/// ask, comes back empty.
+async fn holds_no_twin(client: &Client, tenant: &TenantId) -> bool {
+    let page = client
+        .send(
+            client
+                .request(Method::GET, &format!("/v1/tenants/{tenant}/twins"))
+                .query(&[("limit", "1")]),
+        )
+        .await;
+    page.is_ok_and(|page| {
+        page.get("items")
+            .and_then(Value::as_array)
+            .is_some_and(Vec::is_empty)
+    })
+}
+
+fn new_tenant_warning(tenant: &TenantId) -> String {
+    format!(
+        "warning: tenant '{tenant}' is new: it had no twins before this; if that is a typo, check --tenant (`doppel tenant list` shows the tenants that hold something)"
+    )
 }
 
 /// Prints an answer as the server's JSON, indented (`--json`), or as the subcommand's text for

@@ -2,7 +2,7 @@
 //! (`/v1/tenants/{tenant}/twins`). Each subcommand is one request; the answer is printed as a
 //! table for people, or as the server's JSON with `--json` for scripts.
 
-use super::target::{Target, print_outcome};
+use super::target::{Target, print_outcome, warn_if_new_tenant};
 use super::view;
 use anyhow::anyhow;
 use clap::{Args, Subcommand};
@@ -195,7 +195,8 @@ async fn execute(args: TwinArgs) -> anyhow::Result<String> {
             if let Some(reason) = &desired.reason {
                 request = request.header(CHANGE_REASON_HEADER, change_reason(reason)?);
             }
-            Ok(printer.show(client.send(request).await?, &view::desired_written))
+            let answer = warn_if_new_tenant(&client, &tenant, client.send(request)).await?;
+            Ok(printer.show(answer, &view::desired_written))
         }
         TwinCommand::Report(report) => {
             let device = device_id(&report.device)?;
@@ -208,9 +209,8 @@ async fn execute(args: TwinArgs) -> anyhow::Result<String> {
             if let Some(version) = report.version {
                 body.insert("version".into(), json!(version));
             }
-            let answer = client
-                .send(client.request(Method::PATCH, &path).json(&body))
-                .await?;
+            let request = client.request(Method::PATCH, &path).json(&body);
+            let answer = warn_if_new_tenant(&client, &tenant, client.send(request)).await?;
             Ok(printer.show(answer, &|answer| {
                 view::report_outcome(answer, device.as_str(), report.version)
             }))
