@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Server, doppel_command, serve_fails};
+use common::{Server, Serving, doppel_command, serve_fails};
 use serde_json::json;
 
 #[test]
@@ -188,36 +188,16 @@ fn invalid_command_stream_and_query_settings_fail_at_start_naming_the_key() {
 
 #[test]
 fn anonymous_mqtt_is_announced_on_stderr_whatever_the_log_level() {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let mut child = doppel_command()
-        .args([
-            "serve",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--mqtt-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("DOPPEL_MQTT_ALLOW_ANONYMOUS", "true")
-        .env("DOPPEL_LOG_LEVEL", "error")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let warning = lines_rx.recv_timeout(common::START_TIMEOUT);
-    let _ = child.kill();
-    let _ = child.wait();
+    let serving = Serving::spawn(
+        dir.path(),
+        &[
+            ("DOPPEL_MQTT_ALLOW_ANONYMOUS", "true"),
+            ("DOPPEL_LOG_LEVEL", "error"),
+        ],
+    );
+    let warning = serving.stderr.recv_timeout(common::START_TIMEOUT);
+    drop(serving);
     let warning = warning.expect("a line on stderr");
     assert!(
         warning.contains("WARNING: mqtt.allow_anonymous is on"),
@@ -227,43 +207,18 @@ fn anonymous_mqtt_is_announced_on_stderr_whatever_the_log_level() {
 
 #[test]
 fn logs_written_to_a_pipe_carry_no_colour_codes() {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let mut child = doppel_command()
-        .args([
-            "serve",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--mqtt-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("DOPPEL_LOG_LEVEL", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let serving = Serving::spawn(dir.path(), &[("DOPPEL_LOG_LEVEL", "info")]);
     // The first start logs where it wrote the admin token, at info.
     let mut seen = Vec::new();
-    while let Ok(line) = lines_rx.recv_timeout(common::START_TIMEOUT) {
+    while let Ok(line) = serving.stderr.recv_timeout(common::START_TIMEOUT) {
         let done = line.contains("created the first admin token");
         seen.push(line);
         if done {
             break;
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(serving);
     assert!(
         seen.iter()
             .any(|line| line.contains("created the first admin token")),

@@ -7,7 +7,7 @@ mod common;
 
 use common::mqtt5::Client5;
 use common::sse::SseClient;
-use common::{Server, doppel_command, http_client, read_lines};
+use common::{Server, Serving, doppel_command, http_client};
 use rumqttc::v5::mqttbytes::QoS;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -122,31 +122,8 @@ async fn refusals_and_readiness_probes_are_not_logged_as_errors() {
     let store = dir.path().join("store");
     common::seed_store(&store, TWINS_TO_LOAD);
     // The default log level, as an operator runs it; the harness's servers log at warn.
-    let mut child = doppel_command()
-        .args([
-            "serve",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--mqtt-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(&store)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn doppel serve");
-    let stdout = read_lines(child.stdout.take().expect("piped stdout"));
-    let log = read_lines(child.stderr.take().expect("piped stderr"));
-    // The API answers from here on, while the store is still loading.
-    let base = loop {
-        let line = stdout
-            .recv_timeout(common::START_TIMEOUT)
-            .expect("the listening line");
-        if let Some(base) = line.strip_prefix("doppel listening on ") {
-            break base.trim().to_owned();
-        }
-    };
+    let mut serving = Serving::spawn(&store, &[]);
+    let base = serving.base();
     let http = http_client();
     let deadline = Instant::now() + common::START_TIMEOUT;
     let mut not_ready = 0;
@@ -186,11 +163,9 @@ async fn refusals_and_readiness_probes_are_not_logged_as_errors() {
     assert_eq!(anonymous.expect("an answer").status(), 401);
 
     // Stopped, the hub has written every line: the reader ends at the closed pipe.
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
-    let loud: Vec<String> = log
+    serving.stop();
+    let loud: Vec<String> = serving
+        .stderr
         .iter()
         .filter(|line| line.contains("request{"))
         .filter(|line| line.contains(" ERROR ") || line.contains(" WARN "))
