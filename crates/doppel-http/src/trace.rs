@@ -53,7 +53,7 @@ pub(crate) fn log_response<B>(response: &Response<B>, latency: Duration, _span: 
     let problem = response.extensions().get::<ProblemLog>();
     let status = response.status().as_u16();
     let code = problem.map(|problem| problem.code);
-    let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+    let latency_ms = millis(latency);
     if server_failed(response.status(), problem) {
         let detail = problem.map(|problem| problem.detail.as_str());
         tracing::error!(
@@ -76,9 +76,12 @@ fn server_failed(status: StatusCode, problem: Option<&ProblemLog>) -> bool {
 /// every 5xx status, which [`log_response`] has judged already.
 pub(crate) fn log_failure(failure: ServerErrorsFailureClass, latency: Duration, _span: &Span) {
     if let ServerErrorsFailureClass::Error(error) = failure {
-        let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
-        tracing::error!(%error, latency_ms, "response failed");
+        tracing::error!(%error, latency_ms = millis(latency), "response failed");
     }
+}
+
+fn millis(latency: Duration) -> u64 {
+    u64::try_from(latency.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -126,7 +126,9 @@ pub async fn warn_if_new_tenant<T>(
     let new = tenant.as_str() != DEFAULT_TENANT && holds_no_twin(client, tenant).await;
     let written = write.await?;
     if new {
-        eprintln!("doppel: {}", new_tenant_warning(tenant));
+        eprintln!(
+            "doppel: warning: tenant '{tenant}' is new: it had no twins before this; if that is a typo, check --tenant (`doppel tenant list` shows the tenants that hold something)"
+        );
     }
     Ok(written)
 }
@@ -146,12 +148,6 @@ async fn holds_no_twin(client: &Client, tenant: &TenantId) -> bool {
             .and_then(Value::as_array)
             .is_some_and(Vec::is_empty)
     })
-}
-
-fn new_tenant_warning(tenant: &TenantId) -> String {
-    format!(
-        "warning: tenant '{tenant}' is new: it had no twins before this; if that is a typo, check --tenant (`doppel tenant list` shows the tenants that hold something)"
-    )
 }
 
 /// Prints an answer as the server's JSON, indented (`--json`), or as the subcommand's text for
