@@ -12,7 +12,7 @@ use crate::error::AuthError;
 use crate::password::{self, MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};
 use crate::task::{blocking, run_to_completion};
 use crate::verified::{Verified, VerifiedCache};
-use doppel_model::{Millis, Principal};
+use doppel_model::{Millis, Principal, TenantId};
 use doppel_store::{CredentialStore, StoredCredential};
 use std::collections::HashMap;
 use std::fmt;
@@ -315,6 +315,19 @@ impl Registry {
             (a.created_at, &a.credential_id).cmp(&(b.created_at, &b.credential_id))
         });
         items
+    }
+
+    /// How many credentials the devices and applications of each tenant have, for every tenant
+    /// that has one.
+    pub fn credentials_per_tenant(&self) -> HashMap<TenantId, usize> {
+        let state = self.inner.lock();
+        let mut per_tenant = HashMap::new();
+        for holder in state.holders.values() {
+            *per_tenant
+                .entry(holder.principal.tenant.clone())
+                .or_default() += holder.credentials.len();
+        }
+        per_tenant
     }
 
     /// Revokes one credential of `principal`. Returns whether it existed. Once this returns

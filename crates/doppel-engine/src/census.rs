@@ -98,6 +98,18 @@ impl Census {
         let counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         counts.twins.get(tenant).copied().unwrap_or(0)
     }
+
+    /// Every tenant with a live twin, with how many it has, in tenant order.
+    pub(crate) fn tenants(&self) -> Vec<(TenantId, usize)> {
+        let counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut tenants: Vec<(TenantId, usize)> = counts
+            .twins
+            .iter()
+            .map(|(tenant, twins)| (tenant.clone(), *twins))
+            .collect();
+        tenants.sort_unstable();
+        tenants
+    }
 }
 
 /// The device (tenant and thing) whose named shadow `key` is, if it is one.
@@ -173,6 +185,13 @@ mod tests {
         assert_eq!(census.admit(&key("u", "d")), Ok(()));
         census.release(&key("t", "a"));
         assert_eq!(census.admit(&key("t", "d")), Ok(()));
+        assert_eq!(
+            census.tenants(),
+            [
+                (TenantId::new("t").unwrap(), 3),
+                (TenantId::new("u").unwrap(), 1)
+            ]
+        );
         // A refusal counts nothing.
         assert!(census.admit(&key("t", "e")).is_err());
         assert_eq!(census.twins(&TenantId::new("t").unwrap()), 3);

@@ -45,6 +45,18 @@ pub(crate) struct Stats {
     pub failed_commits: AtomicU64,
 }
 
+/// A twin as it was at an instant ([`Engine::get_at`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum TwinAt {
+    /// The twin as it was then; boxed, as the other answers are a few bytes.
+    Existed(Box<Twin>),
+    /// The instant is before the twin's first version, recorded at `created_at`.
+    NotYetCreated { created_at: Millis },
+    /// No twin then: it never existed, was deleted at the time, or the history of that time
+    /// has expired.
+    Absent,
+}
+
 /// Counters of the engine's work since start.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EngineStats {
@@ -73,8 +85,8 @@ pub struct Engine {
     router: RandomState,
     store: Arc<dyn TwinStore>,
     stats: Arc<Stats>,
-    /// Live twins per tenant, which the stats report instead of counting the maps, which hold
-    /// tombstones too.
+    /// Live twins per tenant, which the shards keep for the quotas: read for the stats (the
+    /// maps hold tombstones too) and for the tenant list.
     census: Arc<Census>,
     events: Arc<ChangeFeeds>,
     commands: CommandQueue,
@@ -357,9 +369,8 @@ impl Engine {
             .contains_key(key)
     }
 
-    /// The twin as it was at instant `at`, rebuilt from history; `None` if it did not exist then
-    /// or its history from then has expired.
-    pub async fn get_at(&self, key: &TwinKey, at: Millis) -> Result<Option<Twin>, EngineError> {
+    /// The twin as it was at instant `at`, rebuilt from history.
+    pub async fn get_at(&self, key: &TwinKey, at: Millis) -> Result<TwinAt, EngineError> {
         let store = self.store.clone();
         let key = key.clone();
         self.blocking(move || {
@@ -378,7 +389,30 @@ impl Engine {
                     ControlFlow::Continue(())
                 }
             })?;
-            Ok(twin_from_history(&newest_first))
+            if let Some(twin) = twin_from_history(&newest_first) {
+                return Ok(TwinAt::Existed(Box::new(twin)));
+            }
+            if !newest_first.is_empty() {
+                return Ok(TwinAt::Absent);
+            }
+            // Nothing at or before `at`: either the twin came later, or what there was has
+            // expired. Only the entry of version 1 proves the first: versions are never reused.
+            let first = store.history(
+                &key,
+                &HistoryQuery {
+                    kind: None,
+                    from: None,
+                    to: None,
+                    after_version: None,
+                    limit: 1,
+                },
+            )?;
+            Ok(match first.first() {
+                Some(entry) if entry.version == 1 => TwinAt::NotYetCreated {
+                    created_at: entry.recorded_at,
+                },
+                _ => TwinAt::Absent,
+            })
         })
         .await
     }
@@ -410,6 +444,12 @@ impl Engine {
         let tenant = tenant.clone();
         self.blocking(move || Ok(store.list(&tenant, after.as_ref(), limit)?))
             .await
+    }
+
+    /// Every tenant with a live twin (named shadows included), with how many it has, in
+    /// tenant order. A twin being created counts from just before its commit.
+    pub fn tenants(&self) -> Vec<(TenantId, usize)> {
+        self.census.tenants()
     }
 
     pub fn stats(&self) -> EngineStats {

@@ -24,7 +24,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use commands::{CommandEvent, CommandEventKind, CommandQueue, Queued};
 pub use config::EngineConfig;
 pub use engine::query::{Plan, QueryPage};
-pub use engine::{Engine, EngineStats, EngineTasks, Outcome};
+pub use engine::{Engine, EngineStats, EngineTasks, Outcome, TwinAt};
 pub use error::{EngineError, QuotaError};
 pub use events::{DEFAULT_EVENT_CAPACITY, TwinChange};
 pub use index::IndexedPaths;

@@ -202,6 +202,8 @@ pub const ROUTES: &[RouteAccess] = &[
     ),
     ("GET", "/v1/tenants/{tenant}/events", READ),
     ("GET", "/v1/tenants/{tenant}/events/ws", READ),
+    // Which tenants exist is the fleet's operator's to know; a tenant's bearer sees its own.
+    ("GET", "/v1/tenants", OPERATE),
     ("GET", "/v1/tokens", ADMIN),
     ("POST", "/v1/tokens", ADMIN),
     ("DELETE", "/v1/tokens/{id}", ADMIN),

@@ -18,6 +18,7 @@ mod params;
 pub mod problem;
 mod render;
 pub mod server;
+mod tenants;
 pub mod tls;
 mod tokens;
 mod trace;
@@ -149,6 +150,7 @@ pub fn router(state: AppState) -> Router {
         .merge(commands::routes())
         .merge(credentials::routes())
         .merge(events::routes())
+        .merge(tenants::routes())
         .merge(tokens::routes());
     // Routes only, after every route is in: an unmatched path is a 404 whoever asks.
     auth::guard(routes, state.clone(), auth::ROUTES)
@@ -156,7 +158,12 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(problem::method_not_allowed)
         // `layer` wraps each route, so the middleware sees the pattern that matched.
         .layer(axum::middleware::from_fn(metrics::record))
-        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(trace::request_span))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(trace::request_span)
+                .on_response(trace::log_response)
+                .on_failure(trace::log_failure),
+        )
         .with_state(state)
 }
 
@@ -170,10 +177,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
     let engine = state.engine()?;
     let stats = engine.stats();
     if stats.failed_commits > 0 {
-        return Err(ApiError::StorageFailed(format!(
-            "{} store commits have failed since start",
-            stats.failed_commits
-        )));
+        return Err(ApiError::CommitsFailed(stats.failed_commits));
     }
     Ok((
         StatusCode::OK,

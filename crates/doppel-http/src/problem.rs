@@ -1,12 +1,13 @@
 //! Errors as RFC 9457 problem documents. This is the one place where an error becomes a status
 //! and a stable `code`; clients branch on `code`, people read `detail`.
 
+use crate::trace::ProblemLog;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use doppel_auth::{AuthError, JwtRejection, Role};
 use doppel_engine::{EngineError, QuotaError};
-use doppel_model::ModelError;
 use doppel_model::command::CommandError;
+use doppel_model::{Millis, ModelError};
 use serde_json::{Map, Value, json};
 
 /// Why a request failed.
@@ -45,6 +46,11 @@ pub enum ApiError {
     },
     InvalidHeader(String),
     TwinNotFound,
+    /// A twin asked for as of `at`, an instant before its first version (`created_at`).
+    TwinNotYetCreated {
+        at: Millis,
+        created_at: Millis,
+    },
     /// No history entry of this version (or one that carries no vector clock).
     HistoryEntryNotFound(u64),
     /// No credential with this id belongs to this device or application.
@@ -83,6 +89,9 @@ pub enum ApiError {
     NotReady,
     ShuttingDown,
     StorageFailed(String),
+    /// Readiness: this many store commits have failed since start. Each failure was logged
+    /// when it happened; this only reports them to a probe.
+    CommitsFailed(u64),
     /// A bug: the server reached a state it should not. Logged with its reason.
     Internal(&'static str),
 }
@@ -129,6 +138,7 @@ impl ApiError {
             Self::QuerySyntax { .. } => (StatusCode::BAD_REQUEST, "invalid_query"),
             Self::InvalidHeader(_) => (StatusCode::BAD_REQUEST, "invalid_header"),
             Self::TwinNotFound => (StatusCode::NOT_FOUND, "twin_not_found"),
+            Self::TwinNotYetCreated { .. } => (StatusCode::NOT_FOUND, "twin_not_yet_created"),
             Self::HistoryEntryNotFound(_) => (StatusCode::NOT_FOUND, "history_entry_not_found"),
             Self::CredentialNotFound => (StatusCode::NOT_FOUND, "credential_not_found"),
             Self::Auth(err) => match err {
@@ -186,7 +196,9 @@ impl ApiError {
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-            Self::StorageFailed(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_failed"),
+            Self::StorageFailed(_) | Self::CommitsFailed(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "storage_failed")
+            }
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -221,6 +233,11 @@ impl ApiError {
             Self::InvalidQuery(reason) | Self::InvalidHeader(reason) => reason.clone(),
             Self::QuerySyntax { parameter, error } => format!("{parameter}: {error}"),
             Self::TwinNotFound => "no twin with this id exists in this tenant".into(),
+            Self::TwinNotYetCreated { at, created_at } => format!(
+                "the twin did not exist yet at {}: its first version was recorded at {}",
+                at.to_rfc3339(),
+                created_at.to_rfc3339()
+            ),
             Self::HistoryEntryNotFound(version) => format!(
                 "the twin has no replicated history entry of version {version} (entries of twins no edge agent replicates carry no vector clock; expired entries are gone)"
             ),
@@ -260,8 +277,22 @@ impl ApiError {
             Self::StorageFailed(reason) => {
                 format!("storage failed, the request was not acknowledged: {reason}")
             }
+            Self::CommitsFailed(failed) => {
+                format!(
+                    "{failed} store commits have failed since start (see the server's log); restart it once the disk is healthy"
+                )
+            }
             Self::Internal(reason) => format!("internal error: {reason}"),
         }
+    }
+
+    /// Whether this is the server reporting its state to a caller who asks for it on purpose
+    /// rather than a failure of the request (see [`ProblemLog::expected`]).
+    fn expected(&self) -> bool {
+        matches!(
+            self,
+            Self::NotReady | Self::ShuttingDown | Self::CommitsFailed(_)
+        )
     }
 
     /// Fields beyond the standard ones that help a client act.
@@ -318,6 +349,9 @@ impl ApiError {
             Self::Forbidden { needed, .. } => {
                 body.insert("required_role".into(), json!(needed.to_string()));
             }
+            Self::TwinNotYetCreated { created_at, .. } => {
+                body.insert("created_at".into(), json!(created_at.to_rfc3339()));
+            }
             // Not `status`: that member is the HTTP status of every problem document.
             Self::Command(CommandError::NotAllowed { status, .. }) => {
                 body.insert("command_status".into(), json!(status));
@@ -364,9 +398,7 @@ impl From<AuthError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if status.is_server_error() {
-            tracing::warn!(code, detail = %self.detail(), "request failed on the server side");
-        }
+        let detail = self.detail();
         let challenge = matches!(self, Self::Unauthorized(_) | Self::InvalidJwt(_));
         let retry_after = match &self {
             Self::TooManyAuthFailures { retry_after } => Some(retry_after_seconds(*retry_after)),
@@ -380,7 +412,7 @@ impl IntoResponse for ApiError {
         );
         body.insert("status".into(), json!(status.as_u16()));
         body.insert("code".into(), json!(code));
-        body.insert("detail".into(), json!(self.detail()));
+        body.insert("detail".into(), json!(detail));
         self.extensions(&mut body);
         let text = Value::Object(body).to_string();
         let mut response = (
@@ -389,6 +421,12 @@ impl IntoResponse for ApiError {
             text,
         )
             .into_response();
+        // The request log says it, once and at the right level, with the request's span.
+        response.extensions_mut().insert(ProblemLog {
+            code,
+            detail,
+            expected: self.expected(),
+        });
         if challenge {
             // RFC 6750: a 401 names the scheme the client should use.
             response.headers_mut().insert(

@@ -13,7 +13,7 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use doppel_engine::Outcome;
+use doppel_engine::{Outcome, TwinAt};
 use doppel_model::{
     Change, DeviceId, HistoryKind, MetaPatch, Millis, TenantId, Twin, TwinKey, UpdateRequest,
 };
@@ -137,13 +137,13 @@ async fn get_twin(
             let twin = engine.get(&key)?.ok_or(ApiError::TwinNotFound)?;
             Ok(twin_response(StatusCode::OK, &key, &twin))
         }
-        Some(at) => {
-            let twin = engine
-                .get_at(&key, at)
-                .await?
-                .ok_or(ApiError::TwinNotFound)?;
-            Ok(twin_response(StatusCode::OK, &key, &twin))
-        }
+        Some(at) => match engine.get_at(&key, at).await? {
+            TwinAt::Existed(twin) => Ok(twin_response(StatusCode::OK, &key, &twin)),
+            TwinAt::NotYetCreated { created_at } => {
+                Err(ApiError::TwinNotYetCreated { at, created_at })
+            }
+            TwinAt::Absent => Err(ApiError::TwinNotFound),
+        },
     }
 }
 

@@ -52,6 +52,9 @@ enum Command {
         #[arg(value_name = "shell")]
         shell: clap_complete::Shell,
     },
+    /// List the tenants of a running hub that hold twins, credentials or tokens (an operator's
+    /// job).
+    Tenant(cli::tenant::TenantArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         Command::Events(args) => cli::events::run(args),
         Command::Token(args) => cli::token::run(args),
         Command::Completions { shell } => cli::completions::run(shell, Cli::command()),
+        Command::Tenant(args) => cli::tenant::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -181,6 +181,18 @@ fn history_lists_one_row_per_change_and_filters_by_kind() {
     assert!(first.ends_with("next cursor: 1\n"), "{first}");
     let second = cli.ok(&["history", "fan-2", "--limit", "1", "--cursor", "1"]);
     assert!(rows(&second)[0].starts_with("2 "), "{second}");
+
+    let created_at = cli.twin("fan-2")["created_at"]
+        .as_str()
+        .expect("created_at")
+        .to_owned();
+    let before = cli.fails(&["get", "fan-2", "--at", "2000-01-01T00:00:00Z"]);
+    assert_eq!(
+        before,
+        format!(
+            "twin_not_yet_created: the twin did not exist yet at 2000-01-01T00:00:00.000Z: its first version was recorded at {created_at}"
+        )
+    );
 }
 
 #[test]
@@ -225,6 +237,58 @@ fn list_pages_follow_the_cursor() {
     assert_eq!(
         common::cli_succeeded(other, &["list"]),
         "no twins in tenant acme\n"
+    );
+}
+
+#[test]
+fn a_write_to_a_new_tenant_warns_and_tenant_list_names_it() {
+    let cli = Cli::start(twin_with_server);
+    let stderr =
+        |output: &std::process::Output| String::from_utf8_lossy(&output.stderr).into_owned();
+    let write = |device: &str, tenant: &str| {
+        let output = cli.run(
+            &["desired", device, r#"{"on": true}"#, "--tenant", tenant],
+            None,
+        );
+        assert!(output.status.success(), "{}", stderr(&output));
+        stderr(&output)
+    };
+    assert_eq!(
+        write("pump-1", "default"),
+        "",
+        "the default tenant is never new"
+    );
+    assert_eq!(
+        write("pump-1", "defualt"),
+        "doppel: warning: tenant 'defualt' is new: it had no twins before this; if that is a \
+         typo, check --tenant (`doppel tenant list` shows the tenants that hold something)\n"
+    );
+    assert_eq!(
+        write("pump-2", "defualt"),
+        "",
+        "only the first twin is news"
+    );
+    // A write that fails says only why, on its one line.
+    let refused = cli.fails(&[
+        "desired",
+        "pump-1",
+        r#"{"on": true}"#,
+        "--tenant",
+        "acme",
+        "--if-match",
+        "3",
+    ]);
+    assert!(refused.starts_with("version_mismatch: "), "{refused}");
+
+    let listed = run_cli(
+        &["tenant", "list", "--server", &cli.server.base].map(str::to_owned),
+        None,
+    );
+    assert_eq!(
+        common::cli_succeeded(listed, &["tenant", "list"]),
+        "TENANT   TWINS  CREDENTIALS  TOKENS\n\
+         default  1      0            0\n\
+         defualt  2      0            0\n"
     );
 }
 
@@ -298,6 +362,25 @@ fn invalid_json_arguments_fail_before_any_request() {
     assert_eq!(twin["version"], 1, "nothing changed");
     assert_eq!(twin["desired"]["state"], json!({"on": true}));
     assert_eq!(twin["reported"]["version"], 0);
+}
+
+/// `doppel twin --server 127.0.0.1:<port> <args...>`: the address as `http.addr` names it.
+fn twin_with_bare_address(base: &str, args: &[&str]) -> Vec<String> {
+    let address = base
+        .strip_prefix("http://")
+        .expect("a plain http:// server");
+    twin_with_server(address, args)
+}
+
+#[test]
+fn a_server_named_by_host_and_port_is_reached_over_http() {
+    let cli = Cli::start(twin_with_bare_address);
+    let out = cli.ok(&["desired", "pump-9", r#"{"led": "on"}"#]);
+    assert!(
+        out.starts_with("desired state of pump-9 updated: twin version 1"),
+        "{out}"
+    );
+    assert_eq!(cli.twin("pump-9")["desired"]["state"], json!({"led": "on"}));
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Server, doppel_command, serve_fails};
+use common::{Server, Serving, doppel_command, serve_fails};
 use serde_json::json;
 
 #[test]
@@ -186,44 +186,18 @@ fn invalid_command_stream_and_query_settings_fail_at_start_naming_the_key() {
     }
 }
 
-/// Starts `doppel serve` on port 0 with its data in `dir` and `env` set, and hands its log
-/// (stderr) over line by line.
-fn serve_logging(
-    dir: &std::path::Path,
-    env: &[(&str, &str)],
-) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
-    let mut child = doppel_command()
-        .args([
-            "serve",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--mqtt-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir)
-        .envs(env.iter().copied())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = common::read_lines(child.stderr.take().unwrap());
-    (child, lines)
-}
-
 #[test]
 fn anonymous_mqtt_is_announced_on_stderr_whatever_the_log_level() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, lines) = serve_logging(
+    let serving = Serving::spawn(
         dir.path(),
         &[
             ("DOPPEL_MQTT_ALLOW_ANONYMOUS", "true"),
             ("DOPPEL_LOG_LEVEL", "error"),
         ],
     );
-    let warning = lines.recv_timeout(common::START_TIMEOUT);
-    let _ = child.kill();
-    let _ = child.wait();
+    let warning = serving.stderr.recv_timeout(common::START_TIMEOUT);
+    drop(serving);
     let warning = warning.expect("a line on stderr");
     assert!(
         warning.contains("WARNING: mqtt.allow_anonymous is on"),
@@ -234,18 +208,17 @@ fn anonymous_mqtt_is_announced_on_stderr_whatever_the_log_level() {
 #[test]
 fn logs_written_to_a_pipe_carry_no_colour_codes() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, lines) = serve_logging(dir.path(), &[("DOPPEL_LOG_LEVEL", "info")]);
+    let serving = Serving::spawn(dir.path(), &[("DOPPEL_LOG_LEVEL", "info")]);
     // The first start logs where it wrote the admin token, at info.
     let mut seen = Vec::new();
-    while let Ok(line) = lines.recv_timeout(common::START_TIMEOUT) {
+    while let Ok(line) = serving.stderr.recv_timeout(common::START_TIMEOUT) {
         let done = line.contains("created the first admin token");
         seen.push(line);
         if done {
             break;
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(serving);
     assert!(
         seen.iter()
             .any(|line| line.contains("created the first admin token")),
@@ -373,104 +346,4 @@ fn a_second_server_on_the_same_data_dir_is_refused() {
         ],
     );
     assert!(err.contains("cannot open the store"), "{err}");
-}
-
-#[test]
-fn check_prints_the_effective_configuration_without_binding_or_opening_anything() {
-    let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("never-created");
-    // Held for the whole check: a serve would fail to bind it, a check does not try.
-    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = held.local_addr().unwrap().port();
-    let addr = format!("127.0.0.1:{port}");
-    let output = doppel_command()
-        .env("DOPPEL_HISTORY_RETENTION", "45d")
-        .args([
-            "serve",
-            "--check",
-            "--http-addr",
-            &addr,
-            "--mqtt-addr",
-            &addr,
-        ])
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    assert!(stderr.is_empty(), "nothing on stderr: {stderr}");
-    assert!(
-        stdout.contains(&format!("\n[http]\naddr = \"{addr}\"\n")),
-        "{stdout}"
-    );
-    assert!(stdout.contains("\nretention = \"45d\"\n"), "{stdout}");
-    // The harness sets DOPPEL_HTTP_BOOTSTRAP_TOKEN: only that it is set shows.
-    assert!(
-        stdout.contains("\nbootstrap_token = \"<hidden>\"\n"),
-        "{stdout}"
-    );
-    assert!(!stdout.contains(common::ADMIN_TOKEN), "{stdout}");
-    assert!(!data_dir.exists(), "the data folder was not created");
-    drop(held);
-
-    // What it printed is a configuration file serve reads.
-    let file = dir.path().join("effective.toml");
-    std::fs::write(&file, &stdout).unwrap();
-    let again = doppel_command()
-        .args(["serve", "--check", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        again.status.success(),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
-    assert_eq!(String::from_utf8(again.stdout).unwrap(), stdout);
-}
-
-#[test]
-fn check_fails_a_bad_configuration_with_one_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().to_str().unwrap();
-    let err = serve_fails(
-        &[("DOPPEL_LIMITS_MAX_DEPTH", "0")],
-        &["--check", "--data-dir", data],
-    );
-    assert_eq!(
-        err,
-        "doppel: invalid configuration: limits.max_depth must be 1 to 100, got 0\n"
-    );
-    // Files a serve reads before it starts are read too.
-    let missing = dir.path().join("missing.pem");
-    let missing = missing.to_str().unwrap();
-    let err = serve_fails(
-        &[],
-        &[
-            "--check",
-            "--http-tls-cert",
-            missing,
-            "--http-tls-key",
-            missing,
-        ],
-    );
-    assert!(
-        err.starts_with("doppel: invalid configuration: http.tls: "),
-        "{err}"
-    );
-    assert!(err.contains(missing), "{err}");
-    let err = serve_fails(&[("DOPPEL_HTTP_BOOTSTRAP_TOKEN", "short")], &["--check"]);
-    assert!(
-        err.starts_with("doppel: invalid configuration: http.bootstrap_token: "),
-        "{err}"
-    );
-    let err = serve_fails(&[], &["--check", "--log-level", "info,=x=y"]);
-    assert!(
-        err.starts_with(
-            "doppel: invalid configuration: log.level \"info,=x=y\" is not a valid filter"
-        ),
-        "{err}"
-    );
 }

@@ -518,8 +518,24 @@ async fn history_filters_pages_and_time_travel() {
     assert_eq!(then.etag.as_deref(), Some("\"4\""));
     assert_eq!(then.body["desired"]["state"], json!({"mode": "boost"}));
     assert_eq!(then.body["reported"]["state"], json!({"seen": 1}));
+    // Before its first version the twin did not exist yet: said so, with when it began, not
+    // as if there were no such twin.
     let before = api.get(&format!("{TWIN}?at=2000-01-01T00:00:00Z")).await;
-    assert_problem(&before, StatusCode::NOT_FOUND, "twin_not_found");
+    assert_problem(&before, StatusCode::NOT_FOUND, "twin_not_yet_created");
+    let created_at = items[0]["recorded_at"].as_str().unwrap();
+    assert_eq!(before.body["created_at"], created_at);
+    assert_eq!(
+        before.body["detail"],
+        format!(
+            "the twin did not exist yet at 2000-01-01T00:00:00.000Z: its first version was recorded at {created_at}"
+        )
+    );
+    assert_problem(
+        &api.get("/v1/tenants/default/twins/none?at=2000-01-01T00:00:00Z")
+            .await,
+        StatusCode::NOT_FOUND,
+        "twin_not_found",
+    );
     assert_problem(
         &api.get("/v1/tenants/default/twins/none/history").await,
         StatusCode::NOT_FOUND,
@@ -615,6 +631,110 @@ async fn concurrent_writes_to_one_twin_each_get_their_own_version() {
     assert_eq!(twin["desired"]["version"], json!(40));
 }
 
+/// `GET /v1/tenants` with `token`: the status and, on success, `(tenant, twins, credentials,
+/// tokens)` per item.
+async fn tenants(api: &Api, token: &str) -> (StatusCode, Vec<(String, u64, u64, u64)>, Value) {
+    let response = common::http_client_with_token(token)
+        .get(api.server.url("/v1/tenants"))
+        .send()
+        .await
+        .expect("GET /v1/tenants");
+    let status = response.status();
+    let body: Value = response.json().await.expect("JSON");
+    let items = body["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|item| {
+                    let count = |name: &str| item[name].as_u64().expect("a count");
+                    (
+                        item["tenant"].as_str().expect("tenant").to_owned(),
+                        count("twins"),
+                        count("credentials"),
+                        count("tokens"),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (status, items, body)
+}
+
+#[tokio::test]
+async fn tenants_are_listed_with_what_they_hold_and_a_tenants_token_sees_its_own() {
+    let api = Api::start();
+    let admin = common::ADMIN_TOKEN;
+    let (status, items, _) = tenants(&api, admin).await;
+    assert_eq!(
+        (status, items),
+        (StatusCode::OK, vec![]),
+        "the first admin token is every tenant's, so it names none"
+    );
+    for twin in [
+        "/v1/tenants/default/twins/pump-1",
+        "/v1/tenants/default/twins/pump-1/shadows/config",
+        "/v1/tenants/acme/twins/fan-1",
+    ] {
+        let reply = api
+            .send(
+                Method::PATCH,
+                &format!("{twin}/desired"),
+                json!({"on": true}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    }
+    let credential = api
+        .call(
+            Method::POST,
+            "/v1/tenants/beta/devices/d-1/credentials",
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(
+        credential.status,
+        StatusCode::CREATED,
+        "{}",
+        credential.body
+    );
+    let (_, gamma) = common::tokens::token(&api.server, "gamma-ops", "operator", "gamma").await;
+    let (_, acme_writer) =
+        common::tokens::token(&api.server, "acme-app", "app-write", "acme").await;
+    let (status, items, body) = tenants(&api, admin).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        items,
+        [
+            ("acme".to_owned(), 1, 0, 1),
+            ("beta".to_owned(), 0, 1, 0),
+            ("default".to_owned(), 2, 0, 0),
+            ("gamma".to_owned(), 0, 0, 1),
+        ],
+        "a named shadow counts as a twin of its tenant"
+    );
+
+    // A tenant's operator sees its own tenant and nothing of the others.
+    let (status, items, body) = tenants(&api, &gamma).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(items, [("gamma".to_owned(), 0, 0, 1)]);
+    let (status, _, body) = tenants(&api, &acme_writer).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(
+        (&body["code"], &body["required_role"]),
+        (&json!("forbidden"), &json!("operator"))
+    );
+
+    // A deleted twin no longer counts; what else the tenant holds keeps it listed.
+    let deleted = api
+        .call(Method::DELETE, "/v1/tenants/acme/twins/fan-1", &[], None)
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    let (_, items, _) = tenants(&api, admin).await;
+    assert_eq!(items[0], ("acme".to_owned(), 0, 0, 1));
+}
+
 #[tokio::test]
 async fn a_graceful_restart_keeps_everything_and_health_answers() {
     let dir = tempfile::tempdir().unwrap();
@@ -677,6 +797,12 @@ async fn history_older_than_the_retention_is_dropped() {
         }
     }
     assert_eq!(remaining, 0, "the expired entry is still there");
+    // With version 1 gone, nothing says when the twin began: no claim that it did not exist.
+    assert_problem(
+        &api.get(&format!("{TWIN}?at=2000-01-01T00:00:00Z")).await,
+        StatusCode::NOT_FOUND,
+        "twin_not_found",
+    );
     let twin = api.get(TWIN).await;
     assert_eq!(
         (twin.status, twin.body["desired"]["state"].clone()),

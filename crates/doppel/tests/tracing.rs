@@ -1,12 +1,13 @@
 //! Trace context end to end: a W3C `traceparent` sent with an HTTP write or as an MQTT 5 user
 //! property comes out on the change-stream events and MQTT messages the change causes, and the
-//! JSON log lines of the request carry its trace id.
+//! JSON log lines of the request carry its trace id. And the request log: what a caller is told
+//! on purpose (a refusal, "not ready yet") is no error in the server's log.
 
 mod common;
 
 use common::mqtt5::Client5;
 use common::sse::SseClient;
-use common::{Server, doppel_command};
+use common::{Server, Serving, doppel_command, http_client};
 use rumqttc::v5::mqttbytes::QoS;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -108,6 +109,70 @@ async fn json_logs_of_a_traced_request_carry_its_trace_id() {
     assert!(
         spans.contains(&"request") && spans.contains(&"engine.update"),
         "the request and engine spans record the trace id: {traced:?}"
+    );
+}
+
+/// Twins in the store of the readiness test: enough that loading them keeps `/readyz` at 503
+/// for a while (about 0.3 s on a debug build), few enough to seed in seconds.
+const TWINS_TO_LOAD: usize = 10_000;
+
+#[tokio::test]
+async fn refusals_and_readiness_probes_are_not_logged_as_errors() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let store = dir.path().join("store");
+    common::seed_store(&store, TWINS_TO_LOAD);
+    // The default log level, as an operator runs it; the harness's servers log at warn.
+    let mut serving = Serving::spawn(&store, &[]);
+    let base = serving.base();
+    let http = http_client();
+    let deadline = Instant::now() + common::START_TIMEOUT;
+    let mut not_ready = 0;
+    loop {
+        let response = http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .expect("/readyz answers");
+        if response.status() == 200 {
+            break;
+        }
+        assert_eq!(response.status(), 503);
+        let body: Value = response.json().await.expect("a problem document");
+        assert_eq!(body["code"], "not_ready", "{body}");
+        not_ready += 1;
+        assert!(Instant::now() < deadline, "the hub never became ready");
+    }
+    assert!(
+        not_ready > 0,
+        "the store loaded before /readyz was asked: seed more than {TWINS_TO_LOAD} twins"
+    );
+    let bad_json = http
+        .patch(format!("{base}{TWINS}/pump-1/desired"))
+        .header("content-type", "application/json")
+        .body("{\"speed\": ")
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(bad_json.status(), 400);
+    let unknown = http.get(format!("{base}/v1/nothing-here")).send().await;
+    assert_eq!(unknown.expect("an answer").status(), 404);
+    let anonymous = common::anonymous_http_client()
+        .get(format!("{base}{TWINS}/pump-1"))
+        .send()
+        .await;
+    assert_eq!(anonymous.expect("an answer").status(), 401);
+
+    // Stopped, the hub has written every line: the reader ends at the closed pipe.
+    serving.stop();
+    let loud: Vec<String> = serving
+        .stderr
+        .iter()
+        .filter(|line| line.contains("request{"))
+        .filter(|line| line.contains(" ERROR ") || line.contains(" WARN "))
+        .collect();
+    assert!(
+        loud.is_empty(),
+        "{not_ready} probes during loading, a 400, a 404 and a 401 were logged as: {loud:#?}"
     );
 }
 

@@ -145,6 +145,36 @@ async fn deleting_revokes_one_credential_and_keeps_the_others() {
 }
 
 #[tokio::test]
+async fn credentials_are_counted_per_tenant_devices_and_apps_together() {
+    let registry = registry(&memory());
+    assert!(registry.credentials_per_tenant().is_empty());
+    registry.create(device("d"), None, NOW).await.unwrap();
+    let second = registry.create(device("d"), None, NOW).await.unwrap();
+    registry.create(app("dashboard"), None, NOW).await.unwrap();
+    let other = Principal::app(TenantId::new("zeta").unwrap(), AppName::new("a").unwrap());
+    let only = registry.create(other.clone(), None, NOW).await.unwrap();
+    let count = |registry: &Registry, tenant: &str| {
+        registry
+            .credentials_per_tenant()
+            .get(&TenantId::new(tenant).unwrap())
+            .copied()
+    };
+    assert_eq!(count(&registry, "acme"), Some(3));
+    assert_eq!(count(&registry, "zeta"), Some(1));
+    registry
+        .delete(&device("d"), &second.credential_id)
+        .await
+        .unwrap();
+    registry.delete(&other, &only.credential_id).await.unwrap();
+    assert_eq!(count(&registry, "acme"), Some(2));
+    assert_eq!(
+        count(&registry, "zeta"),
+        None,
+        "a tenant without any is left out"
+    );
+}
+
+#[tokio::test]
 async fn a_verification_is_remembered_until_its_credential_is_removed() {
     let registry = registry(&memory());
     let first = registry.create(device("d"), None, NOW).await.unwrap();

@@ -240,22 +240,33 @@ async fn history_and_time_travel() {
             .is_none()
     );
 
-    let then = engine
-        .get_at(&key("a"), Millis(2_500))
-        .await
-        .unwrap()
-        .unwrap();
+    let TwinAt::Existed(then) = engine.get_at(&key("a"), Millis(2_500)).await.unwrap() else {
+        panic!("the twin existed at 2.5 s");
+    };
     assert_eq!(
         (then.version, &then.desired.state["mode"]),
         (2, &json!("eco"))
     );
     assert!(then.delta().is_empty());
-    assert!(
-        engine
-            .get_at(&key("a"), Millis(999))
-            .await
-            .unwrap()
-            .is_none()
+    assert_eq!(
+        engine.get_at(&key("a"), Millis(999)).await.unwrap(),
+        TwinAt::NotYetCreated {
+            created_at: Millis(1_000)
+        }
+    );
+    assert_eq!(
+        engine.get_at(&key("never"), Millis(2_500)).await.unwrap(),
+        TwinAt::Absent
+    );
+    clock.set(Millis(4_000));
+    engine
+        .update(key("a"), request(Change::Delete))
+        .await
+        .unwrap();
+    assert_eq!(
+        engine.get_at(&key("a"), Millis(4_500)).await.unwrap(),
+        TwinAt::Absent,
+        "deleted by then"
     );
     drop(engine);
     tasks.join().await;
@@ -303,6 +314,12 @@ async fn retention_drops_old_history_on_its_timer() {
     assert_eq!(
         remaining, 1,
         "the entry older than the retention was not dropped"
+    );
+    // Version 1 has expired: the twin existed before its oldest kept entry, so the engine
+    // cannot say what it was at 5 s, and must not claim it did not exist yet.
+    assert_eq!(
+        engine.get_at(&key("a"), Millis(5_000)).await.unwrap(),
+        TwinAt::Absent
     );
     drop(engine);
     tasks.join().await;

@@ -33,7 +33,7 @@ const MAX_QUOTED_BODY: usize = 200;
 /// `doppel: ...` line printed by `main` is exactly the message.
 #[derive(Debug)]
 pub enum ClientError {
-    /// `--server` is not an `http://` or `https://` URL.
+    /// `--server` is neither `host:port` nor an `http://` or `https://` URL.
     InvalidServer { server: String, reason: String },
     /// A TLS file the options name cannot be used.
     TlsFile {
@@ -83,7 +83,8 @@ pub struct TlsOptions {
 /// A hub at one base URL.
 pub struct Client {
     http: reqwest::Client,
-    /// The base URL without a trailing slash, as the user wrote it: used in messages.
+    /// The base URL without a trailing slash, with the scheme [`base_url`] gave it: requests go
+    /// under it and messages name it.
     server: String,
     /// Sent as `Authorization: Bearer` with every request.
     token: Option<String>,
@@ -107,7 +108,7 @@ impl Client {
         tls: &TlsOptions,
         patience: Patience,
     ) -> Result<Self, ClientError> {
-        let server = server.trim_end_matches('/').to_owned();
+        let server = base_url(server);
         let invalid = |reason: String| ClientError::InvalidServer {
             server: server.clone(),
             reason,
@@ -241,6 +242,18 @@ impl EventStream<'_> {
     }
 }
 
+/// `--server` as a base URL without a trailing slash. An address without a scheme
+/// (`127.0.0.1:8080`, `hub.lan:8080`, `[::1]:8080`) is the hub's plain `http://` listener, as
+/// `http.addr` names it; without this, `Url` would read `hub.lan:8080` as the scheme `hub.lan`.
+fn base_url(server: &str) -> String {
+    let server = server.trim().trim_end_matches('/');
+    if server.contains("://") {
+        server.to_owned()
+    } else {
+        format!("http://{server}")
+    }
+}
+
 /// The rustls configuration of an `https://` hub: the roots of `--ca-file` or else the
 /// system's, with the ring provider (reqwest is built without one, which keeps aws-lc out);
 /// see [`doppel_http::tls::client_builder`].
@@ -370,6 +383,28 @@ mod tests {
     }
 
     #[test]
+    fn an_address_without_a_scheme_is_the_plain_http_listener() {
+        assert_eq!(base_url("127.0.0.1:8080"), "http://127.0.0.1:8080");
+        assert_eq!(base_url("hub.lan:8080/"), "http://hub.lan:8080");
+        assert_eq!(base_url("[::1]:8080"), "http://[::1]:8080");
+        assert_eq!(base_url("https://hub.example/"), "https://hub.example");
+        let plain = TlsOptions::default();
+        for server in [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "hub.lan:8080",
+            "[::1]:8080",
+        ] {
+            let client = Client::new(server, None, &plain, Patience::Request);
+            assert_eq!(
+                client.ok().map(|client| client.server),
+                Some(format!("http://{server}")),
+                "{server}"
+            );
+        }
+    }
+
+    #[test]
     fn only_http_and_https_servers_are_accepted() {
         let plain = TlsOptions::default();
         assert!(Client::new("http://127.0.0.1:8080/", None, &plain, Patience::Request).is_ok());
@@ -383,7 +418,7 @@ mod tests {
                 "--server \"ftp://hub.example\" is not usable: the scheme is \"ftp\"; use http:// or https://"
             )
         );
-        assert!(Client::new("127.0.0.1:8080", None, &plain, Patience::Request).is_err());
+        assert!(Client::new("127.0.0.1:notaport", None, &plain, Patience::Request).is_err());
     }
 
     #[test]

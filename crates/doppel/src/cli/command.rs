@@ -4,7 +4,7 @@
 
 use super::paging::Paging;
 use super::table::Table;
-use super::target::{Target, print_outcome};
+use super::target::{Target, print_outcome, warn_if_new_tenant};
 use super::view;
 use anyhow::anyhow;
 use clap::{Args, Subcommand};
@@ -113,9 +113,8 @@ async fn execute(args: CommandArgs) -> anyhow::Result<String> {
     match args.action {
         CommandAction::Queue(queue) => {
             let body = queue_body(queue)?;
-            let answer = client
-                .send(client.request(Method::POST, &commands).json(&body))
-                .await?;
+            let request = client.request(Method::POST, &commands).json(&body);
+            let answer = warn_if_new_tenant(&client, &tenant, client.send(request)).await?;
             Ok(printer.show(answer, &command))
         }
         CommandAction::List(list) => {

@@ -4,7 +4,7 @@
 //! the answer is printed for people, or as the server's JSON with `--json` for scripts.
 
 use super::table::Table;
-use super::target::{Target, print_outcome};
+use super::target::{Target, print_outcome, warn_if_new_tenant};
 use anyhow::anyhow;
 use clap::{Args, Subcommand};
 use doppel_model::{AppName, DeviceId, Principal, TenantId};
@@ -131,7 +131,8 @@ async fn execute(target: Target, kind: Kind, command: CredentialCommand) -> anyh
                 };
                 request = request.json(&json!({ "password": password }));
             }
-            let answer = client.send(request).await?;
+            let answer =
+                warn_if_new_tenant(&client, &principal.tenant, client.send(request)).await?;
             if add.password_only {
                 return password_line(&answer);
             }

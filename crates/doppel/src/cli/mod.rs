@@ -8,6 +8,7 @@ mod profile;
 mod sse;
 mod table;
 mod target;
+pub mod tenant;
 pub mod token;
 pub mod twin;
 mod view;

@@ -4,6 +4,8 @@
 use super::client::{Client, ClientError, Patience, TlsOptions};
 use anyhow::Context;
 use clap::Args;
+use doppel_model::TenantId;
+use reqwest::Method;
 use serde_json::Value;
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -26,9 +28,9 @@ pub const LOCAL_ADMIN_TOKEN: &str = "doppel-data/admin.token";
 /// Each comes from its flag, else its environment variable, else the profile, else the default.
 #[derive(Args, Debug)]
 pub struct Target {
-    /// Base URL of the hub's HTTP API: http://... or https://... (the hub's certificate is
-    /// verified, against the system's CAs unless --ca-file names others) [default:
-    /// http://127.0.0.1:8080]
+    /// Base URL of the hub's HTTP API: http://..., https://... (the hub's certificate is
+    /// verified, against the system's CAs unless --ca-file names others), or host:port for
+    /// http://host:port [default: http://127.0.0.1:8080]
     #[arg(long, global = true, help_heading = HUB_OPTIONS, env = "DOPPEL_SERVER")]
     server: Option<String>,
     /// PEM CA certificates to verify an https:// hub against, instead of the system's.
@@ -125,6 +127,43 @@ fn local_admin_token() -> anyhow::Result<Option<String>> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(anyhow::anyhow!("cannot read {LOCAL_ADMIN_TOKEN}: {err}")),
     }
+}
+
+/// Sends `write`, a request that may give `tenant` its first data, and warns on stderr once it
+/// succeeded if the tenant held no twin before it: a tenant is made by its first write, so a
+/// mistyped `--tenant` would otherwise go unnoticed as a new, empty tenant. The default tenant
+/// is never new (a single-tenant hub starts empty). When the check itself fails, nothing is
+/// said: the write that follows reports whatever is wrong.
+pub async fn warn_if_new_tenant<T>(
+    client: &Client,
+    tenant: &TenantId,
+    write: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
+    let new = tenant.as_str() != DEFAULT_TENANT && holds_no_twin(client, tenant).await;
+    let written = write.await?;
+    if new {
+        eprintln!(
+            "doppel: warning: tenant '{tenant}' is new: it had no twins before this; if that is a typo, check --tenant (`doppel tenant list` shows the tenants that hold something)"
+        );
+    }
+    Ok(written)
+}
+
+/// Whether one page of the tenant's twins, the cheapest question any token of the tenant may
+/// ask, comes back empty.
+async fn holds_no_twin(client: &Client, tenant: &TenantId) -> bool {
+    let page = client
+        .send(
+            client
+                .request(Method::GET, &format!("/v1/tenants/{tenant}/twins"))
+                .query(&[("limit", "1")]),
+        )
+        .await;
+    page.is_ok_and(|page| {
+        page.get("items")
+            .and_then(Value::as_array)
+            .is_some_and(Vec::is_empty)
+    })
 }
 
 /// Prints an answer as the server's JSON, indented (`--json`), or as the subcommand's text for

@@ -3,7 +3,7 @@
 //! table for people, or as the server's JSON with `--json` for scripts.
 
 use super::paging::Paging;
-use super::target::{Target, print_outcome};
+use super::target::{Target, print_outcome, warn_if_new_tenant};
 use super::view;
 use anyhow::anyhow;
 use clap::{Args, Subcommand};
@@ -218,7 +218,8 @@ async fn execute(args: TwinArgs) -> anyhow::Result<String> {
             };
             let request = if_match(client.request(method, &path), desired.if_match).json(&body);
             let request = with_reason(request, desired.reason.as_deref())?;
-            Ok(printer.show(client.send(request).await?, &view::desired_written))
+            let answer = warn_if_new_tenant(&client, &tenant, client.send(request)).await?;
+            Ok(printer.show(answer, &view::desired_written))
         }
         TwinCommand::Meta(meta) => {
             let path = format!("{twins}/{}", device_id(&meta.device)?);
@@ -238,9 +239,8 @@ async fn execute(args: TwinArgs) -> anyhow::Result<String> {
             if let Some(version) = report.version {
                 body.insert("version".into(), json!(version));
             }
-            let answer = client
-                .send(client.request(Method::PATCH, &path).json(&body))
-                .await?;
+            let request = client.request(Method::PATCH, &path).json(&body);
+            let answer = warn_if_new_tenant(&client, &tenant, client.send(request)).await?;
             Ok(printer.show(answer, &|answer| {
                 view::report_outcome(answer, device.as_str(), report.version)
             }))

@@ -222,6 +222,74 @@ impl Server {
     }
 }
 
+/// `doppel serve` on port 0 as an operator starts it, without the harness's log level and
+/// without waiting for it: for tests that watch its log, or call it while it is still loading,
+/// which [`Server`] (ready when it returns) cannot. Killed when dropped.
+pub struct Serving {
+    child: Child,
+    /// Its standard output line by line (the `doppel listening on` lines).
+    pub stdout: mpsc::Receiver<String>,
+    /// Its log line by line.
+    pub stderr: mpsc::Receiver<String>,
+}
+
+impl Serving {
+    /// Starts `doppel serve` on `data_dir` with `env` (such as DOPPEL_* settings).
+    pub fn spawn(data_dir: &Path, env: &[(&str, &str)]) -> Serving {
+        let mut child = doppel_command()
+            .args([
+                "serve",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--mqtt-addr",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn doppel serve");
+        let stdout = read_lines(child.stdout.take().expect("piped stdout"));
+        let stderr = read_lines(child.stderr.take().expect("piped stderr"));
+        Serving {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// The base URL of the HTTP API, once it listens: it answers from then on, before the
+    /// store is loaded.
+    pub fn base(&self) -> String {
+        loop {
+            let line = self
+                .stdout
+                .recv_timeout(START_TIMEOUT)
+                .expect("doppel serve printed its listening line");
+            if let Some(base) = line.strip_prefix("doppel listening on ") {
+                return base.trim().to_owned();
+            }
+        }
+    }
+
+    /// Asks the server to stop (SIGTERM) and waits until it has; its log is complete then.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The lines of a child's output, read on a thread of their own so the child never blocks on
 /// a full pipe.
 pub fn read_lines(output: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
