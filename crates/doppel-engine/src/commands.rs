@@ -12,6 +12,7 @@ mod worker;
 use crate::clock::Clock;
 use crate::error::EngineError;
 use crate::events::Feeds;
+use crate::shard::CommitRequest;
 use doppel_model::command::{Command, CommandError, CommandLimits, CommandResult, NewCommand};
 use doppel_model::{Limits, TwinKey};
 use doppel_store::{CommandQuery, TwinStore};
@@ -139,10 +140,11 @@ pub struct CommandQueue {
 }
 
 impl CommandQueue {
-    /// Loads every command from `store` and starts `workers` workers. Must run inside a Tokio
-    /// runtime.
+    /// Loads every command from `store` and starts `workers` workers, which commit through
+    /// `commits` (the engine's one group committer). Must run inside a Tokio runtime.
     pub(crate) async fn start(
         store: Arc<dyn TwinStore>,
+        commits: mpsc::Sender<CommitRequest>,
         clock: Arc<dyn Clock>,
         limits: CommandLimits,
         document: Limits,
@@ -179,6 +181,7 @@ impl CommandQueue {
                 devices,
                 deadlines: BinaryHeap::new(),
                 store: store.clone(),
+                commits: commits.clone(),
                 clock: clock.clone(),
                 limits,
                 document,

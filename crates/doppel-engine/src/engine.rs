@@ -181,9 +181,9 @@ impl Engine {
                 index,
             });
         }
-        drop(commit_tx);
         let (commands, command_workers) = CommandQueue::start(
             store.clone(),
+            commit_tx,
             clock.clone(),
             config.commands,
             config.limits,

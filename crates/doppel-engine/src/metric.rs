@@ -46,9 +46,9 @@ pub fn describe() {
     );
     describe_histogram!(
         COMMIT_DURATION,
-        "Duration of one group commit of twin writes (the store batch and its fsync)."
+        "Duration of one group commit of twin and command writes (the store batch and its fsync)."
     );
-    describe_histogram!(COMMIT_WRITES, "Twin writes per group commit.");
+    describe_histogram!(COMMIT_WRITES, "Twin and command writes per group commit.");
     describe_counter!(
         COMMIT_FAILURES,
         "Group commits that failed; none of their writes was acknowledged."

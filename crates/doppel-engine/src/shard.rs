@@ -12,7 +12,7 @@ use doppel_model::codec::{EncodedHistory, EncodedTwin};
 use doppel_model::policy::ReplicaConfig;
 use doppel_model::replica::apply_replicated;
 use doppel_model::{Applied, Change, HistoryKind, Limits, Twin, TwinKey, UpdateRequest};
-use doppel_store::{TwinStore, TwinWrite};
+use doppel_store::{CommandWrite, TwinStore, TwinWrite};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -33,9 +33,30 @@ pub(crate) struct Job {
 }
 
 /// A shard's group of writes on its way to the store.
+/// Writes for the one group committer: a shard's twin writes or a command worker's command
+/// writes, and where their outcome goes.
 pub(crate) struct CommitRequest {
-    writes: Vec<TwinWrite>,
-    done: oneshot::Sender<Result<(), EngineError>>,
+    pub twins: Vec<TwinWrite>,
+    pub commands: Vec<CommandWrite>,
+    pub done: oneshot::Sender<Result<(), EngineError>>,
+}
+
+/// Hands `twins` and `commands` to the group committer and waits until they are durable.
+pub(crate) async fn commit_through(
+    commits: &mpsc::Sender<CommitRequest>,
+    twins: Vec<TwinWrite>,
+    commands: Vec<CommandWrite>,
+) -> Result<(), EngineError> {
+    let (done, durable) = oneshot::channel();
+    commits
+        .send(CommitRequest {
+            twins,
+            commands,
+            done,
+        })
+        .await
+        .map_err(|_| EngineError::ShuttingDown)?;
+    durable.await.map_err(|_| EngineError::ShuttingDown)?
 }
 
 /// Every key of a shard's map (tombstones included), copied out under the read lock.
@@ -288,16 +309,12 @@ impl ShardWorker {
     }
 
     async fn commit(&self, writes: Vec<TwinWrite>) -> Result<(), EngineError> {
-        let (done, durable) = oneshot::channel();
-        self.commits
-            .send(CommitRequest { writes, done })
-            .await
-            .map_err(|_| EngineError::ShuttingDown)?;
-        durable.await.map_err(|_| EngineError::ShuttingDown)?
+        commit_through(&self.commits, writes, Vec::new()).await
     }
 }
 
-/// Gathers the groups of all shards that are waiting and commits them as one.
+/// Gathers the groups of all shards and command workers that are waiting and commits them as
+/// one: one batch, one fsync, one outcome, one failure count.
 pub(crate) async fn run_committer(
     mut requests: mpsc::Receiver<CommitRequest>,
     store: Arc<dyn TwinStore>,
@@ -305,14 +322,18 @@ pub(crate) async fn run_committer(
 ) {
     let mut group = Vec::new();
     while requests.recv_many(&mut group, usize::MAX).await > 0 {
-        let writes: Vec<TwinWrite> = group
+        let twins: Vec<TwinWrite> = group
             .iter_mut()
-            .flat_map(|request| std::mem::take(&mut request.writes))
+            .flat_map(|request| std::mem::take(&mut request.twins))
             .collect();
-        let count = writes.len() as u64;
+        let commands: Vec<CommandWrite> = group
+            .iter_mut()
+            .flat_map(|request| std::mem::take(&mut request.commands))
+            .collect();
+        let count = (twins.len() + commands.len()) as u64;
         let store = store.clone();
         let started = Instant::now();
-        let committed = tokio::task::spawn_blocking(move || store.commit(&writes))
+        let committed = tokio::task::spawn_blocking(move || store.commit_group(&twins, &commands))
             .instrument(tracing::debug_span!("store.commit", writes = count))
             .await;
         // Failed attempts count too: a disk that takes seconds to fail is what an operator

@@ -16,6 +16,8 @@ mod metrics;
 pub use crate::metrics::describe_metrics;
 mod params;
 pub mod problem;
+#[cfg(test)]
+mod readiness_tests;
 mod render;
 pub mod server;
 mod tenants;

@@ -655,6 +655,32 @@ pub fn commands_survive_reopening_and_never_mix_devices(backend: &impl Backend) 
     assert!(loaded(&store).is_empty(), "commands never load as twins");
 }
 
+pub fn twin_and_command_writes_commit_as_one_group(backend: &impl Backend) {
+    let device = key("t", "d");
+    let queued = command("01", "reboot", 1);
+    {
+        let store = backend.open();
+        store
+            .commit_group(
+                &[desired_write(&device, 1, 10, 7)],
+                &[command_write(&device, &queued)],
+            )
+            .expect("commit");
+        store
+            .commit_group(&[], &[])
+            .expect("an empty group commits nothing");
+    }
+    let store = backend.open();
+    let twins = loaded(&store);
+    assert_eq!(twins.len(), 1);
+    assert_eq!((&twins[0].0, twins[0].1.version), (&device, 1));
+    assert_eq!(
+        versions(&store.history(&device, &all_history()).expect("history")),
+        [1]
+    );
+    assert_eq!(store.command(&device, "01").expect("get"), Some(queued));
+}
+
 pub fn a_later_command_write_replaces_it_and_lists_filter(backend: &impl Backend) {
     let device = key("t", "d");
     let store = backend.open();
@@ -761,6 +787,7 @@ macro_rules! conformance_tests {
             deleting_a_token_says_whether_it_existed_and_lasts,
             racing_deletes_of_one_token_succeed_once,
             commands_survive_reopening_and_never_mix_devices,
+            twin_and_command_writes_commit_as_one_group,
             a_later_command_write_replaces_it_and_lists_filter,
             settled_commands_expire_and_open_ones_never,
         );

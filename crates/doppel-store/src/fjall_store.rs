@@ -94,6 +94,22 @@ impl FjallStore {
         })
     }
 
+    /// Puts every command of `writes`, and the settled index entry of each final one, into
+    /// `batch`.
+    fn add_commands(&self, batch: &mut fjall::OwnedWriteBatch, writes: &[CommandWrite]) {
+        for write in writes {
+            let key = commands::command_key(&write.key, &write.id);
+            if let Some(settled_at) = write.settled_at {
+                batch.insert(
+                    &self.settled_commands,
+                    commands::settled_key(settled_at, &key),
+                    [],
+                );
+            }
+            batch.insert(&self.commands, key, write.record.as_slice());
+        }
+    }
+
     /// Creates the buckets that `writes` need and do not have yet.
     fn ensure_buckets(&self, writes: &[TwinWrite]) -> Result<(), StoreError> {
         let missing: Vec<i64> = {
@@ -181,14 +197,18 @@ fn parse_bucket_name(name: &str) -> Option<(i64, i64)> {
 }
 
 impl TwinStore for FjallStore {
-    fn commit(&self, writes: &[TwinWrite]) -> Result<(), StoreError> {
-        if writes.is_empty() {
+    fn commit_group(
+        &self,
+        twins: &[TwinWrite],
+        commands: &[CommandWrite],
+    ) -> Result<(), StoreError> {
+        if twins.is_empty() && commands.is_empty() {
             return Ok(());
         }
-        self.ensure_buckets(writes)?;
+        self.ensure_buckets(twins)?;
         let history = self.history.read().unwrap_or_else(PoisonError::into_inner);
         let mut batch = self.db.batch();
-        for write in writes {
+        for write in twins {
             batch.insert(&self.twins, write.key.to_bytes(), &*write.twin.0);
             let bucket = bucket_at(&history, write.recorded_at.0).ok_or_else(|| {
                 doppel_model::ModelError::CorruptRecord(format!(
@@ -202,6 +222,7 @@ impl TwinStore for FjallStore {
                 &*write.history.0,
             );
         }
+        self.add_commands(&mut batch, commands);
         batch.commit()?;
         // The acknowledgement the engine sends after this returns is a promise of durability.
         self.db.persist(PersistMode::SyncAll)?;
@@ -371,25 +392,7 @@ impl TokenStore for FjallStore {
 
 impl CommandStore for FjallStore {
     fn commit_commands(&self, writes: &[CommandWrite]) -> Result<(), StoreError> {
-        if writes.is_empty() {
-            return Ok(());
-        }
-        let mut batch = self.db.batch();
-        for write in writes {
-            let key = commands::command_key(&write.key, &write.id);
-            if let Some(settled_at) = write.settled_at {
-                batch.insert(
-                    &self.settled_commands,
-                    commands::settled_key(settled_at, &key),
-                    [],
-                );
-            }
-            batch.insert(&self.commands, key, write.record.as_slice());
-        }
-        batch.commit()?;
-        // The engine acknowledges these changes after this returns: a promise of durability.
-        self.db.persist(PersistMode::SyncAll)?;
-        Ok(())
+        self.commit_group(&[], writes)
     }
 
     fn command(&self, key: &TwinKey, id: &str) -> Result<Option<Command>, StoreError> {

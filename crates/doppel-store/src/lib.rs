@@ -86,9 +86,21 @@ pub struct HistoryQuery {
 ///   an entry recorded at or after `before`.
 /// - **Errors:** an `Err` from `commit` means nothing of it may be assumed durable, and the
 ///   caller must not acknowledge any of its writes.
+/// - **One commit for all:** `commit_group` holds to these rules for twin and command writes
+///   together: one batch, one fsync, one outcome.
 pub trait TwinStore: CommandStore + Send + Sync + 'static {
     /// Writes the twin records and history entries of `writes` atomically and durably.
-    fn commit(&self, writes: &[TwinWrite]) -> Result<(), StoreError>;
+    fn commit(&self, writes: &[TwinWrite]) -> Result<(), StoreError> {
+        self.commit_group(writes, &[])
+    }
+
+    /// Writes `twins` and `commands` as one atomic, durable commit: the engine's one group
+    /// committer gathers the shards' twin writes and the command workers' writes into it.
+    fn commit_group(
+        &self,
+        twins: &[TwinWrite],
+        commands: &[CommandWrite],
+    ) -> Result<(), StoreError>;
 
     /// Visits every stored twin record, tombstones included, to rebuild memory at start. Records
     /// are handed over encoded, so that start-up does not pay for decoding every twin. Returns

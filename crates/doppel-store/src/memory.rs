@@ -56,12 +56,17 @@ impl MemoryStore {
 }
 
 impl TwinStore for MemoryStore {
-    fn commit(&self, writes: &[TwinWrite]) -> Result<(), StoreError> {
-        if writes.is_empty() {
+    fn commit_group(
+        &self,
+        twins: &[TwinWrite],
+        commands: &[CommandWrite],
+    ) -> Result<(), StoreError> {
+        if twins.is_empty() && commands.is_empty() {
             return Ok(());
         }
         let mut inner = self.lock();
-        for write in writes {
+        insert_commands(&mut inner, commands);
+        for write in twins {
             inner
                 .twins
                 .insert(write.key.to_bytes(), write.twin.0.clone());
@@ -224,16 +229,7 @@ impl TokenStore for MemoryStore {
 
 impl CommandStore for MemoryStore {
     fn commit_commands(&self, writes: &[CommandWrite]) -> Result<(), StoreError> {
-        let mut inner = self.lock();
-        for write in writes {
-            let key = commands::command_key(&write.key, &write.id);
-            if let Some(settled_at) = write.settled_at {
-                inner
-                    .settled_commands
-                    .insert(commands::settled_key(settled_at, &key), ());
-            }
-            inner.commands.insert(key, write.record.clone());
-        }
+        insert_commands(&mut self.lock(), writes);
         Ok(())
     }
 
@@ -276,6 +272,19 @@ impl CommandStore for MemoryStore {
             );
         }
         Ok(inner.commands.len() as u64)
+    }
+}
+
+/// Puts every command of `writes`, and the settled index entry of each final one, in place.
+fn insert_commands(inner: &mut Inner, writes: &[CommandWrite]) {
+    for write in writes {
+        let key = commands::command_key(&write.key, &write.id);
+        if let Some(settled_at) = write.settled_at {
+            inner
+                .settled_commands
+                .insert(commands::settled_key(settled_at, &key), ());
+        }
+        inner.commands.insert(key, write.record.clone());
     }
 }
 

@@ -5,6 +5,7 @@ use crate::clock::{Clock, sleep_until};
 use crate::error::EngineError;
 use crate::events::Feeds;
 use crate::metric;
+use crate::shard::{CommitRequest, commit_through};
 use doppel_model::command::{
     Command, CommandError, CommandLimits, CommandStatus, NewCommand, delivery_order,
 };
@@ -58,7 +59,11 @@ pub(crate) struct CommandWorker {
     /// Deadlines of open commands, soonest first. An entry may be outdated (its command was
     /// acknowledged, or delivered again); it is checked against the command when it comes due.
     pub deadlines: BinaryHeap<Deadline>,
+    /// Read for the final commands that late acknowledgements name; written only through
+    /// `commits`.
     pub store: Arc<dyn TwinStore>,
+    /// The engine's one group committer, which twin writes go through too.
+    pub commits: mpsc::Sender<CommitRequest>,
     pub clock: Arc<dyn Clock>,
     pub limits: CommandLimits,
     /// Document limits, which acknowledgement responses obey.
@@ -447,18 +452,13 @@ impl CommandWorker {
             finals: _,
         } = round;
         keep_last_write_of_each_command(&mut writes);
+        // The committer logs and counts a failure, as it does for twin writes.
         let failure = if writes.is_empty() {
             None
         } else {
-            let store = self.store.clone();
-            match tokio::task::spawn_blocking(move || store.commit_commands(&writes)).await {
-                Ok(Ok(())) => None,
-                Ok(Err(err)) => {
-                    tracing::error!(error = %err, "command commit failed; nothing of it was acknowledged");
-                    Some(EngineError::from(err))
-                }
-                Err(_) => Some(EngineError::ShuttingDown),
-            }
+            commit_through(&self.commits, Vec::new(), writes)
+                .await
+                .err()
         };
         let committed = failure.is_none();
         if committed {
