@@ -168,7 +168,7 @@ impl CommandQueue {
             Ok::<_, EngineError>(queues)
         })
         .await
-        .map_err(|_| EngineError::ShuttingDown)??;
+        .map_err(|join| EngineError::of_join(&join, "loading the commands"))??;
         let feeds = Arc::new(Feeds::new(EVENT_CAPACITY));
         let mut senders = Vec::with_capacity(count);
         let mut tasks = Vec::with_capacity(count);
@@ -401,7 +401,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, EngineError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|_| EngineError::ShuttingDown)?
+        .map_err(|join| EngineError::of_join(&join, "reading commands from the store"))?
 }
 
 #[cfg(test)]

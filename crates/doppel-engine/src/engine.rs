@@ -141,7 +141,7 @@ impl Engine {
             Ok::<_, EngineError>(maps)
         })
         .await
-        .map_err(|_| EngineError::ShuttingDown)??;
+        .map_err(|join| EngineError::of_join(&join, "loading the twins"))??;
 
         let census = Arc::new(Census::new(
             &config.limits,
@@ -468,7 +468,7 @@ impl Engine {
     ) -> Result<T, EngineError> {
         tokio::task::spawn_blocking(work)
             .await
-            .map_err(|_| EngineError::ShuttingDown)?
+            .map_err(|join| EngineError::of_join(&join, "reading from the store"))?
     }
 }
 

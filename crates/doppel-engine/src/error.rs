@@ -22,6 +22,23 @@ pub enum EngineError {
     /// The engine is stopping and takes no more requests.
     #[error("the engine is shutting down")]
     ShuttingDown,
+    /// A task of the engine panicked (a bug) while doing this; nothing of it was acknowledged.
+    /// Not [`EngineError::ShuttingDown`]: a client should not wait for a restart that is not
+    /// coming.
+    #[error("an engine task failed while {0}")]
+    TaskFailed(&'static str),
+}
+
+impl EngineError {
+    /// What the end of a task that was `doing` something, before it answered, means: a panic,
+    /// or the runtime stopping.
+    pub(crate) fn of_join(err: &tokio::task::JoinError, doing: &'static str) -> EngineError {
+        if err.is_panic() {
+            EngineError::TaskFailed(doing)
+        } else {
+            EngineError::ShuttingDown
+        }
+    }
 }
 
 impl From<StoreError> for EngineError {
@@ -43,4 +60,27 @@ pub enum QuotaError {
         "device {thing:?} has {limit} named shadows, the most allowed (limits.max_named_shadows); delete one to make room"
     )]
     TooManyNamedShadows { thing: String, limit: usize },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EngineError;
+
+    #[tokio::test]
+    async fn a_panicked_task_is_its_own_error_not_a_shutdown() {
+        let panicked = tokio::task::spawn_blocking(|| panic!("a bug"))
+            .await
+            .expect_err("the task panicked");
+        assert!(matches!(
+            EngineError::of_join(&panicked, "reading from the store"),
+            EngineError::TaskFailed("reading from the store")
+        ));
+        let task = tokio::spawn(std::future::pending::<()>());
+        task.abort();
+        let cancelled = task.await.expect_err("the task was cancelled");
+        assert!(matches!(
+            EngineError::of_join(&cancelled, "anything"),
+            EngineError::ShuttingDown
+        ));
+    }
 }

@@ -356,7 +356,7 @@ pub(crate) async fn run_committer(
                 tracing::error!(error = %join, "store commit panicked");
                 stats.failed_commits.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(metric::COMMIT_FAILURES).increment(1);
-                Err(EngineError::ShuttingDown)
+                Err(EngineError::of_join(&join, "committing to the store"))
             }
         };
         for request in group.drain(..) {

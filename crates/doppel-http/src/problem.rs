@@ -381,6 +381,7 @@ impl From<EngineError> for ApiError {
             EngineError::Quota(err) => Self::Quota(err),
             EngineError::Store(err) => Self::StorageFailed(err.to_string()),
             EngineError::ShuttingDown => Self::ShuttingDown,
+            EngineError::TaskFailed(doing) => Self::Internal(doing),
         }
     }
 }
@@ -457,4 +458,23 @@ pub(crate) async fn route_not_found(uri: Uri) -> ApiError {
 
 pub(crate) async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ApiError;
+    use axum::http::StatusCode;
+    use doppel_engine::EngineError;
+
+    #[test]
+    fn a_failed_engine_task_is_an_internal_error_and_a_shutdown_is_not() {
+        assert_eq!(
+            ApiError::from(EngineError::TaskFailed("committing to the store")).status_and_code(),
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+        );
+        assert_eq!(
+            ApiError::from(EngineError::ShuttingDown).status_and_code(),
+            (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+        );
+    }
 }
