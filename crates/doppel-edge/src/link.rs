@@ -20,7 +20,7 @@ use crate::config::{DeviceCredential, EdgeConfig, EdgeError};
 use crate::watermark::Watermarks;
 use doppel_engine::{Clock, CommandEventKind, Engine, EngineError, SystemClock};
 use doppel_model::command::{self, Command, NewCommand};
-use doppel_model::replica::{ReplicaDelta, own_changes};
+use doppel_model::replica::{MAX_SYNC_CHANGES, ReplicaDelta, own_changes};
 use doppel_model::{Change, Millis, ModelError, TwinKey, UpdateRequest};
 use doppel_store::HistoryQuery;
 use rumqttc::{
@@ -34,11 +34,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
-/// Local changes one sync request carries at most; the hub's limit
-/// (`doppel_mqtt::sync::MAX_SYNC_CHANGES`) is the same.
-const SYNC_BATCH: usize = 256;
-
-/// Largest MQTT packet either way: a sync carries up to [`SYNC_BATCH`] changes or a whole
+/// Largest MQTT packet either way: a sync carries up to [`MAX_SYNC_CHANGES`] changes or a whole
 /// replicated twin.
 const MAX_PACKET: usize = 4 * 1024 * 1024;
 
@@ -357,7 +353,7 @@ impl Link {
             from: None,
             to: None,
             after_version: Some(acknowledged),
-            limit: SYNC_BATCH,
+            limit: MAX_SYNC_CHANGES,
         };
         let entries = match self.context.engine.history(&self.key, query).await {
             Ok(entries) => entries.unwrap_or_default(),

@@ -13,14 +13,10 @@
 use crate::hub::{Hub, now_millis};
 use crate::identity::Identity;
 use doppel_engine::{Engine, EngineError, Outcome};
-use doppel_model::replica::{ReplicaDelta, snapshot};
+use doppel_model::replica::{MAX_SYNC_CHANGES, ReplicaDelta, snapshot};
 use doppel_model::{Change, DeviceId, Millis, ModelError, Twin, TwinKey, UpdateRequest};
 use serde::Deserialize;
 use serde_json::{Value, json};
-
-/// Most changes one sync request may carry: an agent that was away for long sends its backlog
-/// in several requests, so no request holds a twin's shard for long.
-pub const MAX_SYNC_CHANGES: usize = 256;
 
 const THINGS_PREFIX: &str = "$doppel/things/";
 
