@@ -3,9 +3,9 @@
 
 mod common;
 
-use common::Server;
 use common::edge::{CONVERGE_TIMEOUT, EdgeAgent, EdgeOptions, replicated_state};
 use common::http::HttpClient;
+use common::{Server, eventually_value};
 use doppel_netfault::{ChaosPlan, ChaosStep, FaultProxy, LinkModel};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -76,28 +76,9 @@ impl Fleet {
     }
 }
 
-/// Polls `check` until it returns `Some`, failing with `what` after [`CONVERGE_TIMEOUT`].
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = tokio::time::Instant::now() + CONVERGE_TIMEOUT;
-    loop {
-        match check().await {
-            Ok(value) => return value,
-            Err(last) => assert!(
-                tokio::time::Instant::now() < deadline,
-                "{what} did not happen within {CONVERGE_TIMEOUT:?}; last: {last}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Waits until the hub and every agent hold the same reported and desired state; returns it.
 async fn converged(fleet: &Fleet, agents: &[&EdgeAgent]) -> Value {
-    eventually("convergence of every replica", || async {
+    eventually_value("convergence of every replica", CONVERGE_TIMEOUT, || async {
         let hub = replicated_state(&fleet.hub_twin().await);
         for agent in agents {
             let (status, twin) = agent.get(&format!("/v1/twins/{DEVICE}")).await;
@@ -208,12 +189,16 @@ async fn an_agent_serves_its_device_through_a_partition_and_syncs_both_ways_when
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{acked}");
-    eventually("the acknowledgement reaching the hub", || async {
-        let command = fleet.hub_http.command(DEVICE, &hub_command_id).await;
-        (command["status"] == "ACKNOWLEDGED" && command["response"] == json!({"uptime_s": 0}))
-            .then_some(())
-            .ok_or_else(|| command.to_string())
-    })
+    eventually_value(
+        "the acknowledgement reaching the hub",
+        CONVERGE_TIMEOUT,
+        || async {
+            let command = fleet.hub_http.command(DEVICE, &hub_command_id).await;
+            (command["status"] == "ACKNOWLEDGED" && command["response"] == json!({"uptime_s": 0}))
+                .then_some(())
+                .ok_or_else(|| command.to_string())
+        },
+    )
     .await;
 
     // The hub's history holds each change the edge made while cut, in order, with its clock.
@@ -716,12 +701,16 @@ async fn one_agent_holds_the_twins_of_several_devices_behind_a_gateway() {
         edge.report(device, &json!({"open": index == 0})).await;
     }
     for (index, (device, _)) in devices.iter().enumerate() {
-        eventually(&format!("{device}'s report reaching the hub"), || async {
-            let twin = fleet.hub_http.twin(device).await;
-            (twin["reported"]["state"]["open"] == json!(index == 0))
-                .then_some(())
-                .ok_or_else(|| twin.to_string())
-        })
+        eventually_value(
+            &format!("{device}'s report reaching the hub"),
+            CONVERGE_TIMEOUT,
+            || async {
+                let twin = fleet.hub_http.twin(device).await;
+                (twin["reported"]["state"]["open"] == json!(index == 0))
+                    .then_some(())
+                    .ok_or_else(|| twin.to_string())
+            },
+        )
         .await;
     }
     // Only the agent's own devices, and only without the tenant segment.

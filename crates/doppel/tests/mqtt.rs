@@ -66,18 +66,19 @@ impl Http {
         path: &str,
         ready: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = tokio::time::Instant::now() + common::mqtt::WAIT;
-        loop {
-            let (_, body) = self.get(server, path).await;
-            if ready(&body) {
-                return body;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{path} never became ready; last: {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        common::eventually_value(
+            &format!("{path} becoming ready"),
+            common::mqtt::WAIT,
+            || async {
+                let (_, body) = self.get(server, path).await;
+                if ready(&body) {
+                    Ok(body)
+                } else {
+                    Err(body.to_string())
+                }
+            },
+        )
+        .await
     }
 
     /// Waits (bounded) until the twin at `path` says its device is `status` (`CONNECTED` or

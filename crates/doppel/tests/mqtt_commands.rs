@@ -3,9 +3,9 @@
 
 mod common;
 
-use common::Server;
 use common::http::HttpClient;
 use common::mqtt::{Mqtt, Options, connect_with, login};
+use common::{Server, eventually_value};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -52,6 +52,23 @@ async fn next_delivery(device: &mut Mqtt, thing: &str) -> Value {
     let body = message.json();
     assert_eq!(message.topic, command_topic(thing, &id_of(&body)));
     body
+}
+
+/// Waits until the command's delivery attempts ran out and it is FAILED; returns it.
+async fn failed_eventually(http: &HttpClient, thing: &str, id: &str) -> Value {
+    eventually_value(
+        "delivery attempts to run out",
+        Duration::from_secs(10),
+        || async {
+            let command = http.command(thing, id).await;
+            if command["status"] == "FAILED" {
+                Ok(command)
+            } else {
+                Err(command.to_string())
+            }
+        },
+    )
+    .await
 }
 
 async fn acknowledge(device: &mut Mqtt, thing: &str, id: &str, body: Value) -> Value {
@@ -249,15 +266,7 @@ async fn a_connected_device_gets_commands_at_once_and_again_until_it_acknowledge
     let second = next_delivery(&mut valve, "valve-2").await;
     assert_eq!(id_of(&second), id_of(&queued));
     assert_eq!(second["attempt"], 2);
-    let mut status = Value::Null;
-    for _ in 0..100 {
-        status = http.command("valve-2", &id_of(&queued)).await["status"].clone();
-        if status == "FAILED" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status, "FAILED", "delivery attempts ran out");
+    failed_eventually(&http, "valve-2", &id_of(&queued)).await;
     valve
         .expect_silence(
             &command_topic("valve-2", &id_of(&queued)),
@@ -519,15 +528,7 @@ async fn a_late_acknowledgement_of_a_failed_command_is_kept_and_announced() {
     for attempt in 1..=2 {
         assert_eq!(next_delivery(&mut late, "late-5").await["attempt"], attempt);
     }
-    let mut failed = Value::Null;
-    for _ in 0..100 {
-        failed = http.command("late-5", &id).await;
-        if failed["status"] == "FAILED" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(failed["status"], "FAILED", "{failed}");
+    let failed = failed_eventually(&http, "late-5", &id).await;
     assert_eq!(failed["acknowledged_late_at"], Value::Null);
 
     let accepted = acknowledge(

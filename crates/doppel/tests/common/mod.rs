@@ -446,12 +446,35 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
+    eventually_value(what, wait, || {
+        let holds = check();
+        async move {
+            if holds.await {
+                Ok(())
+            } else {
+                Err("not yet".to_owned())
+            }
+        }
+    })
+    .await
+}
+
+/// Waits until `check` gives a value, asking again every 50 ms; fails the test after `wait`,
+/// saying what `check` last said instead.
+pub async fn eventually_value<T, F, Fut>(what: &str, wait: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
     let deadline = tokio::time::Instant::now() + wait;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what} did not happen within {wait:?}"
-        );
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(last) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what} did not happen within {wait:?}; last: {last}"
+            ),
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
