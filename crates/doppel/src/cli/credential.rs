@@ -5,6 +5,7 @@
 
 use super::table::Table;
 use super::target::{Target, print_outcome, warn_if_new_tenant};
+use super::view;
 use anyhow::anyhow;
 use clap::{Args, Subcommand};
 use doppel_model::{AppName, DeviceId, Principal, TenantId};
@@ -209,10 +210,7 @@ fn password_line(answer: &Value) -> anyhow::Result<String> {
 
 /// `list`: one row per credential, or a line saying there are none.
 fn listed(answer: &Value, username: &str) -> String {
-    let items = answer
-        .get("items")
-        .and_then(Value::as_array)
-        .map_or(&[][..], Vec::as_slice);
+    let items = view::items(answer);
     if items.is_empty() {
         return format!("{username} has no credentials\n");
     }

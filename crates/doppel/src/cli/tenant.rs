@@ -5,6 +5,7 @@
 
 use super::table::Table;
 use super::target::{Target, print_outcome};
+use super::view;
 use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::Value;
@@ -42,10 +43,7 @@ async fn execute(args: TenantArgs) -> anyhow::Result<String> {
 
 /// One row per tenant, or a line saying there is none.
 fn listed(answer: &Value) -> String {
-    let items = answer
-        .get("items")
-        .and_then(Value::as_array)
-        .map_or(&[][..], Vec::as_slice);
+    let items = view::items(answer);
     if items.is_empty() {
         return "no tenant holds anything yet\n".to_owned();
     }

@@ -3,6 +3,7 @@
 
 use super::table::Table;
 use super::target::{Target, print_outcome};
+use super::view;
 use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -111,10 +112,7 @@ fn created(answer: &Value) -> String {
 }
 
 fn listed(answer: &Value) -> String {
-    let items = answer
-        .get("items")
-        .and_then(Value::as_array)
-        .map_or(&[][..], Vec::as_slice);
+    let items = view::items(answer);
     if items.is_empty() {
         return "no tokens\n".to_owned();
     }

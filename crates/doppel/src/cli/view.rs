@@ -213,6 +213,13 @@ pub fn count(answer: &Value) -> String {
     format!("{}total  {total}\n", table.render())
 }
 
+/// The `items` of a listing answer; none when it has no such array.
+pub fn items(page: &Value) -> &[Value] {
+    page.get("items")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice)
+}
+
 /// A page of the API (`{"items": [...], "next_cursor": ...}`) as a table of one row per item,
 /// or `empty` when there are none, then the cursor line.
 pub fn page_table(
@@ -221,11 +228,7 @@ pub fn page_table(
     empty: &str,
     row: impl Fn(&Value) -> Vec<String>,
 ) -> String {
-    let items = page
-        .get("items")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
+    let items = items(page);
     let body = if items.is_empty() {
         format!("{empty}\n")
     } else {
