@@ -339,13 +339,7 @@ fn serve_in(folder: &std::path::Path) -> (std::process::Child, String) {
     let mut child = common::doppel_command()
         .env_remove("DOPPEL_HTTP_BOOTSTRAP_TOKEN")
         .current_dir(folder)
-        .args([
-            "serve",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--mqtt-addr",
-            "127.0.0.1:0",
-        ])
+        .args(common::SERVE_ON_FREE_PORTS)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -277,13 +277,7 @@ async fn bad_certificate_files_stop_the_start_with_one_line_naming_them() {
     let start = |cert: String, key: String| {
         let mut command = Command::from(doppel_command());
         command
-            .args([
-                "serve",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--mqtt-addr",
-                "127.0.0.1:0",
-            ])
+            .args(common::SERVE_ON_FREE_PORTS)
             .arg("--data-dir")
             .arg(data.path())
             .args(["--http-tls-cert", &cert, "--http-tls-key", &key]);

@@ -121,11 +121,7 @@ impl Server {
         }
         let mut child = command
             .envs(env.iter().copied())
-            .arg("serve")
-            .arg("--http-addr")
-            .arg("127.0.0.1:0")
-            .arg("--mqtt-addr")
-            .arg("127.0.0.1:0")
+            .args(SERVE_ON_FREE_PORTS)
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra_args)
@@ -237,13 +233,7 @@ impl Serving {
     /// Starts `doppel serve` on `data_dir` with `env` (such as DOPPEL_* settings).
     pub fn spawn(data_dir: &Path, env: &[(&str, &str)]) -> Serving {
         let mut child = doppel_command()
-            .args([
-                "serve",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--mqtt-addr",
-                "127.0.0.1:0",
-            ])
+            .args(SERVE_ON_FREE_PORTS)
             .arg("--data-dir")
             .arg(data_dir)
             .envs(env.iter().copied())
@@ -439,6 +429,16 @@ pub async fn closed_by_server(stream: &mut tokio::net::TcpStream, within: Durati
         }
     }
 }
+
+/// `doppel serve` with both listeners on ports the system picks, so that tests run side by side
+/// and beside a running hub.
+pub const SERVE_ON_FREE_PORTS: [&str; 5] = [
+    "serve",
+    "--http-addr",
+    "127.0.0.1:0",
+    "--mqtt-addr",
+    "127.0.0.1:0",
+];
 
 /// Waits until `check` holds, asking again every 50 ms; fails the test after `wait`.
 pub async fn eventually<F, Fut>(what: &str, wait: Duration, mut check: F)
