@@ -97,6 +97,8 @@ pub struct Engine {
     /// How long each kind of device may stay silent, for adapters that record activity which
     /// changes no state (an edge agent's sync) only as often as silence detection needs it.
     activity: Arc<ActivityIntervals>,
+    /// The one clock of everything built on this engine.
+    clock: Arc<dyn Clock>,
 }
 
 /// The engine's background tasks.
@@ -201,7 +203,11 @@ impl Engine {
             store.clone(),
             stats.clone(),
         )));
-        let retention = tokio::spawn(enforce_retention(store.clone(), clock, config.clone()));
+        let retention = tokio::spawn(enforce_retention(
+            store.clone(),
+            clock.clone(),
+            config.clone(),
+        ));
         let engine = Engine {
             shards: shards.into(),
             router,
@@ -213,6 +219,7 @@ impl Engine {
             streams,
             replica: config.replica.clone(),
             activity: Arc::new(config.activity.clone()),
+            clock: clock.clone(),
         };
         Ok((
             engine,
@@ -450,6 +457,12 @@ impl Engine {
     /// tenant order. A twin being created counts from just before its commit.
     pub fn tenants(&self) -> Vec<(TenantId, usize)> {
         self.census.tenants()
+    }
+
+    /// The engine's clock, for adapters that stamp what they publish: one clock for the whole
+    /// hub, which a test can set.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     pub fn stats(&self) -> EngineStats {

@@ -10,6 +10,7 @@
 
 use crate::connections::LiveConnections;
 use crate::identity::{self, Directory};
+use doppel_engine::Clock;
 use rmqtt::codec::v3::ConnectAckReason as V3Reason;
 use rmqtt::codec::v5::ConnectAckReason as V5Reason;
 use rmqtt::types::{ClientId, ConnectAckReason, ConnectInfo};
@@ -31,6 +32,8 @@ pub struct Admission {
     max_connections_per_principal: usize,
     /// Live connections now: raised by the connected hook, lowered by the disconnected hook.
     live: Arc<LiveConnections>,
+    /// The engine's clock, which token logins are checked by.
+    clock: Arc<dyn Clock>,
 }
 
 impl Admission {
@@ -39,12 +42,14 @@ impl Admission {
         max_connections: usize,
         max_connections_per_principal: usize,
         live: Arc<LiveConnections>,
+        clock: Arc<dyn Clock>,
     ) -> Admission {
         Admission {
             directory,
             max_connections,
             max_connections_per_principal,
             live,
+            clock,
         }
     }
 
@@ -78,7 +83,7 @@ impl Admission {
                 ),
             ));
         }
-        let Some(identity) = identity::identify(connect, &self.directory) else {
+        let Some(identity) = identity::identify(connect, &self.directory, self.clock.now()) else {
             return Ok(None);
         };
         let session_key = identity.session_key(connect.client_id());

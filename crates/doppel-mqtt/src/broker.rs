@@ -104,6 +104,7 @@ impl MqttServer {
             config.max_connections,
             config.max_connections_per_principal,
             live_connections.clone(),
+            engine.clock().clone(),
         );
         let hub_config = HubConfig {
             rules: config.acl.clone(),

@@ -6,12 +6,12 @@
 //! `$doppel/things/{thing}/commands/{id}/ack` and hears back on `.../ack/accepted` or
 //! `.../ack/rejected`. Applications follow `$doppel/events/commands/{thing}/{event}`.
 
-use crate::hub::{Hub, now_millis};
+use crate::hub::Hub;
 use crate::identity::Identity;
 use crate::shadow::service;
 use doppel_engine::{CommandEvent, CommandEventKind, EngineError};
 use doppel_model::command::{self, Command, CommandError};
-use doppel_model::{DeviceId, Millis, TenantId, TwinKey};
+use doppel_model::{DeviceId, TenantId, TwinKey};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -69,7 +69,7 @@ pub(crate) async fn handle_ack(hub: &Hub, identity: &Identity, topic: &str, payl
         Ok(command) => ("accepted", command.view()),
         Err((code, message)) => (
             "rejected",
-            json!({"code": code, "message": message, "timestamp": now_millis() / 1000}),
+            json!({"code": code, "message": message, "timestamp": hub.now().0 / 1000}),
         ),
     };
     hub.publish(&identity.tenant, &format!("{topic}/{answer}"), &body)
@@ -227,7 +227,7 @@ async fn announce(hub: &Hub, event: &CommandEvent) {
     let body = json!({
         "event": format!("command.{}", event.kind.name()),
         "device": event.key.device.as_str(),
-        "timestamp": Millis(now_millis()).to_rfc3339(),
+        "timestamp": hub.now().to_rfc3339(),
         "command": event.command.view(),
     });
     hub.publish(&event.key.tenant, &topic, &body).await;

@@ -20,9 +20,10 @@ use crate::trace;
 use async_trait::async_trait;
 use bytes::Bytes;
 use doppel_auth::{GuardConfig, LoginGate, LoginOutcome, Registry};
-use doppel_engine::Engine;
+use doppel_engine::{Clock, Engine};
 use doppel_model::{
-    Change, ConnectionStatus, DeviceId, Limits, TenantId, TraceParent, TwinKey, UpdateRequest,
+    Change, ConnectionStatus, DeviceId, Limits, Millis, TenantId, TraceParent, TwinKey,
+    UpdateRequest,
 };
 use rmqtt::codec::types::{Publish as CodecPublish, QoS};
 use rmqtt::codec::v5::{PublishAckReason, SubscribeAckReason};
@@ -62,6 +63,8 @@ pub(crate) struct Hub {
     pub live_connections: Arc<LiveConnections>,
     /// Document limits, which shadow requests obey like HTTP requests.
     pub limits: Limits,
+    /// The engine's clock, kept past the engine's release at shutdown.
+    clock: Arc<dyn Clock>,
     /// Live sessions per twin and the stamps that order presence writes.
     presence: Presence,
     /// The credential each password login used, by the connection's id, from the auth hook
@@ -82,9 +85,15 @@ pub(crate) struct HubConfig {
 }
 
 impl Hub {
+    /// Now, by the engine's clock.
+    pub(crate) fn now(&self) -> Millis {
+        self.clock.now()
+    }
+
     pub fn new(scx: ServerContext, engine: Engine, registry: Registry, config: HubConfig) -> Hub {
         Hub {
             scx,
+            clock: engine.clock().clone(),
             engine: RwLock::new(Some(engine)),
             login_gate: LoginGate::new(registry.clone(), config.login),
             registry,
@@ -222,7 +231,7 @@ impl Hub {
     /// An application's login with an API token: a hash lookup, so no login gate is needed
     /// (256 random bits leave nothing to guess).
     fn authenticate_token(self: &Hub, username: &str, password: &[u8]) -> AuthResult {
-        match identity::token_identity(&self.directory, username, password) {
+        match identity::token_identity(&self.directory, username, password, self.now()) {
             Ok(_) => AuthResult::Allow(false, None),
             Err(TokenRefusal::Invalid) => {
                 metrics::counter!(metric::LOGIN_FAILURES, "reason" => metric::INVALID_TOKEN)
@@ -239,7 +248,7 @@ impl Hub {
 
     /// Who `connect` authenticated as. Only called for clients the auth hook let in.
     fn identify(&self, connect: &ConnectInfo) -> Option<Identity> {
-        identity::identify(connect, &self.directory)
+        identity::identify(connect, &self.directory, self.now())
     }
 
     async fn identity(&self, session: &Session) -> Option<Arc<Identity>> {
@@ -390,7 +399,7 @@ impl Hub {
             ),
             principal: &identity.principal,
             ip_address: session.id.remote_addr.map(|addr| addr.ip().to_string()),
-            timestamp: now_millis(),
+            timestamp: self.now().0,
             version,
         };
         let (kind, body) = match ended {
@@ -455,9 +464,9 @@ impl Hub {
         if !newly_watched {
             return;
         }
+        let left = u64::try_from(expires_at.0 - self.now().0).unwrap_or(0);
         let hub = Arc::downgrade(self);
         tokio::spawn(async move {
-            let left = u64::try_from(expires_at.0 - now_millis()).unwrap_or(0);
             tokio::time::sleep(Duration::from_millis(left)).await;
             if let Some(hub) = hub.upgrade() {
                 hub.expiry_watches
@@ -641,12 +650,6 @@ async fn next_revocation<T: Clone>(
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
         }
     }
-}
-
-pub(crate) fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
 
 /// The broker hook: dispatches each event to the [`Hub`].

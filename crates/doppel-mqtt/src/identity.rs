@@ -45,14 +45,14 @@ pub enum TokenRefusal {
 
 /// Who `connect` claims to be. The authentication hook checks the claim; this only reads it,
 /// except for API tokens, whose lookup is the check (a hash and a map lookup, no Argon2).
-pub fn identify(connect: &ConnectInfo, directory: &Directory) -> Option<Identity> {
+pub fn identify(connect: &ConnectInfo, directory: &Directory, now: Millis) -> Option<Identity> {
     if let Some(cert) = connect.cert() {
         let device = DeviceId::new(cert.common_name.as_deref()?).ok()?;
         return Some(Identity::device(directory.certificate.clone(), device));
     }
     match username_of(connect) {
         Some(username) if is_token_login(username) => {
-            token_identity(directory, username, connect.password()?).ok()
+            token_identity(directory, username, connect.password()?, now).ok()
         }
         Some(username) => Principal::from_username(username).map(|p| Identity::from_principal(&p)),
         None => Some(Identity::anonymous(
@@ -76,13 +76,12 @@ pub fn token_identity(
     directory: &Directory,
     username: &str,
     password: &[u8],
+    now: Millis,
 ) -> Result<Identity, TokenRefusal> {
     let tokens = directory.tokens.as_ref().ok_or(TokenRefusal::Invalid)?;
     let tenant = TenantId::new(username).map_err(|_| TokenRefusal::Invalid)?;
     let secret = std::str::from_utf8(password).map_err(|_| TokenRefusal::Invalid)?;
-    let token = tokens
-        .verify(secret, Millis(crate::hub::now_millis()))
-        .ok_or(TokenRefusal::Invalid)?;
+    let token = tokens.verify(secret, now).ok_or(TokenRefusal::Invalid)?;
     let may_write = token.roles.iter().any(|role| *role != TokenRole::AppRead);
     if !token.covers(tenant.as_str()) || !may_write {
         return Err(TokenRefusal::NotAllowed);

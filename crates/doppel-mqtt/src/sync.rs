@@ -10,7 +10,7 @@
 //! `changes` fetches the state. Merging is idempotent, so an agent that did not hear the answer
 //! sends the same changes again.
 
-use crate::hub::{Hub, now_millis};
+use crate::hub::Hub;
 use crate::identity::Identity;
 use doppel_engine::{Engine, EngineError, Outcome};
 use doppel_model::replica::{MAX_SYNC_CHANGES, ReplicaDelta, snapshot};
@@ -67,7 +67,7 @@ pub(crate) async fn handle(hub: &Hub, identity: &Identity, topic: &str, payload:
         }
         Err((code, message)) => (
             "rejected",
-            json!({"token": token, "code": code, "message": message, "timestamp": now_millis() / 1000}),
+            json!({"token": token, "code": code, "message": message, "timestamp": hub.now().0 / 1000}),
         ),
     };
     hub.publish(&identity.tenant, &format!("{topic}/{answer}"), &body)
@@ -157,7 +157,7 @@ async fn heard_from(engine: &Engine, key: &TwinKey, identity: &Identity, twin: T
     let half = i64::try_from(interval.as_millis() / 2).unwrap_or(i64::MAX);
     let request = UpdateRequest {
         change: Change::Active {
-            unless_active_since: Millis(now_millis().saturating_sub(half)),
+            unless_active_since: Millis(engine.clock().now().0.saturating_sub(half)),
         },
         expected_version: None,
         changed_by: identity.principal.clone(),

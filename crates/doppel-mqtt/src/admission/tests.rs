@@ -1,4 +1,5 @@
 use super::*;
+use doppel_engine::SystemClock;
 use doppel_model::TenantId;
 use rmqtt::codec::v3::Connect as ConnectV3;
 use rmqtt::codec::v5::Connect as ConnectV5;
@@ -18,7 +19,13 @@ fn admission(max_connections: usize, live: usize) -> Admission {
     for n in 0..live {
         connections.opened(&format!("default/anonymous/|client-{n}"));
     }
-    Admission::new(tenants(), max_connections, 100, Arc::new(connections))
+    Admission::new(
+        tenants(),
+        max_connections,
+        100,
+        Arc::new(connections),
+        Arc::new(SystemClock),
+    )
 }
 
 fn id(client_id: &str, username: Option<&str>) -> Id {
@@ -126,7 +133,7 @@ fn connections_beyond_the_limit_are_refused() {
 #[test]
 fn sessions_of_one_principal_beyond_its_limit_are_refused() {
     let connections = Arc::new(LiveConnections::default());
-    let admission = Admission::new(tenants(), 10, 2, connections.clone());
+    let admission = Admission::new(tenants(), 10, 2, connections.clone(), Arc::new(SystemClock));
     for client_id in ["a", "b"] {
         let key = admission
             .decide(&v3(client_id, Some("t2/devices/pump-7")))

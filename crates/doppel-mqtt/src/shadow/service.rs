@@ -1,6 +1,6 @@
 //! Answers AWS shadow requests with the engine, and pushes deltas and documents out.
 
-use crate::hub::{Hub, now_millis};
+use crate::hub::Hub;
 use crate::identity::Identity;
 use crate::metric;
 use crate::shadow::document::{self, ShadowError};
@@ -53,7 +53,7 @@ async fn respond(
     received: Instant,
     trace: Option<TraceParent>,
 ) {
-    let now = Millis(now_millis());
+    let now = hub.now();
     let (outcome, body) = match answer(hub, identity, request, payload, now, trace).await {
         Ok(body) => (metric::ACCEPTED, body),
         Err((error, token)) => (
@@ -185,7 +185,7 @@ pub(crate) async fn resend_delta(hub: &Hub, tenant: &TenantId, device: &DeviceId
     let Ok(Some(twin)) = engine.get(&key) else {
         return;
     };
-    if let Some(body) = document::current_delta(&twin, Millis(now_millis())) {
+    if let Some(body) = document::current_delta(&twin, hub.now()) {
         let (thing, shadow) = topic::shadow_of(device);
         hub.publish(tenant, &topic::delta_topic(thing, shadow), &body)
             .await;
@@ -257,7 +257,7 @@ async fn announce(hub: &Hub, change: &TwinChange) {
                 return;
             }
         };
-        let now = Millis(now_millis());
+        let now = hub.now();
         let token = change.client_token.as_deref();
         let trace = change.trace.as_ref();
         if wants_delta
