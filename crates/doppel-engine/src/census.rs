@@ -188,8 +188,8 @@ mod tests {
         assert_eq!(
             census.tenants(),
             [
-                (TenantId::new("t").unwrap(), 3),
-                (TenantId::new("u").unwrap(), 1)
+                (TenantId::new("t").expect("a valid tenant id"), 3),
+                (TenantId::new("u").expect("a valid tenant id"), 1)
             ]
         );
         // A refusal counts nothing.

@@ -92,7 +92,7 @@ mod tests {
     use super::*;
 
     fn tenant(id: &str) -> TenantId {
-        TenantId::new(id).unwrap()
+        TenantId::new(id).expect("a valid tenant id")
     }
 
     #[test]

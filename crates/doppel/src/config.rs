@@ -1485,7 +1485,7 @@ mod tests {
 
     #[test]
     fn the_effective_configuration_reads_back_as_itself_with_secrets_hidden() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("a temporary folder");
         let path = dir.path().join("doppel.toml");
         let secret = "dpt_a-bootstrap-secret-nobody-may-see-in-a-check-0123456789";
         std::fs::write(
@@ -1520,14 +1520,14 @@ bucket = "30m"
 "#
             ),
         )
-        .unwrap();
+        .expect("the configuration file is written");
         let config = ServeArgs {
             config: Some(path),
             ..ServeArgs::default()
         }
         .resolve()
-        .unwrap();
-        let text = config.effective().unwrap();
+        .expect("the configuration resolves");
+        let text = config.effective().expect("the configuration prints");
         assert!(
             text.contains("\nbootstrap_token = \"<hidden>\"\n"),
             "{text}"
@@ -1535,15 +1535,15 @@ bucket = "30m"
         assert!(!text.contains(secret), "{text}");
         assert!(text.contains("\nretention = \"1h 30m\"\n"), "{text}");
         // Every key comes back from what was printed, unchanged: nothing is lost or renamed.
-        let again: Config = toml::from_str(&text).unwrap();
-        assert_eq!(again.effective().unwrap(), text);
+        let again: Config = toml::from_str(&text).expect("the printed configuration parses");
+        assert_eq!(again.effective().expect("the configuration prints"), text);
         assert_eq!(again.history.retention, Duration::from_secs(90 * 60));
         assert_eq!(again.mqtt.acl, config.mqtt.acl);
         assert_eq!(again.replication, config.replication);
         assert!(
             !Config::default()
                 .effective()
-                .unwrap()
+                .expect("the configuration prints")
                 .contains("bootstrap_token"),
             "an unset secret is left out"
         );

@@ -39,6 +39,18 @@ async fn device(server: &Server, credentials: &(String, String), client_id: &str
     login(server.mqtt, client_id, &credentials.0, &credentials.1).await
 }
 
+/// A new device credential for `thing`, and a session of it that listens for its commands.
+async fn listening_device(
+    server: &Server,
+    http: &HttpClient,
+    thing: &str,
+) -> ((String, String), Mqtt) {
+    let credentials = http.credential(&format!("devices/{thing}")).await;
+    let mut session = device(server, &credentials, thing).await;
+    session.subscribe(&commands_topic(thing)).await;
+    (credentials, session)
+}
+
 /// Receives the next message, which must be a command delivery; returns its body.
 async fn next_delivery(device: &mut Mqtt, thing: &str) -> Value {
     let message = device.recv_any().await;
@@ -253,9 +265,7 @@ async fn an_offline_device_gets_its_unexpired_commands_in_priority_order_then_it
 async fn a_connected_device_gets_commands_at_once_and_again_until_it_acknowledges() {
     let server = Server::start_with(QUICK_RETRIES);
     let http = HttpClient::new(&server);
-    let login_pair = http.credential("devices/valve-2").await;
-    let mut valve = device(&server, &login_pair, "valve-2").await;
-    valve.subscribe(&commands_topic("valve-2")).await;
+    let (_, mut valve) = listening_device(&server, &http, "valve-2").await;
     let (_, queued) = http
         .queue_command("valve-2", &json!({"type": "close"}))
         .await;
@@ -356,9 +366,7 @@ async fn a_burst_larger_than_the_feed_buffer_is_delivered_whole() {
     const CONCURRENT: usize = 32;
     let server = Server::start_with(&["--commands-max-open", "10000"]);
     let http = std::sync::Arc::new(HttpClient::new(&server));
-    let login_pair = http.credential("devices/burst-1").await;
-    let mut burst = device(&server, &login_pair, "burst-1").await;
-    burst.subscribe(&commands_topic("burst-1")).await;
+    let (_, mut burst) = listening_device(&server, &http, "burst-1").await;
     let mut senders = tokio::task::JoinSet::new();
     for sender in 0..CONCURRENT {
         let http = http.clone();
@@ -451,9 +459,7 @@ async fn reconnects_and_other_subscribers_repeat_a_command_without_spending_its_
         "2",
     ]);
     let http = HttpClient::new(&server);
-    let login_pair = http.credential("devices/flap-4").await;
-    let mut flap = device(&server, &login_pair, "flap-4").await;
-    flap.subscribe(&commands_topic("flap-4")).await;
+    let (login_pair, mut flap) = listening_device(&server, &http, "flap-4").await;
     let (_, queued) = http
         .queue_command("flap-4", &json!({"type": "reboot"}))
         .await;
@@ -515,12 +521,10 @@ async fn reconnects_and_other_subscribers_repeat_a_command_without_spending_its_
 async fn a_late_acknowledgement_of_a_failed_command_is_kept_and_announced() {
     let server = Server::start_with(QUICK_RETRIES);
     let http = HttpClient::new(&server);
-    let device_login = http.credential("devices/late-5").await;
+    let (_, mut late) = listening_device(&server, &http, "late-5").await;
     let app_login = http.credential("apps/watch").await;
     let mut app = login(server.mqtt, "watch", &app_login.0, &app_login.1).await;
     app.subscribe("$doppel/events/commands/late-5/+").await;
-    let mut late = device(&server, &device_login, "late-5").await;
-    late.subscribe(&commands_topic("late-5")).await;
     let (_, queued) = http
         .queue_command("late-5", &json!({"type": "photo"}))
         .await;

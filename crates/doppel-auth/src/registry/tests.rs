@@ -148,15 +148,30 @@ async fn deleting_revokes_one_credential_and_keeps_the_others() {
 async fn credentials_are_counted_per_tenant_devices_and_apps_together() {
     let registry = registry(&memory());
     assert!(registry.credentials_per_tenant().is_empty());
-    registry.create(device("d"), None, NOW).await.unwrap();
-    let second = registry.create(device("d"), None, NOW).await.unwrap();
-    registry.create(app("dashboard"), None, NOW).await.unwrap();
-    let other = Principal::app(TenantId::new("zeta").unwrap(), AppName::new("a").unwrap());
-    let only = registry.create(other.clone(), None, NOW).await.unwrap();
+    registry
+        .create(device("d"), None, NOW)
+        .await
+        .expect("the registry answers");
+    let second = registry
+        .create(device("d"), None, NOW)
+        .await
+        .expect("the registry answers");
+    registry
+        .create(app("dashboard"), None, NOW)
+        .await
+        .expect("the registry answers");
+    let other = Principal::app(
+        TenantId::new("zeta").expect("a valid tenant id"),
+        AppName::new("a").expect("a valid tenant id"),
+    );
+    let only = registry
+        .create(other.clone(), None, NOW)
+        .await
+        .expect("the registry answers");
     let count = |registry: &Registry, tenant: &str| {
         registry
             .credentials_per_tenant()
-            .get(&TenantId::new(tenant).unwrap())
+            .get(&TenantId::new(tenant).expect("a valid tenant id"))
             .copied()
     };
     assert_eq!(count(&registry, "acme"), Some(3));
@@ -164,8 +179,11 @@ async fn credentials_are_counted_per_tenant_devices_and_apps_together() {
     registry
         .delete(&device("d"), &second.credential_id)
         .await
-        .unwrap();
-    registry.delete(&other, &only.credential_id).await.unwrap();
+        .expect("the registry answers");
+    registry
+        .delete(&other, &only.credential_id)
+        .await
+        .expect("the registry answers");
     assert_eq!(count(&registry, "acme"), Some(2));
     assert_eq!(
         count(&registry, "zeta"),

@@ -288,13 +288,19 @@ async fn a_late_acknowledgement_of_a_failed_command_is_kept_announced_and_durabl
         let id = commands
             .queue(device.clone(), request("photo", 0, HOUR, None))
             .await
-            .unwrap()
+            .expect("the command is queued")
             .command
             .id
             .clone();
-        commands.deliver(device.clone(), false, 10).await.unwrap();
+        commands
+            .deliver(device.clone(), false, 10)
+            .await
+            .expect("the command is due");
         next_event(&mut events, CommandEventKind::Due).await;
-        commands.deliver(device.clone(), false, 10).await.unwrap();
+        commands
+            .deliver(device.clone(), false, 10)
+            .await
+            .expect("the command is due");
         next_event(&mut events, CommandEventKind::Failed).await;
 
         let late = commands
@@ -305,7 +311,7 @@ async fn a_late_acknowledgement_of_a_failed_command_is_kept_announced_and_durabl
                 Some(json!({"photo": "p1.jpg"})),
             )
             .await
-            .unwrap();
+            .expect("the late acknowledgement is kept");
         assert_eq!(late.status, CommandStatus::Failed);
         assert_eq!(late.result, Some(CommandResult::Succeeded));
         assert!(late.acknowledged_late_at.is_some());
@@ -323,7 +329,12 @@ async fn a_late_acknowledgement_of_a_failed_command_is_kept_announced_and_durabl
         id
     };
     let engine = start(&store).await;
-    let stored = engine.commands().get(&device, &id).await.unwrap().unwrap();
+    let stored = engine
+        .commands()
+        .get(&device, &id)
+        .await
+        .expect("the store answers")
+        .expect("the command is kept");
     assert_eq!(stored.status, CommandStatus::Failed);
     assert_eq!(stored.response, Some(json!({"photo": "p1.jpg"})));
     assert!(

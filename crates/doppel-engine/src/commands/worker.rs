@@ -513,19 +513,66 @@ fn keep_last_write_of_each_command(writes: &mut Vec<CommandWrite>) {
     if writes.len() < 2 {
         return;
     }
-    let mut seen = std::collections::HashSet::with_capacity(writes.len());
-    let mut kept: Vec<CommandWrite> = writes
-        .drain(..)
-        .rev()
-        .filter(|write| seen.insert((write.key.clone(), write.id.clone())))
-        .collect();
-    kept.reverse();
-    *writes = kept;
+    let last: Vec<bool> = {
+        let mut seen = std::collections::HashSet::with_capacity(writes.len());
+        let mut last: Vec<bool> = writes
+            .iter()
+            .rev()
+            .map(|write| seen.insert((&write.key, write.id.as_str())))
+            .collect();
+        last.reverse();
+        last
+    };
+    let mut is_last = last.into_iter();
+    writes.retain(|_| is_last.next().unwrap_or(true));
 }
 
 fn settled_kind(command: &Command) -> CommandEventKind {
     match command.status {
         CommandStatus::Failed => CommandEventKind::Failed,
         _ => CommandEventKind::Expired,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keep_last_write_of_each_command;
+    use doppel_model::command::{Command, NewCommand};
+    use doppel_model::{DeviceId, Millis, TenantId, TwinKey};
+    use doppel_store::CommandWrite;
+    use serde_json::json;
+    use std::time::Duration;
+
+    fn write(device: &str, id: &str, kind: &str) -> CommandWrite {
+        let key = TwinKey::new(
+            TenantId::new("t").expect("a valid tenant id"),
+            DeviceId::new(device).expect("a valid device id"),
+        );
+        let request = NewCommand {
+            kind: kind.into(),
+            payload: json!({}),
+            priority: 0,
+            ttl: Duration::from_secs(60),
+            idempotency_key: None,
+        };
+        let command = Command::new(id.into(), request, Millis(0));
+        CommandWrite::new(&key, &command).expect("the command encodes")
+    }
+
+    #[test]
+    fn a_command_written_twice_in_a_round_keeps_its_last_write_only() {
+        let mut writes = vec![
+            write("a", "1", "first"),
+            write("a", "2", "other"),
+            write("b", "1", "same-id-other-device"),
+            write("a", "1", "last"),
+        ];
+        let expected: Vec<Vec<u8>> = [&writes[1], &writes[2], &writes[3]]
+            .iter()
+            .map(|write| write.record.clone())
+            .collect();
+        keep_last_write_of_each_command(&mut writes);
+        let kept: Vec<Vec<u8>> = writes.into_iter().map(|write| write.record).collect();
+        assert_eq!(kept, expected);
     }
 }

@@ -240,7 +240,11 @@ async fn history_and_time_travel() {
             .is_none()
     );
 
-    let TwinAt::Existed(then) = engine.get_at(&key("a"), Millis(2_500)).await.unwrap() else {
+    let TwinAt::Existed(then) = engine
+        .get_at(&key("a"), Millis(2_500))
+        .await
+        .expect("the store answers")
+    else {
         panic!("the twin existed at 2.5 s");
     };
     assert_eq!(
@@ -249,22 +253,31 @@ async fn history_and_time_travel() {
     );
     assert!(then.delta().is_empty());
     assert_eq!(
-        engine.get_at(&key("a"), Millis(999)).await.unwrap(),
+        engine
+            .get_at(&key("a"), Millis(999))
+            .await
+            .expect("the store answers"),
         TwinAt::NotYetCreated {
             created_at: Millis(1_000)
         }
     );
     assert_eq!(
-        engine.get_at(&key("never"), Millis(2_500)).await.unwrap(),
+        engine
+            .get_at(&key("never"), Millis(2_500))
+            .await
+            .expect("the store answers"),
         TwinAt::Absent
     );
     clock.set(Millis(4_000));
     engine
         .update(key("a"), request(Change::Delete))
         .await
-        .unwrap();
+        .expect("the twin is deleted");
     assert_eq!(
-        engine.get_at(&key("a"), Millis(4_500)).await.unwrap(),
+        engine
+            .get_at(&key("a"), Millis(4_500))
+            .await
+            .expect("the store answers"),
         TwinAt::Absent,
         "deleted by then"
     );
@@ -318,7 +331,10 @@ async fn retention_drops_old_history_on_its_timer() {
     // Version 1 has expired: the twin existed before its oldest kept entry, so the engine
     // cannot say what it was at 5 s, and must not claim it did not exist yet.
     assert_eq!(
-        engine.get_at(&key("a"), Millis(5_000)).await.unwrap(),
+        engine
+            .get_at(&key("a"), Millis(5_000))
+            .await
+            .expect("the store answers"),
         TwinAt::Absent
     );
     drop(engine);

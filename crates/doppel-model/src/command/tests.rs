@@ -159,14 +159,18 @@ fn an_unacknowledged_delivery_is_repeated_then_fails() {
 fn reconnects_repeat_a_delivery_without_using_an_attempt_up_to_their_bound() {
     let limits = limits();
     let mut command = command(0, 3600, 0, "c1");
-    command.deliver(Millis(0), &limits, true).unwrap();
+    command
+        .deliver(Millis(0), &limits, true)
+        .expect("the command is due");
     assert_eq!(
         (command.attempts, command.reconnect_deliveries),
         (1, 0),
         "a first delivery is an attempt, whatever brought it"
     );
     for (at, reconnects) in [(1_000, 1), (2_000, 2), (3_000, 3)] {
-        command.deliver(Millis(at), &limits, true).unwrap();
+        command
+            .deliver(Millis(at), &limits, true)
+            .expect("the command is due");
         assert_eq!(
             (command.attempts, command.reconnect_deliveries),
             (1, reconnects)
@@ -177,7 +181,9 @@ fn reconnects_repeat_a_delivery_without_using_an_attempt_up_to_their_bound() {
         Some(Millis(13_000)),
         "the acknowledgement timeout counts from the latest delivery"
     );
-    command.deliver(Millis(4_000), &limits, true).unwrap();
+    command
+        .deliver(Millis(4_000), &limits, true)
+        .expect("the command is due");
     assert_eq!(
         (command.attempts, command.reconnect_deliveries),
         (2, 3),
@@ -195,11 +201,17 @@ fn reconnects_repeat_a_delivery_without_using_an_attempt_up_to_their_bound() {
 fn a_reconnect_delivers_again_even_after_the_last_attempt() {
     let limits = limits();
     let mut command = command(0, 3600, 0, "c1");
-    command.deliver(Millis(0), &limits, false).unwrap();
-    command.deliver(Millis(10_000), &limits, false).unwrap();
+    command
+        .deliver(Millis(0), &limits, false)
+        .expect("the command is due");
+    command
+        .deliver(Millis(10_000), &limits, false)
+        .expect("the command is due");
     assert_eq!(command.attempts, limits.max_attempts);
     // The device dropped the connection the last attempt went out on.
-    command.deliver(Millis(12_000), &limits, true).unwrap();
+    command
+        .deliver(Millis(12_000), &limits, true)
+        .expect("the command is due");
     assert_eq!((command.attempts, command.reconnect_deliveries), (2, 1));
     assert!(
         !command.settle(Millis(20_000), &limits),
@@ -213,8 +225,12 @@ fn a_late_acknowledgement_of_a_final_command_is_kept_once_without_changing_its_s
     let limits = limits();
     let document = Limits::default();
     let mut failed = command(0, 3600, 0, "c1");
-    failed.deliver(Millis(0), &limits, false).unwrap();
-    failed.deliver(Millis(10_000), &limits, false).unwrap();
+    failed
+        .deliver(Millis(0), &limits, false)
+        .expect("the command is due");
+    failed
+        .deliver(Millis(10_000), &limits, false)
+        .expect("the command is due");
     assert!(failed.settle(Millis(20_000), &limits));
     let steps = failed.transitions.len();
     failed
@@ -225,7 +241,7 @@ fn a_late_acknowledgement_of_a_final_command_is_kept_once_without_changing_its_s
             &limits,
             &document,
         )
-        .unwrap();
+        .expect("a failed command takes a late acknowledgement");
     assert_eq!(
         failed.status,
         CommandStatus::Failed,
@@ -258,7 +274,7 @@ fn a_late_acknowledgement_of_a_final_command_is_kept_once_without_changing_its_s
     );
 
     let mut canceled = command(0, 3600, 0, "c2");
-    canceled.cancel(Millis(1)).unwrap();
+    canceled.cancel(Millis(1)).expect("an open command cancels");
     let too_large = json!({"blob": "x".repeat(100)});
     assert!(matches!(
         canceled.acknowledge_late(
@@ -294,7 +310,7 @@ fn a_late_acknowledgement_of_a_final_command_is_kept_once_without_changing_its_s
         &limits,
         &document,
     )
-    .unwrap();
+    .expect("an open command takes an acknowledgement");
     assert!(
         open.acknowledge_late(CommandResult::Failed, None, Millis(3), &limits, &document)
             .is_err(),

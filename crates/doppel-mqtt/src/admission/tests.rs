@@ -137,7 +137,7 @@ fn sessions_of_one_principal_beyond_its_limit_are_refused() {
     for client_id in ["a", "b"] {
         let key = admission
             .decide(&v3(client_id, Some("t2/devices/pump-7")))
-            .unwrap()
+            .expect("the connection is admitted")
             .expect("a known principal has a session key");
         connections.opened(&key);
     }

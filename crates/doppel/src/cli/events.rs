@@ -337,7 +337,7 @@ mod tests {
         let Ok(ControlFlow::Continue(line)) = out.frame(&delta()) else {
             panic!("an event line");
         };
-        let parsed: Value = serde_json::from_str(&line).unwrap();
+        let parsed: Value = serde_json::from_str(&line).expect("the line is JSON");
         assert_eq!(parsed["id"], "9-42");
         assert_eq!(parsed["delta"], json!({"speed": 3}));
         let gap = out.frame(&frame(
