@@ -10,9 +10,9 @@
 mod worker;
 
 use crate::clock::Clock;
+use crate::committer::CommitRequest;
 use crate::error::EngineError;
 use crate::events::Feeds;
-use crate::shard::CommitRequest;
 use doppel_model::command::{Command, CommandError, CommandLimits, CommandResult, NewCommand};
 use doppel_model::{Limits, TwinKey};
 use doppel_store::{CommandQuery, TwinStore};

@@ -1,11 +1,12 @@
 use crate::census::Census;
 use crate::clock::Clock;
 use crate::commands::CommandQueue;
+use crate::committer::{Outcome, Stats, run_committer};
 use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::events::{ChangeFeeds, TwinChange};
 use crate::index::FleetIndex;
-use crate::shard::{Job, ShardWorker, SharedIndex, TwinMap, keys_of, run_committer};
+use crate::shard::{Job, ShardWorker, SharedIndex, TwinMap, keys_of};
 use crate::silence::{ActivityIntervals, SilenceTimer};
 use crate::stream::Streams;
 use doppel_model::codec::EncodedTwin;
@@ -18,7 +19,7 @@ use doppel_store::{HistoryQuery, TwinStore};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -28,22 +29,6 @@ use tracing::Instrument;
 /// Changes the stream feed may fall behind before the shards wait for it; it only numbers and
 /// renders events, so it keeps up with the shards.
 const STREAM_FEED_BACKLOG: usize = 4096;
-
-/// What an accepted request did.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Outcome {
-    /// The change is durable; this is the twin after it.
-    Applied(Arc<Twin>),
-    /// A stale report was ignored; this is the twin as it stands.
-    Stale(Arc<Twin>),
-}
-
-#[derive(Default)]
-pub(crate) struct Stats {
-    pub commits: AtomicU64,
-    pub writes: AtomicU64,
-    pub failed_commits: AtomicU64,
-}
 
 /// A twin as it was at an instant ([`Engine::get_at`]).
 #[derive(Clone, Debug, PartialEq)]

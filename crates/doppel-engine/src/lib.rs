@@ -9,6 +9,7 @@
 mod census;
 mod clock;
 mod commands;
+mod committer;
 pub mod config;
 mod engine;
 mod error;
@@ -22,9 +23,10 @@ pub mod trace;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use commands::{CommandEvent, CommandEventKind, CommandQueue, Queued};
+pub use committer::Outcome;
 pub use config::EngineConfig;
 pub use engine::query::{Plan, QueryPage};
-pub use engine::{Engine, EngineStats, EngineTasks, Outcome, TwinAt};
+pub use engine::{Engine, EngineStats, EngineTasks, TwinAt};
 pub use error::{EngineError, QuotaError};
 pub use events::{DEFAULT_EVENT_CAPACITY, TwinChange};
 pub use index::IndexedPaths;

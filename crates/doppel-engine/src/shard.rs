@@ -1,8 +1,8 @@
-//! A shard: the only writer of its twins, and the committer that makes shards' work durable.
+//! A shard: the only writer of its twins; it hands each group to the committer (`committer.rs`).
 
 use crate::census::Census;
 use crate::clock::{Clock, sleep_until};
-use crate::engine::{Outcome, Stats};
+use crate::committer::{CommitRequest, Outcome, commit_through};
 use crate::error::EngineError;
 use crate::events::{ChangeFeeds, TwinChange};
 use crate::index::FleetIndex;
@@ -12,11 +12,9 @@ use doppel_model::codec::{EncodedHistory, EncodedTwin};
 use doppel_model::policy::ReplicaConfig;
 use doppel_model::replica::apply_replicated;
 use doppel_model::{Applied, Change, HistoryKind, Limits, Twin, TwinKey, UpdateRequest};
-use doppel_store::{CommandWrite, TwinStore, TwinWrite};
+use doppel_store::TwinWrite;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
@@ -30,33 +28,6 @@ pub(crate) struct Job {
     pub key: TwinKey,
     pub request: UpdateRequest,
     pub reply: oneshot::Sender<Result<Outcome, EngineError>>,
-}
-
-/// A shard's group of writes on its way to the store.
-/// Writes for the one group committer: a shard's twin writes or a command worker's command
-/// writes, and where their outcome goes.
-pub(crate) struct CommitRequest {
-    pub twins: Vec<TwinWrite>,
-    pub commands: Vec<CommandWrite>,
-    pub done: oneshot::Sender<Result<(), EngineError>>,
-}
-
-/// Hands `twins` and `commands` to the group committer and waits until they are durable.
-pub(crate) async fn commit_through(
-    commits: &mpsc::Sender<CommitRequest>,
-    twins: Vec<TwinWrite>,
-    commands: Vec<CommandWrite>,
-) -> Result<(), EngineError> {
-    let (done, durable) = oneshot::channel();
-    commits
-        .send(CommitRequest {
-            twins,
-            commands,
-            done,
-        })
-        .await
-        .map_err(|_| EngineError::ShuttingDown)?;
-    durable.await.map_err(|_| EngineError::ShuttingDown)?
 }
 
 /// Every key of a shard's map (tombstones included), copied out under the read lock.
@@ -310,58 +281,6 @@ impl ShardWorker {
 
     async fn commit(&self, writes: Vec<TwinWrite>) -> Result<(), EngineError> {
         commit_through(&self.commits, writes, Vec::new()).await
-    }
-}
-
-/// Gathers the groups of all shards and command workers that are waiting and commits them as
-/// one: one batch, one fsync, one outcome, one failure count.
-pub(crate) async fn run_committer(
-    mut requests: mpsc::Receiver<CommitRequest>,
-    store: Arc<dyn TwinStore>,
-    stats: Arc<Stats>,
-) {
-    let mut group = Vec::new();
-    while requests.recv_many(&mut group, usize::MAX).await > 0 {
-        let twins: Vec<TwinWrite> = group
-            .iter_mut()
-            .flat_map(|request| std::mem::take(&mut request.twins))
-            .collect();
-        let commands: Vec<CommandWrite> = group
-            .iter_mut()
-            .flat_map(|request| std::mem::take(&mut request.commands))
-            .collect();
-        let count = (twins.len() + commands.len()) as u64;
-        let store = store.clone();
-        let started = Instant::now();
-        let committed = tokio::task::spawn_blocking(move || store.commit_group(&twins, &commands))
-            .instrument(tracing::debug_span!("store.commit", writes = count))
-            .await;
-        // Failed attempts count too: a disk that takes seconds to fail is what an operator
-        // needs to see.
-        metrics::histogram!(metric::COMMIT_DURATION).record(started.elapsed());
-        metrics::histogram!(metric::COMMIT_WRITES).record(count as f64);
-        let result = match committed {
-            Ok(Ok(())) => {
-                stats.commits.fetch_add(1, Ordering::Relaxed);
-                stats.writes.fetch_add(count, Ordering::Relaxed);
-                Ok(())
-            }
-            Ok(Err(err)) => {
-                tracing::error!(error = %err, writes = count, "store commit failed; the writes were not acknowledged");
-                stats.failed_commits.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(metric::COMMIT_FAILURES).increment(1);
-                Err(EngineError::from(err))
-            }
-            Err(join) => {
-                tracing::error!(error = %join, "store commit panicked");
-                stats.failed_commits.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(metric::COMMIT_FAILURES).increment(1);
-                Err(EngineError::of_join(&join, "committing to the store"))
-            }
-        };
-        for request in group.drain(..) {
-            let _ = request.done.send(result.clone());
-        }
     }
 }
 

@@ -2,10 +2,10 @@
 
 use super::{Answer, CommandEvent, CommandEventKind, Job, Op, QueueReply};
 use crate::clock::{Clock, sleep_until};
+use crate::committer::{CommitRequest, commit_through};
 use crate::error::EngineError;
 use crate::events::Feeds;
 use crate::metric;
-use crate::shard::{CommitRequest, commit_through};
 use doppel_model::command::{
     Command, CommandError, CommandLimits, CommandStatus, NewCommand, delivery_order,
 };
