@@ -27,6 +27,10 @@ use worker::{CommandWorker, DeviceQueue};
 
 /// Command events buffered for the slowest broadcast subscriber (long-polling devices).
 const EVENT_CAPACITY: usize = 4096;
+
+/// What a command worker was doing when its channel closed under a caller. A worker lives as
+/// long as the queue does, so a caller that finds it gone has met a panic, not a shutdown.
+const HANDLING_COMMAND: &str = "handling a command";
 /// Requests one worker applies per commit at most.
 const MAX_BATCH: usize = 256;
 /// Requests queued per worker before callers wait.
@@ -218,8 +222,10 @@ impl CommandQueue {
         worker
             .send(Job { key, op: op(reply) })
             .await
-            .map_err(|_| EngineError::ShuttingDown)?;
-        answer.await.map_err(|_| EngineError::ShuttingDown)?
+            .map_err(|_| EngineError::TaskFailed(HANDLING_COMMAND))?;
+        answer
+            .await
+            .map_err(|_| EngineError::TaskFailed(HANDLING_COMMAND))?
     }
 
     /// Queues a command for `key`'s device; returns once it is durable. A request whose

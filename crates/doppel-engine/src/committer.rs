@@ -29,6 +29,10 @@ pub(crate) struct Stats {
     pub failed_commits: AtomicU64,
 }
 
+/// What the committer was doing when it vanished. It runs until the last shard and command
+/// worker lets go of it, so one that finds it gone has met a panic, not a shutdown.
+const COMMITTING: &str = "committing to the store";
+
 /// Writes for the one group committer: a shard's twin writes or a command worker's command
 /// writes, and where their outcome goes.
 pub(crate) struct CommitRequest {
@@ -51,8 +55,10 @@ pub(crate) async fn commit_through(
             done,
         })
         .await
-        .map_err(|_| EngineError::ShuttingDown)?;
-    durable.await.map_err(|_| EngineError::ShuttingDown)?
+        .map_err(|_| EngineError::TaskFailed(COMMITTING))?;
+    durable
+        .await
+        .map_err(|_| EngineError::TaskFailed(COMMITTING))?
 }
 
 /// Gathers the groups of all shards and command workers that are waiting and commits them as
@@ -98,11 +104,39 @@ pub(crate) async fn run_committer(
                 tracing::error!(error = %join, "store commit panicked");
                 stats.failed_commits.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(metric::COMMIT_FAILURES).increment(1);
-                Err(EngineError::of_join(&join, "committing to the store"))
+                Err(EngineError::of_join(&join, COMMITTING))
             }
         };
         for request in group.drain(..) {
             let _ = request.done.send(result.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{COMMITTING, CommitRequest, commit_through};
+    use crate::error::EngineError;
+    use tokio::sync::mpsc;
+
+    #[tokio::test]
+    async fn a_vanished_committer_is_a_failed_task_not_a_shutdown() {
+        let (commits, requests) = mpsc::channel::<CommitRequest>(1);
+        drop(requests);
+        assert!(matches!(
+            commit_through(&commits, Vec::new(), Vec::new()).await,
+            Err(EngineError::TaskFailed(COMMITTING))
+        ));
+
+        let (commits, mut requests) = mpsc::channel::<CommitRequest>(1);
+        let dropped_unanswered = tokio::spawn(async move {
+            let request = requests.recv().await.expect("a request");
+            drop(request);
+        });
+        assert!(matches!(
+            commit_through(&commits, Vec::new(), Vec::new()).await,
+            Err(EngineError::TaskFailed(COMMITTING))
+        ));
+        dropped_unanswered.await.expect("the fake committer ends");
     }
 }

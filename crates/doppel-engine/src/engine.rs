@@ -30,6 +30,10 @@ use tracing::Instrument;
 /// renders events, so it keeps up with the shards.
 const STREAM_FEED_BACKLOG: usize = 4096;
 
+/// What a shard was doing when its channel closed under a caller. A shard lives as long as any
+/// handle of the engine does, so a caller that finds it gone has met a panic, not a shutdown.
+const APPLYING: &str = "applying an update";
+
 /// A twin as it was at an instant ([`Engine::get_at`]).
 #[derive(Clone, Debug, PartialEq)]
 pub enum TwinAt {
@@ -287,8 +291,10 @@ impl Engine {
                 reply,
             })
             .await
-            .map_err(|_| EngineError::ShuttingDown)?;
-        let result = answer.await.map_err(|_| EngineError::ShuttingDown)?;
+            .map_err(|_| EngineError::TaskFailed(APPLYING))?;
+        let result = answer
+            .await
+            .map_err(|_| EngineError::TaskFailed(APPLYING))?;
         match &result {
             Ok(Outcome::Applied(twin)) => tracing::debug!(version = twin.version, "twin changed"),
             Ok(Outcome::Stale(twin)) => {
