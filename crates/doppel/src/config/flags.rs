@@ -62,7 +62,7 @@ macro_rules! serve_keys {
 
         /// The declared keys, for the tests that hold `--help` to the defaults.
         #[cfg(test)]
-        pub(super) const KEYS: &[Key] = &[
+        const KEYS: &[Key] = &[
             $(Key { field: stringify!($field), path: &[$(stringify!($seg)),+], env: $env },)*
         ];
     };
@@ -86,10 +86,10 @@ macro_rules! serve_keys {
 
 /// One declared key: its `ServeArgs` field, its path in the file and its variable.
 #[cfg(test)]
-pub(super) struct Key {
-    pub field: &'static str,
-    pub path: &'static [&'static str],
-    pub env: &'static str,
+struct Key {
+    field: &'static str,
+    path: &'static [&'static str],
+    env: &'static str,
 }
 
 serve_keys! {
@@ -285,7 +285,7 @@ fn help(path: &[&str], doc: &str, unset: Option<String>) -> String {
 }
 
 /// The default at `path` as `--help` shows it, if `Config::default()` has one there.
-pub(super) fn default_at(path: &[&str]) -> Option<String> {
+fn default_at(path: &[&str]) -> Option<String> {
     let mut value = DEFAULTS.as_ref()?;
     for segment in path {
         value = value.get(segment)?;
