@@ -283,6 +283,126 @@ fn every_documented_key_has_its_environment_variable_and_flag_in_serve_help() {
     assert!(rows > 50, "only {rows} keys found in docs/OPERATIONS.md");
 }
 
+/// Each key `doppel serve --help` lists (a description that starts with its path), with the
+/// default it shows, if any.
+fn keys_in_serve_help() -> Vec<(String, Option<String>)> {
+    let output = doppel_command()
+        .args(["serve", "--help"])
+        .output()
+        .expect("doppel serve --help runs");
+    let help = String::from_utf8(output.stdout).expect("the help is UTF-8");
+    let lines: Vec<&str> = help.lines().map(str::trim).collect();
+    let mut keys = Vec::new();
+    for pair in lines.windows(2) {
+        let (flag, description) = (pair[0], pair[1]);
+        let Some((path, _)) = description.split_once(": ") else {
+            continue;
+        };
+        if !flag.starts_with("--")
+            || path.is_empty()
+            || !path
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.')
+        {
+            continue;
+        }
+        // The flag and the variable are both named after the path.
+        let named = path.replace('.', "_");
+        assert!(
+            flag.starts_with(&format!("--{} ", named.replace('_', "-"))),
+            "{path}: {flag}"
+        );
+        assert!(
+            description.contains(&format!("[env: DOPPEL_{}=", named.to_uppercase())),
+            "{path}: {description}"
+        );
+        let default = description
+            .split_once("[default: ")
+            .and_then(|(_, rest)| rest.split_once(']'))
+            .map(|(default, _)| default.to_owned());
+        keys.push((path.to_owned(), default));
+    }
+    keys
+}
+
+/// A TOML value as it is typed after a flag: lists comma-separated, an empty one `none`.
+fn typed(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(text) => text.clone(),
+        toml::Value::Array(items) if items.is_empty() => "none".to_owned(),
+        toml::Value::Table(table) if table.is_empty() => "none".to_owned(),
+        toml::Value::Array(items) => items.iter().map(typed).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+#[test]
+fn serve_help_shows_the_defaults_the_hub_runs_with() {
+    let output = doppel_command()
+        .args(["serve", "--check"])
+        .output()
+        .expect("doppel serve --check runs");
+    assert!(output.status.success(), "{output:?}");
+    let effective: toml::Value =
+        toml::from_str(std::str::from_utf8(&output.stdout).expect("the configuration is UTF-8"))
+            .expect("the effective configuration is TOML");
+    let keys = keys_in_serve_help();
+    let mut compared = 0;
+    for (path, default) in &keys {
+        let value = path
+            .split('.')
+            .try_fold(&effective, |value, segment| value.get(segment));
+        // A key the defaults leave unset (an optional one, or one of a section that is off)
+        // has nothing to compare with.
+        if let Some(value) = value {
+            assert_eq!(default.as_deref(), Some(typed(value).as_str()), "{path}");
+            compared += 1;
+        }
+    }
+    assert!(keys.len() > 60, "only {} keys in serve --help", keys.len());
+    assert!(compared > 45, "only {compared} defaults compared");
+}
+
+#[test]
+fn documented_defaults_are_those_serve_help_shows() {
+    let operations = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/OPERATIONS.md"
+    ))
+    .expect("docs/OPERATIONS.md is readable");
+    let keys = keys_in_serve_help();
+    let mut compared = 0;
+    for row in operations.lines().filter(|line| line.starts_with("| `")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let (key, documented) = (cells[1].trim_matches('`'), cells[4]);
+        // Rows of several keys, and defaults told in words ("off", "a random secret"), are
+        // left to the reader.
+        let Some(documented) = documented
+            .strip_prefix('`')
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(value, _)| value)
+        else {
+            continue;
+        };
+        let Some((_, shown)) = keys.iter().find(|(path, _)| path == key) else {
+            continue;
+        };
+        let shown = shown
+            .as_deref()
+            .unwrap_or_else(|| panic!("{key}: no default in serve --help"));
+        // `24h` and `1d` are the same duration.
+        let same = documented == shown
+            || humantime::parse_duration(documented)
+                .is_ok_and(|duration| humantime::parse_duration(shown).ok() == Some(duration));
+        assert!(same, "{key}: documented {documented}, --help shows {shown}");
+        compared += 1;
+    }
+    assert!(
+        compared > 45,
+        "only {compared} documented defaults compared"
+    );
+}
+
 #[tokio::test]
 async fn file_then_environment_then_flags() {
     let dir = tempfile::tempdir().unwrap();
