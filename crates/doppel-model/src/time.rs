@@ -31,6 +31,12 @@ impl Millis {
             .to_rfc3339_opts(SecondsFormat::Millis, true)
     }
 
+    /// Whole Unix seconds, rounded down (also before 1970, so a second never covers two
+    /// different instants): the timestamps of AWS documents, which Doppel answers in.
+    pub fn unix_seconds(self) -> i64 {
+        self.0.div_euclid(1000)
+    }
+
     /// The instant `delta_ms` milliseconds earlier, saturating rather than wrapping.
     pub fn saturating_sub_ms(self, delta_ms: i64) -> Self {
         Self(self.0.saturating_sub(delta_ms))
@@ -58,5 +64,13 @@ mod tests {
     fn rejects_text_that_is_not_an_instant() {
         assert!(Millis::parse_rfc3339("yesterday").is_err());
         assert!(Millis::parse_rfc3339("2026-11-22").is_err());
+    }
+
+    #[test]
+    fn unix_seconds_round_down() {
+        assert_eq!(Millis(1_719_855_498_999).unix_seconds(), 1_719_855_498);
+        assert_eq!(Millis(1_719_855_499_000).unix_seconds(), 1_719_855_499);
+        assert_eq!(Millis(0).unix_seconds(), 0);
+        assert_eq!(Millis(-1).unix_seconds(), -1);
     }
 }

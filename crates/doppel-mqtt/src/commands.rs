@@ -8,9 +8,10 @@
 
 use crate::hub::Hub;
 use crate::identity::Identity;
+use crate::rejection::Rejection;
 use crate::shadow::service;
-use doppel_engine::{CommandEvent, CommandEventKind, EngineError};
-use doppel_model::command::{self, Command, CommandError};
+use doppel_engine::{CommandEvent, CommandEventKind};
+use doppel_model::command::{self, Command};
 use doppel_model::{DeviceId, TenantId, TwinKey};
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -67,10 +68,7 @@ pub(crate) async fn handle_ack(hub: &Hub, identity: &Identity, topic: &str, payl
     let outcome = acknowledge(hub, identity, thing, id, payload).await;
     let (answer, body) = match outcome {
         Ok(command) => ("accepted", command.view()),
-        Err((code, message)) => (
-            "rejected",
-            json!({"code": code, "message": message, "timestamp": hub.now().0 / 1000}),
-        ),
+        Err(rejection) => ("rejected", rejection.document(hub.now()).into()),
     };
     hub.publish(&identity.tenant, &format!("{topic}/{answer}"), &body)
         .await;
@@ -82,38 +80,20 @@ async fn acknowledge(
     thing: &str,
     id: &str,
     payload: &[u8],
-) -> Result<Arc<Command>, (u16, String)> {
-    let bad = |message: String| (400, message);
-    let body: Value = serde_json::from_slice(payload)
-        .map_err(|err| bad(format!("the acknowledgement is not valid JSON: {err}")))?;
-    let (status, response) =
-        command::parse_acknowledgement(&body).map_err(|err| bad(err.to_string()))?;
-    let device = DeviceId::new(thing).map_err(|err| bad(err.to_string()))?;
-    let engine = hub
-        .engine()
-        .ok_or((503, "the hub is shutting down".to_string()))?;
+) -> Result<Arc<Command>, Rejection> {
+    let body: Value = serde_json::from_slice(payload).map_err(|err| {
+        Rejection::bad_request(format!("the acknowledgement is not valid JSON: {err}"))
+    })?;
+    let (status, response) = command::parse_acknowledgement(&body)
+        .map_err(|err| Rejection::bad_request(err.to_string()))?;
+    let device = DeviceId::new(thing).map_err(|err| Rejection::of_model(&err, thing))?;
+    let engine = hub.engine().ok_or_else(Rejection::shutting_down)?;
     let key = TwinKey::new(identity.tenant.clone(), device);
     engine
         .commands()
         .acknowledge(key, id.to_owned(), status, response)
         .await
-        .map_err(|err| match err {
-            EngineError::Command(err) => (command_error_code(&err), err.to_string()),
-            other => {
-                tracing::error!(error = %other, "a command acknowledgement failed in the engine");
-                (500, "internal error".to_string())
-            }
-        })
-}
-
-fn command_error_code(err: &CommandError) -> u16 {
-    match err {
-        CommandError::NotFound { .. } => 404,
-        CommandError::NotAllowed { .. } => 409,
-        CommandError::TooLarge { .. } => 413,
-        CommandError::TooManyOpen { .. } => 429,
-        CommandError::InvalidField { .. } | CommandError::TtlTooLong { .. } => 400,
-    }
+        .map_err(|err| Rejection::of_engine(&err, thing, "a command acknowledgement"))
 }
 
 /// Sends `key`'s device the commands that are due, in delivery order, if it is connected and

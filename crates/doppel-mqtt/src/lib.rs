@@ -12,6 +12,7 @@ pub mod identity;
 mod metric;
 pub mod mount;
 pub mod presence;
+pub mod rejection;
 mod retain;
 pub mod shadow;
 pub mod sync;

@@ -12,6 +12,7 @@
 
 use crate::hub::Hub;
 use crate::identity::Identity;
+use crate::rejection::Rejection;
 use doppel_engine::{Engine, EngineError, Outcome};
 use doppel_model::replica::{MAX_SYNC_CHANGES, ReplicaDelta, snapshot};
 use doppel_model::{Change, DeviceId, Millis, ModelError, Twin, TwinKey, UpdateRequest};
@@ -44,6 +45,9 @@ struct SyncRequest {
     changes: Vec<ReplicaDelta>,
 }
 
+/// What [`Rejection::of_engine`] logs a failure as.
+const SYNC_REQUEST: &str = "a replica sync";
+
 /// Merges a sync request published by a device and answers it. The caller has checked that the
 /// topic is the device's own.
 pub(crate) async fn handle(hub: &Hub, identity: &Identity, topic: &str, payload: &[u8]) {
@@ -59,16 +63,18 @@ pub(crate) async fn handle(hub: &Hub, identity: &Identity, topic: &str, payload:
             .and_then(|body| body.get("token").cloned())
             .unwrap_or(Value::Null),
     };
-    let request = request.map_err(|err| (400, format!("the sync request is not valid: {err}")));
+    let request = request
+        .map_err(|err| Rejection::bad_request(format!("the sync request is not valid: {err}")));
     let (answer, body) = match sync(hub, identity, thing, request).await {
         Ok(mut body) => {
             body["token"] = token;
             ("accepted", body)
         }
-        Err((code, message)) => (
-            "rejected",
-            json!({"token": token, "code": code, "message": message, "timestamp": hub.now().0 / 1000}),
-        ),
+        Err(rejection) => {
+            let mut body = rejection.document(hub.now());
+            body.insert("token".into(), token);
+            ("rejected", body.into())
+        }
     };
     hub.publish(&identity.tenant, &format!("{topic}/{answer}"), &body)
         .await;
@@ -78,26 +84,23 @@ async fn sync(
     hub: &Hub,
     identity: &Identity,
     thing: &str,
-    request: Result<SyncRequest, (u16, String)>,
-) -> Result<Value, (u16, String)> {
-    let bad = |message: String| (400, message);
+    request: Result<SyncRequest, Rejection>,
+) -> Result<Value, Rejection> {
     let request = request?;
     if request.changes.len() > MAX_SYNC_CHANGES {
-        return Err(bad(format!(
+        return Err(Rejection::bad_request(format!(
             "{} changes in one sync request; the limit is {MAX_SYNC_CHANGES}",
             request.changes.len()
         )));
     }
-    let device = DeviceId::new(thing).map_err(|err| bad(err.to_string()))?;
-    let engine = hub
-        .engine()
-        .ok_or((503, "the hub is shutting down".to_string()))?;
+    let device = DeviceId::new(thing).map_err(|err| Rejection::of_model(&err, thing))?;
+    let engine = hub.engine().ok_or_else(Rejection::shutting_down)?;
     if let Some(forged) = request
         .changes
         .iter()
         .find(|change| change.origin.is_empty() || change.origin == engine.replica().id)
     {
-        return Err(bad(format!(
+        return Err(Rejection::bad_request(format!(
             "a change's origin {:?} must name the edge replica that made it, not the hub",
             forged.origin
         )));
@@ -126,18 +129,16 @@ async fn sync(
             Ok(_) => merged += 1,
             // Nothing to merge into a twin that does not exist.
             Err(EngineError::Model(ModelError::Missing)) => {}
-            Err(EngineError::Model(err)) => return Err(bad(err.to_string())),
-            // The replica made a twin the hub has no room for: its answer, not the hub's fault.
-            Err(EngineError::Quota(err)) => return Err((403, err.to_string())),
-            Err(err) => {
-                tracing::error!(error = %err, twin = %key, "a replica sync failed in the engine");
-                return Err((500, "internal error".to_string()));
-            }
+            // A change the model refuses is a malformed request whatever the model's reason
+            // (docs/MQTT.md): 400 with the model's message, which names the field, rather than
+            // the shadow protocol's AWS words.
+            Err(EngineError::Model(err)) => return Err(Rejection::bad_request(err.to_string())),
+            Err(err) => return Err(Rejection::of_engine(&err, thing, SYNC_REQUEST)),
         }
     }
     let twin = engine
         .get(&key)
-        .map_err(|err| (500, err.to_string()))?
+        .map_err(|err| Rejection::of_engine(&err, thing, SYNC_REQUEST))?
         .filter(|twin| !twin.deleted);
     let twin = match twin {
         Some(twin) => Some(heard_from(&engine, &key, identity, twin).await),

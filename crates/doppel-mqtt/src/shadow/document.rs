@@ -3,178 +3,27 @@
 //!
 //! Formats follow AWS's "Device Shadow service documents" and "Device Shadow error messages"
 //! pages, checked against responses the real service sends. Timestamps in every AWS document are
-//! Unix seconds, while Doppel keeps milliseconds; [`unix_seconds`] is the one conversion.
+//! Unix seconds, while Doppel keeps milliseconds; [`Millis::unix_seconds`] is the one conversion.
 //!
 //! One deliberate extension: the `/update/delta` document also names, as `null`, pending keys
 //! that were removed from desired, so a device can drop work nobody wants any more (see
 //! [`delta`]). AWS devices ignore such members or treat them as "nothing to do".
 
-use doppel_engine::QuotaError;
+use crate::rejection::Rejection;
 use doppel_model::patch;
-use doppel_model::{Change, Limits, Millis, ModelError, SectionChange, Twin};
+use doppel_model::{Change, Limits, Millis, SectionChange, Twin};
 use serde_json::{Map, Value};
 
 /// Longest `clientToken` AWS accepts, in bytes; a longer one is rejected as invalid.
 pub const MAX_CLIENT_TOKEN_BYTES: usize = 64;
 
-/// An AWS shadow error: the HTTP-style `code` and AWS's exact `message`, which device SDKs and
-/// existing fleets match on. Published on the request's `/rejected` topic by [`rejected`].
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{code} {message}")]
-pub struct ShadowError {
-    /// 400, 403, 404, 409, 413, 415 or 500, as AWS uses them.
-    pub code: u16,
-    /// AWS's message for the case, word for word.
-    pub message: String,
-}
-
-impl ShadowError {
-    fn new(code: u16, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// 400: the payload is not a JSON object.
-    pub fn invalid_json() -> Self {
-        Self::new(400, "Invalid JSON")
-    }
-
-    /// 400: an update without a `state` member.
-    pub fn missing_state() -> Self {
-        Self::new(400, "Missing required node: state")
-    }
-
-    /// 400: `state` is neither an object nor `null`.
-    pub fn state_not_object() -> Self {
-        Self::new(400, "State node must be an object")
-    }
-
-    /// 400: `state.desired` is neither an object nor `null`.
-    pub fn desired_not_object() -> Self {
-        Self::new(400, "Desired node must be an object")
-    }
-
-    /// 400: `state.reported` is neither an object nor `null`.
-    pub fn reported_not_object() -> Self {
-        Self::new(400, "Reported node must be an object")
-    }
-
-    /// 400: `version` is not a non-negative integer.
-    pub fn invalid_version() -> Self {
-        Self::new(400, "Invalid version")
-    }
-
-    /// 400: `clientToken` is not a string of at most [`MAX_CLIENT_TOKEN_BYTES`] bytes.
-    pub fn invalid_client_token() -> Self {
-        Self::new(400, "Invalid clientToken")
-    }
-
-    /// 400: a state section nests deeper than `max_depth` (AWS's own limit is 6).
-    pub fn too_deep(max_depth: usize) -> Self {
-        Self::new(
-            400,
-            format!("JSON contains too many levels of nesting; maximum is {max_depth}"),
-        )
-    }
-
-    /// 400: `state` holds something other than `desired` and `reported`, or neither of them, or
-    /// an array holds `null`.
-    pub fn invalid_state_node() -> Self {
-        Self::new(400, "State contains an invalid node")
-    }
-
-    /// 400: a section's version is `u64::MAX` and cannot count on (AWS has no such case: its
-    /// devices cannot set a version; Doppel's HTTP reports can).
-    pub fn version_overflow(what: &str) -> Self {
-        Self::new(
-            400,
-            format!("The {what} version is at its maximum; no later version can be recorded"),
-        )
-    }
-
-    /// 403: the update would create a shadow beyond `limits.max_named_shadows` or
-    /// `limits.max_twins_per_tenant`. Not 409, which AWS SDKs take for a version conflict and
-    /// answer by fetching the shadow and retrying; nor 429, which invites a retry too.
-    pub fn quota(err: &QuotaError) -> Self {
-        Self::new(403, err.to_string())
-    }
-
-    /// 404: the shadow does not exist. AWS names the thing for a classic shadow and the shadow
-    /// name for a named one, in single quotes.
-    pub fn not_found(name: &str) -> Self {
-        Self::new(404, format!("No shadow exists with name: '{name}'"))
-    }
-
-    /// 409: the request's `version` is not the shadow's current version.
-    pub fn version_conflict() -> Self {
-        Self::new(409, "Version conflict")
-    }
-
-    /// 413: the payload, or the state it would leave, is larger than the limit.
-    pub fn payload_too_large() -> Self {
-        Self::new(413, "The payload exceeds the maximum size allowed")
-    }
-
-    /// 415: the payload is not UTF-8.
-    pub fn unsupported_encoding() -> Self {
-        Self::new(
-            415,
-            "Unsupported documented encoding; supported encoding is UTF-8",
-        )
-    }
-
-    /// 500: the hub failed (storage, a corrupt record); the request may be retried.
-    pub fn internal() -> Self {
-        Self::new(500, "Internal service failure")
-    }
-}
-
-/// The AWS error for a model error. `thing_or_shadow_name` is what a 404 names: the thing for a
-/// classic shadow, the shadow name for a named one.
-///
-/// Every variant is matched by name so that a new model error needs a decision here.
-pub fn from_model(err: &ModelError, thing_or_shadow_name: &str) -> ShadowError {
-    match err {
-        ModelError::VersionMismatch { .. } => ShadowError::version_conflict(),
-        ModelError::VersionOverflow { what, .. } => ShadowError::version_overflow(what),
-        ModelError::TooLarge { .. } => ShadowError::payload_too_large(),
-        ModelError::TooDeep { limit, .. } => ShadowError::too_deep(*limit),
-        ModelError::Missing => ShadowError::not_found(thing_or_shadow_name),
-        ModelError::NotAnObject { what, .. } if what.contains("desired") => {
-            ShadowError::desired_not_object()
-        }
-        ModelError::NotAnObject { what, .. } if what.contains("reported") => {
-            ShadowError::reported_not_object()
-        }
-        ModelError::NotAnObject { .. } => ShadowError::state_not_object(),
-        ModelError::InvalidField { .. } => ShadowError::invalid_state_node(),
-        // AWS has no message for a name outside the alphabet (its topics cannot carry one);
-        // the model's message says what is allowed.
-        ModelError::InvalidId { .. } | ModelError::InvalidTimestamp { .. } => {
-            ShadowError::new(400, err.to_string())
-        }
-        // Only an edge agent refuses these, and it speaks no MQTT to its devices; were it to,
-        // 409 is AWS's status for a request the current state does not allow.
-        ModelError::DeviceTypeUnknown { .. } | ModelError::MetaOwnedByHub => {
-            ShadowError::new(409, err.to_string())
-        }
-        ModelError::CorruptRecord(_) => ShadowError::internal(),
-    }
-}
-
-/// A Doppel instant as the Unix seconds AWS documents carry, rounded down.
-pub fn unix_seconds(at: Millis) -> i64 {
-    at.0.div_euclid(1000)
-}
-
 /// The `/rejected` document: `{"code", "message", "timestamp", "clientToken"?}`.
-pub fn rejected(err: &ShadowError, client_token: Option<&str>, now: Millis) -> Value {
-    let mut doc = Map::new();
-    doc.insert("code".into(), err.code.into());
-    doc.insert("message".into(), err.message.clone().into());
-    finish(doc, client_token, now)
+pub fn rejected(err: &Rejection, client_token: Option<&str>, now: Millis) -> Value {
+    let mut doc = err.document(now);
+    if let Some(token) = client_token {
+        doc.insert("clientToken".into(), token.into());
+    }
+    doc.into()
 }
 
 /// A parsed `/update` request state document.
@@ -206,33 +55,33 @@ impl ShadowUpdate {
 /// Members other than `state`, `version` and `clientToken` are ignored at the top level, as AWS
 /// ignores them; inside `state` only `desired` and `reported` are allowed. `{"state": null}`
 /// clears both sections, as it does on AWS. The size of the merged state is checked later by the
-/// model, which answers [`ModelError::TooLarge`].
+/// model, which answers [`doppel_model::ModelError::TooLarge`].
 ///
 /// To echo the request's token in the rejection, recover it with [`parse_client_token`].
-pub fn parse_update(payload: &[u8], limits: &Limits) -> Result<ShadowUpdate, ShadowError> {
+pub fn parse_update(payload: &[u8], limits: &Limits) -> Result<ShadowUpdate, Rejection> {
     if payload.len() > limits.max_document_bytes {
-        return Err(ShadowError::payload_too_large());
+        return Err(Rejection::payload_too_large());
     }
-    let text = std::str::from_utf8(payload).map_err(|_| ShadowError::unsupported_encoding())?;
+    let text = std::str::from_utf8(payload).map_err(|_| Rejection::unsupported_encoding())?;
     // Before parsing, so a pathological document is answered with the nesting error (not
     // whatever serde_json's recursion limit makes of it) and costs no parse.
     if doppel_model::limits::check_nesting("the payload", payload, limits).is_err() {
-        return Err(ShadowError::too_deep(limits.max_depth));
+        return Err(Rejection::too_deep(limits.max_depth));
     }
-    let document: Value = serde_json::from_str(text).map_err(|_| ShadowError::invalid_json())?;
+    let document: Value = serde_json::from_str(text).map_err(|_| Rejection::invalid_json())?;
     let Value::Object(document) = document else {
-        return Err(ShadowError::invalid_json());
+        return Err(Rejection::invalid_json());
     };
     let client_token = client_token_of(&document)?;
     let version = match document.get("version") {
         None | Some(Value::Null) => None,
-        Some(version) => Some(version.as_u64().ok_or_else(ShadowError::invalid_version)?),
+        Some(version) => Some(version.as_u64().ok_or_else(Rejection::invalid_version)?),
     };
     let (desired, reported) = match document.get("state") {
-        None => return Err(ShadowError::missing_state()),
+        None => return Err(Rejection::missing_state()),
         Some(Value::Null) => (Some(SectionChange::Clear), Some(SectionChange::Clear)),
         Some(Value::Object(state)) => parse_state(state, limits)?,
-        Some(_) => return Err(ShadowError::state_not_object()),
+        Some(_) => return Err(Rejection::state_not_object()),
     };
     Ok(ShadowUpdate {
         desired,
@@ -244,25 +93,25 @@ pub fn parse_update(payload: &[u8], limits: &Limits) -> Result<ShadowUpdate, Sha
 
 type Sections = (Option<SectionChange>, Option<SectionChange>);
 
-fn parse_state(state: &Map<String, Value>, limits: &Limits) -> Result<Sections, ShadowError> {
+fn parse_state(state: &Map<String, Value>, limits: &Limits) -> Result<Sections, Rejection> {
     let (mut desired, mut reported) = (None, None);
     for (key, value) in state {
         let (slot, not_object) = match key.as_str() {
-            "desired" => (&mut desired, ShadowError::desired_not_object as fn() -> _),
-            "reported" => (&mut reported, ShadowError::reported_not_object as fn() -> _),
+            "desired" => (&mut desired, Rejection::desired_not_object as fn() -> _),
+            "reported" => (&mut reported, Rejection::reported_not_object as fn() -> _),
             // `delta` and `metadata` are computed by the service, never written.
-            _ => return Err(ShadowError::invalid_state_node()),
+            _ => return Err(Rejection::invalid_state_node()),
         };
         *slot = Some(match value {
             Value::Null => SectionChange::Clear,
             Value::Object(_) => {
                 if patch::depth(value) > limits.max_depth {
-                    return Err(ShadowError::too_deep(limits.max_depth));
+                    return Err(Rejection::too_deep(limits.max_depth));
                 }
                 // AWS rejects arrays holding null: in a merge patch null means "remove", which
                 // has no meaning for an array element.
                 if has_null_in_array(value) {
-                    return Err(ShadowError::invalid_state_node());
+                    return Err(Rejection::invalid_state_node());
                 }
                 SectionChange::Merge(value.clone())
             }
@@ -272,7 +121,7 @@ fn parse_state(state: &Map<String, Value>, limits: &Limits) -> Result<Sections, 
     // AWS appears to accept `{"state": {}}` as an update that changes nothing; the model has no
     // change without a section, so Doppel refuses it instead.
     if desired.is_none() && reported.is_none() {
-        return Err(ShadowError::invalid_state_node());
+        return Err(Rejection::invalid_state_node());
     }
     Ok((desired, reported))
 }
@@ -292,20 +141,20 @@ fn has_null_in_array(value: &Value) -> bool {
 /// AWS documents these payloads as empty and ignores their content, so a payload that is empty
 /// or not a JSON object yields `None` rather than an error; only a `clientToken` that is present
 /// but not a string of at most [`MAX_CLIENT_TOKEN_BYTES`] bytes is rejected.
-pub fn parse_client_token(payload: &[u8]) -> Result<Option<String>, ShadowError> {
+pub fn parse_client_token(payload: &[u8]) -> Result<Option<String>, Rejection> {
     match serde_json::from_slice::<Value>(payload) {
         Ok(Value::Object(document)) => client_token_of(&document),
         _ => Ok(None),
     }
 }
 
-fn client_token_of(document: &Map<String, Value>) -> Result<Option<String>, ShadowError> {
+fn client_token_of(document: &Map<String, Value>) -> Result<Option<String>, Rejection> {
     match document.get("clientToken") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(token)) if token.len() <= MAX_CLIENT_TOKEN_BYTES => {
             Ok(Some(token.clone()))
         }
-        Some(_) => Err(ShadowError::invalid_client_token()),
+        Some(_) => Err(Rejection::invalid_client_token()),
     }
 }
 
@@ -556,13 +405,13 @@ fn render_leaf(stored: &Value) -> Option<Value> {
 
 fn stamp(at: Millis) -> Value {
     let mut stamp = Map::new();
-    stamp.insert("timestamp".into(), unix_seconds(at).into());
+    stamp.insert("timestamp".into(), at.unix_seconds().into());
     stamp.into()
 }
 
 /// Adds what every response carries: `timestamp`, and `clientToken` when the request had one.
 fn finish(mut doc: Map<String, Value>, client_token: Option<&str>, now: Millis) -> Value {
-    doc.insert("timestamp".into(), unix_seconds(now).into());
+    doc.insert("timestamp".into(), now.unix_seconds().into());
     if let Some(token) = client_token {
         doc.insert("clientToken".into(), token.into());
     }
@@ -613,158 +462,13 @@ mod tests {
         }
     }
 
-    fn parse(payload: Value) -> Result<ShadowUpdate, ShadowError> {
+    fn parse(payload: Value) -> Result<ShadowUpdate, Rejection> {
         parse_update(payload.to_string().as_bytes(), &LIMITS)
     }
 
     #[test]
-    fn errors_carry_aws_codes_and_messages_word_for_word() {
-        let cases = [
-            (ShadowError::invalid_json(), 400, "Invalid JSON"),
-            (
-                ShadowError::missing_state(),
-                400,
-                "Missing required node: state",
-            ),
-            (
-                ShadowError::state_not_object(),
-                400,
-                "State node must be an object",
-            ),
-            (
-                ShadowError::desired_not_object(),
-                400,
-                "Desired node must be an object",
-            ),
-            (
-                ShadowError::reported_not_object(),
-                400,
-                "Reported node must be an object",
-            ),
-            (ShadowError::invalid_version(), 400, "Invalid version"),
-            (
-                ShadowError::invalid_client_token(),
-                400,
-                "Invalid clientToken",
-            ),
-            (
-                ShadowError::too_deep(6),
-                400,
-                "JSON contains too many levels of nesting; maximum is 6",
-            ),
-            (
-                ShadowError::invalid_state_node(),
-                400,
-                "State contains an invalid node",
-            ),
-            (
-                ShadowError::not_found("pump-7"),
-                404,
-                "No shadow exists with name: 'pump-7'",
-            ),
-            (ShadowError::version_conflict(), 409, "Version conflict"),
-            (
-                ShadowError::payload_too_large(),
-                413,
-                "The payload exceeds the maximum size allowed",
-            ),
-            (
-                ShadowError::unsupported_encoding(),
-                415,
-                "Unsupported documented encoding; supported encoding is UTF-8",
-            ),
-            (ShadowError::internal(), 500, "Internal service failure"),
-        ];
-        for (err, code, message) in cases {
-            assert_eq!((err.code, err.message.as_str()), (code, message));
-        }
-    }
-
-    #[test]
-    fn model_errors_map_to_one_aws_error_each() {
-        let name = "config";
-        let cases = [
-            (
-                ModelError::VersionMismatch {
-                    expected: 1,
-                    current: 2,
-                },
-                ShadowError::version_conflict(),
-            ),
-            (
-                ModelError::TooLarge {
-                    what: "reported state",
-                    size: 9,
-                    limit: 8,
-                },
-                ShadowError::payload_too_large(),
-            ),
-            (
-                ModelError::TooDeep {
-                    what: "desired state",
-                    depth: 9,
-                    limit: 8,
-                },
-                ShadowError::too_deep(8),
-            ),
-            (ModelError::Missing, ShadowError::not_found("config")),
-            (
-                ModelError::NotAnObject {
-                    what: "desired state",
-                    found: "an array",
-                },
-                ShadowError::desired_not_object(),
-            ),
-            (
-                ModelError::NotAnObject {
-                    what: "reported state",
-                    found: "an array",
-                },
-                ShadowError::reported_not_object(),
-            ),
-            (
-                ModelError::InvalidField {
-                    field: "state",
-                    reason: "must contain desired or reported".into(),
-                },
-                ShadowError::invalid_state_node(),
-            ),
-            (
-                ModelError::CorruptRecord("bad tag".into()),
-                ShadowError::internal(),
-            ),
-            (
-                ModelError::VersionOverflow {
-                    what: "reported state",
-                    version: u64::MAX,
-                },
-                ShadowError::version_overflow("reported state"),
-            ),
-        ];
-        for (model, expected) in cases {
-            assert_eq!(from_model(&model, name), expected, "{model:?}");
-        }
-        let invalid_id = ModelError::InvalidId {
-            kind: "shadow name",
-            value: "a.b".into(),
-        };
-        let mapped = from_model(&invalid_id, name);
-        assert_eq!(mapped.code, 400);
-        assert!(mapped.message.contains("a.b"), "{}", mapped.message);
-    }
-
-    #[test]
-    fn timestamps_are_whole_unix_seconds() {
-        assert_eq!(unix_seconds(Millis(1_719_855_498_999)), 1_719_855_498);
-        assert_eq!(unix_seconds(Millis(1_719_855_499_000)), 1_719_855_499);
-        assert_eq!(unix_seconds(Millis(0)), 0);
-        // Before 1970 rounds down too, so a second never covers two different instants.
-        assert_eq!(unix_seconds(Millis(-1)), -1);
-    }
-
-    #[test]
     fn rejections_echo_the_token_only_when_given() {
-        let err = ShadowError::version_conflict();
+        let err = Rejection::version_conflict();
         assert_eq!(
             rejected(&err, Some("t-1"), Millis(5_500)),
             json!({"code": 409, "message": "Version conflict", "timestamp": 5, "clientToken": "t-1"})
@@ -818,56 +522,56 @@ mod tests {
     #[test]
     fn rejects_each_invalid_update_with_the_aws_message() {
         let cases = [
-            (json!([1]), ShadowError::invalid_json()),
-            (json!("state"), ShadowError::invalid_json()),
-            (json!({}), ShadowError::missing_state()),
-            (json!({"desired": {"a": 1}}), ShadowError::missing_state()),
-            (json!({"state": 1}), ShadowError::state_not_object()),
-            (json!({"state": [{}]}), ShadowError::state_not_object()),
+            (json!([1]), Rejection::invalid_json()),
+            (json!("state"), Rejection::invalid_json()),
+            (json!({}), Rejection::missing_state()),
+            (json!({"desired": {"a": 1}}), Rejection::missing_state()),
+            (json!({"state": 1}), Rejection::state_not_object()),
+            (json!({"state": [{}]}), Rejection::state_not_object()),
             (
                 json!({"state": {"desired": [1]}}),
-                ShadowError::desired_not_object(),
+                Rejection::desired_not_object(),
             ),
             (
                 json!({"state": {"desired": {}, "reported": "x"}}),
-                ShadowError::reported_not_object(),
+                Rejection::reported_not_object(),
             ),
-            (json!({"state": {}}), ShadowError::invalid_state_node()),
+            (json!({"state": {}}), Rejection::invalid_state_node()),
             (
                 json!({"state": {"delta": {"a": 1}}}),
-                ShadowError::invalid_state_node(),
+                Rejection::invalid_state_node(),
             ),
             (
                 json!({"state": {"desired": {"a": 1}, "metadata": {}}}),
-                ShadowError::invalid_state_node(),
+                Rejection::invalid_state_node(),
             ),
             (
                 json!({"state": {"desired": {"colors": [null, "RED"]}}}),
-                ShadowError::invalid_state_node(),
+                Rejection::invalid_state_node(),
             ),
             (
                 json!({"state": {"reported": {"a": {"b": {"c": {"d": 1}}}}}}),
-                ShadowError::too_deep(3),
+                Rejection::too_deep(3),
             ),
             (
                 json!({"state": {"desired": {"a": 1}}, "version": -1}),
-                ShadowError::invalid_version(),
+                Rejection::invalid_version(),
             ),
             (
                 json!({"state": {"desired": {"a": 1}}, "version": 1.5}),
-                ShadowError::invalid_version(),
+                Rejection::invalid_version(),
             ),
             (
                 json!({"state": {"desired": {"a": 1}}, "version": "3"}),
-                ShadowError::invalid_version(),
+                Rejection::invalid_version(),
             ),
             (
                 json!({"state": {"desired": {"a": 1}}, "clientToken": "x".repeat(65)}),
-                ShadowError::invalid_client_token(),
+                Rejection::invalid_client_token(),
             ),
             (
                 json!({"state": {"desired": {"a": 1}}, "clientToken": 7}),
-                ShadowError::invalid_client_token(),
+                Rejection::invalid_client_token(),
             ),
         ];
         for (payload, expected) in cases {
@@ -882,15 +586,15 @@ mod tests {
     fn rejects_payloads_that_are_not_json_text_of_acceptable_size() {
         assert_eq!(
             parse_update(b"{\"state\": ", &LIMITS),
-            Err(ShadowError::invalid_json())
+            Err(Rejection::invalid_json())
         );
-        assert_eq!(parse_update(b"", &LIMITS), Err(ShadowError::invalid_json()));
+        assert_eq!(parse_update(b"", &LIMITS), Err(Rejection::invalid_json()));
         assert_eq!(
             parse_update(b"{\"state\": {\"desired\": {\"a\": \"\xff\"}}}", &LIMITS),
-            Err(ShadowError::unsupported_encoding())
+            Err(Rejection::unsupported_encoding())
         );
         let big = json!({"state": {"desired": {"a": "x".repeat(1024)}}});
-        assert_eq!(parse(big), Err(ShadowError::payload_too_large()));
+        assert_eq!(parse(big), Err(Rejection::payload_too_large()));
     }
 
     #[test]
@@ -904,7 +608,7 @@ mod tests {
             );
             assert_eq!(
                 parse_update(deep.as_bytes(), &LIMITS),
-                Err(ShadowError::too_deep(3)),
+                Err(Rejection::too_deep(3)),
                 "{levels} levels"
             );
         }
@@ -931,7 +635,7 @@ mod tests {
         let long = json!({"clientToken": "x".repeat(65)}).to_string();
         assert_eq!(
             parse_client_token(long.as_bytes()),
-            Err(ShadowError::invalid_client_token())
+            Err(Rejection::invalid_client_token())
         );
     }
 

@@ -3,9 +3,10 @@
 use crate::hub::Hub;
 use crate::identity::Identity;
 use crate::metric;
-use crate::shadow::document::{self, ShadowError};
+use crate::rejection::Rejection;
+use crate::shadow::document;
 use crate::shadow::topic::{self, ShadowOp, ShadowTopic};
-use doppel_engine::{EngineError, Outcome, TwinChange};
+use doppel_engine::{Outcome, TwinChange};
 use doppel_model::{
     Change, ConnectionStatus, DeviceId, HistoryKind, Millis, TenantId, TraceParent, TwinKey,
     UpdateRequest,
@@ -88,7 +89,11 @@ async fn respond(
     }
 }
 
-type Rejection = (ShadowError, Option<String>);
+/// What [`Rejection::of_engine`] logs a failure as.
+const SHADOW_REQUEST: &str = "a shadow request";
+
+/// A refusal and the client token its `/rejected` document echoes.
+type Refusal = (Rejection, Option<String>);
 
 async fn answer(
     hub: &Hub,
@@ -97,19 +102,19 @@ async fn answer(
     payload: &[u8],
     now: Millis,
     trace: Option<TraceParent>,
-) -> Result<Value, Rejection> {
+) -> Result<Value, Refusal> {
     let name = request.shadow.unwrap_or(request.thing);
     let device = topic::twin_device(request.thing, request.shadow)
-        .map_err(|err| (document::from_model(&err, name), None))?;
+        .map_err(|err| (Rejection::of_model(&err, name), None))?;
     let key = TwinKey::new(identity.tenant.clone(), device);
-    let engine = hub.engine().ok_or((ShadowError::internal(), None))?;
+    let engine = hub.engine().ok_or((Rejection::shutting_down(), None))?;
     match request.op {
         ShadowOp::Get => {
             let token = document::parse_client_token(payload).map_err(|err| (err, None))?;
             match engine.get(&key) {
                 Ok(Some(twin)) => Ok(document::get_accepted(&twin, token.as_deref(), now)),
-                Ok(None) => Err((ShadowError::not_found(name), token)),
-                Err(err) => Err((engine_error(&err, name), token)),
+                Ok(None) => Err((Rejection::not_found(name), token)),
+                Err(err) => Err((Rejection::of_engine(&err, name, SHADOW_REQUEST), token)),
             }
         }
         ShadowOp::Delete => {
@@ -121,7 +126,7 @@ async fn answer(
                     token.as_deref(),
                     now,
                 )),
-                Err(err) => Err((engine_error(&err, name), token)),
+                Err(err) => Err((Rejection::of_engine(&err, name, SHADOW_REQUEST), token)),
             }
         }
         ShadowOp::Update => {
@@ -143,7 +148,10 @@ async fn answer(
                     }
                     Ok(document::update_accepted(&update, &twin, now))
                 }
-                Err(err) => Err((engine_error(&err, name), update.client_token)),
+                Err(err) => Err((
+                    Rejection::of_engine(&err, name, SHADOW_REQUEST),
+                    update.client_token,
+                )),
             }
         }
     }
@@ -162,17 +170,6 @@ fn update_request(
         change_reason: None,
         client_token,
         trace,
-    }
-}
-
-fn engine_error(err: &EngineError, name: &str) -> ShadowError {
-    match err {
-        EngineError::Model(model) => document::from_model(model, name),
-        EngineError::Quota(quota) => ShadowError::quota(quota),
-        other => {
-            tracing::error!(error = %other, "shadow request failed in the engine");
-            ShadowError::internal()
-        }
     }
 }
 
