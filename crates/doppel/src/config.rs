@@ -45,11 +45,11 @@ pub const MIN_HISTORY_BUCKET: Duration = Duration::from_secs(1);
 pub struct Config {
     /// Folder of the embedded store. Created if missing; one server per folder.
     pub data_dir: PathBuf,
-    pub http: HttpConfig,
+    pub http: HttpSection,
     pub limits: Limits,
-    pub history: HistoryConfig,
+    pub history: HistorySection,
     pub engine: EngineSection,
-    pub log: LogConfig,
+    pub log: LogSection,
     pub mqtt: MqttSection,
     pub commands: CommandsSection,
     pub streams: StreamsSection,
@@ -403,7 +403,7 @@ impl Default for MqttSection {
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct HttpConfig {
+pub struct HttpSection {
     /// Address the HTTP API listens on. Loopback by default: nothing is exposed until you ask.
     pub addr: SocketAddr,
     /// Most connections open at once; at it the listener stops accepting until one closes.
@@ -537,7 +537,7 @@ impl HttpJwtSection {
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct HistoryConfig {
+pub struct HistorySection {
     /// How long history is kept, e.g. "30d".
     #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub retention: Duration,
@@ -559,7 +559,7 @@ pub struct EngineSection {
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
+pub struct LogSection {
     pub format: LogFormat,
     /// A tracing filter such as "info" or "doppel_engine=debug,info".
     pub level: String,
@@ -581,11 +581,11 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("./doppel-data"),
-            http: HttpConfig::default(),
+            http: HttpSection::default(),
             limits: Limits::default(),
-            history: HistoryConfig::default(),
+            history: HistorySection::default(),
             engine: EngineSection::default(),
-            log: LogConfig::default(),
+            log: LogSection::default(),
             mqtt: MqttSection::default(),
             commands: CommandsSection::default(),
             streams: StreamsSection::default(),
@@ -596,7 +596,7 @@ impl Default for Config {
     }
 }
 
-impl Default for HttpConfig {
+impl Default for HttpSection {
     fn default() -> Self {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -615,7 +615,7 @@ impl Default for HttpConfig {
     }
 }
 
-impl HttpConfig {
+impl HttpSection {
     /// What the listener bound to `bind` answers browsers: its allowed hosts and CORS origins.
     pub fn browser_policy(
         &self,
@@ -628,7 +628,7 @@ impl HttpConfig {
     }
 }
 
-impl Default for HistoryConfig {
+impl Default for HistorySection {
     fn default() -> Self {
         Self {
             retention: engine_defaults::DEFAULT_HISTORY_RETENTION,
@@ -647,7 +647,7 @@ impl Default for EngineSection {
     }
 }
 
-impl Default for LogConfig {
+impl Default for LogSection {
     fn default() -> Self {
         Self {
             format: LogFormat::Text,

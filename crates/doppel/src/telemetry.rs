@@ -2,7 +2,7 @@
 //! text or JSON lines; with `log.otlp_endpoint` (and a binary built with `--features otlp`) the
 //! same spans are also exported over OTLP/HTTP.
 
-use crate::config::{Config, LogConfig, LogFormat};
+use crate::config::{Config, LogFormat, LogSection};
 use anyhow::Context;
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
@@ -55,7 +55,7 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
 }
 
 /// The filter `log.level` names.
-pub fn filter(log: &LogConfig) -> anyhow::Result<EnvFilter> {
+pub fn filter(log: &LogSection) -> anyhow::Result<EnvFilter> {
     EnvFilter::try_new(&log.level)
         .with_context(|| format!("log.level {:?} is not a valid filter", log.level))
 }

@@ -2,7 +2,7 @@
 //! configuration file.
 
 use super::{
-    Config, HttpConfig, HttpJwtSection, HttpTlsSection, LogFormat, MqttSection, MqttTlsSection,
+    Config, HttpJwtSection, HttpSection, HttpTlsSection, LogFormat, MqttSection, MqttTlsSection,
     default_name_claim, default_roles_claim, default_tenant, default_tenant_claim,
 };
 use anyhow::{Context, bail};
@@ -332,7 +332,7 @@ impl ServeArgs {
     }
     /// Flags and variables override the file's `http.tls` key by key; cert and key must end up
     /// together.
-    fn apply_http_tls(&self, http: &mut HttpConfig) -> anyhow::Result<()> {
+    fn apply_http_tls(&self, http: &mut HttpSection) -> anyhow::Result<()> {
         let flags = self.http_tls_cert.is_some()
             || self.http_tls_key.is_some()
             || self.http_tls_client_ca.is_some();
@@ -364,7 +364,7 @@ impl ServeArgs {
 
     /// Flags and variables override the file's `http.jwt` key by key; issuer and key set must
     /// end up together.
-    fn apply_http_jwt(&self, http: &mut HttpConfig) -> anyhow::Result<()> {
+    fn apply_http_jwt(&self, http: &mut HttpSection) -> anyhow::Result<()> {
         let flags = self.http_jwt_issuer.is_some()
             || self.http_jwt_audience.is_some()
             || self.http_jwt_jwks_file.is_some()
