@@ -125,7 +125,7 @@ pub(crate) enum QueueReply {
     Final(String),
 }
 
-pub(crate) struct Job {
+pub(crate) struct CommandJob {
     pub key: TwinKey,
     pub op: Op,
 }
@@ -133,7 +133,7 @@ pub(crate) struct Job {
 /// A handle to the command queues; cheap to clone.
 #[derive(Clone)]
 pub struct CommandQueue {
-    workers: Arc<[mpsc::Sender<Job>]>,
+    workers: Arc<[mpsc::Sender<CommandJob>]>,
     router: RandomState,
     store: Arc<dyn TwinStore>,
     feeds: Arc<Feeds<CommandEvent>>,
@@ -220,7 +220,7 @@ impl CommandQueue {
         let (reply, answer) = oneshot::channel();
         let worker = &self.workers[worker_index(&self.router, &key, self.workers.len())];
         worker
-            .send(Job { key, op: op(reply) })
+            .send(CommandJob { key, op: op(reply) })
             .await
             .map_err(|_| EngineError::TaskFailed(HANDLING_COMMAND))?;
         answer

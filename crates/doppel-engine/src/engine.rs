@@ -6,7 +6,7 @@ use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::events::{ChangeFeeds, TwinChange};
 use crate::index::FleetIndex;
-use crate::shard::{Job, ShardWorker, SharedIndex, TwinMap, keys_of};
+use crate::shard::{ShardWorker, SharedIndex, TwinJob, TwinMap, keys_of};
 use crate::silence::{ActivityIntervals, SilenceTimer};
 use crate::stream::Streams;
 use doppel_model::codec::EncodedTwin;
@@ -61,7 +61,7 @@ pub struct EngineStats {
 }
 
 struct Shard {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<TwinJob>,
     twins: TwinMap,
     index: SharedIndex,
 }
@@ -285,7 +285,7 @@ impl Engine {
         let shard = self.shard(&key);
         shard
             .jobs
-            .send(Job {
+            .send(TwinJob {
                 key,
                 request,
                 reply,

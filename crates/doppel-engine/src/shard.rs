@@ -24,7 +24,7 @@ use tracing::Instrument;
 /// to publish a committed group, so readers never wait on a commit.
 pub(crate) type TwinMap = Arc<RwLock<HashMap<TwinKey, EncodedTwin>>>;
 
-pub(crate) struct Job {
+pub(crate) struct TwinJob {
     pub key: TwinKey,
     pub request: UpdateRequest,
     pub reply: oneshot::Sender<Result<Outcome, EngineError>>,
@@ -50,7 +50,7 @@ const INDEX_SLICE: usize = 1024;
 pub(crate) type SharedIndex = Arc<RwLock<FleetIndex>>;
 
 pub(crate) struct ShardWorker {
-    pub jobs: mpsc::Receiver<Job>,
+    pub jobs: mpsc::Receiver<TwinJob>,
     pub twins: TwinMap,
     pub commits: mpsc::Sender<CommitRequest>,
     pub clock: Arc<dyn Clock>,
@@ -106,11 +106,11 @@ impl ShardWorker {
 
     /// Marks every twin whose silence deadline has come: requests nobody waits for, applied
     /// like any other (a twin heard from meanwhile is left alone by the model).
-    fn silent_twins(&mut self) -> Vec<Job> {
+    fn silent_twins(&mut self) -> Vec<TwinJob> {
         self.silence
             .take_due(self.clock.now())
             .into_iter()
-            .map(|(key, silent_since)| Job {
+            .map(|(key, silent_since)| TwinJob {
                 key,
                 request: UpdateRequest {
                     change: Change::Silent { silent_since },
@@ -155,14 +155,14 @@ impl ShardWorker {
         }
     }
 
-    async fn process(&mut self, batch: &mut Vec<Job>) {
+    async fn process(&mut self, batch: &mut Vec<TwinJob>) {
         let span = tracing::debug_span!("shard.apply", batch = batch.len());
         self.apply_group(batch).instrument(span).await
     }
 
     /// Applies a group, has it committed, publishes it to readers, answers its callers and
     /// announces its changes.
-    async fn apply_group(&mut self, batch: &mut Vec<Job>) {
+    async fn apply_group(&mut self, batch: &mut Vec<TwinJob>) {
         let now = self.clock.now();
         // Twins changed by earlier requests of this group, not yet durable nor visible to readers.
         let mut pending: HashMap<TwinKey, (Arc<Twin>, EncodedTwin)> = HashMap::new();

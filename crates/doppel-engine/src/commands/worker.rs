@@ -1,6 +1,6 @@
 //! A command worker: the only writer of its devices' queues, and their timer.
 
-use super::{Answer, CommandEvent, CommandEventKind, Job, Op, QueueReply};
+use super::{Answer, CommandEvent, CommandEventKind, CommandJob, Op, QueueReply};
 use crate::clock::{Clock, sleep_until};
 use crate::committer::{CommitRequest, commit_through};
 use crate::error::EngineError;
@@ -54,7 +54,7 @@ impl DeviceQueue {
 type Deadline = Reverse<(Millis, TwinKey, String)>;
 
 pub(crate) struct CommandWorker {
-    pub jobs: mpsc::Receiver<Job>,
+    pub jobs: mpsc::Receiver<CommandJob>,
     pub devices: HashMap<TwinKey, DeviceQueue>,
     /// Deadlines of open commands, soonest first. An entry may be outdated (its command was
     /// acknowledged, or delivered again); it is checked against the command when it comes due.
@@ -172,7 +172,7 @@ impl CommandWorker {
     /// Reads the commands that acknowledgements in `batch` name and that are not open, which
     /// live in the store only. This worker is the only writer of its devices' commands, so what
     /// it reads stays true while it applies the batch.
-    async fn finals_named(&self, batch: &[Job]) -> HashMap<(TwinKey, String), Command> {
+    async fn finals_named(&self, batch: &[CommandJob]) -> HashMap<(TwinKey, String), Command> {
         let wanted: Vec<(TwinKey, String)> = batch
             .iter()
             .filter_map(|job| match &job.op {
@@ -248,7 +248,7 @@ impl CommandWorker {
             .unwrap_or_else(|| unreachable!("inserted above"))
     }
 
-    fn apply(&self, round: &mut Round, job: Job) {
+    fn apply(&self, round: &mut Round, job: CommandJob) {
         let now = self.clock.now();
         let key = job.key;
         match job.op {
