@@ -426,12 +426,12 @@ pub struct LwwRegister {
     /// The winning write; `None` until the first. Kept apart from `value` so that a write of
     /// `null` still carries its stamp and wins over older writes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    current: Option<StampedWrite>,
+    current: Option<LwwWrite>,
 }
 
 /// One write to a last-writer-wins register.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct StampedWrite {
+struct LwwWrite {
     /// What was written.
     value: Value,
     /// When, by the writer's hybrid logical clock; the later write wins.
@@ -440,11 +440,11 @@ struct StampedWrite {
     replica: String,
 }
 
-impl StampedWrite {
+impl LwwWrite {
     /// Which write wins. Stamps are unique per replica, so `(stamp, replica)` decides; the value
     /// text only breaks a tie between writes that broke that promise, so that join still
     /// does not depend on the order of arguments.
-    fn order(a: &StampedWrite, b: &StampedWrite) -> Ordering {
+    fn order(a: &LwwWrite, b: &LwwWrite) -> Ordering {
         a.stamp
             .cmp(&b.stamp)
             .then_with(|| a.replica.cmp(&b.replica))
@@ -454,12 +454,12 @@ impl StampedWrite {
 
 impl LwwRegister {
     fn apply(&mut self, op: &Value, replica: &str, stamp: Hlc) -> Result<(), CrdtError> {
-        let write = StampedWrite {
+        let write = LwwWrite {
             value: op.clone(),
             stamp,
             replica: replica.to_owned(),
         };
-        join_max(&mut self.current, Some(&write), StampedWrite::order);
+        join_max(&mut self.current, Some(&write), LwwWrite::order);
         Ok(())
     }
 
@@ -473,7 +473,7 @@ impl LwwRegister {
         join_max(
             &mut self.current,
             other.current.as_ref(),
-            StampedWrite::order,
+            LwwWrite::order,
         );
     }
 
@@ -481,7 +481,7 @@ impl LwwRegister {
         included(
             self.current.as_ref(),
             other.current.as_ref(),
-            StampedWrite::order,
+            LwwWrite::order,
         )
     }
 }
