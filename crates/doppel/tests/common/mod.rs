@@ -513,6 +513,15 @@ impl Cli {
     }
 }
 
+/// Data lines of a table the CLI prints: every line but the header and the `next cursor` line.
+pub fn rows(table: &str) -> Vec<&str> {
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| !line.starts_with("next cursor:"))
+        .collect()
+}
+
 /// Runs `doppel <args...>` to its end, with `stdin` piped in when given (no input otherwise).
 pub fn run_cli(args: &[String], stdin: Option<&str>) -> Output {
     let mut child = doppel_command()
