@@ -23,17 +23,21 @@ async fn status(http: &HttpClient, device: &str) -> (String, bool) {
     )
 }
 
-/// Polls until the twin's status is `wanted`, within a bounded wait.
+/// Waits (bounded) until the twin's status is `wanted`; the status and the stale flag.
 async fn until_status(http: &HttpClient, device: &str, wanted: &str) -> (String, bool) {
-    let mut seen = status(http, device).await;
-    for _ in 0..100 {
-        if seen.0 == wanted {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        seen = status(http, device).await;
-    }
-    seen
+    common::eventually_value(
+        &format!("{device} becoming {wanted}"),
+        Duration::from_secs(10),
+        || async {
+            let seen = status(http, device).await;
+            if seen.0 == wanted {
+                Ok(seen)
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        },
+    )
+    .await
 }
 
 /// The value of one sample line of /metrics (`name{labels} value`), or 0 when absent.

@@ -280,20 +280,20 @@ impl EdgeAgent {
 
     /// Waits until the agent reports its links to the hub up (`true`) or not.
     pub async fn wait_linked(&self, linked: bool) {
-        let deadline = tokio::time::Instant::now() + CONVERGE_TIMEOUT;
-        loop {
+        let what = format!(
+            "edge {}: links becoming {}",
+            self.id,
+            if linked { "up" } else { "down" }
+        );
+        super::eventually_value(&what, CONVERGE_TIMEOUT, || async {
             let status = self.status().await;
             if status["hub"]["partitioned"] == Value::Bool(!linked) {
-                return;
+                Ok(())
+            } else {
+                Err(status.to_string())
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "edge {}: links never became {}: {status}",
-                self.id,
-                if linked { "up" } else { "down" }
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 }
 
