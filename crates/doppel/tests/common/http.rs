@@ -161,6 +161,14 @@ impl HttpClient {
         (reply.status, reply.json_or_null())
     }
 
+    /// PATCHes `path` (under the server's base) with `body`; the status and JSON body.
+    pub async fn patch(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let reply = self
+            .send(self.request(Method::PATCH, path).json(body))
+            .await;
+        (reply.status, reply.json_or_null())
+    }
+
     /// DELETEs `path` (under the server's base).
     pub async fn delete(&self, path: &str) -> Reply {
         self.call(Method::DELETE, path, &[], None).await
