@@ -101,7 +101,7 @@ async fn acknowledge(device: &mut Mqtt, thing: &str, id: &str, body: Value) -> V
 }
 
 /// The scenario: an offline device with three queued commands of different priorities
-/// and one with a 1-second TTL connects after 2 seconds.
+/// and one with a 1-second TTL connects once that one has expired.
 #[tokio::test]
 async fn an_offline_device_gets_its_unexpired_commands_in_priority_order_then_its_delta() {
     let data = tempfile::tempdir().unwrap();
