@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Cli, doppel_command, run_cli};
+use common::{Cli, doppel_command, rows, run_cli};
 use serde_json::{Value, json};
 
 /// `doppel twin --server <base> <args...>`: the hub option between `twin` and its subcommand.
@@ -21,15 +21,6 @@ impl Cli {
         serde_json::from_str(&text)
             .unwrap_or_else(|err| panic!("get --json is not JSON ({err}): {text}"))
     }
-}
-
-/// Data lines of a table: every line but the header and the `next cursor` line.
-fn rows(table: &str) -> Vec<&str> {
-    table
-        .lines()
-        .skip(1)
-        .filter(|line| !line.starts_with("next cursor:"))
-        .collect()
 }
 
 #[test]

@@ -33,12 +33,10 @@ fn value_of<'a>(block: &'a str, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name} line in:\n{block}"))
 }
 
-/// Data lines of the `list` table: every line but the header and the `next cursor` line.
+/// The cells of each data line of the `list` table.
 fn rows(table: &str) -> Vec<Vec<&str>> {
-    table
-        .lines()
-        .skip(1)
-        .filter(|line| !line.starts_with("next cursor:"))
+    common::rows(table)
+        .into_iter()
         .map(|line| line.split_whitespace().collect())
         .collect()
 }

@@ -25,6 +25,8 @@ const FIRST_ACK_TIMEOUT: Duration = Duration::from_secs(30);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bounds one writer's burst even if the kill never stopped it.
 const MAX_REQUESTS_PER_BURST: u64 = 50_000;
+/// How long the load runs before the kill, in milliseconds.
+const LOAD_MS: std::ops::RangeInclusive<u64> = 50..=400;
 const BASE: &str = "/v1/tenants/crash/twins";
 /// Lifts the per-device limit on open commands: the writers queue far more than 100.
 const START_ARGS: &[&str] = &["--commands-max-open", "1000000"];
@@ -196,7 +198,8 @@ async fn acknowledged_command_changes_survive_sigkill() {
         tokio::time::timeout(FIRST_ACK_TIMEOUT, signals.acked.notified())
             .await
             .unwrap_or_else(|_| panic!("seed {seed}, cycle {cycle}: nothing was queued"));
-        tokio::time::sleep(Duration::from_millis(rng.random_range(50..=400))).await;
+        // The kill lands at a random moment of the load: that moment is what the test varies.
+        tokio::time::sleep(Duration::from_millis(rng.random_range(LOAD_MS))).await;
         server.kill();
         signals.stop.store(true, Ordering::Release);
         for writer in writers {

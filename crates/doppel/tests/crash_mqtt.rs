@@ -9,6 +9,7 @@
 mod common;
 
 use common::Server;
+use common::crash::env_u64;
 use common::mqtt::connect;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -30,12 +31,6 @@ const LOAD_MS: RangeInclusive<u64> = 50..=300;
 const ANSWER_WAIT: Duration = Duration::from_secs(5);
 /// Bounds one device's loop in one cycle, whatever happens.
 const MAX_UPDATES_PER_CYCLE: u64 = 50_000;
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name)
-        .ok()
-        .and_then(|value| value.parse().ok())
-}
 
 /// One device: its thing, its next counter and the last counter the hub accepted. Counters
 /// never repeat, across cycles too, so an update that was sent but not answered (it may or may

@@ -4,6 +4,7 @@
 mod common;
 
 use common::Server;
+use common::http::{HttpClient, Reply};
 use doppel_auth::{Principal, Registry};
 use doppel_store::{CredentialStore, FjallStore, HistoryBuckets};
 use reqwest::{Method, StatusCode};
@@ -15,32 +16,11 @@ const DEVICE: &str = "/v1/tenants/default/devices/pump-7/credentials";
 const APP: &str = "/v1/tenants/default/apps/dashboard/credentials";
 const SUPPLIED: &str = "a supplied password, long enough";
 
-struct Reply {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    /// The raw body, to check what it does not contain.
-    text: String,
-    body: Value,
-}
-
+/// `method path` with `body` as it is (JSON or not) when given.
 async fn call(server: &Server, method: Method, path: &str, body: Option<&str>) -> Reply {
-    let mut request = common::http_client().request(method, server.url(path));
-    if let Some(body) = body {
-        request = request
-            .header("content-type", "application/json")
-            .body(body.to_owned());
-    }
-    let response = request.send().await.expect("request reaches the server");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let text = response.text().await.expect("a body");
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Reply {
-        status,
-        headers,
-        text,
-        body,
-    }
+    HttpClient::new(server)
+        .call(method, path, &[], body.map(str::to_owned))
+        .await
 }
 
 async fn create(server: &Server, path: &str, body: Option<&str>) -> Value {

@@ -471,6 +471,7 @@ async fn seeded_schedules_of_cuts_delays_and_restarts_lose_no_acknowledged_updat
                 })
                 .max()
                 .unwrap_or_default();
+            // A fault is under test for as long as its phase lasts: real time has to pass.
             tokio::time::sleep(longest).await;
         }
         for proxy in &proxies {
@@ -529,6 +530,7 @@ async fn the_link_model_drives_the_proxy_and_the_agent_serves_every_request_mean
         edge.report(DEVICE, &json!({"sample": written})).await;
         let (status, _) = edge.get(&format!("/v1/twins/{DEVICE}")).await;
         assert_eq!(status, StatusCode::OK);
+        // The pace of the requests that must be served all through the faults.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     following.finished().await;

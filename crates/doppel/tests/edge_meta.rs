@@ -36,7 +36,8 @@ crdts = { cycles = "g_counter", alarms = "or_set", peak_pressure = "max_register
 /// A hub with the docs' rules and a credential for [`DEVICE`], and a fault proxy in front of
 /// its MQTT listener for the agent to reach it through.
 struct Setup {
-    hub: Server,
+    /// Held for its drop, which stops the hub: the setup's calls reach it through `http`.
+    _hub: Server,
     http: HttpClient,
     password: String,
     proxy: FaultProxy,
@@ -53,7 +54,7 @@ impl Setup {
         let (_, password) = http.credential(&format!("devices/{DEVICE}")).await;
         let proxy = FaultProxy::start(hub.mqtt).await.expect("proxy");
         Setup {
-            hub,
+            _hub: hub,
             http,
             password,
             proxy,
@@ -75,17 +76,8 @@ impl Setup {
 
     /// `PATCH` at the hub with the admin token, which must succeed.
     async fn hub_patch(&self, path: &str, body: &Value) {
-        let response = common::http_client()
-            .patch(self.hub.url(path))
-            .json(body)
-            .send()
-            .await
-            .expect("PATCH at the hub");
-        assert!(
-            response.status().is_success(),
-            "PATCH {path} {body}: {}",
-            response.status()
-        );
+        let (status, _) = self.http.patch(path, body).await;
+        assert!(status.is_success(), "PATCH {path} {body}: {status}");
     }
 }
 

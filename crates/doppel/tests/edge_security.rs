@@ -48,25 +48,18 @@ async fn call(
     path: &str,
     body: Option<&Value>,
 ) -> (StatusCode, Value, bool) {
-    let mut request = client.request(method.clone(), edge.url(path));
+    let http = HttpClient::at(&edge.base, client.clone());
+    let mut request = http.request(method.clone(), path);
     if let Some(body) = body {
         request = request.json(body);
     }
-    let response = request
-        .send()
-        .await
-        .unwrap_or_else(|err| panic!("{method} {path}: {err}"));
-    let status = response.status();
-    let challenge = response
-        .headers()
+    let reply = http.send(request).await;
+    let challenge = reply
+        .headers
         .get(reqwest::header::WWW_AUTHENTICATE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("Bearer"));
-    (
-        status,
-        response.json().await.unwrap_or(Value::Null),
-        challenge,
-    )
+    (reply.status, reply.json_or_null(), challenge)
 }
 
 /// A request to every kind of route the agent serves: its own, the twin routes, commands,

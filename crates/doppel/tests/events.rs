@@ -45,13 +45,13 @@ async fn twin_changes_stream_as_typed_events_in_order() {
         )
         .await;
     assert_eq!(status, 201);
-    let report = common::http_client()
-        .patch(server.url("/v1/tenants/default/twins/pump-1/reported"))
-        .json(&json!({"state": {"speed": 3}, "version": 1}))
-        .send()
-        .await
-        .expect("report");
-    assert!(report.status().is_success(), "{}", report.status());
+    let (status, _) = http
+        .patch(
+            "/v1/tenants/default/twins/pump-1/reported",
+            &json!({"state": {"speed": 3}, "version": 1}),
+        )
+        .await;
+    assert!(status.is_success(), "{status}");
     let reported = stream.expect().await;
     assert_eq!(
         reported.event, "twin.reported",
@@ -191,15 +191,14 @@ async fn stopping_the_server_ends_its_streams() {
 async fn a_query_keeps_only_the_events_of_matching_twins() {
     let server = Server::start();
     let http = HttpClient::new(&server);
-    let client = common::http_client();
     for (device, site) in [("b-1", "berlin"), ("p-1", "paris")] {
-        let response = client
-            .patch(server.url(&format!("/v1/tenants/default/twins/{device}")))
-            .json(&json!({"tags": {"site": site}}))
-            .send()
-            .await
-            .expect("meta");
-        assert!(response.status().is_success());
+        let (status, _) = http
+            .patch(
+                &format!("/v1/tenants/default/twins/{device}"),
+                &json!({"tags": {"site": site}}),
+            )
+            .await;
+        assert!(status.is_success());
     }
     let mut berlin = SseClient::open(
         &server,
@@ -214,13 +213,8 @@ async fn a_query_keeps_only_the_events_of_matching_twins() {
         event.data["device_id"], "b-1",
         "paris's change is filtered out"
     );
-    let bad = client
-        .get(server.url(&format!("{EVENTS}?q=tags.site%20%3D")))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(bad.status(), 400);
-    let body: Value = bad.json().await.expect("problem");
+    let (status, body) = http.get(&format!("{EVENTS}?q=tags.site%20%3D")).await;
+    assert_eq!(status, 400);
     assert_eq!(body["parameter"], "q");
 }
 

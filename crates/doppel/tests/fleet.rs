@@ -5,6 +5,7 @@ mod common;
 
 use common::Cli;
 use common::api::Api;
+use common::http::HttpClient;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -12,7 +13,7 @@ const TWINS: &str = "/v1/tenants/default/twins";
 
 /// Gives `device` its tags and type, and a report of `temp`, on the server at `base`.
 async fn twin(base: &str, device: &str, site: &str, device_type: &str, temp: i64) {
-    let client = common::http_client();
+    let http = HttpClient::at(base, common::http_client());
     for (path, body) in [
         (
             format!("{TWINS}/{device}"),
@@ -23,17 +24,8 @@ async fn twin(base: &str, device: &str, site: &str, device_type: &str, temp: i64
             json!({"state": {"temp": temp}, "version": temp}),
         ),
     ] {
-        let response = client
-            .patch(format!("{base}{path}"))
-            .json(&body)
-            .send()
-            .await
-            .expect("request reaches the server");
-        assert!(
-            response.status().is_success(),
-            "{path}: {}",
-            response.status()
-        );
+        let (status, _) = http.patch(&path, &body).await;
+        assert!(status.is_success(), "{path}: {status}");
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::http::{HttpClient, Reply};
 use common::tokens::{last_changed_by, revoke, token};
 use common::{ADMIN_TOKEN, Server, anonymous_http_client, http_client};
 use doppel_http::auth::{Access, Permission, ROUTES};
@@ -35,7 +36,8 @@ async fn call(
     token: Option<&str>,
 ) -> (StatusCode, Value, bool) {
     let method = Method::from_bytes(method.as_bytes()).expect("a method");
-    let mut request = anonymous_http_client().request(method.clone(), server.url(path));
+    let mut request =
+        HttpClient::with_client(server, anonymous_http_client()).request(method.clone(), path);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -56,7 +58,7 @@ async fn call(
     let body = if status.is_success() && path.ends_with("/events") {
         Value::Null
     } else {
-        response.json().await.unwrap_or(Value::Null)
+        Reply::read(response).await.json_or_null()
     };
     (status, body, challenge)
 }

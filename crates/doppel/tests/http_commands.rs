@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::api::{Api, Reply, assert_problem};
+use common::api::{Api, assert_problem};
+use common::http::Reply;
 use common::{ADMIN_TOKEN, Server};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

@@ -32,24 +32,19 @@ fn start(jwks: &Path) -> Server {
 /// or answer body.
 async fn call(server: &Server, method: &str, path: &str, token: &str) -> (StatusCode, Value) {
     let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
-    let mut request = anonymous_http_client()
-        .request(method.clone(), server.url(path))
-        .bearer_auth(token);
+    let http = HttpClient::with_client(server, anonymous_http_client());
+    let mut request = http.request(method.clone(), path).bearer_auth(token);
     if method != reqwest::Method::GET {
         request = request.json(&json!({"speed": 3}));
     }
-    let response = request
-        .send()
-        .await
-        .expect("the request reaches the server");
-    let status = response.status();
-    if status == StatusCode::UNAUTHORIZED {
+    let reply = http.send(request).await;
+    if reply.status == StatusCode::UNAUTHORIZED {
         assert!(
-            response.headers().contains_key("www-authenticate"),
+            reply.headers.contains_key("www-authenticate"),
             "a 401 names the scheme"
         );
     }
-    (status, response.json().await.unwrap_or(Value::Null))
+    (reply.status, reply.json_or_null())
 }
 
 #[tokio::test]

@@ -20,12 +20,12 @@ fn named(thing: &str, name: &str, rest: &str) -> String {
     format!("$aws/things/{thing}/shadow/name/{name}/{rest}")
 }
 
-async fn patch(api: &Api, path: &str, body: Value) -> common::api::Reply {
+async fn patch(api: &Api, path: &str, body: Value) -> common::http::Reply {
     api.call(Method::PATCH, path, &[], Some(body.to_string()))
         .await
 }
 
-async fn get(api: &Api, path: &str) -> common::api::Reply {
+async fn get(api: &Api, path: &str) -> common::http::Reply {
     api.call(Method::GET, path, &[], None).await
 }
 

@@ -5,6 +5,7 @@
 mod common;
 
 use common::Server;
+use common::http::HttpClient;
 use common::mqtt::{Mqtt, Options, connect, connect_with, login};
 use rumqttc::ConnectReturnCode;
 use serde_json::{Value, json};
@@ -17,96 +18,36 @@ fn shadow(thing: &str, rest: &str) -> String {
     format!("$aws/things/{thing}/shadow/{rest}")
 }
 
-struct Http {
-    client: reqwest::Client,
+/// Waits (bounded) until the JSON at `path` satisfies `ready`; returns it.
+async fn eventually_twin(http: &HttpClient, path: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    common::eventually_value(
+        &format!("{path} becoming ready"),
+        common::mqtt::WAIT,
+        || async {
+            let (_, body) = http.get(path).await;
+            if ready(&body) {
+                Ok(body)
+            } else {
+                Err(body.to_string())
+            }
+        },
+    )
+    .await
 }
 
-impl Http {
-    fn new() -> Http {
-        Http {
-            client: common::http_client(),
-        }
-    }
-
-    async fn get(&self, server: &Server, path: &str) -> (u16, Value) {
-        let response = self.client.get(server.url(path)).send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn send(
-        &self,
-        server: &Server,
-        method: reqwest::Method,
-        path: &str,
-        body: Value,
-    ) -> (u16, Value) {
-        let response = self
-            .client
-            .request(method, server.url(path))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn patch_desired(&self, server: &Server, twin: &str, body: Value) {
-        let path = format!("/v1/tenants/default/twins/{twin}/desired");
-        let (status, reply) = self.send(server, reqwest::Method::PATCH, &path, body).await;
-        assert!(status == 200 || status == 201, "{status} {reply}");
-    }
-
-    /// Waits (bounded) until the twin's JSON satisfies `ready`.
-    async fn eventually(
-        &self,
-        server: &Server,
-        path: &str,
-        ready: impl Fn(&Value) -> bool,
-    ) -> Value {
-        common::eventually_value(
-            &format!("{path} becoming ready"),
-            common::mqtt::WAIT,
-            || async {
-                let (_, body) = self.get(server, path).await;
-                if ready(&body) {
-                    Ok(body)
-                } else {
-                    Err(body.to_string())
-                }
-            },
-        )
-        .await
-    }
-
-    /// Waits (bounded) until the twin at `path` says its device is `status` (`CONNECTED` or
-    /// `DISCONNECTED`); returns the twin.
-    async fn eventually_connection(&self, server: &Server, path: &str, status: &str) -> Value {
-        self.eventually(server, path, |t| t["connection"]["status"] == status)
-            .await
-    }
-
-    async fn credential(&self, server: &Server, path: &str) -> (String, String) {
-        let (status, body) = self
-            .send(server, reqwest::Method::POST, path, json!({}))
-            .await;
-        assert_eq!(status, 201, "{body}");
-        (
-            body["username"].as_str().unwrap().to_owned(),
-            body["password"].as_str().unwrap().to_owned(),
-        )
-    }
+/// Waits (bounded) until the twin at `path` says its device is `status` (`CONNECTED` or
+/// `DISCONNECTED`); returns the twin.
+async fn eventually_connection(http: &HttpClient, path: &str, status: &str) -> Value {
+    eventually_twin(http, path, |t| t["connection"]["status"] == status).await
 }
 
 /// Connects `thing` as a device the hub knows (presence changes only twins that exist, so the
 /// twin gets a desired state first) and waits until its twin says it is connected.
-async fn connect_known_device(http: &Http, server: &Server, thing: &str) -> Mqtt {
-    http.patch_desired(server, thing, json!({"on": true})).await;
+async fn connect_known_device(http: &HttpClient, server: &Server, thing: &str) -> Mqtt {
+    http.patch_desired(thing, &json!({"on": true})).await;
     let device = connect(server.mqtt, thing).await;
     let path = format!("/v1/tenants/default/twins/{thing}");
-    http.eventually_connection(server, &path, "CONNECTED").await;
+    eventually_connection(http, &path, "CONNECTED").await;
     device
 }
 
@@ -119,14 +60,14 @@ async fn device(server: &Server, thing: &str) -> Mqtt {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_update_is_accepted_only_once_durable_and_is_the_twin_http_sees() {
     let server = Server::start_with(ANONYMOUS);
-    let http = Http::new();
+    let http = HttpClient::new(&server);
     let mut pump = device(&server, "pump-1").await;
     let update = json!({"state": {"reported": {"temp": 21, "fan": {"rpm": 900}}, "desired": {"temp": 19}}, "clientToken": "tok-1"});
     pump.publish_json(&shadow("pump-1", "update"), &update)
         .await;
     let accepted = pump.recv_json(&shadow("pump-1", "update/accepted")).await;
     // The twin is readable over HTTP the moment the answer is out.
-    let (status, twin) = http.get(&server, "/v1/tenants/default/twins/pump-1").await;
+    let (status, twin) = http.get("/v1/tenants/default/twins/pump-1").await;
     assert_eq!(status, 200);
     assert_eq!(
         twin["reported"]["state"],
@@ -170,7 +111,7 @@ async fn an_update_is_accepted_only_once_durable_and_is_the_twin_http_sees() {
     )
     .await;
     pump.recv_json(&shadow("pump-1", "update/accepted")).await;
-    let (_, twin) = http.get(&server, "/v1/tenants/default/twins/pump-1").await;
+    let (_, twin) = http.get("/v1/tenants/default/twins/pump-1").await;
     assert_eq!(twin["reported"]["state"], json!({"temp": 21}));
     assert_eq!(twin["desired"]["state"], json!({}));
 
@@ -182,7 +123,7 @@ async fn an_update_is_accepted_only_once_durable_and_is_the_twin_http_sees() {
         deleted["version"],
         accepted["version"].as_u64().unwrap() + 2
     );
-    let (status, _) = http.get(&server, "/v1/tenants/default/twins/pump-1").await;
+    let (status, _) = http.get("/v1/tenants/default/twins/pump-1").await;
     assert_eq!(status, 404);
 }
 
@@ -196,7 +137,7 @@ async fn bad_requests_are_rejected_with_aws_codes_and_change_nothing() {
         "--limits-max-depth",
         "3",
     ]);
-    let http = Http::new();
+    let http = HttpClient::new(&server);
     let mut pump = device(&server, "pump-2").await;
     let rejected = shadow("pump-2", "update/rejected");
 
@@ -247,7 +188,7 @@ async fn bad_requests_are_rejected_with_aws_codes_and_change_nothing() {
     let big = json!({"state": {"reported": {"blob": "x".repeat(2000)}}});
     pump.publish_json(&shadow("pump-2", "update"), &big).await;
     assert_eq!(pump.recv_json(&rejected).await["code"], 413);
-    let (status, _) = http.get(&server, "/v1/tenants/default/twins/pump-2").await;
+    let (status, _) = http.get("/v1/tenants/default/twins/pump-2").await;
     assert_eq!(status, 404, "no rejected request may create the twin");
 
     // An update at the current version applies; the same version again conflicts.
@@ -268,31 +209,29 @@ async fn bad_requests_are_rejected_with_aws_codes_and_change_nothing() {
     pump.publish_json(&shadow("pump-2", "update"), &conditional)
         .await;
     assert_eq!(pump.recv_json(&rejected).await["code"], 409);
-    let (_, twin) = http.get(&server, "/v1/tenants/default/twins/pump-2").await;
+    let (_, twin) = http.get("/v1/tenants/default/twins/pump-2").await;
     assert_eq!(twin["reported"]["state"]["a"], 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn desired_changes_over_http_reach_the_device_and_are_resent_after_a_reconnect() {
     let server = Server::start_with(ANONYMOUS);
-    let http = Http::new();
+    let http = HttpClient::new(&server);
     let mut pump = device(&server, "pump-3").await;
-    http.patch_desired(&server, "pump-3", json!({"speed": 3, "mode": "eco"}))
+    http.patch_desired("pump-3", &json!({"speed": 3, "mode": "eco"}))
         .await;
     let delta = pump.recv_json(&shadow("pump-3", "update/delta")).await;
     assert_eq!(delta["state"], json!({"speed": 3, "mode": "eco"}));
     assert!(delta["metadata"]["speed"]["timestamp"].is_i64());
 
     // Removing a desired key that was still pending tells the device to forget it.
-    http.patch_desired(&server, "pump-3", json!({"mode": null}))
-        .await;
+    http.patch_desired("pump-3", &json!({"mode": null})).await;
     let delta = pump.recv_json(&shadow("pump-3", "update/delta")).await;
     assert_eq!(delta["state"], json!({"speed": 3, "mode": null}));
 
     // Away while desired changes: the delta comes again on the device's next subscription.
     drop(pump);
-    http.patch_desired(&server, "pump-3", json!({"speed": 5}))
-        .await;
+    http.patch_desired("pump-3", &json!({"speed": 5})).await;
     let mut pump = connect(server.mqtt, "pump-3").await;
     pump.subscribe(&shadow("pump-3", "update/delta")).await;
     let delta = pump.recv_json(&shadow("pump-3", "update/delta")).await;
@@ -314,7 +253,7 @@ async fn desired_changes_over_http_reach_the_device_and_are_resent_after_a_recon
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kept_session_gets_the_delta_on_reconnect_without_subscribing_again() {
     let server = Server::start_with(ANONYMOUS);
-    let http = Http::new();
+    let http = HttpClient::new(&server);
     let kept = || Options {
         clean_session: false,
         ..Options::default()
@@ -322,7 +261,7 @@ async fn a_kept_session_gets_the_delta_on_reconnect_without_subscribing_again() 
     let mut pump = connect_with(server.mqtt, "pump-4", kept()).await.unwrap();
     pump.subscribe(&shadow("pump-4", "update/delta")).await;
     pump.disconnect().await;
-    http.patch_desired(&server, "pump-4", json!({"valve": "open"}))
+    http.patch_desired("pump-4", &json!({"valve": "open"}))
         .await;
     let mut pump = connect_with(server.mqtt, "pump-4", kept()).await.unwrap();
     let delta = pump.recv_json(&shadow("pump-4", "update/delta")).await;
@@ -332,7 +271,7 @@ async fn a_kept_session_gets_the_delta_on_reconnect_without_subscribing_again() 
 #[tokio::test(flavor = "multi_thread")]
 async fn named_shadows_are_twins_of_their_own() {
     let server = Server::start_with(ANONYMOUS);
-    let http = Http::new();
+    let http = HttpClient::new(&server);
     let mut pump = connect(server.mqtt, "pump-5").await;
     let named = |rest: &str| format!("$aws/things/pump-5/shadow/name/config/{rest}");
     pump.subscribe(&named("#")).await;
@@ -344,15 +283,12 @@ async fn named_shadows_are_twins_of_their_own() {
         json!({"interval": 60})
     );
     let (status, twin) = http
-        .get(&server, "/v1/tenants/default/twins/pump-5/shadows/config")
+        .get("/v1/tenants/default/twins/pump-5/shadows/config")
         .await;
     assert_eq!(status, 200);
     assert_eq!(twin["desired"]["state"], json!({"interval": 60}));
     let (status, _) = http
-        .get(
-            &server,
-            "/v1/tenants/default/twins/pump-5/shadows/config/history",
-        )
+        .get("/v1/tenants/default/twins/pump-5/shadows/config/history")
         .await;
     assert_eq!(status, 200);
     pump.publish(&named("get"), "").await;
@@ -361,7 +297,7 @@ async fn named_shadows_are_twins_of_their_own() {
         60
     );
     // The device's classic shadow is untouched: the presence write made it, with no state.
-    let (_, classic) = http.get(&server, "/v1/tenants/default/twins/pump-5").await;
+    let (_, classic) = http.get("/v1/tenants/default/twins/pump-5").await;
     assert!(
         classic["desired"]["state"]
             .as_object()
@@ -373,13 +309,12 @@ async fn named_shadows_are_twins_of_their_own() {
 #[tokio::test(flavor = "multi_thread")]
 async fn presence_follows_connects_clean_and_unclean_disconnects_and_keepalive_expiry() {
     let server = Server::start_with(ANONYMOUS);
-    let http = Http::new();
+    let http = HttpClient::new(&server);
     let mut watcher = connect(server.mqtt, "watcher").await;
     watcher.subscribe("$aws/events/presence/+/+").await;
     // Presence makes twins only for known devices; anonymous clients need their twin to exist.
     for thing in ["pump-6", "pump-7"] {
-        http.patch_desired(&server, thing, json!({"on": true}))
-            .await;
+        http.patch_desired(thing, &json!({"on": true})).await;
     }
     let path = "/v1/tenants/default/twins/pump-6";
 
@@ -395,7 +330,7 @@ async fn presence_follows_connects_clean_and_unclean_disconnects_and_keepalive_e
         event["timestamp"].as_i64().unwrap() > 1_700_000_000_000,
         "lifecycle timestamps are ms"
     );
-    http.eventually_connection(&server, path, "CONNECTED").await;
+    eventually_connection(&http, path, "CONNECTED").await;
 
     pump.disconnect().await;
     let event = watcher
@@ -403,9 +338,7 @@ async fn presence_follows_connects_clean_and_unclean_disconnects_and_keepalive_e
         .await;
     assert_eq!(event["disconnectReason"], "CLIENT_INITIATED_DISCONNECT");
     assert_eq!(event["clientInitiatedDisconnect"], true);
-    let twin = http
-        .eventually_connection(&server, path, "DISCONNECTED")
-        .await;
+    let twin = eventually_connection(&http, path, "DISCONNECTED").await;
     assert!(twin["connection"]["last_disconnected_at"].is_string());
 
     // Gone without DISCONNECT: the socket just closes.
@@ -419,8 +352,7 @@ async fn presence_follows_connects_clean_and_unclean_disconnects_and_keepalive_e
         .await;
     assert_eq!(event["disconnectReason"], "CONNECTION_LOST");
     assert_eq!(event["clientInitiatedDisconnect"], false);
-    http.eventually_connection(&server, path, "DISCONNECTED")
-        .await;
+    eventually_connection(&http, path, "DISCONNECTED").await;
 
     // Silent past its keep-alive (1 s): a raw client that connects and then says nothing.
     let mut silent = std::net::TcpStream::connect(server.mqtt).unwrap();
@@ -435,16 +367,14 @@ async fn presence_follows_connects_clean_and_unclean_disconnects_and_keepalive_e
         .recv_json("$aws/events/presence/disconnected/pump-7")
         .await;
     assert_eq!(event["disconnectReason"], "MQTT_KEEP_ALIVE_TIMEOUT");
-    http.eventually_connection(&server, "/v1/tenants/default/twins/pump-7", "DISCONNECTED")
-        .await;
+    eventually_connection(&http, "/v1/tenants/default/twins/pump-7", "DISCONNECTED").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_takeover_leaves_the_device_connected() {
     let server = Server::start_with(ANONYMOUS);
-    let http = Http::new();
-    http.patch_desired(&server, "pump-8", json!({"on": true}))
-        .await;
+    let http = HttpClient::new(&server);
+    http.patch_desired("pump-8", &json!({"on": true})).await;
     let mut watcher = connect(server.mqtt, "watcher-8").await;
     watcher.subscribe("$aws/events/presence/+/pump-8").await;
     let _first = connect(server.mqtt, "pump-8").await;
@@ -460,15 +390,15 @@ async fn a_takeover_leaves_the_device_connected() {
         .recv_json("$aws/events/presence/connected/pump-8")
         .await;
     let path = "/v1/tenants/default/twins/pump-8";
-    let (_, twin) = http.get(&server, path).await;
+    let (_, twin) = http.get(path).await;
     assert_eq!(twin["connection"]["status"], "CONNECTED", "{twin}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_graceful_stop_disconnects_devices_and_records_it() {
     let dir = tempfile::tempdir().unwrap();
-    let http = Http::new();
     let mut server = Server::start_in(dir.path(), ANONYMOUS);
+    let http = HttpClient::new(&server);
     let mut pump = connect_known_device(&http, &server, "pump-14").await;
     let path = "/v1/tenants/default/twins/pump-14";
     assert!(
@@ -477,9 +407,8 @@ async fn a_graceful_stop_disconnects_devices_and_records_it() {
     );
     pump.closed().await;
     let server = Server::start_in(dir.path(), ANONYMOUS);
-    let (_, history) = http
-        .get(&server, &format!("{path}/history?kind=connection"))
-        .await;
+    let http = HttpClient::new(&server);
+    let (_, history) = http.get(&format!("{path}/history?kind=connection")).await;
     let entries: Vec<(&str, &str)> = history["items"]
         .as_array()
         .unwrap()
@@ -511,10 +440,8 @@ fn connect_packet(client_id: &str, keep_alive_secs: u16) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread")]
 async fn devices_log_in_with_their_credentials_and_use_only_their_own_topics() {
     let server = Server::start();
-    let http = Http::new();
-    let (user, password) = http
-        .credential(&server, "/v1/tenants/acme/devices/pump-9/credentials")
-        .await;
+    let http = HttpClient::new(&server);
+    let (user, password) = http.credential_in("acme", "devices/pump-9").await;
     assert_eq!(user, "acme/devices/pump-9");
 
     let refused = |credentials: Option<(&str, &str)>| Options {
@@ -550,7 +477,7 @@ async fn devices_log_in_with_their_credentials_and_use_only_their_own_topics() {
     )
     .await;
     pump.recv_json(&shadow("pump-9", "update/accepted")).await;
-    let (status, twin) = http.get(&server, "/v1/tenants/acme/twins/pump-9").await;
+    let (status, twin) = http.get("/v1/tenants/acme/twins/pump-9").await;
     assert_eq!(status, 200);
     assert_eq!(
         twin["connection"]["status"], "CONNECTED",
@@ -564,13 +491,11 @@ async fn devices_log_in_with_their_credentials_and_use_only_their_own_topics() {
     .await;
     pump.publish(&shadow("pump-9", "get"), "").await;
     pump.recv_json(&shadow("pump-9", "get/accepted")).await;
-    let (status, _) = http.get(&server, "/v1/tenants/acme/twins/pump-10").await;
+    let (status, _) = http.get("/v1/tenants/acme/twins/pump-10").await;
     assert_eq!(status, 404);
 
     // An application of the tenant may use every thing's topics and sees presence.
-    let (app_user, app_password) = http
-        .credential(&server, "/v1/tenants/acme/apps/dashboard/credentials")
-        .await;
+    let (app_user, app_password) = http.credential_in("acme", "apps/dashboard").await;
     let mut app = login(server.mqtt, "dashboard-1", &app_user, &app_password).await;
     app.subscribe("$aws/things/+/shadow/update/accepted").await;
     app.subscribe("$aws/events/presence/#").await;
@@ -581,7 +506,7 @@ async fn devices_log_in_with_their_credentials_and_use_only_their_own_topics() {
     .await;
     let accepted = app.recv_on(&shadow("pump-10", "update/accepted")).await;
     assert_eq!(accepted.json()["state"]["desired"]["x"], 1);
-    let (_, twin) = http.get(&server, "/v1/tenants/acme/twins/pump-10").await;
+    let (_, twin) = http.get("/v1/tenants/acme/twins/pump-10").await;
     assert_eq!(twin["desired"]["state"]["x"], 1);
     drop(pump);
     app.recv_json("$aws/events/presence/disconnected/any-client-id")
@@ -589,19 +514,16 @@ async fn devices_log_in_with_their_credentials_and_use_only_their_own_topics() {
 
     // Revoking the credential keeps the device out.
     let (_, list) = http
-        .get(&server, "/v1/tenants/acme/devices/pump-9/credentials")
+        .get("/v1/tenants/acme/devices/pump-9/credentials")
         .await;
     let id = list["items"][0]["credential_id"]
         .as_str()
         .unwrap()
         .to_owned();
     let revoked = http
-        .client
-        .delete(server.url(&format!("/v1/tenants/acme/devices/pump-9/credentials/{id}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(revoked.status().as_u16(), 204);
+        .delete(&format!("/v1/tenants/acme/devices/pump-9/credentials/{id}"))
+        .await;
+    assert_eq!(revoked.status.as_u16(), 204);
     let again = connect_with(server.mqtt, "pump-9", refused(Some((&user, &password)))).await;
     assert_eq!(again.err(), Some(ConnectReturnCode::BadUserNamePassword));
 }
@@ -609,16 +531,10 @@ async fn devices_log_in_with_their_credentials_and_use_only_their_own_topics() {
 #[tokio::test(flavor = "multi_thread")]
 async fn tenants_never_see_each_other() {
     let server = Server::start();
-    let http = Http::new();
-    let (a_user, a_password) = http
-        .credential(&server, "/v1/tenants/tenant-a/apps/app/credentials")
-        .await;
-    let (b_user, b_password) = http
-        .credential(&server, "/v1/tenants/tenant-b/apps/app/credentials")
-        .await;
-    let (d_user, d_password) = http
-        .credential(&server, "/v1/tenants/tenant-a/devices/pump/credentials")
-        .await;
+    let http = HttpClient::new(&server);
+    let (a_user, a_password) = http.credential_in("tenant-a", "apps/app").await;
+    let (b_user, b_password) = http.credential_in("tenant-b", "apps/app").await;
+    let (d_user, d_password) = http.credential_in("tenant-a", "devices/pump").await;
     let mut a = login(server.mqtt, "app-a", &a_user, &a_password).await;
     let mut b = login(server.mqtt, "app-b", &b_user, &b_password).await;
     a.subscribe("#").await;
@@ -772,19 +688,16 @@ async fn protocol_violations_close_only_that_connection() {
 #[tokio::test(flavor = "multi_thread")]
 async fn twins_left_connected_by_a_crash_are_disconnected_at_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
-    let http = Http::new();
     let mut server = Server::start_in(dir.path(), ANONYMOUS);
+    let http = HttpClient::new(&server);
     let _pump = connect_known_device(&http, &server, "pump-13").await;
     let path = "/v1/tenants/default/twins/pump-13";
     server.kill();
     let server = Server::start_in(dir.path(), ANONYMOUS);
-    let twin = http
-        .eventually_connection(&server, path, "DISCONNECTED")
-        .await;
+    let http = HttpClient::new(&server);
+    let twin = eventually_connection(&http, path, "DISCONNECTED").await;
     assert!(twin["connection"]["last_disconnected_at"].is_string());
-    let (_, history) = http
-        .get(&server, &format!("{path}/history?kind=connection"))
-        .await;
+    let (_, history) = http.get(&format!("{path}/history?kind=connection")).await;
     let last = history["items"]
         .as_array()
         .unwrap()
@@ -800,7 +713,7 @@ async fn twins_left_connected_by_a_crash_are_disconnected_at_the_next_start() {
 #[tokio::test(flavor = "multi_thread")]
 async fn reconnecting_does_not_move_the_shadow_version() {
     let server = Server::start_with(ANONYMOUS);
-    let http = Http::new();
+    let http = HttpClient::new(&server);
     let mut pump = device(&server, "pump-15").await;
     pump.publish(
         &shadow("pump-15", "update"),
@@ -819,7 +732,7 @@ async fn reconnecting_does_not_move_the_shadow_version() {
     let accepted = pump.recv_json(&shadow("pump-15", "update/accepted")).await;
     assert_eq!(accepted["version"], version + 1);
     // The document version counted the presence changes as well.
-    let (_, twin) = http.get(&server, "/v1/tenants/default/twins/pump-15").await;
+    let (_, twin) = http.get("/v1/tenants/default/twins/pump-15").await;
     assert_eq!(twin["shadow_version"], version + 1);
     assert!(twin["version"].as_u64().unwrap() > version + 1, "{twin}");
 }
@@ -827,12 +740,10 @@ async fn reconnecting_does_not_move_the_shadow_version() {
 #[tokio::test(flavor = "multi_thread")]
 async fn removing_a_credential_ends_the_sessions_that_used_it() {
     let server = Server::start();
-    let http = Http::new();
+    let http = HttpClient::new(&server);
     let base = "/v1/tenants/acme/devices/pump-16/credentials";
     let create = || async {
-        let (status, body) = http
-            .send(&server, reqwest::Method::POST, base, json!({}))
-            .await;
+        let (status, body) = http.post(base, &json!({})).await;
         assert_eq!(status, 201, "{body}");
         let field = |name: &str| body[name].as_str().unwrap().to_owned();
         (field("username"), field("password"), field("credential_id"))
@@ -844,13 +755,8 @@ async fn removing_a_credential_ends_the_sessions_that_used_it() {
     on_new
         .subscribe(&shadow("pump-16", "update/accepted"))
         .await;
-    let removed = http
-        .client
-        .delete(server.url(&format!("{base}/{old_id}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(removed.status().as_u16(), 204);
+    let removed = http.delete(&format!("{base}/{old_id}")).await;
+    assert_eq!(removed.status.as_u16(), 204);
     on_old.closed().await;
     // The session on the remaining credential carries on.
     on_new
@@ -867,7 +773,7 @@ async fn removing_a_credential_ends_the_sessions_that_used_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_anonymous_device_whose_first_update_makes_its_twin_shows_connected() {
     let server = Server::start_with(ANONYMOUS);
-    let http = Http::new();
+    let http = HttpClient::new(&server);
     let mut pump = device(&server, "pump-17").await;
     pump.publish(
         &shadow("pump-17", "update"),
@@ -876,13 +782,12 @@ async fn an_anonymous_device_whose_first_update_makes_its_twin_shows_connected()
     .await;
     pump.recv_json(&shadow("pump-17", "update/accepted")).await;
     let path = "/v1/tenants/default/twins/pump-17";
-    let (_, twin) = http.get(&server, path).await;
+    let (_, twin) = http.get(path).await;
     assert_eq!(twin["connection"]["status"], "CONNECTED", "{twin}");
     assert!(
         twin["connection"]["last_connected_at"].is_string(),
         "{twin}"
     );
     pump.disconnect().await;
-    http.eventually_connection(&server, path, "DISCONNECTED")
-        .await;
+    eventually_connection(&http, path, "DISCONNECTED").await;
 }

@@ -18,6 +18,9 @@ const QUICK_RETRIES: &[&str] = &[
     "2",
 ];
 
+/// Three acknowledgement timeouts of [`QUICK_RETRIES`].
+const AWAY_FOR_THREE_ACK_TIMEOUTS: Duration = Duration::from_secs(3);
+
 fn commands_topic(thing: &str) -> String {
     format!("$doppel/things/{thing}/commands/+")
 }
@@ -98,7 +101,7 @@ async fn acknowledge(device: &mut Mqtt, thing: &str, id: &str, body: Value) -> V
 }
 
 /// The scenario: an offline device with three queued commands of different priorities
-/// and one with a 1-second TTL connects after 2 seconds.
+/// and one with a 1-second TTL connects once that one has expired.
 #[tokio::test]
 async fn an_offline_device_gets_its_unexpired_commands_in_priority_order_then_its_delta() {
     let data = tempfile::tempdir().unwrap();
@@ -142,7 +145,16 @@ async fn an_offline_device_gets_its_unexpired_commands_in_priority_order_then_it
         assert_eq!(event["command"]["type"], *kind, "queued events in order");
     }
 
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The device stays away until its 1-second command has expired.
+    eventually_value("the short command expiring", common::mqtt::WAIT, || async {
+        let short = http.command(DEVICE, &id("short")).await;
+        if short["status"] == "EXPIRED" {
+            Ok(())
+        } else {
+            Err(short.to_string())
+        }
+    })
+    .await;
     let mut pump = device(&server, &device_login, DEVICE).await;
     pump.subscribe(&commands_topic(DEVICE)).await;
     pump.subscribe(&delta_topic(DEVICE)).await;
@@ -412,8 +424,9 @@ async fn attempts_do_not_run_out_while_a_device_with_a_kept_session_is_away() {
     let (_, while_away) = http
         .queue_command("rover-3", &json!({"type": "park"}))
         .await;
-    // Three acknowledgement timeouts pass while the rover is away.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // What is under test is that nothing happens while the rover is away, so there is no event
+    // to wait for: real time must pass, three of QUICK_RETRIES's acknowledgement timeouts.
+    tokio::time::sleep(AWAY_FOR_THREE_ACK_TIMEOUTS).await;
     let photo = http.command("rover-3", &id_of(&queued)).await;
     assert_eq!(
         (&photo["status"], &photo["attempts"]),

@@ -6,6 +6,7 @@ mod common;
 use common::Server;
 use common::edge::{CONVERGE_TIMEOUT, EdgeAgent};
 use common::http::HttpClient;
+use common::metrics::Scrape;
 use common::mqtt::login;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -23,30 +24,28 @@ async fn status(http: &HttpClient, device: &str) -> (String, bool) {
     )
 }
 
-/// Polls until the twin's status is `wanted`, within a bounded wait.
+/// Waits (bounded) until the twin's status is `wanted`; the status and the stale flag.
 async fn until_status(http: &HttpClient, device: &str, wanted: &str) -> (String, bool) {
-    let mut seen = status(http, device).await;
-    for _ in 0..100 {
-        if seen.0 == wanted {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        seen = status(http, device).await;
-    }
-    seen
+    common::eventually_value(
+        &format!("{device} becoming {wanted}"),
+        Duration::from_secs(10),
+        || async {
+            let seen = status(http, device).await;
+            if seen.0 == wanted {
+                Ok(seen)
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        },
+    )
+    .await
 }
 
-/// The value of one sample line of /metrics (`name{labels} value`), or 0 when absent.
-async fn metric(server: &Server, sample: &str) -> f64 {
-    let text = reqwest::get(server.url("/metrics"))
+/// The `doppel_devices` gauge of `status`, or 0 when absent.
+async fn devices(server: &Server, status: &str) -> f64 {
+    Scrape::take(server)
         .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0.0)
+        .value("doppel_devices", &[("status", status)])
 }
 
 #[tokio::test]
@@ -83,14 +82,8 @@ async fn a_silent_connected_device_goes_unknown_and_comes_back_when_it_reports()
     // A named shadow is part of its device, not another device of unknown status.
     http.patch_desired("slow-1/shadows/config", &json!({"mode": "eco"}))
         .await;
-    assert_eq!(
-        metric(&server, "doppel_devices{status=\"unknown\"}").await,
-        1.0
-    );
-    assert_eq!(
-        metric(&server, "doppel_devices{status=\"connected\"}").await,
-        1.0
-    );
+    assert_eq!(devices(&server, "unknown").await, 1.0);
+    assert_eq!(devices(&server, "connected").await, 1.0);
     let found: Value = client
         .get(server.url(TWINS))
         .query(&[("q", "connection.stale = TRUE")])

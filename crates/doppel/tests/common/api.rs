@@ -1,22 +1,14 @@
-//! The HTTP API of one server as the HTTP tests see it: any request, and the parts of the
-//! answer they check.
+//! The HTTP API of one server as the HTTP tests see it: a fresh server, any request to it
+//! through the tests' one client, and the problem documents it answers with.
 
 use super::Server;
+use super::http::{HttpClient, Reply};
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 
 pub struct Api {
     pub server: Server,
-    pub http: reqwest::Client,
-}
-
-pub struct Reply {
-    pub status: StatusCode,
-    pub location: Option<String>,
-    pub etag: Option<String>,
-    pub content_type: String,
-    /// The body as JSON: `null` when empty, a JSON string holding the text when it is not JSON.
-    pub body: Value,
+    pub http: HttpClient,
 }
 
 impl Api {
@@ -27,10 +19,8 @@ impl Api {
 
     /// A fresh client per server: connections pooled to a stopped server are useless.
     pub fn over(server: Server) -> Api {
-        Api {
-            server,
-            http: super::http_client(),
-        }
+        let http = HttpClient::new(&server);
+        Api { server, http }
     }
 
     /// Sends `method path` with `headers`, and `body` as it is (JSON or not) when given.
@@ -41,39 +31,7 @@ impl Api {
         headers: &[(&str, &str)],
         body: Option<String>,
     ) -> Reply {
-        let mut request = self.http.request(method, self.server.url(path));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body);
-        }
-        let response = request.send().await.expect("request reaches the server");
-        let status = response.status();
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .map(|v| v.to_str().expect("ASCII header").to_owned())
-        };
-        let location = header("location");
-        let etag = header("etag");
-        let content_type = header("content-type").unwrap_or_default();
-        let text = response.text().await.expect("a response body");
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        Reply {
-            status,
-            location,
-            etag,
-            content_type,
-            body,
-        }
+        self.http.call(method, path, headers, body).await
     }
 }
 

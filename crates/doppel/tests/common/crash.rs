@@ -9,15 +9,7 @@ use std::time::Duration;
 /// so the timeout only catches a hang.
 pub fn http_client(timeout: Duration) -> reqwest::Client {
     // `no_proxy`: the test talks only to 127.0.0.1, whatever proxy the environment names.
-    let mut headers = reqwest::header::HeaderMap::new();
-    let bearer = format!("Bearer {}", super::ADMIN_TOKEN);
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        reqwest::header::HeaderValue::from_str(&bearer).expect("a header value"),
-    );
-    reqwest::Client::builder()
-        .pool_idle_timeout(super::HTTP_IDLE)
-        .default_headers(headers)
+    super::client_builder(Some(super::ADMIN_TOKEN))
         .no_proxy()
         .timeout(timeout)
         .build()

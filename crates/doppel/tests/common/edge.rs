@@ -1,6 +1,7 @@
 //! Starts the real `doppel edge` agent for end-to-end tests, and waits for replicas to agree.
 
-use super::{HTTP_IDLE, START_TIMEOUT, doppel_command, read_lines};
+use super::http::HttpClient;
+use super::{START_TIMEOUT, doppel_command, read_lines};
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -208,16 +209,17 @@ impl EdgeAgent {
         format!("{}{path}", self.base)
     }
 
+    /// The local API, through the client that sends the agent's admin token; made per call,
+    /// since a restart moves the agent to a new port.
+    fn api(&self) -> HttpClient {
+        HttpClient::at(&self.base, self.client.clone())
+    }
+
     /// GETs `path` of the local API; the status and the JSON body (`null` when empty).
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .get(self.url(path))
-            .send()
-            .await
-            .unwrap_or_else(|err| panic!("GET {path} on edge {}: {err}", self.id));
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+        let api = self.api();
+        let reply = api.send(api.request(reqwest::Method::GET, path)).await;
+        (reply.status, reply.json_or_null())
     }
 
     /// Sends `body` with `method` to `path`; the status and the JSON body.
@@ -227,15 +229,9 @@ impl EdgeAgent {
         path: &str,
         body: &Value,
     ) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .request(method.clone(), self.url(path))
-            .json(body)
-            .send()
-            .await
-            .unwrap_or_else(|err| panic!("{method} {path} on edge {}: {err}", self.id));
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+        let api = self.api();
+        let reply = api.send(api.request(method, path).json(body)).await;
+        (reply.status, reply.json_or_null())
     }
 
     /// PATCHes the reported state of `device`'s twin at the edge, which must succeed: the
@@ -284,20 +280,20 @@ impl EdgeAgent {
 
     /// Waits until the agent reports its links to the hub up (`true`) or not.
     pub async fn wait_linked(&self, linked: bool) {
-        let deadline = tokio::time::Instant::now() + CONVERGE_TIMEOUT;
-        loop {
+        let what = format!(
+            "edge {}: links becoming {}",
+            self.id,
+            if linked { "up" } else { "down" }
+        );
+        super::eventually_value(&what, CONVERGE_TIMEOUT, || async {
             let status = self.status().await;
             if status["hub"]["partitioned"] == Value::Bool(!linked) {
-                return;
+                Ok(())
+            } else {
+                Err(status.to_string())
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "edge {}: links never became {}: {status}",
-                self.id,
-                if linked { "up" } else { "down" }
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 }
 
@@ -366,16 +362,7 @@ fn read_admin_token(data_dir: &Path) -> String {
 
 /// A client for an agent's local API that sends `token`.
 pub fn edge_client(token: &str) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).expect("a header value"),
-    );
-    reqwest::Client::builder()
-        .pool_idle_timeout(HTTP_IDLE)
-        .default_headers(headers)
-        .build()
-        .expect("an HTTP client")
+    super::http_client_with_token(token)
 }
 
 /// The replicated part of a twin (reported and desired state), to compare replicas by.

@@ -363,20 +363,20 @@ impl Drop for Server {
 /// on a connection the hub is closing.
 pub const HTTP_IDLE: Duration = Duration::from_secs(5);
 
-/// The headers every request of the tests' clients carries: the test admin token.
-fn admin_headers() -> reqwest::header::HeaderMap {
-    bearer_headers(ADMIN_TOKEN)
-}
-
-/// `Authorization: Bearer {token}`.
-fn bearer_headers(token: &str) -> reqwest::header::HeaderMap {
+/// How every HTTP client of the tests starts: idle connections dropped after [`HTTP_IDLE`], and
+/// every request carrying `Authorization: Bearer {token}` when a token is given.
+fn client_builder(token: Option<&str>) -> reqwest::ClientBuilder {
     let mut headers = reqwest::header::HeaderMap::new();
-    let bearer = format!("Bearer {token}");
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        reqwest::header::HeaderValue::from_str(&bearer).expect("a header value"),
-    );
-    headers
+    if let Some(token) = token {
+        let bearer = format!("Bearer {token}");
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            reqwest::header::HeaderValue::from_str(&bearer).expect("a header value"),
+        );
+    }
+    reqwest::Client::builder()
+        .pool_idle_timeout(HTTP_IDLE)
+        .default_headers(headers)
 }
 
 /// The tests' HTTP client: every request carries the test admin token.
@@ -387,31 +387,22 @@ pub fn http_client() -> reqwest::Client {
 /// An HTTP client whose every request carries `token` (for helpers such as `SseClient` that
 /// take a client).
 pub fn http_client_with_token(token: &str) -> reqwest::Client {
-    reqwest::Client::builder()
-        .pool_idle_timeout(HTTP_IDLE)
-        .default_headers(bearer_headers(token))
-        .build()
-        .expect("an HTTP client")
+    client_builder(Some(token)).build().expect("an HTTP client")
 }
 
 /// An HTTP client that sends no token, for the tests of what happens without one.
 pub fn anonymous_http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .pool_idle_timeout(HTTP_IDLE)
-        .build()
-        .expect("an HTTP client")
+    client_builder(None).build().expect("an HTTP client")
 }
 
 /// The tests' HTTPS client, with the admin token: trusts only the PEM CAs in `ca_file`, and reports each
 /// connection's peer certificate (`reqwest::tls::TlsInfo` in a response's extensions).
 pub fn https_client(ca_file: &Path) -> reqwest::Client {
     let ca = std::fs::read(ca_file).expect("read the CA file");
-    reqwest::Client::builder()
-        .pool_idle_timeout(HTTP_IDLE)
+    client_builder(Some(ADMIN_TOKEN))
         .tls_built_in_root_certs(false)
         .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("a PEM CA"))
         .tls_info(true)
-        .default_headers(admin_headers())
         .build()
         .expect("an HTTPS client")
 }
@@ -520,6 +511,15 @@ impl Cli {
     pub fn fails(&self, args: &[&str]) -> String {
         cli_failed(self.run(args, None), args)
     }
+}
+
+/// Data lines of a table the CLI prints: every line but the header and the `next cursor` line.
+pub fn rows(table: &str) -> Vec<&str> {
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| !line.starts_with("next cursor:"))
+        .collect()
 }
 
 /// Runs `doppel <args...>` to its end, with `stdin` piped in when given (no input otherwise).
