@@ -470,11 +470,7 @@ impl LwwRegister {
     }
 
     fn join(&mut self, other: &LwwRegister) {
-        join_max(
-            &mut self.current,
-            other.current.as_ref(),
-            LwwWrite::order,
-        );
+        join_max(&mut self.current, other.current.as_ref(), LwwWrite::order);
     }
 
     fn is_included_in(&self, other: &LwwRegister) -> bool {

@@ -132,11 +132,12 @@ pub fn run(args: EdgeArgs) -> anyhow::Result<()> {
         doppel_engine::metric::describe();
         doppel_http::describe_metrics();
         doppel_edge::describe_metrics();
+        let signalled = shutdown_signal()?;
         let edge = Edge::start(config, Some(metrics)).await?;
         announce(&format!("doppel edge listening on {}", edge.listening()));
         announce("doppel edge ready");
         edge.run_until(async {
-            shutdown_signal().await;
+            signalled.await;
             tracing::info!("doppel edge stopping: finishing local requests in flight");
         })
         .await?;

@@ -134,6 +134,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     doppel_engine::metric::describe();
     doppel_http::describe_metrics();
     doppel_mqtt::describe_metrics();
+    let signalled = shutdown_signal()?;
     let server = tokio::spawn({
         let router = doppel_http::router(state.clone());
         let polls = state.clone();
@@ -143,7 +144,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             header_timeout: config.http.header_timeout,
         };
         let stopping = async move {
-            shutdown_signal().await;
+            signalled.await;
             tracing::info!("shutting down: finishing requests in flight");
             polls.end_waiting_requests();
         };
@@ -379,26 +380,29 @@ fn reload_on_hangup(_reloadable: Reloadable) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let interrupt = async {
+/// A future that resolves on Ctrl-C or SIGTERM. The handlers are installed by this call, not
+/// when the future is first polled: a signal that comes between "ready" and that first poll
+/// would otherwise meet the default action, which ends the process without a clean shutdown.
+/// Must be called inside the runtime.
+#[cfg(unix)]
+pub(crate) fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
+        }
+    })
+}
+
+/// A future that resolves on Ctrl-C.
+#[cfg(not(unix))]
+pub(crate) fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    Ok(async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {},
-        () = terminate => {},
-    }
+    })
 }
