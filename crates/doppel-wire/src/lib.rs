@@ -15,4 +15,4 @@ pub mod shadow;
 pub mod sync;
 pub mod topic;
 
-pub use topic::{Outcome, Topic};
+pub use topic::{Topic, Verdict};

@@ -7,7 +7,7 @@
 //! and every accepted update may also publish `{prefix}/update/delta` and
 //! `{prefix}/update/documents`.
 
-use crate::topic::{AWS_THINGS, Outcome};
+use crate::topic::{AWS_THINGS, Verdict};
 use doppel_model::{DeviceId, ModelError};
 
 /// The three requests a shadow answers.
@@ -47,7 +47,7 @@ impl ShadowOp {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ShadowAnswer {
     /// The answer to a request: `{prefix}/{op}/accepted` or `{prefix}/{op}/rejected`.
-    Reply(ShadowOp, Outcome),
+    Reply(ShadowOp, Verdict),
     /// The shadow's pending changes: `{prefix}/update/delta`.
     Delta,
     /// The before-and-after document of an accepted update: `{prefix}/update/documents`.
@@ -66,10 +66,14 @@ pub struct ShadowRequest<'a> {
 }
 
 impl ShadowRequest<'_> {
-    /// The topic answering this request with `outcome`, such as
+    /// The topic answering this request with `verdict`, such as
     /// `$aws/things/pump-7/shadow/update/accepted`.
-    pub fn reply(&self, outcome: Outcome) -> String {
-        answer(self.thing, self.shadow, ShadowAnswer::Reply(self.op, outcome))
+    pub fn reply(&self, verdict: Verdict) -> String {
+        answer(
+            self.thing,
+            self.shadow,
+            ShadowAnswer::Reply(self.op, verdict),
+        )
     }
 
     /// The id of the twin this request reads or writes; see [`twin_device`].
@@ -87,8 +91,8 @@ pub fn request(thing: &str, shadow: Option<&str>, op: ShadowOp) -> String {
 pub fn answer(thing: &str, shadow: Option<&str>, answer: ShadowAnswer) -> String {
     let prefix = prefix(thing, shadow);
     match answer {
-        ShadowAnswer::Reply(op, outcome) => {
-            format!("{prefix}/{}/{}", op.as_str(), outcome.as_str())
+        ShadowAnswer::Reply(op, verdict) => {
+            format!("{prefix}/{}/{}", op.as_str(), verdict.as_str())
         }
         ShadowAnswer::Delta => format!("{prefix}/update/delta"),
         ShadowAnswer::Documents => format!("{prefix}/update/documents"),
@@ -140,9 +144,12 @@ pub(crate) fn parse(rest: &str) -> Option<Parsed<'_>> {
             (head, answer)
         }
         _ => {
-            let outcome = Outcome::from_level(last)?;
+            let verdict = Verdict::from_level(last)?;
             let (head, op) = head.rsplit_once('/')?;
-            (head, ShadowAnswer::Reply(ShadowOp::from_level(op)?, outcome))
+            (
+                head,
+                ShadowAnswer::Reply(ShadowOp::from_level(op)?, verdict),
+            )
         }
     };
     let (thing, shadow) = parse_prefix(head)?;

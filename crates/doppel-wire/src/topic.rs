@@ -28,14 +28,14 @@ const DOPPEL_EVENTS: &str = "$doppel/events";
 
 /// How the hub answered a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Outcome {
+pub enum Verdict {
     Accepted,
     Rejected,
 }
 
-impl Outcome {
+impl Verdict {
     /// The topic level of the answer: `accepted` or `rejected`.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::Accepted => "accepted",
             Self::Rejected => "rejected",
@@ -94,14 +94,14 @@ pub enum Topic<'a> {
     },
     /// A command delivered to its device: `$doppel/things/{thing}/commands/{id}`.
     CommandDelivery { thing: &'a str, id: &'a str },
-    /// The hub's answer to an acknowledgement: `$doppel/things/{thing}/commands/{id}/ack/{outcome}`.
+    /// The hub's answer to an acknowledgement: `$doppel/things/{thing}/commands/{id}/ack/{verdict}`.
     CommandAckAnswer {
         thing: &'a str,
         id: &'a str,
-        outcome: Outcome,
+        verdict: Verdict,
     },
-    /// The hub's answer to a sync: `$doppel/things/{thing}/sync/{outcome}`.
-    SyncAnswer { thing: &'a str, outcome: Outcome },
+    /// The hub's answer to a sync: `$doppel/things/{thing}/sync/{verdict}`.
+    SyncAnswer { thing: &'a str, verdict: Verdict },
     /// A lifecycle event: `$aws/events/presence/{event}/{client_id}`.
     Presence {
         event: PresenceEvent,
@@ -195,18 +195,18 @@ fn parse_doppel_thing(rest: &str) -> Topic<'_> {
         (Some("commands"), (Some(id), Some("ack"), None, None)) if named && !id.is_empty() => {
             Topic::CommandAck { thing, id }
         }
-        (Some("commands"), (Some(id), Some("ack"), Some(outcome), None))
+        (Some("commands"), (Some(id), Some("ack"), Some(verdict), None))
             if named && !id.is_empty() =>
         {
-            match Outcome::from_level(outcome) {
-                Some(outcome) => Topic::CommandAckAnswer { thing, id, outcome },
+            match Verdict::from_level(verdict) {
+                Some(verdict) => Topic::CommandAckAnswer { thing, id, verdict },
                 None => Topic::HubReserved,
             }
         }
         (Some("commands"), _) => Topic::HubReserved,
         (Some("sync"), (None, ..)) if named => Topic::SyncRequest { thing },
-        (Some("sync"), (Some(outcome), None, ..)) if named => match Outcome::from_level(outcome) {
-            Some(outcome) => Topic::SyncAnswer { thing, outcome },
+        (Some("sync"), (Some(verdict), None, ..)) if named => match Verdict::from_level(verdict) {
+            Some(verdict) => Topic::SyncAnswer { thing, verdict },
             None => Topic::HubReserved,
         },
         // Anything below a thing's sync topic carries the hub's replicated state.
@@ -295,8 +295,8 @@ pub fn command_ack(thing: &str, id: &str) -> String {
 }
 
 /// The topic on which the hub answers an acknowledgement. With `id` `+`, for any command.
-pub fn command_ack_answer(thing: &str, id: &str, outcome: Outcome) -> String {
-    format!("{}/{}", command_ack(thing, id), outcome.as_str())
+pub fn command_ack_answer(thing: &str, id: &str, verdict: Verdict) -> String {
+    format!("{}/{}", command_ack(thing, id), verdict.as_str())
 }
 
 /// The topic applications follow for one kind of command event (`queued`, `acknowledged`, ...,
@@ -311,8 +311,8 @@ pub fn sync_request(thing: &str) -> String {
 }
 
 /// The topic on which the hub answers a sync.
-pub fn sync_answer(thing: &str, outcome: Outcome) -> String {
-    format!("{}/{}", sync_request(thing), outcome.as_str())
+pub fn sync_answer(thing: &str, verdict: Verdict) -> String {
+    format!("{}/{}", sync_request(thing), verdict.as_str())
 }
 
 /// The topic of a lifecycle event of the client `client_id`. With `+` for either, a filter.

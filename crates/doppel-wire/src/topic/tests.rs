@@ -25,7 +25,7 @@ fn builders_name_the_documented_topics() {
             answer(
                 "pump-7",
                 None,
-                ShadowAnswer::Reply(ShadowOp::Update, Outcome::Accepted),
+                ShadowAnswer::Reply(ShadowOp::Update, Verdict::Accepted),
             ),
             "$aws/things/pump-7/shadow/update/accepted",
         ),
@@ -33,7 +33,7 @@ fn builders_name_the_documented_topics() {
             answer(
                 "pump-7",
                 Some("config"),
-                ShadowAnswer::Reply(ShadowOp::Delete, Outcome::Rejected),
+                ShadowAnswer::Reply(ShadowOp::Delete, Verdict::Rejected),
             ),
             "$aws/things/pump-7/shadow/name/config/delete/rejected",
         ),
@@ -59,7 +59,7 @@ fn builders_name_the_documented_topics() {
             "$doppel/things/pump-7/commands/0192/ack",
         ),
         (
-            command_ack_answer("pump-7", "0192", Outcome::Accepted),
+            command_ack_answer("pump-7", "0192", Verdict::Accepted),
             "$doppel/things/pump-7/commands/0192/ack/accepted",
         ),
         (
@@ -68,7 +68,7 @@ fn builders_name_the_documented_topics() {
         ),
         (sync_request("pump-7"), "$doppel/things/pump-7/sync"),
         (
-            sync_answer("pump-7", Outcome::Rejected),
+            sync_answer("pump-7", Verdict::Rejected),
             "$doppel/things/pump-7/sync/rejected",
         ),
         (
@@ -95,8 +95,8 @@ fn every_topic_parses_back_to_what_built_it() {
             let Topic::ShadowRequest(parsed) = parsed else {
                 panic!("a request");
             };
-            for outcome in [Outcome::Accepted, Outcome::Rejected] {
-                let reply = ShadowAnswer::Reply(op, outcome);
+            for verdict in [Verdict::Accepted, Verdict::Rejected] {
+                let reply = ShadowAnswer::Reply(op, verdict);
                 let topic = answer("pump-7", shadow, reply);
                 let expected = Topic::ShadowAnswer {
                     thing: "pump-7",
@@ -104,7 +104,7 @@ fn every_topic_parses_back_to_what_built_it() {
                     answer: reply,
                 };
                 assert_eq!(Topic::parse(&topic), expected, "{topic}");
-                assert_eq!(parsed.reply(outcome), topic);
+                assert_eq!(parsed.reply(verdict), topic);
             }
         }
         for kind in [ShadowAnswer::Delta, ShadowAnswer::Documents] {
@@ -118,14 +118,14 @@ fn every_topic_parses_back_to_what_built_it() {
         }
     }
     let (thing, id) = ("pump-7", "0192");
-    for outcome in [Outcome::Accepted, Outcome::Rejected] {
+    for verdict in [Verdict::Accepted, Verdict::Rejected] {
         assert_eq!(
-            Topic::parse(&command_ack_answer(thing, id, outcome)),
-            Topic::CommandAckAnswer { thing, id, outcome }
+            Topic::parse(&command_ack_answer(thing, id, verdict)),
+            Topic::CommandAckAnswer { thing, id, verdict }
         );
         assert_eq!(
-            Topic::parse(&sync_answer(thing, outcome)),
-            Topic::SyncAnswer { thing, outcome }
+            Topic::parse(&sync_answer(thing, verdict)),
+            Topic::SyncAnswer { thing, verdict }
         );
     }
     assert_eq!(
@@ -228,6 +228,7 @@ fn other_topics_are_a_things_reserved_or_ordinary() {
         ("$aws/things/pump-7/commands/0192/ack", "pump-7"),
         ("$doppel/things/pump-7/jobs/1", "pump-7"),
         ("$doppel/things//sync", ""),
+        ("$doppel/things/a/b/sync", "a"),
     ] {
         assert_eq!(Topic::parse(topic), Topic::Thing { thing }, "{topic}");
     }
