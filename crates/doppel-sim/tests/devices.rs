@@ -241,7 +241,7 @@ fn run(config: &SimConfig) -> SimReport {
 }
 
 fn reports_of<'a>(seen: &'a Seen, thing: &str) -> Vec<&'a Value> {
-    let topic = shadow::request(&thing, None, ShadowOp::Update);
+    let topic = shadow::request(thing, None, ShadowOp::Update);
     seen.publishes
         .iter()
         .filter(|(published, _)| *published == topic)
@@ -273,7 +273,7 @@ fn devices_connect_subscribe_report_apply_deltas_and_acknowledge_commands() {
             &[
                 (topic::command_delivery(thing, "+"), QoS::AtLeastOnce),
                 (
-                    shadow::answer(&thing, None, ShadowAnswer::Delta),
+                    shadow::answer(thing, None, ShadowAnswer::Delta),
                     QoS::AtLeastOnce
                 ),
             ],
