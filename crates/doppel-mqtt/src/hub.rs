@@ -303,7 +303,7 @@ impl Hub {
             .filter(|identity| acl::may_publish(&self.rules, &identity.role, &parsed, &topic));
         rewritten.topic = match allowed {
             Some(identity) => {
-                // What the hub publishes itself passes these hooks too and is served by nobody.
+                // Only what a client sent is served; a last will, say, is only routed.
                 if from.is_custom() {
                     self.serve(identity, parsed, publish, received).await;
                 }

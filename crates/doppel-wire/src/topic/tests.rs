@@ -236,6 +236,7 @@ fn other_topics_are_a_things_reserved_or_ordinary() {
         "$aws/things",
         "$aws/things/",
         "$aws/things/pump-7",
+        "$aws/things/#",
         "$doppel/things/pump-7",
         "$aws/thingsX/pump-7/shadow/get",
         "$SYS/broker",
