@@ -20,14 +20,16 @@ use crate::config::{DeviceCredential, EdgeConfig, EdgeError};
 use crate::watermark::Watermarks;
 use doppel_engine::{Clock, CommandEventKind, Engine, EngineError, SystemClock};
 use doppel_model::command::{self, Command, NewCommand};
-use doppel_model::replica::{MAX_SYNC_CHANGES, ReplicaDelta, own_changes};
+use doppel_model::replica::{ReplicaDelta, own_changes};
 use doppel_model::{Change, Millis, ModelError, TwinKey, UpdateRequest};
 use doppel_store::HistoryQuery;
+use doppel_wire::shadow::{self, ShadowAnswer};
+use doppel_wire::sync::{MAX_SYNC_CHANGES, SyncAccepted, SyncRequest};
+use doppel_wire::{Topic, Verdict, topic};
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, NetworkOptions, Packet,
     Publish, QoS, TlsConfiguration, TlsError, Transport,
 };
-use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,14 +88,6 @@ struct Link {
     refused_retry_delay: Duration,
     wanted: Option<Wanted>,
     in_flight: Option<InFlight>,
-}
-
-#[derive(Deserialize)]
-struct SyncAnswer {
-    #[serde(default)]
-    token: Value,
-    #[serde(default)]
-    state: Option<ReplicaDelta>,
 }
 
 /// Runs `device`'s link until `stop` turns true.
@@ -256,10 +250,10 @@ impl Link {
     fn subscribe(&self) {
         let thing = self.thing();
         for topic in [
-            format!("$doppel/things/{thing}/sync/accepted"),
-            format!("$doppel/things/{thing}/sync/rejected"),
-            format!("$aws/things/{thing}/shadow/update/documents"),
-            format!("$doppel/things/{thing}/commands/+"),
+            topic::sync_answer(thing, Verdict::Accepted),
+            topic::sync_answer(thing, Verdict::Rejected),
+            shadow::answer(thing, None, ShadowAnswer::Documents),
+            topic::command_delivery(thing, "+"),
         ] {
             if let Err(err) = self.client.try_subscribe(&topic, QoS::AtLeastOnce) {
                 tracing::warn!(device = thing, %topic, error = %err, "cannot subscribe");
@@ -268,20 +262,21 @@ impl Link {
     }
 
     async fn on_publish(&mut self, publish: &Publish) {
-        let thing = self.thing().to_owned();
-        let topic = publish.topic.as_str();
-        let Some(rest) = topic
-            .strip_prefix("$doppel/things/")
-            .and_then(|rest| rest.strip_prefix(thing.as_str()))
-        else {
-            if topic.ends_with("/shadow/update/documents") {
-                self.want(Wanted::Fetch);
-            }
-            return;
-        };
-        match rest {
-            "/sync/accepted" => self.on_sync_answer(&publish.payload).await,
-            "/sync/rejected" => {
+        let own = |thing: &str| thing == self.thing();
+        match Topic::parse(&publish.topic) {
+            // A change on the hub, of this thing or (should the hub say so) another.
+            Topic::ShadowAnswer {
+                answer: ShadowAnswer::Documents,
+                ..
+            } => self.want(Wanted::Fetch),
+            Topic::SyncAnswer {
+                thing,
+                verdict: Verdict::Accepted,
+            } if own(thing) => self.on_sync_answer(&publish.payload).await,
+            Topic::SyncAnswer {
+                thing,
+                verdict: Verdict::Rejected,
+            } if own(thing) => {
                 tracing::warn!(
                     device = thing,
                     answer = %String::from_utf8_lossy(&publish.payload),
@@ -289,18 +284,15 @@ impl Link {
                 );
                 self.in_flight = None;
             }
-            _ => {
-                if let Some(id) = rest.strip_prefix("/commands/")
-                    && !id.contains('/')
-                {
-                    self.on_command(id, &publish.payload).await;
-                }
+            Topic::CommandDelivery { thing, id } if own(thing) => {
+                self.on_command(id, &publish.payload).await;
             }
+            _ => {}
         }
     }
 
     async fn on_sync_answer(&mut self, payload: &[u8]) {
-        let answer: SyncAnswer = match serde_json::from_slice(payload) {
+        let answer: SyncAccepted = match serde_json::from_slice(payload) {
             Ok(answer) => answer,
             Err(err) => {
                 tracing::warn!(device = self.thing(), error = %err, "cannot read the hub's sync answer");
@@ -374,11 +366,21 @@ impl Link {
             }
             return;
         }
-        let body = json!({"token": token, "changes": changes});
-        let topic = format!("$doppel/things/{}/sync", self.thing());
+        let body = SyncRequest {
+            token: json!(token),
+            changes,
+        };
+        let body = match serde_json::to_string(&body) {
+            Ok(body) => body,
+            Err(err) => {
+                tracing::error!(device = self.thing(), error = %err, "cannot encode a sync");
+                return;
+            }
+        };
+        let topic = topic::sync_request(self.thing());
         match self
             .client
-            .try_publish(topic, QoS::AtLeastOnce, false, body.to_string())
+            .try_publish(topic, QoS::AtLeastOnce, false, body)
         {
             Ok(()) => {
                 self.in_flight = Some(InFlight {
@@ -445,7 +447,7 @@ impl Link {
             return;
         };
         let body = json!({"status": command::result_name(result), "response": command.response});
-        let topic = format!("$doppel/things/{}/commands/{hub_id}/ack", self.thing());
+        let topic = topic::command_ack(self.thing(), hub_id);
         if let Err(err) = self
             .client
             .try_publish(topic, QoS::AtLeastOnce, false, body.to_string())

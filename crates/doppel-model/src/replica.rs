@@ -154,11 +154,6 @@ pub struct Register {
     pub stamp: Stamp,
 }
 
-/// Most changes one sync request may carry, for the agent that sends and the hub that checks
-/// alike: an agent that was away for long sends its backlog in several requests, so no request
-/// holds a twin's shard for long.
-pub const MAX_SYNC_CHANGES: usize = 256;
-
 /// A change as replicas exchange it: the properties it wrote with their stamps, the CRDT
 /// states it changed, and the vector clock of its origin after it. A replica's whole state is
 /// a delta too ([`snapshot`]).

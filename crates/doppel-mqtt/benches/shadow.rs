@@ -20,10 +20,11 @@ mod sensor;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use doppel_model::codec::EncodedTwin;
 use doppel_model::{Applied, Change, Limits, Millis, Twin, UpdateRequest, apply};
-use doppel_mqtt::acl::{self, Access, AclRule, Role};
+use doppel_mqtt::acl::{self, AclRule, Role};
 use doppel_mqtt::mount;
 use doppel_mqtt::shadow::document::{self, ShadowUpdate};
-use doppel_mqtt::shadow::topic;
+use doppel_wire::shadow::{self as topic, ShadowAnswer, ShadowOp};
+use doppel_wire::{Topic, Verdict};
 use serde_json::{Value, json};
 use std::hint::black_box;
 use std::time::Duration;
@@ -124,8 +125,14 @@ fn encode(document: &Value) -> Vec<u8> {
 
 /// Topic recognition, ACL and tenant mounting: the broker hooks' work for every publish.
 fn topics(c: &mut Criterion) {
-    let update_topic = format!("$aws/things/{THING}/shadow/update");
-    let accepted_topic = format!("$aws/things/{THING}/shadow/update/accepted");
+    let update_topic = topic::request(THING, None, ShadowOp::Update);
+    let accepted_topic = topic::answer(
+        THING,
+        None,
+        ShadowAnswer::Reply(ShadowOp::Update, Verdict::Accepted),
+    );
+    let parsed_update = Topic::parse(&update_topic);
+    let parsed_telemetry = Topic::Ordinary;
     let mounted_accepted = mount::mount(TENANT, &accepted_topic);
     let anonymous = Role::Anonymous {
         thing: Some(THING.into()),
@@ -139,24 +146,27 @@ fn topics(c: &mut Criterion) {
     let mut group = c.benchmark_group("topic");
     group.throughput(Throughput::Elements(1));
     group.bench_function("parse_request", |b| {
-        b.iter(|| topic::parse_request(black_box(&update_topic)).map(|request| request.op))
+        b.iter(|| match Topic::parse(black_box(&update_topic)) {
+            Topic::ShadowRequest(request) => Some(request.op),
+            _ => None,
+        })
     });
     group.bench_function("acl_allowed/own_shadow", |b| {
         b.iter(|| {
-            acl::allowed(
+            acl::may_publish(
                 black_box(&[]),
                 black_box(&anonymous),
-                Access::Publish,
+                black_box(&parsed_update),
                 black_box(&update_topic),
             )
         })
     });
     group.bench_function("acl_allowed/ordinary_two_rules", |b| {
         b.iter(|| {
-            acl::allowed(
+            acl::may_publish(
                 black_box(&rules),
                 black_box(&device),
-                Access::Publish,
+                black_box(&parsed_telemetry),
                 black_box(&telemetry),
             )
         })
@@ -252,7 +262,7 @@ fn per_update(c: &mut Criterion) {
     let role = Role::Anonymous {
         thing: Some(THING.into()),
     };
-    let update_topic = format!("$aws/things/{THING}/shadow/update");
+    let update_topic = topic::request(THING, None, ShadowOp::Update);
     let mut group = c.benchmark_group("per_update");
     group.throughput(Throughput::Elements(1));
     for (name, step) in [("delta_unchanged", step(7)), ("delta_grew", step(3))] {
@@ -261,8 +271,11 @@ fn per_update(c: &mut Criterion) {
                 let topic_name = black_box(&update_topic);
                 let mut bytes = 0;
                 // The publish hook and `service::handle`.
-                assert!(acl::allowed(&[], &role, Access::Publish, topic_name));
-                let request = topic::parse_request(topic_name).expect("a shadow request");
+                let parsed = Topic::parse(topic_name);
+                assert!(acl::may_publish(&[], &role, &parsed, topic_name));
+                let Topic::ShadowRequest(request) = parsed else {
+                    panic!("a shadow request");
+                };
                 let device = request.device().expect("a valid thing name");
                 let token = document::parse_client_token(&step.payload).ok().flatten();
                 let update =
@@ -270,7 +283,7 @@ fn per_update(c: &mut Criterion) {
                 let change = black_box(update.to_change());
                 let accepted = document::update_accepted(&update, &step.current, NOW);
                 bytes += encode(&accepted).len();
-                let response = mount::mount(TENANT, &request.response("accepted"));
+                let response = mount::mount(TENANT, &request.reply(Verdict::Accepted));
                 bytes += mount::mount(TENANT, topic_name).len();
                 // The delivery hook, for the answer.
                 bytes += mount::unmount(&response).map_or(0, |(_, topic)| topic.len());
@@ -284,12 +297,18 @@ fn per_update(c: &mut Criterion) {
                     document::delta(previous.as_ref(), &step.current, token.as_deref(), NOW)
                 {
                     bytes += encode(&delta).len();
-                    bytes += mount::mount(TENANT, &topic::delta_topic(thing, shadow)).len();
+                    bytes +=
+                        mount::mount(TENANT, &topic::answer(thing, shadow, ShadowAnswer::Delta))
+                            .len();
                 }
                 let before_after =
                     document::documents(previous.as_ref(), &step.current, token.as_deref(), NOW);
                 bytes += encode(&before_after).len();
-                bytes += mount::mount(TENANT, &topic::documents_topic(thing, shadow)).len();
+                bytes += mount::mount(
+                    TENANT,
+                    &topic::answer(thing, shadow, ShadowAnswer::Documents),
+                )
+                .len();
                 drop(change);
                 bytes
             })

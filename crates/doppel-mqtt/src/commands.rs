@@ -13,65 +13,28 @@ use crate::shadow::service;
 use doppel_engine::{CommandEvent, CommandEventKind};
 use doppel_model::command::{self, Command};
 use doppel_model::{DeviceId, TenantId, TwinKey};
+use doppel_wire::{Verdict, filter, topic};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-const THINGS_PREFIX: &str = "$doppel/things/";
-/// The topic a command is delivered on.
-pub fn command_topic(thing: &str, id: &str) -> String {
-    format!("{THINGS_PREFIX}{thing}/commands/{id}")
-}
-
-/// The topic applications follow for one kind of command event of one thing.
-pub fn event_topic(thing: &str, kind: CommandEventKind) -> String {
-    format!("$doppel/events/commands/{thing}/{}", kind.name())
-}
-
-/// The thing and command id of an acknowledgement topic
-/// (`$doppel/things/{thing}/commands/{id}/ack`).
-pub fn parse_ack(topic: &str) -> Option<(&str, &str)> {
-    let rest = topic.strip_prefix(THINGS_PREFIX)?;
-    let mut levels = rest.split('/');
-    match (
-        levels.next(),
-        levels.next(),
-        levels.next(),
-        levels.next(),
-        levels.next(),
-    ) {
-        (Some(thing), Some("commands"), Some(id), Some("ack"), None)
-            if !thing.is_empty() && !id.is_empty() =>
-        {
-            Some((thing, id))
-        }
-        _ => None,
-    }
-}
-
-/// Whether `topic` is a thing's command topic (delivery or acknowledgement, or an answer to
-/// one): only the thing itself may use these.
-pub fn is_command_topic(topic: &str) -> bool {
-    topic.strip_prefix(THINGS_PREFIX).is_some_and(|rest| {
-        let mut levels = rest.split('/');
-        levels.next().is_some() && levels.next() == Some("commands")
-    })
-}
-
-/// Records an acknowledgement published by a device and answers it. The caller has checked
-/// that the topic is the device's own.
-pub(crate) async fn handle_ack(hub: &Hub, identity: &Identity, topic: &str, payload: &[u8]) {
-    let Some((thing, id)) = parse_ack(topic) else {
-        return;
-    };
+/// Records the acknowledgement a device published on `thing`'s topic for the command `id`,
+/// and answers it. The caller has checked that the topic is the device's own.
+pub(crate) async fn handle_ack(
+    hub: &Hub,
+    identity: &Identity,
+    thing: &str,
+    id: &str,
+    payload: &[u8],
+) {
     let outcome = acknowledge(hub, identity, thing, id, payload).await;
     let (answer, body) = match outcome {
-        Ok(command) => ("accepted", command.view()),
-        Err(rejection) => ("rejected", rejection.document(hub.now()).into()),
+        Ok(command) => (Verdict::Accepted, command.view()),
+        Err(rejection) => (Verdict::Rejected, rejection.document(hub.now()).into()),
     };
-    hub.publish(&identity.tenant, &format!("{topic}/{answer}"), &body)
-        .await;
+    let topic = topic::command_ack_answer(thing, id, answer);
+    hub.publish(&identity.tenant, &topic, &body).await;
 }
 
 async fn acknowledge(
@@ -107,7 +70,7 @@ pub(crate) async fn deliver(hub: &Hub, key: &TwinKey, reconnected: bool) {
     // Any id stands for all: a device subscribes to `commands/+`.
     if !hub.device_connected(key)
         || !hub
-            .has_subscribers(&key.tenant, &command_topic(thing, "0"))
+            .has_subscribers(&key.tenant, &topic::command_delivery(thing, "0"))
             .await
     {
         return;
@@ -126,7 +89,7 @@ pub(crate) async fn deliver(hub: &Hub, key: &TwinKey, reconnected: bool) {
             for command in commands {
                 hub.publish(
                     &key.tenant,
-                    &command_topic(thing, &command.id),
+                    &topic::command_delivery(thing, &command.id),
                     &delivery(&command),
                 )
                 .await;
@@ -162,7 +125,7 @@ pub(crate) async fn on_reconnect(hub: &Hub, tenant: &TenantId, device: &DeviceId
 /// Whether a subscription filter of `identity` brings its own command topic.
 pub(crate) fn brings_commands(identity: &Identity, filter: &str) -> bool {
     identity.device.as_ref().is_some_and(|device| {
-        crate::shadow::topic::filter_matches(filter, &command_topic(device.as_str(), "0"))
+        filter::matches(filter, &topic::command_delivery(device.as_str(), "0"))
     })
 }
 
@@ -200,7 +163,7 @@ async fn run_deliveries(hub: Arc<Hub>, mut wanted: mpsc::UnboundedReceiver<TwinK
 }
 
 async fn announce(hub: &Hub, event: &CommandEvent) {
-    let topic = event_topic(event.key.device.as_str(), event.kind);
+    let topic = topic::command_event(event.key.device.as_str(), event.kind.name());
     if !hub.has_subscribers(&event.key.tenant, &topic).await {
         return;
     }
@@ -211,32 +174,4 @@ async fn announce(hub: &Hub, event: &CommandEvent) {
         "command": event.command.view(),
     });
     hub.publish(&event.key.tenant, &topic, &body).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn acknowledgement_topics_name_their_thing_and_command() {
-        assert_eq!(
-            parse_ack("$doppel/things/pump-7/commands/0192/ack"),
-            Some(("pump-7", "0192"))
-        );
-        for topic in [
-            "$doppel/things/pump-7/commands/0192",
-            "$doppel/things/pump-7/commands/0192/ack/accepted",
-            "$doppel/things//commands/0192/ack",
-            "$doppel/things/pump-7/commands//ack",
-            "$aws/things/pump-7/commands/0192/ack",
-        ] {
-            assert_eq!(parse_ack(topic), None, "{topic}");
-        }
-        assert!(is_command_topic("$doppel/things/pump-7/commands/+"));
-        assert!(!is_command_topic("$doppel/things/pump-7/jobs/1"));
-        assert_eq!(
-            event_topic("pump-7", CommandEventKind::Acknowledged),
-            "$doppel/events/commands/pump-7/acknowledged"
-        );
-    }
 }

@@ -7,7 +7,7 @@
 //! authorized"). For a subscribe: `ClientSubscribe` (mount), then `ClientSubscribeCheckAcl`.
 //! Each delivery passes `MessageDelivered` (unmount), so clients only ever see their own topics.
 
-use crate::acl::{self, Access, AclRule};
+use crate::acl::{self, AclRule};
 use crate::commands;
 use crate::connections::LiveConnections;
 use crate::identity::{self, Directory, Identity, TokenLogin, TokenRefusal, username_of};
@@ -25,6 +25,8 @@ use doppel_model::{
     Change, ConnectionStatus, DeviceId, Limits, Millis, TenantId, TraceParent, TwinKey,
     UpdateRequest,
 };
+use doppel_wire::Topic;
+use doppel_wire::topic::{self as wire_topic, PresenceEvent};
 use rmqtt::codec::types::{Publish as CodecPublish, QoS};
 use rmqtt::codec::v5::{PublishAckReason, SubscribeAckReason};
 use rmqtt::context::ServerContext;
@@ -294,23 +296,54 @@ impl Hub {
             return rewritten;
         }
         let identity = self.identity(session).await;
+        // Parsed once: the ACL decides on it and the dispatch below serves it.
+        let parsed = Topic::parse(&topic);
         let allowed = identity
             .as_ref()
-            .filter(|identity| acl::allowed(&self.rules, &identity.role, Access::Publish, &topic));
+            .filter(|identity| acl::may_publish(&self.rules, &identity.role, &parsed, &topic));
         rewritten.topic = match allowed {
             Some(identity) => {
+                // Only what a client sent is served; a last will, say, is only routed.
                 if from.is_custom() {
-                    let trace = trace::traceparent(publish.properties.as_ref());
-                    service::handle(self, identity, &topic, &publish.payload, received, trace)
-                        .await;
-                    commands::handle_ack(self, identity, &topic, &publish.payload).await;
-                    sync::handle(self, identity, &topic, &publish.payload).await;
+                    self.serve(identity, parsed, publish, received).await;
                 }
                 mount::mount(identity.tenant.as_str(), &topic).into()
             }
             None => mount::void(&topic).into(),
         };
         rewritten
+    }
+
+    /// Serves a request a client was allowed to publish; any other topic is the broker's alone
+    /// to route.
+    async fn serve(
+        &self,
+        identity: &Identity,
+        topic: Topic<'_>,
+        publish: &Publish,
+        received: Instant,
+    ) {
+        let payload = &publish.payload;
+        match topic {
+            Topic::ShadowRequest(request) => {
+                let trace = trace::traceparent(publish.properties.as_ref());
+                service::handle(self, identity, request, payload, received, trace).await;
+            }
+            Topic::CommandAck { thing, id } => {
+                commands::handle_ack(self, identity, thing, id, payload).await;
+            }
+            Topic::SyncRequest { thing } => sync::handle(self, identity, thing, payload).await,
+            Topic::ShadowAnswer { .. }
+            | Topic::CommandDelivery { .. }
+            | Topic::CommandAckAnswer { .. }
+            | Topic::SyncAnswer { .. }
+            | Topic::Presence { .. }
+            | Topic::CommandEvent { .. }
+            | Topic::HubReserved
+            | Topic::Thing { .. }
+            | Topic::Reserved
+            | Topic::Ordinary => {}
+        }
     }
 
     async fn on_subscribe_check(&self, session: &Session, mounted: &str) -> bool {
@@ -403,10 +436,13 @@ impl Hub {
             version,
         };
         let (kind, body) = match ended {
-            None => ("connected", presence::connected_event(&event)),
-            Some(reason) => ("disconnected", presence::disconnected_event(&event, reason)),
+            None => (PresenceEvent::Connected, presence::connected_event(&event)),
+            Some(reason) => (
+                PresenceEvent::Disconnected,
+                presence::disconnected_event(&event, reason),
+            ),
         };
-        let topic = presence::event_topic(kind, &client_id);
+        let topic = wire_topic::presence_event(kind.as_str(), &client_id);
         let connecting = ended.is_none();
         let hub = self.clone();
         let record = async move {
@@ -626,8 +662,7 @@ impl Hub {
 /// lies in the identity's tenant and the ACL lets the identity subscribe to it.
 fn subscription_allowed(rules: &[AclRule], identity: &Identity, mounted: &str) -> bool {
     mount::unmount(mounted).is_some_and(|(tenant, filter)| {
-        tenant == identity.tenant.as_str()
-            && acl::allowed(rules, &identity.role, Access::Subscribe, &filter)
+        tenant == identity.tenant.as_str() && acl::may_subscribe(rules, &identity.role, &filter)
     })
 }
 

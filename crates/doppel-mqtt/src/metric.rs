@@ -3,8 +3,9 @@
 //! known set of labels exist from the start at zero, so that alerts have data before the first
 //! event.
 
-use crate::shadow::topic::ShadowOp;
 use doppel_auth::Refusal;
+use doppel_wire::Verdict;
+use doppel_wire::shadow::ShadowOp;
 
 /// Live client sessions, raised and lowered by the connect and disconnect hooks.
 pub(crate) const CONNECTIONS: &str = "doppel_mqtt_connections";
@@ -24,8 +25,8 @@ pub(crate) const SLOW_CLIENTS_DISCONNECTED: &str = "doppel_mqtt_slow_clients_dis
 pub(crate) const SHADOW_REQUESTS: &str = "doppel_shadow_requests_total";
 pub(crate) const SHADOW_REQUEST_DURATION: &str = "doppel_shadow_request_duration_seconds";
 /// The `outcome` labels of the shadow request metrics.
-pub(crate) const ACCEPTED: &str = "accepted";
-pub(crate) const REJECTED: &str = "rejected";
+pub(crate) const ACCEPTED: &str = Verdict::Accepted.as_str();
+pub(crate) const REJECTED: &str = Verdict::Rejected.as_str();
 pub(crate) const SYNC_LATENCY: &str = "doppel_sync_latency_seconds";
 
 /// Describes the MQTT metrics and creates their series at zero. Call once the process's

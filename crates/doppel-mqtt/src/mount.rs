@@ -69,7 +69,7 @@ pub fn is_topic_name(topic: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shadow::topic::filter_matches;
+    use doppel_wire::filter::matches as filter_matches;
 
     #[test]
     fn mounting_round_trips_and_keeps_tenants_apart() {

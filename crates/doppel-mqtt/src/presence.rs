@@ -2,6 +2,7 @@
 //! subscribers when any client connects or disconnects (AWS IoT's lifecycle event format).
 
 use doppel_model::TwinKey;
+use doppel_wire::topic::PresenceEvent;
 use rmqtt::types::Reason;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -157,7 +158,7 @@ pub struct ClientEvent<'a> {
 
 /// `$aws/events/presence/connected/{clientId}`.
 pub fn connected_event(event: &ClientEvent) -> Value {
-    let mut body = base(event, "connected");
+    let mut body = base(event, PresenceEvent::Connected);
     body["ipAddress"] = json!(event.ip_address);
     body
 }
@@ -165,17 +166,17 @@ pub fn connected_event(event: &ClientEvent) -> Value {
 /// `$aws/events/presence/disconnected/{clientId}`.
 pub fn disconnected_event(event: &ClientEvent, reason: &Reason) -> Value {
     let (word, client_initiated) = disconnect_reason(reason);
-    let mut body = base(event, "disconnected");
+    let mut body = base(event, PresenceEvent::Disconnected);
     body["clientInitiatedDisconnect"] = json!(client_initiated);
     body["disconnectReason"] = json!(word);
     body
 }
 
-fn base(event: &ClientEvent, kind: &str) -> Value {
+fn base(event: &ClientEvent, kind: PresenceEvent) -> Value {
     json!({
         "clientId": event.client_id,
         "timestamp": event.timestamp,
-        "eventType": kind,
+        "eventType": kind.as_str(),
         "sessionIdentifier": event.session,
         "principalIdentifier": event.principal,
         "versionNumber": event.version,
@@ -186,11 +187,6 @@ fn base(event: &ClientEvent, kind: &str) -> Value {
 /// of that moment shares.
 pub fn session_identifier(created_at_ms: i64, remote_port: u16) -> String {
     format!("{created_at_ms:012x}-{remote_port:04x}")
-}
-
-/// The topic of a lifecycle event.
-pub fn event_topic(kind: &str, client_id: &str) -> String {
-    format!("$aws/events/presence/{kind}/{client_id}")
 }
 
 #[cfg(test)]

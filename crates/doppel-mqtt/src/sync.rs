@@ -1,59 +1,27 @@
 //! Replica sync over MQTT: edge agents send the changes they made while away and get the hub's
 //! replicated state back.
 //!
-//! An edge agent publishes `{"token", "changes": [delta, ...]}` on `$doppel/things/{thing}/sync`
-//! (the changes in the order it made them, each a [`ReplicaDelta`] with its vector clock). The
-//! hub merges each as its own durable change, in order, and answers on `.../sync/accepted` with
-//! `{"token", "merged", "state"}`, `state` being the twin's whole replicated state for the agent
-//! to merge in turn, its meta (device type, tags, ...) included, since the agent's rules follow
-//! the device type and meta is set on the hub only; or on `.../sync/rejected` with `{"token", "code", "message"}`. An empty
-//! `changes` fetches the state. Merging is idempotent, so an agent that did not hear the answer
-//! sends the same changes again.
+//! An edge agent publishes a [`SyncRequest`] on `$doppel/things/{thing}/sync`. The hub merges
+//! each change as its own durable change, in order, and answers on `.../sync/accepted` with a
+//! [`SyncAccepted`], or on `.../sync/rejected` with `{"token", "code", "message"}`
+//! (`doppel_wire::sync` describes the messages).
 
 use crate::hub::Hub;
 use crate::identity::Identity;
 use crate::rejection::Rejection;
 use doppel_engine::{Engine, EngineError, Outcome};
-use doppel_model::replica::{MAX_SYNC_CHANGES, ReplicaDelta, snapshot};
+use doppel_model::replica::{ReplicaDelta, snapshot};
 use doppel_model::{Change, DeviceId, Millis, ModelError, Twin, TwinKey, UpdateRequest};
-use serde::Deserialize;
-use serde_json::{Value, json};
-
-const THINGS_PREFIX: &str = "$doppel/things/";
-
-/// The thing of a sync request topic (`$doppel/things/{thing}/sync`).
-pub fn parse_sync(topic: &str) -> Option<&str> {
-    let thing = topic.strip_prefix(THINGS_PREFIX)?.strip_suffix("/sync")?;
-    (!thing.is_empty() && !thing.contains('/')).then_some(thing)
-}
-
-/// Whether `topic` is an answer to a sync request, which only the hub may publish.
-pub fn is_sync_answer(topic: &str) -> bool {
-    topic
-        .strip_prefix(THINGS_PREFIX)
-        .and_then(|rest| rest.split_once('/'))
-        .is_some_and(|(_, rest)| rest.starts_with("sync/"))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SyncRequest {
-    /// Echoed in the answer, so the agent can tell which request it answers.
-    #[serde(default)]
-    token: Value,
-    #[serde(default)]
-    changes: Vec<ReplicaDelta>,
-}
+use doppel_wire::sync::{MAX_SYNC_CHANGES, SyncAccepted, SyncRequest};
+use doppel_wire::topic;
+use serde_json::Value;
 
 /// What [`Rejection::of_engine`] logs a failure as.
 const SYNC_REQUEST: &str = "a replica sync";
 
 /// Merges a sync request published by a device and answers it. The caller has checked that the
 /// topic is the device's own.
-pub(crate) async fn handle(hub: &Hub, identity: &Identity, topic: &str, payload: &[u8]) {
-    let Some(thing) = parse_sync(topic) else {
-        return;
-    };
+pub(crate) async fn handle(hub: &Hub, identity: &Identity, thing: &str, payload: &[u8]) {
     let request = serde_json::from_slice::<SyncRequest>(payload);
     // A request that does not parse still gets its token back, when it has one.
     let token = match &request {
@@ -66,17 +34,27 @@ pub(crate) async fn handle(hub: &Hub, identity: &Identity, topic: &str, payload:
     let request = request
         .map_err(|err| Rejection::bad_request(format!("the sync request is not valid: {err}")));
     let (answer, body) = match sync(hub, identity, thing, request).await {
-        Ok(mut body) => {
-            body["token"] = token;
-            ("accepted", body)
+        Ok((merged, state)) => {
+            let accepted = SyncAccepted {
+                merged,
+                state,
+                token,
+            };
+            match serde_json::to_value(accepted) {
+                Ok(body) => (topic::Verdict::Accepted, body),
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot encode a sync answer");
+                    return;
+                }
+            }
         }
         Err(rejection) => {
             let mut body = rejection.document(hub.now());
             body.insert("token".into(), token);
-            ("rejected", body.into())
+            (topic::Verdict::Rejected, body.into())
         }
     };
-    hub.publish(&identity.tenant, &format!("{topic}/{answer}"), &body)
+    hub.publish(&identity.tenant, &topic::sync_answer(thing, answer), &body)
         .await;
 }
 
@@ -85,7 +63,7 @@ async fn sync(
     identity: &Identity,
     thing: &str,
     request: Result<SyncRequest, Rejection>,
-) -> Result<Value, Rejection> {
+) -> Result<(usize, Option<ReplicaDelta>), Rejection> {
     let request = request?;
     if request.changes.len() > MAX_SYNC_CHANGES {
         return Err(Rejection::bad_request(format!(
@@ -145,7 +123,7 @@ async fn sync(
         None => None,
     };
     let state = twin.and_then(|twin| snapshot(&twin, engine.replica()));
-    Ok(json!({"merged": merged, "state": state}))
+    Ok((merged, state))
 }
 
 /// Counts the sync as the device's sign of life, as a report would: an agent whose device
@@ -173,26 +151,5 @@ async fn heard_from(engine: &Engine, key: &TwinKey, identity: &Identity, twin: T
             tracing::debug!(error = %err, twin = %key, "cannot record a sync as activity");
             twin
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sync_topics_name_their_thing() {
-        assert_eq!(parse_sync("$doppel/things/pump-7/sync"), Some("pump-7"));
-        for topic in [
-            "$doppel/things//sync",
-            "$doppel/things/a/b/sync",
-            "$doppel/things/pump-7/sync/accepted",
-            "$aws/things/pump-7/sync",
-        ] {
-            assert_eq!(parse_sync(topic), None, "{topic}");
-        }
-        assert!(is_sync_answer("$doppel/things/pump-7/sync/accepted"));
-        assert!(is_sync_answer("$doppel/things/+/sync/#"));
-        assert!(!is_sync_answer("$doppel/things/pump-7/sync"));
     }
 }

@@ -23,12 +23,11 @@ use tokio::time::{Instant, sleep_until, timeout_at};
 use crate::config::SimConfig;
 use crate::connection::{Connection, ConnectionError};
 use crate::limits::source_address;
-use crate::payload::{
-    ACK_SUCCEEDED, Delta, ack_topic, command_id, commands_filter, delta_topic, periodic_report,
-    update_topic,
-};
+use crate::payload::{ACK_SUCCEEDED, Delta, command_id, is_delta, periodic_report};
 use crate::shard::{Event, SessionEnd, Shard};
 use crate::timing::{connect_offset, device_rng, link_schedule, report_delay};
+use doppel_wire::shadow::{self, ShadowAnswer, ShadowOp};
+use doppel_wire::topic;
 
 /// How long a connection attempt (TCP handshake and CONNACK) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -253,8 +252,11 @@ impl Device {
         // Commands first: on a reconnect the hub sends pending commands before the delta only
         // to a device subscribed to them first (docs/MQTT.md, "Order on reconnect").
         let mut subscribe = Subscribe::new_many([
-            SubscribeFilter::new(commands_filter(&self.thing), QoS::AtLeastOnce),
-            SubscribeFilter::new(delta_topic(&self.thing), QoS::AtLeastOnce),
+            SubscribeFilter::new(topic::command_delivery(&self.thing, "+"), QoS::AtLeastOnce),
+            SubscribeFilter::new(
+                shadow::answer(&self.thing, None, ShadowAnswer::Delta),
+                QoS::AtLeastOnce,
+            ),
         ]);
         subscribe.pkid = self.next_packet_id();
         connection.send(Packet::Subscribe(subscribe)).await?;
@@ -345,7 +347,7 @@ impl Device {
         connection: &mut Connection,
         publish: &Publish,
     ) -> Result<(), ConnectionError> {
-        if publish.topic == delta_topic(&self.thing) {
+        if is_delta(&self.thing, &publish.topic) {
             let Some(delta) = Delta::parse(&publish.payload) else {
                 tracing::debug!(thing = %self.thing, "ignoring an unreadable delta");
                 return Ok(());
@@ -358,7 +360,7 @@ impl Device {
             shard.record(self.slot, Event::DeltaApplied);
             self.report(shard, connection, report).await?;
         } else if let Some(id) = command_id(&self.thing, &publish.topic) {
-            let topic = ack_topic(&self.thing, id);
+            let topic = topic::command_ack(&self.thing, id);
             self.publish(
                 connection,
                 topic,
@@ -377,7 +379,7 @@ impl Device {
         connection: &mut Connection,
         payload: Vec<u8>,
     ) -> Result<(), ConnectionError> {
-        let topic = update_topic(&self.thing);
+        let topic = shadow::request(&self.thing, None, ShadowOp::Update);
         self.publish(connection, topic, payload, PublishKind::Report)
             .await?;
         shard.record(self.slot, Event::ReportSent);

@@ -1,38 +1,27 @@
 //! What a simulated device says and understands: its topics, its sensor report, the delta
 //! messages it applies and the command acknowledgement it sends (docs/MQTT.md).
 
+use doppel_wire::Topic;
+use doppel_wire::shadow::ShadowAnswer;
 use rand::Rng;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-/// The topic a device reports on: `$aws/things/{thing}/shadow/update`.
-pub fn update_topic(thing: &str) -> String {
-    format!("$aws/things/{thing}/shadow/update")
-}
-
-/// The topic the hub sends a device its delta on.
-pub fn delta_topic(thing: &str) -> String {
-    format!("$aws/things/{thing}/shadow/update/delta")
-}
-
-/// The filter of a device's commands: `$doppel/things/{thing}/commands/+`.
-pub fn commands_filter(thing: &str) -> String {
-    format!("$doppel/things/{thing}/commands/+")
-}
-
 /// The command id in `topic` when it is one of `thing`'s command deliveries
 /// (`$doppel/things/{thing}/commands/{id}`), else `None`.
 pub fn command_id<'a>(thing: &str, topic: &'a str) -> Option<&'a str> {
-    let id = topic
-        .strip_prefix("$doppel/things/")?
-        .strip_prefix(thing)?
-        .strip_prefix("/commands/")?;
-    (!id.is_empty() && !id.contains('/')).then_some(id)
+    match Topic::parse(topic) {
+        Topic::CommandDelivery { thing: to, id } if to == thing => Some(id),
+        _ => None,
+    }
 }
 
-/// Where a device acknowledges the command `id`.
-pub fn ack_topic(thing: &str, id: &str) -> String {
-    format!("$doppel/things/{thing}/commands/{id}/ack")
+/// Whether `topic` is the delta of `thing`'s classic shadow, the one a device applies.
+pub fn is_delta(thing: &str, topic: &str) -> bool {
+    matches!(
+        Topic::parse(topic),
+        Topic::ShadowAnswer { thing: to, shadow: None, answer: ShadowAnswer::Delta } if to == thing
+    )
 }
 
 /// The acknowledgement of a command that was carried out.

@@ -11,6 +11,8 @@ use doppel_netfault::{LinkModel, LinkState};
 use doppel_sim::config::thing_name;
 use doppel_sim::timing::{connect_offset, link_schedule};
 use doppel_sim::{Credentials, ProgressMode, SimConfig, SimError, SimReport};
+use doppel_wire::shadow::{self, ShadowAnswer, ShadowOp};
+use doppel_wire::topic;
 use rumqttc::mqttbytes::v4::{
     ConnAck, Connect, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode,
 };
@@ -192,13 +194,13 @@ async fn serve(mut stream: TcpStream, script: Script, shared: Arc<Shared>) {
                     ));
                     if script.deliver {
                         let mut delta = Publish::new(
-                            format!("$aws/things/{thing}/shadow/update/delta"),
+                            shadow::answer(&thing, None, ShadowAnswer::Delta),
                             QoS::AtLeastOnce,
                             DELTA,
                         );
                         delta.pkid = 100;
                         let mut command = Publish::new(
-                            format!("$doppel/things/{thing}/commands/cmd-1"),
+                            topic::command_delivery(&thing, "cmd-1"),
                             QoS::AtLeastOnce,
                             r#"{"id":"cmd-1","type":"reboot","payload":{},"attempt":1}"#,
                         );
@@ -239,7 +241,7 @@ fn run(config: &SimConfig) -> SimReport {
 }
 
 fn reports_of<'a>(seen: &'a Seen, thing: &str) -> Vec<&'a Value> {
-    let topic = format!("$aws/things/{thing}/shadow/update");
+    let topic = shadow::request(thing, None, ShadowOp::Update);
     seen.publishes
         .iter()
         .filter(|(published, _)| *published == topic)
@@ -269,12 +271,9 @@ fn devices_connect_subscribe_report_apply_deltas_and_acknowledge_commands() {
         assert_eq!(
             subscription,
             &[
+                (topic::command_delivery(thing, "+"), QoS::AtLeastOnce),
                 (
-                    format!("$doppel/things/{thing}/commands/+"),
-                    QoS::AtLeastOnce
-                ),
-                (
-                    format!("$aws/things/{thing}/shadow/update/delta"),
+                    shadow::answer(thing, None, ShadowAnswer::Delta),
                     QoS::AtLeastOnce
                 ),
             ],
@@ -301,7 +300,7 @@ fn devices_connect_subscribe_report_apply_deltas_and_acknowledge_commands() {
         assert_eq!(last["state"]["reported"]["mode"], "boost", "and kept it");
         assert_eq!(last["state"]["reported"]["light"]["level"], 7);
         assert!(last["state"]["reported"]["temperature"].is_number());
-        let ack_topic = format!("$doppel/things/{thing}/commands/cmd-1/ack");
+        let ack_topic = topic::command_ack(&thing, "cmd-1");
         let acks: Vec<_> = seen
             .publishes
             .iter()

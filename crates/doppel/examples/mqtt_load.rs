@@ -32,6 +32,8 @@ mod cpu;
 
 use clap::{Parser, ValueEnum};
 use cpu::cpu_time;
+use doppel_wire::Verdict;
+use doppel_wire::shadow::{self, ShadowAnswer, ShadowOp};
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS, SubscribeReasonCode};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -195,17 +197,18 @@ struct Topics {
 
 fn topics(mode: Mode, thing: &str) -> Topics {
     match mode {
-        Mode::Shadow => {
-            let prefix = format!("$aws/things/{thing}/shadow/update");
-            Topics {
-                // What an AWS device SDK subscribes to before it updates.
-                answers: ["accepted", "rejected", "delta"]
-                    .iter()
-                    .map(|leaf| format!("{prefix}/{leaf}"))
-                    .collect(),
-                request: prefix,
-            }
-        }
+        Mode::Shadow => Topics {
+            // What an AWS device SDK subscribes to before it updates.
+            answers: [
+                ShadowAnswer::Reply(ShadowOp::Update, Verdict::Accepted),
+                ShadowAnswer::Reply(ShadowOp::Update, Verdict::Rejected),
+                ShadowAnswer::Delta,
+            ]
+            .into_iter()
+            .map(|answer| shadow::answer(thing, None, answer))
+            .collect(),
+            request: shadow::request(thing, None, ShadowOp::Update),
+        },
         Mode::Echo => {
             let topic = format!("load/{thing}");
             Topics {

@@ -11,6 +11,7 @@ mod common;
 use common::Server;
 use common::crash::env_u64;
 use common::mqtt::connect;
+use common::topic::{self, ShadowOp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -47,8 +48,8 @@ impl Device {
     /// `ready` lets the kill timer start.
     async fn run(self, addr: SocketAddr, ready: Arc<Barrier>) {
         let mut client = connect(addr, &self.thing).await;
-        let answers = format!("$aws/things/{}/shadow/update/accepted", self.thing);
-        let requests = format!("$aws/things/{}/shadow/update", self.thing);
+        let answers = topic::accepted(&self.thing, ShadowOp::Update);
+        let requests = topic::request(&self.thing, ShadowOp::Update);
         client.subscribe(&answers).await;
         ready.wait().await;
         for _ in 0..MAX_UPDATES_PER_CYCLE {

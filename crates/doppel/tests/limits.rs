@@ -7,18 +7,11 @@ use common::Server;
 use common::api::{Api, assert_problem};
 use common::mqtt::{Mqtt, connect};
 use common::sse::SseClient;
+use common::topic::{self, ShadowOp};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 const ANONYMOUS: [&str; 2] = ["--mqtt-allow-anonymous", "true"];
-
-fn shadow(thing: &str, rest: &str) -> String {
-    format!("$aws/things/{thing}/shadow/{rest}")
-}
-
-fn named(thing: &str, name: &str, rest: &str) -> String {
-    format!("$aws/things/{thing}/shadow/name/{name}/{rest}")
-}
 
 async fn patch(api: &Api, path: &str, body: Value) -> common::http::Reply {
     api.call(Method::PATCH, path, &[], Some(body.to_string()))
@@ -32,9 +25,7 @@ async fn get(api: &Api, path: &str) -> common::http::Reply {
 /// A device subscribed to every answer of its classic shadow and of its named shadows.
 async fn device(server: &Server, thing: &str) -> Mqtt {
     let mut device = connect(server.mqtt, thing).await;
-    device
-        .subscribe(&format!("$aws/things/{thing}/shadow/#"))
-        .await;
+    device.subscribe(&topic::everything(thing)).await;
     device
 }
 
@@ -45,21 +36,21 @@ async fn a_device_cannot_create_more_named_shadows_than_the_limit() {
     let mut pump = device(&server, "pump-1").await;
     for name in ["a", "b", "c"] {
         pump.publish(
-            &named("pump-1", name, "update"),
+            &topic::named_request("pump-1", name, ShadowOp::Update),
             r#"{"state":{"reported":{"on":true}}}"#,
         )
         .await;
-        pump.recv_json(&named("pump-1", name, "update/accepted"))
+        pump.recv_json(&topic::named_accepted("pump-1", name, ShadowOp::Update))
             .await;
     }
     // The fourth is refused over MQTT with AWS's error document, and made no twin.
     pump.publish(
-        &named("pump-1", "d", "update"),
+        &topic::named_request("pump-1", "d", ShadowOp::Update),
         r#"{"state":{"reported":{"on":true}},"clientToken":"t4"}"#,
     )
     .await;
     let refused = pump
-        .recv_json(&named("pump-1", "d", "update/rejected"))
+        .recv_json(&topic::named_rejected("pump-1", "d", ShadowOp::Update))
         .await;
     assert_eq!(refused["code"], 403, "{refused}");
     assert_eq!(refused["clientToken"], "t4", "{refused}");
@@ -169,11 +160,13 @@ async fn a_reported_version_at_the_maximum_is_not_wrapped_to_zero() {
     assert_eq!(stale.body["applied"], false, "{}", stale.body);
     // Over MQTT an AWS update counts the section on: refused the same way.
     pump.publish(
-        &shadow("pump-3", "update"),
+        &topic::request("pump-3", ShadowOp::Update),
         r#"{"state":{"reported":{"t":3}},"clientToken":"v"}"#,
     )
     .await;
-    let refused = pump.recv_json(&shadow("pump-3", "update/rejected")).await;
+    let refused = pump
+        .recv_json(&topic::rejected("pump-3", ShadowOp::Update))
+        .await;
     assert_eq!(refused["code"], 400, "{refused}");
     assert_eq!(
         refused["message"],
@@ -193,7 +186,7 @@ async fn a_reported_version_at_the_maximum_is_not_wrapped_to_zero() {
 async fn a_pathologically_nested_document_gets_the_nesting_error_over_mqtt_and_http() {
     let server = Server::start_with(&ANONYMOUS);
     let mut pump = device(&server, "pump-4").await;
-    let rejected = shadow("pump-4", "update/rejected");
+    let rejected = topic::rejected("pump-4", ShadowOp::Update);
     // 60,000 levels (unclosed, to stay within the document limit) and 200 closed ones: both
     // are past serde_json's recursion limit, which answered "Invalid JSON".
     let unclosed = format!(r#"{{"state":{{"reported":{{"a":{}"#, "[".repeat(60_000));
@@ -203,8 +196,11 @@ async fn a_pathologically_nested_document_gets_the_nesting_error_over_mqtt_and_h
         "]".repeat(200)
     );
     for payload in [&unclosed, &closed] {
-        pump.publish(&shadow("pump-4", "update"), payload.as_bytes().to_vec())
-            .await;
+        pump.publish(
+            &topic::request("pump-4", ShadowOp::Update),
+            payload.as_bytes().to_vec(),
+        )
+        .await;
         let error = pump.recv_json(&rejected).await;
         assert_eq!(error["code"], 400, "{error}");
         assert_eq!(
@@ -213,7 +209,8 @@ async fn a_pathologically_nested_document_gets_the_nesting_error_over_mqtt_and_h
         );
     }
     // Syntax errors are still syntax errors.
-    pump.publish(&shadow("pump-4", "update"), "{not json").await;
+    pump.publish(&topic::request("pump-4", ShadowOp::Update), "{not json")
+        .await;
     assert_eq!(pump.recv_json(&rejected).await["message"], "Invalid JSON");
     // HTTP gives the same answer, as its problem document.
     let api = Api::over(server);
@@ -241,22 +238,32 @@ async fn a_null_state_clears_both_sections_and_keeps_the_shadow_as_on_aws() {
     let server = Server::start_with(&ANONYMOUS);
     let mut pump = device(&server, "pump-5").await;
     pump.publish(
-        &shadow("pump-5", "update"),
+        &topic::request("pump-5", ShadowOp::Update),
         r#"{"state":{"desired":{"on":true},"reported":{"on":false}}}"#,
     )
     .await;
-    let first = pump.recv_json(&shadow("pump-5", "update/accepted")).await;
-    pump.publish(&shadow("pump-5", "update"), r#"{"state":null}"#)
+    let first = pump
+        .recv_json(&topic::accepted("pump-5", ShadowOp::Update))
         .await;
-    let cleared = pump.recv_json(&shadow("pump-5", "update/accepted")).await;
+    pump.publish(
+        &topic::request("pump-5", ShadowOp::Update),
+        r#"{"state":null}"#,
+    )
+    .await;
+    let cleared = pump
+        .recv_json(&topic::accepted("pump-5", ShadowOp::Update))
+        .await;
     assert_eq!(
         cleared["state"],
         json!({"desired": null, "reported": null}),
         "{cleared}"
     );
     assert_eq!(cleared["version"], first["version"].as_u64().unwrap() + 1);
-    pump.publish(&shadow("pump-5", "get"), "").await;
-    let shown = pump.recv_json(&shadow("pump-5", "get/accepted")).await;
+    pump.publish(&topic::request("pump-5", ShadowOp::Get), "")
+        .await;
+    let shown = pump
+        .recv_json(&topic::accepted("pump-5", ShadowOp::Get))
+        .await;
     assert_eq!(shown["state"], json!({}), "{shown}");
     assert_eq!(shown["version"], cleared["version"]);
     let api = Api::over(server);

@@ -8,6 +8,7 @@ use common::Server;
 use common::http::HttpClient;
 use common::metrics::{Scrape, exposition, parse_sample};
 use common::mqtt::login;
+use common::topic::{self, ShadowOp};
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -161,11 +162,11 @@ async fn metrics_follow_http_mqtt_and_command_work() {
 
     let mut device = login(server.mqtt, "pump-1", &username, &password).await;
     device
-        .subscribe("$aws/things/pump-1/shadow/update/accepted")
+        .subscribe(&topic::accepted("pump-1", ShadowOp::Update))
         .await;
     device
         .publish_json(
-            "$aws/things/pump-1/shadow/update",
+            &topic::request("pump-1", ShadowOp::Update),
             &json!({ "state": { "reported": { "rpm": 1200 } } }),
         )
         .await;
@@ -173,7 +174,7 @@ async fn metrics_follow_http_mqtt_and_command_work() {
     // after it: once the PUBACK is here, the request is counted.
     device.acked().await;
     device
-        .recv_json("$aws/things/pump-1/shadow/update/accepted")
+        .recv_json(&topic::accepted("pump-1", ShadowOp::Update))
         .await;
 
     http.queue_command("pump-1", &json!({ "type": "reboot" }))

@@ -7,16 +7,13 @@ mod common;
 use common::Server;
 use common::http::HttpClient;
 use common::mqtt::{Mqtt, Options, connect, connect_with, login};
+use common::topic::{self, ShadowOp};
 use rumqttc::ConnectReturnCode;
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::time::Duration;
 
 const ANONYMOUS: &[&str] = &["--mqtt-allow-anonymous", "true"];
-
-fn shadow(thing: &str, rest: &str) -> String {
-    format!("$aws/things/{thing}/shadow/{rest}")
-}
 
 /// Waits (bounded) until the JSON at `path` satisfies `ready`; returns it.
 async fn eventually_twin(http: &HttpClient, path: &str, ready: impl Fn(&Value) -> bool) -> Value {
@@ -53,7 +50,7 @@ async fn connect_known_device(http: &HttpClient, server: &Server, thing: &str) -
 
 async fn device(server: &Server, thing: &str) -> Mqtt {
     let mut device = connect(server.mqtt, thing).await;
-    device.subscribe(&shadow(thing, "#")).await;
+    device.subscribe(&topic::everything(thing)).await;
     device
 }
 
@@ -63,9 +60,11 @@ async fn an_update_is_accepted_only_once_durable_and_is_the_twin_http_sees() {
     let http = HttpClient::new(&server);
     let mut pump = device(&server, "pump-1").await;
     let update = json!({"state": {"reported": {"temp": 21, "fan": {"rpm": 900}}, "desired": {"temp": 19}}, "clientToken": "tok-1"});
-    pump.publish_json(&shadow("pump-1", "update"), &update)
+    pump.publish_json(&topic::request("pump-1", ShadowOp::Update), &update)
         .await;
-    let accepted = pump.recv_json(&shadow("pump-1", "update/accepted")).await;
+    let accepted = pump
+        .recv_json(&topic::accepted("pump-1", ShadowOp::Update))
+        .await;
     // The twin is readable over HTTP the moment the answer is out.
     let (status, twin) = http.get("/v1/tenants/default/twins/pump-1").await;
     assert_eq!(status, 200);
@@ -90,33 +89,42 @@ async fn an_update_is_accepted_only_once_durable_and_is_the_twin_http_sees() {
         seconds
     );
 
-    let delta = pump.recv_json(&shadow("pump-1", "update/delta")).await;
+    let delta = pump.recv_json(&topic::delta("pump-1")).await;
     assert_eq!(delta["state"], json!({"temp": 19}));
     assert_eq!(delta["clientToken"], "tok-1");
-    let documents = pump.recv_json(&shadow("pump-1", "update/documents")).await;
+    let documents = pump.recv_json(&topic::documents("pump-1")).await;
     assert_eq!(documents["current"]["state"]["reported"]["temp"], 21);
     assert_eq!(documents["current"]["version"], accepted["version"]);
 
-    pump.publish(&shadow("pump-1", "get"), r#"{"clientToken":"g"}"#)
+    pump.publish(
+        &topic::request("pump-1", ShadowOp::Get),
+        r#"{"clientToken":"g"}"#,
+    )
+    .await;
+    let got = pump
+        .recv_json(&topic::accepted("pump-1", ShadowOp::Get))
         .await;
-    let got = pump.recv_json(&shadow("pump-1", "get/accepted")).await;
     assert_eq!(got["state"]["delta"], json!({"temp": 19}));
     assert_eq!(got["state"]["desired"], json!({"temp": 19}));
     assert_eq!(got["clientToken"], "g");
 
     // `null` deletes a property; `"desired": null` clears desired.
     pump.publish_json(
-        &shadow("pump-1", "update"),
+        &topic::request("pump-1", ShadowOp::Update),
         &json!({"state": {"reported": {"fan": null}, "desired": null}}),
     )
     .await;
-    pump.recv_json(&shadow("pump-1", "update/accepted")).await;
+    pump.recv_json(&topic::accepted("pump-1", ShadowOp::Update))
+        .await;
     let (_, twin) = http.get("/v1/tenants/default/twins/pump-1").await;
     assert_eq!(twin["reported"]["state"], json!({"temp": 21}));
     assert_eq!(twin["desired"]["state"], json!({}));
 
-    pump.publish(&shadow("pump-1", "delete"), "").await;
-    let deleted = pump.recv_json(&shadow("pump-1", "delete/accepted")).await;
+    pump.publish(&topic::request("pump-1", ShadowOp::Delete), "")
+        .await;
+    let deleted = pump
+        .recv_json(&topic::accepted("pump-1", ShadowOp::Delete))
+        .await;
     // Shadow versions: the first update, the clearing update, then the delete; the presence
     // write in between moved only the document version.
     assert_eq!(
@@ -139,17 +147,22 @@ async fn bad_requests_are_rejected_with_aws_codes_and_change_nothing() {
     ]);
     let http = HttpClient::new(&server);
     let mut pump = device(&server, "pump-2").await;
-    let rejected = shadow("pump-2", "update/rejected");
+    let rejected = topic::rejected("pump-2", ShadowOp::Update);
 
-    pump.publish(&shadow("pump-2", "get"), "").await;
-    let missing = pump.recv_json(&shadow("pump-2", "get/rejected")).await;
+    pump.publish(&topic::request("pump-2", ShadowOp::Get), "")
+        .await;
+    let missing = pump
+        .recv_json(&topic::rejected("pump-2", ShadowOp::Get))
+        .await;
     assert_eq!(
         (missing["code"].as_u64(), missing["message"].as_str()),
         (Some(404), Some("No shadow exists with name: 'pump-2'"))
     );
-    pump.publish(&shadow("pump-2", "delete"), "").await;
+    pump.publish(&topic::request("pump-2", ShadowOp::Delete), "")
+        .await;
     assert_eq!(
-        pump.recv_json(&shadow("pump-2", "delete/rejected")).await["code"],
+        pump.recv_json(&topic::rejected("pump-2", ShadowOp::Delete))
+            .await["code"],
         404
     );
 
@@ -177,7 +190,8 @@ async fn bad_requests_are_rejected_with_aws_codes_and_change_nothing() {
         ),
     ];
     for (payload, code, message) in cases {
-        pump.publish(&shadow("pump-2", "update"), payload).await;
+        pump.publish(&topic::request("pump-2", ShadowOp::Update), payload)
+            .await;
         let error = pump.recv_json(&rejected).await;
         assert_eq!(error["code"], code, "{payload} -> {error}");
         assert_eq!(error["message"], message, "{payload} -> {error}");
@@ -186,27 +200,31 @@ async fn bad_requests_are_rejected_with_aws_codes_and_change_nothing() {
         }
     }
     let big = json!({"state": {"reported": {"blob": "x".repeat(2000)}}});
-    pump.publish_json(&shadow("pump-2", "update"), &big).await;
+    pump.publish_json(&topic::request("pump-2", ShadowOp::Update), &big)
+        .await;
     assert_eq!(pump.recv_json(&rejected).await["code"], 413);
     let (status, _) = http.get("/v1/tenants/default/twins/pump-2").await;
     assert_eq!(status, 404, "no rejected request may create the twin");
 
     // An update at the current version applies; the same version again conflicts.
     pump.publish(
-        &shadow("pump-2", "update"),
+        &topic::request("pump-2", ShadowOp::Update),
         r#"{"state":{"reported":{"a":1}}}"#,
     )
     .await;
-    let first = pump.recv_json(&shadow("pump-2", "update/accepted")).await;
+    let first = pump
+        .recv_json(&topic::accepted("pump-2", ShadowOp::Update))
+        .await;
     let version = first["version"].as_u64().unwrap();
     let conditional = json!({"state": {"reported": {"a": 2}}, "version": version});
-    pump.publish_json(&shadow("pump-2", "update"), &conditional)
+    pump.publish_json(&topic::request("pump-2", ShadowOp::Update), &conditional)
         .await;
     assert_eq!(
-        pump.recv_json(&shadow("pump-2", "update/accepted")).await["version"],
+        pump.recv_json(&topic::accepted("pump-2", ShadowOp::Update))
+            .await["version"],
         version + 1
     );
-    pump.publish_json(&shadow("pump-2", "update"), &conditional)
+    pump.publish_json(&topic::request("pump-2", ShadowOp::Update), &conditional)
         .await;
     assert_eq!(pump.recv_json(&rejected).await["code"], 409);
     let (_, twin) = http.get("/v1/tenants/default/twins/pump-2").await;
@@ -220,34 +238,31 @@ async fn desired_changes_over_http_reach_the_device_and_are_resent_after_a_recon
     let mut pump = device(&server, "pump-3").await;
     http.patch_desired("pump-3", &json!({"speed": 3, "mode": "eco"}))
         .await;
-    let delta = pump.recv_json(&shadow("pump-3", "update/delta")).await;
+    let delta = pump.recv_json(&topic::delta("pump-3")).await;
     assert_eq!(delta["state"], json!({"speed": 3, "mode": "eco"}));
     assert!(delta["metadata"]["speed"]["timestamp"].is_i64());
 
     // Removing a desired key that was still pending tells the device to forget it.
     http.patch_desired("pump-3", &json!({"mode": null})).await;
-    let delta = pump.recv_json(&shadow("pump-3", "update/delta")).await;
+    let delta = pump.recv_json(&topic::delta("pump-3")).await;
     assert_eq!(delta["state"], json!({"speed": 3, "mode": null}));
 
     // Away while desired changes: the delta comes again on the device's next subscription.
     drop(pump);
     http.patch_desired("pump-3", &json!({"speed": 5})).await;
     let mut pump = connect(server.mqtt, "pump-3").await;
-    pump.subscribe(&shadow("pump-3", "update/delta")).await;
-    let delta = pump.recv_json(&shadow("pump-3", "update/delta")).await;
+    pump.subscribe(&topic::delta("pump-3")).await;
+    let delta = pump.recv_json(&topic::delta("pump-3")).await;
     assert_eq!(delta["state"], json!({"speed": 5}));
 
     // Reporting the desired value ends the delta: no delta message for that.
     pump.publish(
-        &shadow("pump-3", "update"),
+        &topic::request("pump-3", ShadowOp::Update),
         r#"{"state":{"reported":{"speed":5}}}"#,
     )
     .await;
-    pump.expect_silence(
-        &shadow("pump-3", "update/delta"),
-        Duration::from_millis(500),
-    )
-    .await;
+    pump.expect_silence(&topic::delta("pump-3"), Duration::from_millis(500))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -259,12 +274,12 @@ async fn a_kept_session_gets_the_delta_on_reconnect_without_subscribing_again() 
         ..Options::default()
     };
     let mut pump = connect_with(server.mqtt, "pump-4", kept()).await.unwrap();
-    pump.subscribe(&shadow("pump-4", "update/delta")).await;
+    pump.subscribe(&topic::delta("pump-4")).await;
     pump.disconnect().await;
     http.patch_desired("pump-4", &json!({"valve": "open"}))
         .await;
     let mut pump = connect_with(server.mqtt, "pump-4", kept()).await.unwrap();
-    let delta = pump.recv_json(&shadow("pump-4", "update/delta")).await;
+    let delta = pump.recv_json(&topic::delta("pump-4")).await;
     assert_eq!(delta["state"]["valve"], "open");
 }
 
@@ -273,13 +288,18 @@ async fn named_shadows_are_twins_of_their_own() {
     let server = Server::start_with(ANONYMOUS);
     let http = HttpClient::new(&server);
     let mut pump = connect(server.mqtt, "pump-5").await;
-    let named = |rest: &str| format!("$aws/things/pump-5/shadow/name/config/{rest}");
-    pump.subscribe(&named("#")).await;
-    pump.publish(&named("update"), r#"{"state":{"desired":{"interval":60}}}"#)
+    pump.subscribe(&topic::named_everything("pump-5", "config"))
         .await;
-    pump.recv_json(&named("update/accepted")).await;
+    pump.publish(
+        &topic::named_request("pump-5", "config", ShadowOp::Update),
+        r#"{"state":{"desired":{"interval":60}}}"#,
+    )
+    .await;
+    pump.recv_json(&topic::named_accepted("pump-5", "config", ShadowOp::Update))
+        .await;
     assert_eq!(
-        pump.recv_json(&named("update/delta")).await["state"],
+        pump.recv_json(&topic::named_delta("pump-5", "config"))
+            .await["state"],
         json!({"interval": 60})
     );
     let (status, twin) = http
@@ -291,9 +311,11 @@ async fn named_shadows_are_twins_of_their_own() {
         .get("/v1/tenants/default/twins/pump-5/shadows/config/history")
         .await;
     assert_eq!(status, 200);
-    pump.publish(&named("get"), "").await;
+    pump.publish(&topic::named_request("pump-5", "config", ShadowOp::Get), "")
+        .await;
     assert_eq!(
-        pump.recv_json(&named("get/accepted")).await["state"]["desired"]["interval"],
+        pump.recv_json(&topic::named_accepted("pump-5", "config", ShadowOp::Get))
+            .await["state"]["desired"]["interval"],
         60
     );
     // The device's classic shadow is untouched: the presence write made it, with no state.
@@ -460,23 +482,20 @@ async fn devices_log_in_with_their_credentials_and_use_only_their_own_topics() {
 
     let mut pump = login(server.mqtt, "any-client-id", &user, &password).await;
     // The credential names the thing, whatever the client id.
-    pump.subscribe(&shadow("pump-9", "#")).await;
+    pump.subscribe(&topic::everything("pump-9")).await;
     assert!(
         !pump
-            .try_subscribe(&shadow("pump-10", "update/accepted"))
+            .try_subscribe(&topic::accepted("pump-10", ShadowOp::Update))
             .await
     );
-    assert!(
-        !pump
-            .try_subscribe("$aws/things/+/shadow/update/delta")
-            .await
-    );
+    assert!(!pump.try_subscribe(&topic::delta("+")).await);
     pump.publish(
-        &shadow("pump-9", "update"),
+        &topic::request("pump-9", ShadowOp::Update),
         r#"{"state":{"reported":{"ok":true}}}"#,
     )
     .await;
-    pump.recv_json(&shadow("pump-9", "update/accepted")).await;
+    pump.recv_json(&topic::accepted("pump-9", ShadowOp::Update))
+        .await;
     let (status, twin) = http.get("/v1/tenants/acme/twins/pump-9").await;
     assert_eq!(status, 200);
     assert_eq!(
@@ -485,26 +504,30 @@ async fn devices_log_in_with_their_credentials_and_use_only_their_own_topics() {
     );
     // Publishing to another thing's shadow changes nothing.
     pump.publish(
-        &shadow("pump-10", "update"),
+        &topic::request("pump-10", ShadowOp::Update),
         r#"{"state":{"reported":{"x":1}}}"#,
     )
     .await;
-    pump.publish(&shadow("pump-9", "get"), "").await;
-    pump.recv_json(&shadow("pump-9", "get/accepted")).await;
+    pump.publish(&topic::request("pump-9", ShadowOp::Get), "")
+        .await;
+    pump.recv_json(&topic::accepted("pump-9", ShadowOp::Get))
+        .await;
     let (status, _) = http.get("/v1/tenants/acme/twins/pump-10").await;
     assert_eq!(status, 404);
 
     // An application of the tenant may use every thing's topics and sees presence.
     let (app_user, app_password) = http.credential_in("acme", "apps/dashboard").await;
     let mut app = login(server.mqtt, "dashboard-1", &app_user, &app_password).await;
-    app.subscribe("$aws/things/+/shadow/update/accepted").await;
+    app.subscribe(&topic::accepted("+", ShadowOp::Update)).await;
     app.subscribe("$aws/events/presence/#").await;
     app.publish(
-        &shadow("pump-10", "update"),
+        &topic::request("pump-10", ShadowOp::Update),
         r#"{"state":{"desired":{"x":1}}}"#,
     )
     .await;
-    let accepted = app.recv_on(&shadow("pump-10", "update/accepted")).await;
+    let accepted = app
+        .recv_on(&topic::accepted("pump-10", ShadowOp::Update))
+        .await;
     assert_eq!(accepted.json()["state"]["desired"]["x"], 1);
     let (_, twin) = http.get("/v1/tenants/acme/twins/pump-10").await;
     assert_eq!(twin["desired"]["state"]["x"], 1);
@@ -540,20 +563,20 @@ async fn tenants_never_see_each_other() {
     a.subscribe("#").await;
     b.subscribe("#").await;
     b.subscribe("$aws/#").await;
-    a.subscribe("$aws/things/pump/shadow/#").await;
+    a.subscribe(&topic::everything("pump")).await;
     let pump = login(server.mqtt, "pump", &d_user, &d_password).await;
     pump.publish("sensors/temp", "21").await;
     pump.publish(
-        &shadow("pump", "update"),
+        &topic::request("pump", ShadowOp::Update),
         r#"{"state":{"reported":{"t":1}}}"#,
     )
     .await;
     assert_eq!(a.recv_on("sensors/temp").await.payload, b"21");
-    a.recv_on(&shadow("pump", "update/accepted")).await;
+    a.recv_on(&topic::accepted("pump", ShadowOp::Update)).await;
     b.expect_silence("sensors/temp", Duration::from_millis(500))
         .await;
     b.expect_silence(
-        &shadow("pump", "update/accepted"),
+        &topic::accepted("pump", ShadowOp::Update),
         Duration::from_millis(100),
     )
     .await;
@@ -716,20 +739,24 @@ async fn reconnecting_does_not_move_the_shadow_version() {
     let http = HttpClient::new(&server);
     let mut pump = device(&server, "pump-15").await;
     pump.publish(
-        &shadow("pump-15", "update"),
+        &topic::request("pump-15", ShadowOp::Update),
         r#"{"state":{"reported":{"n":1}}}"#,
     )
     .await;
-    let version = pump.recv_json(&shadow("pump-15", "update/accepted")).await["version"]
+    let version = pump
+        .recv_json(&topic::accepted("pump-15", ShadowOp::Update))
+        .await["version"]
         .as_u64()
         .unwrap();
     pump.disconnect().await;
     // Firmware keeps the version of its last accepted update across the reconnect.
     let mut pump = device(&server, "pump-15").await;
     let conditional = json!({"state": {"reported": {"n": 2}}, "version": version});
-    pump.publish_json(&shadow("pump-15", "update"), &conditional)
+    pump.publish_json(&topic::request("pump-15", ShadowOp::Update), &conditional)
         .await;
-    let accepted = pump.recv_json(&shadow("pump-15", "update/accepted")).await;
+    let accepted = pump
+        .recv_json(&topic::accepted("pump-15", ShadowOp::Update))
+        .await;
     assert_eq!(accepted["version"], version + 1);
     // The document version counted the presence changes as well.
     let (_, twin) = http.get("/v1/tenants/default/twins/pump-15").await;
@@ -753,7 +780,7 @@ async fn removing_a_credential_ends_the_sessions_that_used_it() {
     let mut on_old = login(server.mqtt, "pump-16-a", &user, &old_password).await;
     let mut on_new = login(server.mqtt, "pump-16-b", &user, &new_password).await;
     on_new
-        .subscribe(&shadow("pump-16", "update/accepted"))
+        .subscribe(&topic::accepted("pump-16", ShadowOp::Update))
         .await;
     let removed = http.delete(&format!("{base}/{old_id}")).await;
     assert_eq!(removed.status.as_u16(), 204);
@@ -761,12 +788,12 @@ async fn removing_a_credential_ends_the_sessions_that_used_it() {
     // The session on the remaining credential carries on.
     on_new
         .publish(
-            &shadow("pump-16", "update"),
+            &topic::request("pump-16", ShadowOp::Update),
             r#"{"state":{"reported":{"ok":1}}}"#,
         )
         .await;
     on_new
-        .recv_json(&shadow("pump-16", "update/accepted"))
+        .recv_json(&topic::accepted("pump-16", ShadowOp::Update))
         .await;
 }
 
@@ -776,11 +803,12 @@ async fn an_anonymous_device_whose_first_update_makes_its_twin_shows_connected()
     let http = HttpClient::new(&server);
     let mut pump = device(&server, "pump-17").await;
     pump.publish(
-        &shadow("pump-17", "update"),
+        &topic::request("pump-17", ShadowOp::Update),
         r#"{"state":{"reported":{"on":true}}}"#,
     )
     .await;
-    pump.recv_json(&shadow("pump-17", "update/accepted")).await;
+    pump.recv_json(&topic::accepted("pump-17", ShadowOp::Update))
+        .await;
     let path = "/v1/tenants/default/twins/pump-17";
     let (_, twin) = http.get(path).await;
     assert_eq!(twin["connection"]["status"], "CONNECTED", "{twin}");

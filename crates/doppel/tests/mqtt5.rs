@@ -5,6 +5,7 @@ mod common;
 
 use common::Server;
 use common::mqtt5::Client5;
+use common::topic::{self, ShadowOp};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{PubAckReason, SubscribeReasonCode};
 use std::time::Duration;
@@ -17,13 +18,13 @@ async fn qos2_and_shadow_topics_work_over_mqtt5() {
     let mut pump = Client5::connect(&server, "pump-51").await;
     let granted = pump
         .subscribe(
-            "$aws/things/pump-51/shadow/update/accepted",
+            &topic::accepted("pump-51", ShadowOp::Update),
             QoS::ExactlyOnce,
         )
         .await;
     assert_eq!(granted, SubscribeReasonCode::Success(QoS::ExactlyOnce));
     pump.publish(
-        "$aws/things/pump-51/shadow/update",
+        &topic::request("pump-51", ShadowOp::Update),
         QoS::ExactlyOnce,
         r#"{"state":{"reported":{"v":5}}}"#,
     )
@@ -31,7 +32,7 @@ async fn qos2_and_shadow_topics_work_over_mqtt5() {
     let accepted = pump.next_message().await;
     assert_eq!(
         &accepted.topic[..],
-        b"$aws/things/pump-51/shadow/update/accepted"
+        topic::accepted("pump-51", ShadowOp::Update).as_bytes()
     );
     let body: serde_json::Value = serde_json::from_slice(&accepted.payload).unwrap();
     assert_eq!(body["state"]["reported"]["v"], 5);
@@ -50,22 +51,19 @@ async fn refusals_carry_mqtt5_reason_codes() {
     let server = Server::start_with(&["--mqtt-allow-anonymous", "true"]);
     let mut pump = Client5::connect(&server, "pump-52").await;
     let refused = pump
-        .subscribe("$aws/things/pump-53/shadow/#", QoS::AtLeastOnce)
+        .subscribe(&topic::everything("pump-53"), QoS::AtLeastOnce)
         .await;
     assert_eq!(refused, SubscribeReasonCode::NotAuthorized);
     let reason = pump
         .publish_acked(
-            "$aws/things/pump-53/shadow/update",
+            &topic::request("pump-53", ShadowOp::Update),
             r#"{"state":{"reported":{"x":1}}}"#,
         )
         .await;
     assert_eq!(reason, PubAckReason::NotAuthorized);
     // Nobody may forge the hub's answers, not even on its own thing's topics.
     let reason = pump
-        .publish_acked(
-            "$aws/things/pump-52/shadow/update/delta",
-            r#"{"state":{"x":1}}"#,
-        )
+        .publish_acked(&topic::delta("pump-52"), r#"{"state":{"x":1}}"#)
         .await;
     assert_eq!(reason, PubAckReason::NotAuthorized);
     // The connection stays usable after a refusal.

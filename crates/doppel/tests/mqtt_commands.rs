@@ -5,6 +5,7 @@ mod common;
 
 use common::http::HttpClient;
 use common::mqtt::{Mqtt, Options, connect_with, login};
+use common::topic::{self, Verdict};
 use common::{Server, eventually_value};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -20,18 +21,6 @@ const QUICK_RETRIES: &[&str] = &[
 
 /// Three acknowledgement timeouts of [`QUICK_RETRIES`].
 const AWAY_FOR_THREE_ACK_TIMEOUTS: Duration = Duration::from_secs(3);
-
-fn commands_topic(thing: &str) -> String {
-    format!("$doppel/things/{thing}/commands/+")
-}
-
-fn command_topic(thing: &str, id: &str) -> String {
-    format!("$doppel/things/{thing}/commands/{id}")
-}
-
-fn delta_topic(thing: &str) -> String {
-    format!("$aws/things/{thing}/shadow/update/delta")
-}
 
 fn id_of(command: &Value) -> String {
     command["id"].as_str().expect("a command id").to_owned()
@@ -50,14 +39,14 @@ async fn listening_device(
 ) -> ((String, String), Mqtt) {
     let credentials = http.credential(&format!("devices/{thing}")).await;
     let mut session = device(server, &credentials, thing).await;
-    session.subscribe(&commands_topic(thing)).await;
+    session.subscribe(&topic::commands(thing)).await;
     (credentials, session)
 }
 
 /// Receives the next message, which must be a command delivery; returns its body.
 async fn next_delivery(device: &mut Mqtt, thing: &str) -> Value {
     let message = device.recv_any().await;
-    let prefix = format!("$doppel/things/{thing}/commands/");
+    let prefix = topic::command_delivery(thing, "");
     assert!(
         message.topic.starts_with(&prefix),
         "expected a command, got {} {}",
@@ -65,7 +54,7 @@ async fn next_delivery(device: &mut Mqtt, thing: &str) -> Value {
         String::from_utf8_lossy(&message.payload)
     );
     let body = message.json();
-    assert_eq!(message.topic, command_topic(thing, &id_of(&body)));
+    assert_eq!(message.topic, topic::command_delivery(thing, &id_of(&body)));
     body
 }
 
@@ -87,7 +76,7 @@ async fn failed_eventually(http: &HttpClient, thing: &str, id: &str) -> Value {
 }
 
 async fn acknowledge(device: &mut Mqtt, thing: &str, id: &str, body: Value) -> Value {
-    let topic = format!("{}/ack", command_topic(thing, id));
+    let topic = topic::command_ack(thing, id);
     device.subscribe(&format!("{topic}/+")).await;
     device.publish_json(&topic, &body).await;
     let answer = device.recv_any().await;
@@ -110,8 +99,7 @@ async fn an_offline_device_gets_its_unexpired_commands_in_priority_order_then_it
     let device_login = http.credential(&format!("devices/{DEVICE}")).await;
     let app_login = http.credential("apps/ops").await;
     let mut app = login(server.mqtt, "ops", &app_login.0, &app_login.1).await;
-    app.subscribe(&format!("$doppel/events/commands/{DEVICE}/+"))
-        .await;
+    app.subscribe(&topic::command_event(DEVICE, "+")).await;
     http.patch_desired(DEVICE, &json!({"speed": 5})).await;
 
     let mut queued = Vec::new();
@@ -138,9 +126,7 @@ async fn an_offline_device_gets_its_unexpired_commands_in_priority_order_then_it
             .expect("queued")
     };
     for (kind, _) in &queued {
-        let event = app
-            .recv_json(&format!("$doppel/events/commands/{DEVICE}/queued"))
-            .await;
+        let event = app.recv_json(&topic::command_event(DEVICE, "queued")).await;
         assert_eq!(event["event"], "command.queued");
         assert_eq!(event["command"]["type"], *kind, "queued events in order");
     }
@@ -156,8 +142,8 @@ async fn an_offline_device_gets_its_unexpired_commands_in_priority_order_then_it
     })
     .await;
     let mut pump = device(&server, &device_login, DEVICE).await;
-    pump.subscribe(&commands_topic(DEVICE)).await;
-    pump.subscribe(&delta_topic(DEVICE)).await;
+    pump.subscribe(&topic::commands(DEVICE)).await;
+    pump.subscribe(&topic::delta(DEVICE)).await;
     let mut delivered = Vec::new();
     for _ in 0..3 {
         delivered.push(next_delivery(&mut pump, DEVICE).await);
@@ -176,7 +162,7 @@ async fn an_offline_device_gets_its_unexpired_commands_in_priority_order_then_it
     let delta = pump.recv_any().await;
     assert_eq!(
         delta.topic,
-        delta_topic(DEVICE),
+        topic::delta(DEVICE),
         "the delta follows the commands"
     );
     assert_eq!(delta.json()["state"], json!({"speed": 5}));
@@ -184,7 +170,7 @@ async fn an_offline_device_gets_its_unexpired_commands_in_priority_order_then_it
     let short = http.command(DEVICE, &id("short")).await;
     assert_eq!(short["status"], "EXPIRED");
     let expired = app
-        .recv_json(&format!("$doppel/events/commands/{DEVICE}/expired"))
+        .recv_json(&topic::command_event(DEVICE, "expired"))
         .await;
     assert_eq!(expired["command"]["id"], id("short"));
 
@@ -197,7 +183,7 @@ async fn an_offline_device_gets_its_unexpired_commands_in_priority_order_then_it
     .await;
     assert_eq!(accepted["status"], "ACKNOWLEDGED");
     let event = app
-        .recv_json(&format!("$doppel/events/commands/{DEVICE}/acknowledged"))
+        .recv_json(&topic::command_event(DEVICE, "acknowledged"))
         .await;
     assert_eq!(event["command"]["result"], "SUCCEEDED");
 
@@ -221,7 +207,7 @@ async fn an_offline_device_gets_its_unexpired_commands_in_priority_order_then_it
 
     // Reconnected, the device gets what was in flight again, with the same ids.
     let mut pump = device(&server, &device_login, DEVICE).await;
-    pump.subscribe(&commands_topic(DEVICE)).await;
+    pump.subscribe(&topic::commands(DEVICE)).await;
     let again = next_delivery(&mut pump, DEVICE).await;
     assert_eq!(id_of(&again), id("mid"));
     assert_eq!(
@@ -267,7 +253,7 @@ async fn an_offline_device_gets_its_unexpired_commands_in_priority_order_then_it
         .await;
     assert_eq!(listing["items"].as_array().unwrap().len(), 4);
     pump.expect_silence(
-        &command_topic(DEVICE, &id("high")),
+        &topic::command_delivery(DEVICE, &id("high")),
         Duration::from_millis(300),
     )
     .await;
@@ -291,7 +277,7 @@ async fn a_connected_device_gets_commands_at_once_and_again_until_it_acknowledge
     failed_eventually(&http, "valve-2", &id_of(&queued)).await;
     valve
         .expect_silence(
-            &command_topic("valve-2", &id_of(&queued)),
+            &topic::command_delivery("valve-2", &id_of(&queued)),
             Duration::from_millis(1500),
         )
         .await;
@@ -311,19 +297,19 @@ async fn only_the_device_itself_may_use_its_command_topics() {
 
     let mut app = login(server.mqtt, "console", &app_login.0, &app_login.1).await;
     assert!(
-        !app.try_subscribe(&commands_topic("owner")).await,
+        !app.try_subscribe(&topic::commands("owner")).await,
         "applications follow events, not a device's commands"
     );
     assert!(!app.try_subscribe("$doppel/things/#").await);
     assert!(app.try_subscribe("$doppel/events/commands/#").await);
 
     let mut other = login(server.mqtt, "other", &other_login.0, &other_login.1).await;
-    assert!(!other.try_subscribe(&commands_topic("owner")).await);
+    assert!(!other.try_subscribe(&topic::commands("owner")).await);
     assert!(!other.try_subscribe("$doppel/events/commands/#").await);
     // A forged acknowledgement goes nowhere (MQTT 3.1.1 has no refusal code for it).
     other
         .publish_json(
-            &format!("{}/ack", command_topic("owner", &id)),
+            &topic::command_ack("owner", &id),
             &json!({"status": "SUCCEEDED"}),
         )
         .await;
@@ -331,40 +317,44 @@ async fn only_the_device_itself_may_use_its_command_topics() {
     assert_eq!(http.command("owner", &id).await["status"], "PENDING");
 
     let mut owner = device(&server, &owner_login, "owner").await;
-    owner.subscribe(&commands_topic("owner")).await;
+    owner.subscribe(&topic::commands("owner")).await;
     assert_eq!(id_of(&next_delivery(&mut owner, "owner").await), id);
     // A device cannot forge a delivery to itself either, nor acknowledge with a bad status.
     owner
-        .publish_json(&command_topic("owner", "forged"), &json!({"type": "x"}))
+        .publish_json(
+            &topic::command_delivery("owner", "forged"),
+            &json!({"type": "x"}),
+        )
         .await;
     owner.acked().await;
-    let ack = format!("{}/ack", command_topic("owner", &id));
+    let ack = topic::command_ack("owner", &id);
     owner
-        .subscribe("$doppel/things/owner/commands/+/ack/+")
+        .subscribe(&format!("{}/+", topic::command_ack("owner", "+")))
         .await;
     owner.publish_json(&ack, &json!({"status": "DONE"})).await;
     let rejected = owner.recv_on(&format!("{ack}/rejected")).await.json();
     assert_eq!(rejected["code"], 400);
     owner
         .publish_json(
-            &format!("{}/ack", command_topic("owner", "no-such-id")),
+            &topic::command_ack("owner", "no-such-id"),
             &json!({"status": "SUCCEEDED"}),
         )
         .await;
     let unknown = owner
-        .recv_on(&format!(
-            "{}/ack/rejected",
-            command_topic("owner", "no-such-id")
+        .recv_on(&topic::command_ack_answer(
+            "owner",
+            "no-such-id",
+            Verdict::Rejected,
         ))
         .await;
     assert_eq!(
         unknown.topic,
-        format!("{}/ack/rejected", command_topic("owner", "no-such-id"))
+        topic::command_ack_answer("owner", "no-such-id", Verdict::Rejected)
     );
     assert_eq!(http.command("owner", &id).await["status"], "DELIVERED");
     owner
         .expect_silence(
-            &command_topic("owner", "forged"),
+            &topic::command_delivery("owner", "forged"),
             Duration::from_millis(300),
         )
         .await;
@@ -415,7 +405,7 @@ async fn attempts_do_not_run_out_while_a_device_with_a_kept_session_is_away() {
     let mut rover = connect_with(server.mqtt, "rover-3", kept())
         .await
         .expect("connected");
-    rover.subscribe(&commands_topic("rover-3")).await;
+    rover.subscribe(&topic::commands("rover-3")).await;
     let (_, queued) = http
         .queue_command("rover-3", &json!({"type": "photo"}))
         .await;
@@ -484,7 +474,7 @@ async fn reconnects_and_other_subscribers_repeat_a_command_without_spending_its_
     for reconnect in 1..=4 {
         flap.disconnect().await;
         flap = device(&server, &login_pair, "flap-4").await;
-        flap.subscribe(&commands_topic("flap-4")).await;
+        flap.subscribe(&topic::commands("flap-4")).await;
         let again = next_delivery(&mut flap, "flap-4").await;
         assert_eq!(id_of(&again), id_of(&queued), "reconnect {reconnect}");
         assert_eq!(
@@ -494,7 +484,7 @@ async fn reconnects_and_other_subscribers_repeat_a_command_without_spending_its_
         );
     }
     let mut beside = device(&server, &login_pair, "flap-4-beside").await;
-    beside.subscribe(&commands_topic("flap-4")).await;
+    beside.subscribe(&topic::commands("flap-4")).await;
     assert_eq!(
         id_of(&next_delivery(&mut beside, "flap-4").await),
         id_of(&queued)
@@ -512,14 +502,14 @@ async fn reconnects_and_other_subscribers_repeat_a_command_without_spending_its_
         command["reconnect_deliveries"].as_u64() >= Some(5),
         "{command}"
     );
-    let ack = format!("{}/ack", command_topic("flap-4", &id_of(&queued)));
+    let ack = topic::command_ack("flap-4", &id_of(&queued));
     beside.subscribe(&format!("{ack}/+")).await;
     beside
         .publish_json(&ack, &json!({"status": "SUCCEEDED"}))
         .await;
     let mut answer = beside.recv_any().await;
     for _ in 0..3 {
-        if answer.topic != command_topic("flap-4", &id_of(&queued)) {
+        if answer.topic != topic::command_delivery("flap-4", &id_of(&queued)) {
             break;
         }
         answer = beside.recv_any().await;
@@ -572,7 +562,7 @@ async fn a_late_acknowledgement_of_a_failed_command_is_kept_and_announced() {
         (&json!("FAILED"), &json!("SUCCEEDED"))
     );
 
-    let topic = format!("{}/ack", command_topic("late-5", &id));
+    let topic = topic::command_ack("late-5", &id);
     late.publish_json(&topic, &json!({"status": "FAILED"}))
         .await;
     let answer = late.recv_any().await;

@@ -13,6 +13,7 @@ use common::process::{
     Running, assert_success, describe, json_lines, python_script, python_succeeds, require_clients,
     run, tool_starts,
 };
+use common::topic::{self, ShadowOp};
 use common::{Server, unix_seconds};
 use serde_json::{Value, json};
 use std::process::Output;
@@ -212,7 +213,7 @@ async fn a_paho_device_update_is_accepted_in_aws_format_and_visible_over_http() 
     assert_eq!(answers.len(), 1, "{answers:?}");
     let accepted = answer(
         &answers[0],
-        &format!("$aws/things/{thing}/shadow/update/accepted"),
+        &topic::accepted(thing, ShadowOp::Update),
         "accepted",
     );
     assert_eq!(accepted["version"], json!(1), "{accepted}");
@@ -248,7 +249,6 @@ async fn a_paho_device_update_is_accepted_in_aws_format_and_visible_over_http() 
 async fn paho_get_shows_the_delta_and_rejections_carry_aws_codes() {
     let hub = Hub::start();
     let thing = "paho-reject-1";
-    let prefix = format!("$aws/things/{thing}/shadow");
     let answers = hub
         .device(
             thing,
@@ -267,7 +267,11 @@ async fn paho_get_shows_the_delta_and_rejections_carry_aws_codes() {
         .await;
     assert_eq!(answers.len(), 9, "{answers:#?}");
 
-    let missing = answer(&answers[0], &format!("{prefix}/get/rejected"), "rejected");
+    let missing = answer(
+        &answers[0],
+        &topic::rejected(thing, ShadowOp::Get),
+        "rejected",
+    );
     assert_eq!(missing["code"], json!(404));
     assert_eq!(
         missing["message"],
@@ -277,12 +281,16 @@ async fn paho_get_shows_the_delta_and_rejections_carry_aws_codes() {
 
     let created = answer(
         &answers[1],
-        &format!("{prefix}/update/accepted"),
+        &topic::accepted(thing, ShadowOp::Update),
         "accepted",
     );
     assert_eq!(created["version"], json!(1));
 
-    let got = answer(&answers[2], &format!("{prefix}/get/accepted"), "accepted");
+    let got = answer(
+        &answers[2],
+        &topic::accepted(thing, ShadowOp::Get),
+        "accepted",
+    );
     assert_eq!(
         got["state"],
         json!({"desired": {"mode": "eco"}, "reported": {"mode": "off"}, "delta": {"mode": "eco"}})
@@ -292,14 +300,14 @@ async fn paho_get_shows_the_delta_and_rejections_carry_aws_codes() {
 
     let current = answer(
         &answers[3],
-        &format!("{prefix}/update/accepted"),
+        &topic::accepted(thing, ShadowOp::Update),
         "accepted",
     );
     assert_eq!(current["version"], json!(2), "the version matched: applied");
 
     let stale = answer(
         &answers[4],
-        &format!("{prefix}/update/rejected"),
+        &topic::rejected(thing, ShadowOp::Update),
         "rejected",
     );
     assert_eq!(
@@ -309,7 +317,7 @@ async fn paho_get_shows_the_delta_and_rejections_carry_aws_codes() {
 
     let invalid = answer(
         &answers[5],
-        &format!("{prefix}/update/rejected"),
+        &topic::rejected(thing, ShadowOp::Update),
         "rejected",
     );
     assert_eq!(
@@ -320,7 +328,7 @@ async fn paho_get_shows_the_delta_and_rejections_carry_aws_codes() {
 
     let no_state = answer(
         &answers[6],
-        &format!("{prefix}/update/rejected"),
+        &topic::rejected(thing, ShadowOp::Update),
         "rejected",
     );
     assert_eq!(
@@ -338,12 +346,16 @@ async fn paho_get_shows_the_delta_and_rejections_carry_aws_codes() {
 
     let deleted = answer(
         &answers[7],
-        &format!("{prefix}/delete/accepted"),
+        &topic::accepted(thing, ShadowOp::Delete),
         "accepted",
     );
     assert_eq!(deleted["clientToken"], json!("delete-1"));
     assert!(deleted["version"].is_u64(), "{deleted}");
-    let gone = answer(&answers[8], &format!("{prefix}/get/rejected"), "rejected");
+    let gone = answer(
+        &answers[8],
+        &topic::rejected(thing, ShadowOp::Get),
+        "rejected",
+    );
     assert_eq!(gone["code"], json!(404));
 
     hub.http.assert_no_twin(thing).await;
@@ -396,10 +408,7 @@ async fn http_desired_reaches_a_paho_device_as_a_delta_and_its_report_clears_it(
     let after = unix_seconds();
     assert_success("delta_device.py", &output);
     let delta: Value = serde_json::from_str(&delta_line).expect("a JSON line");
-    assert_eq!(
-        delta["topic"],
-        json!(format!("$aws/things/{thing}/shadow/update/delta"))
-    );
+    assert_eq!(delta["topic"], json!(topic::delta(thing)));
     let delta = &delta["document"];
     assert_eq!(delta["state"], desired, "{delta}");
     assert_eq!(delta["version"], json!(1));
@@ -411,7 +420,7 @@ async fn http_desired_reaches_a_paho_device_as_a_delta_and_its_report_clears_it(
         .expect("the answer to the report");
     let accepted = answer(
         &report,
-        &format!("$aws/things/{thing}/shadow/update/accepted"),
+        &topic::accepted(thing, ShadowOp::Update),
         "accepted",
     );
     assert_eq!(accepted["state"]["reported"], desired);
@@ -462,7 +471,7 @@ async fn mosquitto_sub_sees_a_paho_client_connect() {
     let events = sub_messages(&lines, "$aws/events/presence/");
     assert_eq!(events.len(), 1, "{lines:#?}");
     let (topic, event) = &events[0];
-    assert_eq!(topic, &format!("$aws/events/presence/connected/{client}"));
+    assert_eq!(topic, &topic::presence_event("connected", client));
     assert_eq!(event["eventType"], json!("connected"));
     assert_eq!(event["clientId"], json!(client));
     assert_eq!(event["principalIdentifier"], json!(client));
@@ -484,7 +493,7 @@ async fn presence_events_of_one_session_share_its_session_identifier() {
     let sub = hub
         .mosquitto_sub(
             "presence-watch-2",
-            &format!("$aws/events/presence/+/{client}"),
+            &topic::presence_event("+", client),
             2,
             &[],
         )
@@ -522,7 +531,7 @@ async fn presence_events_of_one_session_share_its_session_identifier() {
 async fn a_thing_cannot_touch_another_things_shadow_but_updates_its_own() {
     let hub = Hub::start();
     let (a, b) = ("mosq-acl-a", "mosq-acl-b");
-    let foreign = format!("$aws/things/{b}/shadow/update");
+    let foreign = topic::request(b, ShadowOp::Update);
     let payload = r#"{"state":{"reported":{"hijacked":true}}}"#;
 
     // MQTT 3.1.1 has no way to refuse a publish: the broker acknowledges and drops it.
@@ -537,7 +546,7 @@ async fn a_thing_cannot_touch_another_things_shadow_but_updates_its_own() {
         "MQTT 5 PUBACK should say not authorized: {}",
         describe(&v5)
     );
-    let own = format!("$aws/things/{a}/shadow/update");
+    let own = topic::request(a, ShadowOp::Update);
     let mine = hub
         .mosquitto_pub(a, &own, r#"{"state":{"reported":{"mine":true}}}"#, &[])
         .await;
@@ -574,7 +583,7 @@ async fn a_thing_cannot_subscribe_to_another_things_shadow() {
     let (a, b) = ("mosq-acl-c", "mosq-acl-d");
     let mut command = hub.mosquitto("mosquitto_sub", a);
     command
-        .args(["-t", &format!("$aws/things/{b}/shadow/update/accepted")])
+        .args(["-t", &topic::accepted(b, ShadowOp::Update)])
         .args(["-C", "1", "-W", SUB_WAIT_SECONDS]);
     let output = run("mosquitto_sub", command).await;
     assert!(
@@ -600,15 +609,18 @@ async fn a_named_shadow_updated_over_paho_has_its_own_twin() {
             ],
         )
         .await;
-    let prefix = format!("$aws/things/{thing}/shadow/name/config");
     let accepted = answer(
         &answers[0],
-        &format!("{prefix}/update/accepted"),
+        &topic::named_accepted(thing, "config", ShadowOp::Update),
         "accepted",
     );
     assert_eq!(accepted["clientToken"], json!("named-1"));
     assert_eq!(accepted["version"], json!(1));
-    let got = answer(&answers[1], &format!("{prefix}/get/accepted"), "accepted");
+    let got = answer(
+        &answers[1],
+        &topic::named_accepted(thing, "config", ShadowOp::Get),
+        "accepted",
+    );
     assert_eq!(got["state"]["reported"], json!({"interval": 30}));
 
     let twin = hub.http.twin(&format!("{thing}/shadows/config")).await;
@@ -623,7 +635,7 @@ async fn device_credentials_let_mosquitto_in_and_a_wrong_password_is_refused() {
     let device = "mosq-cred-1";
     let (username, password) = hub.http.credential(&format!("devices/{device}")).await;
     assert_eq!(username, format!("default/devices/{device}"));
-    let topic = format!("$aws/things/{device}/shadow/update");
+    let topic = topic::request(device, ShadowOp::Update);
 
     let allowed = hub
         .mosquitto_pub(
@@ -666,7 +678,7 @@ async fn an_application_watches_every_things_documents() {
     let sub = hub
         .mosquitto_sub(
             "dashboard-1",
-            "$aws/things/+/shadow/update/documents",
+            &topic::documents("+"),
             1,
             &["-u", &username, "-P", &password],
         )
@@ -685,10 +697,7 @@ async fn an_application_watches_every_things_documents() {
     let documents = sub_messages(&lines, "$aws/things/");
     assert_eq!(documents.len(), 1, "{lines:#?}");
     let (topic, document) = &documents[0];
-    assert_eq!(
-        topic,
-        &format!("$aws/things/{thing}/shadow/update/documents")
-    );
+    assert_eq!(topic, &topic::documents(thing));
     assert_eq!(document["previous"], Value::Null, "the shadow is new");
     assert_eq!(
         document["current"]["state"],
@@ -719,7 +728,7 @@ async fn mosquitto_clients_receive_commands_in_priority_order_and_acknowledge_th
             &json!({"type": "reboot", "priority": 9, "payload": {"delay_s": 5}}),
         )
         .await;
-    let filter = format!("$doppel/things/{thing}/commands/+");
+    let filter = topic::commands(thing);
     let sub = hub.mosquitto_sub(thing, &filter, 2, &[]).await;
     let (output, lines) = sub.finish().await;
     assert_success("mosquitto_sub", &output);
@@ -732,7 +741,7 @@ async fn mosquitto_clients_receive_commands_in_priority_order_and_acknowledge_th
     let ack = hub
         .mosquitto_pub(
             thing,
-            &format!("$doppel/things/{thing}/commands/{id}/ack"),
+            &topic::command_ack(thing, id),
             r#"{"status": "SUCCEEDED", "response": {"rebooted": true}}"#,
             &[],
         )

@@ -9,6 +9,7 @@ use common::http::HttpClient;
 use common::metrics::Scrape;
 use common::mqtt::{self, Mqtt, Options, WAIT};
 use common::raw;
+use common::topic::{self, ShadowOp};
 use common::{Server, closed_by_server};
 use rumqttc::ConnectReturnCode;
 use serde_json::json;
@@ -54,17 +55,13 @@ async fn a_client_id_neither_kicks_out_nor_takes_over_another_principals_session
 
     // Kick-outs: the victim stays connected while others use its client id.
     let mut device = login(&server, "pump-7", &victim, true).await;
-    device
-        .subscribe("$aws/things/pump-7/shadow/update/delta")
-        .await;
+    device.subscribe(&topic::delta("pump-7")).await;
     for attacker in [&other_tenant, &same_tenant] {
         let intruder = login(&server, "pump-7", attacker, true).await;
         assert!(!intruder.session_present);
         http.patch_desired("pump-7", &json!({"valve": attacker.0}))
             .await;
-        let delta = device
-            .recv_json("$aws/things/pump-7/shadow/update/delta")
-            .await;
+        let delta = device.recv_json(&topic::delta("pump-7")).await;
         assert_eq!(delta["state"]["valve"], json!(attacker.0));
         assert!(device.is_open(), "{} kicked the victim out", attacker.0);
         drop(intruder);
@@ -73,14 +70,16 @@ async fn a_client_id_neither_kicks_out_nor_takes_over_another_principals_session
 
     // Takeover: the victim's kept session, with a queued command and a delta waiting in it, is
     // resumed by nobody else.
-    device.subscribe("$doppel/things/pump-7/commands/#").await;
+    device
+        .subscribe(&topic::command_delivery("pump-7", "#"))
+        .await;
     device.disconnect().await;
     let device = login(&server, "pump-7", &victim, false).await;
     let mut device = device;
+    device.subscribe(&topic::delta("pump-7")).await;
     device
-        .subscribe("$aws/things/pump-7/shadow/update/delta")
+        .subscribe(&topic::command_delivery("pump-7", "#"))
         .await;
-    device.subscribe("$doppel/things/pump-7/commands/#").await;
     device.disconnect().await;
     http.queue_command(
         "pump-7",
@@ -102,7 +101,7 @@ async fn a_client_id_neither_kicks_out_nor_takes_over_another_principals_session
     assert!(device.session_present, "the victim's own session was kept");
     let command = device
         .recv_where("the command", |topic| {
-            topic.starts_with("$doppel/things/pump-7/commands/")
+            topic.starts_with(&topic::command_delivery("pump-7", ""))
         })
         .await;
     assert_eq!(command.json()["payload"]["pin"], "4321");
@@ -401,18 +400,20 @@ async fn a_retained_shadow_request_is_neither_applied_nor_kept() {
     let client = login(&server, "pump-7", &device, true).await;
     client
         .publish_retained(
-            "$aws/things/pump-7/shadow/update",
+            &topic::request("pump-7", ShadowOp::Update),
             br#"{"state": {"reported": {"on": true}}}"#.to_vec(),
         )
         .await;
     let mut watcher = login(&server, "watcher", &app, true).await;
-    watcher.subscribe("$aws/things/pump-7/shadow/update").await;
+    watcher
+        .subscribe(&topic::request("pump-7", ShadowOp::Update))
+        .await;
     watcher.expect_nothing(QUIET).await;
     assert_eq!(http.twin("pump-7").await["reported"]["state"], json!({}));
     // The same update, not retained, is applied.
     client
         .publish_json(
-            "$aws/things/pump-7/shadow/update",
+            &topic::request("pump-7", ShadowOp::Update),
             &json!({"state": {"reported": {"on": true}}}),
         )
         .await;

@@ -8,6 +8,7 @@ use common::Server;
 use common::certs::TestCa;
 use common::http::HttpClient;
 use common::process::{assert_success, run};
+use common::topic::{self, ShadowOp};
 use serde_json::Value;
 use tokio::process::Command;
 
@@ -48,7 +49,7 @@ async fn devices_log_in_with_a_certificate_whose_common_name_names_them() {
                 "--key",
                 &file(&format!("{device}.key")),
             ])
-            .args(["-t", &format!("$aws/things/{thing}/shadow/update")])
+            .args(["-t", &topic::request(thing, ShadowOp::Update)])
             .args(["-m", r#"{"state":{"reported":{"secure":true}}}"#]);
         run("mosquitto_pub", command)
     };
@@ -112,7 +113,7 @@ async fn browsers_speak_mqtt_over_websocket() {
     let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(
         answer["topic"],
-        "$aws/things/browser-1/shadow/update/accepted"
+        topic::accepted("browser-1", ShadowOp::Update)
     );
     assert_eq!(answer["body"]["state"]["reported"]["via"], "ws");
     let body = HttpClient::new(&server).twin("browser-1").await;

@@ -10,6 +10,7 @@ use common::http::HttpClient;
 use common::mqtt::{Options, connect_with, login};
 use common::process::{assert_success, run};
 use common::tokens::{last_changed_by, revoke, token};
+use common::topic::{self, ShadowOp};
 use common::{Server, http_client};
 use rumqttc::ConnectReturnCode;
 use serde_json::{Value, json};
@@ -17,10 +18,6 @@ use std::time::Duration;
 use tokio::process::Command;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn shadow(thing: &str, suffix: &str) -> String {
-    format!("$aws/things/{thing}/shadow/{suffix}")
-}
 
 /// Logs in as `username` with `password`; the refusal code when refused.
 async fn try_login(
@@ -42,13 +39,16 @@ async fn an_application_logs_in_with_its_token_and_acts_as_it() {
     let server = Server::start();
     let (_, secret) = token(&server, "dashboard", "app-write", "default").await;
     let mut app = login(server.mqtt, "dashboard-1", "default", &secret).await;
-    app.subscribe(&shadow("pump-4", "update/accepted")).await;
+    app.subscribe(&topic::accepted("pump-4", ShadowOp::Update))
+        .await;
     app.publish(
-        &shadow("pump-4", "update"),
+        &topic::request("pump-4", ShadowOp::Update),
         r#"{"state":{"desired":{"speed":2}}}"#,
     )
     .await;
-    let accepted = app.recv_json(&shadow("pump-4", "update/accepted")).await;
+    let accepted = app
+        .recv_json(&topic::accepted("pump-4", ShadowOp::Update))
+        .await;
     assert_eq!(accepted["state"]["desired"]["speed"], 2);
     let twin = HttpClient::new(&server).twin("pump-4").await;
     assert_eq!(twin["desired"]["state"]["speed"], 2);
@@ -60,7 +60,7 @@ async fn an_application_logs_in_with_its_token_and_acts_as_it() {
         .args(["-h", &server.mqtt.ip().to_string()])
         .args(["-p", &server.mqtt.port().to_string()])
         .args(["-i", "script-1", "-u", "default", "-P", &secret, "-q", "1"])
-        .args(["-t", &shadow("pump-5", "update")])
+        .args(["-t", &topic::request("pump-5", ShadowOp::Update)])
         .args(["-m", r#"{"state":{"desired":{"light":"on"}}}"#]);
     let output = run("mosquitto_pub", pub_command).await;
     assert_success("mosquitto_pub", &output);

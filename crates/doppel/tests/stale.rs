@@ -8,6 +8,7 @@ use common::edge::{CONVERGE_TIMEOUT, EdgeAgent};
 use common::http::HttpClient;
 use common::metrics::Scrape;
 use common::mqtt::login;
+use common::topic::{self, ShadowOp};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -114,14 +115,14 @@ async fn a_silent_connected_device_goes_unknown_and_comes_back_when_it_reports()
         "{history}"
     );
 
-    fast.subscribe("$aws/things/fast-1/shadow/update/accepted")
+    fast.subscribe(&topic::accepted("fast-1", ShadowOp::Update))
         .await;
     fast.publish_json(
-        "$aws/things/fast-1/shadow/update",
+        &topic::request("fast-1", ShadowOp::Update),
         &json!({"state": {"reported": {"alive": true}}}),
     )
     .await;
-    fast.recv_on("$aws/things/fast-1/shadow/update/accepted")
+    fast.recv_on(&topic::accepted("fast-1", ShadowOp::Update))
         .await;
     let (state, stale) = status(&http, "fast-1").await;
     assert_eq!(

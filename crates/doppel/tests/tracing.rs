@@ -7,6 +7,7 @@ mod common;
 
 use common::mqtt5::Client5;
 use common::sse::SseClient;
+use common::topic::{self, ShadowOp};
 use common::{Server, Serving, doppel_command, http_client};
 use rumqttc::v5::mqttbytes::QoS;
 use serde_json::{Value, json};
@@ -49,13 +50,10 @@ async fn an_mqtt5_traceparent_reaches_the_stream_and_the_messages_it_causes() {
     let server = Server::start_with(&["--mqtt-allow-anonymous", "true"]);
     let mut stream = SseClient::open(&server, "?types=twin.reported", None).await;
     let mut pump = Client5::connect(&server, "pump-7").await;
-    pump.subscribe(
-        "$aws/things/pump-7/shadow/update/documents",
-        QoS::AtLeastOnce,
-    )
-    .await;
+    pump.subscribe(&topic::documents("pump-7"), QoS::AtLeastOnce)
+        .await;
     pump.publish_with_user_properties(
-        "$aws/things/pump-7/shadow/update",
+        &topic::request("pump-7", ShadowOp::Update),
         r#"{"state":{"reported":{"t":21}}}"#,
         &[("traceparent", TRACEPARENT)],
     )
@@ -64,10 +62,7 @@ async fn an_mqtt5_traceparent_reaches_the_stream_and_the_messages_it_causes() {
     assert_eq!(event.data["device_id"], "pump-7");
     assert_eq!(event.data["traceparent"], TRACEPARENT, "{}", event.data);
     let documents = pump.next_message().await;
-    assert_eq!(
-        &documents.topic[..],
-        b"$aws/things/pump-7/shadow/update/documents"
-    );
+    assert_eq!(&documents.topic[..], topic::documents("pump-7").as_bytes());
     let properties = documents.properties.expect("MQTT 5 properties");
     assert!(
         properties

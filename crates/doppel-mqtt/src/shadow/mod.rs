@@ -1,6 +1,5 @@
-//! The AWS IoT Device Shadow protocol: topics and documents (pure), and the service that answers
-//! requests with the engine.
+//! The AWS IoT Device Shadow protocol: documents (pure), and the service that answers requests
+//! with the engine. Its topics are `doppel_wire::shadow`.
 
 pub mod document;
 pub(crate) mod service;
-pub mod topic;

@@ -5,33 +5,30 @@ use crate::identity::Identity;
 use crate::metric;
 use crate::rejection::Rejection;
 use crate::shadow::document;
-use crate::shadow::topic::{self, ShadowOp, ShadowTopic};
 use doppel_engine::{Outcome, TwinChange};
 use doppel_model::{
     Change, ConnectionStatus, DeviceId, HistoryKind, Millis, TenantId, TraceParent, TwinKey,
     UpdateRequest,
 };
+use doppel_wire::shadow::{self as topic, ShadowAnswer, ShadowOp, ShadowRequest};
+use doppel_wire::{Topic, Verdict, filter};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-/// Answers a request published on a shadow topic; anything else is left alone. The caller has
-/// checked that the client may publish there, and `received` is when its publish hook began.
-/// `trace` is the request's W3C trace context (an MQTT 5 user property), carried on the change
-/// and on the answer.
+/// Answers a request published on a shadow topic. The caller has checked that the client may
+/// publish there, and `received` is when its publish hook began. `trace` is the request's W3C
+/// trace context (an MQTT 5 user property), carried on the change and on the answer.
 pub(crate) async fn handle(
     hub: &Hub,
     identity: &Identity,
-    topic: &str,
+    request: ShadowRequest<'_>,
     payload: &[u8],
     received: Instant,
     trace: Option<TraceParent>,
 ) {
-    let Some(request) = topic::parse_request(topic) else {
-        return;
-    };
     let span = tracing::info_span!(
         "mqtt.shadow",
         op = request.op.as_str(),
@@ -49,26 +46,27 @@ pub(crate) async fn handle(
 async fn respond(
     hub: &Hub,
     identity: &Identity,
-    request: &ShadowTopic<'_>,
+    request: &ShadowRequest<'_>,
     payload: &[u8],
     received: Instant,
     trace: Option<TraceParent>,
 ) {
     let now = hub.now();
     let (outcome, body) = match answer(hub, identity, request, payload, now, trace).await {
-        Ok(body) => (metric::ACCEPTED, body),
+        Ok(body) => (Verdict::Accepted, body),
         Err((error, token)) => (
-            metric::REJECTED,
+            Verdict::Rejected,
             document::rejected(&error, token.as_deref(), now),
         ),
     };
     hub.publish_traced(
         &identity.tenant,
-        &request.response(outcome),
+        &request.reply(outcome),
         &body,
         trace.as_ref(),
     )
     .await;
+    let outcome = outcome.as_str();
     tracing::debug!(outcome, "shadow request answered");
     metrics::counter!(
         metric::SHADOW_REQUESTS,
@@ -98,7 +96,7 @@ type Refusal = (Rejection, Option<String>);
 async fn answer(
     hub: &Hub,
     identity: &Identity,
-    request: &ShadowTopic<'_>,
+    request: &ShadowRequest<'_>,
     payload: &[u8],
     now: Millis,
     trace: Option<TraceParent>,
@@ -184,8 +182,12 @@ pub(crate) async fn resend_delta(hub: &Hub, tenant: &TenantId, device: &DeviceId
     };
     if let Some(body) = document::current_delta(&twin, hub.now()) {
         let (thing, shadow) = topic::shadow_of(device);
-        hub.publish(tenant, &topic::delta_topic(thing, shadow), &body)
-            .await;
+        hub.publish(
+            tenant,
+            &topic::answer(thing, shadow, ShadowAnswer::Delta),
+            &body,
+        )
+        .await;
     }
 }
 
@@ -193,15 +195,23 @@ pub(crate) async fn resend_delta(hub: &Hub, tenant: &TenantId, device: &DeviceId
 /// delta (AWS devices miss deltas published while they were away).
 pub(crate) async fn delta_on_subscribe(hub: &Hub, identity: &Identity, filter: &str) {
     // An exact delta topic names its shadow (an application may watch any thing's).
-    if let Some(request) = topic::parse_delta(filter) {
-        if let Ok(device) = topic::twin_device(request.0, request.1) {
+    if let Topic::ShadowAnswer {
+        thing,
+        shadow,
+        answer: ShadowAnswer::Delta,
+    } = Topic::parse(filter)
+    {
+        if let Ok(device) = topic::twin_device(thing, shadow) {
             resend_delta(hub, &identity.tenant, &device).await;
         }
         return;
     }
     // A wildcard filter: the client's own classic shadow, if the filter covers its delta.
     if let Some(device) = &identity.device
-        && topic::filter_matches(filter, &topic::delta_topic(device.as_str(), None))
+        && filter::matches(
+            filter,
+            &topic::answer(device.as_str(), None, ShadowAnswer::Delta),
+        )
     {
         resend_delta(hub, &identity.tenant, device).await;
     }
@@ -225,8 +235,8 @@ async fn announce(hub: &Hub, change: &TwinChange) {
     }
     let (thing, shadow) = topic::shadow_of(&change.key.device);
     let tenant = &change.key.tenant;
-    let delta_topic = topic::delta_topic(thing, shadow);
-    let documents_topic = topic::documents_topic(thing, shadow);
+    let delta_topic = topic::answer(thing, shadow, ShadowAnswer::Delta);
+    let documents_topic = topic::answer(thing, shadow, ShadowAnswer::Documents);
     // Most changes of a large fleet have nobody listening: skip decoding and rendering then.
     // A report cannot remove desired keys, so after a report that leaves no delta there is no
     // `/update/delta` to send: the common case of a device in sync costs no decoding of the

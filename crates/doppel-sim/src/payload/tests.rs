@@ -1,33 +1,17 @@
 use serde_json::{Value, json};
 
-use super::{
-    ACK_SUCCEEDED, Delta, ack_topic, command_id, commands_filter, delta_topic, periodic_report,
-    sensor_readings, update_topic,
-};
+use super::{ACK_SUCCEEDED, Delta, command_id, is_delta, periodic_report, sensor_readings};
 use crate::timing::device_rng;
+use doppel_wire::Verdict;
+use doppel_wire::shadow::{self, ShadowAnswer, ShadowOp};
+use doppel_wire::topic;
 
 fn parse(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).expect("JSON")
 }
 
 #[test]
-fn topics_are_the_aws_shadow_and_doppel_command_topics() {
-    assert_eq!(
-        update_topic("sim-000001"),
-        "$aws/things/sim-000001/shadow/update"
-    );
-    assert_eq!(
-        delta_topic("sim-000001"),
-        "$aws/things/sim-000001/shadow/update/delta"
-    );
-    assert_eq!(
-        commands_filter("sim-000001"),
-        "$doppel/things/sim-000001/commands/+"
-    );
-    assert_eq!(
-        ack_topic("sim-000001", "c-7"),
-        "$doppel/things/sim-000001/commands/c-7/ack"
-    );
+fn the_acknowledgement_says_succeeded() {
     assert_eq!(parse(ACK_SUCCEEDED), json!({"status": "SUCCEEDED"}));
 }
 
@@ -35,18 +19,36 @@ fn topics_are_the_aws_shadow_and_doppel_command_topics() {
 fn a_command_id_is_read_only_from_the_devices_own_command_topic() {
     let thing = "sim-000001";
     assert_eq!(
-        command_id(thing, "$doppel/things/sim-000001/commands/019ad3c4"),
+        command_id(thing, &topic::command_delivery(thing, "019ad3c4")),
         Some("019ad3c4")
     );
     for topic in [
-        "$doppel/things/sim-000002/commands/019ad3c4",
-        "$doppel/things/sim-0000011/commands/019ad3c4",
-        "$doppel/things/sim-000001/commands/",
-        "$doppel/things/sim-000001/commands/019ad3c4/ack",
-        "$doppel/things/sim-000001/commands/019ad3c4/ack/accepted",
-        "$aws/things/sim-000001/shadow/update/delta",
+        topic::command_delivery("sim-000002", "019ad3c4"),
+        topic::command_delivery("sim-0000011", "019ad3c4"),
+        topic::command_delivery(thing, ""),
+        topic::command_ack(thing, "019ad3c4"),
+        topic::command_ack_answer(thing, "019ad3c4", Verdict::Accepted),
+        shadow::answer(thing, None, ShadowAnswer::Delta),
     ] {
-        assert_eq!(command_id(thing, topic), None, "{topic}");
+        assert_eq!(command_id(thing, &topic), None, "{topic}");
+    }
+}
+
+#[test]
+fn a_delta_is_only_the_devices_own_classic_one() {
+    let thing = "sim-000001";
+    assert!(is_delta(
+        thing,
+        &shadow::answer(thing, None, ShadowAnswer::Delta)
+    ));
+    for topic in [
+        shadow::answer("sim-000002", None, ShadowAnswer::Delta),
+        shadow::answer(thing, Some("config"), ShadowAnswer::Delta),
+        shadow::answer(thing, None, ShadowAnswer::Documents),
+        shadow::request(thing, None, ShadowOp::Update),
+        topic::command_delivery(thing, "019ad3c4"),
+    ] {
+        assert!(!is_delta(thing, &topic), "{topic}");
     }
 }
 

@@ -15,6 +15,7 @@ pub mod process;
 pub mod raw;
 pub mod sse;
 pub mod tokens;
+pub mod topic;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
