@@ -2,7 +2,8 @@
 
 use crate::replica::{ReplicaDelta, Resolution};
 use crate::time::Millis;
-use crate::twin::{Connection, Meta, Section, Twin};
+use crate::meta::Meta;
+use crate::twin::{Connection, Section, Twin};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

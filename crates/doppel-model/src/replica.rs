@@ -16,7 +16,8 @@ use crate::limits::Limits;
 use crate::patch;
 use crate::policy::{ConflictPolicy, ReplicaConfig, Role, Side, TypeProfile};
 use crate::time::Millis;
-use crate::twin::{Meta, Section, Twin};
+use crate::meta::Meta;
+use crate::twin::{Section, Twin};
 use crate::update::{
     Applied, Change, SectionChange, UpdateRequest, apply, check_size, entry_state, next_version,
     record_change,

@@ -7,7 +7,8 @@ use crate::patch::{self, as_object};
 use crate::replica::ReplicaDelta;
 use crate::time::Millis;
 use crate::trace::TraceParent;
-use crate::twin::{ConnectionStatus, Meta, Section, Twin};
+use crate::meta::Meta;
+use crate::twin::{ConnectionStatus, Section, Twin};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
