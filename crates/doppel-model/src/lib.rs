@@ -18,6 +18,7 @@ pub mod patch;
 pub mod policy;
 pub mod principal;
 pub mod replica;
+pub mod replica_state;
 pub mod time;
 pub mod trace;
 pub mod twin;

@@ -1,7 +1,7 @@
 //! The twin document.
 
 use crate::meta::Meta;
-use crate::replica::ReplicaState;
+use crate::replica_state::ReplicaState;
 use crate::time::Millis;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

@@ -3,11 +3,11 @@
 use crate::error::{ModelError, json_type_name};
 use crate::history::{HistoryEntry, HistoryKind};
 use crate::limits::Limits;
+use crate::meta::Meta;
 use crate::patch::{self, as_object};
-use crate::replica::ReplicaDelta;
+use crate::replica_state::ReplicaDelta;
 use crate::time::Millis;
 use crate::trace::TraceParent;
-use crate::meta::Meta;
 use crate::twin::{ConnectionStatus, Section, Twin};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::crdt::CrdtKind;
+use crate::meta::Meta;
 use crate::policy::{HUB_REPLICA, ReplicationRules};
 use crate::update::MetaPatch;
 use crate::vclock::Causality;
