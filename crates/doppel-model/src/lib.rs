@@ -24,6 +24,7 @@ pub mod trace;
 pub mod twin;
 pub mod update;
 pub mod vclock;
+pub mod write;
 
 pub use error::ModelError;
 pub use history::{HistoryEntry, HistoryKind};
@@ -34,4 +35,5 @@ pub use principal::{AppName, Principal, PrincipalKind};
 pub use time::Millis;
 pub use trace::{InvalidTraceParent, TraceId, TraceParent};
 pub use twin::{Connection, ConnectionStatus, Section, Twin};
-pub use update::{Applied, Change, MetaPatch, SectionChange, UpdateRequest, apply};
+pub use update::{Applied, Change, MetaPatch, SectionChange, UpdateRequest};
+pub use write::{Context, apply};

@@ -3,10 +3,11 @@
 //! Each replica keeps, per twin, a [`ReplicaState`]: a stamp for every top-level property of
 //! reported and desired (the unit of conflict resolution), the state of CRDT properties, a
 //! vector clock and a hybrid logical clock. A local write stamps the properties it touches
-//! ([`apply_replicated`]); replicas exchange changes as [`ReplicaDelta`]s and merge them with
-//! [`Change::Merge`]: per property the higher stamp wins, CRDTs join, clocks join. That merge is
-//! a join, so replicas that have seen the same changes hold the same state, in whatever order
-//! and however often the changes arrived.
+//! ([`apply_local`]); replicas exchange changes as [`ReplicaDelta`]s and merge them with
+//! [`Change::Merge`] ([`merge`]): per property the higher stamp wins, CRDTs join, clocks join.
+//! That merge is a join, so replicas that have seen the same changes hold the same state, in
+//! whatever order and however often the changes arrived. Both paths are reached through
+//! [`crate::apply`].
 
 // The data these rules work on, named here too so that `replica::ReplicaDelta` and the rules
 // that make it are found in one place.
@@ -22,7 +23,7 @@ use crate::policy::{ConflictPolicy, ReplicaConfig, Role, Side, TypeProfile};
 use crate::time::Millis;
 use crate::twin::{Section, Twin};
 use crate::update::{
-    Applied, Change, SectionChange, UpdateRequest, apply, check_size, entry_state, next_version,
+    self, Applied, Change, SectionChange, UpdateRequest, check_size, entry_state, next_version,
     record_change,
 };
 use crate::vclock::VectorClock;
@@ -75,19 +76,16 @@ impl ReplicaState {
 /// holds a twin's shard for long.
 pub const MAX_SYNC_CHANGES: usize = 256;
 
-/// Applies `request` as [`apply`] does and, for a replicated twin, stamps the properties it
-/// wrote, applies CRDT operations and counts the change in the twin's vector clock. Merges
-/// [`Change::Merge`].
-pub fn apply_replicated(
+/// Applies a change this replica makes itself by the update rules and, for a replicated twin,
+/// stamps the properties it wrote, applies CRDT operations and counts the change in the twin's
+/// vector clock. [`crate::apply`] hands it every change but a merge.
+pub(crate) fn apply_local(
     current: Option<Twin>,
     request: &UpdateRequest,
     now: Millis,
     limits: &Limits,
     config: &ReplicaConfig,
 ) -> Result<Applied, ModelError> {
-    if let Change::Merge(delta) = &request.change {
-        return merge(current, delta, request, now, limits, config);
-    }
     let live = current.as_ref().filter(|twin| !twin.deleted);
     if config.role == Role::Device {
         refuse_at_the_edge(&request.change, live, config)?;
@@ -96,12 +94,12 @@ pub fn apply_replicated(
     let replicated = live.is_some_and(|twin| twin.replica.is_some())
         || config.replicates(live.and_then(|twin| twin.meta.device_type.as_deref()));
     if !replicated {
-        return apply(current, request, now, limits);
+        return update::apply(current, request, now, limits);
     }
     let device_type = live.and_then(|twin| twin.meta.device_type.clone());
     let touched = touched_properties(&request.change, live);
     if touched.is_empty() {
-        return apply(current, request, now, limits);
+        return update::apply(current, request, now, limits);
     }
     let profile = config.profile(device_type.as_deref());
     let mut state = match live.and_then(|twin| twin.replica.as_deref()) {
@@ -110,7 +108,7 @@ pub fn apply_replicated(
     };
     let hlc = Hlc::tick(state.hlc, now);
     let rewritten = with_crdt_values(request, profile, &mut state, &config.id, hlc)?;
-    let applied = apply(current, rewritten.as_ref().unwrap_or(request), now, limits)?;
+    let applied = update::apply(current, rewritten.as_ref().unwrap_or(request), now, limits)?;
     let Applied::Changed {
         mut twin,
         mut entry,
@@ -251,7 +249,9 @@ pub fn own_changes<'a>(
         .filter(move |delta| delta.origin == replica)
 }
 
-fn merge(
+/// Merges another replica's change (or whole state) `delta`: per property the higher stamp
+/// wins, CRDTs join, clocks join. [`crate::apply`] hands it every [`Change::Merge`].
+pub(crate) fn merge(
     current: Option<Twin>,
     delta: &ReplicaDelta,
     request: &UpdateRequest,
