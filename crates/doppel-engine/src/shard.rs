@@ -10,8 +10,9 @@ use crate::metric;
 use crate::silence::SilenceTimer;
 use doppel_model::codec::{EncodedHistory, EncodedTwin};
 use doppel_model::policy::ReplicaConfig;
-use doppel_model::replica::apply_replicated;
-use doppel_model::{Applied, Change, HistoryKind, Limits, Twin, TwinKey, UpdateRequest};
+use doppel_model::{
+    Applied, Change, Context, HistoryKind, Limits, Twin, TwinKey, UpdateRequest, apply,
+};
 use doppel_store::TwinWrite;
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -196,7 +197,12 @@ impl ShardWorker {
                         }
                     },
                 };
-                match apply_replicated(current, &job.request, now, &self.limits, &self.replica) {
+                let context = Context {
+                    now,
+                    limits: &self.limits,
+                    replica: &self.replica,
+                };
+                match apply(current, &job.request, &context) {
                     Ok(Applied::Changed { twin, entry }) => {
                         if !twin.deleted && !was_live {
                             if let Err(err) = self.census.admit(&job.key) {

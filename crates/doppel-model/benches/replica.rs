@@ -3,9 +3,7 @@
 //! desired state of 4 properties that differs from it.
 //!
 //! - `replica/plain_report`: the hub applies a device report touching 2 properties to a twin no
-//!   edge has synced, the common case of a fleet, through `apply_replicated`;
-//!   `replica/plain_apply` is the same report through `apply` alone, so the difference is what
-//!   deciding "not replicated" costs.
+//!   edge has synced, the common case of a fleet.
 //! - `replica/replicated_report`: the same report at an edge agent, which replicates every twin:
 //!   stamps for the 2 properties, a vector clock tick and the delta on the history entry.
 //! - `replica/crdt_increment`: a `{"cycles": {"increment": 1}}` report at an edge agent whose
@@ -14,8 +12,9 @@
 //! - `replica/merge_snapshot`: an edge agent merges the hub's whole state of a twin it already
 //!   has in full: the anti-entropy round that finds nothing to do (stale).
 //!
-//! Each iteration gets its own copy of the twin, made outside the timed part, and the result is
-//! dropped outside it too, so the figures are the update alone.
+//! Every change goes through `doppel_model::apply`, the engine's one path. Each iteration gets
+//! its own copy of the twin, made outside the timed part, and the result is dropped outside it
+//! too, so the figures are the update alone.
 //!
 //! Under `cargo test --all-targets` (no `--bench`) criterion runs each benchmark once.
 //! Run it with `cargo bench -p doppel-model --bench replica`.
@@ -27,10 +26,10 @@ mod sensor;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use doppel_model::crdt::CrdtKind;
 use doppel_model::policy::{HUB_REPLICA, ReplicaConfig, ReplicationRules, Role};
-use doppel_model::replica::{ReplicaDelta, apply_replicated, snapshot};
+use doppel_model::replica::{ReplicaDelta, snapshot};
 use doppel_model::update::MetaPatch;
 use doppel_model::{
-    Applied, Change, HistoryEntry, Limits, Millis, ModelError, Twin, UpdateRequest, apply,
+    Applied, Change, Context, HistoryEntry, Limits, Millis, ModelError, Twin, UpdateRequest, apply,
 };
 use serde_json::{Value, json};
 use std::hint::black_box;
@@ -135,8 +134,12 @@ impl Replica {
 
     /// Applies a setup change, which must apply, and returns its history entry.
     fn write(&mut self, request: &UpdateRequest) -> HistoryEntry {
-        let limits = Limits::default();
-        let result = apply_replicated(self.twin.take(), request, self.at, &limits, &self.config);
+        let context = Context {
+            now: self.at,
+            limits: &Limits::default(),
+            replica: &self.config,
+        };
+        let result = apply(self.twin.take(), request, &context);
         let (twin, entry) = changed(result);
         self.twin = Some(twin);
         self.at = Millis(self.at.0 + 100);
@@ -175,52 +178,61 @@ fn replica(c: &mut Criterion) {
     // A twin the hub alone keeps: its first report, device type and desired state.
     let hub_config = ReplicaConfig::hub();
     let plain = {
-        let (twin, _) = changed(apply(None, &report(first_report(), 1), WRITTEN_AT, &limits));
-        let (twin, _) = changed(apply(Some(twin), &device_type(), WRITTEN_AT, &limits));
-        let (twin, _) = changed(apply(Some(twin), &desired(), WRITTEN_AT, &limits));
+        let setup = Context {
+            now: WRITTEN_AT,
+            limits: &limits,
+            replica: &hub_config,
+        };
+        let (twin, _) = changed(apply(None, &report(first_report(), 1), &setup));
+        let (twin, _) = changed(apply(Some(twin), &device_type(), &setup));
+        let (twin, _) = changed(apply(Some(twin), &desired(), &setup));
         twin
     };
-    let (twin, entry) = changed(apply_replicated(
-        Some(plain.clone()),
-        &patch,
-        NOW,
-        &limits,
-        &hub_config,
-    ));
+    let at_hub = Context {
+        now: NOW,
+        limits: &limits,
+        replica: &hub_config,
+    };
+    let (twin, entry) = changed(apply(Some(plain.clone()), &patch, &at_hub));
     assert!(twin.replica.is_none() && entry.replica.is_none());
 
     // The twin kept by an edge agent and the hub, in sync. The edge then makes the report
     // (`edge_reported`), and the hub merges that change (`hub_merged`).
     let (edge, hub) = synced(&ReplicationRules::default(), first_report());
-    let (edge_reported, entry) = changed(apply_replicated(
-        Some(edge.twin().clone()),
-        &patch,
-        NOW,
-        &limits,
-        &edge.config,
-    ));
+    let at_edge = Context {
+        now: NOW,
+        limits: &limits,
+        replica: &edge.config,
+    };
+    let (edge_reported, entry) = changed(apply(Some(edge.twin().clone()), &patch, &at_edge));
     let edge_change = delta_of(&entry);
     assert_eq!(edge_change.reported.len(), 2);
     let edge_change_bytes = serde_json::to_vec(&edge_change).expect("encode").len();
     let merge_change = merge(edge_change);
-    let (hub_merged, entry) = changed(apply_replicated(
+    let merged_at_hub = Context {
+        now: MERGED_AT,
+        limits: &limits,
+        replica: &hub.config,
+    };
+    let (hub_merged, entry) = changed(apply(
         Some(hub.twin().clone()),
         &merge_change,
-        MERGED_AT,
-        &limits,
-        &hub.config,
+        &merged_at_hub,
     ));
     assert_eq!(hub_merged.reported.state, edge_reported.reported.state);
     assert!(entry.resolutions.is_empty());
     let hub_snapshot = snapshot(&hub_merged, &hub.config).expect("the hub replicates the twin");
     let snapshot_bytes = serde_json::to_vec(&hub_snapshot).expect("encode").len();
     let merge_snapshot = merge(hub_snapshot);
-    let stale = apply_replicated(
+    let merged_at_edge = Context {
+        now: MERGED_AT,
+        limits: &limits,
+        replica: &edge.config,
+    };
+    let stale = apply(
         Some(edge_reported.clone()),
         &merge_snapshot,
-        MERGED_AT,
-        &limits,
-        &edge.config,
+        &merged_at_edge,
     );
     assert!(
         matches!(stale, Ok(Applied::Stale { .. })),
@@ -237,12 +249,15 @@ fn replica(c: &mut Criterion) {
     counted["cycles"] = json!({"increment": 41});
     let (counting, _) = synced(&rules, counted);
     let increment = report(json!({"cycles": {"increment": 1}}), 2);
-    let (twin, entry) = changed(apply_replicated(
+    let at_counting_edge = Context {
+        now: NOW,
+        limits: &limits,
+        replica: &counting.config,
+    };
+    let (twin, entry) = changed(apply(
         Some(counting.twin().clone()),
         &increment,
-        NOW,
-        &limits,
-        &counting.config,
+        &at_counting_edge,
     ));
     assert_eq!(twin.reported.state["cycles"], json!(42));
     assert!(delta_of(&entry).crdts.contains_key("cycles"));
@@ -264,66 +279,35 @@ fn replica(c: &mut Criterion) {
     group.bench_function("plain_report", |b| {
         b.iter_batched(
             || plain.clone(),
-            |twin| apply_replicated(Some(twin), black_box(&patch), NOW, &limits, &hub_config),
-            BatchSize::SmallInput,
-        )
-    });
-    group.bench_function("plain_apply", |b| {
-        b.iter_batched(
-            || plain.clone(),
-            |twin| apply(Some(twin), black_box(&patch), NOW, &limits),
+            |twin| apply(Some(twin), black_box(&patch), &at_hub),
             BatchSize::SmallInput,
         )
     });
     group.bench_function("replicated_report", |b| {
         b.iter_batched(
             || edge.twin().clone(),
-            |twin| apply_replicated(Some(twin), black_box(&patch), NOW, &limits, &edge.config),
+            |twin| apply(Some(twin), black_box(&patch), &at_edge),
             BatchSize::SmallInput,
         )
     });
     group.bench_function("crdt_increment", |b| {
         b.iter_batched(
             || counting.twin().clone(),
-            |twin| {
-                apply_replicated(
-                    Some(twin),
-                    black_box(&increment),
-                    NOW,
-                    &limits,
-                    &counting.config,
-                )
-            },
+            |twin| apply(Some(twin), black_box(&increment), &at_counting_edge),
             BatchSize::SmallInput,
         )
     });
     group.bench_function("merge_change", |b| {
         b.iter_batched(
             || hub.twin().clone(),
-            |twin| {
-                apply_replicated(
-                    Some(twin),
-                    black_box(&merge_change),
-                    MERGED_AT,
-                    &limits,
-                    &hub.config,
-                )
-            },
+            |twin| apply(Some(twin), black_box(&merge_change), &merged_at_hub),
             BatchSize::SmallInput,
         )
     });
     group.bench_function("merge_snapshot", |b| {
         b.iter_batched(
             || edge_reported.clone(),
-            |twin| {
-                apply_replicated(
-                    Some(twin),
-                    black_box(&merge_snapshot),
-                    MERGED_AT,
-                    &limits,
-                    &edge.config,
-                )
-            },
+            |twin| apply(Some(twin), black_box(&merge_snapshot), &merged_at_edge),
             BatchSize::SmallInput,
         )
     });

@@ -1,8 +1,9 @@
 //! History: one entry per accepted change, and the twin as it was at an instant.
 
-use crate::replica::{ReplicaDelta, Resolution};
+use crate::meta::Meta;
+use crate::replica_state::{ReplicaDelta, Resolution};
 use crate::time::Millis;
-use crate::twin::{Connection, Meta, Section, Twin};
+use crate::twin::{Connection, Section, Twin};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

@@ -1,7 +1,7 @@
 //! Conflict policies: which of two concurrent changes of one property wins when replicas merge.
 //!
 //! A policy does not act at merge time. It decides how a write is stamped (see
-//! [`crate::replica::Stamp`]): the favoured side's writes get a higher generation than anything
+//! [`crate::replica_state::Stamp`]): the favoured side's writes get a higher generation than anything
 //! they had seen, so they outrank every concurrent write of the other side, while a write made
 //! after seeing a value always outranks that value. Merging is then one rule for every replica
 //! and every policy, "the higher stamp wins", which is a join (associative, commutative,

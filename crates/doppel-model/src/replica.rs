@@ -3,10 +3,15 @@
 //! Each replica keeps, per twin, a [`ReplicaState`]: a stamp for every top-level property of
 //! reported and desired (the unit of conflict resolution), the state of CRDT properties, a
 //! vector clock and a hybrid logical clock. A local write stamps the properties it touches
-//! ([`apply_replicated`]); replicas exchange changes as [`ReplicaDelta`]s and merge them with
-//! [`Change::Merge`]: per property the higher stamp wins, CRDTs join, clocks join. That merge is
-//! a join, so replicas that have seen the same changes hold the same state, in whatever order
-//! and however often the changes arrived.
+//! ([`apply_local`]); replicas exchange changes as [`ReplicaDelta`]s and merge them with
+//! [`Change::Merge`] ([`merge`]): per property the higher stamp wins, CRDTs join, clocks join.
+//! That merge is a join, so replicas that have seen the same changes hold the same state, in
+//! whatever order and however often the changes arrived. Both paths are reached through
+//! [`crate::apply`].
+
+// The data these rules work on, named here too so that `replica::ReplicaDelta` and the rules
+// that make it are found in one place.
+pub use crate::replica_state::{Register, ReplicaDelta, ReplicaState, Resolution, Stamp};
 
 use crate::crdt::{self, Crdt};
 use crate::error::ModelError;
@@ -16,81 +21,14 @@ use crate::limits::Limits;
 use crate::patch;
 use crate::policy::{ConflictPolicy, ReplicaConfig, Role, Side, TypeProfile};
 use crate::time::Millis;
-use crate::twin::{Meta, Section, Twin};
+use crate::twin::{Section, Twin};
 use crate::update::{
-    Applied, Change, SectionChange, UpdateRequest, apply, check_size, entry_state, next_version,
+    self, Applied, Change, SectionChange, UpdateRequest, check_size, entry_state, next_version,
     record_change,
 };
 use crate::vclock::VectorClock;
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
-
-/// Orders the writes of one property: the higher stamp wins.
-///
-/// `generation` comes first so that a policy can make one side's writes outrank the other's
-/// (see [`crate::policy`]); the hybrid timestamp orders writes of equal generation and, because
-/// a replica's timestamps only grow and move past every timestamp it has seen, makes a write
-/// outrank everything its replica had seen. `replica` and `seq` make stamps unique, so `seen`
-/// never decides the order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stamp {
-    pub generation: u64,
-    pub hlc: Hlc,
-    pub replica: String,
-    /// The writer's own entry in the twin's vector clock after the write: a replica whose clock
-    /// has at least this much of `replica` has seen the write.
-    pub seq: u64,
-    /// What the writer had seen when it wrote (its vector clock before the write): tells a
-    /// write that replaced another knowingly from one that was concurrent with it.
-    #[serde(default, skip_serializing_if = "VectorClock::is_empty")]
-    pub seen: VectorClock,
-}
-
-impl Stamp {
-    fn key(&self) -> (u64, Hlc, &str, u64) {
-        (self.generation, self.hlc, &self.replica, self.seq)
-    }
-
-    /// Whether this write was made knowing `other`.
-    fn saw(&self, other: &Stamp) -> bool {
-        self.seen.get(&other.replica) >= other.seq
-    }
-}
-
-impl Ord for Stamp {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.key().cmp(&other.key())
-    }
-}
-
-impl PartialOrd for Stamp {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-/// What one replica keeps to merge a twin's changes with the other replicas.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ReplicaState {
-    /// How many changes of this twin each replica has made that this one has seen.
-    pub clock: VectorClock,
-    /// The latest hybrid timestamp issued or seen for this twin.
-    pub hlc: Hlc,
-    /// The stamp of each reported property's last write, kept after the property is removed
-    /// so that a removal outranks older writes.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub reported: BTreeMap<String, Stamp>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub desired: BTreeMap<String, Stamp>,
-    /// Reported properties declared as CRDTs; the property shows the CRDT's value.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub crdts: BTreeMap<String, Crdt>,
-    /// At an edge agent: the twin's meta is the hub's, received with the hub's state. Until
-    /// then the agent does not know the twin's device type, nor so its rules.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub meta_from_hub: bool,
-}
 
 impl ReplicaState {
     /// The state a twin kept by this replica alone starts replicating with: its whole past
@@ -131,98 +69,18 @@ impl ReplicaState {
             meta_from_hub: false,
         }
     }
-
-    pub fn stamps(&self, side: Side) -> &BTreeMap<String, Stamp> {
-        match side {
-            Side::Reported => &self.reported,
-            Side::Desired => &self.desired,
-        }
-    }
-
-    fn stamps_mut(&mut self, side: Side) -> &mut BTreeMap<String, Stamp> {
-        match side {
-            Side::Reported => &mut self.reported,
-            Side::Desired => &mut self.desired,
-        }
-    }
 }
 
-/// A property's value with the stamp of the write that set it; `null` for a removal.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Register {
-    pub value: Value,
-    pub stamp: Stamp,
-}
-
-/// A change as replicas exchange it: the properties it wrote with their stamps, the CRDT
-/// states it changed, and the vector clock of its origin after it. A replica's whole state is
-/// a delta too ([`snapshot`]).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ReplicaDelta {
-    /// The replica that made the change.
-    pub origin: String,
-    pub clock: VectorClock,
-    pub hlc: Hlc,
-    /// The twin's document version at the origin after the change.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<u64>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub reported: BTreeMap<String, Register>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub desired: BTreeMap<String, Register>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub crdts: BTreeMap<String, Crdt>,
-    /// The twin's meta, in the hub's state only: meta is the hub's, and agents take it as the
-    /// hub sends it (a change from an agent carries none, and the hub ignores one that does).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub meta: Option<Meta>,
-}
-
-impl ReplicaDelta {
-    pub fn registers(&self, side: Side) -> &BTreeMap<String, Register> {
-        match side {
-            Side::Reported => &self.reported,
-            Side::Desired => &self.desired,
-        }
-    }
-
-    fn registers_mut(&mut self, side: Side) -> &mut BTreeMap<String, Register> {
-        match side {
-            Side::Reported => &mut self.reported,
-            Side::Desired => &mut self.desired,
-        }
-    }
-}
-
-/// How a conflict between two concurrent writes of one property was resolved.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Resolution {
-    pub side: Side,
-    pub property: String,
-    /// The policy the property is under.
-    pub policy: ConflictPolicy,
-    /// The value that stands, and the replica that wrote it.
-    pub kept: Value,
-    pub kept_from: String,
-    /// The value that lost (`null`: a removal), and the replica that wrote it.
-    pub lost: Value,
-    pub lost_from: String,
-    pub reason: String,
-}
-
-/// Applies `request` as [`apply`] does and, for a replicated twin, stamps the properties it
-/// wrote, applies CRDT operations and counts the change in the twin's vector clock. Merges
-/// [`Change::Merge`].
-pub fn apply_replicated(
+/// Applies a change this replica makes itself by the update rules and, for a replicated twin,
+/// stamps the properties it wrote, applies CRDT operations and counts the change in the twin's
+/// vector clock. [`crate::apply`] hands it every change but a merge.
+pub(crate) fn apply_local(
     current: Option<Twin>,
     request: &UpdateRequest,
     now: Millis,
     limits: &Limits,
     config: &ReplicaConfig,
 ) -> Result<Applied, ModelError> {
-    if let Change::Merge(delta) = &request.change {
-        return merge(current, delta, request, now, limits, config);
-    }
     let live = current.as_ref().filter(|twin| !twin.deleted);
     if config.role == Role::Device {
         refuse_at_the_edge(&request.change, live, config)?;
@@ -231,12 +89,12 @@ pub fn apply_replicated(
     let replicated = live.is_some_and(|twin| twin.replica.is_some())
         || config.replicates(live.and_then(|twin| twin.meta.device_type.as_deref()));
     if !replicated {
-        return apply(current, request, now, limits);
+        return update::apply(current, request, now, limits);
     }
     let device_type = live.and_then(|twin| twin.meta.device_type.clone());
     let touched = touched_properties(&request.change, live);
     if touched.is_empty() {
-        return apply(current, request, now, limits);
+        return update::apply(current, request, now, limits);
     }
     let profile = config.profile(device_type.as_deref());
     let mut state = match live.and_then(|twin| twin.replica.as_deref()) {
@@ -245,7 +103,7 @@ pub fn apply_replicated(
     };
     let hlc = Hlc::tick(state.hlc, now);
     let rewritten = with_crdt_values(request, profile, &mut state, &config.id, hlc)?;
-    let applied = apply(current, rewritten.as_ref().unwrap_or(request), now, limits)?;
+    let applied = update::apply(current, rewritten.as_ref().unwrap_or(request), now, limits)?;
     let Applied::Changed {
         mut twin,
         mut entry,
@@ -386,7 +244,9 @@ pub fn own_changes<'a>(
         .filter(move |delta| delta.origin == replica)
 }
 
-fn merge(
+/// Merges another replica's change (or whole state) `delta`: per property the higher stamp
+/// wins, CRDTs join, clocks join. [`crate::apply`] hands it every [`Change::Merge`].
+pub(crate) fn merge(
     current: Option<Twin>,
     delta: &ReplicaDelta,
     request: &UpdateRequest,

@@ -1,10 +1,10 @@
 //! The twin document.
 
-use crate::replica::ReplicaState;
+use crate::meta::Meta;
+use crate::replica_state::ReplicaState;
 use crate::time::Millis;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, BTreeSet};
 
 /// One side of the twin (reported or desired): the state, when each leaf last changed, and the
 /// side's own version.
@@ -67,16 +67,6 @@ impl Connection {
             self.status = ConnectionStatus::Connected;
         }
     }
-}
-
-/// Descriptive fields written by applications, not by the device's state reports.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Meta {
-    pub device_type: Option<String>,
-    pub firmware_version: Option<String>,
-    pub capabilities: BTreeSet<String>,
-    pub tags: BTreeMap<String, String>,
 }
 
 /// The twin of one device.

@@ -3,11 +3,12 @@
 use crate::error::{ModelError, json_type_name};
 use crate::history::{HistoryEntry, HistoryKind};
 use crate::limits::Limits;
+use crate::meta::Meta;
 use crate::patch::{self, as_object};
-use crate::replica::ReplicaDelta;
+use crate::replica_state::ReplicaDelta;
 use crate::time::Millis;
 use crate::trace::TraceParent;
-use crate::twin::{ConnectionStatus, Meta, Section, Twin};
+use crate::twin::{ConnectionStatus, Section, Twin};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -261,10 +262,11 @@ pub enum Applied {
     Stale { twin: Twin },
 }
 
-/// Applies `request` to the twin `current` (a tombstone, or `None` when it does not exist) at
-/// instant `now`. Returns an error, and changes nothing, when the request is invalid or its
-/// precondition fails.
-pub fn apply(
+/// Applies a change this replica makes itself (every change but a merge) to the twin `current`
+/// (a tombstone, or `None` when it does not exist) at instant `now`, as [`crate::apply`] does
+/// for a twin nobody replicates. Returns an error, and changes nothing, when the request is
+/// invalid or its precondition fails.
+pub(crate) fn apply(
     current: Option<Twin>,
     request: &UpdateRequest,
     now: Millis,
@@ -457,13 +459,8 @@ pub fn apply(
                 "heard from without a change of state",
             )
         }
-        Change::Merge(_) => {
-            return Err(ModelError::InvalidField {
-                field: "change",
-                reason: "another replica's change is merged by crate::replica::apply_replicated"
-                    .into(),
-            });
-        }
+        // `crate::apply` hands merges to the replication rules, and it is the only way here.
+        Change::Merge(_) => unreachable!("a merge is applied by crate::replica::merge"),
         Change::Delete => {
             twin = Twin {
                 version: twin.version,

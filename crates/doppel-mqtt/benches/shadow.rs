@@ -19,7 +19,8 @@ mod sensor;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use doppel_model::codec::EncodedTwin;
-use doppel_model::{Applied, Change, Limits, Millis, Twin, UpdateRequest, apply};
+use doppel_model::policy::ReplicaConfig;
+use doppel_model::{Applied, Change, Context, Limits, Millis, Twin, UpdateRequest, apply};
 use doppel_mqtt::acl::{self, AclRule, Role};
 use doppel_mqtt::mount;
 use doppel_mqtt::shadow::document::{self, ShadowUpdate};
@@ -71,7 +72,13 @@ fn applied(previous: Option<Twin>, change: Change, at: Millis) -> Twin {
         client_token: None,
         trace: None,
     };
-    match apply(previous, &request, at, &Limits::default()) {
+    // The engine's path for a hub nobody syncs with, the engine's default.
+    let context = Context {
+        now: at,
+        limits: &Limits::default(),
+        replica: &ReplicaConfig::hub(),
+    };
+    match apply(previous, &request, &context) {
         Ok(Applied::Changed { twin, .. }) => twin,
         other => panic!("setup change not applied: {other:?}"),
     }

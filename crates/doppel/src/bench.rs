@@ -2,6 +2,7 @@
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use doppel_model::policy::ReplicaConfig;
 use doppel_model::{
     Applied, Change, DeviceId, Limits, Millis, TenantId, TwinKey, UpdateRequest, apply,
 };
@@ -148,6 +149,13 @@ fn seed_write(
         uptime_s: 60,
     });
     let limits = Limits::default();
+    // Seeded twins are the hub's own, as a hub nobody syncs with writes them.
+    let replica = ReplicaConfig::hub();
+    let context = doppel_model::Context {
+        now,
+        limits: &limits,
+        replica: &replica,
+    };
     let change = |change: Change| UpdateRequest {
         change,
         expected_version: None,
@@ -162,8 +170,7 @@ fn seed_write(
             patch: report,
             device_version: Some(1),
         }),
-        now,
-        &limits,
+        &context,
     )?
     else {
         bail!("a new twin's first report cannot be stale");
@@ -171,8 +178,7 @@ fn seed_write(
     let Applied::Changed { twin, entry } = apply(
         Some(twin),
         &change(Change::DesiredPatch(sensor::desired())),
-        now,
-        &limits,
+        &context,
     )?
     else {
         bail!("a desired change cannot be stale");

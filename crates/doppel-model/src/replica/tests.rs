@@ -3,7 +3,9 @@
 //! set (skewed, and stepping backwards in the property tests).
 
 use super::*;
+use crate::Context;
 use crate::crdt::CrdtKind;
+use crate::meta::Meta;
 use crate::policy::{HUB_REPLICA, ReplicationRules};
 use crate::update::MetaPatch;
 use crate::vclock::Causality;
@@ -79,13 +81,12 @@ impl Replica {
             client_token: None,
             trace: None,
         };
-        let applied = apply_replicated(
-            self.twin.clone(),
-            &request,
-            Millis(self.clock_ms),
-            &Limits::default(),
-            &self.config,
-        )?;
+        let context = Context {
+            now: Millis(self.clock_ms),
+            limits: &Limits::default(),
+            replica: &self.config,
+        };
+        let applied = crate::apply(self.twin.clone(), &request, &context)?;
         match applied {
             Applied::Changed { twin, entry } => {
                 self.twin = Some(twin);

@@ -421,7 +421,8 @@ fn finish(mut doc: Map<String, Value>, client_token: Option<&str>, now: Millis) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use doppel_model::{Applied, UpdateRequest, apply};
+    use doppel_model::policy::ReplicaConfig;
+    use doppel_model::{Applied, Context, UpdateRequest, apply};
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -451,12 +452,12 @@ mod tests {
             client_token: None,
             trace: None,
         };
-        match apply(
-            previous.cloned(),
-            &request,
-            Millis(at_ms),
-            &Limits::default(),
-        ) {
+        let context = Context {
+            now: Millis(at_ms),
+            limits: &Limits::default(),
+            replica: &ReplicaConfig::hub(),
+        };
+        match apply(previous.cloned(), &request, &context) {
             Ok(Applied::Changed { twin, .. }) => twin,
             other => panic!("update not applied: {other:?}"),
         }
