@@ -316,7 +316,7 @@ impl Link {
                 trace: None,
             };
             match self.context.engine.update(self.key.clone(), request).await {
-                Ok(_) | Err(EngineError::Model(ModelError::Missing)) => {}
+                Ok(_) | Err(EngineError::Model(ModelError::TwinNotFound)) => {}
                 Err(err) => {
                     tracing::error!(device = self.thing(), error = %err, "cannot merge the hub's state");
                     self.in_flight = None;

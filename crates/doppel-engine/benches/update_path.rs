@@ -87,7 +87,7 @@ async fn write_in_turn(engine: Engine, plan: Vec<(TwinKey, UpdateRequest)>) -> T
             .await
             .expect("update acknowledged")
         {
-            Outcome::Applied(twin) => {
+            Outcome::Changed(twin) => {
                 tally.applied += 1;
                 if !black_box(twin.delta()).is_empty() {
                     tally.with_delta += 1;

@@ -16,7 +16,7 @@ use tracing::Instrument;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
     /// The change is durable; this is the twin after it.
-    Applied(Arc<Twin>),
+    Changed(Arc<Twin>),
     /// A stale report was ignored; this is the twin as it stands.
     Stale(Arc<Twin>),
 }

@@ -296,7 +296,7 @@ impl Engine {
             .await
             .map_err(|_| EngineError::TaskFailed(APPLYING))?;
         match &result {
-            Ok(Outcome::Applied(twin)) => tracing::debug!(version = twin.version, "twin changed"),
+            Ok(Outcome::Changed(twin)) => tracing::debug!(version = twin.version, "twin changed"),
             Ok(Outcome::Stale(twin)) => {
                 tracing::debug!(version = twin.version, "stale report ignored");
             }

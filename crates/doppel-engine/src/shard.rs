@@ -234,7 +234,7 @@ impl ShardWorker {
                             });
                         }
                         pending.insert(job.key, (twin.clone(), record));
-                        replies.push((job.reply, Ok(Outcome::Applied(twin))));
+                        replies.push((job.reply, Ok(Outcome::Changed(twin))));
                     }
                     Ok(Applied::Stale { twin }) => {
                         replies.push((job.reply, Ok(Outcome::Stale(Arc::new(twin)))));

@@ -45,7 +45,6 @@ pub enum ApiError {
         error: doppel_query::QueryError,
     },
     InvalidHeader(String),
-    TwinNotFound,
     /// A twin asked for as of `at`, an instant before its first version (`created_at`).
     TwinNotYetCreated {
         at: Millis,
@@ -112,7 +111,7 @@ impl ApiError {
                     (StatusCode::PRECONDITION_FAILED, "version_mismatch")
                 }
                 ModelError::VersionOverflow { .. } => (StatusCode::BAD_REQUEST, "version_overflow"),
-                ModelError::Missing => (StatusCode::NOT_FOUND, "twin_not_found"),
+                ModelError::TwinNotFound => (StatusCode::NOT_FOUND, "twin_not_found"),
                 ModelError::InvalidTimestamp { .. } => {
                     (StatusCode::BAD_REQUEST, "invalid_timestamp")
                 }
@@ -137,7 +136,6 @@ impl ApiError {
             Self::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
             Self::QuerySyntax { .. } => (StatusCode::BAD_REQUEST, "invalid_query"),
             Self::InvalidHeader(_) => (StatusCode::BAD_REQUEST, "invalid_header"),
-            Self::TwinNotFound => (StatusCode::NOT_FOUND, "twin_not_found"),
             Self::TwinNotYetCreated { .. } => (StatusCode::NOT_FOUND, "twin_not_yet_created"),
             Self::HistoryEntryNotFound(_) => (StatusCode::NOT_FOUND, "history_entry_not_found"),
             Self::CredentialNotFound => (StatusCode::NOT_FOUND, "credential_not_found"),
@@ -232,7 +230,6 @@ impl ApiError {
             ),
             Self::InvalidQuery(reason) | Self::InvalidHeader(reason) => reason.clone(),
             Self::QuerySyntax { parameter, error } => format!("{parameter}: {error}"),
-            Self::TwinNotFound => "no twin with this id exists in this tenant".into(),
             Self::TwinNotYetCreated { at, created_at } => format!(
                 "the twin did not exist yet at {}: its first version was recorded at {}",
                 at.to_rfc3339(),

@@ -98,7 +98,9 @@ mod tests {
 
     #[test]
     fn only_the_servers_own_failures_are_errors() {
-        assert!(!failed(ApiError::TwinNotFound));
+        assert!(!failed(ApiError::Model(
+            doppel_model::ModelError::TwinNotFound
+        )));
         assert!(!failed(ApiError::InvalidQuery(
             "limit: not a number".into()
         )));

@@ -15,7 +15,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use doppel_engine::{Outcome, TwinAt};
 use doppel_model::{
-    Change, DeviceId, HistoryKind, MetaPatch, Millis, TenantId, Twin, TwinKey, UpdateRequest,
+    Change, DeviceId, HistoryKind, MetaPatch, Millis, ModelError, TenantId, Twin, TwinKey,
+    UpdateRequest,
 };
 use doppel_store::HistoryQuery;
 use serde::Deserialize;
@@ -134,7 +135,9 @@ async fn get_twin(
     let engine = state.engine()?;
     match instant_param("at", params.at.as_deref())? {
         None => {
-            let twin = engine.get(&key)?.ok_or(ApiError::TwinNotFound)?;
+            let twin = engine
+                .get(&key)?
+                .ok_or(ApiError::Model(ModelError::TwinNotFound))?;
             Ok(twin_response(StatusCode::OK, &key, &twin))
         }
         Some(at) => match engine.get_at(&key, at).await? {
@@ -142,14 +145,17 @@ async fn get_twin(
             TwinAt::NotYetCreated { created_at } => {
                 Err(ApiError::TwinNotYetCreated { at, created_at })
             }
-            TwinAt::Absent => Err(ApiError::TwinNotFound),
+            TwinAt::Absent => Err(ApiError::Model(ModelError::TwinNotFound)),
         },
     }
 }
 
 async fn get_delta(State(state): State<AppState>, path: TwinPath) -> Result<Response, ApiError> {
     let key = twin_key(path)?;
-    let twin = state.engine()?.get(&key)?.ok_or(ApiError::TwinNotFound)?;
+    let twin = state
+        .engine()?
+        .get(&key)?
+        .ok_or(ApiError::Model(ModelError::TwinNotFound))?;
     let body = json!({ "version": twin.version, "delta": twin.delta() });
     Ok(([(header::ETAG, etag(twin.version))], axum::Json(body)).into_response())
 }
@@ -171,7 +177,7 @@ async fn app_write(
         trace: traceparent(headers),
     };
     match state.engine()?.update(key.clone(), request).await? {
-        Outcome::Applied(twin) => Ok(twin_response(StatusCode::OK, &key, &twin)),
+        Outcome::Changed(twin) => Ok(twin_response(StatusCode::OK, &key, &twin)),
         // Only reports can be stale, and this is not a report.
         Outcome::Stale(_) => Err(ApiError::Internal(
             "an application write was treated as a stale report",
@@ -302,7 +308,7 @@ async fn patch_reported(
         trace: traceparent(&headers),
     };
     let (applied, twin) = match state.engine()?.update(key.clone(), request).await? {
-        Outcome::Applied(twin) => (true, twin),
+        Outcome::Changed(twin) => (true, twin),
         Outcome::Stale(twin) => (false, twin),
     };
     let mut body = json!({
@@ -362,7 +368,7 @@ async fn history(
         .engine()?
         .history(&key, history_query)
         .await?
-        .ok_or(ApiError::TwinNotFound)?;
+        .ok_or(ApiError::Model(ModelError::TwinNotFound))?;
     let next_cursor = (entries.len() == limit)
         .then(|| entries.last().map(|entry| entry.version.to_string()))
         .flatten();
@@ -407,7 +413,7 @@ async fn causality(
         let entry = engine
             .history(&key, history_query)
             .await?
-            .ok_or(ApiError::TwinNotFound)?
+            .ok_or(ApiError::Model(ModelError::TwinNotFound))?
             .into_iter()
             .find(|entry| entry.version == wanted)
             .and_then(|entry| entry.replica)

@@ -39,8 +39,9 @@ pub enum ModelError {
     )]
     VersionOverflow { what: &'static str, version: u64 },
 
-    #[error("the request expected an existing twin, but there is none")]
-    Missing,
+    /// The one not-found error of twins, over HTTP (`twin_not_found`) and MQTT (AWS's 404) alike.
+    #[error("no twin with this id exists in this tenant")]
+    TwinNotFound,
 
     #[error("invalid timestamp {value:?}: {reason}")]
     InvalidTimestamp { value: String, reason: String },

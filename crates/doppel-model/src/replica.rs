@@ -369,7 +369,7 @@ pub(crate) fn merge(
         return if existed {
             Ok(Applied::Stale { twin })
         } else {
-            Err(ModelError::Missing)
+            Err(ModelError::TwinNotFound)
         };
     }
     check_size("reported state", &twin.reported.state, limits)?;

@@ -297,7 +297,7 @@ pub(crate) fn apply(
                     | Change::Silent { .. }
                     | Change::Active { .. }
             ) {
-                return Err(ModelError::Missing);
+                return Err(ModelError::TwinNotFound);
             }
             Twin {
                 version: tombstone.as_ref().map_or(0, |t| t.version),
@@ -672,7 +672,7 @@ mod tests {
         };
         assert_eq!(
             apply(None, &active(0), Millis(1_000), &limits),
-            Err(ModelError::Missing),
+            Err(ModelError::TwinNotFound),
             "creates no twin"
         );
         let (twin, _) = changed(apply(
@@ -773,7 +773,7 @@ mod tests {
         ));
         assert!(matches!(
             apply(None, &silent, Millis(99_000), &limits),
-            Err(ModelError::Missing)
+            Err(ModelError::TwinNotFound)
         ));
     }
 
@@ -835,7 +835,7 @@ mod tests {
                 Millis(1),
                 &limits
             ),
-            Err(ModelError::Missing)
+            Err(ModelError::TwinNotFound)
         );
         let (twin, entry) = changed(apply(
             None,
@@ -1163,7 +1163,7 @@ mod tests {
                 Millis(3),
                 &limits
             ),
-            Err(ModelError::Missing)
+            Err(ModelError::TwinNotFound)
         );
         let (reborn, _) = changed(apply(
             Some(tombstone.clone()),

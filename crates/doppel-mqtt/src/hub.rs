@@ -638,7 +638,8 @@ impl Hub {
             trace: None,
         };
         match engine.update(key.clone(), request).await {
-            Ok(_) | Err(doppel_engine::EngineError::Model(doppel_model::ModelError::Missing)) => {}
+            Ok(_)
+            | Err(doppel_engine::EngineError::Model(doppel_model::ModelError::TwinNotFound)) => {}
             Err(err) => tracing::warn!(error = %err, twin = %key, "cannot record presence"),
         }
     }

@@ -145,7 +145,7 @@ impl Rejection {
             ModelError::VersionOverflow { what, .. } => Self::version_overflow(what),
             ModelError::TooLarge { .. } => Self::payload_too_large(),
             ModelError::TooDeep { limit, .. } => Self::too_deep(*limit),
-            ModelError::Missing => Self::not_found(thing_or_shadow_name),
+            ModelError::TwinNotFound => Self::not_found(thing_or_shadow_name),
             ModelError::NotAnObject { what, .. } if what.contains("desired") => {
                 Self::desired_not_object()
             }
@@ -302,7 +302,7 @@ mod tests {
                 },
                 Rejection::too_deep(8),
             ),
-            (ModelError::Missing, Rejection::not_found("config")),
+            (ModelError::TwinNotFound, Rejection::not_found("config")),
             (
                 ModelError::NotAnObject {
                     what: "desired state",
@@ -371,7 +371,11 @@ mod tests {
             Rejection::internal()
         );
         assert_eq!(
-            Rejection::of_engine(&EngineError::Model(ModelError::Missing), "pump-7", "a test"),
+            Rejection::of_engine(
+                &EngineError::Model(ModelError::TwinNotFound),
+                "pump-7",
+                "a test"
+            ),
             Rejection::not_found("pump-7")
         );
     }

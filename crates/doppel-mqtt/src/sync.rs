@@ -106,7 +106,7 @@ async fn sync(
         match engine.update(key.clone(), update).await {
             Ok(_) => merged += 1,
             // Nothing to merge into a twin that does not exist.
-            Err(EngineError::Model(ModelError::Missing)) => {}
+            Err(EngineError::Model(ModelError::TwinNotFound)) => {}
             // A change the model refuses is a malformed request whatever the model's reason
             // (docs/MQTT.md): 400 with the model's message, which names the field, rather than
             // the shadow protocol's AWS words.
@@ -145,7 +145,7 @@ async fn heard_from(engine: &Engine, key: &TwinKey, identity: &Identity, twin: T
         trace: None,
     };
     match engine.update(key.clone(), request).await {
-        Ok(Outcome::Applied(twin) | Outcome::Stale(twin)) => Twin::clone(&twin),
+        Ok(Outcome::Changed(twin) | Outcome::Stale(twin)) => Twin::clone(&twin),
         // The twin as it was: the sync itself succeeded, and the next one records the activity.
         Err(err) => {
             tracing::debug!(error = %err, twin = %key, "cannot record a sync as activity");

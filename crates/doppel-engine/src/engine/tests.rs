@@ -43,7 +43,7 @@ async fn start(
 
 fn applied(outcome: Outcome) -> Arc<Twin> {
     match outcome {
-        Outcome::Applied(twin) => twin,
+        Outcome::Changed(twin) => twin,
         Outcome::Stale(_) => panic!("unexpectedly stale"),
     }
 }

@@ -866,7 +866,7 @@ fn merging_an_empty_delta_into_a_missing_twin_is_missing() {
         ..ReplicaDelta::default()
     };
     let mut hub = Replica::hub(&rules, T0);
-    assert_eq!(hub.merge(&empty), Err(ModelError::Missing));
+    assert_eq!(hub.merge(&empty), Err(ModelError::TwinNotFound));
     assert!(hub.twin.is_none() && hub.history.is_empty());
 
     // Into an existing twin the hub kept alone it starts replication (recorded once), then it
@@ -876,7 +876,7 @@ fn merging_an_empty_delta_into_a_missing_twin_is_missing() {
     assert!(hub.twin().replica.is_some());
     assert_eq!(hub.merge(&empty), Ok(None));
     hub.write(Change::Delete);
-    assert_eq!(hub.merge(&empty), Err(ModelError::Missing));
+    assert_eq!(hub.merge(&empty), Err(ModelError::TwinNotFound));
 }
 
 /// A local write's history entry carries its delta: the origin, the document version and a

@@ -119,7 +119,7 @@ async fn answer(
             let token = document::parse_client_token(payload).map_err(|err| (err, None))?;
             let request = update_request(identity, Change::Delete, token.clone(), trace);
             match engine.update(key, request).await {
-                Ok(Outcome::Applied(twin) | Outcome::Stale(twin)) => Ok(document::delete_accepted(
+                Ok(Outcome::Changed(twin) | Outcome::Stale(twin)) => Ok(document::delete_accepted(
                     twin.shadow_version,
                     token.as_deref(),
                     now,
@@ -139,7 +139,7 @@ async fn answer(
                 trace,
             );
             match engine.update(key.clone(), request).await {
-                Ok(Outcome::Applied(twin) | Outcome::Stale(twin)) => {
+                Ok(Outcome::Changed(twin) | Outcome::Stale(twin)) => {
                     let own_twin = identity.device.as_ref() == Some(&key.device);
                     if own_twin && twin.connection.status != ConnectionStatus::Connected {
                         hub.presence_caught_up(&key).await;
