@@ -83,7 +83,7 @@ impl FromRequest<AppState> for CreateBody {
 }
 
 fn parse_create(body: &Value) -> Result<CreateBody, ApiError> {
-    let object = doppel_model::patch::as_object("the request body", body)?;
+    let object = doppel_model::patch::as_object(doppel_model::Subject::RequestBody, body)?;
     if let Some(unknown) = object.keys().find(|key| key.as_str() != "password") {
         return Err(ApiError::Model(ModelError::InvalidField {
             field: "body",

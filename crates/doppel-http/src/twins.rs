@@ -252,7 +252,7 @@ async fn delete(
 
 /// `{"state": {...}, "version": N}`: a device's report.
 fn parse_report(body: &Value) -> Result<(Value, Option<u64>), ApiError> {
-    let object = doppel_model::patch::as_object("the request body", body)?;
+    let object = doppel_model::patch::as_object(doppel_model::Subject::RequestBody, body)?;
     if let Some(unknown) = object
         .keys()
         .find(|k| !matches!(k.as_str(), "state" | "version"))

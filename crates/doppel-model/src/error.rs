@@ -10,10 +10,7 @@ pub enum ModelError {
     InvalidId { kind: &'static str, value: String },
 
     #[error("{what} must be a JSON object, got {found}")]
-    NotAnObject {
-        what: &'static str,
-        found: &'static str,
-    },
+    NotAnObject { what: Subject, found: &'static str },
 
     #[error("{what} nests {depth} levels deep; the limit is {limit}")]
     TooDeep {
@@ -77,5 +74,31 @@ pub fn json_type_name(value: &serde_json::Value) -> &'static str {
         serde_json::Value::String(_) => "a string",
         serde_json::Value::Array(_) => "an array",
         serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// What a [`ModelError::NotAnObject`] is about, as a value rather than words, so that each
+/// protocol can name it its own way (AWS has one message per section).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subject {
+    RequestBody,
+    DesiredState,
+    ReportedState,
+}
+
+impl Subject {
+    /// How the model's own messages name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RequestBody => "the request body",
+            Self::DesiredState => "desired state",
+            Self::ReportedState => "reported state",
+        }
+    }
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }

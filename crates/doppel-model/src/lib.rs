@@ -26,7 +26,7 @@ pub mod update;
 pub mod vclock;
 pub mod write;
 
-pub use error::ModelError;
+pub use error::{ModelError, Subject};
 pub use history::{HistoryEntry, HistoryKind};
 pub use id::{DeviceId, TenantId, TwinKey};
 pub use limits::Limits;

@@ -1,6 +1,6 @@
 //! JSON merge patch (RFC 7396) applied to a state and its per-leaf metadata in one walk.
 
-use crate::error::{ModelError, json_type_name};
+use crate::error::{ModelError, Subject, json_type_name};
 use crate::time::Millis;
 use serde_json::{Map, Value};
 
@@ -50,10 +50,7 @@ fn take_object(map: &mut Map<String, Value>, key: &str) -> Map<String, Value> {
 }
 
 /// Checks that `value` is an object and returns it.
-pub fn as_object<'a>(
-    what: &'static str,
-    value: &'a Value,
-) -> Result<&'a Map<String, Value>, ModelError> {
+pub fn as_object(what: Subject, value: &Value) -> Result<&Map<String, Value>, ModelError> {
     value.as_object().ok_or(ModelError::NotAnObject {
         what,
         found: json_type_name(value),

@@ -1,6 +1,6 @@
 //! Applying one change to a twin: validation, versions, metadata and the history entry.
 
-use crate::error::{ModelError, json_type_name};
+use crate::error::{ModelError, Subject, json_type_name};
 use crate::history::{HistoryEntry, HistoryKind};
 use crate::limits::Limits;
 use crate::meta::Meta;
@@ -34,7 +34,7 @@ pub struct MetaPatch {
 impl MetaPatch {
     /// Parses a request body such as `{"tags": {"site": "berlin", "old": null}, "device_type": "pump"}`.
     pub fn from_json(body: &Value) -> Result<Self, ModelError> {
-        let body = as_object("the request body", body)?;
+        let body = as_object(Subject::RequestBody, body)?;
         let mut patch = Self::default();
         for (field, value) in body {
             match field.as_str() {
@@ -315,7 +315,7 @@ pub(crate) fn apply(
             patch,
             device_version,
         } => {
-            let patch = checked_state("reported state", patch, limits)?;
+            let patch = checked_state(Subject::ReportedState, patch, limits)?;
             if let Some(sequence) = device_version
                 && twin.reported.updated_at.is_some()
                 && *sequence <= twin.reported.version
@@ -338,13 +338,13 @@ pub(crate) fn apply(
             (HistoryKind::Reported, "reported update")
         }
         Change::DesiredPatch(patch) => {
-            let patch = checked_state("desired state", patch, limits)?;
+            let patch = checked_state(Subject::DesiredState, patch, limits)?;
             let next = next_version("desired state", twin.desired.version)?;
             merge_into(&mut twin.desired, "desired state", patch, next, now, limits)?;
             (HistoryKind::Desired, "desired update")
         }
         Change::DesiredReplace(state) => {
-            let state = checked_state("desired state", state, limits)?;
+            let state = checked_state(Subject::DesiredState, state, limits)?;
             let next = next_version("desired state", twin.desired.version)?;
             twin.desired.state.clear();
             twin.desired.metadata.clear();
@@ -376,7 +376,7 @@ pub(crate) fn apply(
                 let next = next_version("desired state", twin.desired.version)?;
                 change_section(
                     &mut twin.desired,
-                    "desired state",
+                    Subject::DesiredState,
                     change,
                     next,
                     now,
@@ -387,7 +387,7 @@ pub(crate) fn apply(
                 let next = next_version("reported state", twin.reported.version)?;
                 change_section(
                     &mut twin.reported,
-                    "reported state",
+                    Subject::ReportedState,
                     change,
                     next,
                     now,
@@ -569,18 +569,18 @@ pub(crate) fn check_size(
 }
 
 fn checked_state<'a>(
-    what: &'static str,
+    what: Subject,
     value: &'a Value,
     limits: &Limits,
 ) -> Result<&'a Map<String, Value>, ModelError> {
     let object = as_object(what, value)?;
-    patch::check_depth(what, value, limits.max_depth)?;
+    patch::check_depth(what.as_str(), value, limits.max_depth)?;
     Ok(object)
 }
 
 fn change_section(
     section: &mut Section,
-    what: &'static str,
+    what: Subject,
     change: &SectionChange,
     next_version: u64,
     now: Millis,
@@ -589,7 +589,7 @@ fn change_section(
     match change {
         SectionChange::Merge(patch) => {
             let patch = checked_state(what, patch, limits)?;
-            merge_into(section, what, patch, next_version, now, limits)
+            merge_into(section, what.as_str(), patch, next_version, now, limits)
         }
         SectionChange::Clear => {
             section.state.clear();

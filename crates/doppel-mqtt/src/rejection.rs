@@ -5,7 +5,7 @@
 
 use doppel_engine::{EngineError, QuotaError};
 use doppel_model::command::CommandError;
-use doppel_model::{Millis, ModelError};
+use doppel_model::{Millis, ModelError, Subject};
 use serde_json::{Map, Value};
 
 /// A refused request: the HTTP-style `code` and the `message`, AWS's word for word where AWS has
@@ -146,13 +146,11 @@ impl Rejection {
             ModelError::TooLarge { .. } => Self::payload_too_large(),
             ModelError::TooDeep { limit, .. } => Self::too_deep(*limit),
             ModelError::TwinNotFound => Self::not_found(thing_or_shadow_name),
-            ModelError::NotAnObject { what, .. } if what.contains("desired") => {
-                Self::desired_not_object()
-            }
-            ModelError::NotAnObject { what, .. } if what.contains("reported") => {
-                Self::reported_not_object()
-            }
-            ModelError::NotAnObject { .. } => Self::state_not_object(),
+            ModelError::NotAnObject { what, .. } => match what {
+                Subject::DesiredState => Self::desired_not_object(),
+                Subject::ReportedState => Self::reported_not_object(),
+                Subject::RequestBody => Self::state_not_object(),
+            },
             ModelError::InvalidField { .. } => Self::invalid_state_node(),
             // AWS has no message for a name outside the alphabet (its topics cannot carry one);
             // the model's message says what is allowed.
@@ -305,14 +303,14 @@ mod tests {
             (ModelError::TwinNotFound, Rejection::not_found("config")),
             (
                 ModelError::NotAnObject {
-                    what: "desired state",
+                    what: Subject::DesiredState,
                     found: "an array",
                 },
                 Rejection::desired_not_object(),
             ),
             (
                 ModelError::NotAnObject {
-                    what: "reported state",
+                    what: Subject::ReportedState,
                     found: "an array",
                 },
                 Rejection::reported_not_object(),
