@@ -492,3 +492,11 @@ async fn settled_commands_are_dropped_after_the_retention_and_open_ones_kept() {
     assert_eq!(commands.get(&device, &canceled.id).await.unwrap(), None);
     assert!(commands.get(&device, &open.id).await.unwrap().is_some());
 }
+
+#[test]
+fn the_command_metric_labels_are_the_durable_event_names() {
+    assert_eq!(
+        CommandEventKind::CHANGES.map(CommandEventKind::name),
+        crate::metric::COMMAND_EVENTS
+    );
+}
