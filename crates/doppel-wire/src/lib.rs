@@ -11,6 +11,7 @@
 //! Pure: no broker, no runtime, no I/O.
 
 pub mod filter;
+mod levels;
 pub mod shadow;
 pub mod sync;
 pub mod topic;

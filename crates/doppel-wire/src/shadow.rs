@@ -7,7 +7,7 @@
 //! and every accepted update may also publish `{prefix}/update/delta` and
 //! `{prefix}/update/documents`.
 
-use crate::topic::{AWS_THINGS, Verdict};
+use crate::levels::{AWS_THINGS, Verdict};
 use doppel_model::{DeviceId, ModelError};
 
 /// The three requests a shadow answers.

@@ -15,41 +15,9 @@
 //! [`shadow`]: crate::shadow
 
 use crate::filter;
+pub use crate::levels::Verdict;
+use crate::levels::{AWS_EVENTS, AWS_THINGS, DOPPEL_EVENTS, DOPPEL_THINGS};
 use crate::shadow::{self, ShadowAnswer, ShadowRequest};
-
-/// Where each thing's AWS topics live.
-pub(crate) const AWS_THINGS: &str = "$aws/things";
-/// Where each thing's Doppel topics (commands, sync) live.
-const DOPPEL_THINGS: &str = "$doppel/things";
-/// Where AWS lifecycle (presence) events live; only the hub publishes there.
-const AWS_EVENTS: &str = "$aws/events";
-/// Where the hub's own events (commands) live; only the hub publishes there.
-const DOPPEL_EVENTS: &str = "$doppel/events";
-
-/// How the hub answered a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Verdict {
-    Accepted,
-    Rejected,
-}
-
-impl Verdict {
-    /// The topic level of the answer: `accepted` or `rejected`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Accepted => "accepted",
-            Self::Rejected => "rejected",
-        }
-    }
-
-    pub(crate) fn from_level(level: &str) -> Option<Self> {
-        match level {
-            "accepted" => Some(Self::Accepted),
-            "rejected" => Some(Self::Rejected),
-            _ => None,
-        }
-    }
-}
 
 /// An AWS lifecycle event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
