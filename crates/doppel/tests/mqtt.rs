@@ -333,7 +333,7 @@ async fn presence_follows_connects_clean_and_unclean_disconnects_and_keepalive_e
     let server = Server::start_with(ANONYMOUS);
     let http = HttpClient::new(&server);
     let mut watcher = connect(server.mqtt, "watcher").await;
-    watcher.subscribe("$aws/events/presence/+/+").await;
+    watcher.subscribe(&topic::presence_event("+", "+")).await;
     // Presence makes twins only for known devices; anonymous clients need their twin to exist.
     for thing in ["pump-6", "pump-7"] {
         http.patch_desired(thing, &json!({"on": true})).await;
@@ -342,7 +342,7 @@ async fn presence_follows_connects_clean_and_unclean_disconnects_and_keepalive_e
 
     let pump = connect(server.mqtt, "pump-6").await;
     let event = watcher
-        .recv_json("$aws/events/presence/connected/pump-6")
+        .recv_json(&topic::presence_event("connected", "pump-6"))
         .await;
     assert_eq!(
         (event["eventType"].as_str(), event["clientId"].as_str()),
@@ -356,7 +356,7 @@ async fn presence_follows_connects_clean_and_unclean_disconnects_and_keepalive_e
 
     pump.disconnect().await;
     let event = watcher
-        .recv_json("$aws/events/presence/disconnected/pump-6")
+        .recv_json(&topic::presence_event("disconnected", "pump-6"))
         .await;
     assert_eq!(event["disconnectReason"], "CLIENT_INITIATED_DISCONNECT");
     assert_eq!(event["clientInitiatedDisconnect"], true);
@@ -366,11 +366,11 @@ async fn presence_follows_connects_clean_and_unclean_disconnects_and_keepalive_e
     // Gone without DISCONNECT: the socket just closes.
     let pump = connect(server.mqtt, "pump-6").await;
     watcher
-        .recv_json("$aws/events/presence/connected/pump-6")
+        .recv_json(&topic::presence_event("connected", "pump-6"))
         .await;
     drop(pump);
     let event = watcher
-        .recv_json("$aws/events/presence/disconnected/pump-6")
+        .recv_json(&topic::presence_event("disconnected", "pump-6"))
         .await;
     assert_eq!(event["disconnectReason"], "CONNECTION_LOST");
     assert_eq!(event["clientInitiatedDisconnect"], false);
@@ -383,10 +383,10 @@ async fn presence_follows_connects_clean_and_unclean_disconnects_and_keepalive_e
     silent.read_exact(&mut connack).unwrap();
     assert_eq!(connack, [0x20, 0x02, 0x00, 0x00]);
     watcher
-        .recv_json("$aws/events/presence/connected/pump-7")
+        .recv_json(&topic::presence_event("connected", "pump-7"))
         .await;
     let event = watcher
-        .recv_json("$aws/events/presence/disconnected/pump-7")
+        .recv_json(&topic::presence_event("disconnected", "pump-7"))
         .await;
     assert_eq!(event["disconnectReason"], "MQTT_KEEP_ALIVE_TIMEOUT");
     eventually_connection(&http, "/v1/tenants/default/twins/pump-7", "DISCONNECTED").await;
@@ -398,18 +398,20 @@ async fn a_takeover_leaves_the_device_connected() {
     let http = HttpClient::new(&server);
     http.patch_desired("pump-8", &json!({"on": true})).await;
     let mut watcher = connect(server.mqtt, "watcher-8").await;
-    watcher.subscribe("$aws/events/presence/+/pump-8").await;
+    watcher
+        .subscribe(&topic::presence_event("+", "pump-8"))
+        .await;
     let _first = connect(server.mqtt, "pump-8").await;
     watcher
-        .recv_json("$aws/events/presence/connected/pump-8")
+        .recv_json(&topic::presence_event("connected", "pump-8"))
         .await;
     let _second = connect(server.mqtt, "pump-8").await;
     let event = watcher
-        .recv_json("$aws/events/presence/disconnected/pump-8")
+        .recv_json(&topic::presence_event("disconnected", "pump-8"))
         .await;
     assert_eq!(event["disconnectReason"], "DUPLICATE_CLIENTID");
     watcher
-        .recv_json("$aws/events/presence/connected/pump-8")
+        .recv_json(&topic::presence_event("connected", "pump-8"))
         .await;
     let path = "/v1/tenants/default/twins/pump-8";
     let (_, twin) = http.get(path).await;
@@ -532,7 +534,7 @@ async fn devices_log_in_with_their_credentials_and_use_only_their_own_topics() {
     let (_, twin) = http.get("/v1/tenants/acme/twins/pump-10").await;
     assert_eq!(twin["desired"]["state"]["x"], 1);
     drop(pump);
-    app.recv_json("$aws/events/presence/disconnected/any-client-id")
+    app.recv_json(&topic::presence_event("disconnected", "any-client-id"))
         .await;
 
     // Revoking the credential keeps the device out.

@@ -527,7 +527,7 @@ async fn a_late_acknowledgement_of_a_failed_command_is_kept_and_announced() {
     let (_, mut late) = listening_device(&server, &http, "late-5").await;
     let app_login = http.credential("apps/watch").await;
     let mut app = login(server.mqtt, "watch", &app_login.0, &app_login.1).await;
-    app.subscribe("$doppel/events/commands/late-5/+").await;
+    app.subscribe(&topic::command_event("late-5", "+")).await;
     let (_, queued) = http
         .queue_command("late-5", &json!({"type": "photo"}))
         .await;
@@ -552,7 +552,7 @@ async fn a_late_acknowledgement_of_a_failed_command_is_kept_and_announced() {
     assert_eq!(accepted["result"], "SUCCEEDED");
     assert!(accepted["acknowledged_late_at"].is_string(), "{accepted}");
     let event = app
-        .recv_json("$doppel/events/commands/late-5/acknowledged_late")
+        .recv_json(&topic::command_event("late-5", "acknowledged_late"))
         .await;
     assert_eq!(event["event"], "command.acknowledged_late");
     assert_eq!(event["command"]["response"], json!({"photo": "p1.jpg"}));
