@@ -153,18 +153,20 @@ impl Replica {
 
 /// An edge agent and the hub by `rules`, both holding the same twin: the edge made it from the
 /// sensor's `first_report` and sent the change to the hub, the hub set its device type and
-/// desired state and sent that change back.
+/// desired state and answered with its whole replicated state, as a sync answer does.
 fn synced(rules: &ReplicationRules, first_report: Value) -> (Replica, Replica) {
     let mut edge = Replica::new(rules.replica(EDGE.into(), Role::Device));
     let mut hub = Replica::new(rules.replica(HUB_REPLICA.into(), Role::Cloud));
-    edge.write(&device_type());
     let first = edge.write(&report(first_report, 1));
     hub.at = edge.at;
     hub.write(&merge(delta_of(&first)));
     hub.write(&device_type());
-    let desire = hub.write(&desired());
+    hub.write(&desired());
+    // The hub's sync answer: its whole replicated state, meta included, which is how an agent
+    // learns a device type (meta is the hub's; an agent may not write it).
+    let answer = snapshot(hub.twin(), &hub.config).expect("the hub's twin replicates");
     edge.at = hub.at;
-    edge.write(&merge(delta_of(&desire)));
+    edge.write(&merge(answer));
     assert!(edge.twin().replica.is_some() && hub.twin().replica.is_some());
     assert_eq!(edge.twin().reported.state, hub.twin().reported.state);
     assert_eq!(edge.twin().desired.state, hub.twin().desired.state);
