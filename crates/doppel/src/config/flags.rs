@@ -333,31 +333,27 @@ impl ServeArgs {
     /// Flags and variables override the file's `http.tls` key by key; cert and key must end up
     /// together.
     fn apply_http_tls(&self, http: &mut HttpSection) -> anyhow::Result<()> {
-        let flags = self.http_tls_cert.is_some()
+        let given = self.http_tls_cert.is_some()
             || self.http_tls_key.is_some()
             || self.http_tls_client_ca.is_some();
-        if !flags {
+        if !given {
             return Ok(());
         }
         let file = http.tls.take();
-        let cert = self
-            .http_tls_cert
-            .clone()
-            .or(file.as_ref().map(|t| t.cert.clone()));
-        let key = self
-            .http_tls_key
-            .clone()
-            .or(file.as_ref().map(|t| t.key.clone()));
+        let file = file.as_ref();
+        let cert = flag_or(&self.http_tls_cert, file.map(|t| &t.cert));
+        let key = flag_or(&self.http_tls_key, file.map(|t| &t.key));
         let (Some(cert), Some(key)) = (cert, key) else {
             bail!("http.tls needs cert and key together");
         };
+        let client_ca = flag_or(
+            &self.http_tls_client_ca,
+            file.and_then(|t| t.client_ca.as_ref()),
+        );
         http.tls = Some(HttpTlsSection {
             cert,
             key,
-            client_ca: self
-                .http_tls_client_ca
-                .clone()
-                .or(file.and_then(|t| t.client_ca)),
+            client_ca,
         });
         Ok(())
     }
@@ -365,52 +361,45 @@ impl ServeArgs {
     /// Flags and variables override the file's `http.jwt` key by key; issuer and key set must
     /// end up together.
     fn apply_http_jwt(&self, http: &mut HttpSection) -> anyhow::Result<()> {
-        let flags = self.http_jwt_issuer.is_some()
+        let given = self.http_jwt_issuer.is_some()
             || self.http_jwt_audience.is_some()
             || self.http_jwt_jwks_file.is_some()
             || self.http_jwt_tenant_claim.is_some()
             || self.http_jwt_roles_claim.is_some()
             || self.http_jwt_name_claim.is_some();
-        if !flags {
+        if !given {
             return Ok(());
         }
         let file = http.jwt.take();
-        let issuer = self
-            .http_jwt_issuer
-            .clone()
-            .or(file.as_ref().map(|j| j.issuer.clone()));
-        let jwks_file = self
-            .http_jwt_jwks_file
-            .clone()
-            .or(file.as_ref().map(|j| j.jwks_file.clone()));
+        let file = file.as_ref();
+        let issuer = flag_or(&self.http_jwt_issuer, file.map(|j| &j.issuer));
+        let jwks_file = flag_or(&self.http_jwt_jwks_file, file.map(|j| &j.jwks_file));
         let (Some(issuer), Some(jwks_file)) = (issuer, jwks_file) else {
             bail!("http.jwt needs issuer and jwks_file together");
         };
-        let pick = |flag: &Option<String>, from_file: Option<&String>, default: fn() -> String| {
-            flag.clone()
-                .or_else(|| from_file.cloned())
-                .unwrap_or_else(default)
+        let claim = |flag: &Option<String>, from_file: Option<&String>, default: fn() -> String| {
+            flag_or(flag, from_file).unwrap_or_else(default)
         };
         http.jwt = Some(HttpJwtSection {
             issuer,
-            audience: self
-                .http_jwt_audience
-                .clone()
-                .or(file.as_ref().and_then(|j| j.audience.clone())),
+            audience: flag_or(
+                &self.http_jwt_audience,
+                file.and_then(|j| j.audience.as_ref()),
+            ),
             jwks_file,
-            tenant_claim: pick(
+            tenant_claim: claim(
                 &self.http_jwt_tenant_claim,
-                file.as_ref().map(|j| &j.tenant_claim),
+                file.map(|j| &j.tenant_claim),
                 default_tenant_claim,
             ),
-            roles_claim: pick(
+            roles_claim: claim(
                 &self.http_jwt_roles_claim,
-                file.as_ref().map(|j| &j.roles_claim),
+                file.map(|j| &j.roles_claim),
                 default_roles_claim,
             ),
-            name_claim: pick(
+            name_claim: claim(
                 &self.http_jwt_name_claim,
-                file.as_ref().map(|j| &j.name_claim),
+                file.map(|j| &j.name_claim),
                 default_name_claim,
             ),
         });
@@ -420,42 +409,41 @@ impl ServeArgs {
     /// Flags and variables override the file's `mqtt.tls` key by key; addr, cert and key must
     /// end up together.
     fn apply_mqtt_tls(&self, mqtt: &mut MqttSection) -> anyhow::Result<()> {
-        let tls_flags = self.mqtt_tls_addr.is_some()
+        let given = self.mqtt_tls_addr.is_some()
             || self.mqtt_tls_cert.is_some()
             || self.mqtt_tls_key.is_some()
             || self.mqtt_tls_client_ca.is_some()
             || self.mqtt_tls_tenant.is_some();
-        if tls_flags {
-            let file = mqtt.tls.take();
-            let addr = self.mqtt_tls_addr.or(file.as_ref().map(|t| t.addr));
-            let cert = self
-                .mqtt_tls_cert
-                .clone()
-                .or(file.as_ref().map(|t| t.cert.clone()));
-            let key = self
-                .mqtt_tls_key
-                .clone()
-                .or(file.as_ref().map(|t| t.key.clone()));
-            let (Some(addr), Some(cert), Some(key)) = (addr, cert, key) else {
-                bail!("mqtt.tls needs addr, cert and key together");
-            };
-            mqtt.tls = Some(MqttTlsSection {
-                addr,
-                cert,
-                key,
-                client_ca: self
-                    .mqtt_tls_client_ca
-                    .clone()
-                    .or(file.as_ref().and_then(|t| t.client_ca.clone())),
-                tenant: self
-                    .mqtt_tls_tenant
-                    .clone()
-                    .or(file.map(|t| t.tenant))
-                    .unwrap_or_else(default_tenant),
-            });
+        if !given {
+            return Ok(());
         }
+        let file = mqtt.tls.take();
+        let file = file.as_ref();
+        let addr = flag_or(&self.mqtt_tls_addr, file.map(|t| &t.addr));
+        let cert = flag_or(&self.mqtt_tls_cert, file.map(|t| &t.cert));
+        let key = flag_or(&self.mqtt_tls_key, file.map(|t| &t.key));
+        let (Some(addr), Some(cert), Some(key)) = (addr, cert, key) else {
+            bail!("mqtt.tls needs addr, cert and key together");
+        };
+        mqtt.tls = Some(MqttTlsSection {
+            addr,
+            cert,
+            key,
+            client_ca: flag_or(
+                &self.mqtt_tls_client_ca,
+                file.and_then(|t| t.client_ca.as_ref()),
+            ),
+            tenant: flag_or(&self.mqtt_tls_tenant, file.map(|t| &t.tenant))
+                .unwrap_or_else(default_tenant),
+        });
         Ok(())
     }
+}
+
+/// A key of a section that flags override key by key: the flag's value when given, else the
+/// file's.
+fn flag_or<T: Clone>(flag: &Option<T>, file: Option<&T>) -> Option<T> {
+    flag.clone().or_else(|| file.cloned())
 }
 
 fn read_file(path: &Path) -> anyhow::Result<Config> {
