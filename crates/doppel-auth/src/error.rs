@@ -1,5 +1,7 @@
-use crate::password::{MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};
-use crate::tokens::{MAX_SECRET_BYTES, MAX_TOKEN_NAME_CHARS, MIN_SECRET_CHARS, SECRET_PREFIX};
+use crate::limits::{
+    MAX_PASSWORD_BYTES, MAX_SECRET_BYTES, MAX_TOKEN_NAME_CHARS, MIN_PASSWORD_BYTES,
+    MIN_SECRET_CHARS, SECRET_PREFIX,
+};
 use doppel_model::{Millis, ModelError};
 use doppel_store::StoreError;
 use thiserror::Error;

@@ -16,6 +16,7 @@
 pub mod bootstrap;
 mod error;
 pub mod jwt;
+mod limits;
 mod login;
 pub mod login_guard;
 mod password;

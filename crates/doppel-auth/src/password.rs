@@ -4,18 +4,11 @@
 //! registry runs it on tokio's blocking threads.
 
 use crate::error::AuthError;
+pub use crate::limits::{MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
-/// Shortest password accepted from a caller. Credentials are for machines, which can hold a long
-/// secret as easily as a short one; 16 bytes rules out guessable words.
-pub const MIN_PASSWORD_BYTES: usize = 16;
-
-/// Longest password accepted. Far above any real secret, and bounds the work a caller can cause:
-/// MQTT allows 65535-byte passwords, and each byte is hashed.
-pub const MAX_PASSWORD_BYTES: usize = 256;
 
 /// Random bytes in a generated password: 256 bits, beyond any guessing attack even if a hash
 /// leaks. Encoded as 43 characters of base64url without padding.

@@ -9,6 +9,7 @@
 //! tenant and device ids, which are not secrets.
 
 use crate::error::AuthError;
+pub use crate::limits::MAX_CREDENTIALS_PER_PRINCIPAL;
 use crate::password::{self, MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};
 use crate::task::{blocking, run_to_completion};
 use crate::verified::{Verified, VerifiedCache};
@@ -29,11 +30,6 @@ pub struct Revocation {
     pub username: String,
     pub credential_id: String,
 }
-
-/// Most credentials one principal may hold. Two cover a rotation (the new one is added before the
-/// old one is removed); a few more cover several instances of an application. Each one counts:
-/// a wrong password is checked against every credential of its username, one Argon2 run each.
-pub const MAX_CREDENTIALS_PER_PRINCIPAL: usize = 4;
 
 /// Argon2 runs at once when the number of cores cannot be read.
 const FALLBACK_CONCURRENT_HASHES: usize = 2;

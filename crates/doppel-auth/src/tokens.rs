@@ -21,6 +21,7 @@
 //! secret whose hash shares a prefix with a stored hash does not bring them closer to the secret.
 
 use crate::error::{AuthError, SecretProblem};
+pub use crate::limits::{MAX_SECRET_BYTES, MAX_TOKEN_NAME_CHARS, MIN_SECRET_CHARS, SECRET_PREFIX};
 use crate::password::{self, GENERATED_SECRET_BYTES};
 use crate::task::{blocking, run_to_completion};
 use doppel_model::{Millis, ModelError, TenantId};
@@ -33,31 +34,15 @@ use std::str::FromStr;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::broadcast;
 
-/// What every token secret starts with, so that a leaked one is recognisable (by secret
-/// scanners, and by a person reading a log) and cannot be mistaken for a device password.
-pub const SECRET_PREFIX: &str = "dpt_";
-
 /// Random bytes in a generated secret: 256 bits, beyond any guessing attack even if a hash
 /// leaks. Encoded as 43 characters of base64url without padding.
 pub const SECRET_BYTES: usize = GENERATED_SECRET_BYTES;
-
-/// Fewest base64url characters after the prefix of a supplied secret: what [`SECRET_BYTES`]
-/// encode to, so that a supplied secret can carry as many bits as a generated one.
-pub const MIN_SECRET_CHARS: usize = 43;
-
-/// Longest secret accepted, prefix included. Far above a generated one (47 bytes); bounds what
-/// `verify` hashes for a request.
-pub const MAX_SECRET_BYTES: usize = 256;
 
 /// Fewest distinct characters a supplied secret must use. 43 random base64url characters use
 /// about 31 on average and fewer than 16 practically never, while a placeholder such as
 /// `dpt_aaaa…` or a short word repeated uses far fewer. This is no measure of entropy (nothing
 /// can tell how a string was made); it only catches the secrets that plainly were not random.
 pub const MIN_DISTINCT_SECRET_CHARS: usize = 16;
-
-/// Longest token name, in characters: enough for "grafana on the staging cluster", short enough
-/// for a column in a list.
-pub const MAX_TOKEN_NAME_CHARS: usize = 64;
 
 /// Random bytes in a token id: 64 bits, shown as 16 hex characters. Ids are not secret; they
 /// only need to be unique among the hub's tokens.

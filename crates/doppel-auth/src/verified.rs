@@ -9,7 +9,7 @@
 //! This is also what keeps a device in while its username is under attack: the login guard
 //! refuses unknown passwords for a username in backoff, and a remembered one is not unknown.
 
-use crate::registry::MAX_CREDENTIALS_PER_PRINCIPAL;
+use crate::limits::MAX_CREDENTIALS_PER_PRINCIPAL;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
