@@ -24,7 +24,7 @@ use crate::config::SimConfig;
 use crate::connection::{Connection, ConnectionError};
 use crate::limits::source_address;
 use crate::payload::{ACK_SUCCEEDED, Delta, command_id, is_delta, periodic_report};
-use crate::shard::{Event, SessionEnd, Shard};
+use crate::shard_state::{Event, SessionEnd, ShardState};
 use crate::timing::{connect_offset, device_rng, link_schedule, report_delay};
 use doppel_wire::shadow::{self, ShadowAnswer, ShadowOp};
 use doppel_wire::topic;
@@ -115,7 +115,7 @@ impl Device {
         clippy::manual_async_fn,
         reason = "an async fn would store the device twice"
     )]
-    pub(crate) fn run(mut self, shard: &Shard) -> impl Future<Output = ()> + '_ {
+    pub(crate) fn run(mut self, shard: &ShardState) -> impl Future<Output = ()> + '_ {
         async move {
             let start = shard.start + connect_offset(self.index, shard.config.connect_rate);
             if start >= shard.end {
@@ -155,7 +155,7 @@ impl Device {
     }
 
     /// An Up phase: connected as much of it as the hub allows.
-    async fn up(&mut self, shard: &Shard, phase_end: Instant) {
+    async fn up(&mut self, shard: &ShardState, phase_end: Instant) {
         loop {
             let now = Instant::now();
             if now >= phase_end {
@@ -191,7 +191,7 @@ impl Device {
     }
 
     /// Opens a connection and logs in.
-    async fn connect(&self, shard: &Shard) -> Result<Connection, ConnectionError> {
+    async fn connect(&self, shard: &ShardState) -> Result<Connection, ConnectionError> {
         let config = &shard.config;
         let mut connect = Connect::new(self.thing.as_str());
         connect.keep_alive = u16::try_from(config.keep_alive.as_secs()).unwrap_or(u16::MAX);
@@ -214,7 +214,7 @@ impl Device {
     )]
     fn session<'a>(
         &'a mut self,
-        shard: &'a Shard,
+        shard: &'a ShardState,
         mut connection: Connection,
         phase_end: Instant,
     ) -> impl Future<Output = SessionEnd> + 'a {
@@ -244,7 +244,7 @@ impl Device {
     /// What a connected device does: subscribe, report, answer.
     async fn converse(
         &mut self,
-        shard: &Shard,
+        shard: &ShardState,
         connection: &mut Connection,
         phase_end: Instant,
     ) -> Result<SessionEnd, ConnectionError> {
@@ -298,7 +298,7 @@ impl Device {
     /// Answers one packet from the hub.
     async fn handle(
         &mut self,
-        shard: &Shard,
+        shard: &ShardState,
         connection: &mut Connection,
         packet: Packet,
     ) -> Result<(), ConnectionError> {
@@ -343,7 +343,7 @@ impl Device {
     /// acknowledge.
     async fn on_publish(
         &mut self,
-        shard: &Shard,
+        shard: &ShardState,
         connection: &mut Connection,
         publish: &Publish,
     ) -> Result<(), ConnectionError> {
@@ -375,7 +375,7 @@ impl Device {
     /// Publishes a shadow update.
     async fn report(
         &mut self,
-        shard: &Shard,
+        shard: &ShardState,
         connection: &mut Connection,
         payload: Vec<u8>,
     ) -> Result<(), ConnectionError> {

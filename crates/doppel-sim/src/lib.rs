@@ -55,6 +55,7 @@ pub mod payload;
 pub mod progress;
 pub mod report;
 mod shard;
+mod shard_state;
 mod simulation;
 pub mod timing;
 

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use super::Device;
 use crate::config::SimConfig;
 use crate::progress::LiveCounters;
-use crate::shard::Shard;
+use crate::shard_state::ShardState;
 
 /// The future of a device is most of the simulator's memory per device (its state, its socket
 /// handle, its timer and the deepest chain of awaits it idles in), and every device keeps it for
@@ -22,7 +22,7 @@ fn a_device_future_stays_within_its_budget() {
         reconnect_rate: 1.0,
     });
     let now = Instant::now();
-    let shard = Shard::new(
+    let shard = ShardState::new(
         Arc::new(config),
         "127.0.0.1:1883".parse().expect("an address"),
         now,
