@@ -51,7 +51,7 @@ pub(crate) struct BrokerContext {
     limits: Limits,
     /// The engine's clock, kept past the engine's release at shutdown.
     clock: Arc<dyn Clock>,
-    /// Live sessions per twin and the stamps that order presence writes.
+    /// Live sessions per twin and the sequence numbers that order presence writes.
     presence: Presence,
     /// The credential each password login used, by the connection's id, from the auth hook
     /// until the session's identity takes it over.
@@ -80,6 +80,7 @@ impl BrokerContext {
         BrokerContext {
             scx,
             clock: engine.clock().clone(),
+            presence: Presence::new(engine.clock().clone()),
             engine: RwLock::new(Some(engine)),
             login_gate: LoginGate::new(registry.clone(), config.login),
             registry,
@@ -88,7 +89,6 @@ impl BrokerContext {
             directory: config.directory,
             live_connections: config.live_connections,
             limits: config.limits,
-            presence: Presence::default(),
             logins: std::sync::Mutex::default(),
             expiry_watches: std::sync::Mutex::default(),
         }

@@ -44,7 +44,7 @@ impl BrokerContext {
                 .disconnected(key)
                 .map(|sequence| (ConnectionStatus::Disconnected, sequence)),
         });
-        let sequence = write.map_or_else(|| self.presence.stamp(), |(_, sequence)| sequence);
+        let sequence = write.map_or_else(|| self.presence.sequence(), |(_, sequence)| sequence);
         let client_id = connect.client_id().to_string();
         let event = ClientEvent {
             client_id: &client_id,
@@ -55,7 +55,7 @@ impl BrokerContext {
             principal: &identity.principal,
             ip_address: session.id.remote_addr.map(|addr| addr.ip().to_string()),
             timestamp: self.now().0,
-            version: sequence,
+            sequence,
         };
         let (kind, body) = match ended {
             None => (PresenceEvent::Connected, presence::connected_event(&event)),
