@@ -7,6 +7,9 @@ use doppel_model::{Limits, Millis, TenantId, TraceParent, TwinKey};
 use serde_json::Value;
 use std::future::Future;
 
+#[cfg(test)]
+pub(crate) mod fake;
+
 /// The broker as the handlers see it. Topics are as a tenant's clients see them (unmounted).
 pub(crate) trait Broker: Send + Sync + 'static {
     /// Publishes `body` to `topic` for `tenant`'s clients, at QoS 1 (capped by each

@@ -176,3 +176,6 @@ async fn announce(broker: &impl Broker, event: &CommandEvent) {
     });
     broker.publish(&event.key.tenant, &topic, &body).await;
 }
+
+#[cfg(test)]
+mod tests;

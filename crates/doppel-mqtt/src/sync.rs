@@ -154,3 +154,6 @@ async fn heard_from(engine: &Engine, key: &TwinKey, identity: &Identity, twin: T
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

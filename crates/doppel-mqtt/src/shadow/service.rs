@@ -285,3 +285,6 @@ async fn announce(broker: &impl Broker, change: &TwinChange) {
     };
     publish.instrument(span).await;
 }
+
+#[cfg(test)]
+mod tests;
