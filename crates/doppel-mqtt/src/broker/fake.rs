@@ -27,11 +27,9 @@ pub(crate) struct FakeBroker {
     engine: Mutex<Option<Engine>>,
     /// Kept so that the engine's workers are not detached before the test ends.
     _tasks: EngineTasks,
-    pub clock: Arc<ManualClock>,
+    clock: Arc<ManualClock>,
     limits: Limits,
     published: Mutex<Vec<Published>>,
-    /// What `has_subscribers` and `device_connected` answer.
-    pub subscribed: bool,
     /// The twins whose presence the handlers asked to catch up.
     caught_up: Mutex<Vec<TwinKey>>,
 }
@@ -50,7 +48,6 @@ impl FakeBroker {
             clock,
             limits: Limits::default(),
             published: Mutex::default(),
-            subscribed: true,
             caught_up: Mutex::default(),
         }
     }
@@ -112,8 +109,9 @@ impl Broker for FakeBroker {
             });
     }
 
+    /// Every topic has a subscriber, so the handlers skip no message.
     async fn has_subscribers(&self, _tenant: &TenantId, _topic: &str) -> bool {
-        self.subscribed
+        true
     }
 
     fn engine(&self) -> Option<Engine> {
@@ -131,8 +129,9 @@ impl Broker for FakeBroker {
         &self.limits
     }
 
+    /// Every device is connected, so commands are delivered.
     fn device_connected(&self, _twin: &TwinKey) -> bool {
-        self.subscribed
+        true
     }
 
     async fn presence_caught_up(&self, twin: &TwinKey) {
