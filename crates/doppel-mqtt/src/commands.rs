@@ -6,7 +6,7 @@
 //! `$doppel/things/{thing}/commands/{id}/ack` and hears back on `.../ack/accepted` or
 //! `.../ack/rejected`. Applications follow `$doppel/events/commands/{thing}/{event}`.
 
-use crate::hub::Hub;
+use crate::broker::Broker;
 use crate::identity::Identity;
 use crate::rejection::Rejection;
 use crate::shadow::service;
@@ -22,23 +22,23 @@ use tokio::sync::mpsc;
 /// Records the acknowledgement a device published on `thing`'s topic for the command `id`,
 /// and answers it. The caller has checked that the topic is the device's own.
 pub(crate) async fn handle_ack(
-    hub: &Hub,
+    broker: &impl Broker,
     identity: &Identity,
     thing: &str,
     id: &str,
     payload: &[u8],
 ) {
-    let outcome = acknowledge(hub, identity, thing, id, payload).await;
+    let outcome = acknowledge(broker, identity, thing, id, payload).await;
     let (answer, body) = match outcome {
         Ok(command) => (Verdict::Accepted, command.view()),
-        Err(rejection) => (Verdict::Rejected, rejection.document(hub.now()).into()),
+        Err(rejection) => (Verdict::Rejected, rejection.document(broker.now()).into()),
     };
     let topic = topic::command_ack_answer(thing, id, answer);
-    hub.publish(&identity.tenant, &topic, &body).await;
+    broker.publish(&identity.tenant, &topic, &body).await;
 }
 
 async fn acknowledge(
-    hub: &Hub,
+    broker: &impl Broker,
     identity: &Identity,
     thing: &str,
     id: &str,
@@ -50,7 +50,7 @@ async fn acknowledge(
     let (status, response) = command::parse_acknowledgement(&body)
         .map_err(|err| Rejection::bad_request(err.to_string()))?;
     let device = DeviceId::new(thing).map_err(|err| Rejection::of_model(&err, thing))?;
-    let engine = hub.engine().ok_or_else(Rejection::shutting_down)?;
+    let engine = broker.engine().ok_or_else(Rejection::shutting_down)?;
     let key = TwinKey::new(identity.tenant.clone(), device);
     engine
         .commands()
@@ -65,17 +65,17 @@ async fn acknowledge(
 /// A device that is away is not delivered to, even when the broker keeps its session: each
 /// delivery counts as an attempt, and attempts must not run out while nobody can act on them.
 /// It gets everything when it connects again.
-pub(crate) async fn deliver(hub: &Hub, key: &TwinKey, reconnected: bool) {
+pub(crate) async fn deliver(broker: &impl Broker, key: &TwinKey, reconnected: bool) {
     let thing = key.device.as_str();
     // Any id stands for all: a device subscribes to `commands/+`.
-    if !hub.device_connected(key)
-        || !hub
+    if !broker.device_connected(key)
+        || !broker
             .has_subscribers(&key.tenant, &topic::command_delivery(thing, "0"))
             .await
     {
         return;
     }
-    let Some(engine) = hub.engine() else {
+    let Some(engine) = broker.engine() else {
         return;
     };
     match engine
@@ -87,12 +87,13 @@ pub(crate) async fn deliver(hub: &Hub, key: &TwinKey, reconnected: bool) {
     {
         Ok(commands) => {
             for command in commands {
-                hub.publish(
-                    &key.tenant,
-                    &topic::command_delivery(thing, &command.id),
-                    &delivery(&command),
-                )
-                .await;
+                broker
+                    .publish(
+                        &key.tenant,
+                        &topic::command_delivery(thing, &command.id),
+                        &delivery(&command),
+                    )
+                    .await;
             }
         }
         Err(err) => tracing::warn!(error = %err, twin = %key, "cannot deliver commands"),
@@ -117,9 +118,9 @@ fn delivery(command: &Command) -> Value {
 /// After a (re)connect or a subscription that brings the device's command topic: its due
 /// commands, then its shadow's delta, so the device acts on commands before it converges on
 /// the desired state.
-pub(crate) async fn on_reconnect(hub: &Hub, tenant: &TenantId, device: &DeviceId) {
-    deliver(hub, &TwinKey::new(tenant.clone(), device.clone()), true).await;
-    service::resend_delta(hub, tenant, device).await;
+pub(crate) async fn on_reconnect(broker: &impl Broker, tenant: &TenantId, device: &DeviceId) {
+    deliver(broker, &TwinKey::new(tenant.clone(), device.clone()), true).await;
+    service::resend_delta(broker, tenant, device).await;
 }
 
 /// Whether a subscription filter of `identity` brings its own command topic.
@@ -134,15 +135,15 @@ pub(crate) fn brings_commands(identity: &Identity, filter: &str) -> bool {
 ///
 /// Deliveries run in a task of their own: a delivery waits for a command worker, and a worker
 /// may be waiting for this feed to take its events, so the feed itself never waits for a worker.
-pub(crate) async fn run_feed(hub: Arc<Hub>, mut events: mpsc::Receiver<CommandEvent>) {
+pub(crate) async fn run_feed(broker: Arc<impl Broker>, mut events: mpsc::Receiver<CommandEvent>) {
     let (wanted, deliveries) = mpsc::unbounded_channel();
-    let delivering = tokio::spawn(run_deliveries(hub.clone(), deliveries));
+    let delivering = tokio::spawn(run_deliveries(broker.clone(), deliveries));
     while let Some(event) = events.recv().await {
         if matches!(event.kind, CommandEventKind::Queued | CommandEventKind::Due) {
             let _ = wanted.send(event.key.clone());
         }
         if event.kind != CommandEventKind::Due {
-            announce(&hub, &event).await;
+            announce(&*broker, &event).await;
         }
     }
     drop(wanted);
@@ -150,28 +151,31 @@ pub(crate) async fn run_feed(hub: Arc<Hub>, mut events: mpsc::Receiver<CommandEv
 }
 
 /// Delivers to each device that has commands due, once per batch of requests for it.
-async fn run_deliveries(hub: Arc<Hub>, mut wanted: mpsc::UnboundedReceiver<TwinKey>) {
+async fn run_deliveries(broker: Arc<impl Broker>, mut wanted: mpsc::UnboundedReceiver<TwinKey>) {
     let mut batch = Vec::new();
     while wanted.recv_many(&mut batch, 1024).await > 0 {
         let mut seen = HashSet::new();
         for key in batch.drain(..) {
             if seen.insert(key.clone()) {
-                deliver(&hub, &key, false).await;
+                deliver(&*broker, &key, false).await;
             }
         }
     }
 }
 
-async fn announce(hub: &Hub, event: &CommandEvent) {
+async fn announce(broker: &impl Broker, event: &CommandEvent) {
     let topic = topic::command_event(event.key.device.as_str(), event.kind.name());
-    if !hub.has_subscribers(&event.key.tenant, &topic).await {
+    if !broker.has_subscribers(&event.key.tenant, &topic).await {
         return;
     }
     let body = json!({
         "event": format!("command.{}", event.kind.name()),
         "device": event.key.device.as_str(),
-        "timestamp": hub.now().to_rfc3339(),
+        "timestamp": broker.now().to_rfc3339(),
         "command": event.command.view(),
     });
-    hub.publish(&event.key.tenant, &topic, &body).await;
+    broker.publish(&event.key.tenant, &topic, &body).await;
 }
+
+#[cfg(test)]
+mod tests;

@@ -30,6 +30,10 @@ pub const DEFAULT_MAX_QUEUED_MESSAGES: usize = 1000;
 /// Default most bytes (payload and topic) waiting for one client in its session's channel.
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
 
+/// Sockets the listeners may hold beyond `mqtt.max_connections`: connections still in their
+/// handshake, and those over the limit that are being told so in their CONNACK.
+pub const HANDSHAKE_SOCKETS: usize = 1024;
+
 /// Default longest keep-alive a client may ask for; AWS IoT allows 1200 s.
 pub const DEFAULT_MAX_KEEPALIVE_SECS: u16 = 1200;
 
@@ -96,7 +100,7 @@ impl Default for MqttConfig {
             max_packet_bytes: DEFAULT_MAX_PACKET_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_principal: DEFAULT_MAX_CONNECTIONS_PER_PRINCIPAL,
-            max_sockets: DEFAULT_MAX_CONNECTIONS + crate::HANDSHAKE_SOCKETS,
+            max_sockets: DEFAULT_MAX_CONNECTIONS + HANDSHAKE_SOCKETS,
             max_keepalive_secs: DEFAULT_MAX_KEEPALIVE_SECS,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_queued_messages: DEFAULT_MAX_QUEUED_MESSAGES,

@@ -1,24 +1,27 @@
 //! Presence: a device's twin says whether it is connected, and `$aws/events/presence/...` tells
 //! subscribers when any client connects or disconnects (AWS IoT's lifecycle event format).
 
-use doppel_model::TwinKey;
+use doppel_engine::Clock;
+use doppel_model::{Millis, TwinKey};
 use doppel_wire::topic::PresenceEvent;
 use rmqtt::types::Reason;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-/// Live sessions per twin, and the stamps that order presence writes.
+/// Live sessions per twin, and the sequence numbers that order presence writes (the twin's
+/// `connection.sequence`, AWS's `versionNumber`).
 ///
 /// A device can have two sessions for a moment (a reconnect takes over the old session, whose
 /// end is reported after the new one began), and the two writes can reach the engine in either
-/// order. The count decides what the twin should say; the stamp, taken under the same lock,
-/// lets the engine keep the newest decision whatever order the writes arrive in.
-#[derive(Default)]
+/// order. The count decides what the twin should say; the sequence number, taken under the same
+/// lock, lets the engine keep the newest decision whatever order the writes arrive in.
 pub struct Presence {
     inner: Mutex<Sessions>,
+    /// The engine's clock, which sequence numbers start from, so that they keep increasing
+    /// across restarts.
+    clock: Arc<dyn Clock>,
     /// Presence writes under way; shutdown waits for them.
     writing: Arc<AtomicUsize>,
 }
@@ -35,32 +38,47 @@ impl Drop for Writing {
 #[derive(Default)]
 struct Sessions {
     live: HashMap<TwinKey, u32>,
-    /// The last stamp handed out: microseconds since the epoch, forced to increase.
-    last_stamp: u64,
+    /// The last sequence number handed out: microseconds since the epoch, forced to increase.
+    /// Microseconds, though the clock counts milliseconds, because older versions stored
+    /// microseconds: twins they wrote must still order before this version's writes.
+    last_sequence: u64,
 }
 
 impl Sessions {
-    fn stamp(&mut self) -> u64 {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_micros() as u64);
-        self.last_stamp = now.max(self.last_stamp + 1);
-        self.last_stamp
+    fn sequence(&mut self, now: Millis) -> u64 {
+        let now = u64::try_from(now.0).unwrap_or(0).saturating_mul(1000);
+        self.last_sequence = now.max(self.last_sequence + 1);
+        self.last_sequence
     }
 }
 
 impl Presence {
-    /// A session of `twin` began; returns the stamp of the CONNECTED write.
-    pub fn connected(&self, twin: &TwinKey) -> u64 {
-        let mut sessions = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        *sessions.live.entry(twin.clone()).or_default() += 1;
-        sessions.stamp()
+    pub fn new(clock: Arc<dyn Clock>) -> Presence {
+        Presence {
+            inner: Mutex::default(),
+            clock,
+            writing: Arc::default(),
+        }
     }
 
-    /// A session of `twin` ended; returns the stamp of the DISCONNECTED write, or `None` while
-    /// another session of the same twin is still live.
+    /// The sessions, locked, and now by the clock, read under the lock so that sequence
+    /// numbers follow the order of the decisions they belong to.
+    fn lock(&self) -> (MutexGuard<'_, Sessions>, Millis) {
+        let sessions = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        (sessions, self.clock.now())
+    }
+
+    /// A session of `twin` began; returns the sequence number of the CONNECTED write.
+    pub fn connected(&self, twin: &TwinKey) -> u64 {
+        let (mut sessions, now) = self.lock();
+        *sessions.live.entry(twin.clone()).or_default() += 1;
+        sessions.sequence(now)
+    }
+
+    /// A session of `twin` ended; returns the sequence number of the DISCONNECTED write, or
+    /// `None` while another session of the same twin is still live.
     pub fn disconnected(&self, twin: &TwinKey) -> Option<u64> {
-        let mut sessions = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut sessions, now) = self.lock();
         let remaining = match sessions.live.get_mut(twin) {
             Some(count) => {
                 *count = count.saturating_sub(1);
@@ -72,7 +90,7 @@ impl Presence {
             return None;
         }
         sessions.live.remove(twin);
-        Some(sessions.stamp())
+        Some(sessions.sequence(now))
     }
 
     /// Whether a session of `twin`'s device is live now.
@@ -96,33 +114,31 @@ impl Presence {
         sessions.live.is_empty() && self.writing.load(Ordering::Acquire) == 0
     }
 
-    /// For a twin found CONNECTED after a restart: the stamp of a DISCONNECTED write, or `None`
-    /// if the device has already connected again to this process.
+    /// For a twin found CONNECTED after a restart: the sequence number of a DISCONNECTED write,
+    /// or `None` if the device has already connected again to this process.
     pub fn left_over(&self, twin: &TwinKey) -> Option<u64> {
-        let mut sessions = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut sessions, now) = self.lock();
         if sessions.live.contains_key(twin) {
             return None;
         }
-        Some(sessions.stamp())
+        Some(sessions.sequence(now))
     }
 
     /// For a twin that exists only since its device connected (an anonymous client's first
-    /// update makes it): the stamp of a CONNECTED write while a session of it is live.
+    /// update makes it): the sequence number of a CONNECTED write while a session of it is live.
     pub fn catch_up(&self, twin: &TwinKey) -> Option<u64> {
-        let mut sessions = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut sessions, now) = self.lock();
         if !sessions.live.contains_key(twin) {
             return None;
         }
-        Some(sessions.stamp())
+        Some(sessions.sequence(now))
     }
 
-    /// A stamp for an event that is not tied to a count (the `versionNumber` of events of
-    /// clients without a twin).
-    pub fn stamp(&self) -> u64 {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .stamp()
+    /// A sequence number for an event that is not tied to a count (the `versionNumber` of
+    /// events of clients without a twin).
+    pub fn sequence(&self) -> u64 {
+        let (mut sessions, now) = self.lock();
+        sessions.sequence(now)
     }
 }
 
@@ -153,7 +169,8 @@ pub struct ClientEvent<'a> {
     pub ip_address: Option<String>,
     /// Milliseconds since the epoch.
     pub timestamp: i64,
-    pub version: u64,
+    /// The presence sequence number, which orders a client's events (`versionNumber`).
+    pub sequence: u64,
 }
 
 /// `$aws/events/presence/connected/{clientId}`.
@@ -179,7 +196,7 @@ fn base(event: &ClientEvent, kind: PresenceEvent) -> Value {
         "eventType": kind.as_str(),
         "sessionIdentifier": event.session,
         "principalIdentifier": event.principal,
-        "versionNumber": event.version,
+        "versionNumber": event.sequence,
     })
 }
 
@@ -192,15 +209,33 @@ pub fn session_identifier(created_at_ms: i64, remote_port: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use doppel_engine::ManualClock;
     use doppel_model::{DeviceId, TenantId};
 
     fn key(device: &str) -> TwinKey {
         TwinKey::new(TenantId::new("t").unwrap(), DeviceId::new(device).unwrap())
     }
 
+    fn presence(clock: &Arc<ManualClock>) -> Presence {
+        Presence::new(clock.clone())
+    }
+
+    #[test]
+    fn sequence_numbers_are_the_clock_in_microseconds_and_always_increase() {
+        let clock = Arc::new(ManualClock::new(Millis(5)));
+        let presence = presence(&clock);
+        assert_eq!(presence.connected(&key("a")), 5_000);
+        // Within one millisecond, and when the clock steps back, they still increase.
+        assert_eq!(presence.sequence(), 5_001);
+        clock.set(Millis(4));
+        assert_eq!(presence.disconnected(&key("a")), Some(5_002));
+        clock.set(Millis(7));
+        assert_eq!(presence.left_over(&key("b")), Some(7_000));
+    }
+
     #[test]
     fn a_device_is_disconnected_only_when_its_last_session_ends() {
-        let presence = Presence::default();
+        let presence = presence(&Arc::new(ManualClock::new(Millis(1))));
         let first = presence.connected(&key("a"));
         let second = presence.connected(&key("a"));
         assert!(second > first);
@@ -240,7 +275,7 @@ mod tests {
             principal: "p",
             ip_address: Some("127.0.0.1".into()),
             timestamp: 5,
-            version: 9,
+            sequence: 9,
         };
         let body = disconnected_event(&event, &Reason::ConnectKicked(false));
         assert_eq!(body["disconnectReason"], "DUPLICATE_CLIENTID");

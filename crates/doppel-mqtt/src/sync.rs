@@ -6,7 +6,7 @@
 //! [`SyncAccepted`], or on `.../sync/rejected` with `{"token", "code", "message"}`
 //! (`doppel_wire::sync` describes the messages).
 
-use crate::hub::Hub;
+use crate::broker::Broker;
 use crate::identity::Identity;
 use crate::rejection::Rejection;
 use doppel_engine::{Engine, EngineError, Outcome};
@@ -21,7 +21,7 @@ const SYNC_REQUEST: &str = "a replica sync";
 
 /// Merges a sync request published by a device and answers it. The caller has checked that the
 /// topic is the device's own.
-pub(crate) async fn handle(hub: &Hub, identity: &Identity, thing: &str, payload: &[u8]) {
+pub(crate) async fn handle(broker: &impl Broker, identity: &Identity, thing: &str, payload: &[u8]) {
     let request = serde_json::from_slice::<SyncRequest>(payload);
     // A request that does not parse still gets its token back, when it has one.
     let token = match &request {
@@ -33,7 +33,7 @@ pub(crate) async fn handle(hub: &Hub, identity: &Identity, thing: &str, payload:
     };
     let request = request
         .map_err(|err| Rejection::bad_request(format!("the sync request is not valid: {err}")));
-    let (answer, body) = match sync(hub, identity, thing, request).await {
+    let (answer, body) = match sync(broker, identity, thing, request).await {
         Ok((merged, state)) => {
             let accepted = SyncAccepted {
                 merged,
@@ -49,17 +49,18 @@ pub(crate) async fn handle(hub: &Hub, identity: &Identity, thing: &str, payload:
             }
         }
         Err(rejection) => {
-            let mut body = rejection.document(hub.now());
+            let mut body = rejection.document(broker.now());
             body.insert("token".into(), token);
             (topic::Verdict::Rejected, body.into())
         }
     };
-    hub.publish(&identity.tenant, &topic::sync_answer(thing, answer), &body)
+    broker
+        .publish(&identity.tenant, &topic::sync_answer(thing, answer), &body)
         .await;
 }
 
 async fn sync(
-    hub: &Hub,
+    broker: &impl Broker,
     identity: &Identity,
     thing: &str,
     request: Result<SyncRequest, Rejection>,
@@ -72,7 +73,7 @@ async fn sync(
         )));
     }
     let device = DeviceId::new(thing).map_err(|err| Rejection::of_model(&err, thing))?;
-    let engine = hub.engine().ok_or_else(Rejection::shutting_down)?;
+    let engine = broker.engine().ok_or_else(Rejection::shutting_down)?;
     if let Some(forged) = request
         .changes
         .iter()
@@ -153,3 +154,6 @@ async fn heard_from(engine: &Engine, key: &TwinKey, identity: &Identity, twin: T
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

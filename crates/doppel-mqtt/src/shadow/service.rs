@@ -1,6 +1,6 @@
 //! Answers AWS shadow requests with the engine, and pushes deltas and documents out.
 
-use crate::hub::Hub;
+use crate::broker::Broker;
 use crate::identity::Identity;
 use crate::metric;
 use crate::rejection::Rejection;
@@ -22,7 +22,7 @@ use tracing::Instrument;
 /// publish there, and `received` is when its publish hook began. `trace` is the request's W3C
 /// trace context (an MQTT 5 user property), carried on the change and on the answer.
 pub(crate) async fn handle(
-    hub: &Hub,
+    broker: &impl Broker,
     identity: &Identity,
     request: ShadowRequest<'_>,
     payload: &[u8],
@@ -38,34 +38,35 @@ pub(crate) async fn handle(
         trace_id = doppel_engine::trace::trace_id_field(trace),
     );
     doppel_engine::trace::join_remote_trace(&span, trace);
-    respond(hub, identity, &request, payload, received, trace)
+    respond(broker, identity, &request, payload, received, trace)
         .instrument(span)
         .await;
 }
 
 async fn respond(
-    hub: &Hub,
+    broker: &impl Broker,
     identity: &Identity,
     request: &ShadowRequest<'_>,
     payload: &[u8],
     received: Instant,
     trace: Option<TraceParent>,
 ) {
-    let now = hub.now();
-    let (outcome, body) = match answer(hub, identity, request, payload, now, trace).await {
+    let now = broker.now();
+    let (outcome, body) = match answer(broker, identity, request, payload, now, trace).await {
         Ok(body) => (Verdict::Accepted, body),
         Err((error, token)) => (
             Verdict::Rejected,
             document::rejected(&error, token.as_deref(), now),
         ),
     };
-    hub.publish_traced(
-        &identity.tenant,
-        &request.reply(outcome),
-        &body,
-        trace.as_ref(),
-    )
-    .await;
+    broker
+        .publish_traced(
+            &identity.tenant,
+            &request.reply(outcome),
+            &body,
+            trace.as_ref(),
+        )
+        .await;
     let outcome = outcome.as_str();
     tracing::debug!(outcome, "shadow request answered");
     metrics::counter!(
@@ -94,7 +95,7 @@ const SHADOW_REQUEST: &str = "a shadow request";
 type Refusal = (Rejection, Option<String>);
 
 async fn answer(
-    hub: &Hub,
+    broker: &impl Broker,
     identity: &Identity,
     request: &ShadowRequest<'_>,
     payload: &[u8],
@@ -105,7 +106,7 @@ async fn answer(
     let device = topic::twin_device(request.thing, request.shadow)
         .map_err(|err| (Rejection::of_model(&err, name), None))?;
     let key = TwinKey::new(identity.tenant.clone(), device);
-    let engine = hub.engine().ok_or((Rejection::shutting_down(), None))?;
+    let engine = broker.engine().ok_or((Rejection::shutting_down(), None))?;
     match request.op {
         ShadowOp::Get => {
             let token = document::parse_client_token(payload).map_err(|err| (err, None))?;
@@ -130,7 +131,7 @@ async fn answer(
         ShadowOp::Update => {
             // A rejection echoes the client token whenever the payload has a readable one; it
             // is looked for again only then, so an accepted update is parsed once.
-            let update = document::parse_update(payload, &hub.limits)
+            let update = document::parse_update(payload, broker.limits())
                 .map_err(|err| (err, document::parse_client_token(payload).ok().flatten()))?;
             let request = update_request(
                 identity,
@@ -142,7 +143,7 @@ async fn answer(
                 Ok(Outcome::Changed(twin) | Outcome::Stale(twin)) => {
                     let own_twin = identity.device.as_ref() == Some(&key.device);
                     if own_twin && twin.connection.status != ConnectionStatus::Connected {
-                        hub.presence_caught_up(&key).await;
+                        broker.presence_caught_up(&key).await;
                     }
                     Ok(document::update_accepted(&update, &twin, now))
                 }
@@ -172,28 +173,29 @@ fn update_request(
 }
 
 /// Sends the current delta of `device`'s classic shadow again, if it has one.
-pub(crate) async fn resend_delta(hub: &Hub, tenant: &TenantId, device: &DeviceId) {
-    let Some(engine) = hub.engine() else {
+pub(crate) async fn resend_delta(broker: &impl Broker, tenant: &TenantId, device: &DeviceId) {
+    let Some(engine) = broker.engine() else {
         return;
     };
     let key = TwinKey::new(tenant.clone(), device.clone());
     let Ok(Some(twin)) = engine.get(&key) else {
         return;
     };
-    if let Some(body) = document::current_delta(&twin, hub.now()) {
+    if let Some(body) = document::current_delta(&twin, broker.now()) {
         let (thing, shadow) = topic::shadow_of(device);
-        hub.publish(
-            tenant,
-            &topic::answer(thing, shadow, ShadowAnswer::Delta),
-            &body,
-        )
-        .await;
+        broker
+            .publish(
+                tenant,
+                &topic::answer(thing, shadow, ShadowAnswer::Delta),
+                &body,
+            )
+            .await;
     }
 }
 
 /// After a subscription: when it brings a shadow's `/update/delta`, sends that shadow's current
 /// delta (AWS devices miss deltas published while they were away).
-pub(crate) async fn delta_on_subscribe(hub: &Hub, identity: &Identity, filter: &str) {
+pub(crate) async fn delta_on_subscribe(broker: &impl Broker, identity: &Identity, filter: &str) {
     // An exact delta topic names its shadow (an application may watch any thing's).
     if let Topic::ShadowAnswer {
         thing,
@@ -202,7 +204,7 @@ pub(crate) async fn delta_on_subscribe(hub: &Hub, identity: &Identity, filter: &
     } = Topic::parse(filter)
     {
         if let Ok(device) = topic::twin_device(thing, shadow) {
-            resend_delta(hub, &identity.tenant, &device).await;
+            resend_delta(broker, &identity.tenant, &device).await;
         }
         return;
     }
@@ -213,19 +215,19 @@ pub(crate) async fn delta_on_subscribe(hub: &Hub, identity: &Identity, filter: &
             &topic::answer(device.as_str(), None, ShadowAnswer::Delta),
         )
     {
-        resend_delta(hub, &identity.tenant, device).await;
+        resend_delta(broker, &identity.tenant, device).await;
     }
 }
 
 /// Publishes `/update/delta` and `/update/documents` for every durable change of a shadow,
 /// whoever made it (HTTP or MQTT), until the engine stops.
-pub(crate) async fn run_feed(hub: Arc<Hub>, mut changes: mpsc::Receiver<TwinChange>) {
+pub(crate) async fn run_feed(broker: Arc<impl Broker>, mut changes: mpsc::Receiver<TwinChange>) {
     while let Some(change) = changes.recv().await {
-        announce(&hub, &change).await;
+        announce(&*broker, &change).await;
     }
 }
 
-async fn announce(hub: &Hub, change: &TwinChange) {
+async fn announce(broker: &impl Broker, change: &TwinChange) {
     let state_changed = matches!(
         change.kind,
         HistoryKind::Desired | HistoryKind::Reported | HistoryKind::State
@@ -241,9 +243,9 @@ async fn announce(hub: &Hub, change: &TwinChange) {
     // A report cannot remove desired keys, so after a report that leaves no delta there is no
     // `/update/delta` to send: the common case of a device in sync costs no decoding of the
     // previous twin (it was an eighth of the hub's CPU under shadow load).
-    let wants_delta = hub.has_subscribers(tenant, &delta_topic).await
+    let wants_delta = broker.has_subscribers(tenant, &delta_topic).await
         && (change.kind != HistoryKind::Reported || change.current.has_delta());
-    let wants_documents = hub.has_subscribers(tenant, &documents_topic).await;
+    let wants_documents = broker.has_subscribers(tenant, &documents_topic).await;
     if !wants_delta && !wants_documents {
         return;
     }
@@ -264,19 +266,25 @@ async fn announce(hub: &Hub, change: &TwinChange) {
                 return;
             }
         };
-        let now = hub.now();
+        let now = broker.now();
         let token = change.client_token.as_deref();
         let trace = change.trace.as_ref();
         if wants_delta
             && let Some(body) = document::delta(previous.as_ref(), &change.current, token, now)
         {
-            hub.publish_traced(tenant, &delta_topic, &body, trace).await;
+            broker
+                .publish_traced(tenant, &delta_topic, &body, trace)
+                .await;
         }
         if wants_documents {
             let body = document::documents(previous.as_ref(), &change.current, token, now);
-            hub.publish_traced(tenant, &documents_topic, &body, trace)
+            broker
+                .publish_traced(tenant, &documents_topic, &body, trace)
                 .await;
         }
     };
     publish.instrument(span).await;
 }
+
+#[cfg(test)]
+mod tests;
