@@ -82,16 +82,9 @@ impl Hooks {
                 commands::handle_ack(&*self.0, identity, thing, id, payload).await;
             }
             Topic::SyncRequest { thing } => sync::handle(&*self.0, identity, thing, payload).await,
-            Topic::ShadowAnswer { .. }
-            | Topic::CommandDelivery { .. }
-            | Topic::CommandAckAnswer { .. }
-            | Topic::SyncAnswer { .. }
-            | Topic::Presence { .. }
-            | Topic::CommandEvent { .. }
-            | Topic::HubReserved
-            | Topic::Thing { .. }
-            | Topic::Reserved
-            | Topic::Ordinary => {}
+            // Only requests are served; the ACL, which matches every kind of topic by name, has
+            // already decided whether anything else may be published, and the broker routes it.
+            _ => {}
         }
     }
 
