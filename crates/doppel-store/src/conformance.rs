@@ -319,8 +319,6 @@ pub fn expiry_drops_whole_old_buckets_only(backend: &impl Backend) {
     );
 }
 
-/// A credential of `principal` named `id`, whose hash text records `hash` so that tests can
-/// tell versions apart.
 /// Puts `items` through one opening of the store and hands back a fresh opening, so that
 /// whatever the caller then reads must have been made durable.
 fn put_then_reopen<B: Backend, T>(
@@ -350,6 +348,8 @@ fn racing_successes(delete: impl Fn() -> bool + Sync) -> usize {
     })
 }
 
+/// A credential of `principal` named `id`, whose hash text records `hash` so that tests can
+/// tell versions apart.
 pub fn credential(principal: &Principal, id: &str, hash: &str) -> StoredCredential {
     StoredCredential {
         principal: principal.clone(),
