@@ -639,6 +639,11 @@ mod tests {
         }
     }
 
+    /// Applies a request that must change the twin, under the default limits most tests use.
+    fn step(twin: Option<Twin>, request: &UpdateRequest, at: i64) -> (Twin, HistoryEntry) {
+        changed(apply(twin, request, Millis(at), &Limits::default()))
+    }
+
     fn report(state: Value, device_version: Option<u64>) -> UpdateRequest {
         request(Change::Reported {
             patch: state,
@@ -675,12 +680,11 @@ mod tests {
             Err(ModelError::TwinNotFound),
             "creates no twin"
         );
-        let (twin, _) = changed(apply(
+        let (twin, _) = step(
             None,
             &connection(ConnectionStatus::Connected, 1, true),
-            Millis(1_000),
-            &limits,
-        ));
+            1_000,
+        );
         assert!(
             matches!(
                 apply(Some(twin.clone()), &active(1_000), Millis(2_000), &limits),
@@ -688,12 +692,7 @@ mod tests {
             ),
             "active since: nothing to record"
         );
-        let (heard, entry) = changed(apply(
-            Some(twin.clone()),
-            &active(1_001),
-            Millis(2_000),
-            &limits,
-        ));
+        let (heard, entry) = step(Some(twin.clone()), &active(1_001), 2_000);
         assert_eq!(heard.connection.last_activity_at, Some(Millis(2_000)));
         assert_eq!(entry.kind, HistoryKind::Connection);
 
@@ -701,18 +700,17 @@ mod tests {
         let silent = request(Change::Silent {
             silent_since: Millis(1_000),
         });
-        let (stale, _) = changed(apply(Some(twin), &silent, Millis(90_000), &limits));
-        let (back, _) = changed(apply(Some(stale), &active(0), Millis(91_000), &limits));
+        let (stale, _) = step(Some(twin), &silent, 90_000);
+        let (back, _) = step(Some(stale), &active(0), 91_000);
         assert_eq!(back.connection.status, ConnectionStatus::Connected);
         assert!(!back.connection.stale);
 
         // A disconnected device's twin says so: a sign of life does not make it connected.
-        let (gone, _) = changed(apply(
+        let (gone, _) = step(
             Some(back),
             &connection(ConnectionStatus::Disconnected, 2, false),
-            Millis(92_000),
-            &limits,
-        ));
+            92_000,
+        );
         assert!(matches!(
             apply(Some(gone), &active(95_000), Millis(96_000), &limits),
             Ok(Applied::Stale { .. })
@@ -722,16 +720,15 @@ mod tests {
     #[test]
     fn a_silent_connected_device_becomes_unknown_until_it_reports_again() {
         let limits = Limits::default();
-        let (twin, _) = changed(apply(
+        let (twin, _) = step(
             None,
             &connection(ConnectionStatus::Connected, 1, true),
-            Millis(1_000),
-            &limits,
-        ));
+            1_000,
+        );
         let silent = request(Change::Silent {
             silent_since: Millis(1_000),
         });
-        let (stale, entry) = changed(apply(Some(twin.clone()), &silent, Millis(90_000), &limits));
+        let (stale, entry) = step(Some(twin.clone()), &silent, 90_000);
         assert_eq!(stale.connection.status, ConnectionStatus::Unknown);
         assert!(stale.connection.stale);
         assert_eq!(entry.kind, HistoryKind::Connection);
@@ -740,32 +737,21 @@ mod tests {
             "silent past its expected activity interval"
         );
         // Heard from since: nothing changes.
-        let (active, _) = changed(apply(
-            Some(twin),
-            &report(json!({"t": 1}), None),
-            Millis(50_000),
-            &limits,
-        ));
+        let (active, _) = step(Some(twin), &report(json!({"t": 1}), None), 50_000);
         assert!(matches!(
             apply(Some(active), &silent, Millis(90_000), &limits),
             Ok(Applied::Stale { .. })
         ));
         // A report brings the silent device back.
-        let (back, _) = changed(apply(
-            Some(stale.clone()),
-            &report(json!({"t": 2}), None),
-            Millis(95_000),
-            &limits,
-        ));
+        let (back, _) = step(Some(stale.clone()), &report(json!({"t": 2}), None), 95_000);
         assert_eq!(back.connection.status, ConnectionStatus::Connected);
         assert!(!back.connection.stale);
         // A disconnected device is not silent, just away; and no twin is made for silence.
-        let (away, _) = changed(apply(
+        let (away, _) = step(
             Some(stale),
             &connection(ConnectionStatus::Disconnected, 2, false),
-            Millis(96_000),
-            &limits,
-        ));
+            96_000,
+        );
         assert!(!away.connection.stale);
         assert!(matches!(
             apply(Some(away), &silent, Millis(99_000), &limits),
@@ -780,15 +766,14 @@ mod tests {
     #[test]
     fn a_shadow_update_changes_both_sections_as_one_version_and_history_rebuilds_it() {
         let limits = Limits::default();
-        let (twin, entry) = changed(apply(
+        let (twin, entry) = step(
             None,
             &shadow(
                 Some(SectionChange::Merge(json!({"on": true, "level": 3}))),
                 Some(SectionChange::Merge(json!({"on": false}))),
             ),
-            Millis(5),
-            &limits,
-        ));
+            5,
+        );
         assert_eq!(twin.version, 1);
         assert_eq!((twin.desired.version, twin.reported.version), (1, 1));
         assert_eq!(Value::Object(twin.delta()), json!({"on": true, "level": 3}));
@@ -798,12 +783,7 @@ mod tests {
         assert_eq!(rebuilt.reported.state, twin.reported.state);
         assert_eq!(rebuilt.reported.version, 1);
 
-        let (twin, entry) = changed(apply(
-            Some(twin),
-            &shadow(Some(SectionChange::Clear), None),
-            Millis(6),
-            &limits,
-        ));
+        let (twin, entry) = step(Some(twin), &shadow(Some(SectionChange::Clear), None), 6);
         assert!(twin.desired.state.is_empty() && twin.desired.metadata.is_empty());
         assert_eq!(
             Value::Object(twin.reported.state.clone()),
@@ -811,12 +791,7 @@ mod tests {
         );
         assert_eq!((twin.version, entry.kind), (2, HistoryKind::Desired));
 
-        let (twin, entry) = changed(apply(
-            Some(twin),
-            &shadow(None, Some(SectionChange::Clear)),
-            Millis(7),
-            &limits,
-        ));
+        let (twin, entry) = step(Some(twin), &shadow(None, Some(SectionChange::Clear)), 7);
         assert!(twin.reported.state.is_empty());
         assert_eq!((twin.version, entry.kind), (3, HistoryKind::Reported));
         assert!(matches!(
@@ -837,12 +812,7 @@ mod tests {
             ),
             Err(ModelError::TwinNotFound)
         );
-        let (twin, entry) = changed(apply(
-            None,
-            &connection(ConnectionStatus::Connected, 10, true),
-            Millis(1),
-            &limits,
-        ));
+        let (twin, entry) = step(None, &connection(ConnectionStatus::Connected, 10, true), 1);
         assert_eq!(twin.connection.status, ConnectionStatus::Connected);
         assert_eq!(twin.connection.last_connected_at, Some(Millis(1)));
         assert_eq!(entry.kind, HistoryKind::Connection);
@@ -854,12 +824,11 @@ mod tests {
             &limits,
         );
         assert!(matches!(stale, Ok(Applied::Stale { .. })));
-        let (twin, _) = changed(apply(
+        let (twin, _) = step(
             Some(twin),
             &connection(ConnectionStatus::Disconnected, 11, false),
-            Millis(3),
-            &limits,
-        ));
+            3,
+        );
         assert_eq!(twin.connection.status, ConnectionStatus::Disconnected);
         assert_eq!(twin.connection.last_disconnected_at, Some(Millis(3)));
         assert_eq!(twin.version, 2);
@@ -886,27 +855,16 @@ mod tests {
             }),
             "a version names an existing shadow"
         );
-        let (twin, _) = changed(apply(
-            None,
-            &shadow(None, Some(SectionChange::Clear)),
-            Millis(1),
-            &limits,
-        ));
+        let (twin, _) = step(None, &shadow(None, Some(SectionChange::Clear)), 1);
         assert_eq!((twin.version, twin.shadow_version), (1, 1));
-        let (twin, _) = changed(apply(
+        let (twin, _) = step(
             Some(twin),
             &connection(ConnectionStatus::Connected, 5, false),
-            Millis(2),
-            &limits,
-        ));
-        let (twin, _) = changed(apply(
-            Some(twin),
-            &request(Change::Meta(MetaPatch::default())),
-            Millis(3),
-            &limits,
-        ));
+            2,
+        );
+        let (twin, _) = step(Some(twin), &request(Change::Meta(MetaPatch::default())), 3);
         assert_eq!((twin.version, twin.shadow_version), (3, 1));
-        let (twin, _) = changed(apply(Some(twin), &at(1), Millis(4), &limits));
+        let (twin, _) = step(Some(twin), &at(1), 4);
         assert_eq!((twin.version, twin.shadow_version), (4, 2));
         assert_eq!(
             apply(Some(twin.clone()), &at(1), Millis(5), &limits),
@@ -915,19 +873,13 @@ mod tests {
                 current: 2
             })
         );
-        let (tombstone, _) = changed(apply(
-            Some(twin),
-            &request(Change::Delete),
-            Millis(6),
-            &limits,
-        ));
+        let (tombstone, _) = step(Some(twin), &request(Change::Delete), 6);
         assert_eq!(tombstone.shadow_version, 3);
-        let (again, _) = changed(apply(
+        let (again, _) = step(
             Some(tombstone),
             &shadow(Some(SectionChange::Clear), None),
-            Millis(7),
-            &limits,
-        ));
+            7,
+        );
         assert_eq!(
             again.shadow_version, 4,
             "never backwards, not even across a delete"
@@ -956,12 +908,7 @@ mod tests {
     #[test]
     fn stale_reports_change_nothing() {
         let limits = Limits::default();
-        let (twin, _) = changed(apply(
-            None,
-            &report(json!({"t": 1}), Some(5)),
-            Millis(1),
-            &limits,
-        ));
+        let (twin, _) = step(None, &report(json!({"t": 1}), Some(5)), 1);
         assert_eq!(
             apply(
                 Some(twin.clone()),
@@ -980,12 +927,7 @@ mod tests {
             ),
             Ok(Applied::Stale { twin: twin.clone() })
         );
-        let (newer, _) = changed(apply(
-            Some(twin.clone()),
-            &report(json!({"t": 3}), Some(6)),
-            Millis(3),
-            &limits,
-        ));
+        let (newer, _) = step(Some(twin.clone()), &report(json!({"t": 3}), Some(6)), 3);
         assert_eq!((newer.version, newer.reported.version), (2, 6));
         assert_eq!(newer.connection.last_activity_at, Some(Millis(3)));
     }
@@ -993,12 +935,7 @@ mod tests {
     #[test]
     fn a_report_at_the_largest_version_refuses_what_would_wrap_and_stale_reports_stay_stale() {
         let limits = Limits::default();
-        let (twin, _) = changed(apply(
-            None,
-            &report(json!({"t": 1}), Some(u64::MAX)),
-            Millis(1),
-            &limits,
-        ));
+        let (twin, _) = step(None, &report(json!({"t": 1}), Some(u64::MAX)), 1);
         assert_eq!(twin.reported.version, u64::MAX);
         // Before the fix the next unversioned report wrapped the version to 0 (or panicked in a
         // debug build), and a report of version 5 was then newer than everything stored.
@@ -1030,42 +967,25 @@ mod tests {
             Ok(Applied::Stale { twin: twin.clone() })
         );
         // Desired state still changes: only the section at its end is stuck.
-        let (twin, _) = changed(apply(
+        let (twin, _) = step(
             Some(twin),
             &request(Change::DesiredPatch(json!({"on": true}))),
-            Millis(3),
-            &limits,
-        ));
+            3,
+        );
         assert_eq!(twin.reported.version, u64::MAX);
     }
 
     #[test]
     fn reports_without_a_sequence_count_up() {
-        let limits = Limits::default();
-        let (twin, _) = changed(apply(
-            None,
-            &report(json!({"t": 1}), None),
-            Millis(1),
-            &limits,
-        ));
-        let (twin, _) = changed(apply(
-            Some(twin.clone()),
-            &report(json!({"t": 2}), None),
-            Millis(2),
-            &limits,
-        ));
+        let (twin, _) = step(None, &report(json!({"t": 1}), None), 1);
+        let (twin, _) = step(Some(twin.clone()), &report(json!({"t": 2}), None), 2);
         assert_eq!(twin.reported.version, 2);
     }
 
     #[test]
     fn if_match_must_name_the_current_version() {
         let limits = Limits::default();
-        let (twin, _) = changed(apply(
-            None,
-            &request(Change::DesiredPatch(json!({"a": 1}))),
-            Millis(1),
-            &limits,
-        ));
+        let (twin, _) = step(None, &request(Change::DesiredPatch(json!({"a": 1}))), 1);
         let mut conditional = request(Change::DesiredPatch(json!({"a": 2})));
         conditional.expected_version = Some(7);
         assert_eq!(
@@ -1076,12 +996,7 @@ mod tests {
             })
         );
         conditional.expected_version = Some(1);
-        assert_eq!(
-            changed(apply(Some(twin.clone()), &conditional, Millis(2), &limits))
-                .0
-                .version,
-            2
-        );
+        assert_eq!(step(Some(twin.clone()), &conditional, 2).0.version, 2);
         assert!(matches!(
             apply(None, &conditional, Millis(2), &limits),
             Err(ModelError::VersionMismatch { .. })
@@ -1121,19 +1036,16 @@ mod tests {
 
     #[test]
     fn replace_drops_keys_the_new_state_lacks() {
-        let limits = Limits::default();
-        let (twin, _) = changed(apply(
+        let (twin, _) = step(
             None,
             &request(Change::DesiredPatch(json!({"a": 1, "b": 2}))),
-            Millis(1),
-            &limits,
-        ));
-        let (twin, entry) = changed(apply(
+            1,
+        );
+        let (twin, entry) = step(
             Some(twin.clone()),
             &request(Change::DesiredReplace(json!({"c": 3}))),
-            Millis(2),
-            &limits,
-        ));
+            2,
+        );
         assert_eq!(Value::Object(twin.desired.state), json!({"c": 3}));
         assert_eq!(Value::Object(twin.desired.metadata), json!({"c": 2}));
         assert_eq!(entry.change_reason, "desired replace");
@@ -1142,18 +1054,8 @@ mod tests {
     #[test]
     fn delete_leaves_a_tombstone_whose_version_keeps_counting() {
         let limits = Limits::default();
-        let (twin, _) = changed(apply(
-            None,
-            &request(Change::DesiredPatch(json!({"a": 1}))),
-            Millis(1),
-            &limits,
-        ));
-        let (tombstone, entry) = changed(apply(
-            Some(twin.clone()),
-            &request(Change::Delete),
-            Millis(2),
-            &limits,
-        ));
+        let (twin, _) = step(None, &request(Change::DesiredPatch(json!({"a": 1}))), 1);
+        let (tombstone, entry) = step(Some(twin.clone()), &request(Change::Delete), 2);
         assert!(tombstone.deleted && tombstone.live().is_none());
         assert_eq!((tombstone.version, entry.kind), (2, HistoryKind::Deleted));
         assert_eq!(
@@ -1165,12 +1067,11 @@ mod tests {
             ),
             Err(ModelError::TwinNotFound)
         );
-        let (reborn, _) = changed(apply(
+        let (reborn, _) = step(
             Some(tombstone.clone()),
             &request(Change::DesiredPatch(json!({"b": 1}))),
-            Millis(3),
-            &limits,
-        ));
+            3,
+        );
         assert_eq!(
             (reborn.version, reborn.deleted, reborn.created_at),
             (3, false, Millis(3))
@@ -1180,19 +1081,12 @@ mod tests {
 
     #[test]
     fn time_within_a_twin_never_runs_backwards() {
-        let limits = Limits::default();
-        let (twin, _) = changed(apply(
-            None,
-            &request(Change::DesiredPatch(json!({"a": 1}))),
-            Millis(100),
-            &limits,
-        ));
-        let (twin, entry) = changed(apply(
+        let (twin, _) = step(None, &request(Change::DesiredPatch(json!({"a": 1}))), 100);
+        let (twin, entry) = step(
             Some(twin.clone()),
             &request(Change::DesiredPatch(json!({"a": 2}))),
-            Millis(50),
-            &limits,
-        ));
+            50,
+        );
         assert_eq!(
             (twin.updated_at, entry.recorded_at),
             (Millis(100), Millis(100))
@@ -1201,22 +1095,11 @@ mod tests {
 
     #[test]
     fn meta_patches_merge_tags_and_validate_fields() {
-        let limits = Limits::default();
         let patch = MetaPatch::from_json(&json!({"tags": {"site": "berlin", "row": "3"}, "device_type": "pump", "capabilities": ["ota"]})).unwrap();
-        let (twin, entry) = changed(apply(
-            None,
-            &request(Change::Meta(patch)),
-            Millis(1),
-            &limits,
-        ));
+        let (twin, entry) = step(None, &request(Change::Meta(patch)), 1);
         let patch =
             MetaPatch::from_json(&json!({"tags": {"row": null}, "device_type": null})).unwrap();
-        let (twin, _) = changed(apply(
-            Some(twin.clone()),
-            &request(Change::Meta(patch)),
-            Millis(2),
-            &limits,
-        ));
+        let (twin, _) = step(Some(twin.clone()), &request(Change::Meta(patch)), 2);
         assert_eq!(twin.meta.tags.len(), 1);
         assert_eq!(twin.meta.device_type, None);
         assert_eq!(entry.kind, HistoryKind::Meta);

@@ -319,6 +319,35 @@ pub fn expiry_drops_whole_old_buckets_only(backend: &impl Backend) {
     );
 }
 
+/// Puts `items` through one opening of the store and hands back a fresh opening, so that
+/// whatever the caller then reads must have been made durable.
+fn put_then_reopen<B: Backend, T>(
+    backend: &B,
+    items: &[T],
+    put: impl Fn(&B::Store, &T),
+) -> B::Store {
+    {
+        let store = backend.open();
+        for item in items {
+            put(&store, item);
+        }
+    }
+    backend.open()
+}
+
+/// How many of eight threads running `delete` at once found something to delete.
+fn racing_successes(delete: impl Fn() -> bool + Sync) -> usize {
+    const RACERS: usize = 8;
+    std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..RACERS).map(|_| scope.spawn(&delete)).collect();
+        racers
+            .into_iter()
+            .map(|racer| racer.join().expect("a racer panicked"))
+            .filter(|existed| *existed)
+            .count()
+    })
+}
+
 /// A credential of `principal` named `id`, whose hash text records `hash` so that tests can
 /// tell versions apart.
 pub fn credential(principal: &Principal, id: &str, hash: &str) -> StoredCredential {
@@ -372,13 +401,9 @@ where
         credential(&app("t", "x"), "1", "c"),
         credential(&device("t2", "x"), "1", "d"),
     ];
-    {
-        let store = backend.open();
-        for credential in &written {
-            store.put_credential(credential).expect("put");
-        }
-    }
-    let store = backend.open();
+    let store = put_then_reopen(backend, &written, |store, credential| {
+        store.put_credential(credential).expect("put");
+    });
     let mut expected = written;
     expected
         .sort_by(|a, b| (&a.principal, &a.credential_id).cmp(&(&b.principal, &b.credential_id)));
@@ -442,22 +467,12 @@ pub fn racing_deletes_of_one_credential_succeed_once<B: Backend>(backend: &B)
 where
     B::Store: CredentialStore,
 {
-    const RACERS: usize = 8;
     let store = backend.open();
     let principal = device("t", "x");
     store
         .put_credential(&credential(&principal, "1", "a"))
         .expect("put");
-    let existed = std::thread::scope(|scope| {
-        let racers: Vec<_> = (0..RACERS)
-            .map(|_| scope.spawn(|| store.delete_credential(&principal, "1").expect("delete")))
-            .collect();
-        racers
-            .into_iter()
-            .map(|racer| racer.join().expect("a racer panicked"))
-            .filter(|existed| *existed)
-            .count()
-    });
+    let existed = racing_successes(|| store.delete_credential(&principal, "1").expect("delete"));
     assert_eq!(existed, 1, "exactly one delete removed the credential");
     assert!(loaded_credentials(&store).is_empty());
 }
@@ -502,13 +517,9 @@ where
         token("b", 3, Some("t2"), None),
         token(&"c".repeat(MAX_TOKEN_ID_BYTES), 4, None, Some(5)),
     ];
-    {
-        let store = backend.open();
-        for token in &written {
-            store.put_token(token).expect("put");
-        }
-    }
-    let store = backend.open();
+    let store = put_then_reopen(backend, &written, |store, token| {
+        store.put_token(token).expect("put");
+    });
     assert_eq!(loaded_tokens(&store), written);
     assert!(loaded(&store).is_empty(), "tokens never load as twins");
     assert!(
@@ -572,19 +583,9 @@ pub fn racing_deletes_of_one_token_succeed_once<B: Backend>(backend: &B)
 where
     B::Store: TokenStore,
 {
-    const RACERS: usize = 8;
     let store = backend.open();
     store.put_token(&token("a", 1, None, None)).expect("put");
-    let existed = std::thread::scope(|scope| {
-        let racers: Vec<_> = (0..RACERS)
-            .map(|_| scope.spawn(|| store.delete_token("a").expect("delete")))
-            .collect();
-        racers
-            .into_iter()
-            .map(|racer| racer.join().expect("a racer panicked"))
-            .filter(|existed| *existed)
-            .count()
-    });
+    let existed = racing_successes(|| store.delete_token("a").expect("delete"));
     assert_eq!(existed, 1, "exactly one delete removed the token");
     assert!(loaded_tokens(&store).is_empty());
 }

@@ -92,13 +92,25 @@ async fn converged(fleet: &Fleet, agents: &[&EdgeAgent]) -> Value {
     .await
 }
 
-async fn hub_history(fleet: &Fleet) -> Vec<Value> {
-    let (status, page) = fleet
+/// Agent "edge-a", linked to the hub through a proxy the test can cut; the proxy comes first
+/// so that the agent is dropped before it.
+async fn agent_behind_a_proxy(fleet: &Fleet) -> (FaultProxy, EdgeAgent) {
+    let proxy = FaultProxy::start(fleet.hub.mqtt).await.expect("proxy");
+    let edge = fleet.agent(&proxy, "edge-a");
+    edge.wait_linked(true).await;
+    (proxy, edge)
+}
+
+/// GETs `tail` below the device's twin at the hub.
+async fn hub_get(fleet: &Fleet, tail: &str) -> (StatusCode, Value) {
+    fleet
         .hub_http
-        .get(&format!(
-            "/v1/tenants/default/twins/{DEVICE}/history?limit=1000"
-        ))
-        .await;
+        .get(&format!("/v1/tenants/default/twins/{DEVICE}{tail}"))
+        .await
+}
+
+async fn hub_history(fleet: &Fleet) -> Vec<Value> {
+    let (status, page) = hub_get(fleet, "/history?limit=1000").await;
     assert_eq!(status, StatusCode::OK, "hub history: {page}");
     page["items"].as_array().cloned().unwrap_or_default()
 }
@@ -106,9 +118,7 @@ async fn hub_history(fleet: &Fleet) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_serves_its_device_through_a_partition_and_syncs_both_ways_when_it_heals() {
     let fleet = Fleet::start().with_device().await;
-    let proxy = FaultProxy::start(fleet.hub.mqtt).await.expect("proxy");
-    let edge = fleet.agent(&proxy, "edge-a");
-    edge.wait_linked(true).await;
+    let (proxy, edge) = agent_behind_a_proxy(&fleet).await;
 
     // Connected: a local report reaches the hub, a desired change reaches the edge.
     edge.report(
@@ -349,21 +359,11 @@ async fn two_agents_and_the_hub_change_one_twin_while_cut_and_converge_by_the_po
         ((a_first, a_cut), "before"),
         ((a_first, b_cut), "before"),
     ] {
-        let (status, answer) = fleet
-            .hub_http
-            .get(&format!(
-                "/v1/tenants/default/twins/{DEVICE}/history/causality?a={x}&b={y}"
-            ))
-            .await;
+        let (status, answer) = hub_get(&fleet, &format!("/history/causality?a={x}&b={y}")).await;
         assert_eq!(status, StatusCode::OK, "{answer}");
         assert_eq!(answer["relation"], relation, "{answer}");
     }
-    let (status, problem) = fleet
-        .hub_http
-        .get(&format!(
-            "/v1/tenants/default/twins/{DEVICE}/history/causality?a=1&b=x"
-        ))
-        .await;
+    let (status, problem) = hub_get(&fleet, "/history/causality?a=1&b=x").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(problem["code"], "invalid_query");
 }
@@ -513,9 +513,7 @@ async fn seeded_schedules_of_cuts_delays_and_restarts_lose_no_acknowledged_updat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_link_model_drives_the_proxy_and_the_agent_serves_every_request_meanwhile() {
     let fleet = Fleet::start().with_device().await;
-    let proxy = FaultProxy::start(fleet.hub.mqtt).await.expect("proxy");
-    let edge = fleet.agent(&proxy, "edge-a");
-    edge.wait_linked(true).await;
+    let (proxy, edge) = agent_behind_a_proxy(&fleet).await;
     let model = LinkModel {
         disconnect_rate: 1.0,
         reconnect_rate: 2.0,
@@ -610,58 +608,35 @@ fn the_agents_log_at_info_hides_the_stores_chatter_and_names_its_own_shutdown() 
 
 #[test]
 fn the_agent_refuses_a_bad_setup_with_one_line() {
-    for (args, message) in [
+    // Each case spoils one part of an otherwise valid setup.
+    for (hub, id, device, password, message) in [
         (
-            vec![
-                "--hub",
-                "nowhere",
-                "--id",
-                "edge-a",
-                "--device",
-                "pump-1",
-                "--password",
-                "pw",
-            ],
+            "nowhere",
+            "edge-a",
+            "pump-1",
+            Some("pw"),
             "must be host:port",
         ),
         (
-            vec![
-                "--hub",
-                "127.0.0.1:1",
-                "--id",
-                "hub",
-                "--device",
-                "pump-1",
-                "--password",
-                "pw",
-            ],
+            "127.0.0.1:1",
+            "hub",
+            "pump-1",
+            Some("pw"),
             "not the hub's name",
         ),
         (
-            vec![
-                "--hub",
-                "127.0.0.1:1",
-                "--id",
-                "edge-a",
-                "--device",
-                "pump-1",
-            ],
+            "127.0.0.1:1",
+            "edge-a",
+            "pump-1",
+            None,
             "no password for device",
         ),
-        (
-            vec![
-                "--hub",
-                "127.0.0.1:1",
-                "--id",
-                "edge-a",
-                "--device",
-                "bad id!",
-                "--password",
-                "pw",
-            ],
-            "--device",
-        ),
+        ("127.0.0.1:1", "edge-a", "bad id!", Some("pw"), "--device"),
     ] {
+        let mut args = vec!["--hub", hub, "--id", id, "--device", device];
+        if let Some(password) = password {
+            args.extend(["--password", password]);
+        }
         let output = common::doppel_command()
             .arg("edge")
             .args(&args)

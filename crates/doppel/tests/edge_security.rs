@@ -27,6 +27,14 @@ async fn hub_with_device(hub: &Server) -> String {
         .1
 }
 
+/// A fresh hub that knows the device, the device's password, and a folder for an agent's data.
+async fn hub_for_an_agent() -> (Server, String, tempfile::TempDir) {
+    let hub = Server::start();
+    let password = hub_with_device(&hub).await;
+    let dir = tempfile::tempdir().expect("temporary folder");
+    (hub, password, dir)
+}
+
 /// Agent `edge-a` for [`DEVICE`] with `password`, reaching the hub at `hub` (as `--hub` takes
 /// it), its data in `dir`.
 fn agent(hub: &str, password: &str, dir: &Path, options: EdgeOptions<'_>) -> EdgeAgent {
@@ -98,9 +106,7 @@ fn every_kind_of_route() -> Vec<(Method, String, Option<Value>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_api_refuses_callers_without_the_agents_token_and_changes_nothing() {
-    let hub = Server::start();
-    let password = hub_with_device(&hub).await;
-    let dir = tempfile::tempdir().expect("temporary folder");
+    let (hub, password, dir) = hub_for_an_agent().await;
     // Two invalid tokens per route: more than an address may send at the default.
     let edge = agent(
         &hub.mqtt.to_string(),
@@ -176,9 +182,7 @@ async fn the_local_api_refuses_callers_without_the_agents_token_and_changes_noth
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_made_at_the_agent_reaches_what_its_role_allows_there_only() {
-    let hub = Server::start();
-    let password = hub_with_device(&hub).await;
-    let dir = tempfile::tempdir().expect("temporary folder");
+    let (hub, password, dir) = hub_for_an_agent().await;
     let edge = agent(
         &hub.mqtt.to_string(),
         &password,
@@ -232,9 +236,7 @@ async fn a_token_made_at_the_agent_reaches_what_its_role_allows_there_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_start_writes_an_admin_token_only_its_user_reads_and_a_restart_keeps_it() {
-    let hub = Server::start();
-    let password = hub_with_device(&hub).await;
-    let dir = tempfile::tempdir().expect("temporary folder");
+    let (hub, password, dir) = hub_for_an_agent().await;
     let data_dir = dir.path().join("edge-a");
     let options = EdgeOptions {
         draw_own_token: true,
@@ -301,9 +303,7 @@ async fn curl(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_unix_socket_serves_the_local_api_to_whoever_its_file_mode_lets_in() {
-    let hub = Server::start();
-    let password = hub_with_device(&hub).await;
-    let dir = tempfile::tempdir().expect("temporary folder");
+    let (hub, password, dir) = hub_for_an_agent().await;
     let data_dir = dir.path().join("edge-a");
     let socket = dir.path().join("edge.sock");
     let options = EdgeOptions {

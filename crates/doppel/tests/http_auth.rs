@@ -223,18 +223,7 @@ async fn a_revoked_token_ends_its_stream_and_its_long_poll_at_once() {
         .await
         .expect("open the stream");
     assert_eq!(stream.status(), StatusCode::OK);
-    let poll = tokio::spawn({
-        let url = server.url("/v1/tenants/default/twins/pump-7/commands/next?wait=60");
-        async move {
-            anonymous_http_client()
-                .get(url)
-                .bearer_auth(&poller)
-                .send()
-                .await
-                .expect("the long poll answers")
-                .status()
-        }
-    });
+    let poll = common::spawn_long_poll(&server, poller);
     revoke(&server, &reader_id).await;
     revoke(&server, &poller_id).await;
     let mut seen = String::new();
@@ -250,11 +239,7 @@ async fn a_revoked_token_ends_its_stream_and_its_long_poll_at_once() {
     .await
     .expect("the stream ended within its wait");
     assert!(ended, "the stream said why it ended: {seen}");
-    let status = tokio::time::timeout(WAIT, poll)
-        .await
-        .expect("the long poll ended long before its 60 s")
-        .expect("the poll task");
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    common::assert_long_poll_refused(poll, WAIT).await;
 }
 
 #[tokio::test]

@@ -244,6 +244,20 @@ fn preflight(server: &Server, origin: &str) -> RequestBuilder {
         .header("access-control-request-headers", "content-type")
 }
 
+/// Sends a preflight from `origin` and checks that it is not allowed to read the answer.
+async fn refused_preflight(server: &Server, origin: &str) -> reqwest::Response {
+    let response = preflight(server, origin).send().await.expect("preflight");
+    assert!(
+        response
+            .headers()
+            .get(ACCESS_CONTROL_ALLOW_ORIGIN)
+            .is_none(),
+        "{:?}",
+        response.headers()
+    );
+    response
+}
+
 #[tokio::test]
 async fn no_cors_headers_unless_origins_are_configured() {
     let server = Server::start();
@@ -256,18 +270,7 @@ async fn no_cors_headers_unless_origins_are_configured() {
             .get(ACCESS_CONTROL_ALLOW_ORIGIN)
             .is_none()
     );
-    let response = preflight(&server, APP_ORIGIN)
-        .send()
-        .await
-        .expect("preflight");
-    assert!(
-        response
-            .headers()
-            .get(ACCESS_CONTROL_ALLOW_ORIGIN)
-            .is_none(),
-        "{:?}",
-        response.headers()
-    );
+    let response = refused_preflight(&server, APP_ORIGIN).await;
     assert!(
         response
             .headers()
@@ -291,18 +294,7 @@ async fn preflights_are_answered_for_configured_origins_only() {
         .expect("ASCII");
     assert!(methods.contains("PATCH"), "{methods}");
     assert!(headers.get(ACCESS_CONTROL_ALLOW_CREDENTIALS).is_none());
-    let response = preflight(&server, "https://evil.example")
-        .send()
-        .await
-        .expect("preflight");
-    assert!(
-        response
-            .headers()
-            .get(ACCESS_CONTROL_ALLOW_ORIGIN)
-            .is_none(),
-        "{:?}",
-        response.headers()
-    );
+    refused_preflight(&server, "https://evil.example").await;
     // The allowed origin's page may read an answer; another's may not.
     for (origin, allowed) in [(APP_ORIGIN, true), ("https://evil.example", false)] {
         let get = request(&server, Method::GET, "/healthz").header(ORIGIN, origin);

@@ -47,6 +47,11 @@ async fn call(server: &Server, method: &str, path: &str, token: &str) -> (Status
     (reply.status, reply.json_or_null())
 }
 
+/// A desired-state write to pump-7 with `token` as bearer, through [`call`].
+async fn patch_pump(server: &Server, token: &str) -> (StatusCode, Value) {
+    call(server, "PATCH", &format!("{TWINS}/pump-7/desired"), token).await
+}
+
 #[tokio::test]
 async fn jwts_of_either_key_act_with_the_tenant_and_role_their_claims_map_to() {
     let (rsa, ec) = (IdpKey::rsa("rsa-1").await, IdpKey::ec("ec-1").await);
@@ -56,13 +61,7 @@ async fn jwts_of_either_key_act_with_the_tenant_and_role_their_claims_map_to() {
         let reader = key.sign(&claims("grafana", "app-read", "default"));
         let (status, body) = call(&server, "GET", TWINS, &reader).await;
         assert_eq!(status, StatusCode::OK, "{} read: {body}", key.kid);
-        let (status, body) = call(
-            &server,
-            "PATCH",
-            &format!("{TWINS}/pump-7/desired"),
-            &reader,
-        )
-        .await;
+        let (status, body) = patch_pump(&server, &reader).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
         assert_eq!(body["code"], "forbidden");
         assert_eq!(body["required_role"], "app-write");
@@ -94,13 +93,7 @@ async fn a_write_records_the_jwt_subject_as_its_author() {
     let (_jwks, file) = jwks_file(&[&key]);
     let server = start(&file);
     let writer = key.sign(&claims("alice@example.com", "app-write", "default"));
-    let (status, body) = call(
-        &server,
-        "PATCH",
-        &format!("{TWINS}/pump-7/desired"),
-        &writer,
-    )
-    .await;
+    let (status, body) = patch_pump(&server, &writer).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, history) = HttpClient::new(&server)
         .get(&format!("{TWINS}/pump-7/history"))
@@ -204,19 +197,7 @@ async fn a_jwt_stream_and_long_poll_end_when_the_jwt_expires() {
     expiring["exp"] = json!(unix_seconds() - LEEWAY.as_secs() as i64 + 6);
     let token = key.sign(&expiring);
     let mut stream = SseClient::open_with(&http_client_with_token(&token), &server, "", None).await;
-    let poll = tokio::spawn({
-        let url = server.url(&format!("{TWINS}/pump-7/commands/next?wait=60"));
-        let token = token.clone();
-        async move {
-            anonymous_http_client()
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .expect("the long poll answers")
-                .status()
-        }
-    });
+    let poll = common::spawn_long_poll(&server, token.clone());
     // The stream is live until then.
     let writer = http_client()
         .patch(server.url(&format!("{TWINS}/pump-1/desired")))
@@ -239,11 +220,7 @@ async fn a_jwt_stream_and_long_poll_end_when_the_jwt_expires() {
     .await
     .expect("the stream ended once the JWT expired");
     assert_eq!(ended.data["code"], "token_revoked", "{ended:?}");
-    let status = tokio::time::timeout(WAIT, poll)
-        .await
-        .expect("the long poll ended long before its 60 s")
-        .expect("the poll task");
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    common::assert_long_poll_refused(poll, WAIT).await;
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ mod common;
 
 use common::Server;
 use common::api::{Api, assert_problem};
-use common::mqtt::{Mqtt, connect};
+use common::mqtt::device;
 use common::sse::SseClient;
 use common::topic::{self, ShadowOp};
 use reqwest::{Method, StatusCode};
@@ -20,13 +20,6 @@ async fn patch(api: &Api, path: &str, body: Value) -> common::http::Reply {
 
 async fn get(api: &Api, path: &str) -> common::http::Reply {
     api.call(Method::GET, path, &[], None).await
-}
-
-/// A device subscribed to every answer of its classic shadow and of its named shadows.
-async fn device(server: &Server, thing: &str) -> Mqtt {
-    let mut device = connect(server.mqtt, thing).await;
-    device.subscribe(&topic::everything(thing)).await;
-    device
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -237,22 +230,13 @@ async fn a_pathologically_nested_document_gets_the_nesting_error_over_mqtt_and_h
 async fn a_null_state_clears_both_sections_and_keeps_the_shadow_as_on_aws() {
     let server = Server::start_with(&ANONYMOUS);
     let mut pump = device(&server, "pump-5").await;
-    pump.publish(
-        &topic::request("pump-5", ShadowOp::Update),
-        r#"{"state":{"desired":{"on":true},"reported":{"on":false}}}"#,
-    )
-    .await;
     let first = pump
-        .recv_json(&topic::accepted("pump-5", ShadowOp::Update))
+        .update_accepted(
+            "pump-5",
+            r#"{"state":{"desired":{"on":true},"reported":{"on":false}}}"#,
+        )
         .await;
-    pump.publish(
-        &topic::request("pump-5", ShadowOp::Update),
-        r#"{"state":null}"#,
-    )
-    .await;
-    let cleared = pump
-        .recv_json(&topic::accepted("pump-5", ShadowOp::Update))
-        .await;
+    let cleared = pump.update_accepted("pump-5", r#"{"state":null}"#).await;
     assert_eq!(
         cleared["state"],
         json!({"desired": null, "reported": null}),

@@ -6,7 +6,7 @@ mod common;
 
 use common::Server;
 use common::http::HttpClient;
-use common::mqtt::{Mqtt, Options, connect, connect_with, login};
+use common::mqtt::{Mqtt, Options, connect, connect_with, device, login};
 use common::topic::{self, ShadowOp};
 use rumqttc::ConnectReturnCode;
 use serde_json::{Value, json};
@@ -45,12 +45,6 @@ async fn connect_known_device(http: &HttpClient, server: &Server, thing: &str) -
     let device = connect(server.mqtt, thing).await;
     let path = format!("/v1/tenants/default/twins/{thing}");
     eventually_connection(http, &path, "CONNECTED").await;
-    device
-}
-
-async fn device(server: &Server, thing: &str) -> Mqtt {
-    let mut device = connect(server.mqtt, thing).await;
-    device.subscribe(&topic::everything(thing)).await;
     device
 }
 
@@ -207,13 +201,8 @@ async fn bad_requests_are_rejected_with_aws_codes_and_change_nothing() {
     assert_eq!(status, 404, "no rejected request may create the twin");
 
     // An update at the current version applies; the same version again conflicts.
-    pump.publish(
-        &topic::request("pump-2", ShadowOp::Update),
-        r#"{"state":{"reported":{"a":1}}}"#,
-    )
-    .await;
     let first = pump
-        .recv_json(&topic::accepted("pump-2", ShadowOp::Update))
+        .update_accepted("pump-2", r#"{"state":{"reported":{"a":1}}}"#)
         .await;
     let version = first["version"].as_u64().unwrap();
     let conditional = json!({"state": {"reported": {"a": 2}}, "version": version});
@@ -491,12 +480,7 @@ async fn devices_log_in_with_their_credentials_and_use_only_their_own_topics() {
             .await
     );
     assert!(!pump.try_subscribe(&topic::delta("+")).await);
-    pump.publish(
-        &topic::request("pump-9", ShadowOp::Update),
-        r#"{"state":{"reported":{"ok":true}}}"#,
-    )
-    .await;
-    pump.recv_json(&topic::accepted("pump-9", ShadowOp::Update))
+    pump.update_accepted("pump-9", r#"{"state":{"reported":{"ok":true}}}"#)
         .await;
     let (status, twin) = http.get("/v1/tenants/acme/twins/pump-9").await;
     assert_eq!(status, 200);
@@ -740,13 +724,8 @@ async fn reconnecting_does_not_move_the_shadow_version() {
     let server = Server::start_with(ANONYMOUS);
     let http = HttpClient::new(&server);
     let mut pump = device(&server, "pump-15").await;
-    pump.publish(
-        &topic::request("pump-15", ShadowOp::Update),
-        r#"{"state":{"reported":{"n":1}}}"#,
-    )
-    .await;
     let version = pump
-        .recv_json(&topic::accepted("pump-15", ShadowOp::Update))
+        .update_accepted("pump-15", r#"{"state":{"reported":{"n":1}}}"#)
         .await["version"]
         .as_u64()
         .unwrap();
@@ -789,13 +768,7 @@ async fn removing_a_credential_ends_the_sessions_that_used_it() {
     on_old.closed().await;
     // The session on the remaining credential carries on.
     on_new
-        .publish(
-            &topic::request("pump-16", ShadowOp::Update),
-            r#"{"state":{"reported":{"ok":1}}}"#,
-        )
-        .await;
-    on_new
-        .recv_json(&topic::accepted("pump-16", ShadowOp::Update))
+        .update_accepted("pump-16", r#"{"state":{"reported":{"ok":1}}}"#)
         .await;
 }
 
@@ -804,12 +777,7 @@ async fn an_anonymous_device_whose_first_update_makes_its_twin_shows_connected()
     let server = Server::start_with(ANONYMOUS);
     let http = HttpClient::new(&server);
     let mut pump = device(&server, "pump-17").await;
-    pump.publish(
-        &topic::request("pump-17", ShadowOp::Update),
-        r#"{"state":{"reported":{"on":true}}}"#,
-    )
-    .await;
-    pump.recv_json(&topic::accepted("pump-17", ShadowOp::Update))
+    pump.update_accepted("pump-17", r#"{"state":{"reported":{"on":true}}}"#)
         .await;
     let path = "/v1/tenants/default/twins/pump-17";
     let (_, twin) = http.get(path).await;

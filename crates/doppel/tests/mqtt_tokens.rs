@@ -41,13 +41,8 @@ async fn an_application_logs_in_with_its_token_and_acts_as_it() {
     let mut app = login(server.mqtt, "dashboard-1", "default", &secret).await;
     app.subscribe(&topic::accepted("pump-4", ShadowOp::Update))
         .await;
-    app.publish(
-        &topic::request("pump-4", ShadowOp::Update),
-        r#"{"state":{"desired":{"speed":2}}}"#,
-    )
-    .await;
     let accepted = app
-        .recv_json(&topic::accepted("pump-4", ShadowOp::Update))
+        .update_accepted("pump-4", r#"{"state":{"desired":{"speed":2}}}"#)
         .await;
     assert_eq!(accepted["state"]["desired"]["speed"], 2);
     let twin = HttpClient::new(&server).twin("pump-4").await;

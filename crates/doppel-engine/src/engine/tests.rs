@@ -41,6 +41,57 @@ async fn start(
         .unwrap()
 }
 
+fn store() -> MemoryStore {
+    MemoryStore::new(HistoryBuckets::new(1_000))
+}
+
+/// Most tests write a desired patch and only care that it was accepted.
+async fn desire(engine: &Engine, key: TwinKey, value: serde_json::Value) -> Outcome {
+    engine
+        .update(key, desired(value))
+        .await
+        .expect("the patch is accepted")
+}
+
+async fn delete(engine: &Engine, key: TwinKey) -> Outcome {
+    engine
+        .update(key, request(Change::Delete))
+        .await
+        .expect("the twin is deleted")
+}
+
+/// Dropping the last handle is what lets the shard tasks finish, so the join must come second.
+async fn stop(engine: Engine, tasks: EngineTasks) {
+    drop(engine);
+    tasks.join().await;
+}
+
+/// The whole history of a twin in these tests fits in one page of ten.
+fn everything() -> HistoryQuery {
+    HistoryQuery {
+        kind: None,
+        from: None,
+        to: None,
+        after_version: None,
+        limit: 10,
+    }
+}
+
+/// Spawns `count` desired writes at once, the `i`th being `write(i)`, so that they race.
+fn race(
+    engine: &Engine,
+    count: usize,
+    write: impl Fn(usize) -> (TwinKey, serde_json::Value),
+) -> tokio::task::JoinSet<Result<Outcome, EngineError>> {
+    let mut writers = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let engine = engine.clone();
+        let (key, value) = write(i);
+        writers.spawn(async move { engine.update(key, desired(value)).await });
+    }
+    writers
+}
+
 fn applied(outcome: Outcome) -> Arc<Twin> {
     match outcome {
         Outcome::Changed(twin) => twin,
@@ -50,17 +101,9 @@ fn applied(outcome: Outcome) -> Arc<Twin> {
 
 #[tokio::test(flavor = "current_thread")]
 async fn concurrent_writes_share_one_commit() {
-    let store = MemoryStore::new(HistoryBuckets::new(1000));
+    let store = store();
     let (engine, tasks) = start(&store, Arc::new(ManualClock::new(Millis(1))), config(1)).await;
-    let mut writers = tokio::task::JoinSet::new();
-    for i in 0..200 {
-        let engine = engine.clone();
-        writers.spawn(async move {
-            engine
-                .update(key(&format!("d{i}")), desired(json!({"i": i})))
-                .await
-        });
-    }
+    let mut writers = race(&engine, 200, |i| (key(&format!("d{i}")), json!({"i": i})));
     while let Some(result) = writers.join_next().await {
         applied(result.unwrap().unwrap());
     }
@@ -72,23 +115,16 @@ async fn concurrent_writes_share_one_commit() {
         stats.commits
     );
     assert_eq!(store.commit_count(), stats.commits);
-    drop(engine);
-    tasks.join().await;
+    stop(engine, tasks).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_updates_to_one_twin_are_serialised() {
-    let store = MemoryStore::new(HistoryBuckets::new(1000));
+    let store = store();
     let (engine, tasks) = start(&store, Arc::new(ManualClock::new(Millis(1))), config(2)).await;
-    let mut writers = tokio::task::JoinSet::new();
-    for i in 0..100 {
-        let engine = engine.clone();
-        writers.spawn(async move {
-            engine
-                .update(key("one"), desired(json!({ format!("k{i}"): i })))
-                .await
-        });
-    }
+    let mut writers = race(&engine, 100, |i| {
+        (key("one"), json!({ format!("k{i}"): i }))
+    });
     let mut versions = Vec::new();
     while let Some(result) = writers.join_next().await {
         versions.push(applied(result.unwrap().unwrap()).version);
@@ -101,29 +137,18 @@ async fn concurrent_updates_to_one_twin_are_serialised() {
     );
     let twin = engine.get(&key("one")).unwrap().unwrap();
     assert_eq!((twin.version, twin.desired.state.len()), (100, 100));
-    drop(engine);
-    tasks.join().await;
+    stop(engine, tasks).await;
 }
 
 #[tokio::test]
 async fn a_restart_rebuilds_memory_from_the_store() {
-    let store = MemoryStore::new(HistoryBuckets::new(1000));
+    let store = store();
     let clock = Arc::new(ManualClock::new(Millis(1)));
     let (engine, tasks) = start(&store, clock.clone(), config(2)).await;
-    engine
-        .update(key("a"), desired(json!({"x": 1})))
-        .await
-        .unwrap();
-    engine
-        .update(key("b"), desired(json!({"x": 2})))
-        .await
-        .unwrap();
-    engine
-        .update(key("b"), request(Change::Delete))
-        .await
-        .unwrap();
-    drop(engine);
-    tasks.join().await;
+    desire(&engine, key("a"), json!({"x": 1})).await;
+    desire(&engine, key("b"), json!({"x": 2})).await;
+    delete(&engine, key("b")).await;
+    stop(engine, tasks).await;
 
     let (engine, tasks) = start(&store, clock, config(3)).await;
     assert_eq!(
@@ -134,23 +159,17 @@ async fn a_restart_rebuilds_memory_from_the_store() {
         engine.get(&key("b")).unwrap().is_none(),
         "deleted twins stay deleted"
     );
-    let reborn = applied(
-        engine
-            .update(key("b"), desired(json!({"y": 1})))
-            .await
-            .unwrap(),
-    );
+    let reborn = applied(desire(&engine, key("b"), json!({"y": 1})).await);
     assert_eq!(
         reborn.version, 3,
         "versions continue across delete and restart"
     );
-    drop(engine);
-    tasks.join().await;
+    stop(engine, tasks).await;
 }
 
 #[tokio::test]
 async fn rejected_requests_change_nothing_and_stale_reports_return_the_twin() {
-    let store = MemoryStore::new(HistoryBuckets::new(1000));
+    let store = store();
     let (engine, tasks) = start(&store, Arc::new(ManualClock::new(Millis(1))), config(1)).await;
     let report = |seq| {
         request(Change::Reported {
@@ -179,19 +198,15 @@ async fn rejected_requests_change_nothing_and_stale_reports_return_the_twin() {
     ));
     assert_eq!(engine.get(&key("a")).unwrap().unwrap().version, 1);
     assert_eq!(engine.stats().writes, 1);
-    drop(engine);
-    tasks.join().await;
+    stop(engine, tasks).await;
 }
 
 #[tokio::test]
 async fn history_and_time_travel() {
-    let store = MemoryStore::new(HistoryBuckets::new(1000));
+    let store = store();
     let clock = Arc::new(ManualClock::new(Millis(1_000)));
     let (engine, tasks) = start(&store, clock.clone(), config(1)).await;
-    engine
-        .update(key("a"), desired(json!({"mode": "eco"})))
-        .await
-        .unwrap();
+    desire(&engine, key("a"), json!({"mode": "eco"})).await;
     clock.set(Millis(2_000));
     engine
         .update(
@@ -204,18 +219,9 @@ async fn history_and_time_travel() {
         .await
         .unwrap();
     clock.set(Millis(3_000));
-    engine
-        .update(key("a"), desired(json!({"mode": "boost"})))
-        .await
-        .unwrap();
+    desire(&engine, key("a"), json!({"mode": "boost"})).await;
 
-    let query = HistoryQuery {
-        kind: None,
-        from: None,
-        to: None,
-        after_version: None,
-        limit: 10,
-    };
+    let query = everything();
     let entries = engine
         .history(&key("a"), query.clone())
         .await
@@ -269,10 +275,7 @@ async fn history_and_time_travel() {
         TwinAt::Absent
     );
     clock.set(Millis(4_000));
-    engine
-        .update(key("a"), request(Change::Delete))
-        .await
-        .expect("the twin is deleted");
+    delete(&engine, key("a")).await;
     assert_eq!(
         engine
             .get_at(&key("a"), Millis(4_500))
@@ -281,13 +284,12 @@ async fn history_and_time_travel() {
         TwinAt::Absent,
         "deleted by then"
     );
-    drop(engine);
-    tasks.join().await;
+    stop(engine, tasks).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn retention_drops_old_history_on_its_timer() {
-    let store = MemoryStore::new(HistoryBuckets::new(1_000));
+    let store = store();
     let clock = Arc::new(ManualClock::new(Millis(500)));
     let config = EngineConfig {
         history_retention: Duration::from_secs(2),
@@ -295,22 +297,10 @@ async fn retention_drops_old_history_on_its_timer() {
         ..config(1)
     };
     let (engine, tasks) = start(&store, clock.clone(), config).await;
-    engine
-        .update(key("a"), desired(json!({"v": 1})))
-        .await
-        .unwrap();
+    desire(&engine, key("a"), json!({"v": 1})).await;
     clock.set(Millis(10_000));
-    engine
-        .update(key("a"), desired(json!({"v": 2})))
-        .await
-        .unwrap();
-    let query = HistoryQuery {
-        kind: None,
-        from: None,
-        to: None,
-        after_version: None,
-        limit: 10,
-    };
+    desire(&engine, key("a"), json!({"v": 2})).await;
+    let query = everything();
     let mut remaining = 2;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -337,13 +327,12 @@ async fn retention_drops_old_history_on_its_timer() {
             .expect("the store answers"),
         TwinAt::Absent
     );
-    drop(engine);
-    tasks.join().await;
+    stop(engine, tasks).await;
 }
 
 #[tokio::test]
 async fn subscribers_see_each_durable_change_in_order_with_the_previous_state() {
-    let store = MemoryStore::new(HistoryBuckets::new(1_000));
+    let store = store();
     let clock = Arc::new(ManualClock::new(Millis(500)));
     let (engine, tasks) = start(&store, clock, config(2)).await;
     let mut events = engine.subscribe();
@@ -355,19 +344,13 @@ async fn subscribers_see_each_durable_change_in_order_with_the_previous_state() 
             .unwrap();
     tagged.trace = Some(trace);
     engine.update(key("a"), tagged).await.unwrap();
-    engine
-        .update(key("a"), desired(json!({"v": 2})))
-        .await
-        .unwrap();
+    desire(&engine, key("a"), json!({"v": 2})).await;
     let rejected = UpdateRequest {
         expected_version: Some(99),
         ..desired(json!({"v": 3}))
     };
     assert!(engine.update(key("a"), rejected).await.is_err());
-    engine
-        .update(key("a"), request(Change::Delete))
-        .await
-        .unwrap();
+    delete(&engine, key("a")).await;
 
     let first = events.recv().await.unwrap();
     assert_eq!(first.key, key("a"));
@@ -388,46 +371,32 @@ async fn subscribers_see_each_durable_change_in_order_with_the_previous_state() 
         events.try_recv().is_err(),
         "a rejected change sends no event"
     );
-    drop(engine);
-    tasks.join().await;
+    stop(engine, tasks).await;
 }
 
 #[tokio::test]
 async fn live_twins_can_be_found_by_their_state() {
-    let store = MemoryStore::new(HistoryBuckets::new(1_000));
+    let store = store();
     let clock = Arc::new(ManualClock::new(Millis(500)));
     let (engine, tasks) = start(&store, clock, config(3)).await;
     for (device, value) in [("a", 1), ("b", 2), ("c", 1)] {
-        engine
-            .update(key(device), desired(json!({"v": value})))
-            .await
-            .unwrap();
+        desire(&engine, key(device), json!({"v": value})).await;
     }
-    engine
-        .update(key("c"), request(Change::Delete))
-        .await
-        .unwrap();
+    delete(&engine, key("c")).await;
     let found = engine.live_twins_where(|twin| twin.desired.state.get("v") == Some(&json!(1)));
     assert_eq!(found, vec![key("a")]);
-    drop(engine);
-    tasks.join().await;
+    stop(engine, tasks).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_follower_misses_nothing_and_holds_writes_back_while_behind() {
-    let store = MemoryStore::new(HistoryBuckets::new(1_000));
+    let store = store();
     let clock = Arc::new(ManualClock::new(Millis(500)));
     let (engine, tasks) = start(&store, clock, config(1)).await;
     let mut follower = engine.follow(1);
-    engine
-        .update(key("a"), desired(json!({"v": 1})))
-        .await
-        .unwrap();
+    desire(&engine, key("a"), json!({"v": 1})).await;
     // Answered before its event is queued, so this returns though the queue is now full...
-    engine
-        .update(key("a"), desired(json!({"v": 2})))
-        .await
-        .unwrap();
+    desire(&engine, key("a"), json!({"v": 2})).await;
     // ...but the shard waits to hand over the second event, so the third write waits too.
     let third = tokio::spawn({
         let engine = engine.clone();
@@ -450,21 +419,14 @@ async fn a_follower_misses_nothing_and_holds_writes_back_while_behind() {
     third.await.unwrap().unwrap();
     // A follower that leaves releases the shards.
     drop(follower);
-    engine
-        .update(key("a"), desired(json!({"v": 4})))
-        .await
-        .unwrap();
-    engine
-        .update(key("a"), desired(json!({"v": 5})))
-        .await
-        .unwrap();
-    drop(engine);
-    tasks.join().await;
+    desire(&engine, key("a"), json!({"v": 4})).await;
+    desire(&engine, key("a"), json!({"v": 5})).await;
+    stop(engine, tasks).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn named_shadows_and_tenant_twins_stop_at_their_limits_across_shards_and_restarts() {
-    let store = MemoryStore::new(HistoryBuckets::new(1000));
+    let store = store();
     let limited = || EngineConfig {
         shards: 4,
         limits: doppel_model::Limits {
@@ -477,15 +439,9 @@ async fn named_shadows_and_tenant_twins_stop_at_their_limits_across_shards_and_r
     let clock = Arc::new(ManualClock::new(Millis(1)));
     let (engine, tasks) = start(&store, clock.clone(), limited()).await;
     // Ten shadows of one device at once, spread over the shards: exactly three are created.
-    let mut writers = tokio::task::JoinSet::new();
-    for i in 0..10 {
-        let engine = engine.clone();
-        writers.spawn(async move {
-            engine
-                .update(key(&format!("pump/shadows/s{i}")), desired(json!({"i": i})))
-                .await
-        });
-    }
+    let mut writers = race(&engine, 10, |i| {
+        (key(&format!("pump/shadows/s{i}")), json!({"i": i}))
+    });
     let (mut created, mut refused) = (0, 0);
     while let Some(result) = writers.join_next().await {
         match result.unwrap() {
@@ -509,25 +465,10 @@ async fn named_shadows_and_tenant_twins_stop_at_their_limits_across_shards_and_r
         .into_iter()
         .next()
         .unwrap();
-    applied(
-        engine
-            .update(existing.clone(), desired(json!({"more": 1})))
-            .await
-            .unwrap(),
-    );
-    applied(
-        engine
-            .update(key("pump"), desired(json!({"on": true})))
-            .await
-            .unwrap(),
-    );
+    applied(desire(&engine, existing.clone(), json!({"more": 1})).await);
+    applied(desire(&engine, key("pump"), json!({"on": true})).await);
     // The tenant holds 4 twins of 5: one more, then refused.
-    applied(
-        engine
-            .update(key("fan"), desired(json!({"on": true})))
-            .await
-            .unwrap(),
-    );
+    applied(desire(&engine, key("fan"), json!({"on": true})).await);
     assert!(matches!(
         engine
             .update(key("heater"), desired(json!({"on": true})))
@@ -538,20 +479,9 @@ async fn named_shadows_and_tenant_twins_stop_at_their_limits_across_shards_and_r
         }))
     ));
     // Deleting makes room once the delete is durable.
-    applied(
-        engine
-            .update(key("fan"), request(Change::Delete))
-            .await
-            .unwrap(),
-    );
-    applied(
-        engine
-            .update(key("heater"), desired(json!({"on": true})))
-            .await
-            .unwrap(),
-    );
-    drop(engine);
-    tasks.join().await;
+    applied(delete(&engine, key("fan")).await);
+    applied(desire(&engine, key("heater"), json!({"on": true})).await);
+    stop(engine, tasks).await;
 
     // After a restart the counts come from the store: still full.
     let (engine, tasks) = start(&store, clock, limited()).await;
@@ -561,18 +491,7 @@ async fn named_shadows_and_tenant_twins_stop_at_their_limits_across_shards_and_r
             .await,
         Err(EngineError::Quota(QuotaError::TooManyTwins { .. }))
     ));
-    applied(
-        engine
-            .update(existing.clone(), request(Change::Delete))
-            .await
-            .unwrap(),
-    );
-    applied(
-        engine
-            .update(key("pump/shadows/new"), desired(json!({"n": 1})))
-            .await
-            .unwrap(),
-    );
-    drop(engine);
-    tasks.join().await;
+    applied(delete(&engine, existing.clone()).await);
+    applied(desire(&engine, key("pump/shadows/new"), json!({"n": 1})).await);
+    stop(engine, tasks).await;
 }

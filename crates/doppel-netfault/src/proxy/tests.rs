@@ -1,12 +1,22 @@
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep};
 
 use super::{Link, pump};
 
 const DELAY: Duration = Duration::from_millis(300);
+
+/// Everything the pump delivers, read until it closes its side.
+async fn read_all(reader: &mut DuplexStream) -> Vec<u8> {
+    let mut received = Vec::new();
+    reader
+        .read_to_end(&mut received)
+        .await
+        .expect("the pipe reads");
+    received
+}
 
 /// A shorter delay set after a chunk was read must not let a later chunk overtake it, and each
 /// chunk still waits out the delay in force when it was read.
@@ -28,12 +38,8 @@ async fn shortening_the_delay_does_not_reorder_bytes() {
         writer.write_all(b"second").await.unwrap();
         drop(writer);
     };
-    let collect = async {
-        let mut received = Vec::new();
-        reader.read_to_end(&mut received).await.unwrap();
-        received
-    };
-    let (pumped, (), received) = tokio::join!(pump(pump_in, pump_out, &link), feed, collect);
+    let (pumped, (), received) =
+        tokio::join!(pump(pump_in, pump_out, &link), feed, read_all(&mut reader));
 
     pumped.unwrap();
     assert_eq!(received, b"first second");
@@ -52,12 +58,8 @@ async fn the_end_of_stream_follows_the_bytes() {
         writer.write_all(&payload).await.unwrap();
         drop(writer);
     };
-    let collect = async {
-        let mut received = Vec::new();
-        reader.read_to_end(&mut received).await.unwrap();
-        received
-    };
-    let (pumped, (), received) = tokio::join!(pump(pump_in, pump_out, &link), feed, collect);
+    let (pumped, (), received) =
+        tokio::join!(pump(pump_in, pump_out, &link), feed, read_all(&mut reader));
 
     pumped.unwrap();
     assert_eq!(received, payload);

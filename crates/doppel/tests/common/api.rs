@@ -3,7 +3,7 @@
 
 use super::Server;
 use super::http::{HttpClient, Reply};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::json;
 
 pub struct Api {
@@ -22,16 +22,14 @@ impl Api {
         let http = HttpClient::new(&server);
         Api { server, http }
     }
+}
 
-    /// Sends `method path` with `headers`, and `body` as it is (JSON or not) when given.
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<String>,
-    ) -> Reply {
-        self.http.call(method, path, headers, body).await
+/// Requests go through the server's one client: `api.call(...)` is [`HttpClient::call`].
+impl std::ops::Deref for Api {
+    type Target = HttpClient;
+
+    fn deref(&self) -> &HttpClient {
+        &self.http
     }
 }
 

@@ -396,6 +396,37 @@ pub fn anonymous_http_client() -> reqwest::Client {
     client_builder(None).build().expect("an HTTP client")
 }
 
+/// Starts a 60 s long poll for pump-7's next command as `bearer`, for the tests that end the
+/// bearer's access while it waits; the task resolves to the status the poll was answered with.
+pub fn spawn_long_poll(
+    server: &Server,
+    bearer: String,
+) -> tokio::task::JoinHandle<reqwest::StatusCode> {
+    let url = server.url("/v1/tenants/default/twins/pump-7/commands/next?wait=60");
+    tokio::spawn(async move {
+        anonymous_http_client()
+            .get(url)
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .expect("the long poll answers")
+            .status()
+    })
+}
+
+/// Checks that a poll from [`spawn_long_poll`] was ended as unauthorised within `wait`, long
+/// before the 60 s it asked to wait.
+pub async fn assert_long_poll_refused(
+    poll: tokio::task::JoinHandle<reqwest::StatusCode>,
+    wait: Duration,
+) {
+    let status = tokio::time::timeout(wait, poll)
+        .await
+        .expect("the long poll ended long before its 60 s")
+        .expect("the poll task");
+    assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED);
+}
+
 /// The tests' HTTPS client, with the admin token: trusts only the PEM CAs in `ca_file`, and reports each
 /// connection's peer certificate (`reqwest::tls::TlsInfo` in a response's extensions).
 pub fn https_client(ca_file: &Path) -> reqwest::Client {

@@ -76,6 +76,14 @@ pub async fn connect(addr: SocketAddr, client_id: &str) -> Mqtt {
         .unwrap_or_else(|err| panic!("{client_id} could not connect: {err:?}"))
 }
 
+/// A device connected anonymously as `thing` and subscribed to every answer of its classic
+/// shadow and of its named shadows.
+pub async fn device(server: &super::Server, thing: &str) -> Mqtt {
+    let mut device = connect(server.mqtt, thing).await;
+    device.subscribe(&super::topic::everything(thing)).await;
+    device
+}
+
 /// Connects as `username`.
 pub async fn login(addr: SocketAddr, client_id: &str, username: &str, password: &str) -> Mqtt {
     let options = Options {
@@ -185,6 +193,15 @@ impl Mqtt {
             .publish(topic, QoS::AtLeastOnce, false, payload.into())
             .await
             .expect("queue PUBLISH");
+    }
+
+    /// Publishes `payload` as an update of `thing`'s classic shadow and waits for its accepted
+    /// answer, which the caller subscribed to.
+    pub async fn update_accepted(&mut self, thing: &str, payload: impl Into<Vec<u8>>) -> Value {
+        use super::topic::{ShadowOp, accepted, request};
+        self.publish(&request(thing, ShadowOp::Update), payload)
+            .await;
+        self.recv_json(&accepted(thing, ShadowOp::Update)).await
     }
 
     pub async fn publish_retained(&self, topic: &str, payload: impl Into<Vec<u8>>) {
