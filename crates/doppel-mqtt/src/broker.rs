@@ -6,6 +6,7 @@ use doppel_engine::Engine;
 use doppel_model::{Limits, Millis, TenantId, TraceParent, TwinKey};
 use serde_json::Value;
 use std::future::Future;
+use std::sync::{PoisonError, RwLock};
 
 #[cfg(test)]
 pub(crate) mod fake;
@@ -53,4 +54,28 @@ pub(crate) trait Broker: Send + Sync + 'static {
     /// A device's update created its twin after it connected (anonymous connects create no
     /// twin): record that it is connected now.
     fn presence_caught_up(&self, twin: &TwinKey) -> impl Future<Output = ()> + Send;
+}
+
+/// The engine a broker hands its handlers, until shutdown lets go of it: from then on
+/// [`Broker::engine`] is `None` and handlers answer 503.
+pub(crate) struct EngineSlot(RwLock<Option<Engine>>);
+
+impl EngineSlot {
+    pub(crate) fn new(engine: Engine) -> Self {
+        Self(RwLock::new(Some(engine)))
+    }
+
+    pub(crate) fn get(&self) -> Option<Engine> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn release(&self) {
+        self.0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
 }

@@ -1,7 +1,7 @@
 //! A [`Broker`] for the handlers' unit tests: a real engine on a memory store with a manual
 //! clock, and a record of what the handlers published instead of a broker to publish to.
 
-use super::Broker;
+use super::{Broker, EngineSlot};
 use crate::identity::Identity;
 use doppel_engine::{Engine, EngineConfig, EngineTasks, ManualClock};
 use doppel_model::{DeviceId, Limits, Millis, TenantId, TraceParent, TwinKey};
@@ -24,7 +24,7 @@ pub(crate) struct Published {
 
 pub(crate) struct FakeBroker {
     /// `None` after [`FakeBroker::release_engine`], as after shutdown.
-    engine: Mutex<Option<Engine>>,
+    engine: EngineSlot,
     /// Kept so that the engine's workers are not detached before the test ends.
     _tasks: EngineTasks,
     clock: Arc<ManualClock>,
@@ -43,7 +43,7 @@ impl FakeBroker {
                 .await
                 .expect("an engine on a memory store starts");
         FakeBroker {
-            engine: Mutex::new(Some(engine)),
+            engine: EngineSlot::new(engine),
             _tasks: tasks,
             clock,
             limits: Limits::default(),
@@ -54,10 +54,7 @@ impl FakeBroker {
 
     /// Lets go of the engine, as shutdown does.
     pub fn release_engine(&self) {
-        self.engine
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        self.engine.release();
     }
 
     /// What was published since the last call, in order.
@@ -115,10 +112,7 @@ impl Broker for FakeBroker {
     }
 
     fn engine(&self) -> Option<Engine> {
-        self.engine
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.engine.get()
     }
 
     fn now(&self) -> Millis {

@@ -9,7 +9,7 @@ mod revocation;
 mod session;
 
 use crate::acl::AclRule;
-use crate::broker::Broker;
+use crate::broker::{Broker, EngineSlot};
 use crate::connections::LiveConnections;
 use crate::identity::Directory;
 use crate::metric;
@@ -26,14 +26,14 @@ use rmqtt::session::SessionState;
 use rmqtt::types::{From, Id, Publish};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 /// What every hook needs.
 pub(crate) struct BrokerContext {
     /// rmqtt's own context: sessions, the router, and publishing from server code.
     pub scx: ServerContext,
     /// Taken away at shutdown, so that the engine can stop once the hooks are done with it.
-    engine: RwLock<Option<Engine>>,
+    engine: EngineSlot,
     /// Announces removed credentials.
     registry: Registry,
     /// Verifies passwords at connect, holding back addresses and usernames that keep failing.
@@ -81,7 +81,7 @@ impl BrokerContext {
             scx,
             clock: engine.clock().clone(),
             presence: Presence::new(engine.clock().clone()),
-            engine: RwLock::new(Some(engine)),
+            engine: EngineSlot::new(engine),
             login_gate: LoginGate::new(registry.clone(), config.login),
             registry,
             rules: config.rules,
@@ -101,10 +101,7 @@ impl BrokerContext {
 
     /// Lets go of the engine; hooks that run later answer requests with 503.
     pub fn release_engine(&self) {
-        self.engine
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        self.engine.release();
     }
 }
 
@@ -152,10 +149,7 @@ impl Broker for BrokerContext {
     }
 
     fn engine(&self) -> Option<Engine> {
-        self.engine
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.engine.get()
     }
 
     fn now(&self) -> Millis {
