@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::committer::CommitRequest;
 use crate::error::EngineError;
 use crate::events::Feeds;
+use crate::task::ask;
 use doppel_model::command::{Command, CommandError, CommandLimits, CommandResult, NewCommand};
 use doppel_model::{Limits, TwinKey};
 use doppel_store::{CommandQuery, TwinStore};
@@ -28,8 +29,7 @@ use worker::{CommandWorker, DeviceQueue};
 /// Command events buffered for the slowest broadcast subscriber (long-polling devices).
 const EVENT_CAPACITY: usize = 4096;
 
-/// What a command worker was doing when its channel closed under a caller. A worker lives as
-/// long as the queue does, so a caller that finds it gone has met a panic, not a shutdown.
+/// What a command worker that vanished under a caller was doing (see [`ask`]).
 const HANDLING_COMMAND: &str = "handling a command";
 /// Requests one worker applies per commit at most.
 const MAX_BATCH: usize = 256;
@@ -217,15 +217,12 @@ impl CommandQueue {
         key: TwinKey,
         op: impl FnOnce(Answer<T>) -> Op,
     ) -> Result<T, EngineError> {
-        let (reply, answer) = oneshot::channel();
         let worker = &self.workers[worker_index(&self.router, &key, self.workers.len())];
-        worker
-            .send(CommandJob { key, op: op(reply) })
-            .await
-            .map_err(|_| EngineError::TaskFailed(HANDLING_COMMAND))?;
-        answer
-            .await
-            .map_err(|_| EngineError::TaskFailed(HANDLING_COMMAND))?
+        ask(worker, HANDLING_COMMAND, |reply| CommandJob {
+            key,
+            op: op(reply),
+        })
+        .await?
     }
 
     /// Queues a command for `key`'s device; returns once it is durable. A request whose

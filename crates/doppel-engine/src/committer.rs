@@ -4,6 +4,7 @@
 
 use crate::error::EngineError;
 use crate::metric;
+use crate::task::ask;
 use doppel_model::Twin;
 use doppel_store::{CommandWrite, TwinStore, TwinWrite};
 use std::sync::Arc;
@@ -29,8 +30,8 @@ pub(crate) struct Stats {
     pub failed_commits: AtomicU64,
 }
 
-/// What the committer was doing when it vanished. It runs until the last shard and command
-/// worker lets go of it, so one that finds it gone has met a panic, not a shutdown.
+/// What the committer was doing when it vanished under a shard or command worker (see
+/// [`ask`]): it runs until the last of them lets go of it.
 const COMMITTING: &str = "committing to the store";
 
 /// Writes for the one group committer: a shard's twin writes or a command worker's command
@@ -47,18 +48,12 @@ pub(crate) async fn commit_through(
     twins: Vec<TwinWrite>,
     commands: Vec<CommandWrite>,
 ) -> Result<(), EngineError> {
-    let (done, durable) = oneshot::channel();
-    commits
-        .send(CommitRequest {
-            twins,
-            commands,
-            done,
-        })
-        .await
-        .map_err(|_| EngineError::TaskFailed(COMMITTING))?;
-    durable
-        .await
-        .map_err(|_| EngineError::TaskFailed(COMMITTING))?
+    ask(commits, COMMITTING, |done| CommitRequest {
+        twins,
+        commands,
+        done,
+    })
+    .await?
 }
 
 /// Gathers the groups of all shards and command workers that are waiting and commits them as

@@ -9,6 +9,7 @@ use crate::index::FleetIndex;
 use crate::shard::{ShardWorker, SharedIndex, TwinJob, TwinMap, keys_of};
 use crate::silence::{ActivityIntervals, SilenceTimer};
 use crate::stream::Streams;
+use crate::task::ask;
 use doppel_model::codec::EncodedTwin;
 use doppel_model::history::twin_from_history;
 use doppel_model::policy::ReplicaConfig;
@@ -22,7 +23,7 @@ use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -30,8 +31,7 @@ use tracing::Instrument;
 /// renders events, so it keeps up with the shards.
 const STREAM_FEED_BACKLOG: usize = 4096;
 
-/// What a shard was doing when its channel closed under a caller. A shard lives as long as any
-/// handle of the engine does, so a caller that finds it gone has met a panic, not a shutdown.
+/// What a shard that vanished under a caller was doing (see [`ask`]).
 const APPLYING: &str = "applying an update";
 
 /// A twin as it was at an instant ([`Engine::get_at`]).
@@ -281,20 +281,13 @@ impl Engine {
         key: TwinKey,
         request: UpdateRequest,
     ) -> Result<Outcome, EngineError> {
-        let (reply, answer) = oneshot::channel();
         let shard = self.shard(&key);
-        shard
-            .jobs
-            .send(TwinJob {
-                key,
-                request,
-                reply,
-            })
-            .await
-            .map_err(|_| EngineError::TaskFailed(APPLYING))?;
-        let result = answer
-            .await
-            .map_err(|_| EngineError::TaskFailed(APPLYING))?;
+        let result = ask(&shard.jobs, APPLYING, |reply| TwinJob {
+            key,
+            request,
+            reply,
+        })
+        .await?;
         match &result {
             Ok(Outcome::Changed(twin)) => tracing::debug!(version = twin.version, "twin changed"),
             Ok(Outcome::Stale(twin)) => {

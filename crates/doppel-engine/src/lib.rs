@@ -19,6 +19,7 @@ pub mod metric;
 mod shard;
 pub mod silence;
 pub mod stream;
+mod task;
 pub mod trace;
 
 pub use clock::{Clock, ManualClock, SystemClock};
