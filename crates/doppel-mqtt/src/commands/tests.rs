@@ -7,6 +7,16 @@ async fn ack(broker: &FakeBroker, id: &str, payload: &[u8]) {
     handle_ack(broker, &device("pump-1"), "pump-1", id, payload).await;
 }
 
+/// The one answer published, which must be on the rejected topic of the ack of `id`; its body.
+fn rejection_of(broker: &FakeBroker, id: &str) -> Value {
+    let answer = broker.take_one();
+    assert_eq!(
+        answer.topic,
+        topic::command_ack_answer("pump-1", id, Verdict::Rejected)
+    );
+    answer.body
+}
+
 #[tokio::test]
 async fn a_delivered_command_is_acknowledged_and_the_ack_accepted() {
     let broker = FakeBroker::start().await;
@@ -55,13 +65,9 @@ async fn an_ack_of_an_unknown_command_is_rejected_404() {
     let broker = FakeBroker::start().await;
     ack(&broker, "no-such-command", br#"{"status": "SUCCEEDED"}"#).await;
 
-    let answer = broker.take_one();
-    assert_eq!(
-        answer.topic,
-        topic::command_ack_answer("pump-1", "no-such-command", Verdict::Rejected)
-    );
-    assert_eq!(answer.body["code"], 404);
-    assert_eq!(answer.body["timestamp"], NOW.unix_seconds());
+    let rejection = rejection_of(&broker, "no-such-command");
+    assert_eq!(rejection["code"], 404);
+    assert_eq!(rejection["timestamp"], NOW.unix_seconds());
 }
 
 #[tokio::test]
@@ -71,12 +77,7 @@ async fn a_malformed_ack_is_rejected_400_before_the_engine_is_asked() {
     broker.release_engine();
     ack(&broker, "c-1", br#"{"status": "DONE"}"#).await;
 
-    let answer = broker.take_one();
-    assert_eq!(
-        answer.topic,
-        topic::command_ack_answer("pump-1", "c-1", Verdict::Rejected)
-    );
-    assert_eq!(answer.body["code"], 400);
+    assert_eq!(rejection_of(&broker, "c-1")["code"], 400);
 }
 
 #[tokio::test]
@@ -85,8 +86,8 @@ async fn an_ack_after_the_engine_is_gone_is_answered_503() {
     broker.release_engine();
     ack(&broker, "c-1", br#"{"status": "FAILED"}"#).await;
 
-    let answer = broker.take_one();
+    let rejection = rejection_of(&broker, "c-1");
     let expected = Rejection::shutting_down();
-    assert_eq!(answer.body["code"], expected.code);
-    assert_eq!(answer.body["message"], expected.message.as_str());
+    assert_eq!(rejection["code"], expected.code);
+    assert_eq!(rejection["message"], expected.message.as_str());
 }
