@@ -9,7 +9,8 @@ use crate::render;
 use crate::trace::traceparent;
 use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -160,92 +161,89 @@ async fn get_delta(State(state): State<AppState>, path: TwinPath) -> Result<Resp
     Ok(([(header::ETAG, etag(twin.version))], axum::Json(body)).into_response())
 }
 
-/// Sends an application's change to the engine and answers with the twin after it.
-async fn app_write(
-    state: &AppState,
-    caller: &Caller,
-    key: TwinKey,
-    headers: &HeaderMap,
-    change: Change,
-) -> Result<Response, ApiError> {
-    let request = UpdateRequest {
-        change,
-        expected_version: if_match(headers)?,
-        changed_by: caller.changed_by(),
-        change_reason: change_reason(headers)?,
-        client_token: None,
-        trace: traceparent(headers),
-    };
-    match state.engine()?.update(key.clone(), request).await? {
-        Outcome::Changed(twin) => Ok(twin_response(StatusCode::OK, &key, &twin)),
-        // Only reports can be stale, and this is not a report.
-        Outcome::Stale(_) => Err(ApiError::Internal(
-            "an application write was treated as a stale report",
-        )),
+/// What an application's write to a twin carries besides its body: the caller, the twin's
+/// path and the headers (`If-Match`, the change reason, the trace context). The path is checked
+/// when the write is made, after the body has been read, as before this extractor existed.
+struct AppWrite {
+    state: AppState,
+    caller: Caller,
+    path: TwinPath,
+    headers: HeaderMap,
+}
+
+impl FromRequestParts<AppState> for AppWrite {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let Extension(caller) = Extension::<Caller>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let path = Path::from_request_parts(parts, state).await;
+        Ok(Self {
+            state: state.clone(),
+            caller,
+            path,
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
+impl AppWrite {
+    /// The twin and the engine request for the change `change` makes once the twin is known.
+    fn request(
+        self,
+        change: impl FnOnce() -> Result<Change, ApiError>,
+    ) -> Result<(AppState, TwinKey, UpdateRequest), ApiError> {
+        let key = twin_key(self.path)?;
+        let request = UpdateRequest {
+            change: change()?,
+            expected_version: if_match(&self.headers)?,
+            changed_by: self.caller.changed_by(),
+            change_reason: change_reason(&self.headers)?,
+            client_token: None,
+            trace: traceparent(&self.headers),
+        };
+        Ok((self.state, key, request))
+    }
+
+    /// Sends the change to the engine and answers with the twin after it.
+    async fn apply(
+        self,
+        change: impl FnOnce() -> Result<Change, ApiError>,
+    ) -> Result<Response, ApiError> {
+        let (state, key, request) = self.request(change)?;
+        match state.engine()?.update(key.clone(), request).await? {
+            Outcome::Changed(twin) => Ok(twin_response(StatusCode::OK, &key, &twin)),
+            // Only reports can be stale, and this is not a report.
+            Outcome::Stale(_) => Err(ApiError::Internal(
+                "an application write was treated as a stale report",
+            )),
+        }
     }
 }
 
 async fn patch_desired(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    path: TwinPath,
-    headers: HeaderMap,
+    write: AppWrite,
     MergePatchBody(patch): MergePatchBody,
 ) -> Result<Response, ApiError> {
-    app_write(
-        &state,
-        &caller,
-        twin_key(path)?,
-        &headers,
-        Change::DesiredPatch(patch),
-    )
-    .await
+    write.apply(|| Ok(Change::DesiredPatch(patch))).await
 }
 
-async fn put_desired(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    path: TwinPath,
-    headers: HeaderMap,
-    JsonBody(desired): JsonBody,
-) -> Result<Response, ApiError> {
-    app_write(
-        &state,
-        &caller,
-        twin_key(path)?,
-        &headers,
-        Change::DesiredReplace(desired),
-    )
-    .await
+async fn put_desired(write: AppWrite, JsonBody(desired): JsonBody) -> Result<Response, ApiError> {
+    write.apply(|| Ok(Change::DesiredReplace(desired))).await
 }
 
 async fn patch_meta(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    path: TwinPath,
-    headers: HeaderMap,
+    write: AppWrite,
     MergePatchBody(body): MergePatchBody,
 ) -> Result<Response, ApiError> {
-    let key = twin_key(path)?;
-    let patch = MetaPatch::from_json(&body)?;
-    app_write(&state, &caller, key, &headers, Change::Meta(patch)).await
+    write
+        .apply(|| Ok(Change::Meta(MetaPatch::from_json(&body)?)))
+        .await
 }
 
-async fn delete(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    path: TwinPath,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let key = twin_key(path)?;
-    let request = UpdateRequest {
-        change: Change::Delete,
-        expected_version: if_match(&headers)?,
-        changed_by: caller.changed_by(),
-        change_reason: change_reason(&headers)?,
-        client_token: None,
-        trace: traceparent(&headers),
-    };
+async fn delete(write: AppWrite) -> Result<Response, ApiError> {
+    let (state, key, request) = write.request(|| Ok(Change::Delete))?;
     state.engine()?.update(key, request).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
