@@ -9,8 +9,9 @@ use crate::problem::ApiError;
 use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, FromRequestParts, Path, Query};
 use axum::http::HeaderMap;
+use axum::http::request::Parts;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -136,6 +137,23 @@ struct Subscription {
     _permit: Option<auth::StreamPermit>,
     filter: Filter,
     ended: bool,
+}
+
+/// A stream request opens its subscription as it is extracted, so that the SSE and the
+/// WebSocket routes share one way in. The WebSocket route extracts its upgrade first, so that a
+/// request that is no upgrade is refused as such before anything else is checked, as before.
+impl FromRequestParts<AppState> for Subscription {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let Extension(caller) = Extension::<Caller>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let path = Path::from_request_parts(parts, state).await;
+        let params = Query::from_request_parts(parts, state).await;
+        Subscription::open(state, caller, path, params, &parts.headers)
+            .map_err(IntoResponse::into_response)
+    }
 }
 
 impl Subscription {
@@ -268,14 +286,7 @@ fn gap_notice(gap: Gap, backlog: &[Arc<StreamEvent>]) -> Value {
 /// and its JSON as data. A `gap` event says a resume could not continue exactly; an `error`
 /// event ends the stream (`too_slow`, `shutting_down`); with `follow=false`, an `end` event
 /// follows the kept events and ends it.
-async fn sse(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    path: Result<Path<String>, PathRejection>,
-    params: Result<Query<StreamParams>, QueryRejection>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let subscription = Subscription::open(&state, caller, path, params, &headers)?;
+async fn sse(subscription: Subscription) -> Result<Response, ApiError> {
     let events = futures_util::stream::unfold(subscription, |mut subscription| async move {
         let item = subscription.next().await?;
         let event = match item {
@@ -297,16 +308,8 @@ async fn sse(
 /// `GET .../events/ws`: the same stream over a WebSocket, one JSON text message per event
 /// (`{"id", "type", ...}`), then `{"type": "gap", ...}` or `{"type": "error", ...}` messages
 /// like the SSE ones.
-async fn websocket(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    path: Result<Path<String>, PathRejection>,
-    params: Result<Query<StreamParams>, QueryRejection>,
-    headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
-) -> Result<Response, ApiError> {
-    let subscription = Subscription::open(&state, caller, path, params, &headers)?;
-    Ok(upgrade.on_upgrade(move |socket| serve_socket(socket, subscription)))
+async fn websocket(upgrade: WebSocketUpgrade, subscription: Subscription) -> Response {
+    upgrade.on_upgrade(move |socket| serve_socket(socket, subscription))
 }
 
 async fn serve_socket(mut socket: WebSocket, mut subscription: Subscription) {
