@@ -13,10 +13,13 @@ use crate::AppState;
 use crate::problem::ApiError;
 use axum::Router;
 use axum::extract::rejection::RawPathParamsRejection;
-use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, Request, State};
+use axum::extract::{
+    ConnectInfo, Extension, FromRequestParts, MatchedPath, RawPathParams, Request, State,
+};
+use axum::http::request::Parts;
 use axum::http::{Method, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use doppel_auth::jwt::looks_like_jwt;
 use doppel_auth::{
     GuardConfig, JwtIdentity, JwtVerifier, LoginGuard, Role, TenantScope, TokenInfo, Tokens,
@@ -280,6 +283,15 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The caller the authentication layer put on the request, for extractors that need it
+    /// among other parts.
+    pub(crate) async fn of(parts: &mut Parts, state: &AppState) -> Result<Caller, Response> {
+        Extension::<Caller>::from_request_parts(parts, state)
+            .await
+            .map(|Extension(caller)| caller)
+            .map_err(IntoResponse::into_response)
+    }
+
     /// What a write by this caller records as its author: `token:{name}`, `jwt:{name}` (the
     /// JWT's name claim), or `anonymous`.
     pub fn changed_by(&self) -> String {

@@ -9,7 +9,7 @@ use crate::problem::ApiError;
 use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Extension, FromRequestParts, Path, Query};
+use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -146,9 +146,7 @@ impl FromRequestParts<AppState> for Subscription {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let Extension(caller) = Extension::<Caller>::from_request_parts(parts, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
+        let caller = Caller::of(parts, state).await?;
         let path = Path::from_request_parts(parts, state).await;
         let params = Query::from_request_parts(parts, state).await;
         Subscription::open(state, caller, path, params, &parts.headers)

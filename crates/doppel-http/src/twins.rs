@@ -9,7 +9,7 @@ use crate::render;
 use crate::trace::traceparent;
 use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Extension, FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -175,9 +175,7 @@ impl FromRequestParts<AppState> for AppWrite {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let Extension(caller) = Extension::<Caller>::from_request_parts(parts, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
+        let caller = Caller::of(parts, state).await?;
         let path = Path::from_request_parts(parts, state).await;
         Ok(Self {
             state: state.clone(),

@@ -9,7 +9,9 @@ use crate::{HistoryQuery, StoreError, TwinStore, TwinWrite, history_filter};
 use bytes::Bytes;
 use doppel_model::codec::{EncodedHistory, EncodedTwin};
 use doppel_model::command::Command;
-use doppel_model::{DeviceId, HistoryEntry, Millis, Principal, TenantId, Twin, TwinKey};
+use doppel_model::{
+    DeviceId, HistoryEntry, Millis, ModelError, Principal, TenantId, Twin, TwinKey,
+};
 use std::collections::BTreeMap;
 use std::ops::{Bound, ControlFlow};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -28,6 +30,8 @@ struct Inner {
     commands: BTreeMap<Vec<u8>, Vec<u8>>,
     /// The settled index, as the fjall backend keeps it.
     settled_commands: BTreeMap<Vec<u8>, ()>,
+    /// Set by [`MemoryStore::fail_command_commits`].
+    failing_command_commits: bool,
 }
 
 /// Cloning shares the data, which is how tests "reopen" it.
@@ -43,6 +47,12 @@ impl MemoryStore {
             inner: Arc::default(),
             buckets,
         }
+    }
+
+    /// From now on every commit that carries a command fails, as on a broken disk, and changes
+    /// nothing: for tests of what a failed command commit does to the hub.
+    pub fn fail_command_commits(&self) {
+        self.lock().failing_command_commits = true;
     }
 
     /// How many non-empty commits have been made: lets tests see group commit at work.
@@ -65,7 +75,7 @@ impl TwinStore for MemoryStore {
             return Ok(());
         }
         let mut inner = self.lock();
-        insert_commands(&mut inner, commands);
+        insert_commands(&mut inner, commands)?;
         for write in twins {
             inner
                 .twins
@@ -229,8 +239,7 @@ impl TokenStore for MemoryStore {
 
 impl CommandStore for MemoryStore {
     fn commit_commands(&self, writes: &[CommandWrite]) -> Result<(), StoreError> {
-        insert_commands(&mut self.lock(), writes);
-        Ok(())
+        insert_commands(&mut self.lock(), writes)
     }
 
     fn command(&self, key: &TwinKey, id: &str) -> Result<Option<Command>, StoreError> {
@@ -275,8 +284,14 @@ impl CommandStore for MemoryStore {
     }
 }
 
-/// Puts every command of `writes`, and the settled index entry of each final one, in place.
-fn insert_commands(inner: &mut Inner, writes: &[CommandWrite]) {
+/// Puts every command of `writes`, and the settled index entry of each final one, in place;
+/// or, when told to fail command commits (and there are any), nothing.
+fn insert_commands(inner: &mut Inner, writes: &[CommandWrite]) -> Result<(), StoreError> {
+    if inner.failing_command_commits && !writes.is_empty() {
+        return Err(StoreError::Corrupt(ModelError::CorruptRecord(
+            "this store was told to fail command commits".into(),
+        )));
+    }
     for write in writes {
         let key = commands::command_key(&write.key, &write.id);
         if let Some(settled_at) = write.settled_at {
@@ -286,6 +301,7 @@ fn insert_commands(inner: &mut Inner, writes: &[CommandWrite]) {
         }
         inner.commands.insert(key, write.record.clone());
     }
+    Ok(())
 }
 
 #[cfg(test)]
