@@ -58,6 +58,12 @@ macro_rules! serve_keys {
             fn apply_keys(&self, config: &mut Config) {
                 $(serve_keys!(@apply config, self.$field, $how $($seg).+);)*
             }
+
+            /// Whether a flag or variable of the section at `section` (`["http", "tls"]`, ...)
+            /// was given, so that the section's merge has anything to do.
+            fn section_given(&self, section: &[&str]) -> bool {
+                false $(|| serve_keys!(@given self.$field, $how, section, [$(stringify!($seg)),+]))*
+            }
         }
 
         /// The declared keys, for the tests that hold `--help` to the defaults.
@@ -82,6 +88,12 @@ macro_rules! serve_keys {
         }
     };
     (@apply $config:ident, $value:expr, section $($seg:ident).+) => {};
+    (@given $value:expr, section, $section:ident, $path:expr) => {
+        $value.is_some() && $path[..].starts_with($section)
+    };
+    (@given $value:expr, $how:ident, $section:ident, $path:expr) => {
+        false
+    };
 }
 
 /// One declared key: its `ServeArgs` field, its path in the file and its variable.
@@ -333,10 +345,7 @@ impl ServeArgs {
     /// Flags and variables override the file's `http.tls` key by key; cert and key must end up
     /// together.
     fn apply_http_tls(&self, http: &mut HttpSection) -> anyhow::Result<()> {
-        let given = self.http_tls_cert.is_some()
-            || self.http_tls_key.is_some()
-            || self.http_tls_client_ca.is_some();
-        if !given {
+        if !self.section_given(&["http", "tls"]) {
             return Ok(());
         }
         let file = http.tls.take();
@@ -361,13 +370,7 @@ impl ServeArgs {
     /// Flags and variables override the file's `http.jwt` key by key; issuer and key set must
     /// end up together.
     fn apply_http_jwt(&self, http: &mut HttpSection) -> anyhow::Result<()> {
-        let given = self.http_jwt_issuer.is_some()
-            || self.http_jwt_audience.is_some()
-            || self.http_jwt_jwks_file.is_some()
-            || self.http_jwt_tenant_claim.is_some()
-            || self.http_jwt_roles_claim.is_some()
-            || self.http_jwt_name_claim.is_some();
-        if !given {
+        if !self.section_given(&["http", "jwt"]) {
             return Ok(());
         }
         let file = http.jwt.take();
@@ -409,12 +412,7 @@ impl ServeArgs {
     /// Flags and variables override the file's `mqtt.tls` key by key; addr, cert and key must
     /// end up together.
     fn apply_mqtt_tls(&self, mqtt: &mut MqttSection) -> anyhow::Result<()> {
-        let given = self.mqtt_tls_addr.is_some()
-            || self.mqtt_tls_cert.is_some()
-            || self.mqtt_tls_key.is_some()
-            || self.mqtt_tls_client_ca.is_some()
-            || self.mqtt_tls_tenant.is_some();
-        if !given {
+        if !self.section_given(&["mqtt", "tls"]) {
             return Ok(());
         }
         let file = mqtt.tls.take();
