@@ -83,6 +83,8 @@ pub type RouteAccess = (&'static str, &'static str, Access);
 /// Every route by method and pattern, and what it needs. docs/API.md shows this table; the
 /// end-to-end tests call every row without a token, with a wrong, a revoked and another
 /// tenant's token, and with a token one role too weak.
+// One route per line, as a table reads; rustfmt would split the long ones.
+#[rustfmt::skip]
 pub const ROUTES: &[RouteAccess] = &[
     ("GET", "/healthz", Access::Open),
     ("GET", "/readyz", Access::Open),
@@ -92,117 +94,33 @@ pub const ROUTES: &[RouteAccess] = &[
     ("GET", "/v1/tenants/{tenant}/twins/{device}", READ),
     ("PATCH", "/v1/tenants/{tenant}/twins/{device}", WRITE),
     ("DELETE", "/v1/tenants/{tenant}/twins/{device}", OPERATE),
-    (
-        "PATCH",
-        "/v1/tenants/{tenant}/twins/{device}/desired",
-        WRITE,
-    ),
+    ("PATCH", "/v1/tenants/{tenant}/twins/{device}/desired", WRITE),
     ("PUT", "/v1/tenants/{tenant}/twins/{device}/desired", WRITE),
-    (
-        "PATCH",
-        "/v1/tenants/{tenant}/twins/{device}/reported",
-        OPERATE,
-    ),
+    ("PATCH", "/v1/tenants/{tenant}/twins/{device}/reported", OPERATE),
     ("GET", "/v1/tenants/{tenant}/twins/{device}/delta", READ),
     ("GET", "/v1/tenants/{tenant}/twins/{device}/history", READ),
-    (
-        "GET",
-        "/v1/tenants/{tenant}/twins/{device}/history/causality",
-        READ,
-    ),
-    (
-        "GET",
-        "/v1/tenants/{tenant}/twins/{device}/shadows/{shadow}",
-        READ,
-    ),
-    (
-        "PATCH",
-        "/v1/tenants/{tenant}/twins/{device}/shadows/{shadow}",
-        WRITE,
-    ),
-    (
-        "DELETE",
-        "/v1/tenants/{tenant}/twins/{device}/shadows/{shadow}",
-        OPERATE,
-    ),
-    (
-        "PATCH",
-        "/v1/tenants/{tenant}/twins/{device}/shadows/{shadow}/desired",
-        WRITE,
-    ),
-    (
-        "PUT",
-        "/v1/tenants/{tenant}/twins/{device}/shadows/{shadow}/desired",
-        WRITE,
-    ),
-    (
-        "PATCH",
-        "/v1/tenants/{tenant}/twins/{device}/shadows/{shadow}/reported",
-        OPERATE,
-    ),
-    (
-        "GET",
-        "/v1/tenants/{tenant}/twins/{device}/shadows/{shadow}/delta",
-        READ,
-    ),
-    (
-        "GET",
-        "/v1/tenants/{tenant}/twins/{device}/shadows/{shadow}/history",
-        READ,
-    ),
-    (
-        "GET",
-        "/v1/tenants/{tenant}/twins/{device}/shadows/{shadow}/history/causality",
-        READ,
-    ),
+    ("GET", "/v1/tenants/{tenant}/twins/{device}/history/causality", READ),
+    ("GET", "/v1/tenants/{tenant}/twins/{device}/shadows/{shadow}", READ),
+    ("PATCH", "/v1/tenants/{tenant}/twins/{device}/shadows/{shadow}", WRITE),
+    ("DELETE", "/v1/tenants/{tenant}/twins/{device}/shadows/{shadow}", OPERATE),
+    ("PATCH", "/v1/tenants/{tenant}/twins/{device}/shadows/{shadow}/desired", WRITE),
+    ("PUT", "/v1/tenants/{tenant}/twins/{device}/shadows/{shadow}/desired", WRITE),
+    ("PATCH", "/v1/tenants/{tenant}/twins/{device}/shadows/{shadow}/reported", OPERATE),
+    ("GET", "/v1/tenants/{tenant}/twins/{device}/shadows/{shadow}/delta", READ),
+    ("GET", "/v1/tenants/{tenant}/twins/{device}/shadows/{shadow}/history", READ),
+    ("GET", "/v1/tenants/{tenant}/twins/{device}/shadows/{shadow}/history/causality", READ),
     ("GET", "/v1/tenants/{tenant}/twins/{device}/commands", READ),
-    (
-        "POST",
-        "/v1/tenants/{tenant}/twins/{device}/commands",
-        WRITE,
-    ),
-    (
-        "GET",
-        "/v1/tenants/{tenant}/twins/{device}/commands/next",
-        OPERATE,
-    ),
-    (
-        "GET",
-        "/v1/tenants/{tenant}/twins/{device}/commands/{id}",
-        READ,
-    ),
-    (
-        "DELETE",
-        "/v1/tenants/{tenant}/twins/{device}/commands/{id}",
-        WRITE,
-    ),
-    (
-        "POST",
-        "/v1/tenants/{tenant}/twins/{device}/commands/{id}/ack",
-        OPERATE,
-    ),
-    (
-        "GET",
-        "/v1/tenants/{tenant}/devices/{device}/credentials",
-        OPERATE,
-    ),
-    (
-        "POST",
-        "/v1/tenants/{tenant}/devices/{device}/credentials",
-        OPERATE,
-    ),
-    (
-        "DELETE",
-        "/v1/tenants/{tenant}/devices/{device}/credentials/{credential_id}",
-        OPERATE,
-    ),
+    ("POST", "/v1/tenants/{tenant}/twins/{device}/commands", WRITE),
+    ("GET", "/v1/tenants/{tenant}/twins/{device}/commands/next", OPERATE),
+    ("GET", "/v1/tenants/{tenant}/twins/{device}/commands/{id}", READ),
+    ("DELETE", "/v1/tenants/{tenant}/twins/{device}/commands/{id}", WRITE),
+    ("POST", "/v1/tenants/{tenant}/twins/{device}/commands/{id}/ack", OPERATE),
+    ("GET", "/v1/tenants/{tenant}/devices/{device}/credentials", OPERATE),
+    ("POST", "/v1/tenants/{tenant}/devices/{device}/credentials", OPERATE),
+    ("DELETE", "/v1/tenants/{tenant}/devices/{device}/credentials/{credential_id}", OPERATE),
     ("GET", "/v1/tenants/{tenant}/apps/{app}/credentials", ADMIN),
     ("POST", "/v1/tenants/{tenant}/apps/{app}/credentials", ADMIN),
-    (
-        "DELETE",
-        "/v1/tenants/{tenant}/apps/{app}/credentials/{credential_id}",
-        ADMIN,
-    ),
+    ("DELETE", "/v1/tenants/{tenant}/apps/{app}/credentials/{credential_id}", ADMIN),
     ("GET", "/v1/tenants/{tenant}/events", READ),
     ("GET", "/v1/tenants/{tenant}/events/ws", READ),
     // Which tenants exist is the fleet's operator's to know; a tenant's bearer sees its own.
