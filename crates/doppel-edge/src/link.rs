@@ -19,10 +19,11 @@ use crate::availability::Availability;
 use crate::config::{DeviceCredential, EdgeConfig, EdgeError};
 use crate::watermark::Watermarks;
 use doppel_engine::{Clock, CommandEventKind, Engine, EngineError, SystemClock};
-use doppel_model::command::{self, Command, NewCommand};
+use doppel_model::command::{Command, NewCommand};
 use doppel_model::replica::{ReplicaDelta, own_changes};
-use doppel_model::{Change, Millis, ModelError, TwinKey, UpdateRequest};
+use doppel_model::{Change, ModelError, TwinKey, UpdateRequest};
 use doppel_store::HistoryQuery;
+use doppel_wire::command::{CommandAck, CommandDelivery};
 use doppel_wire::shadow::{self, ShadowAnswer};
 use doppel_wire::sync::{MAX_SYNC_CHANGES, SyncAccepted, SyncRequest};
 use doppel_wire::{Topic, Verdict, topic};
@@ -30,7 +31,7 @@ use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, NetworkOptions, Packet,
     Publish, QoS, TlsConfiguration, TlsError, Transport,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
@@ -399,31 +400,23 @@ impl Link {
     /// idempotency key, so a repeated delivery is recognised; one already acknowledged locally
     /// has its acknowledgement sent again (the first may have been lost with the link).
     async fn on_command(&mut self, hub_id: &str, payload: &[u8]) {
-        let Ok(delivery) = serde_json::from_slice::<Value>(payload) else {
-            tracing::warn!(device = self.thing(), "a command delivery is not JSON");
-            return;
+        let delivery = match serde_json::from_slice::<CommandDelivery>(payload) {
+            Ok(delivery) => delivery,
+            Err(err) => {
+                tracing::warn!(device = self.thing(), error = %err, "a command delivery is not one");
+                return;
+            }
         };
         let now = SystemClock.now();
-        let expires_at = delivery
-            .get("expires_at")
-            .and_then(Value::as_str)
-            .and_then(|text| Millis::parse_rfc3339(text).ok())
-            .unwrap_or(now);
+        let expires_at = delivery.expires().unwrap_or(now);
         let remaining = u64::try_from(expires_at.0 - now.0).unwrap_or(0);
         if remaining == 0 {
             return;
         }
         let request = NewCommand {
-            kind: delivery
-                .get("type")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
-            payload: delivery.get("payload").cloned().unwrap_or(Value::Null),
-            priority: delivery
-                .get("priority")
-                .and_then(Value::as_i64)
-                .unwrap_or_default(),
+            kind: delivery.kind,
+            payload: delivery.payload,
+            priority: delivery.priority,
             ttl: Duration::from_millis(remaining),
             idempotency_key: Some(hub_id.to_owned()),
         };
@@ -446,11 +439,18 @@ impl Link {
         let (Some(hub_id), Some(result)) = (&command.idempotency_key, command.result) else {
             return;
         };
-        let body = json!({"status": command::result_name(result), "response": command.response});
+        let body = match serde_json::to_string(&CommandAck::new(result, command.response.as_ref()))
+        {
+            Ok(body) => body,
+            Err(err) => {
+                tracing::error!(device = self.thing(), error = %err, "cannot encode an acknowledgement");
+                return;
+            }
+        };
         let topic = topic::command_ack(self.thing(), hub_id);
         if let Err(err) = self
             .client
-            .try_publish(topic, QoS::AtLeastOnce, false, body.to_string())
+            .try_publish(topic, QoS::AtLeastOnce, false, body)
         {
             tracing::debug!(device = self.thing(), error = %err, "cannot forward an acknowledgement now; the hub delivers the command again");
         }

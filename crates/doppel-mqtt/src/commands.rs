@@ -13,6 +13,7 @@ use crate::shadow::service;
 use doppel_engine::{CommandEvent, CommandEventKind};
 use doppel_model::command::{self, Command};
 use doppel_model::{DeviceId, TenantId, TwinKey};
+use doppel_wire::command::CommandDelivery;
 use doppel_wire::{Verdict, filter, topic};
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -87,32 +88,19 @@ pub(crate) async fn deliver(broker: &impl Broker, key: &TwinKey, reconnected: bo
     {
         Ok(commands) => {
             for command in commands {
-                broker
-                    .publish(
-                        &key.tenant,
-                        &topic::command_delivery(thing, &command.id),
-                        &delivery(&command),
-                    )
-                    .await;
+                let delivery = match serde_json::to_value(CommandDelivery::of(&command)) {
+                    Ok(delivery) => delivery,
+                    Err(err) => {
+                        tracing::error!(error = %err, twin = %key, "cannot encode a command delivery");
+                        continue;
+                    }
+                };
+                let topic = topic::command_delivery(thing, &command.id);
+                broker.publish(&key.tenant, &topic, &delivery).await;
             }
         }
         Err(err) => tracing::warn!(error = %err, twin = %key, "cannot deliver commands"),
     }
-}
-
-/// What a device receives: what it needs to act, its attempt, and whether it is a repeat (a
-/// repeat after a reconnect uses no attempt, so the attempt alone cannot tell).
-fn delivery(command: &Command) -> Value {
-    json!({
-        "id": command.id,
-        "type": command.kind,
-        "payload": command.payload,
-        "priority": command.priority,
-        "created_at": command.created_at.to_rfc3339(),
-        "expires_at": command.expires_at.to_rfc3339(),
-        "attempt": command.attempts,
-        "repeat": command.attempts > 1 || command.reconnect_deliveries > 0,
-    })
 }
 
 /// After a (re)connect or a subscription that brings the device's command topic: its due

@@ -6,10 +6,12 @@
 //!   [`Topic::parse`] and a builder per topic;
 //! - [`shadow`]: the AWS IoT Device Shadow requests and answers and the twin a shadow names;
 //! - [`sync`]: the replica sync messages and [`sync::MAX_SYNC_CHANGES`];
+//! - [`command`]: the command delivery and acknowledgement messages;
 //! - [`filter`]: MQTT topic-filter matching (the ACL's and the hub's subscriber checks).
 //!
 //! Pure: no broker, no runtime, no I/O.
 
+pub mod command;
 pub mod filter;
 mod levels;
 pub mod shadow;
