@@ -50,10 +50,11 @@ pub struct CommandQuery {
 /// A durable home for command queues.
 ///
 /// # The contract (every backend, checked by [`conformance`](crate::conformance))
-/// - **Durability:** `commit_commands` returns `Ok` only once every write in it is on stable
+/// - **Durability:** a commit of command writes (`TwinStore::commit_group`, or its shorthand
+///   `TwinStore::commit_commands`) returns `Ok` only once every write in it is on stable
 ///   storage; after a crash the store holds every committed write, and none of a commit that
 ///   returned `Err` may be assumed durable.
-/// - **Atomicity:** the writes of one `commit_commands` become visible and durable together.
+/// - **Atomicity:** the writes of one commit become visible and durable together.
 /// - **Identity:** a command is identified by its twin key and id; a later write of the same
 ///   command replaces it. Two devices' commands never mix, even with the same id.
 /// - **Order:** `commands` lists one device's commands in id order (ids are time-ordered).
@@ -61,9 +62,6 @@ pub struct CommandQuery {
 /// - **Retention:** `expire_commands(before)` deletes every final command that became final
 ///   before `before`, visiting only those (not every command), and never an open one.
 pub trait CommandStore: Send + Sync + 'static {
-    /// Writes the commands of `writes` atomically and durably.
-    fn commit_commands(&self, writes: &[CommandWrite]) -> Result<(), StoreError>;
-
     /// One command of one device.
     fn command(&self, key: &TwinKey, id: &str) -> Result<Option<Command>, StoreError>;
 

@@ -391,10 +391,6 @@ impl TokenStore for FjallStore {
 }
 
 impl CommandStore for FjallStore {
-    fn commit_commands(&self, writes: &[CommandWrite]) -> Result<(), StoreError> {
-        self.commit_group(&[], writes)
-    }
-
     fn command(&self, key: &TwinKey, id: &str) -> Result<Option<Command>, StoreError> {
         let record_key = commands::command_key(key, id);
         self.commands

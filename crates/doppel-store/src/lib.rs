@@ -94,6 +94,11 @@ pub trait TwinStore: CommandStore + Send + Sync + 'static {
         self.commit_group(writes, &[])
     }
 
+    /// Writes the commands of `writes` atomically and durably.
+    fn commit_commands(&self, writes: &[CommandWrite]) -> Result<(), StoreError> {
+        self.commit_group(&[], writes)
+    }
+
     /// Writes `twins` and `commands` as one atomic, durable commit: the engine's one group
     /// committer gathers the shards' twin writes and the command workers' writes into it.
     fn commit_group(

@@ -238,10 +238,6 @@ impl TokenStore for MemoryStore {
 }
 
 impl CommandStore for MemoryStore {
-    fn commit_commands(&self, writes: &[CommandWrite]) -> Result<(), StoreError> {
-        insert_commands(&mut self.lock(), writes)
-    }
-
     fn command(&self, key: &TwinKey, id: &str) -> Result<Option<Command>, StoreError> {
         let record_key = commands::command_key(key, id);
         self.lock()
