@@ -467,3 +467,106 @@ fn a_second_server_on_the_same_data_dir_is_refused() {
     );
     assert!(err.contains("cannot open the store"), "{err}");
 }
+
+#[test]
+fn check_prints_the_effective_configuration_without_binding_or_opening_anything() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let data_dir = dir.path().join("never-created");
+    // Held for the whole check: a serve would fail to bind it, a check does not try.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let port = held.local_addr().expect("its address").port();
+    let addr = format!("127.0.0.1:{port}");
+    let output = doppel_command()
+        .env("DOPPEL_HISTORY_RETENTION", "45d")
+        .args([
+            "serve",
+            "--check",
+            "--http-addr",
+            &addr,
+            "--mqtt-addr",
+            &addr,
+        ])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .output()
+        .expect("doppel runs");
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8 output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.is_empty(), "nothing on stderr: {stderr}");
+    assert!(
+        stdout.contains(&format!("\n[http]\naddr = \"{addr}\"\n")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\nretention = \"45d\"\n"), "{stdout}");
+    // The harness sets DOPPEL_HTTP_BOOTSTRAP_TOKEN: only that it is set shows.
+    assert!(
+        stdout.contains("\nbootstrap_token = \"<hidden>\"\n"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(common::ADMIN_TOKEN), "{stdout}");
+    assert!(!data_dir.exists(), "the data folder was not created");
+    drop(held);
+
+    // What it printed is a configuration file serve reads.
+    let file = dir.path().join("effective.toml");
+    std::fs::write(&file, &stdout).expect("the file is written");
+    let again = doppel_command()
+        .args(["serve", "--check", "--config"])
+        .arg(&file)
+        .output()
+        .expect("doppel runs");
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(again.stdout).expect("UTF-8 output"),
+        stdout
+    );
+}
+
+#[test]
+fn check_fails_a_bad_configuration_with_one_line() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let data = dir.path().to_str().expect("a UTF-8 path");
+    let err = serve_fails(
+        &[("DOPPEL_LIMITS_MAX_DEPTH", "0")],
+        &["--check", "--data-dir", data],
+    );
+    assert_eq!(
+        err,
+        "doppel: invalid configuration: limits.max_depth must be 1 to 100, got 0\n"
+    );
+    // Files a serve reads before it starts are read too.
+    let missing = dir.path().join("missing.pem");
+    let missing = missing.to_str().expect("a UTF-8 path");
+    let err = serve_fails(
+        &[],
+        &[
+            "--check",
+            "--http-tls-cert",
+            missing,
+            "--http-tls-key",
+            missing,
+        ],
+    );
+    assert!(
+        err.starts_with("doppel: invalid configuration: http.tls: "),
+        "{err}"
+    );
+    assert!(err.contains(missing), "{err}");
+    let err = serve_fails(&[("DOPPEL_HTTP_BOOTSTRAP_TOKEN", "short")], &["--check"]);
+    assert!(
+        err.starts_with("doppel: invalid configuration: http.bootstrap_token: "),
+        "{err}"
+    );
+    let err = serve_fails(&[], &["--check", "--log-level", "info,=x=y"]);
+    assert!(
+        err.starts_with(
+            "doppel: invalid configuration: log.level \"info,=x=y\" is not a valid filter"
+        ),
+        "{err}"
+    );
+}
