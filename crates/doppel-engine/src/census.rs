@@ -101,12 +101,15 @@ impl Census {
 
     /// Every tenant with a live twin, with how many it has, in tenant order.
     pub(crate) fn tenants(&self) -> Vec<(TenantId, usize)> {
-        let counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut tenants: Vec<(TenantId, usize)> = counts
-            .twins
-            .iter()
-            .map(|(tenant, twins)| (tenant.clone(), *twins))
-            .collect();
+        let mut tenants: Vec<(TenantId, usize)> = {
+            let counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+            counts
+                .twins
+                .iter()
+                .map(|(tenant, twins)| (tenant.clone(), *twins))
+                .collect()
+        };
+        // After the lock: every shard takes it to admit a new twin.
         tenants.sort_unstable();
         tenants
     }

@@ -290,9 +290,7 @@ impl ShardWorker {
     }
 }
 
-/// The `kind` label of `doppel_twin_updates_total`, indexed by [`kind_index`].
-const KIND_LABELS: [&str; 6] = metric::TWIN_UPDATE_KINDS;
-
+/// The index of `kind`'s label in [`metric::TWIN_UPDATE_KINDS`].
 fn kind_index(kind: HistoryKind) -> usize {
     match kind {
         HistoryKind::Reported => 0,
@@ -308,7 +306,7 @@ fn kind_index(kind: HistoryKind) -> usize {
 /// metrics recorder once per kind after the commit, so an update costs no metric lookup and no
 /// allocation, and a group whose commit failed counts nothing.
 #[derive(Default)]
-struct KindCounts([u64; KIND_LABELS.len()]);
+struct KindCounts([u64; metric::TWIN_UPDATE_KINDS.len()]);
 
 impl KindCounts {
     fn add(&mut self, kind: HistoryKind) {
@@ -316,7 +314,7 @@ impl KindCounts {
     }
 
     fn record(&self) {
-        for (label, &count) in KIND_LABELS.iter().zip(&self.0) {
+        for (label, &count) in metric::TWIN_UPDATE_KINDS.iter().zip(&self.0) {
             if count > 0 {
                 metrics::counter!(metric::TWIN_UPDATES, "kind" => *label).increment(count);
             }
@@ -326,12 +324,13 @@ impl KindCounts {
 
 #[cfg(test)]
 mod tests {
-    use super::{KIND_LABELS, kind_index};
+    use super::kind_index;
+    use crate::metric::TWIN_UPDATE_KINDS;
     use doppel_model::HistoryKind;
 
     #[test]
     fn each_kind_label_names_its_history_kind() {
-        for (index, label) in KIND_LABELS.iter().enumerate() {
+        for (index, label) in TWIN_UPDATE_KINDS.iter().enumerate() {
             let kind = HistoryKind::parse(label).expect("a history kind");
             assert_eq!(kind_index(kind), index, "{label}");
         }

@@ -209,7 +209,10 @@ impl CommandWorker {
                 tracing::warn!(error = %err, "cannot read final commands for late acknowledgements");
                 HashMap::new()
             }
-            Err(_) => HashMap::new(),
+            Err(join) => {
+                tracing::error!(error = %join, "reading final commands for late acknowledgements panicked");
+                HashMap::new()
+            }
         }
     }
 
