@@ -29,12 +29,11 @@ pub use bootstrap::{ADMIN_TOKEN_FILE, BootstrapError, load_tokens_or_bootstrap};
 pub use doppel_model::{AppName, Principal, PrincipalKind};
 pub use error::{AuthError, SecretProblem};
 pub use jwt::{JwksError, JwtIdentity, JwtRejection, JwtSettings, JwtVerifier};
+pub use limits::{MAX_CREDENTIALS_PER_PRINCIPAL, MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};
 pub use login::{LoginGate, LoginOutcome, REFUSAL_LOG_INTERVAL, Refusal};
 pub use login_guard::{GuardConfig, Limit, LoginGuard};
-pub use password::{MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};
 pub use registry::{
-    CreatedCredential, CredentialInfo, MAX_CREDENTIALS_PER_PRINCIPAL, Registry, Revocation,
-    default_concurrent_hashes,
+    CreatedCredential, CredentialInfo, Registry, Revocation, default_concurrent_hashes,
 };
 pub use tokens::{CreatedToken, NewToken, Role, TenantScope, TokenInfo, Tokens, generate_secret};
 pub use verified::MAX_VERIFIED_USERNAMES;

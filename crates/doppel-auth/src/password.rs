@@ -4,7 +4,7 @@
 //! registry runs it on tokio's blocking threads.
 
 use crate::error::AuthError;
-pub use crate::limits::{MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};
+use crate::limits::{MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
 use base64::Engine as _;

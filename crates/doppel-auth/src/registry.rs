@@ -9,8 +9,8 @@
 //! tenant and device ids, which are not secrets.
 
 use crate::error::AuthError;
-pub use crate::limits::MAX_CREDENTIALS_PER_PRINCIPAL;
-use crate::password::{self, MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};
+use crate::limits::{MAX_CREDENTIALS_PER_PRINCIPAL, MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};
+use crate::password;
 use crate::task::{blocking, run_to_completion};
 use crate::verified::{Verified, VerifiedCache};
 use doppel_model::{Millis, Principal, TenantId};
