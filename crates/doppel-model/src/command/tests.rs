@@ -293,14 +293,16 @@ fn a_late_acknowledgement_of_a_final_command_is_kept_once_without_changing_its_s
 
     let mut open = command(0, 3600, 0, "c3");
     assert!(
-        open.acknowledge_late(
-            CommandResult::Succeeded,
-            None,
-            Millis(1),
-            &limits,
-            &document
-        )
-        .is_err(),
+        matches!(
+            open.acknowledge_late(
+                CommandResult::Succeeded,
+                None,
+                Millis(1),
+                &limits,
+                &document
+            ),
+            Err(CommandError::NotAllowed { .. })
+        ),
         "an open command takes an ordinary acknowledgement"
     );
     open.acknowledge(
@@ -312,8 +314,10 @@ fn a_late_acknowledgement_of_a_final_command_is_kept_once_without_changing_its_s
     )
     .expect("an open command takes an acknowledgement");
     assert!(
-        open.acknowledge_late(CommandResult::Failed, None, Millis(3), &limits, &document)
-            .is_err(),
+        matches!(
+            open.acknowledge_late(CommandResult::Failed, None, Millis(3), &limits, &document),
+            Err(CommandError::NotAllowed { .. })
+        ),
         "an acknowledged command is not acknowledged again"
     );
 }

@@ -74,6 +74,13 @@ impl FakeBroker {
         published.remove(0)
     }
 
+    /// The body of the one message published since the last call, which must be on `topic`.
+    pub fn take_on(&self, topic: &str) -> Value {
+        let answer = self.take_one();
+        assert_eq!(answer.topic, topic);
+        answer.body
+    }
+
     pub fn caught_up(&self) -> Vec<TwinKey> {
         self.caught_up
             .lock()

@@ -9,12 +9,7 @@ async fn ack(broker: &FakeBroker, id: &str, payload: &[u8]) {
 
 /// The one answer published, which must be on the rejected topic of the ack of `id`; its body.
 fn rejection_of(broker: &FakeBroker, id: &str) -> Value {
-    let answer = broker.take_one();
-    assert_eq!(
-        answer.topic,
-        topic::command_ack_answer("pump-1", id, Verdict::Rejected)
-    );
-    answer.body
+    broker.take_on(&topic::command_ack_answer("pump-1", id, Verdict::Rejected))
 }
 
 #[tokio::test]
