@@ -9,7 +9,7 @@ use crate::index::FleetIndex;
 use crate::shard::{ShardWorker, SharedIndex, TwinJob, TwinMap, keys_of};
 use crate::silence::{ActivityIntervals, SilenceTimer};
 use crate::stream::Streams;
-use crate::task::ask;
+use crate::task::{Reply, hand};
 use doppel_model::codec::EncodedTwin;
 use doppel_model::history::twin_from_history;
 use doppel_model::policy::ReplicaConfig;
@@ -31,7 +31,7 @@ use tracing::Instrument;
 /// renders events, so it keeps up with the shards.
 const STREAM_FEED_BACKLOG: usize = 4096;
 
-/// What a shard that vanished under a caller was doing (see [`ask`]).
+/// What a shard that vanished under a caller was doing (see [`hand`]).
 const APPLYING: &str = "applying an update";
 
 /// A twin as it was at an instant ([`Engine::get_at`]).
@@ -44,6 +44,28 @@ pub enum TwinAt {
     /// No twin then: it never existed, was deleted at the time, or the history of that time
     /// has expired.
     Absent,
+}
+
+/// A change its shard has queued ([`Engine::submit`]), whose outcome is still to come.
+pub struct PendingUpdate {
+    reply: Reply<Result<Outcome, EngineError>>,
+    span: tracing::Span,
+}
+
+impl PendingUpdate {
+    /// The change's outcome, once it is durable (or rejected).
+    pub async fn outcome(self) -> Result<Outcome, EngineError> {
+        let result = self.reply.wait().instrument(self.span.clone()).await?;
+        let _entered = self.span.enter();
+        match &result {
+            Ok(Outcome::Changed(twin)) => tracing::debug!(version = twin.version, "twin changed"),
+            Ok(Outcome::Stale(twin)) => {
+                tracing::debug!(version = twin.version, "stale report ignored");
+            }
+            Err(err) => tracing::debug!(error = %err, "update refused"),
+        }
+        result
+    }
 }
 
 /// Counters of the engine's work since start.
@@ -265,6 +287,18 @@ impl Engine {
         key: TwinKey,
         request: UpdateRequest,
     ) -> Result<Outcome, EngineError> {
+        self.submit(key, request).await?.outcome().await
+    }
+
+    /// Queues one change and returns once its shard has it, before it is applied: changes
+    /// submitted one after another are applied in that order, so a caller can keep many in
+    /// flight (an MQTT connection streaming updates) and still keep each twin's order. Await
+    /// [`PendingUpdate::outcome`] for the result once it is durable (or rejected).
+    pub async fn submit(
+        &self,
+        key: TwinKey,
+        request: UpdateRequest,
+    ) -> Result<PendingUpdate, EngineError> {
         // One span per update, so at debug level: under the default filter it is never built.
         let span = tracing::debug_span!(
             "engine.update",
@@ -273,31 +307,16 @@ impl Engine {
             kind = request.change.name(),
             trace_id = crate::trace::trace_id_field(request.trace),
         );
-        self.queue_update(key, request).instrument(span).await
-    }
-
-    async fn queue_update(
-        &self,
-        key: TwinKey,
-        request: UpdateRequest,
-    ) -> Result<Outcome, EngineError> {
         let shard = self.shard(&key);
-        let result = ask(&shard.jobs, APPLYING, |reply| TwinJob {
+        let reply = hand(&shard.jobs, APPLYING, |reply| TwinJob {
             key,
             request,
             reply,
         })
+        .instrument(span.clone())
         .await?;
-        match &result {
-            Ok(Outcome::Changed(twin)) => tracing::debug!(version = twin.version, "twin changed"),
-            Ok(Outcome::Stale(twin)) => {
-                tracing::debug!(version = twin.version, "stale report ignored");
-            }
-            Err(err) => tracing::debug!(error = %err, "update refused"),
-        }
-        result
+        Ok(PendingUpdate { reply, span })
     }
-
     /// The current twin, if it exists. Served from memory; never waits for a commit.
     pub fn get(&self, key: &TwinKey) -> Result<Option<Twin>, EngineError> {
         let record = {

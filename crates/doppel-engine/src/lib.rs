@@ -27,7 +27,7 @@ pub use commands::{CommandEvent, CommandEventKind, CommandQueue, Queued};
 pub use committer::Outcome;
 pub use config::EngineConfig;
 pub use engine::query::{Plan, QueryPage};
-pub use engine::{Engine, EngineStats, EngineTasks, TwinAt};
+pub use engine::{Engine, EngineStats, EngineTasks, PendingUpdate, TwinAt};
 pub use error::{EngineError, QuotaError};
 pub use events::{DEFAULT_EVENT_CAPACITY, TwinChange};
 pub use index::IndexedPaths;

@@ -12,9 +12,33 @@ pub(crate) async fn ask<J, T>(
     doing: &'static str,
     make: impl FnOnce(oneshot::Sender<T>) -> J,
 ) -> Result<T, EngineError> {
+    hand(jobs, doing, make).await?.wait().await
+}
+
+/// The first half of [`ask`]: queues the job and returns once the task has it (in the order the
+/// callers handed theirs in), without waiting for the reply.
+pub(crate) async fn hand<J, T>(
+    jobs: &mpsc::Sender<J>,
+    doing: &'static str,
+    make: impl FnOnce(oneshot::Sender<T>) -> J,
+) -> Result<Reply<T>, EngineError> {
     let (reply, answer) = oneshot::channel();
     jobs.send(make(reply))
         .await
         .map_err(|_| EngineError::TaskFailed(doing))?;
-    answer.await.map_err(|_| EngineError::TaskFailed(doing))
+    Ok(Reply { answer, doing })
+}
+
+/// The reply to a job [`hand`] queued.
+pub(crate) struct Reply<T> {
+    answer: oneshot::Receiver<T>,
+    doing: &'static str,
+}
+
+impl<T> Reply<T> {
+    pub(crate) async fn wait(self) -> Result<T, EngineError> {
+        self.answer
+            .await
+            .map_err(|_| EngineError::TaskFailed(self.doing))
+    }
 }

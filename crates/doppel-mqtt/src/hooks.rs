@@ -54,7 +54,8 @@ impl Hooks {
             Some(identity) => {
                 // Only what a client sent is served; a last will, say, is only routed.
                 if from.is_custom() {
-                    self.serve(&identity, parsed, publish, received).await;
+                    self.serve(session, &identity, parsed, publish, received)
+                        .await;
                 }
                 mount::mount(identity.tenant.as_str(), &topic).into()
             }
@@ -64,10 +65,14 @@ impl Hooks {
     }
 
     /// Serves a request a client was allowed to publish; any other topic is the broker's alone
-    /// to route.
+    /// to route. A shadow request is answered in the connection's [`Pipeline`](crate::pipeline::Pipeline): the hook returns
+    /// once its write is queued in the engine, so the connection's next message is read while it
+    /// commits. The other requests are rare and served inline, after the connection's earlier
+    /// answers, so that they too see the connection's earlier writes.
     async fn serve(
         &self,
-        identity: &Identity,
+        session: &Session,
+        identity: &Arc<Identity>,
         topic: Topic<'_>,
         publish: &Publish,
         received: Instant,
@@ -76,12 +81,30 @@ impl Hooks {
         match topic {
             Topic::ShadowRequest(request) => {
                 let trace = trace::traceparent(publish.properties.as_ref());
-                service::handle(&*self.0, identity, request, payload, received, trace).await;
+                let prepared = service::prepare(
+                    &*self.0,
+                    identity.clone(),
+                    request,
+                    payload,
+                    received,
+                    trace,
+                )
+                .await;
+                let broker = self.0.clone();
+                self.0
+                    .pipeline(session)
+                    .await
+                    .then(async move { prepared.answer(&*broker).await })
+                    .await;
             }
             Topic::CommandAck { thing, id } => {
+                self.0.pipeline(session).await.drained().await;
                 commands::handle_ack(&*self.0, identity, thing, id, payload).await;
             }
-            Topic::SyncRequest { thing } => sync::handle(&*self.0, identity, thing, payload).await,
+            Topic::SyncRequest { thing } => {
+                self.0.pipeline(session).await.drained().await;
+                sync::handle(&*self.0, identity, thing, payload).await;
+            }
             // Only requests are served; the ACL, which matches every kind of topic by name, has
             // already decided whether anything else may be published, and the broker routes it.
             _ => {}

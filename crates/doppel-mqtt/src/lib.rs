@@ -12,6 +12,7 @@ mod hooks;
 pub mod identity;
 mod metric;
 pub mod mount;
+mod pipeline;
 pub mod presence;
 pub mod rejection;
 mod retain;

@@ -76,6 +76,11 @@ impl ShadowRequest<'_> {
         )
     }
 
+    /// The shadow's own name, which refusals quote: the named shadow's, or the thing's.
+    pub fn name(&self) -> &str {
+        self.shadow.unwrap_or(self.thing)
+    }
+
     /// The id of the twin this request reads or writes; see [`twin_device`].
     pub fn device(&self) -> Result<DeviceId, ModelError> {
         twin_device(self.thing, self.shadow)

@@ -43,9 +43,10 @@ use tokio::sync::{mpsc, watch};
 
 /// How long a device waits for its connection, subscription, or an answer after the run.
 const DRAIN: Duration = Duration::from_secs(10);
-/// Most requests in flight per device: AWS IoT allows this many unacknowledged QoS 1 publishes
-/// per connection.
-const MAX_IN_FLIGHT: usize = 10;
+/// Most requests in flight per device: as many as the hub keeps in flight per connection before
+/// it stops reading from it (`doppel-mqtt`'s pipeline). A streaming client such as
+/// `mosquitto_pub -l` keeps 20 (its default `--max-inflight`).
+const MAX_IN_FLIGHT: usize = 128;
 /// Largest packet either side may send: far above the hub's answers to a 350-byte update
 /// (`/update/accepted` is about 1 KB).
 const MAX_PACKET_BYTES: usize = 1024 * 1024;

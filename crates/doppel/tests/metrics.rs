@@ -170,9 +170,8 @@ async fn metrics_follow_http_mqtt_and_command_work() {
             &json!({ "state": { "reported": { "rpm": 1200 } } }),
         )
         .await;
-    // The hub answers a request inside the publish hook, and acknowledges the publish only
-    // after it: once the PUBACK is here, the request is counted.
-    device.acked().await;
+    // The hub counts a request before it publishes the answer: once the answer is here, the
+    // request is counted.
     device
         .recv_json(&topic::accepted("pump-1", ShadowOp::Update))
         .await;

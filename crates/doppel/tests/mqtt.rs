@@ -6,6 +6,7 @@ mod common;
 
 use common::Server;
 use common::http::HttpClient;
+use common::metrics::Scrape;
 use common::mqtt::{Mqtt, Options, connect, connect_with, device, login};
 use common::topic::{self, ShadowOp};
 use rumqttc::ConnectReturnCode;
@@ -127,6 +128,73 @@ async fn an_update_is_accepted_only_once_durable_and_is_the_twin_http_sees() {
     );
     let (status, _) = http.get("/v1/tenants/default/twins/pump-1").await;
     assert_eq!(status, 404);
+}
+
+/// A connection that streams updates without waiting for their answers (a gateway, a bridge,
+/// `mosquitto_pub -l`) has them applied in the order sent and answered in that order, a refused
+/// one included, and a read it sends after them sees them all.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_streaming_updates_has_them_applied_and_answered_in_order() {
+    const UPDATES: u64 = 300;
+    // Expects version 1 when the shadow is far past it: refused, and the rest still apply.
+    const CONFLICTING: u64 = 150;
+    let server = Server::start_with(ANONYMOUS);
+    let mut device = device(&server, "stream-1").await;
+    let before = Scrape::take(&server).await;
+    let update = topic::request("stream-1", ShadowOp::Update);
+    for seq in 0..UPDATES {
+        let mut body =
+            json!({"state": {"reported": {"seq": seq}}, "clientToken": format!("t-{seq}")});
+        if seq == CONFLICTING {
+            body["version"] = json!(1);
+        }
+        device.publish_json(&update, &body).await;
+    }
+    device
+        .publish_json(
+            &topic::request("stream-1", ShadowOp::Get),
+            &json!({"clientToken": "read"}),
+        )
+        .await;
+
+    let accepted = topic::accepted("stream-1", ShadowOp::Update);
+    let rejected = topic::rejected("stream-1", ShadowOp::Update);
+    for seq in 0..UPDATES {
+        let answer = device
+            .recv_where("an update's answer", |t| t == accepted || t == rejected)
+            .await;
+        let body = answer.json();
+        assert_eq!(
+            body["clientToken"],
+            format!("t-{seq}"),
+            "answers come in the order of the requests"
+        );
+        if seq == CONFLICTING {
+            assert_eq!(answer.topic, rejected, "{body}");
+            assert_eq!(body["code"], 409, "{body}");
+        } else {
+            assert_eq!(answer.topic, accepted, "{body}");
+            // Applied in the order sent: each accepted update is the shadow's next version.
+            let applied = if seq < CONFLICTING { seq + 1 } else { seq };
+            assert_eq!(body["version"], applied, "{body}");
+        }
+    }
+    let read = device
+        .recv_json(&topic::accepted("stream-1", ShadowOp::Get))
+        .await;
+    assert_eq!(read["clientToken"], "read");
+    assert_eq!(read["state"]["reported"]["seq"], UPDATES - 1);
+    assert_eq!(read["version"], UPDATES - 1);
+
+    // The hook does not wait for each commit before reading the next message, so the stream
+    // shares group commits; waiting would have made at least one commit per update.
+    let after = Scrape::take(&server).await;
+    let commits = after.value("doppel_store_commit_writes_count", &[])
+        - before.value("doppel_store_commit_writes_count", &[]);
+    assert!(
+        commits < (UPDATES / 2) as f64,
+        "{UPDATES} streamed updates took {commits} commits"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

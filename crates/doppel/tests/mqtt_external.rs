@@ -11,11 +11,12 @@ mod common;
 use common::http::HttpClient;
 use common::process::{
     Running, assert_success, describe, json_lines, python_script, python_succeeds, require_clients,
-    run, tool_starts,
+    run, run_fed, tool_starts,
 };
 use common::topic::{self, ShadowOp};
 use common::{Server, unix_seconds};
 use serde_json::{Value, json};
+use std::io::Write;
 use std::process::Output;
 use std::sync::OnceLock;
 use tokio::process::Command;
@@ -527,6 +528,58 @@ async fn presence_events_of_one_session_share_its_session_identifier() {
     );
 }
 
+/// `mosquitto_pub -l` streams one shadow update per line on one connection, each sent as soon as
+/// the previous one is acknowledged: every line is applied, in the order of the lines.
+#[tokio::test]
+async fn mosquitto_pub_streaming_lines_has_every_update_applied_in_order() {
+    const LINES: u64 = 200;
+    let hub = Hub::start();
+    let thing = "mosq-stream";
+    let mut lines = tempfile::NamedTempFile::new().expect("a temporary file");
+    for seq in 0..LINES {
+        writeln!(lines, r#"{{"state":{{"reported":{{"seq":{seq}}}}}}}"#).expect("write a line");
+    }
+    let mut command = hub.mosquitto("mosquitto_pub", thing);
+    command.args([
+        "-t",
+        &topic::request(thing, ShadowOp::Update),
+        "-l",
+        "-q",
+        "1",
+    ]);
+    let stdin = std::fs::File::open(lines.path()).expect("the lines");
+    let output = run_fed("mosquitto_pub -l", command, stdin.into()).await;
+    assert_success("mosquitto_pub -l", &output);
+
+    let twin = common::eventually_value("every line to apply", common::mqtt::WAIT, || async {
+        let (_, twin) = hub
+            .http
+            .get(&format!("/v1/tenants/default/twins/{thing}"))
+            .await;
+        if twin["shadow_version"] == LINES {
+            Ok(twin)
+        } else {
+            Err(twin.to_string())
+        }
+    })
+    .await;
+    assert_eq!(twin["reported"]["state"], json!({"seq": LINES - 1}));
+    let (_, history) = hub
+        .http
+        .get(&format!(
+            "/v1/tenants/default/twins/{thing}/history?kind=REPORTED&limit=1000"
+        ))
+        .await;
+    let applied: Vec<Value> = history["items"]
+        .as_array()
+        .expect("a history page")
+        .iter()
+        .map(|entry| entry["state"]["seq"].clone())
+        .collect();
+    let sent: Vec<Value> = (0..LINES).map(|seq| json!(seq)).collect();
+    assert_eq!(applied, sent, "history: {history}");
+}
+
 #[tokio::test]
 async fn a_thing_cannot_touch_another_things_shadow_but_updates_its_own() {
     let hub = Hub::start();
@@ -552,11 +605,20 @@ async fn a_thing_cannot_touch_another_things_shadow_but_updates_its_own() {
         .await;
     assert_success("mosquitto_pub to its own shadow", &mine);
 
-    // A QoS 1 PUBACK comes after the hub handled the publish, so both are settled by now.
-    assert_eq!(
-        hub.http.twin(a).await["reported"]["state"],
-        json!({"mine": true})
-    );
+    // The PUBACK says the hub took the update, not that it is durable: wait for the twin. The
+    // refused publishes were dropped before their PUBACKs, so they are settled already.
+    common::eventually(
+        "the thing's own update to apply",
+        common::mqtt::WAIT,
+        || async {
+            let (_, twin) = hub
+                .http
+                .get(&format!("/v1/tenants/default/twins/{a}"))
+                .await;
+            twin["reported"]["state"] == json!({"mine": true})
+        },
+    )
+    .await;
     hub.http.assert_no_twin(b).await;
 
     // The same message from a client allowed there does create the twin: the refusals above

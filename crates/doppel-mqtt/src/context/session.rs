@@ -7,6 +7,7 @@ use crate::broker::Broker;
 use crate::identity::{self, Identity, TokenRefusal, username_of};
 use crate::metric;
 use crate::mount;
+use crate::pipeline::Pipeline;
 use doppel_auth::LoginOutcome;
 use doppel_model::DeviceId;
 use doppel_wire::Topic;
@@ -16,6 +17,8 @@ use std::sync::{Arc, PoisonError};
 
 /// Where a session's identity is kept among its attributes once worked out.
 const IDENTITY_ATTR: &str = "doppel.identity";
+/// Where a session's requests in flight are kept among its attributes, from its first request.
+const PIPELINE_ATTR: &str = "doppel.pipeline";
 
 impl BrokerContext {
     pub(crate) async fn authenticate(&self, connect: &ConnectInfo) -> AuthResult {
@@ -106,6 +109,25 @@ impl BrokerContext {
             .await
             .insert(IDENTITY_ATTR.into(), identity.clone());
         Some(identity)
+    }
+
+    /// The answers `session` has in flight, in order.
+    pub(crate) async fn pipeline(&self, session: &Session) -> Arc<Pipeline> {
+        if let Some(known) = session
+            .extra_attrs
+            .read()
+            .await
+            .get::<Arc<Pipeline>>(PIPELINE_ATTR)
+        {
+            return known.clone();
+        }
+        let mut attrs = session.extra_attrs.write().await;
+        if let Some(known) = attrs.get::<Arc<Pipeline>>(PIPELINE_ATTR) {
+            return known.clone();
+        }
+        let pipeline = Arc::new(Pipeline::default());
+        attrs.insert(PIPELINE_ATTR.into(), pipeline.clone());
+        pipeline
     }
 
     /// The identity of `session` if it may publish on `topic` (`raw` as the client wrote it).

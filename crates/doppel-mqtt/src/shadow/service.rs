@@ -4,8 +4,8 @@ use crate::broker::Broker;
 use crate::identity::Identity;
 use crate::metric;
 use crate::rejection::Rejection;
-use crate::shadow::document;
-use doppel_engine::{Outcome, TwinChange};
+use crate::shadow::document::{self, ShadowUpdate};
+use doppel_engine::{Outcome, PendingUpdate, TwinChange};
 use doppel_model::{
     Change, ConnectionStatus, DeviceId, HistoryKind, Millis, TenantId, TraceParent, TwinKey,
     UpdateRequest,
@@ -18,17 +18,54 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-/// Answers a request published on a shadow topic. The caller has checked that the client may
-/// publish there, and `received` is when its publish hook began. `trace` is the request's W3C
-/// trace context (an MQTT 5 user property), carried on the change and on the answer.
-pub(crate) async fn handle(
+/// A shadow request read and, when it writes, handed to the engine: what is left is to wait for
+/// its outcome and answer it ([`Prepared::answer`]). Splitting the two lets a connection's next
+/// request be read while this one commits, with answers still sent in the order of the requests.
+pub(crate) struct Prepared {
+    identity: Arc<Identity>,
+    thing: String,
+    shadow: Option<String>,
+    op: ShadowOp,
+    /// When the publish hook began: where `doppel_sync_latency_seconds` starts.
+    received: Instant,
+    /// The request's W3C trace context (an MQTT 5 user property), carried on the answer.
+    trace: Option<TraceParent>,
+    span: tracing::Span,
+    work: Work,
+}
+
+/// What answering a [`Prepared`] request takes.
+enum Work {
+    Refused(Refusal),
+    /// Read when its turn comes, so it sees every write the connection sent before it.
+    Get {
+        key: TwinKey,
+        token: Option<String>,
+    },
+    Delete {
+        pending: PendingUpdate,
+        token: Option<String>,
+    },
+    Update {
+        pending: PendingUpdate,
+        key: TwinKey,
+        update: ShadowUpdate,
+    },
+}
+
+/// Reads a request published on a shadow topic and, when it writes, hands the write to the
+/// engine, which applies the writes handed to it in order. The caller has checked that the
+/// client may publish there, and `received` is when its publish hook began. `trace` is the
+/// request's W3C trace context (an MQTT 5 user property), carried on the change and on the
+/// answer.
+pub(crate) async fn prepare(
     broker: &impl Broker,
-    identity: &Identity,
+    identity: Arc<Identity>,
     request: ShadowRequest<'_>,
     payload: &[u8],
     received: Instant,
     trace: Option<TraceParent>,
-) {
+) -> Prepared {
     let span = tracing::info_span!(
         "mqtt.shadow",
         op = request.op.as_str(),
@@ -38,53 +75,19 @@ pub(crate) async fn handle(
         trace_id = doppel_engine::trace::trace_id_field(trace),
     );
     doppel_engine::trace::join_remote_trace(&span, trace);
-    respond(broker, identity, &request, payload, received, trace)
-        .instrument(span)
-        .await;
-}
-
-async fn respond(
-    broker: &impl Broker,
-    identity: &Identity,
-    request: &ShadowRequest<'_>,
-    payload: &[u8],
-    received: Instant,
-    trace: Option<TraceParent>,
-) {
-    let now = broker.now();
-    let (outcome, body) = match answer(broker, identity, request, payload, now, trace).await {
-        Ok(body) => (Verdict::Accepted, body),
-        Err((error, token)) => (
-            Verdict::Rejected,
-            document::rejected(&error, token.as_deref(), now),
-        ),
-    };
-    broker
-        .publish_traced(
-            &identity.tenant,
-            &request.reply(outcome),
-            &body,
-            trace.as_ref(),
-        )
-        .await;
-    let outcome = outcome.as_str();
-    tracing::debug!(outcome, "shadow request answered");
-    metrics::counter!(
-        metric::SHADOW_REQUESTS,
-        "op" => request.op.as_str(),
-        "outcome" => outcome
-    )
-    .increment(1);
-    metrics::histogram!(
-        metric::SHADOW_REQUEST_DURATION,
-        "op" => request.op.as_str(),
-        "outcome" => outcome
-    )
-    .record(received.elapsed());
-    if request.op == ShadowOp::Update && outcome == metric::ACCEPTED {
-        // From the publish hook to `/update/accepted` handed to the broker: parsing, the
-        // durable commit, rendering and routing the answer; not the network either way.
-        metrics::histogram!(metric::SYNC_LATENCY).record(received.elapsed());
+    let work = work(broker, &identity, &request, payload, trace)
+        .instrument(span.clone())
+        .await
+        .unwrap_or_else(Work::Refused);
+    Prepared {
+        identity,
+        thing: request.thing.to_owned(),
+        shadow: request.shadow.map(str::to_owned),
+        op: request.op,
+        received,
+        trace,
+        span,
+        work,
     }
 }
 
@@ -94,38 +97,35 @@ const SHADOW_REQUEST: &str = "a shadow request";
 /// A refusal and the client token its `/rejected` document echoes.
 type Refusal = (Rejection, Option<String>);
 
-async fn answer(
+async fn work(
     broker: &impl Broker,
     identity: &Identity,
     request: &ShadowRequest<'_>,
     payload: &[u8],
-    now: Millis,
     trace: Option<TraceParent>,
-) -> Result<Value, Refusal> {
-    let name = request.shadow.unwrap_or(request.thing);
-    let device = topic::twin_device(request.thing, request.shadow)
-        .map_err(|err| (Rejection::of_model(&err, name), None))?;
+) -> Result<Work, Refusal> {
+    let device = request
+        .device()
+        .map_err(|err| (Rejection::of_model(&err, request.name()), None))?;
     let key = TwinKey::new(identity.tenant.clone(), device);
     let engine = broker.engine().ok_or((Rejection::shutting_down(), None))?;
+    let refused = |err, token| {
+        (
+            Rejection::of_engine(&err, request.name(), SHADOW_REQUEST),
+            token,
+        )
+    };
     match request.op {
         ShadowOp::Get => {
             let token = document::parse_client_token(payload).map_err(|err| (err, None))?;
-            match engine.get(&key) {
-                Ok(Some(twin)) => Ok(document::get_accepted(&twin, token.as_deref(), now)),
-                Ok(None) => Err((Rejection::not_found(name), token)),
-                Err(err) => Err((Rejection::of_engine(&err, name, SHADOW_REQUEST), token)),
-            }
+            Ok(Work::Get { key, token })
         }
         ShadowOp::Delete => {
             let token = document::parse_client_token(payload).map_err(|err| (err, None))?;
             let request = update_request(identity, Change::Delete, token.clone(), trace);
-            match engine.update(key, request).await {
-                Ok(Outcome::Changed(twin) | Outcome::Stale(twin)) => Ok(document::delete_accepted(
-                    twin.shadow_version,
-                    token.as_deref(),
-                    now,
-                )),
-                Err(err) => Err((Rejection::of_engine(&err, name, SHADOW_REQUEST), token)),
+            match engine.submit(key, request).await {
+                Ok(pending) => Ok(Work::Delete { pending, token }),
+                Err(err) => Err(refused(err, token)),
             }
         }
         ShadowOp::Update => {
@@ -139,20 +139,112 @@ async fn answer(
                 update.client_token.clone(),
                 trace,
             );
-            match engine.update(key.clone(), request).await {
-                Ok(Outcome::Changed(twin) | Outcome::Stale(twin)) => {
-                    let own_twin = identity.device.as_ref() == Some(&key.device);
-                    if own_twin && twin.connection.status != ConnectionStatus::Connected {
-                        broker.presence_caught_up(&key).await;
-                    }
-                    Ok(document::update_accepted(&update, &twin, now))
-                }
-                Err(err) => Err((
-                    Rejection::of_engine(&err, name, SHADOW_REQUEST),
-                    update.client_token,
-                )),
+            match engine.submit(key.clone(), request).await {
+                Ok(pending) => Ok(Work::Update {
+                    pending,
+                    key,
+                    update,
+                }),
+                Err(err) => Err(refused(err, update.client_token)),
             }
         }
+    }
+}
+
+impl Prepared {
+    /// Waits for the request's outcome and publishes its answer.
+    pub(crate) async fn answer(self, broker: &impl Broker) {
+        let span = self.span.clone();
+        self.respond(broker).instrument(span).await;
+    }
+
+    async fn respond(self, broker: &impl Broker) {
+        let request = ShadowRequest {
+            thing: &self.thing,
+            shadow: self.shadow.as_deref(),
+            op: self.op,
+        };
+        let now = broker.now();
+        let (outcome, body) = match outcome(broker, &self.identity, &request, self.work, now).await
+        {
+            Ok(body) => (Verdict::Accepted, body),
+            Err((error, token)) => (
+                Verdict::Rejected,
+                document::rejected(&error, token.as_deref(), now),
+            ),
+        };
+        let reply = request.reply(outcome);
+        let outcome = outcome.as_str();
+        // Counted before it is answered, so that a client holding the answer sees it counted.
+        metrics::counter!(
+            metric::SHADOW_REQUESTS,
+            "op" => request.op.as_str(),
+            "outcome" => outcome
+        )
+        .increment(1);
+        broker
+            .publish_traced(&self.identity.tenant, &reply, &body, self.trace.as_ref())
+            .await;
+        tracing::debug!(outcome, "shadow request answered");
+        let elapsed = self.received.elapsed();
+        metrics::histogram!(
+            metric::SHADOW_REQUEST_DURATION,
+            "op" => request.op.as_str(),
+            "outcome" => outcome
+        )
+        .record(elapsed);
+        if request.op == ShadowOp::Update && outcome == metric::ACCEPTED {
+            // From the publish hook to `/update/accepted` handed to the broker: parsing, the
+            // durable commit, rendering and routing the answer; not the network either way.
+            metrics::histogram!(metric::SYNC_LATENCY).record(elapsed);
+        }
+    }
+}
+
+/// The answer's document, once the request's write (if any) is durable.
+async fn outcome(
+    broker: &impl Broker,
+    identity: &Identity,
+    request: &ShadowRequest<'_>,
+    work: Work,
+    now: Millis,
+) -> Result<Value, Refusal> {
+    let name = request.name();
+    let refused = |err, token| (Rejection::of_engine(&err, name, SHADOW_REQUEST), token);
+    match work {
+        Work::Refused(refusal) => Err(refusal),
+        Work::Get { key, token } => {
+            let engine = broker
+                .engine()
+                .ok_or((Rejection::shutting_down(), token.clone()))?;
+            match engine.get(&key) {
+                Ok(Some(twin)) => Ok(document::get_accepted(&twin, token.as_deref(), now)),
+                Ok(None) => Err((Rejection::not_found(name), token)),
+                Err(err) => Err(refused(err, token)),
+            }
+        }
+        Work::Delete { pending, token } => match pending.outcome().await {
+            Ok(Outcome::Changed(twin) | Outcome::Stale(twin)) => Ok(document::delete_accepted(
+                twin.shadow_version,
+                token.as_deref(),
+                now,
+            )),
+            Err(err) => Err(refused(err, token)),
+        },
+        Work::Update {
+            pending,
+            key,
+            update,
+        } => match pending.outcome().await {
+            Ok(Outcome::Changed(twin) | Outcome::Stale(twin)) => {
+                let own_twin = identity.device.as_ref() == Some(&key.device);
+                if own_twin && twin.connection.status != ConnectionStatus::Connected {
+                    broker.presence_caught_up(&key).await;
+                }
+                Ok(document::update_accepted(&update, &twin, now))
+            }
+            Err(err) => Err(refused(err, update.client_token)),
+        },
     }
 }
 

@@ -70,8 +70,13 @@ pub fn python_script(name: &str) -> Command {
 }
 
 /// Runs `command` (`what`, in failure messages) to completion within [`PROCESS_TIMEOUT`].
-pub async fn run(what: &str, mut command: Command) -> Output {
-    command.kill_on_drop(true).stdin(Stdio::null());
+pub async fn run(what: &str, command: Command) -> Output {
+    run_fed(what, command, Stdio::null()).await
+}
+
+/// [`run`] with `stdin` as the command's standard input.
+pub async fn run_fed(what: &str, mut command: Command, stdin: Stdio) -> Output {
+    command.kill_on_drop(true).stdin(stdin);
     tokio::time::timeout(PROCESS_TIMEOUT, command.output())
         .await
         .unwrap_or_else(|_| panic!("{what} ran longer than {PROCESS_TIMEOUT:?}"))

@@ -14,15 +14,11 @@ fn request(thing: &str, op: ShadowOp) -> ShadowRequest<'_> {
 async fn send(broker: &FakeBroker, op: ShadowOp, payload: &Value, trace: Option<TraceParent>) {
     let payload = serde_json::to_vec(payload).expect("a JSON payload");
     let request = request("pump-1", op);
-    handle(
-        broker,
-        &device("pump-1"),
-        request,
-        &payload,
-        Instant::now(),
-        trace,
-    )
-    .await;
+    let identity = Arc::new(device("pump-1"));
+    prepare(broker, identity, request, &payload, Instant::now(), trace)
+        .await
+        .answer(broker)
+        .await;
 }
 
 #[tokio::test]
