@@ -4,6 +4,7 @@
 
 use doppel_engine::Engine;
 use doppel_model::{Limits, Millis, TenantId, TraceParent, TwinKey};
+use serde::Serialize;
 use serde_json::Value;
 use std::future::Future;
 use std::sync::{PoisonError, RwLock};
@@ -20,7 +21,7 @@ pub(crate) trait Broker: Send + Sync + 'static {
         &self,
         tenant: &TenantId,
         topic: &str,
-        body: &Value,
+        body: &(impl Serialize + Sync),
         trace: Option<&TraceParent>,
     ) -> impl Future<Output = ()> + Send;
 

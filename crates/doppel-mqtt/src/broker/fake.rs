@@ -6,6 +6,7 @@ use crate::identity::Identity;
 use doppel_engine::{Engine, EngineConfig, EngineTasks, ManualClock};
 use doppel_model::{DeviceId, Limits, Millis, TenantId, TraceParent, TwinKey};
 use doppel_store::{HistoryBuckets, MemoryStore};
+use serde::Serialize;
 use serde_json::Value;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -99,16 +100,18 @@ impl Broker for FakeBroker {
         &self,
         tenant: &TenantId,
         topic: &str,
-        body: &Value,
+        body: &(impl Serialize + Sync),
         trace: Option<&TraceParent>,
     ) {
+        // Recorded as the JSON a client would read.
+        let body = serde_json::to_value(body).expect("a hub message encodes");
         self.published
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(Published {
                 tenant: tenant.clone(),
                 topic: topic.to_owned(),
-                body: body.clone(),
+                body,
                 trace: trace.copied(),
             });
     }

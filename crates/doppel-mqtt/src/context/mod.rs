@@ -24,7 +24,7 @@ use rmqtt::codec::types::{Publish as CodecPublish, QoS};
 use rmqtt::context::ServerContext;
 use rmqtt::session::SessionState;
 use rmqtt::types::{From, Id, Publish};
-use serde_json::Value;
+use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -110,7 +110,7 @@ impl Broker for BrokerContext {
         &self,
         tenant: &TenantId,
         topic: &str,
-        body: &Value,
+        body: &(impl Serialize + Sync),
         trace: Option<&TraceParent>,
     ) {
         let payload = match serde_json::to_vec(body) {

@@ -7,11 +7,12 @@ use crate::rejection::Rejection;
 use crate::shadow::document::{self, ShadowUpdate};
 use doppel_engine::{Outcome, PendingUpdate, TwinChange};
 use doppel_model::{
-    Change, ConnectionStatus, DeviceId, HistoryKind, Millis, TenantId, TraceParent, TwinKey,
+    Change, ConnectionStatus, DeviceId, HistoryKind, Millis, TenantId, TraceParent, Twin, TwinKey,
     UpdateRequest,
 };
 use doppel_wire::shadow::{self as topic, ShadowAnswer, ShadowOp, ShadowRequest};
 use doppel_wire::{Topic, Verdict, filter};
+use serde::{Serialize, Serializer};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
@@ -170,7 +171,7 @@ impl Prepared {
             Ok(body) => (Verdict::Accepted, body),
             Err((error, token)) => (
                 Verdict::Rejected,
-                document::rejected(&error, token.as_deref(), now),
+                Answer::Document(document::rejected(&error, token.as_deref(), now)),
             ),
         };
         let reply = request.reply(outcome);
@@ -201,6 +202,28 @@ impl Prepared {
     }
 }
 
+/// The document a request is answered with.
+enum Answer {
+    Document(Value),
+    /// `/update/accepted`, written out from the request itself ([`document::UpdateAccepted`]).
+    Updated {
+        update: ShadowUpdate,
+        twin: Arc<Twin>,
+        now: Millis,
+    },
+}
+
+impl Serialize for Answer {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Answer::Document(document) => document.serialize(serializer),
+            Answer::Updated { update, twin, now } => {
+                document::update_accepted(update, twin, *now).serialize(serializer)
+            }
+        }
+    }
+}
+
 /// The answer's document, once the request's write (if any) is durable.
 async fn outcome(
     broker: &impl Broker,
@@ -208,7 +231,7 @@ async fn outcome(
     request: &ShadowRequest<'_>,
     work: Work,
     now: Millis,
-) -> Result<Value, Refusal> {
+) -> Result<Answer, Refusal> {
     let name = request.name();
     let refused = |err, token| (Rejection::of_engine(&err, name, SHADOW_REQUEST), token);
     match work {
@@ -218,16 +241,18 @@ async fn outcome(
                 .engine()
                 .ok_or((Rejection::shutting_down(), token.clone()))?;
             match engine.get(&key) {
-                Ok(Some(twin)) => Ok(document::get_accepted(&twin, token.as_deref(), now)),
+                Ok(Some(twin)) => Ok(Answer::Document(document::get_accepted(
+                    &twin,
+                    token.as_deref(),
+                    now,
+                ))),
                 Ok(None) => Err((Rejection::not_found(name), token)),
                 Err(err) => Err(refused(err, token)),
             }
         }
         Work::Delete { pending, token } => match pending.outcome().await {
-            Ok(Outcome::Changed(twin) | Outcome::Stale(twin)) => Ok(document::delete_accepted(
-                twin.shadow_version,
-                token.as_deref(),
-                now,
+            Ok(Outcome::Changed(twin) | Outcome::Stale(twin)) => Ok(Answer::Document(
+                document::delete_accepted(twin.shadow_version, token.as_deref(), now),
             )),
             Err(err) => Err(refused(err, token)),
         },
@@ -241,7 +266,7 @@ async fn outcome(
                 if own_twin && twin.connection.status != ConnectionStatus::Connected {
                     broker.presence_caught_up(&key).await;
                 }
-                Ok(document::update_accepted(&update, &twin, now))
+                Ok(Answer::Updated { update, twin, now })
             }
             Err(err) => Err(refused(err, update.client_token)),
         },
