@@ -12,6 +12,11 @@
 //!   in updates per second.
 //! - `update_path/single_writer`: one writer, one update at a time; the time per update is the
 //!   durable latency of one update, bound by one fsync.
+//! - `update_path/store_alone`: the baseline for the first: the same store written directly,
+//!   with no engine, in commits of as many writes as the engine's commits had on average in
+//!   `in_flight_4096`, each write a twin record and its history entry of the same sizes as an
+//!   update's (`FjallStore::commit_group`: one fjall batch, then `persist(SyncAll)`, the fsync
+//!   policy the engine uses). The ratio of the two rates is what the engine's own work costs.
 //!
 //! The requests are built before the timer starts, so the figures are the engine's own work (and
 //! the delta the caller computes from the acknowledged twin), not JSON building in the client.
@@ -29,9 +34,9 @@ use criterion::measurement::WallTime;
 use criterion::{
     BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use doppel_engine::{Engine, EngineConfig, Outcome};
+use doppel_engine::{Clock, Engine, EngineConfig, Outcome, SystemClock};
 use doppel_model::{Millis, TwinKey, UpdateRequest};
-use doppel_store::TwinWrite;
+use doppel_store::{TwinStore, TwinWrite};
 use harness::{
     CpuTime, Fleet, SplitMix, WORKER_THREADS, report, reported_then_desired, reported_update,
     twin_write, twins_wanted,
@@ -163,7 +168,7 @@ fn measure(
     fixture: &mut Fixture,
     name: &str,
     writers: usize,
-) {
+) -> Option<Throughputs> {
     let before = fixture.fleet.engine.stats();
     fixture.tally = Tally::default();
     group.throughput(Throughput::Elements(writers as u64));
@@ -172,7 +177,7 @@ fn measure(
     });
     let (after, tally) = (fixture.fleet.engine.stats(), fixture.tally);
     if tally.applied + tally.stale == 0 {
-        return; // filtered out
+        return None; // filtered out
     }
     let commits = after.commits - before.commits;
     let writes = after.writes - before.writes;
@@ -191,6 +196,68 @@ fn measure(
         tally.applied,
         tally.stale,
         tally.with_delta
+    );
+    Some(Throughputs {
+        writes_per_commit: writes as f64 / commits.max(1) as f64,
+        updates_per_second: (tally.applied + tally.stale) as f64 / seconds,
+    })
+}
+
+/// What a throughput measurement found.
+#[derive(Clone, Copy, Debug)]
+struct Throughputs {
+    writes_per_commit: f64,
+    updates_per_second: f64,
+}
+
+/// Distinct commits the baseline cycles through: enough that consecutive commits write other
+/// twins, few enough to build before timing.
+const STORE_ALONE_COMMITS: usize = 64;
+
+/// The baseline: commits of `batch` writes straight to the engine's store, with no engine in the
+/// way; prints its rate beside `engine`'s.
+fn measure_store_alone(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    fixture: &mut Fixture,
+    engine: Throughputs,
+) {
+    let batch = (engine.writes_per_commit.round() as usize).max(1);
+    let now = SystemClock.now();
+    let commits: Vec<Vec<TwinWrite>> = (0..STORE_ALONE_COMMITS)
+        .map(|_| {
+            (0..batch)
+                .map(|_| {
+                    let index = fixture.rng.below(fixture.fleet.keys.len() as u64) as usize;
+                    initial_write(&fixture.fleet.keys[index], now, &mut fixture.rng)
+                })
+                .collect()
+        })
+        .collect();
+    let store = fixture.fleet.store.clone();
+    let mut timed = Duration::ZERO;
+    let mut written = 0u64;
+    group.throughput(Throughput::Elements(batch as u64));
+    group.bench_function("store_alone", |b| {
+        b.iter_custom(|rounds| {
+            let start = Instant::now();
+            for round in 0..rounds {
+                let writes = &commits[round as usize % STORE_ALONE_COMMITS];
+                store.commit_group(writes, &[]).expect("a durable commit");
+            }
+            let elapsed = start.elapsed();
+            timed += elapsed;
+            written += rounds * batch as u64;
+            elapsed
+        })
+    });
+    if written == 0 {
+        return; // filtered out
+    }
+    let rate = written as f64 / timed.as_secs_f64();
+    println!(
+        "store_alone: {batch} writes per commit, {rate:.0} writes/s; the engine's {:.0} updates/s is {:.2} of it",
+        engine.updates_per_second,
+        engine.updates_per_second / rate
     );
 }
 
@@ -212,12 +279,15 @@ fn update_path(c: &mut Criterion) {
     group
         .warm_up_time(Duration::from_secs(3))
         .measurement_time(Duration::from_secs(20));
-    measure(
+    let in_flight = measure(
         &mut group,
         &mut fixture,
         &format!("in_flight_{IN_FLIGHT}"),
         IN_FLIGHT,
     );
+    if let Some(engine) = in_flight {
+        measure_store_alone(&mut group, &mut fixture, engine);
+    }
     group
         .warm_up_time(Duration::from_secs(2))
         .measurement_time(Duration::from_secs(10));
