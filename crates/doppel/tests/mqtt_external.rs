@@ -607,18 +607,7 @@ async fn a_thing_cannot_touch_another_things_shadow_but_updates_its_own() {
 
     // The PUBACK says the hub took the update, not that it is durable: wait for the twin. The
     // refused publishes were dropped before their PUBACKs, so they are settled already.
-    common::eventually(
-        "the thing's own update to apply",
-        common::mqtt::WAIT,
-        || async {
-            let (_, twin) = hub
-                .http
-                .get(&format!("/v1/tenants/default/twins/{a}"))
-                .await;
-            twin["reported"]["state"] == json!({"mine": true})
-        },
-    )
-    .await;
+    hub.http.twin_reporting(a, &json!({"mine": true})).await;
     hub.http.assert_no_twin(b).await;
 
     // The same message from a client allowed there does create the twin: the refusals above
@@ -633,10 +622,7 @@ async fn a_thing_cannot_touch_another_things_shadow_but_updates_its_own() {
         )
         .await;
     assert_success("mosquitto_pub as an application", &control);
-    assert_eq!(
-        hub.http.twin(b).await["reported"]["state"],
-        json!({"hijacked": true})
-    );
+    hub.http.twin_reporting(b, &json!({"hijacked": true})).await;
 }
 
 #[tokio::test]
@@ -708,8 +694,9 @@ async fn device_credentials_let_mosquitto_in_and_a_wrong_password_is_refused() {
         )
         .await;
     assert_success("mosquitto_pub with the device's credential", &allowed);
-    let twin = hub.http.twin(device).await;
-    assert_eq!(twin["reported"]["state"], json!({"firmware": "1.0.0"}));
+    hub.http
+        .twin_reporting(device, &json!({"firmware": "1.0.0"}))
+        .await;
 
     let refused = hub
         .mosquitto_pub(

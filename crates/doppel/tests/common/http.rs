@@ -137,6 +137,25 @@ impl HttpClient {
         body
     }
 
+    /// The twin at `path` (under `/v1/tenants/default/twins/`) once its reported state is
+    /// `reported`, waiting (bounded) for it: an MQTT publish's PUBACK may come before the hub
+    /// has applied it.
+    pub async fn twin_reporting(&self, path: &str, reported: &Value) -> Value {
+        super::eventually_value(
+            &format!("twin {path} reporting {reported}"),
+            super::mqtt::WAIT,
+            || async {
+                let (status, twin) = self.get(&format!("{TWINS}/{path}")).await;
+                if status == StatusCode::OK && twin["reported"]["state"] == *reported {
+                    Ok(twin)
+                } else {
+                    Err(twin.to_string())
+                }
+            },
+        )
+        .await
+    }
+
     /// Asserts that there is no twin at `path` (under `/v1/tenants/default/twins/`).
     pub async fn assert_no_twin(&self, path: &str) {
         let (status, body) = self.get(&format!("{TWINS}/{path}")).await;
