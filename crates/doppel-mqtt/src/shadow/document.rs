@@ -713,11 +713,12 @@ mod tests {
     /// The `/update/accepted` document as JSON, checked to be written exactly as the same
     /// document built as a `Value` would be (members in the same order).
     fn accepted_json(update: &ShadowUpdate, twin: &Twin, now: Millis) -> Value {
-        let bytes = serde_json::to_vec(&update_accepted(update, twin, now)).unwrap();
-        let value: Value = serde_json::from_slice(&bytes).unwrap();
+        let bytes =
+            serde_json::to_vec(&update_accepted(update, twin, now)).expect("the answer encodes");
+        let value: Value = serde_json::from_slice(&bytes).expect("the answer is JSON");
         assert_eq!(
-            String::from_utf8(bytes).unwrap(),
-            serde_json::to_string(&value).unwrap()
+            String::from_utf8(bytes).expect("JSON is UTF-8"),
+            serde_json::to_string(&value).expect("a Value encodes")
         );
         value
     }
