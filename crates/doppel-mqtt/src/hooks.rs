@@ -65,10 +65,11 @@ impl Hooks {
     }
 
     /// Serves a request a client was allowed to publish; any other topic is the broker's alone
-    /// to route. A shadow request is answered in the connection's [`Pipeline`](crate::pipeline::Pipeline): the hook returns
-    /// once its write is queued in the engine, so the connection's next message is read while it
-    /// commits. The other requests are rare and served inline, after the connection's earlier
-    /// answers, so that they too see the connection's earlier writes.
+    /// to route. A shadow request is answered in the connection's
+    /// [`Pipeline`](crate::pipeline::Pipeline): the hook returns once its write is queued in the
+    /// engine, so the connection's next message is read while it commits. The other requests
+    /// are rare and served inline, after the connection's earlier answers, so that they too see
+    /// the connection's earlier writes.
     async fn serve(
         &self,
         session: &Session,
@@ -98,11 +99,11 @@ impl Hooks {
                     .await;
             }
             Topic::CommandAck { thing, id } => {
-                self.0.pipeline(session).await.drained().await;
+                self.0.drain_pipeline(session).await;
                 commands::handle_ack(&*self.0, identity, thing, id, payload).await;
             }
             Topic::SyncRequest { thing } => {
-                self.0.pipeline(session).await.drained().await;
+                self.0.drain_pipeline(session).await;
                 sync::handle(&*self.0, identity, thing, payload).await;
             }
             // Only requests are served; the ACL, which matches every kind of topic by name, has

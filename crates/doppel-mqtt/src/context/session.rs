@@ -111,15 +111,10 @@ impl BrokerContext {
         Some(identity)
     }
 
-    /// The answers `session` has in flight, in order.
+    /// The answers `session` has in flight, in order; made at its first shadow request.
     pub(crate) async fn pipeline(&self, session: &Session) -> Arc<Pipeline> {
-        if let Some(known) = session
-            .extra_attrs
-            .read()
-            .await
-            .get::<Arc<Pipeline>>(PIPELINE_ATTR)
-        {
-            return known.clone();
+        if let Some(known) = existing_pipeline(session).await {
+            return known;
         }
         let mut attrs = session.extra_attrs.write().await;
         if let Some(known) = attrs.get::<Arc<Pipeline>>(PIPELINE_ATTR) {
@@ -128,6 +123,14 @@ impl BrokerContext {
         let pipeline = Arc::new(Pipeline::default());
         attrs.insert(PIPELINE_ATTR.into(), pipeline.clone());
         pipeline
+    }
+
+    /// Waits until the answers `session` has in flight, if any, are sent; a session that never
+    /// sent a shadow request gets no pipeline for it.
+    pub(crate) async fn drain_pipeline(&self, session: &Session) {
+        if let Some(pipeline) = existing_pipeline(session).await {
+            pipeline.drained().await;
+        }
     }
 
     /// The identity of `session` if it may publish on `topic` (`raw` as the client wrote it).
@@ -187,6 +190,15 @@ impl BrokerContext {
             }
         });
     }
+}
+
+async fn existing_pipeline(session: &Session) -> Option<Arc<Pipeline>> {
+    session
+        .extra_attrs
+        .read()
+        .await
+        .get::<Arc<Pipeline>>(PIPELINE_ATTR)
+        .cloned()
 }
 
 /// Whether a session of `identity` may hold the subscription `mounted` (a broker filter): it
