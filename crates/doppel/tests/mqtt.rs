@@ -186,14 +186,16 @@ async fn a_connection_streaming_updates_has_them_applied_and_answered_in_order()
     assert_eq!(read["state"]["reported"]["seq"], UPDATES - 1);
     assert_eq!(read["version"], UPDATES - 1);
 
-    // The hook does not wait for each commit before reading the next message, so the stream
-    // shares group commits; waiting would have made at least one commit per update.
+    // A hook that waited for each commit before the connection's next message was read would
+    // give every update a commit of its own. Not waiting, the stream shares group commits; how
+    // many depends on the disk and the machine (a third to a half of the updates here and on
+    // CI), so the bound is only that some were shared.
     let after = Scrape::take(&server).await;
     let commits = after.value("doppel_store_commit_writes_count", &[])
         - before.value("doppel_store_commit_writes_count", &[]);
     assert!(
-        commits < (UPDATES / 2) as f64,
-        "{UPDATES} streamed updates took {commits} commits"
+        commits < UPDATES as f64,
+        "{UPDATES} streamed updates took {commits} commits: none shared a group commit"
     );
 }
 
