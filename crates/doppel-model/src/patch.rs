@@ -95,7 +95,7 @@ pub fn serialized_len<T: serde::Serialize + ?Sized>(value: &T) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
@@ -155,7 +155,8 @@ mod tests {
         })
     }
 
-    fn arb_object() -> impl Strategy<Value = Map<String, Value>> {
+    /// JSON objects with nulls, arrays and nesting, from a few short keys so patches meet.
+    pub(crate) fn arb_object() -> impl Strategy<Value = Map<String, Value>> {
         prop::collection::btree_map("[a-d]", arb_json(), 0..5).prop_map(|m| m.into_iter().collect())
     }
 
