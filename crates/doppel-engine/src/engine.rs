@@ -1,4 +1,4 @@
-use crate::census::Census;
+use crate::census::{Census, Tally};
 use crate::clock::Clock;
 use crate::commands::CommandQueue;
 use crate::committer::{Outcome, Stats, run_committer};
@@ -6,7 +6,7 @@ use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::events::{ChangeFeeds, TwinChange};
 use crate::index::FleetIndex;
-use crate::shard::{ShardWorker, SharedIndex, TwinJob, TwinMap, keys_of};
+use crate::shard::{KeyHasher, ShardWorker, SharedIndex, TwinJob, TwinMap, TwinRecords, keys_of};
 use crate::silence::{ActivityIntervals, SilenceTimer};
 use crate::stream::Streams;
 use crate::task::{Reply, hand};
@@ -17,8 +17,7 @@ use doppel_model::{
     DeviceId, HistoryEntry, HistoryKind, Millis, TenantId, Twin, TwinKey, UpdateRequest,
 };
 use doppel_store::{HistoryQuery, TwinStore};
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -93,7 +92,7 @@ struct Shard {
 #[derive(Clone)]
 pub struct Engine {
     shards: Arc<[Shard]>,
-    router: RandomState,
+    router: KeyHasher,
     store: Arc<dyn TwinStore>,
     stats: Arc<Stats>,
     /// Live twins per tenant, which the shards keep for the quotas: read for the stats (the
@@ -141,29 +140,15 @@ impl Engine {
         config: EngineConfig,
     ) -> Result<(Engine, EngineTasks), EngineError> {
         let shard_count = config.shards.max(1);
-        let router = RandomState::new();
+        let router = KeyHasher::default();
         let loader = store.clone();
         let route = router.clone();
-        let maps = tokio::task::spawn_blocking(move || {
-            let mut maps: Vec<HashMap<TwinKey, EncodedTwin>> =
-                (0..shard_count).map(|_| HashMap::new()).collect();
-            loader.load(&mut |key, record| {
-                let shard = shard_index(&route, &key, shard_count);
-                maps[shard].insert(key, record);
-            })?;
-            Ok::<_, EngineError>(maps)
-        })
-        .await
-        .map_err(|join| EngineError::of_join(&join, "loading the twins"))??;
+        let (maps, tally) =
+            tokio::task::spawn_blocking(move || load_shards(&*loader, &route, shard_count))
+                .await
+                .map_err(|join| EngineError::of_join(&join, "loading the twins"))??;
 
-        let census = Arc::new(Census::new(
-            &config.limits,
-            maps.iter().flat_map(|map| {
-                map.iter()
-                    .filter(|(_, record)| EncodedTwin::is_live(&record.0))
-                    .map(|(key, _)| key)
-            }),
-        ));
+        let census = Arc::new(Census::new(&config.limits, tally));
         let stats = Arc::new(Stats::default());
         let events = Arc::new(ChangeFeeds::new(config.event_capacity));
         let (commit_tx, commit_rx) = mpsc::channel(shard_count * 2);
@@ -488,8 +473,55 @@ impl Engine {
     }
 }
 
-fn shard_index(router: &RandomState, key: &TwinKey, shards: usize) -> usize {
+fn shard_index(router: &KeyHasher, key: &TwinKey, shards: usize) -> usize {
     (router.hash_one(key) % shards as u64) as usize
+}
+
+/// Twins handed from the store's reader to the thread that files them, at a time.
+const LOAD_BATCH: usize = 4096;
+
+/// Reads every twin of `store` into one map per shard, and counts the live ones. Reading the
+/// store (its iterator, the keys, the copies) and filing the twins (hashing, the maps, the
+/// census) each take about half of the load, so they run on two threads: the store's reader
+/// hands batches to the filer.
+fn load_shards(
+    store: &dyn TwinStore,
+    router: &KeyHasher,
+    shard_count: usize,
+) -> Result<(Vec<TwinRecords>, Tally), EngineError> {
+    let (batches, filed) = std::sync::mpsc::sync_channel::<Vec<(TwinKey, EncodedTwin)>>(4);
+    std::thread::scope(|scope| {
+        let filer = scope.spawn(move || {
+            let mut maps: Vec<TwinRecords> =
+                (0..shard_count).map(|_| TwinRecords::default()).collect();
+            let mut tally = Tally::default();
+            for batch in filed {
+                for (key, record) in batch {
+                    if EncodedTwin::is_live(&record.0) {
+                        tally.count(&key);
+                    }
+                    maps[shard_index(router, &key, shard_count)].insert(key, record);
+                }
+            }
+            (maps, tally)
+        });
+        let mut batch = Vec::with_capacity(LOAD_BATCH);
+        let read = store.load(&mut |key, record| {
+            batch.push((key, record));
+            if batch.len() == LOAD_BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(LOAD_BATCH));
+                // Fails only when the filer is gone, which its join below reports.
+                let _ = batches.send(full);
+            }
+        });
+        let _ = batches.send(batch);
+        drop(batches);
+        let filed = filer
+            .join()
+            .map_err(|_| EngineError::TaskFailed("filing the loaded twins"))?;
+        read?;
+        Ok(filed)
+    })
 }
 
 /// Drops expired history buckets and settled commands now and then. Runs until aborted.
