@@ -12,26 +12,18 @@
 // The same twin as the engine's and the MQTT shadow benchmarks'.
 #[path = "../../doppel-engine/benches/fixtures/sensor.rs"]
 mod sensor;
+#[path = "fixtures/sensor_requests.rs"]
+mod sensor_requests;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use doppel_model::codec::EncodedTwin;
 use doppel_model::policy::ReplicaConfig;
-use doppel_model::{Applied, Change, Context, Limits, Millis, Twin, UpdateRequest, apply};
+use doppel_model::{Applied, Change, Context, Limits, Millis, Twin, apply};
+use sensor_requests::{first_report, request};
 use std::hint::black_box;
 
 /// The first format's tag of a live twin.
 const FIRST_FORMAT_LIVE: u8 = 1;
-
-fn request(change: Change) -> UpdateRequest {
-    UpdateRequest {
-        change,
-        expected_version: None,
-        changed_by: "sensor-0000042".into(),
-        change_reason: None,
-        client_token: None,
-        trace: None,
-    }
-}
 
 fn sensor_twin() -> Twin {
     let limits = Limits::default();
@@ -39,18 +31,7 @@ fn sensor_twin() -> Twin {
     let mut twin = None;
     let changes = [
         Change::Reported {
-            patch: sensor::report(&sensor::Readings {
-                temperature: 21.4,
-                humidity: 44.5,
-                pressure: 1013.2,
-                co2_ppm: 612,
-                battery_level: 87,
-                voltage: 3.71,
-                charging: false,
-                light_level: 7,
-                rssi: -61,
-                uptime_s: 60,
-            }),
+            patch: first_report(),
             device_version: Some(1),
         },
         Change::DesiredPatch(sensor::desired()),

@@ -22,6 +22,8 @@
 // The same twin as the engine's and the MQTT shadow benchmarks'.
 #[path = "../../doppel-engine/benches/fixtures/sensor.rs"]
 mod sensor;
+#[path = "fixtures/sensor_requests.rs"]
+mod sensor_requests;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use doppel_model::crdt::CrdtKind;
@@ -31,6 +33,7 @@ use doppel_model::update::MetaPatch;
 use doppel_model::{
     Applied, Change, Context, HistoryEntry, Limits, Millis, ModelError, Twin, UpdateRequest, apply,
 };
+use sensor_requests::{first_report, request};
 use serde_json::{Value, json};
 use std::hint::black_box;
 use std::time::Duration;
@@ -44,36 +47,9 @@ const MERGED_AT: Millis = Millis(1_795_000_060_050);
 const EDGE: &str = "edge-a";
 const DEVICE_TYPE: &str = "env-sensor";
 
-/// The sensor's first report (device version 1).
-fn first_report() -> Value {
-    sensor::report(&sensor::Readings {
-        temperature: 21.4,
-        humidity: 44.5,
-        pressure: 1013.2,
-        co2_ppm: 612,
-        battery_level: 87,
-        voltage: 3.71,
-        charging: false,
-        light_level: 7,
-        rssi: -61,
-        uptime_s: 60,
-    })
-}
-
 /// The benchmarked report: 2 of the properties changed (device version 2).
 fn two_properties() -> Value {
     json!({"temperature": 21.9, "uptime_s": 120})
-}
-
-fn request(change: Change) -> UpdateRequest {
-    UpdateRequest {
-        change,
-        expected_version: None,
-        changed_by: "sensor-0000042".into(),
-        change_reason: None,
-        client_token: None,
-        trace: None,
-    }
 }
 
 fn report(patch: Value, device_version: u64) -> UpdateRequest {
