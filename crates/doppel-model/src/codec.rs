@@ -24,24 +24,11 @@ pub struct EncodedTwin(pub Bytes);
 
 impl EncodedTwin {
     pub fn encode(twin: &Twin) -> Self {
-        match compact::CompactTwin::of(twin) {
-            Some(compact) => {
-                let tag = if twin.deleted {
-                    TAG_TOMBSTONE_COMPACT
-                } else {
-                    TAG_LIVE_COMPACT
-                };
-                Self(tagged_json(tag, &compact))
-            }
-            None => {
-                let tag = if twin.deleted {
-                    TAG_TOMBSTONE_V1
-                } else {
-                    TAG_LIVE_V1
-                };
-                Self(tagged_json(tag, twin))
-            }
-        }
+        let pick = |live, tombstone| if twin.deleted { tombstone } else { live };
+        Self(match compact::CompactTwin::of(twin) {
+            Some(compact) => tagged_json(pick(TAG_LIVE_COMPACT, TAG_TOMBSTONE_COMPACT), &compact),
+            None => tagged_json(pick(TAG_LIVE_V1, TAG_TOMBSTONE_V1), twin),
+        })
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Twin, ModelError> {
@@ -151,7 +138,7 @@ mod tests {
             crate::patch::merge(
                 &mut section.state,
                 &mut section.metadata,
-                patch.as_object().unwrap(),
+                patch.as_object().expect("a patch is an object"),
                 Millis(at),
             );
             section.updated_at = Some(Millis(at));
@@ -166,7 +153,10 @@ mod tests {
         let twin = merged_twin();
         let compact = EncodedTwin::encode(&twin);
         assert_eq!(compact.0[0], TAG_LIVE_COMPACT);
-        assert_eq!(EncodedTwin::decode(&compact.0).unwrap(), twin);
+        assert_eq!(
+            EncodedTwin::decode(&compact.0).expect("a compact record"),
+            twin
+        );
         let full = tagged_json(TAG_LIVE_V1, &twin);
         assert!(
             compact.0.len() < full.len(),
@@ -175,7 +165,8 @@ mod tests {
             full.len()
         );
         // The stamps of the later partial report and of the desired change are left out.
-        let stored: serde_json::Value = serde_json::from_slice(&compact.0[1..]).unwrap();
+        let stored: serde_json::Value =
+            serde_json::from_slice(&compact.0[1..]).expect("JSON after the tag");
         assert_eq!(
             stored["reported"]["metadata"],
             json!({"battery": {"charging": 100}, "errors": 100})
@@ -187,7 +178,10 @@ mod tests {
         let encoded = EncodedTwin::encode(&tombstone);
         assert_eq!(encoded.0[0], TAG_TOMBSTONE_COMPACT);
         assert!(!EncodedTwin::is_live(&encoded.0));
-        assert_eq!(EncodedTwin::decode(&encoded.0).unwrap(), tombstone);
+        assert_eq!(
+            EncodedTwin::decode(&encoded.0).expect("a compact tombstone"),
+            tombstone
+        );
     }
 
     /// Records written before the compact format are read as they were.
@@ -196,10 +190,13 @@ mod tests {
         let twin = merged_twin();
         let full = tagged_json(TAG_LIVE_V1, &twin);
         assert!(EncodedTwin::is_live(&full));
-        assert_eq!(EncodedTwin::decode(&full).unwrap(), twin);
+        assert_eq!(
+            EncodedTwin::decode(&full).expect("a first-format record"),
+            twin
+        );
         let json = br#"{"version":2,"shadow_version":2,"created_at":5,"updated_at":5,"reported":{"state":{"a":{"b":1}},"metadata":{"a":{"b":5}},"version":1,"updated_at":5},"desired":{"state":{},"metadata":{},"version":0,"updated_at":null},"connection":{"status":"UNKNOWN","last_connected_at":null,"last_disconnected_at":null,"last_activity_at":5,"sequence":0},"meta":{"device_type":null,"firmware_version":null,"capabilities":[],"tags":{}}}"#;
         let record = [&[TAG_LIVE_V1][..], json].concat();
-        let read = EncodedTwin::decode(&record).unwrap();
+        let read = EncodedTwin::decode(&record).expect("a first-format record");
         assert_eq!(
             Value::Object(read.reported.metadata),
             json!({"a": {"b": 5}})
@@ -224,7 +221,7 @@ mod tests {
             }
             let encoded = EncodedTwin::encode(&twin);
             proptest::prop_assert_eq!(encoded.0[0], TAG_LIVE_COMPACT);
-            proptest::prop_assert_eq!(EncodedTwin::decode(&encoded.0).unwrap(), twin);
+            proptest::prop_assert_eq!(EncodedTwin::decode(&encoded.0).expect("a compact record"), twin);
         }
     }
 

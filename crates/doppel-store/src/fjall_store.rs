@@ -480,11 +480,11 @@ mod tests {
 
     fn journal_files(dir: &Path) -> usize {
         std::fs::read_dir(dir)
-            .unwrap()
+            .expect("the store's folder lists")
             .filter(|entry| {
                 entry
                     .as_ref()
-                    .unwrap()
+                    .expect("a folder entry")
                     .path()
                     .extension()
                     .is_some_and(|ext| ext == "jnl")
@@ -497,11 +497,12 @@ mod tests {
     /// journal grew to fjall's 512 MiB, all of it replayed at every start.
     #[test]
     fn the_journal_stays_bounded_while_a_keyspace_written_once_waits() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FjallStore::open(dir.path(), HistoryBuckets::new(3_600_000)).unwrap();
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let store =
+            FjallStore::open(dir.path(), HistoryBuckets::new(3_600_000)).expect("the store opens");
         store
             .put_token(&conformance::token("admin", 1, None, None))
-            .unwrap();
+            .expect("a token is stored");
         // Four times the bound, in records below the size fjall compresses in its journal.
         let record: Vec<u8> = (0..3 * 1024u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
@@ -520,7 +521,7 @@ mod tests {
                     history: entry.clone(),
                 })
                 .collect();
-            store.commit(&writes).unwrap();
+            store.commit(&writes).expect("a commit");
         }
         // fjall drops journals in its background workers; give them a bounded while.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -534,9 +535,10 @@ mod tests {
             (commits * writes_per_commit * record.len()) >> 20
         );
         drop(store);
-        let store = FjallStore::open(dir.path(), HistoryBuckets::new(3_600_000)).unwrap();
+        let store =
+            FjallStore::open(dir.path(), HistoryBuckets::new(3_600_000)).expect("the store opens");
         assert_eq!(
-            store.load_tokens(&mut |_| {}).unwrap(),
+            store.load_tokens(&mut |_| {}).expect("tokens load"),
             1,
             "the token survives"
         );

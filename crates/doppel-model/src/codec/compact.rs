@@ -86,7 +86,7 @@ impl<'a> CompactSection<'a> {
             metadata: KeptStamps {
                 state,
                 metadata,
-                elided: updated_at.map(leaf_metadata),
+                elided: *updated_at,
             },
             version: *version,
             updated_at: *updated_at,
@@ -112,7 +112,7 @@ fn mirrors(state: &Map<String, Value>, metadata: &Map<String, Value>) -> bool {
 struct KeptStamps<'a> {
     state: &'a Map<String, Value>,
     metadata: &'a Map<String, Value>,
-    elided: Option<Value>,
+    elided: Option<Millis>,
 }
 
 impl KeptStamps<'_> {
@@ -121,14 +121,16 @@ impl KeptStamps<'_> {
             (Some(Value::Object(state)), Some(Value::Object(metadata))) => Some(KeptStamps {
                 state,
                 metadata,
-                elided: self.elided.clone(),
+                elided: self.elided,
             }),
             _ => None,
         }
     }
 
+    /// Whether `stamp` is not the one [`leaf_metadata`] makes of the section's time, which
+    /// reading puts back (an integer stamp equals that `Value` exactly when its `i64` does).
     fn kept(&self, stamp: &Value) -> bool {
-        self.elided.as_ref() != Some(stamp)
+        self.elided.is_none_or(|at| stamp.as_i64() != Some(at.0))
     }
 
     fn keeps_any(&self) -> bool {
