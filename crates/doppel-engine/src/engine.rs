@@ -506,7 +506,14 @@ fn load_shards(
             (maps, tally)
         });
         let mut batch = Vec::with_capacity(LOAD_BATCH);
-        let read = store.load(&mut |key, record| {
+        // The store reads keys in order, so a tenant's twins come together: each shares the
+        // tenant id of the one before instead of holding a copy of its own.
+        let mut tenant: Option<TenantId> = None;
+        let read = store.load(&mut |mut key, record| {
+            match &tenant {
+                Some(shared) if *shared == key.tenant => key.tenant = shared.clone(),
+                _ => tenant = Some(key.tenant.clone()),
+            }
             batch.push((key, record));
             if batch.len() == LOAD_BATCH {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(LOAD_BATCH));

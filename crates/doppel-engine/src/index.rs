@@ -129,20 +129,17 @@ impl IndexedPaths {
         }
     }
 
-    /// The indexed paths of one twin, with their values.
-    fn entries(&self, twin: &Twin) -> Vec<(Path, ValueKey)> {
+    /// The indexed paths of one twin, with their values, in a slice of exactly their number:
+    /// the index holds one per twin, and a vector grown by pushes would hold room for more.
+    fn entries(&self, twin: &Twin) -> Box<[(Path, ValueKey)]> {
         let fields = TwinFields(twin);
-        let mut entries: Vec<(Path, ValueKey)> = twin
-            .meta
-            .tags
-            .iter()
-            .map(|(name, value)| {
-                (
-                    Path::Tag(name.clone()),
-                    ValueKey::Text(Arc::from(value.as_str())),
-                )
-            })
-            .collect();
+        let mut entries = Vec::with_capacity(twin.meta.tags.len() + 3 + self.state.len());
+        entries.extend(twin.meta.tags.iter().map(|(name, value)| {
+            (
+                Path::Tag(name.clone()),
+                ValueKey::Text(Arc::from(value.as_str())),
+            )
+        }));
         let fixed = [
             Path::ConnectionStatus,
             Path::DeviceType,
@@ -153,7 +150,7 @@ impl IndexedPaths {
                 entries.push((path.clone(), key));
             }
         }
-        entries
+        entries.into_boxed_slice()
     }
 }
 
@@ -202,7 +199,7 @@ impl Walked {
 /// What one live twin is indexed under.
 #[derive(Debug, PartialEq)]
 struct Indexed {
-    entries: Vec<(Path, ValueKey)>,
+    entries: Box<[(Path, ValueKey)]>,
     /// Whether its delta is not empty, for the gauge of twins with a delta.
     delta: bool,
 }

@@ -3,6 +3,7 @@
 use crate::error::ModelError;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// Longest identifier accepted, in bytes. Matches AWS IoT's thing-name limit so that existing
 /// fleets keep their names when they move to Doppel.
@@ -61,16 +62,24 @@ fn validate_device(value: &str) -> Result<(), ModelError> {
 macro_rules! identifier {
     ($name:ident, $kind:literal, $validate:expr) => {
         #[doc = concat!("A validated ", $kind, " id: `[A-Za-z0-9:_.-]{1,128}`.")]
+        ///
+        /// Shared rather than owned: the hub holds each id in its twin map, its fleet index
+        /// (once per indexed value) and every change in flight, and a clone of a shared id
+        /// costs neither an allocation nor the memory of another copy.
         #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Validates and wraps an id.
             pub fn new(value: impl Into<String>) -> Result<Self, ModelError> {
-                let value = value.into();
-                $validate(&value)?;
-                Ok(Self(value))
+                Self::parse(&value.into())
+            }
+
+            /// Validates and copies an id out of `value`.
+            pub fn parse(value: &str) -> Result<Self, ModelError> {
+                $validate(value)?;
+                Ok(Self(Arc::from(value)))
             }
 
             pub fn as_str(&self) -> &str {
@@ -87,7 +96,7 @@ macro_rules! identifier {
 
         impl From<$name> for String {
             fn from(id: $name) -> String {
-                id.0
+                id.0.to_string()
             }
         }
 
@@ -106,10 +115,10 @@ impl DeviceId {
     /// The twin id of the named shadow `name` of this device: `{device}/shadows/{name}`.
     pub fn named_shadow(&self, name: &str) -> Result<DeviceId, ModelError> {
         validate_shadow_name(name)?;
-        Ok(DeviceId(format!(
+        Ok(DeviceId(Arc::from(format!(
             "{}{NAMED_SHADOW_SEPARATOR}{name}",
             self.thing()
-        )))
+        ))))
     }
 
     /// The device (AWS: the thing) this twin belongs to: the id itself, or the part before the
@@ -117,7 +126,7 @@ impl DeviceId {
     pub fn thing(&self) -> &str {
         self.0
             .split_once(NAMED_SHADOW_SEPARATOR)
-            .map_or(self.0.as_str(), |(thing, _)| thing)
+            .map_or(&self.0, |(thing, _)| thing)
     }
 
     /// The name of the named shadow this twin is, if it is one.
@@ -166,10 +175,10 @@ impl TwinKey {
             .iter()
             .position(|b| *b == KEY_SEPARATOR)
             .ok_or_else(corrupt)?;
-        let text = |part: &[u8]| String::from_utf8(part.to_vec()).map_err(|_| corrupt());
+        let text = |part| std::str::from_utf8(part).map_err(|_| corrupt());
         Ok(Self {
-            tenant: TenantId::new(text(&bytes[..split])?)?,
-            device: DeviceId::new(text(&bytes[split + 1..])?)?,
+            tenant: TenantId::parse(text(&bytes[..split])?)?,
+            device: DeviceId::parse(text(&bytes[split + 1..])?)?,
         })
     }
 }

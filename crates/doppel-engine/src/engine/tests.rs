@@ -495,3 +495,35 @@ async fn named_shadows_and_tenant_twins_stop_at_their_limits_across_shards_and_r
     applied(desire(&engine, key("pump/shadows/new"), json!({"n": 1})).await);
     stop(engine, tasks).await;
 }
+
+#[tokio::test]
+async fn loaded_twins_of_one_tenant_share_its_id() {
+    let store = store();
+    let (engine, _tasks) = start(&store, Arc::new(ManualClock::new(Millis(1))), config(2)).await;
+    let keys =
+        [("t", "a"), ("t", "b"), ("t", "c"), ("u", "x"), ("u", "y")].map(|(tenant, device)| {
+            TwinKey::new(
+                TenantId::new(tenant).expect("a valid tenant"),
+                DeviceId::new(device).expect("a valid device"),
+            )
+        });
+    for key in &keys {
+        desire(&engine, key.clone(), json!({"on": true})).await;
+    }
+
+    let (maps, _) = load_shards(&store, &KeyHasher::default(), 2).expect("the twins load");
+    let loaded: Vec<&TwinKey> = maps.iter().flat_map(|map| map.keys()).collect();
+    assert_eq!(loaded.len(), keys.len());
+    for tenant in ["t", "u"] {
+        let ids: Vec<*const u8> = loaded
+            .iter()
+            .filter(|key| key.tenant.as_str() == tenant)
+            .map(|key| key.tenant.as_str().as_ptr())
+            .collect();
+        assert!(ids.len() >= 2, "tenant {tenant}: {} twins", ids.len());
+        assert!(
+            ids.windows(2).all(|pair| pair[0] == pair[1]),
+            "the twins of tenant {tenant} hold copies of its id"
+        );
+    }
+}
