@@ -859,3 +859,29 @@ async fn an_anonymous_device_whose_first_update_makes_its_twin_shows_connected()
     pump.disconnect().await;
     eventually_connection(&http, path, "DISCONNECTED").await;
 }
+
+/// A connection's buffers start small (2 KiB to read, empty to write: vendor patch
+/// rmqtt-net-0004) and must grow for a packet many times their size, in both directions.
+#[tokio::test(flavor = "multi_thread")]
+async fn packets_many_times_a_connections_first_buffers_pass_whole_both_ways() {
+    let server = Server::start_with(ANONYMOUS);
+    let mut pump = device(&server, "pump-big").await;
+    let blob: String = (0..50_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let update = json!({"state": {"reported": {"blob": blob}}, "clientToken": "big-1"});
+    pump.publish_json(&topic::request("pump-big", ShadowOp::Update), &update)
+        .await;
+    let accepted = pump
+        .recv_json(&topic::accepted("pump-big", ShadowOp::Update))
+        .await;
+    assert_eq!(accepted["clientToken"], "big-1");
+    assert_eq!(accepted["state"]["reported"]["blob"], blob);
+
+    let mut reader = connect(server.mqtt, "bulk-reader").await;
+    reader.subscribe("bulk/#").await;
+    let writer = connect(server.mqtt, "bulk-writer").await;
+    let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    writer.publish("bulk/1", payload.clone()).await;
+    assert_eq!(reader.recv_on("bulk/1").await.payload, payload);
+}

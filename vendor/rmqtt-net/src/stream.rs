@@ -23,6 +23,10 @@ use rmqtt_codec::v5::Codec as CodecV5;
 use rmqtt_codec::version::{ProtocolVersion, VersionCodec};
 use rmqtt_codec::{MqttCodec, MqttPacket};
 
+/// Doppel patch: what each connection's read buffer starts with: a shadow update and a few
+/// pipelined ones.
+const READ_BUFFER_BYTES: usize = 2048;
+
 /// MQTT protocol dispatcher handling version negotiation
 ///
 /// Manages initial protocol detection and creates version-specific streams
@@ -48,7 +52,13 @@ where
         cert_info: Option<CertInfo>,
         cfg: Arc<Builder>,
     ) -> Self {
-        Dispatcher { io: Framed::new(io, MqttCodec::Version(VersionCodec)), remote_addr, cfg, cert_info }
+        // Doppel patch: small buffers. tokio-util's default is 8 KiB to read and 8 KiB to write,
+        // held for as long as the connection lives, which was half of what an idle device cost.
+        // Both grow for a larger packet; the write buffer starts empty and keeps the room of the
+        // largest packet sent.
+        let mut io = Framed::with_capacity(io, MqttCodec::Version(VersionCodec), READ_BUFFER_BYTES);
+        drop(std::mem::take(io.write_buffer_mut()));
+        Dispatcher { io, remote_addr, cfg, cert_info }
     }
 
     /// Negotiates protocol version and returns appropriate stream
