@@ -13,6 +13,12 @@ mod telemetry;
 use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
+/// jemalloc rather than the C library's malloc, whose bins and consolidation took a third of
+/// the hub's CPU on the write path (docs/ARCHITECTURE.md, "Decisions").
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "doppel", version, about = "A self-hostable digital-twin hub")]
 struct Cli {
