@@ -13,13 +13,13 @@ use crate::clock::Clock;
 use crate::committer::CommitRequest;
 use crate::error::EngineError;
 use crate::events::Feeds;
+use crate::shard::{KeyHasher, shard_index};
 use crate::task::ask;
 use doppel_model::command::{Command, CommandError, CommandLimits, CommandResult, NewCommand};
 use doppel_model::{Limits, TwinKey};
 use doppel_store::{CommandQuery, TwinStore};
 use serde_json::Value;
 use std::collections::{BinaryHeap, HashMap};
-use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -134,7 +134,7 @@ pub(crate) struct CommandJob {
 #[derive(Clone)]
 pub struct CommandQueue {
     workers: Arc<[mpsc::Sender<CommandJob>]>,
-    router: RandomState,
+    router: KeyHasher,
     store: Arc<dyn TwinStore>,
     feeds: Arc<Feeds<CommandEvent>>,
     limits: CommandLimits,
@@ -155,7 +155,7 @@ impl CommandQueue {
         workers: usize,
     ) -> Result<(CommandQueue, Vec<JoinHandle<()>>), EngineError> {
         let count = workers.max(1);
-        let router = RandomState::new();
+        let router = KeyHasher::default();
         let route = router.clone();
         let loader = store.clone();
         let now = clock.now();
@@ -163,7 +163,7 @@ impl CommandQueue {
             let mut queues: Vec<HashMap<TwinKey, DeviceQueue>> =
                 (0..count).map(|_| HashMap::new()).collect();
             loader.load_commands(&mut |key, command| {
-                let worker = worker_index(&route, &key, count);
+                let worker = shard_index(&route, &key, count);
                 queues[worker].entry(key).or_default().adopt(command, now);
             })?;
             queues.iter_mut().for_each(|queues| {
@@ -217,7 +217,7 @@ impl CommandQueue {
         key: TwinKey,
         op: impl FnOnce(Answer<T>) -> Op,
     ) -> Result<T, EngineError> {
-        let worker = &self.workers[worker_index(&self.router, &key, self.workers.len())];
+        let worker = &self.workers[shard_index(&self.router, &key, self.workers.len())];
         ask(worker, HANDLING_COMMAND, |reply| CommandJob {
             key,
             op: op(reply),
@@ -393,10 +393,6 @@ impl CommandQueue {
     pub fn follow(&self, capacity: usize) -> mpsc::Receiver<CommandEvent> {
         self.feeds.follow(capacity)
     }
-}
-
-fn worker_index(router: &RandomState, key: &TwinKey, workers: usize) -> usize {
-    (router.hash_one(key) % workers as u64) as usize
 }
 
 async fn blocking<T: Send + 'static>(

@@ -6,7 +6,9 @@ use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::events::{ChangeFeeds, TwinChange};
 use crate::index::FleetIndex;
-use crate::shard::{KeyHasher, ShardWorker, SharedIndex, TwinJob, TwinMap, TwinRecords, keys_of};
+use crate::shard::{
+    KeyHasher, ShardWorker, SharedIndex, TwinJob, TwinMap, TwinRecords, keys_of, shard_index,
+};
 use crate::silence::{ActivityIntervals, SilenceTimer};
 use crate::stream::Streams;
 use crate::task::{Reply, hand};
@@ -17,7 +19,6 @@ use doppel_model::{
     DeviceId, HistoryEntry, HistoryKind, Millis, TenantId, Twin, TwinKey, UpdateRequest,
 };
 use doppel_store::{HistoryQuery, TwinStore};
-use std::hash::BuildHasher;
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -471,10 +472,6 @@ impl Engine {
             .await
             .map_err(|join| EngineError::of_join(&join, "reading from the store"))?
     }
-}
-
-fn shard_index(router: &KeyHasher, key: &TwinKey, shards: usize) -> usize {
-    (router.hash_one(key) % shards as u64) as usize
 }
 
 /// Twins handed from the store's reader to the thread that files them, at a time.

@@ -15,6 +15,7 @@ use doppel_model::{
 };
 use doppel_store::TwinWrite;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::{Arc, PoisonError, RwLock};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
@@ -32,6 +33,11 @@ pub(crate) type TwinRecords = HashMap<TwinKey, EncodedTwin, KeyHasher>;
 /// the load; foldhash's quality variant is seeded per process, so device ids chosen by clients
 /// cannot be aimed at one bucket without knowing the seed.
 pub(crate) type KeyHasher = foldhash::quality::RandomState;
+
+/// Which of `shards` workers (twin shards, command workers) owns `key`.
+pub(crate) fn shard_index(router: &KeyHasher, key: &TwinKey, shards: usize) -> usize {
+    (router.hash_one(key) % shards as u64) as usize
+}
 
 pub(crate) struct TwinJob {
     pub key: TwinKey,
