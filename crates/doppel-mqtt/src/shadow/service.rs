@@ -359,9 +359,10 @@ async fn announce(broker: &impl Broker, change: &TwinChange) {
     // Most changes of a large fleet have nobody listening: skip decoding and rendering then.
     // A report cannot remove desired keys, so after a report that leaves no delta there is no
     // `/update/delta` to send: the common case of a device in sync costs no decoding of the
-    // previous twin (it was an eighth of the hub's CPU under shadow load).
-    let wants_delta = broker.has_subscribers(tenant, &delta_topic).await
-        && (change.kind != HistoryKind::Reported || change.current.has_delta());
+    // previous twin (it was an eighth of the hub's CPU under shadow load), nor the router
+    // lookup, which collects every subscriber of the topic.
+    let wants_delta = (change.kind != HistoryKind::Reported || change.current.has_delta())
+        && broker.has_subscribers(tenant, &delta_topic).await;
     let wants_documents = broker.has_subscribers(tenant, &documents_topic).await;
     if !wants_delta && !wants_documents {
         return;
