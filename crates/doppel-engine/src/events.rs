@@ -3,7 +3,7 @@
 
 use doppel_model::codec::EncodedTwin;
 use doppel_model::{HistoryKind, ModelError, TraceParent, Twin, TwinKey};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use tokio::sync::{broadcast, mpsc};
 
 /// Default events buffered for the slowest subscriber before it starts missing some: a few
@@ -44,20 +44,27 @@ pub(crate) type ChangeFeeds = Feeds<TwinChange>;
 /// Everyone who follows a kind of event: broadcast subscribers, who may fall behind and miss
 /// some, and followers, who never miss one because writes wait for them.
 pub(crate) struct Feeds<E> {
-    broadcast: broadcast::Sender<E>,
+    broadcast_capacity: usize,
+    /// Made by the first subscriber: a broadcast channel allocates its whole ring at once (10 MB
+    /// of twin changes at the default capacity), and a hub whose feeds are all followers never
+    /// subscribes. A subscriber sees only what is sent after it subscribed either way.
+    broadcast: OnceLock<broadcast::Sender<E>>,
     followers: RwLock<Vec<mpsc::Sender<E>>>,
 }
 
 impl<E: Clone> Feeds<E> {
     pub(crate) fn new(broadcast_capacity: usize) -> Feeds<E> {
         Feeds {
-            broadcast: broadcast::channel(broadcast_capacity.max(1)).0,
+            broadcast_capacity: broadcast_capacity.max(1),
+            broadcast: OnceLock::new(),
             followers: RwLock::new(Vec::new()),
         }
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<E> {
-        self.broadcast.subscribe()
+        self.broadcast
+            .get_or_init(|| broadcast::channel(self.broadcast_capacity).0)
+            .subscribe()
     }
 
     pub(crate) fn follow(&self, capacity: usize) -> mpsc::Receiver<E> {
@@ -71,7 +78,9 @@ impl<E: Clone> Feeds<E> {
 
     /// Whether anyone listens: when nobody does, changes are not even assembled.
     pub(crate) fn has_listeners(&self) -> bool {
-        self.broadcast.receiver_count() > 0
+        self.broadcast
+            .get()
+            .is_some_and(|broadcast| broadcast.receiver_count() > 0)
             || !self
                 .followers
                 .read()
@@ -81,9 +90,11 @@ impl<E: Clone> Feeds<E> {
 
     /// Hands `changes` to every listener, in order; waits while a follower's queue is full.
     pub(crate) async fn publish(&self, changes: Vec<E>) {
-        for change in &changes {
-            // No subscriber left is not an error: nobody is listening right now.
-            let _ = self.broadcast.send(change.clone());
+        if let Some(broadcast) = self.broadcast.get() {
+            for change in &changes {
+                // No subscriber left is not an error: nobody is listening right now.
+                let _ = broadcast.send(change.clone());
+            }
         }
         let followers = self
             .followers
@@ -105,5 +116,25 @@ impl<E: Clone> Feeds<E> {
                 .unwrap_or_else(PoisonError::into_inner)
                 .retain(|follower| !follower.is_closed());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Feeds;
+
+    #[tokio::test]
+    async fn the_broadcast_ring_is_made_by_the_first_subscriber() {
+        let feeds: Feeds<u32> = Feeds::new(8);
+        feeds.publish(vec![1]).await;
+        assert!(feeds.broadcast.get().is_none(), "nobody subscribed");
+        assert!(!feeds.has_listeners());
+
+        let mut subscriber = feeds.subscribe();
+        assert!(feeds.has_listeners());
+        feeds.publish(vec![2, 3]).await;
+        assert_eq!(subscriber.try_recv().expect("the first change"), 2);
+        assert_eq!(subscriber.try_recv().expect("the second change"), 3);
+        assert!(subscriber.try_recv().is_err(), "nothing else");
     }
 }
