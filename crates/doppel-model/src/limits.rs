@@ -14,9 +14,10 @@ pub const DEFAULT_MAX_DEPTH: usize = 8;
 /// model's walks recurse once per level.
 pub const MAX_CONFIGURABLE_DEPTH: usize = 100;
 
-/// Default most named shadows one device may have: AWS IoT's own default quota. Each costs
-/// about 32 KiB of memory once written (a twin in every shard map and index), and without a
-/// cap one device could create them until the hub runs out of memory.
+/// Default most named shadows one device may have: AWS IoT's own default quota. Each is a twin
+/// of its own in memory (about 1.5 KB with its index entries at ~300 bytes of state, up to the
+/// document limit for large ones), and without a cap one device could create them until the
+/// hub runs out of memory.
 pub const DEFAULT_MAX_NAMED_SHADOWS: usize = 10;
 
 /// Default most twins one tenant may have: no limit (0), since a tenant's fleet size is the
