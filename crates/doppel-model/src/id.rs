@@ -71,13 +71,9 @@ macro_rules! identifier {
         pub struct $name(Arc<str>);
 
         impl $name {
-            /// Validates and wraps an id.
-            pub fn new(value: impl Into<String>) -> Result<Self, ModelError> {
-                Self::parse(&value.into())
-            }
-
-            /// Validates and copies an id out of `value`.
-            pub fn parse(value: &str) -> Result<Self, ModelError> {
+            /// Validates an id and copies it into a shared string.
+            pub fn new(value: impl AsRef<str>) -> Result<Self, ModelError> {
+                let value = value.as_ref();
                 $validate(value)?;
                 Ok(Self(Arc::from(value)))
             }
@@ -177,8 +173,8 @@ impl TwinKey {
             .ok_or_else(corrupt)?;
         let text = |part| std::str::from_utf8(part).map_err(|_| corrupt());
         Ok(Self {
-            tenant: TenantId::parse(text(&bytes[..split])?)?,
-            device: DeviceId::parse(text(&bytes[split + 1..])?)?,
+            tenant: TenantId::new(text(&bytes[..split])?)?,
+            device: DeviceId::new(text(&bytes[split + 1..])?)?,
         })
     }
 }
