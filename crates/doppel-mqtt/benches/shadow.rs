@@ -16,16 +16,19 @@
 // The same twin as the engine benchmark's.
 #[path = "../../doppel-engine/benches/fixtures/sensor.rs"]
 mod sensor;
+#[path = "../../doppel-model/benches/fixtures/sensor_requests.rs"]
+mod sensor_requests;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use doppel_model::codec::EncodedTwin;
 use doppel_model::policy::ReplicaConfig;
-use doppel_model::{Applied, Change, Context, Limits, Millis, Twin, UpdateRequest, apply};
+use doppel_model::{Applied, Change, Context, Limits, Millis, Twin, apply};
 use doppel_mqtt::acl::{self, AclRule, Role};
 use doppel_mqtt::mount;
 use doppel_mqtt::shadow::document::{self, ShadowUpdate};
 use doppel_wire::shadow::{self as topic, ShadowAnswer, ShadowOp};
 use doppel_wire::{Topic, Verdict};
+use sensor_requests::{first_report, report_at, request};
 use serde_json::{Value, json};
 use std::hint::black_box;
 use std::time::Duration;
@@ -37,23 +40,6 @@ const TENANT: &str = "default";
 const WRITTEN_AT: Millis = Millis(1_795_000_000_000);
 const NOW: Millis = Millis(1_795_000_000_250);
 
-/// A report of the engine benchmark's sensor; `light_level` decides whether the delta changes
-/// (desired wants level 7).
-fn report(uptime_s: u64, light_level: u64) -> Value {
-    sensor::report(&sensor::Readings {
-        temperature: 21.4,
-        humidity: 44.5,
-        pressure: 1013.2,
-        co2_ppm: 612,
-        battery_level: 87,
-        voltage: 3.71,
-        charging: false,
-        light_level,
-        rssi: -61,
-        uptime_s,
-    })
-}
-
 /// The `/update` payload a device sends with `reported`, as bytes on the wire.
 fn update_payload(reported: &Value) -> Vec<u8> {
     serde_json::to_vec(&json!({
@@ -64,14 +50,7 @@ fn update_payload(reported: &Value) -> Vec<u8> {
 }
 
 fn applied(previous: Option<Twin>, change: Change, at: Millis) -> Twin {
-    let request = UpdateRequest {
-        change,
-        expected_version: None,
-        changed_by: THING.into(),
-        change_reason: None,
-        client_token: None,
-        trace: None,
-    };
+    let request = request(change);
     // The engine's path for a hub nobody syncs with, the engine's default.
     let context = Context {
         now: at,
@@ -98,14 +77,14 @@ struct Step {
 /// `/update/delta`), otherwise it grows by `light.level` (an `/update/delta` is sent).
 fn step(light_level: u64) -> Step {
     let limits = Limits::default();
-    let first = document::parse_update(&update_payload(&report(60, 7)), &limits)
+    let first = document::parse_update(&update_payload(&first_report()), &limits)
         .expect("a valid first report");
     let twin = applied(None, first.to_change(), WRITTEN_AT);
     let desire = serde_json::to_vec(&json!({"state": {"desired": sensor::desired()}}))
         .expect("encode a desired update");
     let desire = document::parse_update(&desire, &limits).expect("a valid desired update");
     let previous = applied(Some(twin), desire.to_change(), WRITTEN_AT);
-    let payload = update_payload(&report(120, light_level));
+    let payload = update_payload(&report_at(120, light_level));
     let update = document::parse_update(&payload, &limits).expect("a valid report");
     let current = applied(Some(previous.clone()), update.to_change(), NOW);
     Step {
