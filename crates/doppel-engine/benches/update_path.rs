@@ -43,12 +43,12 @@ use harness::{
 };
 use std::hint::black_box;
 use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
 
 /// The hub's allocator (crates/doppel/src/main.rs), so that these figures are the hub's.
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-use tokio::task::JoinSet;
 
 /// Twins when criterion runs the benchmark as a test (no `--bench`): enough to exercise the path.
 const TEST_MODE_TWINS: usize = 1_000;

@@ -133,18 +133,18 @@ impl IndexedPaths {
     /// the index holds one per twin, and a vector grown by pushes would hold room for more.
     fn entries(&self, twin: &Twin) -> Box<[(Path, ValueKey)]> {
         let fields = TwinFields(twin);
-        let mut entries = Vec::with_capacity(twin.meta.tags.len() + 3 + self.state.len());
+        let fixed = [
+            Path::ConnectionStatus,
+            Path::DeviceType,
+            Path::FirmwareVersion,
+        ];
+        let mut entries = Vec::with_capacity(twin.meta.tags.len() + fixed.len() + self.state.len());
         entries.extend(twin.meta.tags.iter().map(|(name, value)| {
             (
                 Path::Tag(name.clone()),
                 ValueKey::Text(Arc::from(value.as_str())),
             )
         }));
-        let fixed = [
-            Path::ConnectionStatus,
-            Path::DeviceType,
-            Path::FirmwareVersion,
-        ];
         for path in fixed.iter().chain(&self.state) {
             if let Some(key) = fields.value(path).and_then(|value| ValueKey::of(&value)) {
                 entries.push((path.clone(), key));

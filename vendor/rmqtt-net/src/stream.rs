@@ -57,7 +57,7 @@ where
         // Both grow for a larger packet; the write buffer starts empty and keeps the room of the
         // largest packet sent.
         let mut io = Framed::with_capacity(io, MqttCodec::Version(VersionCodec), READ_BUFFER_BYTES);
-        drop(std::mem::take(io.write_buffer_mut()));
+        *io.write_buffer_mut() = Default::default();
         Dispatcher { io, remote_addr, cfg, cert_info }
     }
 
